@@ -1,0 +1,1 @@
+"""Debezium connector definitions (JSON, one file per connector) and the Kafka Connect REST client."""

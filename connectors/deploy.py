@@ -1,0 +1,95 @@
+"""Deploying and removing a Debezium connector: validate, PUT, wait for RUNNING; delete and drop its slot."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+
+from connectors.client import ConnectClient
+from connectors.definition import ConnectorDefinition
+from featurectl.errors import ConfigError, FeatureCtlError
+from featurectl.settings import Settings
+from stack.procs import wait_for
+
+logger = logging.getLogger(__name__)
+
+
+def deploy(settings: Settings, definition: ConnectorDefinition, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Create or update the connector and wait until it and all its tasks are RUNNING.
+
+    Idempotent: deploying an unchanged definition leaves the running connector as it is.
+    Raises ConfigError naming the field when Connect/Debezium reject the config (a wrong
+    password is reported here, before anything is created).
+    """
+    client = ConnectClient(settings.connect_rest_url)
+    config = definition.render(settings)
+    errors = client.validate(definition.name, config)
+    if errors:
+        raise ConfigError(
+            f"connector {definition.name!r} failed validation:\n  " + "\n  ".join(errors),
+            "check the Postgres connection settings (FEATURECTL_PG_*, FEATURECTL_DEBEZIUM_*) "
+            f"and {definition.path}",
+        )
+    created = client.put_config(definition.name, config)
+    logger.info(
+        "connector %s %s on %s", definition.name, "created" if created else "updated", client.base_url
+    )
+    return client.wait_state(definition.name, "RUNNING", timeout_s)
+
+
+def debezium_conninfo(settings: Settings) -> str:
+    return psycopg.conninfo.make_conninfo(
+        host=settings.pg_host,
+        port=settings.pg_port,
+        dbname=settings.pg_database,
+        user=settings.debezium_user,
+        password=settings.require_secret("debezium_password"),
+        connect_timeout=5,
+    )
+
+
+def remove(settings: Settings, definition: ConnectorDefinition, keep_slot: bool = False) -> None:
+    """Delete the connector; unless ``keep_slot``, drop its replication slot too.
+
+    Deleting a connector does not drop its slot, and an abandoned slot makes Postgres keep WAL
+    without limit, so dropping is the default.
+    """
+    client = ConnectClient(settings.connect_rest_url)
+    if client.delete(definition.name):
+        logger.info("connector %s deleted", definition.name)
+    else:
+        logger.info("connector %s was not deployed", definition.name)
+    if keep_slot:
+        logger.info(
+            "keeping replication slot %s (it retains WAL until a connector resumes it)", definition.slot_name
+        )
+        return
+    drop_slot(settings, definition.slot_name)
+
+
+def drop_slot(settings: Settings, slot: str, timeout_s: float = 60.0) -> bool:
+    """Drop ``slot`` once its walsender has let go of it. Returns False if there was no such slot."""
+    try:
+        with psycopg.connect(debezium_conninfo(settings), autocommit=True) as conn:
+
+            def inactive() -> bool:
+                row = conn.execute(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+                ).fetchone()
+                return row is None or not row[0]
+
+            wait_for(inactive, timeout_s, f"replication slot {slot} to be released by the deleted connector")
+            row = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            if row is None:
+                return False
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            logger.info("replication slot %s dropped", slot)
+            return True
+    except psycopg.OperationalError as exc:
+        raise FeatureCtlError(
+            f"could not connect to Postgres to drop slot {slot}: {exc}",
+            "check FEATURECTL_PG_HOST/PORT and the Debezium password; "
+            f"or drop it by hand: SELECT pg_drop_replication_slot('{slot}')",
+        ) from None

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# A newcomer's two commands:  ./dev.sh demo   (set up everything, run the end-to-end demo)
+#                             ./dev.sh test   (set up everything, run lint, types and the test suite)
+# Idempotent: a second run reuses the virtualenv, the Debian packages and the cached jars.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+setup() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if ! python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    echo "error: featurectl needs Python >= 3.11 as python3" >&2; exit 1
+  fi
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    log "installing python3-venv"
+    $sudo apt-get update -q && $sudo apt-get install -y -q python3-venv
+  fi
+  if [ ! -x .venv/bin/python ]; then
+    log "creating .venv"
+    python3 -m venv .venv
+  fi
+  # Reinstall only when the declared dependencies change.
+  local stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    log "installing Python packages into .venv"
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e '.[dev]'
+    rm -f .venv/.installed-*
+    touch "$stamp"
+  fi
+  # Postgres (Debian package), Java and Maven if missing; Kafka/Connect/Debezium jars (cached).
+  log "installing the local stack's packages and jars (cached after the first run)"
+  .venv/bin/featurectl stack install
+}
+
+case "${1:-}" in
+  demo)
+    setup
+    exec .venv/bin/featurectl demo
+    ;;
+  test)
+    setup
+    log "ruff"
+    .venv/bin/ruff check .
+    log "mypy"
+    .venv/bin/mypy
+    log "pytest (unit, then integration against the real local stack)"
+    exec .venv/bin/pytest
+    ;;
+  *)
+    echo "usage: ./dev.sh demo | ./dev.sh test" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,1 @@
+"""featurectl: Postgres CDC through Debezium and Kafka into a Feast feature store."""

@@ -1,0 +1,237 @@
+"""``featurectl``: the command users type. Subcommands: stack, connector, tail, demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from featurectl.errors import FeatureCtlError
+from featurectl.settings import Settings, load_settings
+
+logger = logging.getLogger("featurectl")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Postgres CDC through Debezium and Kafka into a Feast feature store."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = load_settings()
+
+
+# --- stack -------------------------------------------------------------------------------------
+@cli.group()
+def stack() -> None:
+    """The local stack: Postgres, Kafka (KRaft) and Kafka Connect with Debezium, as local processes."""
+
+
+@stack.command("install")
+@click.pass_context
+def stack_install(ctx: click.Context) -> None:
+    """Install what the stack needs (Postgres package, Kafka/Connect/Debezium jars) without starting it."""
+    from stack.launcher import LocalStack
+
+    LocalStack(_settings(ctx)).install()
+
+
+@stack.command("up")
+@click.pass_context
+def stack_up(ctx: click.Context) -> None:
+    """Start every service that is not running yet (idempotent)."""
+    from stack.launcher import LocalStack
+
+    took = LocalStack(_settings(ctx)).up()
+    click.echo(f"stack up ({took:.1f}s)")
+
+
+@stack.command("down")
+@click.option(
+    "--wipe", is_flag=True, help="Also delete the data directory (database, topics, logs, secrets)."
+)
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    type=click.Choice(["postgres", "kafka", "connect"]),
+    help="Stop only these services (repeatable).",
+)
+@click.pass_context
+def stack_down(ctx: click.Context, wipe: bool, services: tuple[str, ...]) -> None:
+    """Stop what `up` started (gracefully, then harder); keeps data unless --wipe."""
+    from stack.launcher import LocalStack
+
+    stopped = LocalStack(_settings(ctx)).down(
+        wipe=wipe, services=services or ("connect", "kafka", "postgres")
+    )
+    click.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@stack.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def stack_status(ctx: click.Context, as_json: bool) -> None:
+    """Every service and connector with its state. Exits 1 if any service is not RUNNING."""
+    from stack.launcher import LocalStack
+
+    status = LocalStack(_settings(ctx)).status()
+    if as_json:
+        click.echo(json.dumps(status.as_dict(), indent=2))
+    else:
+        for s in status.services:
+            pid = f"pid {s.pid}" if s.pid else ""
+            click.echo(f"{s.name:<10} {s.state:<10} {s.address:<28} {pid} {s.detail}".rstrip())
+        for c in status.connectors:
+            tasks = ", ".join(f"task {t['id']} {t['state']}" for t in c["tasks"])  # type: ignore[attr-defined]
+            click.echo(f"connector  {c['state']:<10} {c['name']:<28} {tasks}")
+    if any(s.state != "RUNNING" for s in status.services):
+        sys.exit(1)
+
+
+CONNECTOR_FILE = click.option(
+    "--file",
+    "path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Connector definition (default connectors/shop-postgres.json).",
+)
+
+
+def _definition(path: Path | None) -> Any:
+    from connectors.definition import DEFAULT_CONNECTOR, load_definition
+
+    return load_definition(path or DEFAULT_CONNECTOR)
+
+
+@cli.group()
+def db() -> None:
+    """The source database: roles, demo schema and publication."""
+
+
+@db.command("init")
+@CONNECTOR_FILE
+@click.pass_context
+def db_init(ctx: click.Context, path: Path | None) -> None:
+    """Create the roles, demo schema and publication in a running Postgres (idempotent).
+
+    `stack up` does this for the local stack; use it for docker-compose or an existing Postgres
+    (needs FEATURECTL_PG_ADMIN_PASSWORD for a superuser).
+    """
+    from stack.postgres import Postgres
+
+    Postgres(_settings(ctx)).bootstrap(_definition(path))
+    click.echo("database ready")
+
+
+# --- connector -----------------------------------------------------------------------------------
+@cli.group()
+def connector() -> None:
+    """Deploy and supervise the Debezium connector through Kafka Connect's REST API."""
+
+
+@connector.command("deploy")
+@CONNECTOR_FILE
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for RUNNING.")
+@click.pass_context
+def connector_deploy(ctx: click.Context, path: Path | None, timeout: float) -> None:
+    """Create or update the connector (idempotent) and wait until it and its tasks are RUNNING."""
+    from connectors.deploy import deploy
+
+    definition = _definition(path)
+    deploy(_settings(ctx), definition, timeout)
+    click.echo(f"connector {definition.name} RUNNING")
+
+
+@connector.command("status")
+@CONNECTOR_FILE
+@click.pass_context
+def connector_status(ctx: click.Context, path: Path | None) -> None:
+    """Connector and task states (with the trace of a failed task)."""
+    from connectors.client import ConnectClient
+
+    click.echo(
+        json.dumps(ConnectClient(_settings(ctx).connect_rest_url).status(_definition(path).name), indent=2)
+    )
+
+
+def _simple(action: str, help_text: str) -> None:
+    @connector.command(action, help=help_text)
+    @CONNECTOR_FILE
+    @click.pass_context
+    def command(ctx: click.Context, path: Path | None) -> None:
+        from connectors.client import ConnectClient
+
+        name = _definition(path).name
+        getattr(ConnectClient(_settings(ctx).connect_rest_url), action)(name)
+        click.echo(f"connector {name}: {action} requested")
+
+
+_simple("restart", "Restart the connector's failed tasks.")
+_simple("pause", "Pause the connector (the slot keeps WAL until it resumes).")
+_simple("resume", "Resume a paused connector.")
+
+
+@connector.command("delete")
+@CONNECTOR_FILE
+@click.option(
+    "--keep-slot", is_flag=True, help="Keep the replication slot (to resume later without a new snapshot)."
+)
+@click.pass_context
+def connector_delete(ctx: click.Context, path: Path | None, keep_slot: bool) -> None:
+    """Delete the connector and drop its replication slot (unless --keep-slot)."""
+    from connectors.deploy import remove
+
+    remove(_settings(ctx), _definition(path), keep_slot=keep_slot)
+    click.echo("connector deleted" + (" (slot kept)" if keep_slot else " and slot dropped"))
+
+
+# --- streams -------------------------------------------------------------------------------------
+@cli.command("tail")
+@click.argument("tables", nargs=-1)
+@CONNECTOR_FILE
+@click.option("--follow", "-f", is_flag=True, help="Keep waiting for new events.")
+@click.pass_context
+def tail_cmd(ctx: click.Context, tables: tuple[str, ...], path: Path | None, follow: bool) -> None:
+    """Print the change events of TABLES (schema.table; default: every captured table) from the start."""
+    from streams.tail import render, tail
+
+    definition = _definition(path)
+    topics = [definition.topic_for(t) for t in (tables or definition.tables)]
+    for event in tail(_settings(ctx).bootstrap_servers, topics, idle_timeout_s=None if follow else 5.0):
+        click.echo(render(event))
+
+
+@cli.command("demo")
+@click.pass_context
+def demo_cmd(ctx: click.Context) -> None:
+    """The main job: stack up, connector deployed, demo rows changed, change events printed."""
+    from featurectl import demo
+
+    demo.main(_settings(ctx))
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except FeatureCtlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)

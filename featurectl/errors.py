@@ -1,0 +1,32 @@
+"""The project's root error class.
+
+Every error a user can see carries what failed and what to do about it. ``transient`` errors
+(a broker not reachable yet, a REST call that timed out) may succeed when retried; terminal ones
+(a wrong password, an unknown setting, a port held by another program) will not.
+"""
+
+from __future__ import annotations
+
+
+class FeatureCtlError(Exception):
+    """Base class for every error featurectl raises on purpose.
+
+    ``str(err)`` is the full message shown to the user: the problem, then the fix.
+    """
+
+    transient: bool = False
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem}\n  fix: {fix}" if fix else problem)
+
+
+class TransientError(FeatureCtlError):
+    """An error that may go away on retry (service still starting, network blip)."""
+
+    transient = True
+
+
+class ConfigError(FeatureCtlError):
+    """A setting is unknown, malformed or missing."""

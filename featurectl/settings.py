@@ -1,0 +1,190 @@
+"""Typed settings for the whole platform, read from the environment and an optional env file.
+
+Every field can be set as ``FEATURECTL_<FIELD>`` in the environment or in the settings file
+(``featurectl.env`` in the working directory, or the file named by ``FEATURECTL_SETTINGS_FILE``).
+Unknown keys are rejected in both places, so a typo never silently falls back to a default.
+Secrets are never committed: passwords come from the environment or from the secrets file that
+``featurectl stack up`` generates under the data directory (mode 0600).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from featurectl.errors import ConfigError
+
+ENV_PREFIX = "FEATURECTL_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Names the settings file itself; not a field, so it is allowed next to the fields.
+SETTINGS_FILE_VAR = f"{ENV_PREFIX}SETTINGS_FILE"
+
+
+class Settings(BaseSettings):
+    """Where the services run and how to reach them. Defaults describe the local stack."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", case_sensitive=False, validate_default=True
+    )
+
+    # --- local stack: where it lives -------------------------------------------------------
+    data_dir: Path = Field(
+        PROJECT_ROOT / ".stack",
+        description="Data directory of the local stack: Postgres cluster, Kafka log dirs, logs, pid files.",
+    )
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "featurectl",
+        description="Cache for the JVM jars downloaded from Maven Central (shared by all checkouts).",
+    )
+    kafka_version: str = Field("4.3.1", description="Apache Kafka version (broker and Connect).")
+    debezium_version: str = Field(
+        "3.7.0.Final", description="Debezium release; must be built against kafka_version."
+    )
+    postgres_version: int = Field(15, description="PostgreSQL major version (Debian package).")
+    kafka_heap: str = Field("512m", description="Max heap of the Kafka broker JVM (-Xmx).")
+    connect_heap: str = Field("768m", description="Max heap of the Kafka Connect JVM (-Xmx).")
+    startup_timeout_s: float = Field(120.0, description="How long `stack up` waits for each service.")
+
+    # --- Postgres ----------------------------------------------------------------------------
+    pg_host: str = Field("127.0.0.1", description="Host the platform connects to Postgres on.")
+    pg_port: int = Field(55432, description="Postgres port (not 5432, to leave a system Postgres alone).")
+    pg_database: str = Field("shop", description="Application database whose tables are captured.")
+    pg_admin_user: str = Field("postgres", description="Superuser that bootstraps the local cluster.")
+    pg_admin_password: SecretStr | None = Field(None, description="Password of pg_admin_user.")
+    pg_app_user: str = Field("shop_app", description="Role that owns and writes the demo tables.")
+    pg_app_password: SecretStr | None = Field(None, description="Password of pg_app_user.")
+    debezium_user: str = Field(
+        "debezium", description="Least-privilege replication role Debezium connects as (not superuser)."
+    )
+    debezium_password: SecretStr | None = Field(None, description="Password of debezium_user.")
+    connect_pg_host: str | None = Field(
+        None,
+        description="Host Kafka Connect uses to reach Postgres, when it differs from pg_host "
+        "(for example `postgres` inside docker-compose). Defaults to pg_host.",
+    )
+    connect_pg_port: int | None = Field(
+        None, description="Port Kafka Connect uses to reach Postgres. Defaults to pg_port."
+    )
+
+    # --- Kafka and Connect ---------------------------------------------------------------------
+    kafka_port: int = Field(59092, description="Kafka broker listener port (not 9092).")
+    kafka_controller_port: int = Field(59093, description="KRaft controller listener port.")
+    connect_port: int = Field(58083, description="Kafka Connect REST port (not 8083).")
+    kafka_bootstrap: str | None = Field(
+        None, description="Bootstrap servers of an existing Kafka. Defaults to the local broker."
+    )
+    connect_url: str | None = Field(
+        None, description="REST URL of an existing Kafka Connect. Defaults to the local worker."
+    )
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def connect_rest_url(self) -> str:
+        return (self.connect_url or f"http://127.0.0.1:{self.connect_port}").rstrip("/")
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.data_dir / "secrets.env"
+
+    def secret(self, field: str) -> str | None:
+        """The password in ``field``: from the environment/settings file, else the secrets file."""
+        value = getattr(self, field)
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        return read_secrets_file(self.secrets_file).get(field)
+
+    def require_secret(self, field: str) -> str:
+        value = self.secret(field)
+        if not value:
+            env = f"{ENV_PREFIX}{field.upper()}"
+            raise ConfigError(
+                f"no password for {field}",
+                f"set {env} in the environment or the settings file, or run `featurectl stack up` "
+                f"to generate the local stack's passwords in {self.secrets_file}",
+            )
+        return value
+
+
+def read_secrets_file(path: Path) -> dict[str, str]:
+    """Parse ``KEY=value`` lines of a secrets file; a missing file is empty."""
+    if not path.exists():
+        return {}
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            out[key.strip().lower()] = value.strip()
+    return out
+
+
+def ensure_secrets_file(path: Path, fields: tuple[str, ...]) -> dict[str, str]:
+    """Create (or complete) a 0600 secrets file with a random password for each field."""
+    current = read_secrets_file(path)
+    missing = [f for f in fields if f not in current]
+    if missing:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for field in missing:
+            current[field] = secrets.token_urlsafe(18)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("# generated by featurectl stack up; never commit this file\n")
+            fh.writelines(f"{k}={v}\n" for k, v in sorted(current.items()))
+    return current
+
+
+def _settings_file() -> Path | None:
+    explicit = os.environ.get(SETTINGS_FILE_VAR)
+    if explicit:
+        path = Path(explicit)
+        if not path.exists():
+            raise ConfigError(
+                f"settings file {path} does not exist", f"create it or unset {SETTINGS_FILE_VAR}"
+            )
+        return path
+    default = Path.cwd() / "featurectl.env"
+    return default if default.exists() else None
+
+
+def _check_unknown_env(known: set[str]) -> None:
+    # pydantic-settings ignores unknown prefixed variables in the environment; a typo such as
+    # FEATURECTL_KAFKA_PROT would silently leave the default in place, so reject them here.
+    for name in os.environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == SETTINGS_FILE_VAR:
+            continue
+        field = upper[len(ENV_PREFIX) :].lower()
+        if field not in known:
+            close = difflib.get_close_matches(field, sorted(known), n=1)
+            hint = f"did you mean {ENV_PREFIX}{close[0].upper()}?" if close else "unset it"
+            raise ConfigError(f"unknown setting {name} in the environment", hint)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from environment and settings file, rejecting unknown keys."""
+    known = set(Settings.model_fields)
+    _check_unknown_env(known)
+    env_file = _settings_file()
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(key.lower(), sorted(known), n=1)
+                hint = f" (did you mean {ENV_PREFIX}{close[0].upper()}?)" if close else ""
+                problems.append(f"unknown setting {key!r}{hint}")
+            else:
+                problems.append(f"{ENV_PREFIX}{key.upper()}: {err['msg']}")
+        where = f"the environment or {env_file}" if env_file else "the environment"
+        raise ConfigError("invalid settings: " + "; ".join(problems), f"correct them in {where}") from None

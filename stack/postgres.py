@@ -1,0 +1,260 @@
+"""PostgreSQL 15 in the project's own data directory, with logical decoding and the demo schema.
+
+The cluster is not the system one: ``<data_dir>/postgres/data``, its own port, started with
+``pg_ctl``. Postgres refuses to run as root, so as root every server command runs as the
+``postgres`` OS user that the Debian package creates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from connectors.definition import ConnectorDefinition
+from featurectl.errors import FeatureCtlError
+from featurectl.settings import Settings
+from stack import procs, system
+
+logger = logging.getLogger(__name__)
+SCHEMA_SQL = Path(__file__).with_name("sql") / "shop.sql"
+
+
+class Postgres:
+    """The local Postgres cluster. Constructing it touches nothing; ``start`` does the work."""
+
+    name = "postgres"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.data_dir / "postgres"
+        self.data = self.home / "data"
+        self.log_file = self.home / "postgres.log"
+        self.bin = Path(f"/usr/lib/postgresql/{settings.postgres_version}/bin")
+
+    # --- process -------------------------------------------------------------------------------
+    def pid(self) -> int | None:
+        pid_file = self.data / "postmaster.pid"
+        if not pid_file.exists():
+            return None
+        return procs.Daemon(self.name, pid_file, self.log_file, str(self.data)).pid()
+
+    def ensure_installed(self) -> None:
+        if not (self.bin / "postgres").exists():
+            system.apt_install(f"postgresql-{self.settings.postgres_version}")
+
+    def _as_owner(self, argv: Sequence[str]) -> list[str]:
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "postgres", "--", *argv]
+        return list(argv)
+
+    def _run(self, argv: Sequence[str], what: str) -> None:
+        result = subprocess.run(self._as_owner(argv), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise FeatureCtlError(
+                f"{what} failed:\n{(result.stdout + result.stderr)[-2000:]}\nlog: {procs.log_tail(self.log_file)}",
+                f"see {self.log_file}",
+            )
+
+    def _chown(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def init_cluster(self, admin_password: str) -> None:
+        """initdb once: scram passwords on TCP, peer auth on the private Unix socket."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._chown(self.home)
+        if (self.data / "PG_VERSION").exists():
+            return
+        pwfile = self.home / ".initdb-pw"
+        pwfile.write_text(admin_password + "\n")
+        pwfile.chmod(0o600)
+        self._chown(pwfile)
+        try:
+            logger.info("postgres: initdb %s", self.data)
+            self._run(
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    self.settings.pg_admin_user,
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=peer",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ],
+                "initdb",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write("\ninclude_if_exists = 'featurectl.conf'\n")
+
+    def write_config(self) -> None:
+        """Rewritten on every start, so a changed port setting takes effect."""
+        run_dir = self.home / "run"
+        run_dir.mkdir(exist_ok=True)
+        self._chown(run_dir)
+        conf = self.data / "featurectl.conf"
+        conf.write_text(
+            "# written by featurectl stack up; edits are overwritten\n"
+            f"port = {self.settings.pg_port}\n"
+            "listen_addresses = '127.0.0.1'\n"
+            f"unix_socket_directories = '{run_dir}'\n"
+            "wal_level = logical\n"
+            "max_wal_senders = 10\n"
+            "max_replication_slots = 10\n"
+            # An abandoned replication slot must not fill the disk: cap the WAL it may hold back.
+            "max_slot_wal_keep_size = '2GB'\n"
+            "shared_buffers = '256MB'\n"
+            "log_min_messages = warning\n"
+            "log_connections = off\n"
+        )
+        self._chown(conf)
+
+    def start(self) -> None:
+        self.ensure_installed()
+        if self.pid() is not None:
+            logger.info("postgres: already running (pid %s)", self.pid())
+            return
+        procs.ensure_port_free(self.settings.pg_port, "postgres", "FEATURECTL_PG_PORT")
+        secrets = self._passwords()
+        self.init_cluster(secrets["pg_admin_password"])
+        self.write_config()
+        timeout = str(int(self.settings.startup_timeout_s))
+        # -w makes pg_ctl poll the server until it accepts connections (a probe, not a sleep).
+        self._run(
+            [
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                timeout,
+                "start",
+            ],
+            "pg_ctl start",
+        )
+        logger.info("postgres: accepting connections on 127.0.0.1:%d", self.settings.pg_port)
+
+    def stop(self) -> bool:
+        if self.pid() is None:
+            return False
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"], "pg_ctl stop")
+        return True
+
+    def wipe(self) -> None:
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    # --- database contents ---------------------------------------------------------------------
+    def _passwords(self) -> dict[str, str]:
+        return {
+            f: self.settings.require_secret(f)
+            for f in ("pg_admin_password", "pg_app_password", "debezium_password")
+        }
+
+    def admin_conninfo(self, dbname: str = "postgres") -> str:
+        return psycopg.conninfo.make_conninfo(
+            host=self.settings.pg_host,
+            port=self.settings.pg_port,
+            dbname=dbname,
+            user=self.settings.pg_admin_user,
+            password=self.settings.require_secret("pg_admin_password"),
+            connect_timeout=5,
+        )
+
+    def ready(self) -> bool:
+        try:
+            with psycopg.connect(self.admin_conninfo()) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
+
+    def bootstrap(self, connector: ConnectorDefinition) -> None:
+        """Roles, database, demo schema and publication; safe to run on every ``up``."""
+        s = self.settings
+        pw = self._passwords()
+        with psycopg.connect(self.admin_conninfo(), autocommit=True) as conn:
+            self._ensure_role(conn, s.pg_app_user, pw["pg_app_password"], replication=False)
+            self._ensure_role(conn, s.debezium_user, pw["debezium_password"], replication=True)
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (s.pg_database,)).fetchone()
+            if not exists:
+                logger.info("postgres: creating database %s owned by %s", s.pg_database, s.pg_app_user)
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(s.pg_database), sql.Identifier(s.pg_app_user)
+                    )
+                )
+            conn.execute(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                    sql.Identifier(s.pg_database), sql.Identifier(s.debezium_user)
+                )
+            )
+        with psycopg.connect(self.admin_conninfo(s.pg_database)) as conn:
+            # DDL as the app role, so the application owns its tables (and the default privileges
+            # granted in the script apply to what it creates later).
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(s.pg_app_user)))
+            conn.execute(
+                sql.SQL(SCHEMA_SQL.read_text()).format(debezium_user=sql.Identifier(s.debezium_user))
+            )
+            conn.execute("RESET ROLE")
+            self._ensure_publication(conn, connector)
+        logger.info(
+            "postgres: database %s ready (roles %s, %s)", s.pg_database, s.pg_app_user, s.debezium_user
+        )
+
+    @staticmethod
+    def _ensure_role(
+        conn: psycopg.Connection[tuple[object, ...]], role: str, password: str, replication: bool
+    ) -> None:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        attrs = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE " + (
+            "REPLICATION" if replication else "NOREPLICATION"
+        )
+        conn.execute(
+            sql.SQL(verb + " ROLE {} WITH " + attrs + " PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+
+    @staticmethod
+    def _ensure_publication(
+        conn: psycopg.Connection[tuple[object, ...]], connector: ConnectorDefinition
+    ) -> None:
+        # Created here by the superuser, so Debezium's role needs no table ownership
+        # (publication.autocreate.mode=disabled in the connector definition).
+        tables = sql.SQL(", ").join(sql.Identifier(*t.split(".", 1)) for t in connector.tables)
+        name = sql.Identifier(connector.publication_name)
+        exists = conn.execute(
+            "SELECT 1 FROM pg_publication WHERE pubname = %s", (connector.publication_name,)
+        ).fetchone()
+        if exists:
+            conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(name, tables))
+        else:
+            conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(name, tables))
+
+    def app_conninfo(self) -> str:
+        s = self.settings
+        return psycopg.conninfo.make_conninfo(
+            host=s.pg_host,
+            port=s.pg_port,
+            dbname=s.pg_database,
+            user=s.pg_app_user,
+            password=s.require_secret("pg_app_password"),
+            connect_timeout=5,
+        )

@@ -1,0 +1,175 @@
+"""Process plumbing shared by the services: pid files, port checks, spawn, graceful stop, polling.
+
+Every wait here polls a probe until a deadline; nothing sleeps for a fixed time hoping a service
+is ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+
+from featurectl.errors import FeatureCtlError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Daemon:
+    """A long-running process the launcher owns, identified by its pid file and a command-line marker.
+
+    The marker (for example the path of its config file) guards against a recycled pid: a pid
+    whose command line lacks it is not ours, and the pid file is stale.
+    """
+
+    name: str
+    pid_file: Path
+    log_file: Path
+    marker: str
+
+    def pid(self) -> int | None:
+        """The pid if our process is alive; removes a stale pid file (and says so)."""
+        if not self.pid_file.exists():
+            return None
+        text = self.pid_file.read_text().strip().splitlines()
+        try:
+            pid = int(text[0]) if text else -1
+        except ValueError:
+            pid = -1
+        if pid > 0 and _is_ours(pid, self.marker):
+            return pid
+        logger.warning(
+            "%s: stale pid file %s (pid %s is not running %s); removing it",
+            self.name,
+            self.pid_file,
+            pid if pid > 0 else "unreadable",
+            self.name,
+        )
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+
+def _is_ours(pid: int, marker: str) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return marker in " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def port_owner(port: int) -> str | None:
+    """Describe the process listening on TCP ``port`` ("pid 123 (java ...)"), or None if free."""
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            if conn.pid is None:
+                return "another process (run as root to see which)"
+            try:
+                proc = psutil.Process(conn.pid)
+                cmd = " ".join(proc.cmdline())
+                return f"pid {conn.pid} ({cmd[:120]}{'...' if len(cmd) > 120 else ''})"
+            except psutil.NoSuchProcess:
+                return f"pid {conn.pid}"
+    return None
+
+
+def ensure_port_free(port: int, service: str, setting: str) -> None:
+    """Raise a clear error if ``port`` is taken, naming the port, the holder and the setting to change."""
+    owner = port_owner(port)
+    if owner:
+        raise FeatureCtlError(
+            f"{service} cannot start: port {port} is already in use by {owner}",
+            f"stop that process, or pick another port with {setting}=<port> (environment or featurectl.env)",
+        )
+
+
+def spawn(daemon: Daemon, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
+    """Start ``argv`` detached (own session, output to the daemon's log) and record its pid."""
+    daemon.log_file.parent.mkdir(parents=True, exist_ok=True)
+    daemon.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(daemon.log_file, "ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    daemon.pid_file.write_text(f"{proc.pid}\n")
+    logger.info("%s: started pid %d, log %s", daemon.name, proc.pid, daemon.log_file)
+    return proc.pid
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def stop(daemon: Daemon, grace_s: float = 30.0) -> bool:
+    """SIGTERM, wait up to ``grace_s``, then SIGKILL. Returns False if it was not running."""
+    pid = daemon.pid()
+    if pid is None:
+        return False
+    logger.info("%s: stopping pid %d (SIGTERM)", daemon.name, pid)
+    os.kill(pid, signal.SIGTERM)
+    if not wait_for(lambda: not alive(pid), grace_s, raise_on_timeout=False):
+        logger.warning("%s: pid %d still running after %.0fs; sending SIGKILL", daemon.name, pid, grace_s)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not alive(pid), 10.0, raise_on_timeout=False)
+    _reap(pid)
+    daemon.pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _reap(pid: int) -> None:
+    # Our own children (started in this process) stay zombies until waited for.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def wait_for(
+    probe: Callable[[], T | bool | None],
+    timeout_s: float,
+    what: str = "condition",
+    interval_s: float = 0.2,
+    raise_on_timeout: bool = True,
+    check: Callable[[], None] | None = None,
+) -> T | bool | None:
+    """Poll ``probe`` until it returns a truthy value or ``timeout_s`` passes.
+
+    ``check`` runs before each probe and may raise to abort early (for example when the process
+    being waited for has died).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if check is not None:
+            check()
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            if raise_on_timeout:
+                raise FeatureCtlError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            return None
+        time.sleep(interval_s)
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,1 @@
+"""The stream processor: consume Debezium change events from Kafka and materialise features."""

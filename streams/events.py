@@ -1,0 +1,107 @@
+"""Debezium change events, decoded from Kafka messages into frozen values.
+
+The connector writes JSON without embedded schemas (see connectors/shop-postgres.json):
+``{"before": {...}|null, "after": {...}|null, "source": {...}, "op": "c|u|d|r|t", "ts_ms": ...}``,
+with the primary key as the message key. A delete is followed by a *tombstone*: the same key
+and a null value, which tells compacted topics to forget the key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from featurectl.errors import FeatureCtlError
+
+OPS = {"c": "create", "u": "update", "d": "delete", "r": "read (snapshot)", "t": "truncate", "m": "message"}
+TOMBSTONE = "tombstone"
+
+
+class KafkaMessage(Protocol):
+    """The parts of ``confluent_kafka.Message`` that decoding reads."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | str | None: ...
+    def value(self) -> bytes | str | None: ...
+
+
+class DecodeError(FeatureCtlError):
+    """A message that is not a Debezium change event (terminal: it belongs in the dead-letter topic)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One row change, with where it came from (Postgres commit time, LSN) and where it sits in Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: dict[str, Any] | None
+    op: str  # c, u, d, r, t, or "tombstone"
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    source_ts_ms: int | None  # commit time in Postgres
+    lsn: int | None
+    tx_id: int | None
+    snapshot: str | None
+    table: str | None
+
+    @property
+    def is_tombstone(self) -> bool:
+        return self.op == TOMBSTONE
+
+    @property
+    def where(self) -> str:
+        return f"{self.topic}[{self.partition}] offset={self.offset}"
+
+
+def _json(raw: bytes | str | None, what: str, where: str) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DecodeError(
+            f"{where}: message {what} is not valid JSON ({exc})",
+            "the record goes to the dead-letter topic; check the producer of this topic",
+        ) from None
+
+
+def decode(msg: KafkaMessage) -> ChangeEvent:
+    """Decode one Kafka message; raises DecodeError if it is not a Debezium envelope."""
+    topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+    where = f"{topic}[{partition}] offset={offset}"
+    key = _json(msg.key(), "key", where)
+    value = _json(msg.value(), "value", where)
+    if key is not None and not isinstance(key, dict):
+        raise DecodeError(
+            f"{where}: key is {type(key).__name__}, expected a JSON object of primary-key columns"
+        )
+    if value is None:
+        return ChangeEvent(topic, partition, offset, key, TOMBSTONE, None, None, None, None, None, None, None)
+    if not isinstance(value, dict) or value.get("op") not in OPS:
+        raise DecodeError(
+            f"{where}: value is not a Debezium envelope (no valid 'op' field)",
+            "check that the connector uses JsonConverter with schemas.enable=false",
+        )
+    source = value.get("source") or {}
+    if not isinstance(source, dict):
+        raise DecodeError(f"{where}: 'source' is not an object")
+    table = f"{source.get('schema')}.{source.get('table')}" if source.get("table") else None
+    return ChangeEvent(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key,
+        op=value["op"],
+        before=value.get("before"),
+        after=value.get("after"),
+        source_ts_ms=source.get("ts_ms"),
+        lsn=source.get("lsn"),
+        tx_id=source.get("txId"),
+        snapshot=str(source["snapshot"]) if source.get("snapshot") not in (None, "false") else None,
+        table=table,
+    )

@@ -1,0 +1,70 @@
+"""Helpers for integration tests: run the CLI, unique names, read Kafka until a condition holds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from connectors.client import ConnectClient
+from connectors.definition import ConnectorDefinition
+from featurectl.settings import PROJECT_ROOT, Settings
+from streams.events import ChangeEvent
+from streams.tail import tail
+
+
+@dataclass
+class Capture:
+    """A connector of its own over tables of its own: unique name, slot, publication and topics."""
+
+    definition: ConnectorDefinition
+    names: dict[str, str]  # logical name in the test -> unique table name in Postgres
+
+    def table(self, name: str) -> str:
+        return self.names[name]
+
+    def topic(self, name: str) -> str:
+        return self.definition.topic_for(f"public.{self.names[name]}")
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """Run ``featurectl`` as a user would, in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-c", "from featurectl.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=PROJECT_ROOT,
+    )
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def read_until(
+    settings: Settings,
+    topics: list[str],
+    done: Callable[[list[ChangeEvent]], bool],
+    timeout_s: float = 60,
+) -> list[ChangeEvent]:
+    """Consume ``topics`` from the start until ``done(events)`` holds; fail with what arrived if not."""
+    events: list[ChangeEvent] = []
+    for event in tail(settings.bootstrap_servers, topics, idle_timeout_s=None, timeout_s=timeout_s):
+        events.append(event)
+        if done(events):
+            return events
+    if done(events):
+        return events
+    summary = [(e.op, e.key, (e.after or {}).get("v")) for e in events][-30:]
+    raise AssertionError(f"condition not met within {timeout_s}s; {len(events)} events, last: {summary}")
+
+
+def wait_connector_running(settings: Settings, name: str, timeout_s: float = 120) -> None:
+    ConnectClient(settings.connect_rest_url).wait_state(name, "RUNNING", timeout_s)

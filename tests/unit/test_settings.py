@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from featurectl.errors import ConfigError
+from featurectl.settings import ensure_secrets_file, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(__import__("os").environ):
+        if name.upper().startswith("FEATURECTL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_leave_system_ports_alone() -> None:
+    s = load_settings()
+    assert (s.pg_port, s.kafka_port, s.connect_port) == (55432, 59092, 58083)
+    assert s.bootstrap_servers == "127.0.0.1:59092"
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEATURECTL_KAFKA_PORT", "61000")
+    monkeypatch.setenv("FEATURECTL_CONNECT_URL", "http://connect.internal:8083/")
+    s = load_settings()
+    assert s.bootstrap_servers == "127.0.0.1:61000"
+    assert s.connect_rest_url == "http://connect.internal:8083"
+
+
+def test_unknown_environment_setting_is_rejected_with_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEATURECTL_KAFKA_PROT", "1")
+    with pytest.raises(ConfigError, match=r"(?s)unknown setting FEATURECTL_KAFKA_PROT.*FEATURECTL_KAFKA_PORT"):
+        load_settings()
+
+
+def test_unknown_key_in_settings_file_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "featurectl.env").write_text("FEATURECTL_PG_PORT=6000\nFEATURECTL_CONECT_PORT=1\n")
+    with pytest.raises(ConfigError, match=r"(?s)unknown setting.*conect_port.*FEATURECTL_CONNECT_PORT"):
+        load_settings()
+
+
+def test_settings_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / "featurectl.env").write_text("FEATURECTL_PG_PORT=6000\n")
+    assert load_settings().pg_port == 6000
+
+
+def test_malformed_value_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEATURECTL_PG_PORT", "not-a-port")
+    with pytest.raises(ConfigError, match="FEATURECTL_PG_PORT"):
+        load_settings()
+
+
+def test_secrets_come_from_environment_before_secrets_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FEATURECTL_DATA_DIR", str(tmp_path))
+    generated = ensure_secrets_file(tmp_path / "secrets.env", ("debezium_password",))
+    assert load_settings().secret("debezium_password") == generated["debezium_password"]
+    assert (tmp_path / "secrets.env").stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("FEATURECTL_DEBEZIUM_PASSWORD", "from-env")
+    assert load_settings().secret("debezium_password") == "from-env"
+
+
+def test_secrets_file_is_stable_across_calls(tmp_path: Path) -> None:
+    first = ensure_secrets_file(tmp_path / "s.env", ("a", "b"))
+    assert ensure_secrets_file(tmp_path / "s.env", ("a", "b")) == first
+
+
+def test_missing_password_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FEATURECTL_DATA_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="FEATURECTL_DEBEZIUM_PASSWORD"):
+        load_settings().require_secret("debezium_password")
