@@ -12,7 +12,8 @@ from stack.kafka import KafkaBroker
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-DEFAULTS = Settings()
+# The declared defaults, not whatever this process's environment says (the integration tests move ports).
+DEFAULTS = Settings.model_construct()
 
 
 def host_ports(service: str) -> set[int]:
