@@ -30,7 +30,9 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unknown_environment_setting_is_rejected_with_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FEATURECTL_KAFKA_PROT", "1")
-    with pytest.raises(ConfigError, match=r"(?s)unknown setting FEATURECTL_KAFKA_PROT.*FEATURECTL_KAFKA_PORT"):
+    with pytest.raises(
+        ConfigError, match=r"(?s)unknown setting FEATURECTL_KAFKA_PROT.*FEATURECTL_KAFKA_PORT"
+    ):
         load_settings()
 
 
