@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,11 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    noisy = record.name.startswith(("great_expectations", "feast", "py.warnings"))
+    return record.levelno >= logging.ERROR or not noisy
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.pass_context
@@ -31,6 +37,13 @@ def cli(ctx: click.Context, verbose: bool) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Libraries that narrate every registry refresh and validation run (and reset their own
+    # loggers' levels on import): filter at the handler, keeping their warnings.
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_libraries)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
     ctx.obj = load_settings()
 
 
@@ -213,6 +226,86 @@ def tail_cmd(ctx: click.Context, tables: tuple[str, ...], path: Path | None, fol
     topics = [definition.topic_for(t) for t in (tables or definition.tables)]
     for event in tail(_settings(ctx).bootstrap_servers, topics, idle_timeout_s=None if follow else 5.0):
         click.echo(render(event))
+
+
+@cli.command("feast-apply")
+@click.pass_context
+def feast_apply_cmd(ctx: click.Context) -> None:
+    """Run `feast apply` in the feature repository (same as `cd feature_repo && feast apply`)."""
+    from streams.store import feast_apply
+
+    feast_apply(_settings(ctx).feature_repo)
+    click.echo("feature repository applied")
+
+
+@cli.command("process")
+@CONNECTOR_FILE
+@click.option("--group", default=None, help="Consumer group (default FEATURECTL_PROCESSOR_GROUP).")
+@click.pass_context
+def process_cmd(ctx: click.Context, path: Path | None, group: str | None) -> None:
+    """Run the stream processor in the foreground (Ctrl-C/SIGTERM: finish the batch, commit, exit 0).
+
+    Run several copies with the same group to share the topics' partitions.
+    """
+    import signal
+    import threading
+
+    from streams.processor import Processor, ProcessorConfig
+    from streams.store import open_store
+
+    settings = _settings(ctx)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    config = ProcessorConfig(
+        topic_prefix=_definition(path).topic_prefix,
+        group_id=group or settings.processor_group,
+        max_batch=settings.batch_max_rows,
+        linger_s=settings.batch_linger_ms / 1000,
+    )
+    Processor(settings, open_store(settings), config).run(stop)
+
+
+@cli.group()
+def dlq() -> None:
+    """The dead-letter topic: records that could not be materialised, with the reason."""
+
+
+@dlq.command("list")
+@click.option("--limit", type=int, default=None, help="Show at most this many.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
+@click.pass_context
+def dlq_list(ctx: click.Context, limit: int | None, as_json: bool) -> None:
+    """Print the dead letters, oldest first."""
+    from streams.replay import list_dead_letters
+
+    letters = list_dead_letters(_settings(ctx), limit)
+    for _msg, letter in letters:
+        if as_json:
+            click.echo(letter.to_json().decode())
+            continue
+        click.echo(
+            f"{letter.topic}[{letter.partition}] offset={letter.offset}  view={letter.feature_view}  "
+            f"attempt={letter.attempt}  at {letter.dead_lettered_at}\n  reason: {letter.reason}"
+        )
+        for f in letter.failed_expectations:
+            click.echo(f"  failed: {f['expectation']}({f['column']}) value={f['value']!r}")
+    if not as_json:
+        click.echo(f"{len(letters)} dead letter(s) in {_settings(ctx).dlq_topic}")
+
+
+@dlq.command("replay")
+@click.pass_context
+def dlq_replay(ctx: click.Context) -> None:
+    """Re-process dead letters not replayed before; rows are validated again with the current suites."""
+    from streams.replay import replay
+    from streams.store import open_store
+
+    settings = _settings(ctx)
+    result = replay(settings, open_store(settings))
+    click.echo(
+        f"replayed {result.replayed}: {result.materialised} rows online, {result.dead_again} dead-lettered again"
+    )
 
 
 @cli.command("demo")

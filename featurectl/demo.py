@@ -1,15 +1,18 @@
-"""The main job: the whole path from a Postgres row change to the event a consumer reads.
+"""The main job: the whole path from a Postgres row change to features a model service reads.
 
-Stack up, connector deployed, a few demo rows inserted, updated and deleted through the app role,
-and the resulting change events printed as a consumer sees them.
+Stack up, connector deployed, `feast apply`, the stream processor running, a demo workload
+changing rows (one of them bad), the change events as a consumer sees them, the online features
+read back through Feast, and what went to the dead-letter topic.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
@@ -25,37 +28,52 @@ from streams.tail import render, tail
 logger = logging.getLogger(__name__)
 
 
-def run_workload(conninfo: str, tag: str) -> dict[str, list[int]]:
-    """Insert, update and delete a few rows; returns the ids touched per table."""
+def run_workload(conninfo: str, tag: str) -> dict[str, int]:
+    """Insert, update and delete a few rows, one of them breaking the customer suite."""
     with psycopg.connect(conninfo) as conn:
-        cust = conn.execute(
-            "INSERT INTO customers (email, full_name, country, segment, credit_limit, birth_date) "
-            "VALUES (%s, 'Ada Demo', 'GB', 'standard', 500.00, '1990-05-17') RETURNING id",
-            (f"ada-{tag}@example.com",),
-        ).fetchone()
-        prod = conn.execute(
-            "INSERT INTO products (sku, name, description, category, price, tags, attributes) "
-            "VALUES (%s, 'Trail shoe', 'Lightweight trail running shoe with a grippy sole', 'shoes', 89.90, "
-            "ARRAY['running','trail'], '{\"weight_g\": 280}') RETURNING id",
-            (f"SKU-{tag}",),
-        ).fetchone()
-        assert cust and prod
+
+        def one(query: str, params: tuple[Any, ...]) -> int:
+            row = conn.execute(query, params).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        ids = {
+            "customer": one(
+                "INSERT INTO customers (email, full_name, country, segment, credit_limit, birth_date) "
+                "VALUES (%s, 'Ada Demo', 'GB', 'standard', 500.00, '1990-05-17') RETURNING id",
+                (f"ada-{tag}@example.com",),
+            ),
+            "product": one(
+                "INSERT INTO products (sku, name, description, category, price, tags, attributes) "
+                "VALUES (%s, 'Trail shoe', 'Lightweight trail running shoe with a grippy sole', 'shoes', 89.90, "
+                "ARRAY['running','trail'], '{\"weight_g\": 280}') RETURNING id",
+                (f"SKU-{tag}",),
+            ),
+            # credit_limit below zero and an unknown segment: the customer_profile suite rejects it.
+            "bad_customer": one(
+                "INSERT INTO customers (email, full_name, country, segment, credit_limit) "
+                "VALUES (%s, 'Bad Row', 'GB', 'vip!!', -10) RETURNING id",
+                (f"bad-{tag}@example.com",),
+            ),
+        }
         conn.commit()
-        order = conn.execute(
-            "INSERT INTO orders (customer_id, product_id, quantity, amount) VALUES (%s, %s, 2, 179.80) RETURNING id",
-            (cust[0], prod[0]),
-        ).fetchone()
-        assert order
+        ids["order"] = one(
+            "INSERT INTO orders (customer_id, product_id, quantity, amount) VALUES (%s, %s, 2, 179.80) "
+            "RETURNING id",
+            (ids["customer"], ids["product"]),
+        )
         conn.commit()
         conn.execute(
             "UPDATE customers SET segment = 'gold', credit_limit = 2500.00, updated_at = now() WHERE id = %s",
-            (cust[0],),
+            (ids["customer"],),
         )
-        conn.execute("UPDATE orders SET status = 'shipped', updated_at = now() WHERE id = %s", (order[0],))
+        conn.execute(
+            "UPDATE orders SET status = 'shipped', updated_at = now() WHERE id = %s", (ids["order"],)
+        )
         conn.commit()
-        conn.execute("DELETE FROM orders WHERE id = %s", (order[0],))
+        conn.execute("DELETE FROM orders WHERE id = %s", (ids["order"],))
         conn.commit()
-    return {"public.customers": [cust[0]], "public.products": [prod[0]], "public.orders": [order[0]]}
+    return ids
 
 
 def collect(
@@ -75,36 +93,115 @@ def collect(
     return found
 
 
+def wait_online(
+    read: Callable[[], dict[str, list[Any]]], done: Callable[[dict[str, list[Any]]], bool], timeout_s: float
+) -> tuple[dict[str, list[Any]], float]:
+    """Poll the online store until ``done`` holds; returns the features and seconds waited."""
+    start = time.monotonic()
+    while True:
+        features = read()
+        if done(features):
+            return features, time.monotonic() - start
+        if time.monotonic() - start > timeout_s:
+            raise FeatureCtlError(
+                f"online store did not reach the expected state within {timeout_s:.0f}s: {features}",
+                "see the processor's log lines above",
+            )
+        time.sleep(0.1)
+
+
 def main(settings: Settings) -> None:
+    from streams.processor import Processor, ProcessorConfig
+    from streams.replay import list_dead_letters
+    from streams.store import feast_apply, open_store
+
     definition = load_definition()
-    stack = LocalStack(settings)
-    took = stack.up(definition)
+    took = LocalStack(settings).up(definition)
     print(
         f"stack up in {took:.1f}s: postgres 127.0.0.1:{settings.pg_port}, kafka {settings.bootstrap_servers}, "
         f"connect {settings.connect_rest_url}"
     )
-    t0 = time.monotonic()
     deploy(settings, definition)
-    print(f"connector {definition.name} RUNNING ({time.monotonic() - t0:.1f}s)")
+    print(f"connector {definition.name} RUNNING")
+    feast_apply(settings.feature_repo)
+    store = open_store(settings)
+    print(f"feast apply: feature views {sorted(v.name for v in store.list_feature_views())}")
 
-    tag = uuid.uuid4().hex[:8]
-    ids = run_workload(Postgres(settings).app_conninfo(), tag)
-    print(f"\nworkload {tag}: inserted, updated and deleted rows {ids}\n")
+    stop = threading.Event()
+    processor = Processor(
+        settings,
+        store,
+        ProcessorConfig(
+            definition.topic_prefix,
+            settings.processor_group,
+            settings.batch_max_rows,
+            settings.batch_linger_ms / 1000,
+        ),
+    )
+    worker = threading.Thread(target=processor.run, args=(stop,), name="processor", daemon=True)
+    worker.start()
+    print(f"stream processor running (group {settings.processor_group})")
+    try:
+        tag = uuid.uuid4().hex[:8]
+        ids = run_workload(Postgres(settings).app_conninfo(), tag)
+        print(f"\nworkload {tag}: rows changed in Postgres {ids}\n")
 
-    topics = [definition.topic_for(t) for t in ids]
-
-    def ours(e: ChangeEvent) -> bool:
-        table = e.topic.removeprefix(definition.topic_prefix + ".")
-        return e.key is not None and e.key.get("id") in ids.get(table, [])
-
-    # customers c,u; products c; orders c,u,d + tombstone
-    events = collect(settings.bootstrap_servers, topics, ours, count=7, timeout_s=60)
-    print("change events as a consumer reads them:")
-    for event in events:
-        print(render(event))
-    if len(events) < 7:
-        raise FeatureCtlError(
-            f"only {len(events)} of 7 expected change events arrived within 60s",
-            f"check `featurectl stack status` and {settings.data_dir / 'logs'}",
+        topics = [definition.topic_for(t) for t in ("public.customers", "public.products", "public.orders")]
+        keys = {
+            ("customers", ids["customer"]),
+            ("customers", ids["bad_customer"]),
+            ("products", ids["product"]),
+            ("orders", ids["order"]),
+        }
+        events = collect(
+            settings.bootstrap_servers,
+            topics,
+            lambda e: (e.topic.rsplit(".", 1)[-1], (e.key or {}).get("id")) in keys,
+            8,
+            60,
         )
-    print(f"\n{len(events)} change events, ops: {' '.join(e.op for e in events)}")
+        print("change events as a consumer reads them:")
+        for event in events:
+            print(render(event))
+
+        def read() -> dict[str, list[Any]]:
+            return store.get_online_features(
+                features=[
+                    "customer_profile:segment",
+                    "customer_profile:credit_limit",
+                    "customer_profile:country",
+                ],
+                entity_rows=[{"customer_id": ids["customer"]}, {"customer_id": ids["bad_customer"]}],
+            ).to_dict()
+
+        features, waited = wait_online(read, lambda f: f["segment"][0] == "gold", 30)
+        print(f"\nonline features via FeatureStore.get_online_features ({waited:.2f}s after the workload):")
+        print(
+            f"  customer {ids['customer']}: segment={features['segment'][0]} "
+            f"credit_limit={features['credit_limit'][0]} country={features['country'][0]}"
+        )
+        print(
+            f"  customer {ids['bad_customer']} (bad row): segment={features['segment'][1]} "
+            f"credit_limit={features['credit_limit'][1]}  <- never reached the online store"
+        )
+        order = store.get_online_features(
+            features=["order_status:status"], entity_rows=[{"order_id": ids["order"]}]
+        ).to_dict()
+        print(f"  order {ids['order']} (deleted in Postgres): status={order['status'][0]}")
+
+        print("\ndead-letter topic:")
+        letters = [
+            d
+            for _, d in list_dead_letters(settings)
+            if f"bad-{tag}" in (d.value or b"").decode(errors="replace")
+        ]
+        for letter in letters:
+            print(
+                f"  {letter.topic}[{letter.partition}] offset={letter.offset} view={letter.feature_view}: {letter.reason}"
+            )
+            for f in letter.failed_expectations:
+                print(f"    {f['expectation']}({f['column']}) value={f['value']!r}")
+        print(f"\ncommit-to-online freshness: {processor.pipeline.freshness.summary()}")
+    finally:
+        stop.set()
+        worker.join(30)

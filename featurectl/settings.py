@@ -83,6 +83,19 @@ class Settings(BaseSettings):
         None, description="REST URL of an existing Kafka Connect. Defaults to the local worker."
     )
 
+    # --- stream processor ------------------------------------------------------------------
+    feature_repo: Path = Field(
+        PROJECT_ROOT / "feature_repo", description="The Feast repository (feature_store.yaml)."
+    )
+    processor_group: str = Field(
+        "featurectl-processor", description="Consumer group of the stream processor."
+    )
+    dlq_topic: str = Field(
+        "featurectl.dlq", description="Dead-letter topic for records that cannot be materialised."
+    )
+    batch_max_rows: int = Field(1000, description="Largest micro-batch the processor polls.")
+    batch_linger_ms: int = Field(50, description="Longest the processor waits to fill a micro-batch.")
+
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
@@ -181,7 +194,8 @@ def load_settings(**overrides: Any) -> Settings:
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
-                close = difflib.get_close_matches(key.lower(), sorted(known), n=1)
+                bare = key.lower().removeprefix(ENV_PREFIX.lower())
+                close = difflib.get_close_matches(bare, sorted(known), n=1)
                 hint = f" (did you mean {ENV_PREFIX}{close[0].upper()}?)" if close else ""
                 problems.append(f"unknown setting {key!r}{hint}")
             else:

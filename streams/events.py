@@ -44,6 +44,7 @@ class ChangeEvent:
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     source_ts_ms: int | None  # commit time in Postgres
+    source_ts_us: int | None  # the same, to the microsecond
     lsn: int | None
     tx_id: int | None
     snapshot: str | None
@@ -81,7 +82,9 @@ def decode(msg: KafkaMessage) -> ChangeEvent:
             f"{where}: key is {type(key).__name__}, expected a JSON object of primary-key columns"
         )
     if value is None:
-        return ChangeEvent(topic, partition, offset, key, TOMBSTONE, None, None, None, None, None, None, None)
+        return ChangeEvent(
+            topic, partition, offset, key, TOMBSTONE, None, None, None, None, None, None, None, None
+        )
     if not isinstance(value, dict) or value.get("op") not in OPS:
         raise DecodeError(
             f"{where}: value is not a Debezium envelope (no valid 'op' field)",
@@ -100,6 +103,7 @@ def decode(msg: KafkaMessage) -> ChangeEvent:
         before=value.get("before"),
         after=value.get("after"),
         source_ts_ms=source.get("ts_ms"),
+        source_ts_us=source.get("ts_us"),
         lsn=source.get("lsn"),
         tx_id=source.get("txId"),
         snapshot=str(source["snapshot"]) if source.get("snapshot") not in (None, "false") else None,

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
-from streams.events import ChangeEvent, decode
+from streams.events import ChangeEvent, DecodeError, decode
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,10 @@ def tail(
                     continue
                 raise KafkaException(err)
             last = time.monotonic()
-            yield decode(msg)
+            try:
+                yield decode(msg)
+            except DecodeError as exc:
+                logger.warning("skipping %s", exc.problem)
     finally:
         consumer.close()
 

@@ -1,0 +1,184 @@
+"""The dead-letter topic: every record the processor cannot materialise, with why.
+
+A record keeps the original message (key and value, verbatim), where it came from (topic,
+partition, offset), the reason, the failed expectations, the feature view and when it was
+dead-lettered. Its Kafka key is the original key, so one entity's dead letters stay in order.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from featurectl.errors import TransientError
+from streams.events import KafkaMessage
+
+logger = logging.getLogger(__name__)
+
+
+def _text(raw: bytes | str | None) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        return {"utf8": raw}
+    try:
+        return {"utf8": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(raw).decode()}
+
+
+def _bytes(field: dict[str, str] | None) -> bytes | None:
+    if field is None:
+        return None
+    if "utf8" in field:
+        return field["utf8"].encode()
+    return base64.b64decode(field["base64"])
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A dead-letter record, as written to and read from the topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    reason: str
+    failed_expectations: list[dict[str, Any]]
+    feature_view: str | None
+    dead_lettered_at: str
+    attempt: int = 1
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "reason": self.reason,
+                "feature_view": self.feature_view,
+                "failed_expectations": self.failed_expectations,
+                "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
+                "original": {"key": _text(self.key), "value": _text(self.value)},
+                "dead_lettered_at": self.dead_lettered_at,
+                "attempt": self.attempt,
+            },
+            default=str,
+        ).encode()
+
+    @staticmethod
+    def from_json(raw: bytes) -> DeadLetter:
+        d = json.loads(raw)
+        return DeadLetter(
+            topic=d["source"]["topic"],
+            partition=d["source"]["partition"],
+            offset=d["source"]["offset"],
+            key=_bytes(d["original"]["key"]),
+            value=_bytes(d["original"]["value"]),
+            reason=d["reason"],
+            failed_expectations=d.get("failed_expectations", []),
+            feature_view=d.get("feature_view"),
+            dead_lettered_at=d["dead_lettered_at"],
+            attempt=d.get("attempt", 1),
+        )
+
+    # The KafkaMessage protocol, so a dead letter can be decoded and processed again on replay.
+    def message(self) -> KafkaMessage:
+        return _Replayed(self)
+
+
+class _Replayed:
+    __slots__ = ("_d",)
+
+    def __init__(self, d: DeadLetter) -> None:
+        self._d = d
+
+    def topic(self) -> str:
+        return self._d.topic
+
+    def partition(self) -> int:
+        return self._d.partition
+
+    def offset(self) -> int:
+        return self._d.offset
+
+    def key(self) -> bytes | None:
+        return self._d.key
+
+    def value(self) -> bytes | None:
+        return self._d.value
+
+
+class DeadLetterSink:
+    """Buffers dead letters and produces them on ``flush`` (acks=all, idempotent producer)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self._producer = Producer(
+            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+        )
+        self._pending: list[DeadLetter] = []
+
+    def add(
+        self,
+        msg: KafkaMessage,
+        reason: str,
+        failed: list[dict[str, Any]] | None = None,
+        view: str | None = None,
+        attempt: int = 1,
+    ) -> None:
+        letter = DeadLetter(
+            msg.topic() or "",
+            msg.partition() or 0,
+            msg.offset() or 0,
+            _raw(msg.key()),
+            _raw(msg.value()),
+            reason,
+            failed or [],
+            view,
+            datetime.now(UTC).isoformat(),
+            attempt,
+        )
+        logger.warning(
+            "%s[%s] offset=%s -> dead-letter topic %s: %s",
+            letter.topic,
+            letter.partition,
+            letter.offset,
+            self.topic,
+            reason,
+        )
+        self._pending.append(letter)
+
+    def discard(self) -> None:
+        self._pending.clear()
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        """Produce and wait for every record's acknowledgement; raise TransientError otherwise."""
+        if not self._pending:
+            return 0
+        errors: list[KafkaError] = []
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(err)
+
+        for letter in self._pending:
+            self._producer.produce(self.topic, key=letter.key, value=letter.to_json(), on_delivery=delivered)
+        remaining = self._producer.flush(timeout_s)
+        if errors or remaining:
+            raise TransientError(
+                f"could not write {len(errors) or remaining} record(s) to dead-letter topic "
+                f"{self.topic}: {errors[:1]}",
+                "check that Kafka is reachable; the batch is retried",
+            )
+        count = len(self._pending)
+        self._pending.clear()
+        return count
+
+
+def _raw(value: bytes | str | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value

@@ -1,0 +1,164 @@
+"""One micro-batch, from Kafka messages to sinks: decode -> route -> transform -> validate -> add.
+
+Bad records become dead letters (returned as data, never raised): messages that are not Debezium
+events, rows that fail their feature view's suite, rows of a view that has no suite. ``flush``
+writes every sink; only after it returns may the caller commit the batch's offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from featurectl.errors import ConfigError
+from streams.dlq import DeadLetterSink
+from streams.events import ChangeEvent, DecodeError, KafkaMessage, decode
+from streams.freshness import Freshness
+from streams.routes import Route
+from streams.sinks.base import DELETE, UPSERT, Sink, SinkRow
+from streams.sinks.online_sqlite import SqliteOnlineSink
+from streams.transform import commit_time, feature_row
+from validation.validator import BatchValidator
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchStats:
+    messages: int = 0
+    rows: int = 0
+    dead_letters: int = 0
+    skipped: int = 0  # events of tables no feature view reads, tombstones, heartbeats
+    online_applied: int = 0
+
+
+@dataclass
+class _Pending:
+    msg: KafkaMessage
+    event: ChangeEvent
+    route: Route
+    row: dict[str, Any]
+
+
+@dataclass
+class Pipeline:
+    """Holds the sinks and the current routes; ``process`` a batch, then ``flush``."""
+
+    online: SqliteOnlineSink
+    offline: Sink
+    dead_letters: DeadLetterSink
+    validator: BatchValidator
+    routes: dict[str, list[Route]] = field(default_factory=dict)
+    freshness: Freshness = field(default_factory=Freshness)
+
+    def process(
+        self, messages: Sequence[KafkaMessage], only_view: str | None = None, attempt: int = 1
+    ) -> BatchStats:
+        """Add a batch to the sinks (nothing is written until ``flush``)."""
+        stats = BatchStats(messages=len(messages))
+        by_view: dict[str, list[_Pending]] = defaultdict(list)
+        for msg in messages:
+            try:
+                event = decode(msg)
+            except DecodeError as exc:
+                self.dead_letters.add(msg, f"not a Debezium change event: {exc.problem}", attempt=attempt)
+                stats.dead_letters += 1
+                continue
+            routes = [r for r in self.routes.get(event.table or "", []) if only_view in (None, r.view)]
+            if event.is_tombstone or not routes:
+                stats.skipped += 1  # a tombstone follows a delete already handled
+                continue
+            if event.op == "t":
+                # TRUNCATE: a batch boundary. Write what came before, then delete every live entity.
+                self._write_views(by_view, stats, attempt)
+                by_view.clear()
+                self.flush()
+                for route in routes:
+                    self._truncate(event, route)
+                continue
+            for route in routes:
+                by_view[route.view].append(_Pending(msg, event, route, feature_row(event, route)))
+        self._write_views(by_view, stats, attempt)
+        return stats
+
+    def _write_views(self, by_view: dict[str, list[_Pending]], stats: BatchStats, attempt: int) -> None:
+        for view, items in by_view.items():
+            upserts = [p for p in items if p.event.op != "d"]
+            deletes = [p for p in items if p.event.op == "d"]
+            try:
+                verdict = self.validator.validate(view, [p.row for p in upserts])
+            except ConfigError as exc:
+                for p in upserts:
+                    self.dead_letters.add(p.msg, str(exc), view=view, attempt=attempt)
+                stats.dead_letters += len(upserts)
+                upserts, verdict = [], None
+            if verdict is not None:
+                for idx, failures in verdict.invalid.items():
+                    names = ", ".join(sorted({f"{f.expectation}({f.column})" for f in failures}))
+                    self.dead_letters.add(
+                        upserts[idx].msg,
+                        f"failed expectations: {names}",
+                        [f.as_dict() for f in failures],
+                        view,
+                        attempt,
+                    )
+                stats.dead_letters += len(verdict.invalid)
+                upserts = [upserts[i] for i in verdict.valid]
+            rows: list[SinkRow] = []
+            for p in upserts + deletes:
+                keys = {k: p.row[k] for k in p.route.join_keys}
+                if any(v is None for v in keys.values()):
+                    self.dead_letters.add(
+                        p.msg, f"no value for join key(s) {p.route.join_keys}", view=view, attempt=attempt
+                    )
+                    stats.dead_letters += 1
+                    continue
+                deleted = p.event.op == "d"
+                features = {} if deleted else {k: v for k, v in p.row.items() if k not in keys}
+                rows.append(
+                    SinkRow(
+                        view,
+                        DELETE if deleted else UPSERT,
+                        keys,
+                        features,
+                        commit_time(p.event),
+                        p.event.lsn or 0,
+                        p.event.op,
+                        p.event.where,
+                    )
+                )
+            rows.sort(key=lambda r: r.version)
+            self.online.add(rows)
+            self.offline.add(rows)
+            stats.rows += len(rows)
+
+    def _truncate(self, event: ChangeEvent, route: Route) -> None:
+        when, version = commit_time(event), event.lsn or 0
+        rows = [
+            SinkRow(route.view, DELETE, keys, {}, when, version, "t", event.where)
+            for keys in self.online.live_keys(route.view)
+        ]
+        logger.info(
+            "%s: TRUNCATE of %s deletes %d entities of %s", event.where, route.table, len(rows), route.view
+        )
+        self.online.add(rows)
+        self.offline.add(rows)
+
+    def flush(self) -> int:
+        """Write every sink (online, offline, dead letters); returns online rows applied.
+
+        Raises on failure; then nothing may be committed and the batch must be re-read.
+        """
+        applied = self.online.flush()
+        self.offline.flush()
+        self.dead_letters.flush()
+        self.freshness.record(applied)
+        return len(applied)
+
+    def discard(self) -> None:
+        self.online.discard()
+        self.offline.discard()
+        self.dead_letters.discard()

@@ -1,0 +1,162 @@
+"""The stream processor's loop: poll a micro-batch -> pipeline -> flush sinks -> commit offsets.
+
+Delivery: at-least-once from Kafka, made exactly-once in effect by idempotent sinks. Offsets are
+committed only after every sink has flushed; on a sink failure the batch is re-read from its
+first offsets after a back-off, and nothing is committed. N copies in one consumer group share
+the partitions. SIGTERM/SIGINT: the current batch is finished, flushed and committed, then exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from feast import FeatureStore
+
+from featurectl.settings import Settings
+from streams.dlq import DeadLetterSink
+from streams.offsets import next_offsets, rewind
+from streams.pipeline import Pipeline
+from streams.routes import load_routes
+from streams.sinks.offline_parquet import ParquetOfflineSink
+from streams.sinks.online_sqlite import SqliteOnlineSink
+from validation.validator import BatchValidator
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ProcessorConfig:
+    topic_prefix: str
+    group_id: str
+    max_batch: int = 1000
+    linger_s: float = 0.05
+    registry_refresh_s: float = 5.0
+    report_every_s: float = 10.0
+
+
+def build_pipeline(settings: Settings, store: FeatureStore) -> Pipeline:
+    return Pipeline(
+        online=SqliteOnlineSink(store),
+        offline=ParquetOfflineSink(store, writer_id=uuid.uuid4().hex[:8]),
+        dead_letters=DeadLetterSink(settings.bootstrap_servers, settings.dlq_topic),
+        validator=BatchValidator(),
+    )
+
+
+class Processor:
+    """Consumes the connector's topics and materialises features. Constructing it connects nothing."""
+
+    def __init__(self, settings: Settings, store: FeatureStore, config: ProcessorConfig) -> None:
+        self.settings = settings
+        self.store = store
+        self.config = config
+        self.pipeline = build_pipeline(settings, store)
+        self.consumer: Consumer | None = None
+        self.processed = 0
+        self._routes_loaded_at = 0.0
+
+    def _consumer(self) -> Consumer:
+        return Consumer(
+            {
+                "bootstrap.servers": self.settings.bootstrap_servers,
+                "group.id": self.config.group_id,
+                "enable.auto.commit": False,  # committed by hand, after the sinks flushed
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                # A crashed copy's partitions move to the others after this long.
+                "session.timeout.ms": 10000,
+                # New tables' topics (matched by the subscription pattern) are found this quickly.
+                "topic.metadata.refresh.interval.ms": 5000,
+            }
+        )
+
+    def refresh_routes(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._routes_loaded_at < self.config.registry_refresh_s:
+            return
+        routes = load_routes(self.store)
+        if routes != self.pipeline.routes:
+            logger.info("routes: %s", {t: [r.view for r in rs] for t, rs in sorted(routes.items())})
+        self.pipeline.routes = routes
+        self._routes_loaded_at = time.monotonic()
+
+    def run(self, stop: threading.Event) -> None:
+        """Process until ``stop`` is set; the last batch is flushed and committed before returning."""
+        self.refresh_routes(force=True)
+        consumer = self.consumer = self._consumer()
+        pattern = f"^{re.escape(self.config.topic_prefix)}\\..*"
+        consumer.subscribe([pattern])
+        logger.info(
+            "processor: group %s consuming %s from %s",
+            self.config.group_id,
+            pattern,
+            self.settings.bootstrap_servers,
+        )
+        backoff = 0.5
+        last_report = time.monotonic()
+        try:
+            while not stop.is_set():
+                messages = [
+                    m
+                    for m in consumer.consume(self.config.max_batch, self.config.linger_s)
+                    if not _skip_error(m)
+                ]
+                self.refresh_routes()
+                if messages:
+                    try:
+                        self._handle(consumer, messages)
+                        backoff = 0.5
+                    except Exception:
+                        logger.exception(
+                            "batch of %d messages failed; re-reading it in %.1fs", len(messages), backoff
+                        )
+                        self.pipeline.discard()
+                        rewind(consumer, messages)
+                        stop.wait(backoff)
+                        backoff = min(backoff * 2, 30.0)
+                if time.monotonic() - last_report >= self.config.report_every_s:
+                    logger.info(
+                        "processed %d rows; commit-to-online %s",
+                        self.processed,
+                        self.pipeline.freshness.summary(),
+                    )
+                    last_report = time.monotonic()
+        finally:
+            consumer.close()  # leaves the group at once, so the others take over the partitions
+            self.pipeline.online.close()
+            logger.info("processor stopped after %d rows", self.processed)
+
+    def _handle(self, consumer: Consumer, messages: Sequence[Message]) -> None:
+        stats = self.pipeline.process(messages)
+        applied = self.pipeline.flush()
+        try:
+            consumer.commit(offsets=next_offsets(messages), asynchronous=False)
+        except KafkaException as exc:
+            # Partitions moved to another copy during the batch: it re-reads from the last commit,
+            # and the sinks being idempotent, re-applying this batch there changes nothing.
+            logger.warning("offset commit failed (%s); the partitions' new owner re-processes them", exc)
+        self.processed += stats.rows
+        logger.debug(
+            "batch: %d messages, %d rows, %d online, %d dead letters, %d skipped",
+            stats.messages,
+            stats.rows,
+            applied,
+            stats.dead_letters,
+            stats.skipped,
+        )
+
+
+def _skip_error(msg: Message) -> bool:
+    err = msg.error()
+    if err is None:
+        return False
+    if err.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+        return True
+    logger.warning("kafka: %s", err)
+    return True

@@ -1,0 +1,1 @@
+"""Sinks: where valid feature rows go. Each buffers in ``add`` and writes in ``flush``."""

@@ -1,0 +1,52 @@
+"""The sink interface and the row it takes.
+
+Contract: ``add`` only buffers; ``flush`` writes everything added since the last flush and returns
+only when it is durable, or raises. The processor commits Kafka offsets only after every sink's
+``flush`` returned, so a crash at any point means re-delivery, never loss. Sinks are idempotent:
+the same row applied twice leaves the same state, and a row older (by version) than what a sink
+holds for that entity never overwrites it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+UPSERT = "upsert"
+DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class SinkRow:
+    """One entity's new state in one feature view (an upsert), or its deletion."""
+
+    view: str
+    op: str  # UPSERT or DELETE
+    keys: dict[str, Any]  # join key -> value
+    features: dict[str, Any]  # feature -> value; empty for a delete
+    event_time: datetime  # Postgres commit time
+    version: int  # per-entity order: the change's WAL position (Debezium source.lsn)
+    cdc_op: str  # c, u, r, d
+    source: str  # topic[partition] offset=N, for logs and lineage
+
+
+class Sink(ABC):
+    """A destination for feature rows."""
+
+    @abstractmethod
+    def add(self, rows: Sequence[SinkRow]) -> None:
+        """Buffer rows; nothing is written yet."""
+
+    @abstractmethod
+    def flush(self) -> list[SinkRow]:
+        """Write what was added; return the rows that changed state (older ones are skipped)."""
+
+    @abstractmethod
+    def discard(self) -> None:
+        """Drop buffered rows (after a failed flush, before the batch is re-read)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: most sinks hold nothing to release
+        """Release connections and files."""

@@ -1,0 +1,122 @@
+"""The Feast offline store (file source) as a sink: each flush appends new Parquet files.
+
+One file per feature view per flush, under the directory the view's batch source points at, so
+the cost of a write does not depend on the size of the history (Feast's own push to a file
+source rewrites the whole file). Deletes are kept as history rows with null features, so a
+point-in-time query after a delete finds no value. Re-delivered rows are appended again: the
+duplicates carry the same values and event time, so no point-in-time answer changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from feast import FeatureStore, FeatureView, FileSource
+from feast.types import Array, FeastType, PrimitiveFeastType
+
+from featurectl.errors import ConfigError
+from streams.sinks.base import Sink, SinkRow
+
+logger = logging.getLogger(__name__)
+
+_ARROW = {
+    "INT64": pa.int64(),
+    "INT32": pa.int32(),
+    "FLOAT64": pa.float64(),
+    "FLOAT32": pa.float32(),
+    "STRING": pa.string(),
+    "BOOL": pa.bool_(),
+    "BYTES": pa.binary(),
+    "UNIX_TIMESTAMP": pa.timestamp("us", tz="UTC"),
+}
+
+
+def arrow_type(dtype: FeastType) -> pa.DataType:
+    if isinstance(dtype, Array):
+        return pa.list_(arrow_type(dtype.base_type))
+    if isinstance(dtype, PrimitiveFeastType) and dtype.name in _ARROW:
+        return _ARROW[dtype.name]
+    raise ConfigError(
+        f"feature type {dtype} has no Parquet mapping", "use a primitive Feast type or an Array of one"
+    )
+
+
+class ParquetOfflineSink(Sink):
+    """Appends feature history to each view's FileSource directory."""
+
+    def __init__(self, store: FeatureStore, writer_id: str | None = None) -> None:
+        self.store = store
+        self.repo_path = Path(store.config.repo_path or ".")
+        # Distinguishes files of processor instances writing the same view at the same moment.
+        self.writer_id = writer_id or uuid.uuid4().hex[:8]
+        self._pending: dict[str, list[SinkRow]] = defaultdict(list)
+        self._seq = 0
+
+    def directory(self, view: FeatureView) -> Path:
+        source = view.batch_source
+        if not isinstance(source, FileSource):
+            raise ConfigError(
+                f"feature view {view.name}: batch source {type(source).__name__} is not a FileSource",
+                "point the view's push source at a FileSource directory (see feature_repo/)",
+            )
+        path = Path(source.path)
+        return path if path.is_absolute() else self.repo_path / path
+
+    def add(self, rows: Sequence[SinkRow]) -> None:
+        for row in rows:
+            self._pending[row.view].append(row)
+
+    def discard(self) -> None:
+        self._pending.clear()
+
+    def flush(self) -> list[SinkRow]:
+        written: list[SinkRow] = []
+        ingested_at = datetime.now(UTC)
+        for view_name, rows in self._pending.items():
+            if not rows:
+                continue
+            view = self.store.get_feature_view(view_name)
+            table = self._table(view, rows, ingested_at)
+            directory = self.directory(view)
+            directory.mkdir(parents=True, exist_ok=True)
+            self._seq += 1
+            name = f"part-{ingested_at:%Y%m%dT%H%M%S%f}-{self.writer_id}-{self._seq:06d}.parquet"
+            tmp = directory / f".{name}.tmp"
+            pq.write_table(table, tmp)
+            with open(tmp, "rb") as fh:  # durable before the offsets that produced it are committed
+                os.fsync(fh.fileno())
+            os.replace(tmp, directory / name)  # readers never see a half-written file
+            written.extend(rows)
+        self._pending.clear()
+        return written
+
+    def _table(self, view: FeatureView, rows: list[SinkRow], ingested_at: datetime) -> pa.Table:
+        columns: dict[str, Any] = {}
+        fields: list[pa.Field] = []
+        for col in view.entity_columns:
+            columns[col.name] = [r.keys.get(col.name) for r in rows]
+            fields.append(pa.field(col.name, arrow_type(col.dtype)))
+        for feature in view.features:
+            columns[feature.name] = [r.features.get(feature.name) for r in rows]
+            fields.append(pa.field(feature.name, arrow_type(feature.dtype)))
+        meta = {
+            "event_timestamp": ([r.event_time for r in rows], pa.timestamp("us", tz="UTC")),
+            "ingested_at": ([ingested_at] * len(rows), pa.timestamp("us", tz="UTC")),
+            "cdc_op": ([r.cdc_op for r in rows], pa.string()),
+            "cdc_deleted": ([r.op == "delete" for r in rows], pa.bool_()),
+            "cdc_version": ([r.version for r in rows], pa.int64()),
+            "cdc_source": ([r.source for r in rows], pa.string()),
+        }
+        for name, (values, typ) in meta.items():
+            columns[name] = values
+            fields.append(pa.field(name, typ))
+        return pa.Table.from_pydict(columns, schema=pa.schema(fields))
