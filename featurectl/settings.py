@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     feature_repo: Path = Field(
         PROJECT_ROOT / "feature_repo", description="The Feast repository (feature_store.yaml)."
     )
+    suites_dir: Path = Field(
+        PROJECT_ROOT / "validation" / "suites",
+        description="Great Expectations suites, one <feature_view>.json each.",
+    )
     processor_group: str = Field(
         "featurectl-processor", description="Consumer group of the stream processor."
     )

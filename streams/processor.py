@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from feast import FeatureStore
 
+from featurectl.errors import ConfigError
 from featurectl.settings import Settings
 from streams.dlq import DeadLetterSink
 from streams.offsets import next_offsets, rewind
@@ -26,6 +27,7 @@ from streams.pipeline import Pipeline
 from streams.routes import load_routes
 from streams.sinks.offline_parquet import ParquetOfflineSink
 from streams.sinks.online_sqlite import SqliteOnlineSink
+from validation.suites import SuiteStore
 from validation.validator import BatchValidator
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def build_pipeline(settings: Settings, store: FeatureStore) -> Pipeline:
         online=SqliteOnlineSink(store),
         offline=ParquetOfflineSink(store, writer_id=uuid.uuid4().hex[:8]),
         dead_letters=DeadLetterSink(settings.bootstrap_servers, settings.dlq_topic),
-        validator=BatchValidator(),
+        validator=BatchValidator(SuiteStore(settings.suites_dir)),
     )
 
 
@@ -88,9 +90,15 @@ class Processor:
 
     def run(self, stop: threading.Event) -> None:
         """Process until ``stop`` is set; the last batch is flushed and committed before returning."""
+        pattern = f"^{re.escape(self.config.topic_prefix)}\\..*"
+        if re.match(pattern, self.settings.dlq_topic):
+            # Its own dead letters would come back as input: a loop that never ends.
+            raise ConfigError(
+                f"dead-letter topic {self.settings.dlq_topic!r} matches the CDC topics' pattern {pattern!r}",
+                "set FEATURECTL_DLQ_TOPIC to a name outside the connector's topic.prefix",
+            )
         self.refresh_routes(force=True)
         consumer = self.consumer = self._consumer()
-        pattern = f"^{re.escape(self.config.topic_prefix)}\\..*"
         consumer.subscribe([pattern])
         logger.info(
             "processor: group %s consuming %s from %s",

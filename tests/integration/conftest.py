@@ -23,7 +23,9 @@ from connectors.definition import load_definition
 from connectors.deploy import deploy, remove
 from featurectl.settings import PROJECT_ROOT, Settings, load_settings
 from stack.launcher import LocalStack
+from streams.store import feast_apply
 from tests.integration.helpers import Capture, unique
+from tests.integration.platform import Platform, make_platform
 
 TEST_ENV = {
     "FEATURECTL_DATA_DIR": str(PROJECT_ROOT / ".stack-test"),
@@ -116,3 +118,20 @@ def capture(stack: StackHandle, tmp_path: Path) -> Iterator[Callable[..., Captur
             remove(stack.settings, cap.definition)
         except Exception as exc:  # cleanup must not hide the test's own failure
             print(f"cleanup of {cap.definition.name} failed: {exc}", file=sys.stderr)
+
+
+@pytest.fixture
+def platform(stack: StackHandle, tmp_path: Path) -> Iterator[Platform]:
+    """A connector over the shop tables, a copy of the Feast repo applied, ready for processors."""
+    name = unique("fs")
+    plat = make_platform(stack.settings, stack.admin, tmp_path, name)
+    deploy(stack.settings, plat.definition, timeout_s=120)
+    feast_apply(plat.repo)
+    yield plat
+    plat.stop_all()
+    try:
+        remove(stack.settings, plat.definition)
+        with psycopg.connect(stack.admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+    except Exception as exc:  # cleanup must not hide the test's own failure
+        print(f"cleanup of {name} failed: {exc}", file=sys.stderr)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from connectors.client import ConnectClient
 from connectors.definition import ConnectorDefinition
@@ -68,3 +70,15 @@ def read_until(
 
 def wait_connector_running(settings: Settings, name: str, timeout_s: float = 120) -> None:
     ConnectClient(settings.connect_rest_url).wait_state(name, "RUNNING", timeout_s)
+
+
+def wait_until(probe: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``probe`` until it returns something truthy; fail with the last value at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last!r}")
