@@ -1,0 +1,169 @@
+"""Crashes and hand-overs: a killed processor, and two processors in one consumer group, lose nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections import defaultdict
+from typing import Any
+
+import psycopg
+import pyarrow.dataset as ds
+from confluent_kafka.admin import AdminClient
+
+from tests.integration.conftest import StackHandle
+from tests.integration.helpers import wait_until
+from tests.integration.platform import Platform
+
+
+class Workload(threading.Thread):
+    """Inserts ``rows`` customers, then bumps credit_limit ``updates`` times, then deletes every tenth.
+
+    Each change is its own transaction; ``expected`` holds, per id, every credit_limit it had in order.
+    """
+
+    def __init__(self, conninfo: str, rows: int, updates: int) -> None:
+        super().__init__(daemon=True)
+        self.conninfo, self.rows, self.updates = conninfo, rows, updates
+        self.expected: dict[int, list[float]] = defaultdict(list)
+        self.deleted: set[int] = set()
+        self.halfway = threading.Event()
+        self.error: BaseException | None = None
+
+    @property
+    def total(self) -> int:
+        return self.rows + self.updates + self.rows // 10
+
+    def run(self) -> None:
+        try:
+            done = 0
+            with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                ids = []
+                for i in range(self.rows):
+                    row = conn.execute(
+                        "INSERT INTO customers (email, full_name, country, segment, credit_limit) "
+                        "VALUES (%s, 'W', 'GB', 'standard', 1) RETURNING id",
+                        (f"w{i}-{os.urandom(4).hex()}@t",),
+                    ).fetchone()
+                    assert row
+                    ids.append(row[0])
+                    self.expected[row[0]].append(1.0)
+                    done += 1
+                for j in range(self.updates):
+                    cid = ids[(j * 7) % len(ids)]
+                    value = self.expected[cid][-1] + 1
+                    conn.execute("UPDATE customers SET credit_limit = %s WHERE id = %s", (value, cid))
+                    self.expected[cid].append(value)
+                    done += 1
+                    if done >= self.total // 2:
+                        self.halfway.set()
+                for cid in ids[::10]:
+                    conn.execute("DELETE FROM customers WHERE id = %s", (cid,))
+                    self.deleted.add(cid)
+        except BaseException as exc:
+            self.error = exc
+            self.halfway.set()
+
+
+def assert_online_equals_postgres(stack: StackHandle, platform: Platform, work: Workload) -> None:
+    ids = sorted(work.expected)
+    with psycopg.connect(stack.app) as conn:
+        source = {
+            r[0]: (r[1], float(r[2]))
+            for r in conn.execute(
+                "SELECT id, segment, credit_limit FROM customers WHERE id = ANY(%s)", (ids,)
+            )
+        }
+    assert set(source) == set(ids) - work.deleted
+
+    def matches() -> bool:
+        online = platform.online("customer_profile", "customer_id", ids, ["segment", "credit_limit"])
+        got = {
+            i: (s, c)
+            for i, s, c in zip(online["customer_id"], online["segment"], online["credit_limit"], strict=True)
+        }
+        return all(got[i] == source.get(i, (None, None)) for i in ids)
+
+    wait_until(matches, 120, "the online store to equal Postgres row for row")
+
+
+def assert_offline_has_every_change(platform: Platform, work: Workload) -> None:
+    def history() -> dict[int, list[Any]]:
+        path = platform.repo / "data" / "offline" / "customer_profile"
+        table = ds.dataset(str(path), format="parquet").to_table(
+            columns=["customer_id", "credit_limit", "cdc_version", "cdc_deleted"]
+        )
+        seen: dict[int, dict[int, Any]] = defaultdict(dict)
+        for cid, credit, version, deleted in zip(
+            *(table[c].to_pylist() for c in table.column_names), strict=True
+        ):
+            if cid in work.expected:
+                seen[cid][version] = "deleted" if deleted else credit  # duplicates collapse on the version
+        return {cid: [v for _, v in sorted(versions.items())] for cid, versions in seen.items()}
+
+    def complete() -> dict[int, list[Any]] | None:
+        h = history()
+        want = {
+            cid: vals + (["deleted"] if cid in work.deleted else []) for cid, vals in work.expected.items()
+        }
+        return h if h == want else None
+
+    wait_until(complete, 120, "the offline history to hold every change, in order, without gaps")
+
+
+def test_kill_9_mid_workload_then_restart_loses_nothing(stack: StackHandle, platform: Platform) -> None:
+    first = platform.start_processor("a")
+    work = Workload(stack.app, rows=300, updates=2700)
+    work.start()
+    assert work.halfway.wait(120) and work.error is None
+    os.kill(first.pid, signal.SIGKILL)  # mid-batch, no chance to flush or commit
+    assert first.wait(10) == -signal.SIGKILL
+    platform.start_processor("b")
+    work.join(300)
+    assert work.error is None and not work.is_alive()
+    print(f"{work.total} changes; processor killed at ~{work.total // 2}")
+    assert_online_equals_postgres(stack, platform, work)
+    assert_offline_has_every_change(platform, work)
+
+
+def _members(admin: AdminClient, group: str) -> list[set[tuple[str, int]]]:
+    desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    return [{(tp.topic, tp.partition) for tp in m.assignment.topic_partitions} for m in desc.members]
+
+
+def test_two_processors_share_partitions_and_hand_over_on_stop(
+    stack: StackHandle, platform: Platform
+) -> None:
+    with psycopg.connect(stack.app, autocommit=True) as conn:  # make sure the customers topic exists
+        conn.execute(
+            "INSERT INTO customers (email, full_name, country, credit_limit) VALUES (%s, 'S', 'GB', 1)",
+            (f"seed-{os.urandom(4).hex()}@t",),
+        )
+    topics = AdminClient({"bootstrap.servers": stack.settings.bootstrap_servers})
+    wait_until(
+        lambda: platform.topic("public.customers") in topics.list_topics(timeout=5).topics, 30, "the topic"
+    )
+    a, b = platform.start_processor("a"), platform.start_processor("b")
+    group = platform.env["FEATURECTL_PROCESSOR_GROUP"]
+    admin = AdminClient({"bootstrap.servers": stack.settings.bootstrap_servers})
+
+    def members(count: int) -> list[set[tuple[str, int]]] | None:
+        m = _members(admin, group)
+        return m if len(m) == count and all(m) else None
+
+    shared = wait_until(lambda: members(2), 60, "both processors to own partitions")
+    assert not (shared[0] & shared[1])  # each partition has one owner
+
+    work = Workload(stack.app, rows=200, updates=1800)
+    work.start()
+    assert work.halfway.wait(120) and work.error is None
+    a.send_signal(signal.SIGTERM)
+    assert a.wait(60) == 0  # finished its batch, flushed, committed, left the group
+    remaining = wait_until(lambda: members(1), 60, "the survivor to take every partition")
+    assert remaining[0] == shared[0] | shared[1]
+    work.join(300)
+    assert work.error is None
+    assert_online_equals_postgres(stack, platform, work)
+    assert_offline_has_every_change(platform, work)
+    assert "processor stopped after" in platform.log("a") and b.poll() is None
