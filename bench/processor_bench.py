@@ -1,0 +1,227 @@
+"""Stream processor benchmark: end-to-end throughput and commit-to-online freshness, against Feast's
+own ``store.push`` into the same online store, measured in the same run.
+
+    .venv/bin/python bench/processor_bench.py [--rows 20000] [--rate 200] [--seconds 30]
+
+Needs the local stack (``featurectl stack up``; the script starts it if needed). It works on a
+copy of the feature repository, with its own connector, topics and consumer group, so it leaves the
+project's stores alone. Figures vary between runs on shared machines: compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+from feast import FeatureStore
+from feast.data_source import PushMode
+from psycopg import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from connectors.definition import load_definition  # noqa: E402
+from connectors.deploy import deploy, remove  # noqa: E402
+from featurectl.settings import PROJECT_ROOT, load_settings  # noqa: E402
+from stack.launcher import LocalStack  # noqa: E402
+from stack.postgres import Postgres  # noqa: E402
+from streams.processor import Processor, ProcessorConfig  # noqa: E402
+from streams.store import feast_apply  # noqa: E402
+
+TABLES = ("public.customers", "public.products", "public.orders")
+
+
+def setup(root: Path, name: str):  # type: ignore[no-untyped-def]
+    settings = load_settings()
+    LocalStack(settings).up()
+    shutil.copytree(
+        PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("data")
+    )
+    pg = Postgres(settings)
+    with psycopg.connect(pg.admin_conninfo(settings.pg_database), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                sql.Identifier(name), sql.SQL(", ").join(sql.Identifier(*t.split(".")) for t in TABLES)
+            )
+        )
+    base = load_definition()
+    cfg = {k: v for k, v in base.config.items() if not k.startswith("signal.")}
+    cfg.update(
+        {
+            "slot.name": name,
+            "publication.name": name,
+            "topic.prefix": name,
+            "table.include.list": ",".join(TABLES),
+        }
+    )
+    path = root / "connector.json"
+    path.write_text(json.dumps({"name": name, "config": cfg}))
+    definition = load_definition(path)
+    settings = settings.model_copy(
+        update={
+            "feature_repo": root / "feature_repo",
+            "dlq_topic": f"dlq.{name}",
+            "processor_group": f"{name}-bench",
+        }
+    )
+    return settings, pg, definition
+
+
+def seed(conninfo: str, rows: int) -> list[int]:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "INSERT INTO customers (email, full_name, country, segment, credit_limit) "
+                "SELECT 'b' || g || '-' || %s || '@bench', 'Bench', 'GB', 'standard', 1 FROM generate_series(1, %s) g "
+                "RETURNING id",
+                (uuid.uuid4().hex[:6], rows),
+            ).fetchall()
+        ]
+    return ids
+
+
+def bulk_updates(conninfo: str, ids: list[int], rounds: int) -> int:
+    """``rounds`` passes over ``ids``, 200 rows per transaction; returns rows changed."""
+    changed = 0
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for r in range(rounds):
+            for i in range(0, len(ids), 200):
+                chunk = ids[i : i + 200]
+                conn.execute("UPDATE customers SET credit_limit = %s WHERE id = ANY(%s)", (r + 2, chunk))
+                changed += len(chunk)
+    return changed
+
+
+def wait_processed(processor: Processor, target: int, timeout_s: float = 600) -> float:
+    start = time.monotonic()
+    while processor.processed < target:
+        if time.monotonic() - start > timeout_s:
+            raise SystemExit(f"processor reached {processor.processed}/{target} rows in {timeout_s}s")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=20000, help="customers changed per throughput round")
+    ap.add_argument("--rate", type=int, default=200, help="changes per second in the freshness run")
+    ap.add_argument("--seconds", type=int, default=30, help="length of the freshness run")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    root = Path(tempfile.mkdtemp(prefix="featurectl-bench-"))
+    name = f"bench_{uuid.uuid4().hex[:6]}"
+    settings, pg, definition = setup(root, name)
+    app = pg.app_conninfo()
+    try:
+        deploy(settings, definition)
+        feast_apply(settings.feature_repo)
+        store = FeatureStore(repo_path=str(settings.feature_repo))
+        ids = seed(app, args.rows)
+
+        processor = Processor(
+            settings,
+            store,
+            ProcessorConfig(
+                definition.topic_prefix,
+                settings.processor_group,
+                settings.batch_max_rows,
+                settings.batch_linger_ms / 1000,
+            ),
+        )
+        # 1. Catch-up: changes already in Kafka (the snapshot of every table plus the seeded rows).
+        stop = threading.Event()
+        worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
+        t0 = time.monotonic()
+        worker.start()
+        with psycopg.connect(app) as conn:
+            existing = sum(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES)  # type: ignore[index]
+        catch_up = wait_processed(processor, existing)
+        catchup_rate = processor.processed / catch_up
+
+        # 2. Sustained end to end: bulk updates in Postgres, until the processor has applied them all.
+        before = processor.processed
+        t1 = time.monotonic()
+        changed = bulk_updates(app, ids, rounds=2)
+        e2e = wait_processed(processor, before + changed)
+        e2e_total = time.monotonic() - t1
+        e2e_rate = changed / e2e_total
+
+        # 3. Freshness at a steady moderate rate: single-row commits, paced.
+        processor.pipeline.freshness.samples.clear()
+        with psycopg.connect(app, autocommit=True) as conn:
+            end = time.monotonic() + args.seconds
+            n = 0
+            while time.monotonic() < end:
+                conn.execute(
+                    "UPDATE customers SET credit_limit = credit_limit + 1 WHERE id = %s", (ids[n % len(ids)],)
+                )
+                n += 1
+                time.sleep(max(0.0, (t := 1 / args.rate) - 0.0005))
+        wait_processed(processor, processor.processed)  # let the last batch land
+        time.sleep(1)
+        fresh = processor.pipeline.freshness
+        p50, p99 = fresh.percentile(50), fresh.percentile(99)
+        stop.set()
+        worker.join(30)
+
+        # Anchor: Feast's own push into the same online store, same rows, same feature view.
+        df = pd.DataFrame(
+            {
+                "customer_id": ids,
+                "country": "GB",
+                "segment": "gold",
+                "credit_limit": 5.0,
+                "birth_date": datetime(1990, 1, 1, tzinfo=UTC),
+                "event_timestamp": datetime.now(UTC),
+                "ingested_at": datetime.now(UTC),
+            }
+        )
+        t2 = time.monotonic()
+        for i in range(0, len(df), 1000):
+            store.push("customer_profile_push", df.iloc[i : i + 1000], to=PushMode.ONLINE)
+        push_rate = len(df) / (time.monotonic() - t2)
+
+        print("\n== stream processor benchmark ==")
+        print(
+            f"command: .venv/bin/python bench/processor_bench.py --rows {args.rows} --rate {args.rate} "
+            f"--seconds {args.seconds}"
+        )
+        print(
+            f"catch-up from Kafka: {existing} rows in {catch_up:.1f}s = {catchup_rate:,.0f} rows/s "
+            f"(decode + GX validation + online + offline + commit)"
+        )
+        print(
+            f"end to end (Postgres commit -> online), bulk updates: {changed} rows in {e2e_total:.1f}s "
+            f"= {e2e_rate:,.0f} rows/s"
+        )
+        print(
+            f"freshness at {args.rate} changes/s for {args.seconds}s ({n} changes): commit-to-online "
+            f"p50 {p50:.0f} ms, p99 {p99:.0f} ms"
+        )
+        print(
+            f"anchor: Feast store.push(to=ONLINE) into the same SQLite store, 1000-row pushes: {push_rate:,.0f} rows/s"
+        )
+        print(f"processor end-to-end / Feast push: {e2e_rate / push_rate:.2f}x")
+    finally:
+        try:
+            remove(settings, definition)
+            with psycopg.connect(pg.admin_conninfo(settings.pg_database), autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+                conn.execute("DELETE FROM customers WHERE email LIKE '%%@bench'")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
