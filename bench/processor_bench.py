@@ -30,13 +30,13 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from connectors.definition import load_definition  # noqa: E402
-from connectors.deploy import deploy, remove  # noqa: E402
-from featurectl.settings import PROJECT_ROOT, load_settings  # noqa: E402
-from stack.launcher import LocalStack  # noqa: E402
-from stack.postgres import Postgres  # noqa: E402
-from streams.processor import Processor, ProcessorConfig  # noqa: E402
-from streams.store import feast_apply  # noqa: E402
+from connectors.definition import load_definition
+from connectors.deploy import deploy, remove
+from featurectl.settings import PROJECT_ROOT, load_settings
+from stack.launcher import LocalStack
+from stack.postgres import Postgres
+from streams.processor import Processor, ProcessorConfig
+from streams.store import feast_apply
 
 TABLES = ("public.customers", "public.products", "public.orders")
 
@@ -103,11 +103,16 @@ def bulk_updates(conninfo: str, ids: list[int], rounds: int) -> int:
     return changed
 
 
+def handled(processor: Processor) -> int:
+    """Rows the processor has finished with: written to the stores or dead-lettered."""
+    return processor.processed + processor.dead_lettered
+
+
 def wait_processed(processor: Processor, target: int, timeout_s: float = 600) -> float:
     start = time.monotonic()
-    while processor.processed < target:
+    while handled(processor) < target:
         if time.monotonic() - start > timeout_s:
-            raise SystemExit(f"processor reached {processor.processed}/{target} rows in {timeout_s}s")
+            raise SystemExit(f"processor reached {handled(processor)}/{target} rows in {timeout_s}s")
         time.sleep(0.05)
     return time.monotonic() - start
 
@@ -142,34 +147,35 @@ def main() -> None:
         # 1. Catch-up: changes already in Kafka (the snapshot of every table plus the seeded rows).
         stop = threading.Event()
         worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
-        t0 = time.monotonic()
         worker.start()
         with psycopg.connect(app) as conn:
             existing = sum(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES)  # type: ignore[index]
         catch_up = wait_processed(processor, existing)
-        catchup_rate = processor.processed / catch_up
+        catchup_rate = handled(processor) / catch_up
 
         # 2. Sustained end to end: bulk updates in Postgres, until the processor has applied them all.
-        before = processor.processed
+        before = handled(processor)
         t1 = time.monotonic()
         changed = bulk_updates(app, ids, rounds=2)
-        e2e = wait_processed(processor, before + changed)
+        wait_processed(processor, before + changed)
         e2e_total = time.monotonic() - t1
         e2e_rate = changed / e2e_total
 
         # 3. Freshness at a steady moderate rate: single-row commits, paced.
         processor.pipeline.freshness.samples.clear()
+        before = handled(processor)
         with psycopg.connect(app, autocommit=True) as conn:
-            end = time.monotonic() + args.seconds
+            start = time.monotonic()
             n = 0
-            while time.monotonic() < end:
+            while (now := time.monotonic()) < start + args.seconds:
+                due = start + n / args.rate  # a fixed schedule: a slow commit does not lower the rate
+                if now < due:
+                    time.sleep(due - now)
                 conn.execute(
                     "UPDATE customers SET credit_limit = credit_limit + 1 WHERE id = %s", (ids[n % len(ids)],)
                 )
                 n += 1
-                time.sleep(max(0.0, (t := 1 / args.rate) - 0.0005))
-        wait_processed(processor, processor.processed)  # let the last batch land
-        time.sleep(1)
+        wait_processed(processor, before + n)
         fresh = processor.pipeline.freshness
         p50, p99 = fresh.percentile(50), fresh.percentile(99)
         stop.set()

@@ -18,8 +18,7 @@ from streams.dlq import DeadLetterSink
 from streams.events import ChangeEvent, DecodeError, KafkaMessage, decode
 from streams.freshness import Freshness
 from streams.routes import Route
-from streams.sinks.base import DELETE, UPSERT, Sink, SinkRow
-from streams.sinks.online_sqlite import SqliteOnlineSink
+from streams.sinks.base import DELETE, UPSERT, OnlineSink, Sink, SinkRow
 from streams.transform import commit_time, feature_row
 from validation.validator import BatchValidator
 
@@ -47,7 +46,7 @@ class _Pending:
 class Pipeline:
     """Holds the sinks and the current routes; ``process`` a batch, then ``flush``."""
 
-    online: SqliteOnlineSink
+    online: OnlineSink
     offline: Sink
     dead_letters: DeadLetterSink
     validator: BatchValidator

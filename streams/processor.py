@@ -55,13 +55,20 @@ def build_pipeline(settings: Settings, store: FeatureStore) -> Pipeline:
 class Processor:
     """Consumes the connector's topics and materialises features. Constructing it connects nothing."""
 
-    def __init__(self, settings: Settings, store: FeatureStore, config: ProcessorConfig) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: FeatureStore,
+        config: ProcessorConfig,
+        pipeline: Pipeline | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.config = config
-        self.pipeline = build_pipeline(settings, store)
+        self.pipeline = pipeline or build_pipeline(settings, store)
         self.consumer: Consumer | None = None
-        self.processed = 0
+        self.processed = 0  # rows written to the stores
+        self.dead_lettered = 0  # records sent to the dead-letter topic
         self._routes_loaded_at = 0.0
 
     def _consumer(self) -> Consumer:
@@ -130,8 +137,9 @@ class Processor:
                         backoff = min(backoff * 2, 30.0)
                 if time.monotonic() - last_report >= self.config.report_every_s:
                     logger.info(
-                        "processed %d rows; commit-to-online %s",
+                        "processed %d rows, %d dead letters; commit-to-online %s",
                         self.processed,
+                        self.dead_lettered,
                         self.pipeline.freshness.summary(),
                     )
                     last_report = time.monotonic()
@@ -150,6 +158,7 @@ class Processor:
             # and the sinks being idempotent, re-applying this batch there changes nothing.
             logger.warning("offset commit failed (%s); the partitions' new owner re-processes them", exc)
         self.processed += stats.rows
+        self.dead_lettered += stats.dead_letters
         logger.debug(
             "batch: %d messages, %d rows, %d online, %d dead letters, %d skipped",
             stats.messages,

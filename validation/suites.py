@@ -32,6 +32,7 @@ class Suite:
     name: str
     type_checks: gx.ExpectationSuite
     value_checks: gx.ExpectationSuite
+    all_checks: gx.ExpectationSuite
 
 
 class SuiteStore:
@@ -74,10 +75,18 @@ def _load(path: Path, view: str) -> Suite:
         configs = raw["expectations"]
         if not isinstance(configs, list):
             raise TypeError("'expectations' must be a list")
-        expectations: list[Expectation] = []
-        for cfg in configs:
-            cls = gx.expectations.registry.get_expectation_impl(cfg["type"])
-            expectations.append(cls(**cfg.get("kwargs", {}), meta=cfg.get("meta")))
+
+        def build() -> list[Expectation]:
+            return [
+                gx.expectations.registry.get_expectation_impl(cfg["type"])(
+                    **cfg.get("kwargs", {}), meta=cfg.get("meta")
+                )
+                for cfg in configs
+            ]
+
+        expectations = build()
+        # A suite owns its expectation objects: the one-run suite gets instances of its own.
+        together = build()
     except (ValueError, KeyError, TypeError, GreatExpectationsError) as exc:
         raise ConfigError(
             f"expectation suite {path} is invalid: {exc}",
@@ -89,4 +98,5 @@ def _load(path: Path, view: str) -> Suite:
         view,
         gx.ExpectationSuite(name=f"{view}.types", expectations=by_type),
         gx.ExpectationSuite(name=f"{view}.values", expectations=by_value),
+        gx.ExpectationSuite(name=view, expectations=together),
     )

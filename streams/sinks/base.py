@@ -50,3 +50,11 @@ class Sink(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook: most sinks hold nothing to release
         """Release connections and files."""
+
+
+class OnlineSink(Sink):
+    """An online store sink also knows which entities it currently holds (for a TRUNCATE)."""
+
+    @abstractmethod
+    def live_keys(self, view: str) -> list[dict[str, Any]]:
+        """Join keys of every entity of ``view`` present now."""

@@ -27,13 +27,13 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.type_map import python_values_to_proto_values
 
 from featurectl.errors import ConfigError
-from streams.sinks.base import DELETE, Sink, SinkRow
+from streams.sinks.base import DELETE, OnlineSink, SinkRow
 
 logger = logging.getLogger(__name__)
 VERSIONS = "featurectl_versions"
 
 
-class SqliteOnlineSink(Sink):
+class SqliteOnlineSink(OnlineSink):
     """Writes feature rows to the SQLite online store of a Feast repository."""
 
     def __init__(self, store: FeatureStore) -> None:
@@ -93,21 +93,32 @@ class SqliteOnlineSink(Sink):
         applied: list[SinkRow] = []
         with self._conn:  # one transaction: all or nothing
             current = self._current_versions(list(latest))
+            upserts: dict[str, list[tuple[bytes, SinkRow]]] = {}
             for (view_name, key), (row, view) in latest.items():
                 if row.version < current.get((view_name, key), -1):
                     continue  # an older change than the one already applied
-                table = compute_table_id(self.project, view, self.versioning)
                 if row.op == DELETE:
+                    table = compute_table_id(self.project, view, self.versioning)
                     self._conn.execute(f'DELETE FROM "{table}" WHERE entity_key = ?', (key,))
                 else:
-                    self._upsert(table, view, key, row)
-                self._conn.execute(
-                    f"INSERT INTO {VERSIONS} (view, entity_key, version, deleted, join_keys) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (view, entity_key) DO UPDATE SET version = excluded.version, "
-                    "deleted = excluded.deleted",
-                    (view_name, key, row.version, int(row.op == DELETE), json.dumps(row.keys, default=str)),
-                )
+                    upserts.setdefault(view_name, []).append((key, row))
                 applied.append(row)
+            for view_name, items in upserts.items():
+                self._upsert(views[view_name], items)
+            self._conn.executemany(
+                f"INSERT INTO {VERSIONS} (view, entity_key, version, deleted, join_keys) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (view, entity_key) DO UPDATE SET version = excluded.version, deleted = excluded.deleted",
+                [
+                    (
+                        r.view,
+                        self._entity_key(views[r.view], r.keys),
+                        r.version,
+                        int(r.op == DELETE),
+                        json.dumps(r.keys, default=str),
+                    )
+                    for r in applied
+                ],
+            )
         self._pending.clear()
         return applied
 
@@ -123,25 +134,26 @@ class SqliteOnlineSink(Sink):
                 out[(view, key)] = version
         return out
 
-    def _upsert(self, table: str, view: FeatureView, key: bytes, row: SinkRow) -> None:
-        event_ts = row.event_time.astimezone(UTC).replace(tzinfo=None)
+    def _upsert(self, view: FeatureView, items: list[tuple[bytes, SinkRow]]) -> None:
+        """One statement for all rows of a view; values converted a feature column at a time."""
+        table = compute_table_id(self.project, view, self.versioning)
         created_ts = datetime.now(UTC).replace(tzinfo=None)
-        params = []
+        params: list[tuple[Any, ...]] = []
         for feature in view.features:
-            proto = python_values_to_proto_values(
-                [row.features.get(feature.name)], feature.dtype.to_value_type()
-            )[0]
-            text = row.features.get(feature.name)
-            params.append(
-                (
-                    key,
-                    feature.name,
-                    proto.SerializeToString(),
-                    text if isinstance(text, str) else None,
-                    event_ts,
-                    created_ts,
+            values = [row.features.get(feature.name) for _, row in items]
+            protos = python_values_to_proto_values(values, feature.dtype.to_value_type())
+            for (key, row), value, proto in zip(items, values, protos, strict=True):
+                event_ts = row.event_time.astimezone(UTC).replace(tzinfo=None)
+                params.append(
+                    (
+                        key,
+                        feature.name,
+                        proto.SerializeToString(),
+                        value if isinstance(value, str) else None,
+                        event_ts,
+                        created_ts,
+                    )
                 )
-            )
         self._conn.executemany(
             f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (entity_key, feature_name) DO UPDATE SET "
