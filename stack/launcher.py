@@ -80,6 +80,12 @@ class LocalStack:
         if wipe and set(services) >= {"connect", "kafka", "postgres"}:
             shutil.rmtree(self.settings.data_dir, ignore_errors=True)
             logger.info("wiped %s", self.settings.data_dir)
+            # The feature stores derive from the wiped database. They must go too: a new cluster's
+            # WAL positions start low again, and the online store orders changes by them.
+            derived = self.settings.feature_repo / "data"
+            if derived.exists():
+                shutil.rmtree(derived, ignore_errors=True)
+                logger.info("wiped %s (feature stores of the wiped database)", derived)
         elif wipe:
             for name in services:
                 getattr(self, name).wipe()
