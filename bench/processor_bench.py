@@ -11,7 +11,6 @@ project's stores alone. Figures vary between runs on shared machines: compare wi
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
@@ -34,7 +33,7 @@ from connectors.definition import load_definition
 from connectors.deploy import deploy, remove
 from featurectl.settings import PROJECT_ROOT, load_settings
 from stack.launcher import LocalStack
-from stack.postgres import Postgres
+from stack.postgres import Postgres, ensure_publication
 from streams.processor import Processor, ProcessorConfig
 from streams.store import feast_apply
 
@@ -48,25 +47,9 @@ def setup(root: Path, name: str):  # type: ignore[no-untyped-def]
         PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("data")
     )
     pg = Postgres(settings)
+    definition = load_definition().derive(name, list(TABLES), root / "connector.json")
     with psycopg.connect(pg.admin_conninfo(settings.pg_database), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-                sql.Identifier(name), sql.SQL(", ").join(sql.Identifier(*t.split(".")) for t in TABLES)
-            )
-        )
-    base = load_definition()
-    cfg = {k: v for k, v in base.config.items() if not k.startswith("signal.")}
-    cfg.update(
-        {
-            "slot.name": name,
-            "publication.name": name,
-            "topic.prefix": name,
-            "table.include.list": ",".join(TABLES),
-        }
-    )
-    path = root / "connector.json"
-    path.write_text(json.dumps({"name": name, "config": cfg}))
-    definition = load_definition(path)
+        ensure_publication(conn, definition)
     settings = settings.model_copy(
         update={
             "feature_repo": root / "feature_repo",
@@ -135,14 +118,7 @@ def main() -> None:
         ids = seed(app, args.rows)
 
         processor = Processor(
-            settings,
-            store,
-            ProcessorConfig(
-                definition.topic_prefix,
-                settings.processor_group,
-                settings.batch_max_rows,
-                settings.batch_linger_ms / 1000,
-            ),
+            settings, store, ProcessorConfig.from_settings(settings, definition.topic_prefix)
         )
         # 1. Catch-up: changes already in Kafka (the snapshot of every table plus the seeded rows).
         stop = threading.Event()

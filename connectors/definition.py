@@ -57,6 +57,24 @@ class ConnectorDefinition:
         """The Kafka topic Debezium writes ``schema.table`` changes to."""
         return f"{self.topic_prefix}.{table}"
 
+    def derive(self, name: str, tables: list[str], path: Path) -> ConnectorDefinition:
+        """A copy capturing ``tables`` under its own name, slot, publication and topic prefix, saved to ``path``.
+
+        For isolated captures (tests, benchmarks, a second team on one database). Signals need the
+        signal table captured, so a derived connector has none.
+        """
+        config = {k: v for k, v in self.config.items() if not k.startswith("signal.")}
+        config.update(
+            {
+                "slot.name": name,
+                "publication.name": name,
+                "topic.prefix": name,
+                "table.include.list": ",".join(tables),
+            }
+        )
+        path.write_text(json.dumps({"name": name, "config": config}, indent=2))
+        return ConnectorDefinition(name=name, config=config, path=path)
+
     def render(self, settings: Settings) -> dict[str, str]:
         """The full config to PUT to Kafka Connect: the file plus connection settings and password."""
         return {

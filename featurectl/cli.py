@@ -257,12 +257,7 @@ def process_cmd(ctx: click.Context, path: Path | None, group: str | None) -> Non
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    config = ProcessorConfig(
-        topic_prefix=_definition(path).topic_prefix,
-        group_id=group or settings.processor_group,
-        max_batch=settings.batch_max_rows,
-        linger_s=settings.batch_linger_ms / 1000,
-    )
+    config = ProcessorConfig.from_settings(settings, _definition(path).topic_prefix, group)
     Processor(settings, open_store(settings), config).run(stop)
 
 

@@ -128,16 +128,7 @@ def main(settings: Settings) -> None:
     print(f"feast apply: feature views {sorted(v.name for v in store.list_feature_views())}")
 
     stop = threading.Event()
-    processor = Processor(
-        settings,
-        store,
-        ProcessorConfig(
-            definition.topic_prefix,
-            settings.processor_group,
-            settings.batch_max_rows,
-            settings.batch_linger_ms / 1000,
-        ),
-    )
+    processor = Processor(settings, store, ProcessorConfig.from_settings(settings, definition.topic_prefix))
     worker = threading.Thread(target=processor.run, args=(stop,), name="processor", daemon=True)
     worker.start()
     print(f"stream processor running (group {settings.processor_group})")

@@ -212,7 +212,7 @@ class Postgres:
                 sql.SQL(SCHEMA_SQL.read_text()).format(debezium_user=sql.Identifier(s.debezium_user))
             )
             conn.execute("RESET ROLE")
-            self._ensure_publication(conn, connector)
+            ensure_publication(conn, connector)
         logger.info(
             "postgres: database %s ready (roles %s, %s)", s.pg_database, s.pg_app_user, s.debezium_user
         )
@@ -232,22 +232,6 @@ class Postgres:
             )
         )
 
-    @staticmethod
-    def _ensure_publication(
-        conn: psycopg.Connection[tuple[object, ...]], connector: ConnectorDefinition
-    ) -> None:
-        # Created here by the superuser, so Debezium's role needs no table ownership
-        # (publication.autocreate.mode=disabled in the connector definition).
-        tables = sql.SQL(", ").join(sql.Identifier(*t.split(".", 1)) for t in connector.tables)
-        name = sql.Identifier(connector.publication_name)
-        exists = conn.execute(
-            "SELECT 1 FROM pg_publication WHERE pubname = %s", (connector.publication_name,)
-        ).fetchone()
-        if exists:
-            conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(name, tables))
-        else:
-            conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(name, tables))
-
     def app_conninfo(self) -> str:
         s = self.settings
         return psycopg.conninfo.make_conninfo(
@@ -258,3 +242,17 @@ class Postgres:
             password=s.require_secret("pg_app_password"),
             connect_timeout=5,
         )
+
+
+def ensure_publication(conn: psycopg.Connection[tuple[object, ...]], connector: ConnectorDefinition) -> None:
+    # Created here by the superuser, so Debezium's role needs no table ownership
+    # (publication.autocreate.mode=disabled in the connector definition).
+    tables = sql.SQL(", ").join(sql.Identifier(*t.split(".", 1)) for t in connector.tables)
+    name = sql.Identifier(connector.publication_name)
+    exists = conn.execute(
+        "SELECT 1 FROM pg_publication WHERE pubname = %s", (connector.publication_name,)
+    ).fetchone()
+    if exists:
+        conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(name, tables))
+    else:
+        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(name, tables))

@@ -42,6 +42,17 @@ class ProcessorConfig:
     registry_refresh_s: float = 5.0
     report_every_s: float = 10.0
 
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, topic_prefix: str, group_id: str | None = None
+    ) -> ProcessorConfig:
+        return cls(
+            topic_prefix,
+            group_id or settings.processor_group,
+            settings.batch_max_rows,
+            settings.batch_linger_ms / 1000,
+        )
+
 
 def build_pipeline(settings: Settings, store: FeatureStore) -> Pipeline:
     return Pipeline(

@@ -6,7 +6,6 @@ and each test captures tables, topics and connectors with unique names.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -23,6 +22,7 @@ from connectors.definition import load_definition
 from connectors.deploy import deploy, remove
 from featurectl.settings import PROJECT_ROOT, Settings, load_settings
 from stack.launcher import LocalStack
+from stack.postgres import ensure_publication
 from streams.store import feast_apply
 from tests.integration.helpers import Capture, unique
 from tests.integration.platform import Platform, make_platform
@@ -88,25 +88,10 @@ def capture(stack: StackHandle, tmp_path: Path) -> Iterator[Callable[..., Captur
                 conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.Identifier(table)))
             if seed:
                 seed(conn, names)
+        definition = base.derive(name, [f"public.{t}" for t in names.values()], tmp_path / f"{name}.json")
         with psycopg.connect(stack.admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-                    sql.Identifier(name),
-                    sql.SQL(", ").join(sql.Identifier("public", t) for t in names.values()),
-                )
-            )
-        config = {k: v for k, v in base.config.items() if not k.startswith("signal.")}
-        config.update(
-            {
-                "slot.name": name,
-                "publication.name": name,
-                "topic.prefix": name,
-                "table.include.list": ",".join(f"public.{t}" for t in names.values()),
-            }
-        )
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({"name": name, "config": config}))
-        cap = Capture(load_definition(path), names)
+            ensure_publication(conn, definition)
+        cap = Capture(definition, names)
         made.append(cap)
         if deploy_now:
             deploy(stack.settings, cap.definition, timeout_s=120)

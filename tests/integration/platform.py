@@ -6,7 +6,6 @@ declarations, and a test may add a feature view or fix a suite without touching 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -18,10 +17,10 @@ from typing import Any
 
 import psycopg
 from feast import FeatureStore
-from psycopg import sql
 
 from connectors.definition import ConnectorDefinition, load_definition
 from featurectl.settings import PROJECT_ROOT, Settings
+from stack.postgres import ensure_publication
 from streams.replay import list_dead_letters
 
 SHOP_TABLES = ("public.customers", "public.products", "public.orders")
@@ -104,24 +103,9 @@ def make_platform(stack_settings: Settings, admin: str, root: Path, name: str) -
         ignore=shutil.ignore_patterns("data", "__pycache__"),
     )
     shutil.copytree(PROJECT_ROOT / "validation" / "suites", root / "suites")
+    definition = load_definition().derive(name, list(SHOP_TABLES), root / f"{name}.json")
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-                sql.Identifier(name), sql.SQL(", ").join(sql.Identifier(*t.split(".")) for t in SHOP_TABLES)
-            )
-        )
-    base = load_definition()
-    config = {k: v for k, v in base.config.items() if not k.startswith("signal.")}
-    config.update(
-        {
-            "slot.name": name,
-            "publication.name": name,
-            "topic.prefix": name,
-            "table.include.list": ",".join(SHOP_TABLES),
-        }
-    )
-    path = root / f"{name}.json"
-    path.write_text(json.dumps({"name": name, "config": config}))
+        ensure_publication(conn, definition)
     env = {
         "FEATURECTL_FEATURE_REPO": str(root / "feature_repo"),
         "FEATURECTL_SUITES_DIR": str(root / "suites"),
@@ -137,4 +121,4 @@ def make_platform(stack_settings: Settings, admin: str, root: Path, name: str) -
             "dlq_topic": env["FEATURECTL_DLQ_TOPIC"],
         }
     )
-    return Platform(name, root, settings, load_definition(path), env)
+    return Platform(name, root, settings, definition, env)
