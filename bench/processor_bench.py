@@ -4,8 +4,8 @@ own ``store.push`` into the same online store, measured in the same run.
     .venv/bin/python bench/processor_bench.py [--rows 20000] [--rate 200] [--seconds 30]
 
 Needs the local stack (``featurectl stack up``; the script starts it if needed). It works on a
-copy of the feature repository, with its own connector, topics and consumer group, so it leaves the
-project's stores alone. Figures vary between runs on shared machines: compare within one run.
+table of its own (shaped like ``customers``), a copy of the feature repository pointed at it, and its
+own connector, topics and consumer group, so it leaves the project's tables, topics and stores alone. Figures vary between runs on shared machines: compare within one run.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -37,17 +38,22 @@ from stack.postgres import Postgres, ensure_publication
 from streams.processor import Processor, ProcessorConfig
 from streams.store import feast_apply
 
-TABLES = ("public.customers", "public.products", "public.orders")
-
 
 def setup(root: Path, name: str):  # type: ignore[no-untyped-def]
     settings = load_settings()
     LocalStack(settings).up()
+    pg = Postgres(settings)
+    with psycopg.connect(pg.app_conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE customers INCLUDING ALL)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.Identifier(name)))
     shutil.copytree(
         PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("data")
     )
-    pg = Postgres(settings)
-    definition = load_definition().derive(name, list(TABLES), root / "connector.json")
+    views = root / "feature_repo" / "customers.py"
+    views.write_text(
+        views.read_text().replace('"cdc.table": "public.customers"', f'"cdc.table": "public.{name}"')
+    )
+    definition = load_definition().derive(name, [f"public.{name}"], root / "connector.json")
     with psycopg.connect(pg.admin_conninfo(settings.pg_database), autocommit=True) as conn:
         ensure_publication(conn, definition)
     settings = settings.model_copy(
@@ -60,28 +66,35 @@ def setup(root: Path, name: str):  # type: ignore[no-untyped-def]
     return settings, pg, definition
 
 
-def seed(conninfo: str, rows: int) -> list[int]:
+def seed(conninfo: str, table: str, rows: int) -> list[int]:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         ids = [
             r[0]
             for r in conn.execute(
-                "INSERT INTO customers (email, full_name, country, segment, credit_limit) "
-                "SELECT 'b' || g || '-' || %s || '@bench', 'Bench', 'GB', 'standard', 1 FROM generate_series(1, %s) g "
-                "RETURNING id",
+                sql.SQL(
+                    "INSERT INTO {} (email, full_name, country, segment, credit_limit) "
+                    "SELECT 'b' || g || '-' || %s || '@bench', 'Bench', 'GB', 'standard', 1 "
+                    "FROM generate_series(1, %s) g RETURNING id"
+                ).format(sql.Identifier(table)),
                 (uuid.uuid4().hex[:6], rows),
             ).fetchall()
         ]
     return ids
 
 
-def bulk_updates(conninfo: str, ids: list[int], rounds: int) -> int:
+def bulk_updates(conninfo: str, table: str, ids: list[int], rounds: int) -> int:
     """``rounds`` passes over ``ids``, 200 rows per transaction; returns rows changed."""
     changed = 0
     with psycopg.connect(conninfo, autocommit=True) as conn:
         for r in range(rounds):
             for i in range(0, len(ids), 200):
                 chunk = ids[i : i + 200]
-                conn.execute("UPDATE customers SET credit_limit = %s WHERE id = ANY(%s)", (r + 2, chunk))
+                conn.execute(
+                    sql.SQL("UPDATE {} SET credit_limit = %s WHERE id = ANY(%s)").format(
+                        sql.Identifier(table)
+                    ),
+                    (r + 2, chunk),
+                )
                 changed += len(chunk)
     return changed
 
@@ -106,6 +119,8 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=200, help="changes per second in the freshness run")
     ap.add_argument("--seconds", type=int, default=30, help="length of the freshness run")
     args = ap.parse_args()
+    # SIGTERM (a job runner stopping us) must still run the cleanup below: connector, slot, table.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.WARNING)
     root = Path(tempfile.mkdtemp(prefix="featurectl-bench-"))
     name = f"bench_{uuid.uuid4().hex[:6]}"
@@ -115,24 +130,23 @@ def main() -> None:
         deploy(settings, definition)
         feast_apply(settings.feature_repo)
         store = FeatureStore(repo_path=str(settings.feature_repo))
-        ids = seed(app, args.rows)
+        ids = seed(app, name, args.rows)
 
         processor = Processor(
             settings, store, ProcessorConfig.from_settings(settings, definition.topic_prefix)
         )
-        # 1. Catch-up: changes already in Kafka (the snapshot of every table plus the seeded rows).
+        # 1. Catch-up: changes already in Kafka (the seeded rows).
         stop = threading.Event()
         worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
         worker.start()
-        with psycopg.connect(app) as conn:
-            existing = sum(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES)  # type: ignore[index]
+        existing = len(ids)
         catch_up = wait_processed(processor, existing)
         catchup_rate = handled(processor) / catch_up
 
         # 2. Sustained end to end: bulk updates in Postgres, until the processor has applied them all.
         before = handled(processor)
         t1 = time.monotonic()
-        changed = bulk_updates(app, ids, rounds=2)
+        changed = bulk_updates(app, name, ids, rounds=2)
         wait_processed(processor, before + changed)
         e2e_total = time.monotonic() - t1
         e2e_rate = changed / e2e_total
@@ -148,7 +162,10 @@ def main() -> None:
                 if now < due:
                     time.sleep(due - now)
                 conn.execute(
-                    "UPDATE customers SET credit_limit = credit_limit + 1 WHERE id = %s", (ids[n % len(ids)],)
+                    sql.SQL("UPDATE {} SET credit_limit = credit_limit + 1 WHERE id = %s").format(
+                        sql.Identifier(name)
+                    ),
+                    (ids[n % len(ids)],),
                 )
                 n += 1
         wait_processed(processor, before + n)
@@ -200,7 +217,7 @@ def main() -> None:
             remove(settings, definition)
             with psycopg.connect(pg.admin_conninfo(settings.pg_database), autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
-                conn.execute("DELETE FROM customers WHERE email LIKE '%%@bench'")
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
         finally:
             shutil.rmtree(root, ignore_errors=True)
 

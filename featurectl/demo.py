@@ -94,19 +94,29 @@ def collect(
 
 
 def wait_online(
-    read: Callable[[], dict[str, list[Any]]], done: Callable[[dict[str, list[Any]]], bool], timeout_s: float
+    read: Callable[[], dict[str, list[Any]]],
+    done: Callable[[dict[str, list[Any]]], bool],
+    timeout_s: float,
+    progress: Callable[[], str],
 ) -> tuple[dict[str, list[Any]], float]:
-    """Poll the online store until ``done`` holds; returns the features and seconds waited."""
-    start = time.monotonic()
+    """Poll the online store until ``done`` holds, saying every few seconds how far the processor got.
+
+    A backlog in the topics (earlier runs, a benchmark) has to be worked through first.
+    """
+    start = last_report = time.monotonic()
     while True:
         features = read()
         if done(features):
             return features, time.monotonic() - start
-        if time.monotonic() - start > timeout_s:
+        now = time.monotonic()
+        if now - start > timeout_s:
             raise FeatureCtlError(
                 f"online store did not reach the expected state within {timeout_s:.0f}s: {features}",
                 "see the processor's log lines above",
             )
+        if now - last_report >= 5:
+            print(f"  waiting for the processor to reach the workload: {progress()}")
+            last_report = now
         time.sleep(0.1)
 
 
@@ -165,7 +175,12 @@ def main(settings: Settings) -> None:
                 entity_rows=[{"customer_id": ids["customer"]}, {"customer_id": ids["bad_customer"]}],
             ).to_dict()
 
-        features, waited = wait_online(read, lambda f: f["segment"][0] == "gold", 30)
+        features, waited = wait_online(
+            read,
+            lambda f: f["segment"][0] == "gold",
+            600,
+            lambda: f"{processor.processed} rows written, {processor.dead_lettered} dead letters",
+        )
         print(f"\nonline features via FeatureStore.get_online_features ({waited:.2f}s after the workload):")
         print(
             f"  customer {ids['customer']}: segment={features['segment'][0]} "
