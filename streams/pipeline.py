@@ -31,7 +31,6 @@ class BatchStats:
     rows: int = 0
     dead_letters: int = 0
     skipped: int = 0  # events of tables no feature view reads, tombstones, heartbeats
-    online_applied: int = 0
 
 
 @dataclass
