@@ -141,6 +141,11 @@ def main(settings: Settings) -> None:
     processor = Processor(settings, store, ProcessorConfig.from_settings(settings, definition.topic_prefix))
     worker = threading.Thread(target=processor.run, args=(stop,), name="processor", daemon=True)
     worker.start()
+    if not processor.assigned.wait(60):
+        raise FeatureCtlError(
+            "the stream processor did not join its consumer group within 60s",
+            f"check that Kafka is up (`featurectl stack status`); consumer group {settings.processor_group}",
+        )
     print(f"stream processor running (group {settings.processor_group})")
     try:
         tag = uuid.uuid4().hex[:8]

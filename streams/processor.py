@@ -78,6 +78,7 @@ class Processor:
         self.config = config
         self.pipeline = pipeline or build_pipeline(settings, store)
         self.consumer: Consumer | None = None
+        self.assigned = threading.Event()  # set once the group has given this copy its partitions
         self.processed = 0  # rows written to the stores
         self.dead_lettered = 0  # records sent to the dead-letter topic
         self._routes_loaded_at = 0.0
@@ -92,8 +93,9 @@ class Processor:
                 "partition.assignment.strategy": "cooperative-sticky",
                 # A crashed copy's partitions move to the others after this long.
                 "session.timeout.ms": 10000,
-                # New tables' topics (matched by the subscription pattern) are found this quickly.
-                "topic.metadata.refresh.interval.ms": 5000,
+                # New topics matching the pattern (a new table, or a table's first change on a fresh
+                # stack) are found this quickly; metadata requests are cheap.
+                "topic.metadata.refresh.interval.ms": 1000,
             }
         )
 
@@ -117,7 +119,7 @@ class Processor:
             )
         self.refresh_routes(force=True)
         consumer = self.consumer = self._consumer()
-        consumer.subscribe([pattern])
+        consumer.subscribe([pattern], on_assign=lambda _c, _parts: self.assigned.set())
         logger.info(
             "processor: group %s consuming %s from %s",
             self.config.group_id,

@@ -21,8 +21,10 @@ class FakeConsumer:
         self.closed = False
         self.delivered: list[Any] = []
 
-    def subscribe(self, topics: list[str]) -> None:
+    def subscribe(self, topics: list[str], on_assign: Any = None) -> None:
         self.topics = topics
+        if on_assign:
+            on_assign(self, [])
 
     def consume(self, num: int, timeout: float) -> list[Any]:
         if self.seeks:  # a rewind re-delivers the last batch
