@@ -212,7 +212,11 @@ def main(settings: Settings) -> None:
             )
             for f in letter.failed_expectations:
                 print(f"    {f['expectation']}({f['column']}) value={f['value']!r}")
-        print(f"\ncommit-to-online freshness: {processor.pipeline.freshness.summary()}")
+        print(
+            f"\ncommit-to-online freshness: {processor.pipeline.freshness.summary()} "
+            "(a first run includes topic creation and the processor's cold start; "
+            "steady state: bench/processor_bench.py)"
+        )
     finally:
         stop.set()
         worker.join(30)
