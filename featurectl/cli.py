@@ -231,11 +231,101 @@ def tail_cmd(ctx: click.Context, tables: tuple[str, ...], path: Path | None, fol
 @cli.command("feast-apply")
 @click.pass_context
 def feast_apply_cmd(ctx: click.Context) -> None:
-    """Run `feast apply` in the feature repository (same as `cd feature_repo && feast apply`)."""
+    """Run `feast apply` in the feature repository, then re-embed views whose model changed.
+
+    A changed `embedding.model` (or backend, or dimension) starts an empty vector table for the
+    new model; this fills it from the texts in the online store, with progress, while the
+    processor keeps running. Plain `feast apply` leaves that to `featurectl embeddings backfill`.
+    """
     from streams.store import feast_apply
 
-    feast_apply(_settings(ctx).feature_repo)
+    settings = _settings(ctx)
+    feast_apply(settings.feature_repo)
     click.echo("feature repository applied")
+    _backfill_pending(settings)
+
+
+def _backfill_pending(settings: Settings, views: tuple[str, ...] = ()) -> None:
+    from embeddings.backfill import pending_views, reembed
+    from streams.store import open_store
+
+    store = open_store(settings)
+    for view in views or tuple(pending_views(store)):
+        shown = [0]
+
+        def progress(done: int, total: int, view: str = view, shown: list[int] = shown) -> None:
+            if done == total or done - shown[0] >= max(total // 10, 1):
+                click.echo(f"  {view}: {done}/{total} texts re-embedded", err=True)
+                shown[0] = done
+
+        result = reembed(store, view, progress=progress)
+        click.echo(
+            f"{view}: {result.vectors} vectors of model {result.model} "
+            f"({result.embedded} texts embedded in {result.passes} pass(es), {result.seconds:.1f}s)"
+        )
+
+
+@cli.group()
+def embeddings() -> None:
+    """Embedding views: their models, backfills, and similarity search."""
+
+
+@embeddings.command("status")
+@click.pass_context
+def embeddings_status(ctx: click.Context) -> None:
+    """Each embedding view's declared model, vector count and backfill state."""
+    from embeddings.backfill import online_db
+    from embeddings.spec import spec_for
+    from onlinestore.sqlite import connect
+    from onlinestore.vectors import MODELS, VectorTable, ensure_models_table
+    from streams.store import open_store
+
+    store = open_store(_settings(ctx))
+    conn = connect(online_db(store))
+    ensure_models_table(conn)
+    for view in store.list_feature_views():
+        spec = spec_for(view)
+        if spec is None:
+            continue
+        row = conn.execute(
+            f"SELECT fingerprint, backfilled_at FROM {MODELS} WHERE view = ?", (view.name,)
+        ).fetchone()
+        state = (
+            "not applied"
+            if row is None or row[0] != spec.fingerprint
+            else (f"backfilled {row[1]}" if row[1] else "backfill pending")
+        )
+        click.echo(
+            f"{view.name}: model {spec.model} ({spec.backend}, dim {spec.dim}, {spec.metric}) "
+            f"text={','.join(spec.text_columns)} vectors={VectorTable(store.project, spec).count(conn)} {state}"
+        )
+    conn.close()
+
+
+@embeddings.command("backfill")
+@click.argument("views", nargs=-1)
+@click.pass_context
+def embeddings_backfill(ctx: click.Context, views: tuple[str, ...]) -> None:
+    """Re-embed VIEWS (default: every view whose declared model is not backfilled). Idempotent."""
+    _backfill_pending(_settings(ctx), views)
+
+
+@cli.command("search")
+@click.argument("view")
+@click.argument("text")
+@click.option("-k", "--top-k", default=5, show_default=True, help="How many nearest entities.")
+@click.pass_context
+def search_cmd(ctx: click.Context, view: str, text: str, top_k: int) -> None:
+    """Entities of VIEW whose embedded text is nearest to TEXT (Feast retrieve_online_documents_v2)."""
+    from embeddings.search import search
+    from streams.store import open_store
+
+    hits = search(open_store(_settings(ctx)), view, text, k=top_k)
+    if not hits:
+        click.echo("no vectors in the online store yet")
+    for rank, hit in enumerate(hits, 1):
+        fields = ", ".join(f"{k}={v!r}"[:80] for k, v in hit.items() if k != "distance")
+        click.echo(f"{rank}. distance={hit['distance']:.3f}  {fields}")
 
 
 @cli.command("process")

@@ -1,7 +1,9 @@
-"""One micro-batch, from Kafka messages to sinks: decode -> route -> transform -> validate -> add.
+"""One micro-batch, from Kafka messages to sinks: decode -> route -> transform -> validate -> embed -> add.
 
 Bad records become dead letters (returned as data, never raised): messages that are not Debezium
-events, rows that fail their feature view's suite, rows of a view that has no suite. ``flush``
+events, rows that fail their feature view's suite, rows of a view that has no suite or whose
+embedding model cannot be loaded. Embedding runs after validation: invalid rows cost no model
+time (the vector is computed, not read from the source, so there is nothing of it to validate). ``flush``
 writes every sink; only after it returns may the caller commit the batch's offsets.
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 
 from featurectl.errors import ConfigError
 from streams.dlq import DeadLetterSink
+from streams.embed import EmbeddingStep
 from streams.events import ChangeEvent, DecodeError, KafkaMessage, decode
 from streams.freshness import Freshness
 from streams.routes import Route
@@ -51,6 +54,10 @@ class Pipeline:
     validator: BatchValidator
     routes: dict[str, list[Route]] = field(default_factory=dict)
     freshness: Freshness = field(default_factory=Freshness)
+    embedding: EmbeddingStep | None = None
+
+    def __post_init__(self) -> None:
+        self.embedding = self.embedding or EmbeddingStep(self.online)
 
     def process(
         self, messages: Sequence[KafkaMessage], only_view: str | None = None, attempt: int = 1
@@ -106,6 +113,7 @@ class Pipeline:
                 stats.dead_letters += len(verdict.invalid)
                 upserts = [upserts[i] for i in verdict.valid]
             rows: list[SinkRow] = []
+            sources: list[_Pending] = []
             for p in upserts + deletes:
                 keys = {k: p.row[k] for k in p.route.join_keys}
                 if any(v is None for v in keys.values()):
@@ -128,6 +136,17 @@ class Pipeline:
                         p.event.where,
                     )
                 )
+                sources.append(p)
+            spec = items[0].route.embedding
+            if spec is not None and self.embedding is not None:
+                try:
+                    rows = self.embedding.apply(spec, rows)
+                except ConfigError as exc:  # the declared model cannot be loaded: park the rows
+                    for p, r in zip(sources, rows, strict=True):
+                        if r.op != DELETE:
+                            self.dead_letters.add(p.msg, str(exc), view=view, attempt=attempt)
+                            stats.dead_letters += 1
+                    rows = [r for r in rows if r.op == DELETE]
             rows.sort(key=lambda r: r.version)
             self.online.add(rows)
             self.offline.add(rows)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from feast import FeatureStore
 
-from featurectl.errors import ConfigError
+from featurectl.errors import ConfigError, FeatureCtlError
 from featurectl.settings import Settings
 from streams.dlq import DeadLetterSink
 from streams.offsets import next_offsets, rewind
@@ -140,6 +140,20 @@ class Processor:
                     try:
                         self._handle(consumer, messages)
                         backoff = 0.5
+                    except FeatureCtlError as exc:
+                        # Expected and explained (e.g. a model change not yet seen): no traceback.
+                        logger.warning(
+                            "batch of %d messages not written: %s; re-reading it in %.1fs",
+                            len(messages),
+                            exc,
+                            backoff,
+                        )
+                        if exc.transient:
+                            self._routes_loaded_at = 0.0  # re-read the registry before the retry
+                        self.pipeline.discard()
+                        rewind(consumer, messages)
+                        stop.wait(backoff)
+                        backoff = min(backoff * 2, 30.0)
                     except Exception:
                         logger.exception(
                             "batch of %d messages failed; re-reading it in %.1fs", len(messages), backoff

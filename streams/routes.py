@@ -3,7 +3,8 @@
 A feature view opts in with tags (see feature_repo/customers.py):
     cdc.table = "<schema>.<table>"          the captured table that feeds it
     cdc.key   = "<join_key>=<column>[,...]" each entity join key and the source column it comes from
-Features are the table's columns of the same name. Routes are rebuilt from the registry on every
+Features are the table's columns of the same name, except a vector field, which the embedding step
+computes from text features (embeddings/spec.py). Routes are rebuilt from the registry on every
 refresh, so `feast apply` reaches a running processor.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from feast import FeatureStore, FeatureView
 from feast.types import FeastType
 
+from embeddings.spec import EmbeddingSpec, spec_for
 from featurectl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ class Route:
     keys: tuple[tuple[str, str], ...]  # (join key, source column)
     features: tuple[tuple[str, FeastType], ...]  # (feature name = source column, Feast dtype)
     key_types: tuple[tuple[str, FeastType], ...]  # (join key, Feast dtype)
+    embedding: EmbeddingSpec | None = None  # the vector feature to compute, if the view declares one
 
     @property
     def join_keys(self) -> list[str]:
@@ -63,8 +66,9 @@ def route_for(view: FeatureView) -> Route | None:
             f"set {KEY_TAG}='" + ",".join(f"{k}=<column>" for k in sorted(join_keys)) + "'",
         )
     entity_types = {c.name: c.dtype for c in view.entity_columns}
-    features = tuple((f.name, f.dtype) for f in view.features)
-    return Route(view.name, table, keys, features, tuple((k, entity_types[k]) for k, _ in keys))
+    features = tuple((f.name, f.dtype) for f in view.features if not f.vector_index)
+    key_types = tuple((k, entity_types[k]) for k, _ in keys)
+    return Route(view.name, table, keys, features, key_types, spec_for(view))
 
 
 def load_routes(store: FeatureStore, refresh: bool = True) -> dict[str, list[Route]]:

@@ -13,7 +13,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from embeddings.spec import EmbeddingSpec
+    from onlinestore.vectors import StoredVector
 
 UPSERT = "upsert"
 DELETE = "delete"
@@ -31,6 +35,7 @@ class SinkRow:
     version: int  # per-entity order: the change's WAL position (Debezium source.lsn)
     cdc_op: str  # c, u, r, d
     source: str  # topic[partition] offset=N, for logs and lineage
+    model: str | None = None  # fingerprint of the model that computed the row's vector features
 
 
 class Sink(ABC):
@@ -58,3 +63,10 @@ class OnlineSink(Sink):
     @abstractmethod
     def live_keys(self, view: str) -> list[dict[str, Any]]:
         """Join keys of every entity of ``view`` present now."""
+
+    def stored_vectors(
+        self, spec: EmbeddingSpec, keys: Sequence[dict[str, Any]]
+    ) -> list[StoredVector | None]:
+        """Each entity's stored vector under ``spec``'s model (None if absent); lets the embedding
+        step skip texts that did not change. A sink that keeps no vectors returns all None."""
+        return [None] * len(keys)

@@ -115,6 +115,8 @@ class ParquetOfflineSink(Sink):
             "cdc_deleted": ([r.op == "delete" for r in rows], pa.bool_()),
             "cdc_version": ([r.version for r in rows], pa.int64()),
             "cdc_source": ([r.source for r in rows], pa.string()),
+            # Which model computed the row's vector features (history spans model changes).
+            "cdc_embedding_model": ([r.model for r in rows], pa.string()),
         }
         for name, (values, typ) in meta.items():
             columns[name] = values

@@ -6,31 +6,36 @@ so ``get_online_features`` reads it) and keeps, in the same database, the versio
 of the last change applied to each entity, including deletes (tombstones). In one transaction it
 skips rows older than the stored version, upserts the rest and deletes deleted entities. Re-applying
 a row is harmless, and an old change replayed after a newer one (or after a delete) is ignored.
+
+Vector features go to the view's vector table of its declared model (onlinestore.vectors), in the
+same transaction; a vector whose text is unchanged is not rewritten. A vector computed with a model
+other than the one declared at the last ``feast apply`` is refused with a TransientError: the
+processor re-reads the registry and re-embeds the batch with the declared model.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-# Importing Feast's SQLite store registers the datetime adapters its tables are written with.
-import feast.infra.online_stores.sqlite  # noqa: F401
 from feast import FeatureStore, FeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import compute_table_id
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.type_map import python_values_to_proto_values
 
-from featurectl.errors import ConfigError
+from embeddings.spec import EmbeddingSpec, spec_for, text_hash
+from featurectl.errors import ConfigError, TransientError
+from onlinestore.feast_store import TYPE as VECTOR_STORE_TYPE
+from onlinestore.sqlite import VERSIONS, connect, ensure_versions_table
+from onlinestore.vectors import StoredVector, VectorTable, declared_fingerprint, vector_tables
 from streams.sinks.base import DELETE, OnlineSink, SinkRow
 
 logger = logging.getLogger(__name__)
-VERSIONS = "featurectl_versions"
 
 
 class SqliteOnlineSink(OnlineSink):
@@ -38,11 +43,13 @@ class SqliteOnlineSink(OnlineSink):
 
     def __init__(self, store: FeatureStore) -> None:
         config = store.config
-        if config.online_store.type != "sqlite":
+        if config.online_store.type not in ("sqlite", VECTOR_STORE_TYPE):
             raise ConfigError(
                 f"online store type {config.online_store.type!r} is not supported by the stream processor yet",
-                "use `type: sqlite` in feature_store.yaml (production stores need a sink in streams/sinks/)",
+                f"use `type: {VECTOR_STORE_TYPE}` in feature_store.yaml "
+                "(production stores need a sink in streams/sinks/)",
             )
+        self.vectors_enabled = config.online_store.type == VECTOR_STORE_TYPE
         path = Path(config.online_store.path)
         self.path = path if path.is_absolute() else Path(config.repo_path or ".") / path
         self.store = store
@@ -50,16 +57,9 @@ class SqliteOnlineSink(OnlineSink):
         self.key_version = config.entity_key_serialization_version
         self.versioning = config.registry.enable_online_feature_view_versioning
         self._pending: list[SinkRow] = []
-        self._conn = sqlite3.connect(
-            self.path, timeout=30, detect_types=sqlite3.PARSE_DECLTYPES, check_same_thread=False
-        )
-        # WAL: readers (feast serve, model services) are not blocked while the processor writes.
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {VERSIONS} (view TEXT NOT NULL, entity_key BLOB NOT NULL, "
-            "version INTEGER NOT NULL, deleted INTEGER NOT NULL, join_keys TEXT NOT NULL, "
-            "PRIMARY KEY (view, entity_key))"
-        )
+        # WAL (set by connect): readers (feast serve, model services) are not blocked by the writer.
+        self._conn = connect(self.path)
+        ensure_versions_table(self._conn)
         self._conn.commit()
 
     def add(self, rows: Sequence[SinkRow]) -> None:
@@ -105,6 +105,7 @@ class SqliteOnlineSink(OnlineSink):
                 applied.append(row)
             for view_name, items in upserts.items():
                 self._upsert(views[view_name], items)
+            self._write_vectors(views, latest, applied)
             self._conn.executemany(
                 f"INSERT INTO {VERSIONS} (view, entity_key, version, deleted, join_keys) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (view, entity_key) DO UPDATE SET version = excluded.version, deleted = excluded.deleted",
@@ -134,12 +135,84 @@ class SqliteOnlineSink(OnlineSink):
                 out[(view, key)] = version
         return out
 
+    def _spec(self, view: FeatureView) -> EmbeddingSpec | None:
+        spec = spec_for(view)
+        if spec is not None and not self.vectors_enabled:
+            raise ConfigError(
+                f"feature view {view.name} declares an embedding, but the online store cannot index vectors",
+                f"set `online_store: type: {VECTOR_STORE_TYPE}` in feature_store.yaml and run feast apply",
+            )
+        return spec
+
+    def _write_vectors(
+        self,
+        views: dict[str, FeatureView],
+        latest: dict[tuple[str, bytes], tuple[SinkRow, FeatureView]],
+        applied: list[SinkRow],
+    ) -> None:
+        """Vectors of the applied rows into each view's declared-model table; deletes from every table."""
+        done = {id(r) for r in applied}
+        for view_name, view in views.items():
+            spec = self._spec(view)
+            if spec is None:
+                continue
+            rows = [
+                (key, row)
+                for (name, key), (row, _) in latest.items()
+                if name == view_name and id(row) in done
+            ]
+            deleted = [key for key, row in rows if row.op == DELETE]
+            if deleted:  # from every model's table: a deleted entity is found by no query
+                for name in vector_tables(self._conn, self.project, view_name):
+                    for i in range(0, len(deleted), 400):
+                        chunk = [k.hex() for k in deleted[i : i + 400]]
+                        marks = ",".join("?" * len(chunk))
+                        self._conn.execute(f'DELETE FROM "{name}" WHERE entity_key IN ({marks})', chunk)
+            upserts = [(key, row) for key, row in rows if row.op != DELETE]
+            if not upserts:
+                continue
+            declared = declared_fingerprint(self._conn, view_name) or spec.fingerprint
+            stale = {row.model for _, row in upserts if row.model != declared}
+            if stale:
+                raise TransientError(
+                    f"feature view {view_name}: rows were embedded with model fingerprint(s) {sorted(map(str, stale))}, "
+                    f"but {declared} is declared (the model changed with the last feast apply)",
+                    "nothing to do: the processor re-reads the registry and re-embeds the batch",
+                )
+            table = VectorTable(self.project, spec)
+            held = table.lookup(self._conn, [key for key, _ in upserts])
+            put, cleared = [], []
+            for key, row in upserts:
+                vector, text = row.features.get(spec.field), spec.text_of(row.features)
+                if vector is None or text is None:
+                    cleared.append(key)  # no text, no vector: the entity leaves similarity results
+                    continue
+                digest = text_hash(text)
+                if held.get(key, StoredVector("", 0, b"")).text_hash != digest:
+                    put.append((key, vector, digest, row.version))
+            table.delete(self._conn, cleared)
+            table.put(self._conn, put)
+
+    def stored_vectors(
+        self, spec: EmbeddingSpec, keys: Sequence[dict[str, Any]]
+    ) -> list[StoredVector | None]:
+        """The stored vector (and its text hash) of each entity under the spec's model, or None."""
+        view = self._view(spec.view)
+        serialised = [self._entity_key(view, k) for k in keys]
+        held = VectorTable(self.project, spec).lookup(self._conn, serialised)
+        return [held.get(k) for k in serialised]
+
     def _upsert(self, view: FeatureView, items: list[tuple[bytes, SinkRow]]) -> None:
-        """One statement for all rows of a view; values converted a feature column at a time."""
+        """One statement for all rows of a view; values converted a feature column at a time.
+
+        Vector features are not stored here but in the view's vector table (``_write_vectors``).
+        """
         table = compute_table_id(self.project, view, self.versioning)
         created_ts = datetime.now(UTC).replace(tzinfo=None)
         params: list[tuple[Any, ...]] = []
         for feature in view.features:
+            if feature.vector_index:
+                continue
             values = [row.features.get(feature.name) for _, row in items]
             protos = python_values_to_proto_values(values, feature.dtype.to_value_type())
             for (key, row), value, proto in zip(items, values, protos, strict=True):

@@ -6,6 +6,7 @@ import pytest
 from feast import FeatureStore
 
 from featurectl.settings import PROJECT_ROOT
+from onlinestore.sqlite import connect
 from streams.store import feast_apply
 
 
@@ -20,12 +21,15 @@ def feast_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeatureStor
 
 @pytest.fixture
 def fresh_store(feast_repo: FeatureStore) -> Iterator[FeatureStore]:
-    """The applied repo with empty stores: online rows and offline files removed."""
+    """The applied repo with empty stores: online rows (vectors too) and offline files removed."""
     yield feast_repo
     repo = Path(str(feast_repo.repo_path))
     shutil.rmtree(repo / "data" / "offline", ignore_errors=True)
-    import sqlite3
-
-    with sqlite3.connect(repo / "data" / "online_store.db") as conn:
-        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
-            conn.execute(f'DELETE FROM "{table}"')
+    conn = connect(repo / "data" / "online_store.db")
+    with conn:
+        tables = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall()
+        for table, sql in tables:
+            # Vector tables are emptied through vec0, never through their shadow tables.
+            if "__vec_" not in table or sql.startswith("CREATE VIRTUAL TABLE"):
+                conn.execute(f'DELETE FROM "{table}"')
+    conn.close()

@@ -7,6 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from embeddings.spec import EmbeddingSpec, text_hash
+from onlinestore.vectors import StoredVector
 from streams.sinks.base import DELETE, OnlineSink, Sink, SinkRow
 
 
@@ -114,6 +118,39 @@ class MemorySink(OnlineSink):
 
     def live_keys(self, view: str) -> list[dict[str, Any]]:
         return [r.keys for (v, _), r in self.state.items() if v == view and r.op != DELETE]
+
+    def stored_vectors(
+        self, spec: EmbeddingSpec, keys: Sequence[dict[str, Any]]
+    ) -> list[StoredVector | None]:
+        out: list[StoredVector | None] = []
+        for k in keys:
+            r = self.state.get((spec.view, json.dumps(k, sort_keys=True)))
+            text = None if r is None else spec.text_of(r.features)
+            vector = None if r is None else r.features.get(spec.field)
+            if r is None or text is None or vector is None or r.model != spec.fingerprint:
+                out.append(None)
+            else:
+                out.append(StoredVector(text_hash(text), r.version, np.asarray(vector, np.float32).tobytes()))
+        return out
+
+
+class HashEmbedder:
+    """A deterministic stand-in model for unit tests of the embedding step: counts what it embeds."""
+
+    def __init__(self, model: str = "hash", dim: int = 8) -> None:
+        self.model = model
+        self.dim = dim
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        self.calls.append(list(texts))
+        rows = [np.random.default_rng(int(text_hash(t)[:8], 16)).random(self.dim) for t in texts]
+        return np.asarray(rows, dtype=np.float32)
+
+
+def hash_embedder(model: str) -> HashEmbedder:
+    """A backend factory, named in tags as embedding.backend = 'tests.unit.fakes:hash_embedder'."""
+    return HashEmbedder(model, dim=int(model.rsplit("-", 1)[-1]) if model[-1].isdigit() else 8)
 
 
 @dataclass

@@ -1,0 +1,77 @@
+"""SQLite connections with the sqlite-vec extension loaded, for every reader and writer of the online store.
+
+The stdlib ``sqlite3`` of many Python builds (pyenv's here, python.org's on macOS) cannot load
+extensions, so the SQLite bundled by ``pysqlite3-binary`` is used where it is installed. Every
+process that touches the online store opens it through here, so a process never mixes two SQLite
+libraries on one file (their POSIX locks would not see each other).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import date, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import sqlite_vec
+
+# Feast's adapters: its SQLite store writes event timestamps as epoch seconds and reads them back.
+from feast.infra.online_stores.sqlite import (
+    adapt_date_iso,
+    adapt_datetime_epoch,
+    convert_date,
+    convert_datetime,
+    convert_timestamp,
+)
+
+from featurectl.errors import ConfigError
+
+
+def _driver() -> ModuleType:
+    try:
+        from pysqlite3 import dbapi2  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        return sqlite3
+    return dbapi2  # type: ignore[no-any-return,unused-ignore]
+
+
+DRIVER = _driver()
+DRIVER.register_adapter(date, adapt_date_iso)
+DRIVER.register_adapter(datetime, adapt_datetime_epoch)
+DRIVER.register_converter("date", convert_date)
+DRIVER.register_converter("datetime", convert_datetime)
+DRIVER.register_converter("timestamp", convert_timestamp)
+OperationalError: type[Exception] = DRIVER.OperationalError
+
+
+def connect(path: Path | str, timeout: float = 30.0) -> Any:
+    """A connection to the online store with sqlite-vec loaded; WAL so readers never block the writer."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = DRIVER.connect(
+        str(path), timeout=timeout, detect_types=DRIVER.PARSE_DECLTYPES, check_same_thread=False
+    )
+    if not hasattr(conn, "enable_load_extension"):
+        conn.close()
+        raise ConfigError(
+            f"this Python's sqlite3 (SQLite {DRIVER.sqlite_version}) cannot load extensions, "
+            "so the online store's vector index (sqlite-vec) cannot be opened",
+            "pip install pysqlite3-binary (Linux), or use a Python built with loadable SQLite extensions",
+        )
+    conn.enable_load_extension(True)
+    sqlite_vec.load(conn)
+    conn.enable_load_extension(False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    return conn
+
+
+VERSIONS = "featurectl_versions"
+
+
+def ensure_versions_table(conn: Any) -> None:
+    """The version (WAL position) of the last change applied to each entity of each view, deletes included."""
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {VERSIONS} (view TEXT NOT NULL, entity_key BLOB NOT NULL, "
+        "version INTEGER NOT NULL, deleted INTEGER NOT NULL, join_keys TEXT NOT NULL, "
+        "PRIMARY KEY (view, entity_key))"
+    )

@@ -1,0 +1,128 @@
+"""The online store's vector index through Feast: the sink writes, Feast reads by key and by similarity."""
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from feast import FeatureStore
+
+from embeddings.spec import spec_for
+from featurectl.errors import TransientError
+from streams.sinks.base import DELETE, UPSERT, SinkRow
+from streams.sinks.online_sqlite import SqliteOnlineSink
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+VIEW = "product_documents"
+
+
+def unit(*hot: int) -> list[float]:
+    v = np.zeros(384, dtype=np.float32)
+    v[list(hot)] = 1.0
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def product(
+    pid: int,
+    version: int,
+    vector: list[float] | None,
+    name: str = "p",
+    op: str = UPSERT,
+    model: str | None = None,
+    price: float = 1.0,
+) -> SinkRow:
+    features = (
+        {}
+        if op == DELETE
+        else {
+            "name": name,
+            "description": f"about {name}",
+            "category": "c",
+            "price": price,
+            "embedding": vector,
+        }
+    )
+    return SinkRow(VIEW, op, {"product_id": pid}, features, T0, version, "u", f"t[0] offset={version}", model)
+
+
+@pytest.fixture
+def sink(fresh_store: FeatureStore):  # type: ignore[no-untyped-def]
+    s = SqliteOnlineSink(fresh_store)
+    yield s
+    s.close()
+
+
+def fingerprint(store: FeatureStore) -> str:
+    spec = spec_for(store.get_feature_view(VIEW))
+    assert spec is not None
+    return spec.fingerprint
+
+
+def nearest(store: FeatureStore, query: list[float], k: int = 3) -> list[tuple[int, str]]:
+    got = store.retrieve_online_documents_v2(
+        features=[f"{VIEW}:name", f"{VIEW}:embedding"], query=query, top_k=k
+    ).to_dict()
+    ranked = sorted(zip(got["distance"], got.get("product_id", []), got["name"], strict=True))
+    return [(pid, name) for _, pid, name in ranked]
+
+
+def test_similarity_search_returns_nearest_first_with_their_own_features(
+    fresh_store: FeatureStore, sink: SqliteOnlineSink
+) -> None:
+    fp = fingerprint(fresh_store)
+    sink.add(
+        [
+            product(3, 1, unit(0), "boots", model=fp),
+            product(1, 2, unit(1), "mug", model=fp),
+            product(2, 3, unit(0, 1), "both", model=fp),
+        ]
+    )
+    sink.flush()
+    assert nearest(fresh_store, unit(0)) == [(3, "boots"), (2, "both"), (1, "mug")]
+    assert nearest(fresh_store, unit(1), k=1) == [(1, "mug")]
+    by_key = fresh_store.get_online_features(
+        features=[f"{VIEW}:embedding", f"{VIEW}:name"], entity_rows=[{"product_id": 3}, {"product_id": 9}]
+    ).to_dict()
+    assert by_key["embedding"][0] == pytest.approx(unit(0)) and by_key["embedding"][1] is None
+
+
+def test_a_deleted_entity_leaves_similarity_results(
+    fresh_store: FeatureStore, sink: SqliteOnlineSink
+) -> None:
+    fp = fingerprint(fresh_store)
+    sink.add([product(1, 1, unit(0), "boots", model=fp), product(2, 2, unit(1), "mug", model=fp)])
+    sink.flush()
+    sink.add([product(1, 3, None, op=DELETE)])
+    sink.flush()
+    assert nearest(fresh_store, unit(0)) == [(2, "mug")]
+
+
+def test_a_vector_of_another_model_is_refused_until_the_processor_sees_the_declaration(
+    fresh_store: FeatureStore, sink: SqliteOnlineSink
+) -> None:
+    sink.add([product(1, 1, unit(0), model="0123456789ab")])
+    with pytest.raises(TransientError, match="re-embeds the batch"):
+        sink.flush()
+    sink.discard()
+    assert nearest(fresh_store, unit(0)) == []
+
+
+def test_an_unchanged_text_keeps_its_stored_vector(fresh_store: FeatureStore, sink: SqliteOnlineSink) -> None:
+    fp = fingerprint(fresh_store)
+    sink.add([product(1, 1, unit(0), "boots", model=fp)])
+    sink.flush()
+    spec = spec_for(fresh_store.get_feature_view(VIEW))
+    assert spec is not None
+    before = sink.stored_vectors(spec, [{"product_id": 1}])[0]
+    sink.add([product(1, 2, unit(0), "boots", model=fp, price=2.0)])
+    sink.flush()
+    after = sink.stored_vectors(spec, [{"product_id": 1}])[0]
+    assert before is not None and after == before  # same vector, same version: not rewritten
+    price = fresh_store.get_online_features(
+        features=[f"{VIEW}:price"], entity_rows=[{"product_id": 1}]
+    ).to_dict()["price"]
+    assert price == [2.0]
+
+
+def test_a_query_of_the_wrong_dimension_names_the_model(fresh_store: FeatureStore) -> None:
+    with pytest.raises(ValueError, match="embed the query with that model"):
+        fresh_store.retrieve_online_documents_v2(features=[f"{VIEW}:name"], query=[0.1, 0.2], top_k=1)
