@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import signal
 import sys
 import tempfile
@@ -30,40 +29,10 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from connectors.definition import load_definition
-from connectors.deploy import deploy, remove
-from featurectl.settings import PROJECT_ROOT, load_settings
-from stack.launcher import LocalStack
-from stack.postgres import Postgres, ensure_publication
+from bench.common import cleanup, handled, setup, wait_processed
+from connectors.deploy import deploy
 from streams.processor import Processor, ProcessorConfig
 from streams.store import feast_apply
-
-
-def setup(root: Path, name: str):  # type: ignore[no-untyped-def]
-    settings = load_settings()
-    LocalStack(settings).up()
-    pg = Postgres(settings)
-    with psycopg.connect(pg.app_conninfo(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE TABLE {} (LIKE customers INCLUDING ALL)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.Identifier(name)))
-    shutil.copytree(
-        PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("data")
-    )
-    views = root / "feature_repo" / "customers.py"
-    views.write_text(
-        views.read_text().replace('"cdc.table": "public.customers"', f'"cdc.table": "public.{name}"')
-    )
-    definition = load_definition().derive(name, [f"public.{name}"], root / "connector.json")
-    with psycopg.connect(pg.admin_conninfo(settings.pg_database), autocommit=True) as conn:
-        ensure_publication(conn, definition)
-    settings = settings.model_copy(
-        update={
-            "feature_repo": root / "feature_repo",
-            "dlq_topic": f"dlq.{name}",
-            "processor_group": f"{name}-bench",
-        }
-    )
-    return settings, pg, definition
 
 
 def seed(conninfo: str, table: str, rows: int) -> list[int]:
@@ -99,20 +68,6 @@ def bulk_updates(conninfo: str, table: str, ids: list[int], rounds: int) -> int:
     return changed
 
 
-def handled(processor: Processor) -> int:
-    """Rows the processor has finished with: written to the stores or dead-lettered."""
-    return processor.processed + processor.dead_lettered
-
-
-def wait_processed(processor: Processor, target: int, timeout_s: float = 600) -> float:
-    start = time.monotonic()
-    while handled(processor) < target:
-        if time.monotonic() - start > timeout_s:
-            raise SystemExit(f"processor reached {handled(processor)}/{target} rows in {timeout_s}s")
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=20000, help="customers changed per throughput round")
@@ -124,7 +79,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     root = Path(tempfile.mkdtemp(prefix="featurectl-bench-"))
     name = f"bench_{uuid.uuid4().hex[:6]}"
-    settings, pg, definition = setup(root, name)
+    settings, pg, definition = setup(
+        root, name, "customers", "customers.py", '"cdc.table": "public.customers"'
+    )
     app = pg.app_conninfo()
     try:
         deploy(settings, definition)
@@ -213,13 +170,7 @@ def main() -> None:
         )
         print(f"processor end-to-end / Feast push: {e2e_rate / push_rate:.2f}x")
     finally:
-        try:
-            remove(settings, definition)
-            with psycopg.connect(pg.admin_conninfo(settings.pg_database), autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+        cleanup(settings, pg, definition, name, root)
 
 
 if __name__ == "__main__":

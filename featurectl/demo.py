@@ -49,6 +49,17 @@ def run_workload(conninfo: str, tag: str) -> dict[str, int]:
                 "ARRAY['running','trail'], '{\"weight_g\": 280}') RETURNING id",
                 (f"SKU-{tag}",),
             ),
+            # Two more products, so the similarity lookup has something to tell apart.
+            "product_2": one(
+                "INSERT INTO products (sku, name, description, category, price) VALUES (%s, 'Espresso maker', "
+                "'Stovetop coffee pot that brews strong Italian espresso', 'kitchen', 34.50) RETURNING id",
+                (f"SKU-{tag}-2",),
+            ),
+            "product_3": one(
+                "INSERT INTO products (sku, name, description, category, price) VALUES (%s, 'Rain jacket', "
+                "'Packable waterproof shell for hiking in wet weather', 'outdoor', 120.00) RETURNING id",
+                (f"SKU-{tag}-3",),
+            ),
             # credit_limit below zero and an unknown segment: the customer_profile suite rejects it.
             "bad_customer": one(
                 "INSERT INTO customers (email, full_name, country, segment, credit_limit) "
@@ -120,7 +131,34 @@ def wait_online(
         time.sleep(0.1)
 
 
+def similar(store: Any, product_ids: list[int], processor: Any) -> None:
+    """Wait for the products' embeddings, then show a similarity lookup through Feast."""
+    from embeddings.search import search
+
+    def read() -> dict[str, list[Any]]:
+        return store.get_online_features(  # type: ignore[no-any-return]
+            features=["product_documents:embedding"], entity_rows=[{"product_id": p} for p in product_ids]
+        ).to_dict()
+
+    _, waited = wait_online(
+        read,
+        lambda f: all(v is not None for v in f["embedding"]),
+        300,
+        lambda: f"{processor.processed} rows written",
+    )
+    query = "shoes for running on mountain paths"
+    print(
+        f"\nsimilarity lookup via FeatureStore.retrieve_online_documents_v2 (vectors online {waited:.2f}s later):"
+    )
+    print(f'  query: "{query}"  (model all-MiniLM-L6-v2, cosine distance, nearest first)')
+    for hit in search(store, "product_documents", query, k=3):
+        print(
+            f"  product {hit['product_id']} distance={hit['distance']:.3f}  {hit['name']}: {hit['description']}"
+        )
+
+
 def main(settings: Settings) -> None:
+    from embeddings.backfill import pending_views, reembed
     from streams.processor import Processor, ProcessorConfig
     from streams.replay import list_dead_letters
     from streams.store import feast_apply, open_store
@@ -135,6 +173,9 @@ def main(settings: Settings) -> None:
     print(f"connector {definition.name} RUNNING")
     feast_apply(settings.feature_repo)
     store = open_store(settings)
+    for view in pending_views(store):  # a model changed since the last run: re-embed first
+        result = reembed(store, view)
+        print(f"re-embedded {view} with {result.model}: {result.vectors} vectors")
     print(f"feast apply: feature views {sorted(v.name for v in store.list_feature_views())}")
 
     stop = threading.Event()
@@ -199,6 +240,8 @@ def main(settings: Settings) -> None:
             features=["order_status:status"], entity_rows=[{"order_id": ids["order"]}]
         ).to_dict()
         print(f"  order {ids['order']} (deleted in Postgres): status={order['status'][0]}")
+
+        similar(store, [ids["product"], ids["product_2"], ids["product_3"]], processor)
 
         print("\ndead-letter topic:")
         letters = [

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+import pyarrow.dataset as ds
 import pytest
 
 from embeddings.models import load_embedder, resolve_model_dir
@@ -108,6 +109,15 @@ def test_an_update_of_a_non_text_column_keeps_the_vector_without_calling_the_mod
     )
     assert vectors(platform, [pid])[0] == first  # the very same floats
     assert embedded_lines(platform) == calls  # and no model call for that batch
+
+    # The offline history has both versions of the row, each with its vector and the model that made it.
+    history = ds.dataset(platform.repo / "data" / "offline" / VIEW).to_table().to_pylist()
+    mine = sorted((r for r in history if r["product_id"] == pid), key=lambda r: r["cdc_version"])
+    assert [r["price"] for r in mine] == [10.0, 12.5]
+    assert all(np.allclose(r["embedding"], first) for r in mine)
+    assert {r["cdc_embedding_model"] for r in mine} == {
+        spec_for(platform.store().get_feature_view(VIEW)).fingerprint
+    }  # type: ignore[union-attr]
 
     with psycopg.connect(stack.app, autocommit=True) as conn:
         conn.execute("UPDATE products SET description = 'Electric drip coffee machine' WHERE id = %s", (pid,))

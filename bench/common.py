@@ -1,0 +1,77 @@
+"""Shared set-up for benchmarks: a table of their own, a feature repo copy reading it, a connector, cleanup."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from connectors.definition import ConnectorDefinition, load_definition
+from connectors.deploy import remove
+from featurectl.settings import PROJECT_ROOT, Settings, load_settings
+from stack.launcher import LocalStack
+from stack.postgres import Postgres, ensure_publication
+
+
+def setup(
+    root: Path, name: str, like: str, views_file: str, tags_before: str
+) -> tuple[Settings, Postgres, ConnectorDefinition]:
+    """Table ``name`` shaped like ``like``; the repo copy's view whose tags start ``tags_before`` reads it."""
+    settings = load_settings()
+    LocalStack(settings).up()
+    pg = Postgres(settings)
+    with psycopg.connect(pg.app_conninfo(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                sql.Identifier(name), sql.Identifier(like)
+            )
+        )
+        conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.Identifier(name)))
+    shutil.copytree(
+        PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("data")
+    )
+    views = root / "feature_repo" / views_file
+    text = views.read_text()
+    assert text.count(tags_before) == 1, f"{tags_before!r} must appear once in {views_file}"
+    views.write_text(text.replace(tags_before, tags_before.replace(f"public.{like}", f"public.{name}")))
+    definition = load_definition().derive(name, [f"public.{name}"], root / "connector.json")
+    with psycopg.connect(pg.admin_conninfo(settings.pg_database), autocommit=True) as conn:
+        ensure_publication(conn, definition)
+    settings = settings.model_copy(
+        update={
+            "feature_repo": root / "feature_repo",
+            "dlq_topic": f"dlq.{name}",
+            "processor_group": f"{name}-bench",
+        }
+    )
+    return settings, pg, definition
+
+
+def cleanup(settings: Settings, pg: Postgres, definition: ConnectorDefinition, name: str, root: Path) -> None:
+    """Connector, slot, publication, table and the repo copy: everything ``setup`` made."""
+    try:
+        remove(settings, definition)
+        with psycopg.connect(pg.admin_conninfo(settings.pg_database), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def handled(processor: Any) -> int:
+    """Rows the processor has finished with: written to the stores or dead-lettered."""
+    return int(processor.processed + processor.dead_lettered)
+
+
+def wait_processed(processor: Any, target: int, timeout_s: float = 1800) -> float:
+    """Seconds until the processor has handled ``target`` rows in all; exits the benchmark past the deadline."""
+    start = time.monotonic()
+    while handled(processor) < target:
+        if time.monotonic() - start > timeout_s:
+            raise SystemExit(f"processor reached {handled(processor)}/{target} rows in {timeout_s}s")
+        time.sleep(0.05)
+    return time.monotonic() - start
