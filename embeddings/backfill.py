@@ -113,7 +113,6 @@ def reembed(
         with conn:
             table.create(conn)
             ensure_versions_table(conn)
-        embedder = load_embedder(spec)
         embedded = passes = 0
         while True:
             texts = _texts(conn, store, view, spec)
@@ -122,6 +121,7 @@ def reembed(
             if not stale:
                 break
             passes += 1
+            embedder = load_embedder(spec)  # loaded only when there is something to embed
             logger.info(
                 "%s: re-embedding %d texts with %s (pass %d)", view_name, len(stale), spec.model, passes
             )

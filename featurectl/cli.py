@@ -250,7 +250,10 @@ def _backfill_pending(settings: Settings, views: tuple[str, ...] = ()) -> None:
     from streams.store import open_store
 
     store = open_store(settings)
-    for view in views or tuple(pending_views(store)):
+    todo = views or tuple(pending_views(store))
+    if not todo:
+        click.echo("every embedding view is backfilled for its declared model")
+    for view in todo:
         shown = [0]
 
         def progress(done: int, total: int, view: str = view, shown: list[int] = shown) -> None:
