@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from feast import FeatureStore
 
+from embeddings.models import load_embedder
 from featurectl.errors import ConfigError, FeatureCtlError
 from featurectl.settings import Settings
 from streams.dlq import DeadLetterSink
@@ -118,6 +119,7 @@ class Processor:
                 "set FEATURECTL_DLQ_TOPIC to a name outside the connector's topic.prefix",
             )
         self.refresh_routes(force=True)
+        self._load_models()
         consumer = self.consumer = self._consumer()
         consumer.subscribe([pattern], on_assign=lambda _c, _parts: self.assigned.set())
         logger.info(
@@ -174,6 +176,16 @@ class Processor:
             consumer.close()  # leaves the group at once, so the others take over the partitions
             self.pipeline.online.close()
             logger.info("processor stopped after %d rows", self.processed)
+
+    def _load_models(self) -> None:
+        """Load the declared embedding models before consuming: seconds that no batch should wait for."""
+        for routes in self.pipeline.routes.values():
+            for route in routes:
+                if route.embedding is not None:
+                    try:
+                        load_embedder(route.embedding)
+                    except FeatureCtlError as exc:  # its rows will be dead-lettered with this reason
+                        logger.error("feature view %s: %s", route.view, exc)
 
     def _handle(self, consumer: Consumer, messages: Sequence[Message]) -> None:
         stats = self.pipeline.process(messages)
