@@ -331,6 +331,40 @@ def search_cmd(ctx: click.Context, view: str, text: str, top_k: int) -> None:
         click.echo(f"{rank}. distance={hit['distance']:.3f}  {fields}")
 
 
+@cli.command("serve")
+@click.option("--host", default=None, help="Listen address (default FEATURECTL_SERVE_HOST, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default FEATURECTL_SERVE_PORT, 6566).")
+@click.pass_context
+def serve_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the Feast feature server over the feature repository, in the foreground.
+
+    It serves the online store the processor writes, while it writes. Ctrl-C/SIGTERM stops it.
+    """
+    import signal
+
+    from serving.feature_server import FeatureServer
+
+    settings = _settings(ctx)
+    server = FeatureServer(settings.feature_repo, host or settings.serve_host, port or settings.serve_port)
+    server.start()
+    assert server.proc is not None
+    child = server.proc
+    # Only pass the signal on: the main thread is in child.wait(), which returns when it exits.
+    signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    click.echo(f"feature server ready at {server.url} (repo {settings.feature_repo})")
+    click.echo(
+        f"  curl -s -X POST {server.url}/get-online-features -H 'Content-Type: application/json' "
+        """-d '{"features": ["customer_profile:segment"], "entities": {"customer_id": [1]}}'"""
+    )
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        server.stop()
+        code = 0
+    # Stopped by us (SIGTERM/Ctrl-C): a clean exit. Died on its own: its exit code.
+    sys.exit(0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code)
+
+
 @cli.command("process")
 @CONNECTOR_FILE
 @click.option("--group", default=None, help="Consumer group (default FEATURECTL_PROCESSOR_GROUP).")

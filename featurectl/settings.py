@@ -83,6 +83,10 @@ class Settings(BaseSettings):
         None, description="REST URL of an existing Kafka Connect. Defaults to the local worker."
     )
 
+    # --- serving ---------------------------------------------------------------------------
+    serve_host: str = Field("127.0.0.1", description="Address the Feast feature server listens on.")
+    serve_port: int = Field(6566, description="Port of the Feast feature server (`featurectl serve`).")
+
     # --- stream processor ------------------------------------------------------------------
     feature_repo: Path = Field(
         PROJECT_ROOT / "feature_repo", description="The Feast repository (feature_store.yaml)."

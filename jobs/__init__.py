@@ -1,0 +1,1 @@
+"""Scheduled jobs: backfill from Postgres, materialisation, re-streaming; each under a lock."""

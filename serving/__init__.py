@@ -1,0 +1,1 @@
+"""Serving features to model services: the Feast feature server over the project's repository."""

@@ -1,0 +1,80 @@
+"""``feast serve`` over the feature repository, as a child process with a readiness probe.
+
+It reads the online store the processor writes (SQLite in WAL mode: readers never block the
+writer) and re-reads the registry every few seconds, so a ``feast apply`` reaches it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from featurectl.errors import FeatureCtlError
+from stack.procs import port_owner, wait_for
+
+logger = logging.getLogger(__name__)
+
+
+class FeatureServer:
+    """One ``feast serve`` process. ``start`` returns once ``GET /health`` answers 200."""
+
+    def __init__(
+        self, repo: Path, host: str, port: int, registry_ttl_s: int = 5, log: Path | None = None
+    ) -> None:
+        self.repo = repo
+        self.host = host
+        self.port = port
+        self.registry_ttl_s = registry_ttl_s
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def _alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:] if self.log and self.log.exists() else ""
+            raise FeatureCtlError(
+                f"feast serve exited with code {self.proc.returncode} during start-up:\n{tail}",
+                "fix what its log names (a broken feature_store.yaml, a missing `feast apply`)",
+            )
+
+    def start(self, timeout_s: float = 90) -> None:
+        owner = port_owner(self.port)
+        if owner:
+            raise FeatureCtlError(
+                f"port {self.port} is already in use by {owner}",
+                "stop that program, or set FEATURECTL_SERVE_PORT to a free port",
+            )
+        feast = Path(sys.executable).with_name("feast")
+        argv = [str(feast), "serve", "-h", self.host, "-p", str(self.port), "--no-access-log"]
+        argv += ["--registry_ttl_sec", str(self.registry_ttl_s)]
+        out = open(self.log, "ab") if self.log else None  # noqa: SIM115 - handed to the child
+        env = {**os.environ, "FEAST_USAGE": "False"}
+        self.proc = subprocess.Popen(
+            argv, cwd=self.repo, stdout=out, stderr=subprocess.STDOUT if out else None, env=env
+        )
+        wait_for(self._healthy, timeout_s, f"the feature server at {self.url}", check=self._alive)
+        logger.info("feature server ready at %s (repo %s, pid %d)", self.url, self.repo, self.proc.pid)
+
+    def stop(self, timeout_s: float = 20) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

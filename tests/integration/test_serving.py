@@ -1,0 +1,119 @@
+"""Serving over HTTP: `featurectl serve` (the Feast feature server) reads what the processor writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import psycopg
+import requests
+
+from featurectl.settings import PROJECT_ROOT
+from tests.integration.conftest import StackHandle
+from tests.integration.helpers import wait_until
+from tests.integration.platform import Platform
+from tests.integration.test_processor import insert_customer
+
+FEATURES = ["customer_profile:segment", "customer_profile:credit_limit"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(platform: Platform) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    log = open(platform.root / "serve.log", "ab")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from featurectl.cli import main; main()", "serve", "--port", str(port)],
+        env={**os.environ, **platform.env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=PROJECT_ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert proc.poll() is None, (platform.root / "serve.log").read_text()
+        try:
+            return requests.get(f"{url}/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(healthy, 120, "the feature server")
+    return proc, url
+
+
+def online(url: str, ids: list[int]) -> dict[str, Any]:
+    r = requests.post(
+        f"{url}/get-online-features", json={"features": FEATURES, "entities": {"customer_id": ids}}, timeout=5
+    )
+    r.raise_for_status()
+    body = r.json()
+    return {
+        name: list(zip(res["values"], res["statuses"], strict=True))
+        for name, res in zip(body["metadata"]["feature_names"], body["results"], strict=True)
+    }
+
+
+def test_http_lookups_see_changes_while_the_processor_writes(stack: StackHandle, platform: Platform) -> None:
+    platform.start_processor()
+    server, url = start_server(platform)
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        cid = insert_customer(conn, "silver", 120.0)
+        wait_until(
+            lambda: online(url, [cid])["segment"] == [("silver", "PRESENT")], 60, "the insert over HTTP"
+        )
+        conn.execute("UPDATE customers SET segment = 'gold', credit_limit = 800 WHERE id = %s", (cid,))
+        wait_until(lambda: online(url, [cid])["segment"] == [("gold", "PRESENT")], 60, "the update over HTTP")
+    assert online(url, [cid])["credit_limit"] == [(800.0, "PRESENT")]
+
+    # An unknown entity is an answer, not an error.
+    missing = online(url, [cid, 10**12])
+    assert missing["segment"] == [("gold", "PRESENT"), (None, "NOT_FOUND")]
+
+    # Malformed requests: 4xx with the reason.
+    bad_json = requests.post(
+        f"{url}/get-online-features",
+        data="{not json",
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert bad_json.status_code == 422 and "JSON decode error" in bad_json.text
+    unknown_view = requests.post(
+        f"{url}/get-online-features",
+        json={"features": ["no_such_view:x"], "entities": {"customer_id": [cid]}},
+        timeout=5,
+    )
+    assert unknown_view.status_code == 404 and "no_such_view does not exist" in unknown_view.text
+
+    # The example model service fetches a request's features from the server and scores them.
+    example = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "examples" / "model_service.py"),
+            "--server",
+            url,
+            "--customer",
+            str(cid),
+            "--product",
+            str(10**12),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert example.returncode == 0, example.stderr
+    answer = json.loads(example.stdout)
+    assert answer["features"]["segment"] == "gold" and answer["features"]["price"] is None
+    assert 0.0 <= answer["score"] <= 1.0
+
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(30) == 0
