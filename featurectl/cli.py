@@ -365,6 +365,75 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
     sys.exit(0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code)
 
 
+def _run_job(settings: Settings, name: str, schedule: str | None, job: Any) -> None:
+    """Run ``job`` under its lock once, or every ``schedule`` interval (see jobs/schedule.py)."""
+    from jobs.lock import job_lock
+    from jobs.schedule import parse_interval, run_every
+
+    def locked() -> None:
+        with job_lock(settings.data_dir / "locks", name):
+            job()
+
+    if schedule is None:
+        locked()
+    else:
+        run_every(parse_interval(schedule), locked, name)
+
+
+SCHEDULE = click.option(
+    "--schedule",
+    default=None,
+    metavar="INTERVAL",
+    help="Run now and then every INTERVAL (e.g. 15m, 1h) until stopped.",
+)
+
+
+@cli.command("backfill")
+@click.argument("view")
+@click.option("--chunk", default=5000, show_default=True, help="Rows per query and per Parquet file.")
+@click.option("--timestamp-column", default=None, help="Source column to use as event time (default: now).")
+@click.option("--restart", is_flag=True, help="Ignore the checkpoint of an interrupted run; start over.")
+@SCHEDULE
+@click.pass_context
+def backfill_cmd(
+    ctx: click.Context,
+    view: str,
+    chunk: int,
+    timestamp_column: str | None,
+    restart: bool,
+    schedule: str | None,
+) -> None:
+    """Backfill VIEW's offline history from its Postgres table (resumable, idempotent)."""
+    from jobs.pg_backfill import PostgresBackfill
+    from stack.postgres import Postgres
+    from streams.dlq import DeadLetterSink
+    from streams.store import open_store
+    from validation.suites import SuiteStore
+    from validation.validator import BatchValidator
+
+    settings = _settings(ctx)
+
+    def job() -> None:
+        backfill = PostgresBackfill(
+            open_store(settings),
+            Postgres(settings).app_conninfo(),
+            view,
+            settings.data_dir / "jobs",
+            BatchValidator(SuiteStore(settings.suites_dir)),
+            DeadLetterSink(settings.bootstrap_servers, settings.dlq_topic),
+            chunk,
+            timestamp_column,
+        )
+        report = backfill.run(restart)
+        click.echo(
+            f"backfill {view} from {report.table}: {report.read} rows read, {report.written} written, "
+            f"{report.unchanged} unchanged, {report.dead_lettered} dead-lettered"
+            + (f" (resumed after key {report.resumed_from})" if report.resumed_from else "")
+        )
+
+    _run_job(settings, f"backfill-{view}", schedule, job)
+
+
 @cli.command("process")
 @CONNECTOR_FILE
 @click.option("--group", default=None, help="Consumer group (default FEATURECTL_PROCESSOR_GROUP).")

@@ -80,11 +80,16 @@ def commit_time(event: ChangeEvent) -> datetime:
 def feature_row(event: ChangeEvent, route: Route) -> dict[str, Any]:
     """Join keys and features of the row image the event leaves behind (``before`` for a delete)."""
     image = event.after if event.after is not None else (event.before or {})
+    return row_from_image(image, route, event.key)
+
+
+def row_from_image(image: dict[str, Any], route: Route, key: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Join keys and features of a row image in Debezium's encodings (key columns may come from ``key``)."""
     row: dict[str, Any] = {}
     for (join_key, column), (_, dtype) in zip(route.keys, route.key_types, strict=True):
         source = image.get(column)
-        if source is None and event.key:
-            source = event.key.get(column)
+        if source is None and key:
+            source = key.get(column)
         row[join_key] = decode_value(source, dtype)
     for name, dtype in route.features:
         if name not in row:

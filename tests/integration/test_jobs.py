@@ -1,0 +1,119 @@
+"""Scheduled jobs against the real stack: Postgres -> offline backfill, offline -> online materialisation."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import psycopg
+import pyarrow.dataset as ds
+from psycopg import sql
+
+from featurectl.settings import PROJECT_ROOT
+from tests.integration.conftest import StackHandle
+from tests.integration.helpers import cli, unique, wait_until
+from tests.integration.platform import Platform
+
+ROWS = 6000
+
+
+def own_customers_table(stack: StackHandle, platform: Platform, rows: int = ROWS) -> str:
+    """A table shaped like customers, seeded; the platform's customer_profile view reads it."""
+    name = unique("bf")
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE customers INCLUDING ALL)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (email, full_name, country, segment, credit_limit, birth_date) "
+                "SELECT 'c' || g || '@bf.example', 'C ' || g, 'GB', "
+                "(ARRAY['standard','silver','gold'])[1 + g %% 3], g %% 1000, DATE '1990-01-01' + g "
+                "FROM generate_series(1, %s) g"
+            ).format(sql.Identifier(name)),
+            (rows,),
+        )
+    views = platform.repo / "customers.py"
+    views.write_text(
+        views.read_text().replace('"cdc.table": "public.customers"', f'"cdc.table": "public.{name}"')
+    )
+    applied = cli("feast-apply", env=platform.env)
+    assert applied.returncode == 0, applied.stderr
+    return name
+
+
+def table_state(stack: StackHandle, name: str) -> dict[int, tuple[Any, ...]]:
+    with psycopg.connect(stack.app) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT id, segment, credit_limit::float8, country FROM {}").format(sql.Identifier(name))
+        )
+        return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def history(platform: Platform) -> list[dict[str, Any]]:
+    directory = platform.repo / "data" / "offline" / "customer_profile"
+    if not directory.exists():
+        return []
+    return ds.dataset(directory, format="parquet").to_table().to_pylist()  # type: ignore[no-any-return]
+
+
+def offline_state(platform: Platform) -> dict[int, tuple[Any, ...]]:
+    """Latest history row per customer."""
+    rows = sorted(history(platform), key=lambda r: r["event_timestamp"])
+    return {r["customer_id"]: (r["segment"], r["credit_limit"], r["country"]) for r in rows}
+
+
+def backfill_proc(platform: Platform, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from featurectl.cli import main; main()",
+            "backfill",
+            "customer_profile",
+            *args,
+        ],
+        env={**os.environ, **platform.env},
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_backfill_is_resumable_idempotent_and_never_overlaps(stack: StackHandle, platform: Platform) -> None:
+    table = own_customers_table(stack, platform)
+    checkpoint = platform.settings.data_dir / "jobs" / "backfill-customer_profile.json"
+
+    # Interrupted: killed (no chance to clean up) once a few chunks are checkpointed.
+    first = backfill_proc(platform, "--chunk", "40")
+    files = platform.repo / "data" / "offline" / "customer_profile"
+    wait_until(lambda: checkpoint.exists() and len(list(files.glob("*.parquet"))) >= 5, 120, "a few chunks written")
+    assert first.poll() is None, first.communicate()
+    # A second run while the first holds the lock: refused at once, non-zero, saying why.
+    second = cli("backfill", "customer_profile", env=platform.env)
+    assert second.returncode != 0 and "already running" in second.stderr, second.stderr
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    partial = len(history(platform))
+    assert 0 < partial < ROWS
+
+    resumed = cli("backfill", "customer_profile", "--chunk", "1000", env=platform.env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed after key" in resumed.stdout
+    assert offline_state(platform) == table_state(stack, table)
+    ids = [r["customer_id"] for r in history(platform)]
+    assert len(ids) == len(set(ids)) == ROWS  # no duplicate history
+    assert not checkpoint.exists()
+
+    again = cli("backfill", "customer_profile", env=platform.env, timeout=600)
+    assert again.returncode == 0 and "0 written" in again.stdout, again.stdout
+    assert len(history(platform)) == ROWS
+
+    # A changed row is appended as new history on the next run; nothing else is.
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(sql.SQL("UPDATE {} SET segment = 'platinum' WHERE id = 7").format(sql.Identifier(table)))
+    changed = cli("backfill", "customer_profile", env=platform.env, timeout=600)
+    assert "1 written" in changed.stdout, changed.stdout
+    assert offline_state(platform)[7][0] == "platinum" and len(history(platform)) == ROWS + 1
