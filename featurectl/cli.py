@@ -434,6 +434,41 @@ def backfill_cmd(
     _run_job(settings, f"backfill-{view}", schedule, job)
 
 
+@cli.command("materialize")
+@click.argument("views", nargs=-1)
+@click.option("--incremental", is_flag=True, help="Only history ingested since the last run.")
+@SCHEDULE
+@click.pass_context
+def materialize_cmd(
+    ctx: click.Context, views: tuple[str, ...], incremental: bool, schedule: str | None
+) -> None:
+    """Load the offline history's latest state of VIEWS (default: all) into the online store.
+
+    For a new online store run `featurectl feast-apply` first (it creates the tables).
+    """
+    from embeddings.backfill import reembed
+    from embeddings.spec import spec_for
+    from jobs.materialize import Materializer
+    from streams.store import open_store
+
+    settings = _settings(ctx)
+
+    def job() -> None:
+        store = open_store(settings)
+        materializer = Materializer(store, settings.data_dir / "jobs")
+        for view in [store.get_feature_view(v) for v in views] or store.list_feature_views():
+            report = materializer.run(view, incremental)
+            click.echo(
+                f"materialize {view.name}: {report.history_rows} history rows, {report.entities} entities, "
+                f"{report.applied} applied online (older than the online state: skipped)"
+            )
+            if spec_for(view) is not None and report.entities:
+                result = reembed(store, view.name)
+                click.echo(f"  {view.name}: {result.embedded} texts re-embedded, {result.vectors} vectors")
+
+    _run_job(settings, "materialize", schedule, job)
+
+
 @cli.command("process")
 @CONNECTOR_FILE
 @click.option("--group", default=None, help="Consumer group (default FEATURECTL_PROCESSOR_GROUP).")

@@ -27,12 +27,14 @@ from streams.store import feast_apply
 from tests.integration.helpers import Capture, unique
 from tests.integration.platform import Platform, make_platform
 
+# Ports below Linux's ephemeral range (32768-60999): an outgoing connection can hold a port in that
+# range, and then a broker binding it fails with "Address already in use" (seen once in a test run).
 TEST_ENV = {
     "FEATURECTL_DATA_DIR": str(PROJECT_ROOT / ".stack-test"),
-    "FEATURECTL_PG_PORT": "56432",
-    "FEATURECTL_KAFKA_PORT": "59192",
-    "FEATURECTL_KAFKA_CONTROLLER_PORT": "59193",
-    "FEATURECTL_CONNECT_PORT": "58183",
+    "FEATURECTL_PG_PORT": "26432",
+    "FEATURECTL_KAFKA_PORT": "29192",
+    "FEATURECTL_KAFKA_CONTROLLER_PORT": "29193",
+    "FEATURECTL_CONNECT_PORT": "28183",
 }
 # Set for the whole session, so CLI subprocesses reach the test stack too.
 os.environ.update(TEST_ENV)

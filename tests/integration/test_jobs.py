@@ -16,6 +16,7 @@ from featurectl.settings import PROJECT_ROOT
 from tests.integration.conftest import StackHandle
 from tests.integration.helpers import cli, unique, wait_until
 from tests.integration.platform import Platform
+from tests.integration.test_processor import insert_customer
 
 ROWS = 6000
 
@@ -89,7 +90,9 @@ def test_backfill_is_resumable_idempotent_and_never_overlaps(stack: StackHandle,
     # Interrupted: killed (no chance to clean up) once a few chunks are checkpointed.
     first = backfill_proc(platform, "--chunk", "40")
     files = platform.repo / "data" / "offline" / "customer_profile"
-    wait_until(lambda: checkpoint.exists() and len(list(files.glob("*.parquet"))) >= 5, 120, "a few chunks written")
+    wait_until(
+        lambda: checkpoint.exists() and len(list(files.glob("*.parquet"))) >= 5, 120, "a few chunks written"
+    )
     assert first.poll() is None, first.communicate()
     # A second run while the first holds the lock: refused at once, non-zero, saying why.
     second = cli("backfill", "customer_profile", env=platform.env)
@@ -117,3 +120,49 @@ def test_backfill_is_resumable_idempotent_and_never_overlaps(stack: StackHandle,
     changed = cli("backfill", "customer_profile", env=platform.env, timeout=600)
     assert "1 written" in changed.stdout, changed.stdout
     assert offline_state(platform)[7][0] == "platinum" and len(history(platform)) == ROWS + 1
+
+
+def test_materialising_into_an_empty_online_store_equals_postgres(
+    stack: StackHandle, platform: Platform
+) -> None:
+    platform.start_processor()
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        ids = [
+            insert_customer(conn, segment, credit)
+            for segment, credit in [("standard", 10.0), ("silver", 20.0), ("gold", 30.0)]
+        ]
+        conn.execute("UPDATE customers SET segment = 'platinum', credit_limit = 99 WHERE id = %s", (ids[0],))
+        conn.execute("DELETE FROM customers WHERE id = %s", (ids[1],))
+
+        def postgres() -> dict[str, list[Any]]:
+            state = {
+                r[0]: r[1:]
+                for r in conn.execute(
+                    "SELECT id, segment, credit_limit::float8 FROM customers WHERE id = ANY(%s)", (ids,)
+                )
+            }
+            return {
+                "customer_id": ids,
+                "segment": [state.get(i, (None, None))[0] for i in ids],
+                "credit_limit": [state.get(i, (None, None))[1] for i in ids],
+            }
+
+        def online() -> dict[str, list[Any]]:
+            return platform.online("customer_profile", "customer_id", ids, ["segment", "credit_limit"])
+
+        expected = postgres()
+        wait_until(lambda: online() == expected, 60, "the processor's writes")
+    platform.stop_all()
+
+    # A new, empty online store: tables from feast apply, then the history materialised into it.
+    for suffix in ("", "-wal", "-shm"):
+        (platform.repo / "data" / f"online_store.db{suffix}").unlink(missing_ok=True)
+    assert cli("feast-apply", env=platform.env).returncode == 0
+    assert online()["segment"] == [None, None, None]
+    result = cli("materialize", env=platform.env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert online() == expected
+    again = cli("materialize", "customer_profile", "--incremental", env=platform.env)
+    assert again.returncode == 0 and "materialize customer_profile: 0 history rows" in again.stdout, (
+        again.stdout
+    )

@@ -1,0 +1,134 @@
+"""Materialisation: the offline history's latest state per entity, into the online store.
+
+For bootstrapping a new online store (after ``feast apply`` created its tables) or repairing one.
+It writes through the processor's online sink, so the store's rules hold: a change older (by
+version) than what the online store holds never overwrites it, and an entity whose latest history
+row is a delete is deleted. Feast's own ``materialize`` is not used: it would write a delete as a
+row of nulls, ignore versions, and put vectors where the vector index does not see them.
+
+``incremental`` reads only history ingested since the last run's watermark (kept per view in
+``<data_dir>/jobs/``). Vectors recorded under another model than the one declared now are not
+materialised; the views concerned are re-embedded afterwards (embeddings/backfill.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+from feast import FeatureStore, FeatureView
+from tqdm import tqdm
+
+from embeddings.spec import spec_for
+from streams.sinks.base import DELETE, UPSERT, SinkRow
+from streams.sinks.offline_parquet import ParquetOfflineSink, arrow_type
+from streams.sinks.online_sqlite import SqliteOnlineSink
+
+logger = logging.getLogger(__name__)
+META = {
+    "event_timestamp": pa.timestamp("us", tz="UTC"),
+    "ingested_at": pa.timestamp("us", tz="UTC"),
+    "cdc_version": pa.int64(),
+    "cdc_deleted": pa.bool_(),
+    "cdc_op": pa.string(),
+    "cdc_embedding_model": pa.string(),
+}
+
+
+@dataclass
+class MaterializeReport:
+    view: str
+    history_rows: int = 0
+    entities: int = 0
+    applied: int = 0
+    vectors_dropped: int = 0
+    watermark: str | None = None
+
+
+class Materializer:
+    def __init__(self, store: FeatureStore, jobs_dir: Path, chunk: int = 2000) -> None:
+        self.store = store
+        self.jobs_dir = jobs_dir
+        self.chunk = chunk
+        self.offline = ParquetOfflineSink(store)
+
+    def _state(self, view: str) -> Path:
+        return self.jobs_dir / f"materialize-{view}.json"
+
+    def run(self, view: FeatureView, incremental: bool = False) -> MaterializeReport:
+        report = MaterializeReport(view.name)
+        directory = self.offline.directory(view)
+        if not directory.exists():
+            return report
+        fields = [pa.field(c.name, arrow_type(c.dtype)) for c in view.entity_columns]
+        fields += [pa.field(f.name, arrow_type(f.dtype)) for f in view.features]
+        fields += [pa.field(name, typ) for name, typ in META.items()]
+        dataset = ds.dataset(directory, format="parquet", schema=pa.schema(fields))
+        state = self._state(view.name)
+        since = json.loads(state.read_text())["watermark"] if incremental and state.exists() else None
+        flt = (
+            ds.field("ingested_at") > pa.scalar(datetime.fromisoformat(since), META["ingested_at"])
+            if since
+            else None
+        )
+        keys = [c.name for c in view.entity_columns]
+        latest: dict[str, dict[str, Any]] = {}
+        watermark: datetime | None = None
+        for batch in dataset.to_batches(filter=flt, batch_size=50_000):
+            for record in batch.to_pylist():
+                report.history_rows += 1
+                ident = json.dumps([record[k] for k in keys], default=str)
+                held = latest.get(ident)
+                if held is None or (record["event_timestamp"], record["cdc_version"]) >= (
+                    held["event_timestamp"],
+                    held["cdc_version"],
+                ):
+                    latest[ident] = record
+                if watermark is None or record["ingested_at"] > watermark:
+                    watermark = record["ingested_at"]
+        report.entities = len(latest)
+        spec = spec_for(view)
+        rows: list[SinkRow] = []
+        for record in latest.values():
+            features = {f.name: record[f.name] for f in view.features}
+            model = record.get("cdc_embedding_model")
+            if spec is not None and model != spec.fingerprint and features.get(spec.field) is not None:
+                features[spec.field] = None  # another model's vector: re-embedded after this run
+                report.vectors_dropped += 1
+            rows.append(
+                SinkRow(
+                    view.name,
+                    DELETE if record["cdc_deleted"] else UPSERT,
+                    {k: record[k] for k in keys},
+                    {} if record["cdc_deleted"] else features,
+                    record["event_timestamp"],
+                    record["cdc_version"] or 0,
+                    record["cdc_op"] or "m",
+                    f"materialize {directory.name}",
+                    spec.fingerprint if spec else None,
+                )
+            )
+        online = SqliteOnlineSink(self.store)
+        try:
+            for i in tqdm(
+                range(0, len(rows), self.chunk),
+                desc=f"materialize {view.name}",
+                file=sys.stderr,
+                mininterval=2,
+            ):
+                online.add(rows[i : i + self.chunk])
+                report.applied += len(online.flush())
+        finally:
+            online.close()
+        if watermark is not None:
+            report.watermark = watermark.isoformat()
+            state.parent.mkdir(parents=True, exist_ok=True)
+            state.write_text(json.dumps({"watermark": report.watermark}))
+        return report
