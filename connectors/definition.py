@@ -57,19 +57,24 @@ class ConnectorDefinition:
         """The Kafka topic Debezium writes ``schema.table`` changes to."""
         return f"{self.topic_prefix}.{table}"
 
-    def derive(self, name: str, tables: list[str], path: Path) -> ConnectorDefinition:
+    def derive(self, name: str, tables: list[str], path: Path, signals: bool = False) -> ConnectorDefinition:
         """A copy capturing ``tables`` under its own name, slot, publication and topic prefix, saved to ``path``.
 
-        For isolated captures (tests, benchmarks, a second team on one database). Signals need the
-        signal table captured, so a derived connector has none.
+        For isolated captures (tests, benchmarks, a second team on one database). ``signals``: capture
+        the signal table too, so incremental snapshots can be requested (every connector capturing
+        the signal table acts on a signal naming one of its tables).
         """
-        config = {k: v for k, v in self.config.items() if not k.startswith("signal.")}
+        keep_signals = signals and "signal.data.collection" in self.config
+        config = {k: v for k, v in self.config.items() if keep_signals or not k.startswith("signal.")}
+        if keep_signals:
+            tables = [*tables, self.config["signal.data.collection"]]
         config.update(
             {
                 "slot.name": name,
                 "publication.name": name,
                 "topic.prefix": name,
                 "table.include.list": ",".join(tables),
+                "notification.sink.topic.name": f"__debezium-notifications.{name}",
             }
         )
         path.write_text(json.dumps({"name": name, "config": config}, indent=2))

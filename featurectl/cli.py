@@ -469,6 +469,40 @@ def materialize_cmd(
     _run_job(settings, "materialize", schedule, job)
 
 
+@cli.command("snapshot")
+@click.argument("tables", nargs=-1, required=True)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Return once Debezium reports it completed.",
+)
+@CONNECTOR_FILE
+@SCHEDULE
+@click.pass_context
+def snapshot_cmd(
+    ctx: click.Context, tables: tuple[str, ...], wait_s: float | None, path: Path | None, schedule: str | None
+) -> None:
+    """Re-stream TABLES (schema.table) through the live pipeline: a Debezium incremental snapshot."""
+    from jobs.snapshot import snapshot
+    from stack.postgres import Postgres
+
+    settings = _settings(ctx)
+    definition = _definition(path)
+
+    def job() -> None:
+        admin = Postgres(settings).admin_conninfo(settings.pg_database)
+        signal_id = snapshot(settings.bootstrap_servers, admin, definition, list(tables), wait_s)
+        click.echo(
+            f"incremental snapshot {signal_id} of {', '.join(tables)} "
+            + ("completed" if wait_s else "requested")
+        )
+
+    _run_job(settings, f"snapshot-{definition.name}", schedule, job)
+
+
 @cli.command("process")
 @CONNECTOR_FILE
 @click.option("--group", default=None, help="Consumer group (default FEATURECTL_PROCESSOR_GROUP).")

@@ -110,8 +110,18 @@ def capture(stack: StackHandle, tmp_path: Path) -> Iterator[Callable[..., Captur
 @pytest.fixture
 def platform(stack: StackHandle, tmp_path: Path) -> Iterator[Platform]:
     """A connector over the shop tables, a copy of the Feast repo applied, ready for processors."""
+    yield from _platform(stack, tmp_path, signals=False)
+
+
+@pytest.fixture
+def signal_platform(stack: StackHandle, tmp_path: Path) -> Iterator[Platform]:
+    """A platform whose connector also captures the signal table (incremental snapshots)."""
+    yield from _platform(stack, tmp_path, signals=True)
+
+
+def _platform(stack: StackHandle, tmp_path: Path, signals: bool) -> Iterator[Platform]:
     name = unique("fs")
-    plat = make_platform(stack.settings, stack.admin, tmp_path, name)
+    plat = make_platform(stack.settings, stack.admin, tmp_path, name, signals)
     deploy(stack.settings, plat.definition, timeout_s=120)
     feast_apply(plat.repo)
     yield plat

@@ -95,7 +95,9 @@ class Platform:
                 proc.kill()
 
 
-def make_platform(stack_settings: Settings, admin: str, root: Path, name: str) -> Platform:
+def make_platform(
+    stack_settings: Settings, admin: str, root: Path, name: str, signals: bool = False
+) -> Platform:
     """Copy the feature repo and suites, create a publication and deploy a connector over the shop tables."""
     shutil.copytree(
         PROJECT_ROOT / "feature_repo",
@@ -103,7 +105,7 @@ def make_platform(stack_settings: Settings, admin: str, root: Path, name: str) -
         ignore=shutil.ignore_patterns("data", "__pycache__"),
     )
     shutil.copytree(PROJECT_ROOT / "validation" / "suites", root / "suites")
-    definition = load_definition().derive(name, list(SHOP_TABLES), root / f"{name}.json")
+    definition = load_definition().derive(name, list(SHOP_TABLES), root / f"{name}.json", signals)
     with psycopg.connect(admin, autocommit=True) as conn:
         ensure_publication(conn, definition)
     env = {
