@@ -131,6 +131,49 @@ def wait_online(
         time.sleep(0.1)
 
 
+def over_http(settings: Settings, customer_id: int, product_id: int) -> None:
+    """The same features as a model service fetches them: POST /get-online-features to `feast serve`."""
+    import json
+
+    import requests
+
+    from serving.feature_server import FeatureServer
+
+    server = FeatureServer(
+        settings.feature_repo,
+        settings.serve_host,
+        settings.serve_port,
+        log=settings.data_dir / "logs" / "feature-server.log",
+    )
+    started = not server.healthy()  # a `featurectl serve` already running is used as it is
+    if started:
+        server.start()
+    try:
+        body = {
+            "features": [
+                "customer_profile:segment",
+                "customer_profile:credit_limit",
+                "product_details:price",
+            ],
+            "entities": {"customer_id": [customer_id, 10**9], "product_id": [product_id, product_id]},
+        }
+        t = time.perf_counter()
+        response = requests.post(f"{server.url}/get-online-features", json=body, timeout=10)
+        took = (time.perf_counter() - t) * 1000
+        response.raise_for_status()
+        result = response.json()
+        print(f"\nHTTP lookup against the Feast feature server ({server.url}, {took:.1f} ms):")
+        print(f"  POST /get-online-features {json.dumps(body)}")
+        names = result["metadata"]["feature_names"]
+        for name, column in zip(names, result["results"], strict=True):
+            cells = [f"{v!r} ({s})" for v, s in zip(column["values"], column["statuses"], strict=True)]
+            print(f"  {name}: {', '.join(cells)}")
+        print("  (customer 1000000000 does not exist: NOT_FOUND, not an error)")
+    finally:
+        if started:
+            server.stop()
+
+
 def similar(store: Any, product_ids: list[int], processor: Any) -> None:
     """Wait for the products' embeddings, then show a similarity lookup through Feast."""
     from embeddings.search import search
@@ -241,6 +284,7 @@ def main(settings: Settings) -> None:
         ).to_dict()
         print(f"  order {ids['order']} (deleted in Postgres): status={order['status'][0]}")
 
+        over_http(settings, ids["customer"], ids["product"])
         similar(store, [ids["product"], ids["product_2"], ids["product_3"]], processor)
 
         print("\ndead-letter topic:")

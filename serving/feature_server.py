@@ -37,7 +37,8 @@ class FeatureServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def _healthy(self) -> bool:
+    def healthy(self) -> bool:
+        """True if a feature server answers GET /health at this address."""
         try:
             return requests.get(f"{self.url}/health", timeout=1).status_code == 200
         except requests.RequestException:
@@ -66,7 +67,7 @@ class FeatureServer:
         self.proc = subprocess.Popen(
             argv, cwd=self.repo, stdout=out, stderr=subprocess.STDOUT if out else None, env=env
         )
-        wait_for(self._healthy, timeout_s, f"the feature server at {self.url}", check=self._alive)
+        wait_for(self.healthy, timeout_s, f"the feature server at {self.url}", check=self._alive)
         logger.info("feature server ready at %s (repo %s, pid %d)", self.url, self.repo, self.proc.pid)
 
     def stop(self, timeout_s: float = 20) -> None:
