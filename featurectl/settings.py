@@ -53,7 +53,7 @@ class Settings(BaseSettings):
 
     # --- Postgres ----------------------------------------------------------------------------
     pg_host: str = Field("127.0.0.1", description="Host the platform connects to Postgres on.")
-    pg_port: int = Field(55432, description="Postgres port (not 5432, to leave a system Postgres alone).")
+    pg_port: int = Field(25432, description="Postgres port (not 5432, to leave a system Postgres alone).")
     pg_database: str = Field("shop", description="Application database whose tables are captured.")
     pg_admin_user: str = Field("postgres", description="Superuser that bootstraps the local cluster.")
     pg_admin_password: SecretStr | None = Field(None, description="Password of pg_admin_user.")
@@ -73,9 +73,9 @@ class Settings(BaseSettings):
     )
 
     # --- Kafka and Connect ---------------------------------------------------------------------
-    kafka_port: int = Field(59092, description="Kafka broker listener port (not 9092).")
-    kafka_controller_port: int = Field(59093, description="KRaft controller listener port.")
-    connect_port: int = Field(58083, description="Kafka Connect REST port (not 8083).")
+    kafka_port: int = Field(29092, description="Kafka broker listener port (not 9092).")
+    kafka_controller_port: int = Field(29093, description="KRaft controller listener port.")
+    connect_port: int = Field(28083, description="Kafka Connect REST port (not 8083).")
     kafka_bootstrap: str | None = Field(
         None, description="Bootstrap servers of an existing Kafka. Defaults to the local broker."
     )

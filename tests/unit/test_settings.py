@@ -16,8 +16,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_defaults_leave_system_ports_alone() -> None:
     s = load_settings()
-    assert (s.pg_port, s.kafka_port, s.connect_port) == (55432, 59092, 58083)
-    assert s.bootstrap_servers == "127.0.0.1:59092"
+    assert (s.pg_port, s.kafka_port, s.connect_port) == (25432, 29092, 28083)
+    assert s.bootstrap_servers == "127.0.0.1:29092"
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
