@@ -102,6 +102,7 @@ def reembed(
         )
     conn = connect(online_db(store))
     try:
+        ensure_models_table(conn)
         declared = declared_fingerprint(conn, view_name)
         if declared != spec.fingerprint:
             raise ConfigError(

@@ -28,18 +28,10 @@ from tqdm import tqdm
 
 from embeddings.spec import spec_for
 from streams.sinks.base import DELETE, UPSERT, SinkRow
-from streams.sinks.offline_parquet import ParquetOfflineSink, arrow_type
+from streams.sinks.offline_parquet import ParquetOfflineSink, history_schema
 from streams.sinks.online_sqlite import SqliteOnlineSink
 
 logger = logging.getLogger(__name__)
-META = {
-    "event_timestamp": pa.timestamp("us", tz="UTC"),
-    "ingested_at": pa.timestamp("us", tz="UTC"),
-    "cdc_version": pa.int64(),
-    "cdc_deleted": pa.bool_(),
-    "cdc_op": pa.string(),
-    "cdc_embedding_model": pa.string(),
-}
 
 
 @dataclass
@@ -67,14 +59,11 @@ class Materializer:
         directory = self.offline.directory(view)
         if not directory.exists():
             return report
-        fields = [pa.field(c.name, arrow_type(c.dtype)) for c in view.entity_columns]
-        fields += [pa.field(f.name, arrow_type(f.dtype)) for f in view.features]
-        fields += [pa.field(name, typ) for name, typ in META.items()]
-        dataset = ds.dataset(directory, format="parquet", schema=pa.schema(fields))
+        dataset = ds.dataset(directory, format="parquet", schema=history_schema(view))
         state = self._state(view.name)
         since = json.loads(state.read_text())["watermark"] if incremental and state.exists() else None
         flt = (
-            ds.field("ingested_at") > pa.scalar(datetime.fromisoformat(since), META["ingested_at"])
+            ds.field("ingested_at") > pa.scalar(datetime.fromisoformat(since), pa.timestamp("us", tz="UTC"))
             if since
             else None
         )

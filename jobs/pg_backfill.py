@@ -36,7 +36,7 @@ from streams.dlq import DeadLetterSink
 from streams.embed import EmbeddingStep
 from streams.routes import Route, route_for
 from streams.sinks.base import UPSERT, SinkRow
-from streams.sinks.offline_parquet import ParquetOfflineSink, arrow_type
+from streams.sinks.offline_parquet import ParquetOfflineSink, history_schema
 from streams.sinks.online_sqlite import SqliteOnlineSink
 from streams.transform import row_from_image
 from validation.validator import BatchValidator
@@ -221,23 +221,15 @@ class PostgresBackfill:
         directory = self.offline.directory(self.view)
         if not rows or not directory.exists() or not any(directory.glob("*.parquet")):
             return {}
-        import pyarrow as pa
-
         keys = self.route.join_keys
         features = [n for n, _ in self.route.features]
-        fields = [pa.field(c.name, arrow_type(c.dtype)) for c in self.view.entity_columns]
-        fields += [pa.field(n, arrow_type(t)) for n, t in self.route.features]
-        fields += [
-            pa.field("event_timestamp", pa.timestamp("us", tz="UTC")),
-            pa.field("cdc_version", pa.int64()),
-            pa.field("cdc_deleted", pa.bool_()),
-        ]
-        dataset = ds.dataset(directory, format="parquet", schema=pa.schema(fields))
+        dataset = ds.dataset(directory, format="parquet", schema=history_schema(self.view))
         flt = None
         for k in keys:  # a superset filter per key column; exact matching happens below
             cond = pc.field(k).isin(sorted({r[k] for r in rows}))
             flt = cond if flt is None else flt & cond
-        history = dataset.to_table(filter=flt).sort_by(
+        columns = [*keys, *features, "event_timestamp", "cdc_version", "cdc_deleted"]
+        history = dataset.to_table(columns=columns, filter=flt).sort_by(
             [("event_timestamp", "ascending"), ("cdc_version", "ascending")]
         )
         latest: dict[str, dict[str, Any] | None] = {}

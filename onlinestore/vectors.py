@@ -73,7 +73,7 @@ def declare_model(conn: Any, spec: EmbeddingSpec) -> bool:
 
 
 def declared_fingerprint(conn: Any, view: str) -> str | None:
-    ensure_models_table(conn)
+    """The fingerprint recorded at the last ``feast apply`` (needs ``ensure_models_table`` once)."""
     row = conn.execute(f"SELECT fingerprint FROM {MODELS} WHERE view = ?", (view,)).fetchone()
     return None if row is None else str(row[0])
 
@@ -83,6 +83,13 @@ def mark_backfilled(conn: Any, spec: EmbeddingSpec) -> None:
         f"UPDATE {MODELS} SET backfilled_at = ? WHERE view = ? AND fingerprint = ?",
         (datetime.now(UTC).isoformat(), spec.view, spec.fingerprint),
     )
+
+
+def delete_keys(conn: Any, table: str, keys: Sequence[bytes]) -> None:
+    """Delete entities from a vector table, in chunks under SQLite's bound-parameter limit."""
+    for i in range(0, len(keys), _CHUNK):
+        chunk = [k.hex() for k in keys[i : i + _CHUNK]]
+        conn.execute(f'DELETE FROM "{table}" WHERE entity_key IN ({",".join("?" * len(chunk))})', chunk)
 
 
 def forget_view(conn: Any, project: str, view: str) -> None:
@@ -147,13 +154,8 @@ class VectorTable:
         )
 
     def delete(self, conn: Any, keys: Sequence[bytes]) -> None:
-        if not keys or not self.exists(conn):
-            return
-        for i in range(0, len(keys), _CHUNK):
-            chunk = [k.hex() for k in keys[i : i + _CHUNK]]
-            conn.execute(
-                f'DELETE FROM "{self.name}" WHERE entity_key IN ({",".join("?" * len(chunk))})', chunk
-            )
+        if keys and self.exists(conn):
+            delete_keys(conn, self.name, keys)
 
     def search(self, conn: Any, query: Any, k: int) -> list[tuple[bytes, float, bytes]]:
         """The ``k`` nearest (key, distance, vector), nearest first."""

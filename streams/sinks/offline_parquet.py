@@ -50,6 +50,30 @@ def arrow_type(dtype: FeastType) -> pa.DataType:
     )
 
 
+# The columns the sink adds to each view's features: when, what and from where.
+META_COLUMNS: dict[str, pa.DataType] = {
+    "event_timestamp": pa.timestamp("us", tz="UTC"),
+    "ingested_at": pa.timestamp("us", tz="UTC"),
+    "cdc_op": pa.string(),
+    "cdc_deleted": pa.bool_(),
+    "cdc_version": pa.int64(),
+    "cdc_source": pa.string(),
+    # Which model computed the row's vector features (history spans model changes).
+    "cdc_embedding_model": pa.string(),
+}
+
+
+def history_schema(view: FeatureView) -> pa.Schema:
+    """The Arrow schema of a view's history files: entity columns, features, META_COLUMNS.
+
+    Readers pass it to ``pyarrow.dataset`` so files written before a column existed read as nulls.
+    """
+    fields = [pa.field(c.name, arrow_type(c.dtype)) for c in view.entity_columns]
+    fields += [pa.field(f.name, arrow_type(f.dtype)) for f in view.features]
+    fields += [pa.field(name, typ) for name, typ in META_COLUMNS.items()]
+    return pa.schema(fields)
+
+
 class ParquetOfflineSink(Sink):
     """Appends feature history to each view's FileSource directory."""
 
@@ -100,25 +124,17 @@ class ParquetOfflineSink(Sink):
         return written
 
     def _table(self, view: FeatureView, rows: list[SinkRow], ingested_at: datetime) -> pa.Table:
-        columns: dict[str, Any] = {}
-        fields: list[pa.Field] = []
-        for col in view.entity_columns:
-            columns[col.name] = [r.keys.get(col.name) for r in rows]
-            fields.append(pa.field(col.name, arrow_type(col.dtype)))
-        for feature in view.features:
-            columns[feature.name] = [r.features.get(feature.name) for r in rows]
-            fields.append(pa.field(feature.name, arrow_type(feature.dtype)))
-        meta = {
-            "event_timestamp": ([r.event_time for r in rows], pa.timestamp("us", tz="UTC")),
-            "ingested_at": ([ingested_at] * len(rows), pa.timestamp("us", tz="UTC")),
-            "cdc_op": ([r.cdc_op for r in rows], pa.string()),
-            "cdc_deleted": ([r.op == "delete" for r in rows], pa.bool_()),
-            "cdc_version": ([r.version for r in rows], pa.int64()),
-            "cdc_source": ([r.source for r in rows], pa.string()),
-            # Which model computed the row's vector features (history spans model changes).
-            "cdc_embedding_model": ([r.model for r in rows], pa.string()),
-        }
-        for name, (values, typ) in meta.items():
-            columns[name] = values
-            fields.append(pa.field(name, typ))
-        return pa.Table.from_pydict(columns, schema=pa.schema(fields))
+        columns: dict[str, Any] = {c.name: [r.keys.get(c.name) for r in rows] for c in view.entity_columns}
+        columns.update({f.name: [r.features.get(f.name) for r in rows] for f in view.features})
+        columns.update(
+            {
+                "event_timestamp": [r.event_time for r in rows],
+                "ingested_at": [ingested_at] * len(rows),
+                "cdc_op": [r.cdc_op for r in rows],
+                "cdc_deleted": [r.op == "delete" for r in rows],
+                "cdc_version": [r.version for r in rows],
+                "cdc_source": [r.source for r in rows],
+                "cdc_embedding_model": [r.model for r in rows],
+            }
+        )
+        return pa.Table.from_pydict(columns, schema=history_schema(view))

@@ -32,7 +32,14 @@ from embeddings.spec import EmbeddingSpec, spec_for, text_hash
 from featurectl.errors import ConfigError, TransientError
 from onlinestore.feast_store import TYPE as VECTOR_STORE_TYPE
 from onlinestore.sqlite import VERSIONS, connect, ensure_versions_table
-from onlinestore.vectors import StoredVector, VectorTable, declared_fingerprint, vector_tables
+from onlinestore.vectors import (
+    StoredVector,
+    VectorTable,
+    declared_fingerprint,
+    delete_keys,
+    ensure_models_table,
+    vector_tables,
+)
 from streams.sinks.base import DELETE, OnlineSink, SinkRow
 
 logger = logging.getLogger(__name__)
@@ -60,6 +67,7 @@ class SqliteOnlineSink(OnlineSink):
         # WAL (set by connect): readers (feast serve, model services) are not blocked by the writer.
         self._conn = connect(self.path)
         ensure_versions_table(self._conn)
+        ensure_models_table(self._conn)
         self._conn.commit()
 
     def add(self, rows: Sequence[SinkRow]) -> None:
@@ -164,10 +172,7 @@ class SqliteOnlineSink(OnlineSink):
             deleted = [key for key, row in rows if row.op == DELETE]
             if deleted:  # from every model's table: a deleted entity is found by no query
                 for name in vector_tables(self._conn, self.project, view_name):
-                    for i in range(0, len(deleted), 400):
-                        chunk = [k.hex() for k in deleted[i : i + 400]]
-                        marks = ",".join("?" * len(chunk))
-                        self._conn.execute(f'DELETE FROM "{name}" WHERE entity_key IN ({marks})', chunk)
+                    delete_keys(self._conn, name, deleted)
             upserts = [(key, row) for key, row in rows if row.op != DELETE]
             if not upserts:
                 continue
@@ -188,7 +193,8 @@ class SqliteOnlineSink(OnlineSink):
                     cleared.append(key)  # no text, no vector: the entity leaves similarity results
                     continue
                 digest = text_hash(text)
-                if held.get(key, StoredVector("", 0, b"")).text_hash != digest:
+                stored = held.get(key)
+                if stored is None or stored.text_hash != digest:
                     put.append((key, vector, digest, row.version))
             table.delete(self._conn, cleared)
             table.put(self._conn, put)
