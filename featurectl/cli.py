@@ -7,12 +7,15 @@ import logging
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from featurectl.errors import FeatureCtlError
 from featurectl.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from serving.feature_server import FeatureServer
 
 logger = logging.getLogger("featurectl")
 
@@ -340,24 +343,47 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
 
     It serves the online store the processor writes, while it writes. Ctrl-C/SIGTERM stops it.
     """
-    import signal
-
     from serving.feature_server import FeatureServer
 
     settings = _settings(ctx)
     server = FeatureServer(settings.feature_repo, host or settings.serve_host, port or settings.serve_port)
-    server.start()
-    assert server.proc is not None
-    child = server.proc
-    # Only pass the signal on: the main thread is in child.wait(), which returns when it exits.
-    signal.signal(signal.SIGTERM, lambda *_: child.terminate())
-    click.echo(f"feature server ready at {server.url} (repo {settings.feature_repo})")
-    click.echo(
+    _run_server(
+        server,
+        f"feature server ready at {server.url} (repo {settings.feature_repo})\n"
         f"  curl -s -X POST {server.url}/get-online-features -H 'Content-Type: application/json' "
-        """-d '{"features": ["customer_profile:segment"], "entities": {"customer_id": [1]}}'"""
+        """-d '{"features": ["customer_profile:segment"], "entities": {"customer_id": [1]}}'""",
     )
+
+
+@cli.command("ui")
+@click.option("--host", default=None, help="Listen address (default FEATURECTL_UI_HOST, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default FEATURECTL_UI_PORT, 8888).")
+@click.pass_context
+def ui_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run Feast's web UI over the feature repository, in the foreground (run `feast apply` first).
+
+    It lists the feature views, entities and sources of the registry, with their tags. Ctrl-C/SIGTERM stops it.
+    """
+    from serving.feature_server import FeastUi
+
+    settings = _settings(ctx)
+    server = FeastUi(settings.feature_repo, host or settings.ui_host, port or settings.ui_port)
+    _run_server(server, f"Feast UI ready: open {server.url} in a browser (repo {settings.feature_repo})")
+
+
+def _run_server(server: FeatureServer, ready_message: str) -> None:
+    """Start ``server``, print ``ready_message``, then wait for it; exit with its outcome.
+
+    SIGTERM and Ctrl-C stop it cleanly (exit 0) at any point, start-up included.
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM raises KeyboardInterrupt, like Ctrl-C
     try:
-        code = child.wait()
+        server.start()
+        assert server.proc is not None
+        click.echo(ready_message)
+        code = server.proc.wait()
     except KeyboardInterrupt:
         server.stop()
         code = 0

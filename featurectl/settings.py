@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "featurectl",
         description="Cache for the JVM jars downloaded from Maven Central (shared by all checkouts).",
     )
+    pg_clusters_dir: Path = Field(
+        Path("/var/lib/featurectl/postgres"),
+        description="When featurectl runs as root: where local Postgres clusters live, one directory "
+        "per data directory (Postgres runs as the `postgres` OS user, which must be able to traverse "
+        "this path; the data directory links to its cluster). Unused by other users.",
+    )
     kafka_version: str = Field("4.3.1", description="Apache Kafka version (broker and Connect).")
     debezium_version: str = Field(
         "3.7.0.Final", description="Debezium release; must be built against kafka_version."
@@ -86,6 +92,8 @@ class Settings(BaseSettings):
     # --- serving ---------------------------------------------------------------------------
     serve_host: str = Field("127.0.0.1", description="Address the Feast feature server listens on.")
     serve_port: int = Field(6566, description="Port of the Feast feature server (`featurectl serve`).")
+    ui_host: str = Field("127.0.0.1", description="Address Feast's web UI listens on (`featurectl ui`).")
+    ui_port: int = Field(8888, description="Port of Feast's web UI (`featurectl ui`; Feast's own default).")
 
     # --- stream processor ------------------------------------------------------------------
     feature_repo: Path = Field(

@@ -1,7 +1,8 @@
-"""``feast serve`` over the feature repository, as a child process with a readiness probe.
+"""``feast serve`` and ``feast ui`` over the feature repository, as child processes with a readiness probe.
 
-It reads the online store the processor writes (SQLite in WAL mode: readers never block the
-writer) and re-reads the registry every few seconds, so a ``feast apply`` reaches it too.
+The feature server reads the online store the processor writes (SQLite in WAL mode: readers never
+block the writer) and re-reads the registry every few seconds, so a ``feast apply`` reaches it too.
+The web UI reads the registry only (through the REST API it mounts under ``/api/v1``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ logger = logging.getLogger(__name__)
 class FeatureServer:
     """One ``feast serve`` process. ``start`` returns once ``GET /health`` answers 200."""
 
+    command = "serve"
+    health_path = "/health"
+    port_setting = "FEATURECTL_SERVE_PORT"
+
     def __init__(
         self, repo: Path, host: str, port: int, registry_ttl_s: int = 5, log: Path | None = None
     ) -> None:
@@ -40,7 +45,7 @@ class FeatureServer:
     def healthy(self) -> bool:
         """True if a feature server answers GET /health at this address."""
         try:
-            return requests.get(f"{self.url}/health", timeout=1).status_code == 200
+            return requests.get(f"{self.url}{self.health_path}", timeout=1).status_code == 200
         except requests.RequestException:
             return False
 
@@ -48,7 +53,7 @@ class FeatureServer:
         if self.proc is not None and self.proc.poll() is not None:
             tail = self.log.read_text(errors="replace")[-2000:] if self.log and self.log.exists() else ""
             raise FeatureCtlError(
-                f"feast serve exited with code {self.proc.returncode} during start-up:\n{tail}",
+                f"feast {self.command} exited with code {self.proc.returncode} during start-up:\n{tail}",
                 "fix what its log names (a broken feature_store.yaml, a missing `feast apply`)",
             )
 
@@ -57,18 +62,20 @@ class FeatureServer:
         if owner:
             raise FeatureCtlError(
                 f"port {self.port} is already in use by {owner}",
-                "stop that program, or set FEATURECTL_SERVE_PORT to a free port",
+                f"stop that program, or set {self.port_setting} to a free port",
             )
         feast = Path(sys.executable).with_name("feast")
-        argv = [str(feast), "serve", "-h", self.host, "-p", str(self.port), "--no-access-log"]
-        argv += ["--registry_ttl_sec", str(self.registry_ttl_s)]
+        argv = [str(feast), self.command, "-h", self.host, "-p", str(self.port), *self._extra_args()]
         out = open(self.log, "ab") if self.log else None  # noqa: SIM115 - handed to the child
         env = {**os.environ, "FEAST_USAGE": "False"}
         self.proc = subprocess.Popen(
             argv, cwd=self.repo, stdout=out, stderr=subprocess.STDOUT if out else None, env=env
         )
-        wait_for(self.healthy, timeout_s, f"the feature server at {self.url}", check=self._alive)
-        logger.info("feature server ready at %s (repo %s, pid %d)", self.url, self.repo, self.proc.pid)
+        wait_for(self.healthy, timeout_s, f"`feast {self.command}` at {self.url}", check=self._alive)
+        logger.info("feast %s ready at %s (repo %s, pid %d)", self.command, self.url, self.repo, self.proc.pid)
+
+    def _extra_args(self) -> list[str]:
+        return ["--no-access-log", "--registry_ttl_sec", str(self.registry_ttl_s)]
 
     def stop(self, timeout_s: float = 20) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -79,3 +86,18 @@ class FeatureServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class FeastUi(FeatureServer):
+    """One ``feast ui`` process (Feast's web UI: feature views, entities, sources, their tags).
+
+    It refreshes the registry as ``feature_store.yaml``'s ``cache_ttl_seconds`` says. Ready once
+    ``GET /projects-list.json`` answers 200.
+    """
+
+    command = "ui"
+    health_path = "/projects-list.json"
+    port_setting = "FEATURECTL_UI_PORT"
+
+    def _extra_args(self) -> list[str]:
+        return []

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import requests
 
 from connectors.definition import ConnectorDefinition, load_definition
+from featurectl.errors import FeatureCtlError
 from featurectl.settings import Settings, ensure_secrets_file
 from stack.connect import ConnectWorker
 from stack.jars import ensure_jars, jars_for
@@ -59,7 +60,13 @@ class LocalStack:
     def up(self, connector: ConnectorDefinition | None = None) -> float:
         """Start every service not yet running; returns seconds taken."""
         started = time.monotonic()
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FeatureCtlError(
+                f"cannot create the data directory {self.settings.data_dir}: {exc.strerror}",
+                "set FEATURECTL_DATA_DIR to a directory you can write",
+            ) from None
         # Generated once; passwords set in the environment take precedence (Settings.secret).
         ensure_secrets_file(self.settings.secrets_file, GENERATED_SECRETS)
         self.install()
@@ -78,6 +85,7 @@ class LocalStack:
             if name in services and getattr(self, name).stop():
                 stopped.append(name)
         if wipe and set(services) >= {"connect", "kafka", "postgres"}:
+            self.postgres.wipe()  # its cluster may live outside the data directory (stack.pg_location)
             shutil.rmtree(self.settings.data_dir, ignore_errors=True)
             logger.info("wiped %s", self.settings.data_dir)
             # The feature stores derive from the wiped database. They must go too: a new cluster's

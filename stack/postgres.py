@@ -1,8 +1,8 @@
-"""PostgreSQL 15 in the project's own data directory, with logical decoding and the demo schema.
+"""PostgreSQL 15 in the project's own cluster, with logical decoding and the demo schema.
 
-The cluster is not the system one: ``<data_dir>/postgres/data``, its own port, started with
-``pg_ctl``. Postgres refuses to run as root, so as root every server command runs as the
-``postgres`` OS user that the Debian package creates.
+The cluster is not the system one: its own directory, its own port, started with ``pg_ctl``.
+Where that directory is and which OS user runs the server is decided in ``stack.pg_location``
+(as root: the ``postgres`` OS user, in a directory it can reach, linked from the data directory).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from connectors.definition import ConnectorDefinition
 from featurectl.errors import FeatureCtlError
 from featurectl.settings import Settings
 from stack import procs, system
+from stack.pg_location import OWNER_FILE, ClusterPlan, first_untraversable, plan_cluster
 
 logger = logging.getLogger(__name__)
 SCHEMA_SQL = Path(__file__).with_name("sql") / "shop.sql"
@@ -34,10 +35,28 @@ class Postgres:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.home = settings.data_dir / "postgres"
-        self.data = self.home / "data"
-        self.log_file = self.home / "postgres.log"
         self.bin = Path(f"/usr/lib/postgresql/{settings.postgres_version}/bin")
+        self._plan: ClusterPlan | None = None
+
+    # --- where it lives ------------------------------------------------------------------------
+    @property
+    def plan(self) -> ClusterPlan:
+        """Where the cluster is (decided once per object, so a new cluster keeps one id)."""
+        if self._plan is None:
+            self._plan = plan_cluster(self.settings.data_dir, self.settings.pg_clusters_dir, os.geteuid())
+        return self._plan
+
+    @property
+    def home(self) -> Path:
+        return self.plan.home
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "postgres.log"
 
     # --- process -------------------------------------------------------------------------------
     def pid(self) -> int | None:
@@ -51,12 +70,12 @@ class Postgres:
             system.apt_install(f"postgresql-{self.settings.postgres_version}")
 
     def _as_owner(self, argv: Sequence[str]) -> list[str]:
-        if os.geteuid() == 0:
-            return ["runuser", "-u", "postgres", "--", *argv]
-        return list(argv)
+        user = self.plan.os_user
+        return ["runuser", "-u", user, "--", *argv] if user else list(argv)
 
     def _run(self, argv: Sequence[str], what: str) -> None:
-        result = subprocess.run(self._as_owner(argv), capture_output=True, text=True)
+        # cwd: the server's own directory, since the postgres OS user may not enter the caller's.
+        result = subprocess.run(self._as_owner(argv), capture_output=True, text=True, cwd=self.home)
         if result.returncode != 0:
             raise FeatureCtlError(
                 f"{what} failed:\n{(result.stdout + result.stderr)[-2000:]}\nlog: {procs.log_tail(self.log_file)}",
@@ -64,14 +83,98 @@ class Postgres:
             )
 
     def _chown(self, path: Path) -> None:
-        if os.geteuid() == 0:
-            pw = pwd.getpwnam("postgres")
+        user = self.plan.os_user
+        if user:
+            pw = pwd.getpwnam(user)
             os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def _can_enter(self, directory: Path) -> bool:
+        """Whether the server's OS user may traverse ``directory`` (ACLs included: the kernel decides)."""
+        if self.plan.os_user is None:
+            return os.access(directory, os.X_OK)
+        return subprocess.run(self._as_owner(["test", "-x", str(directory)]), capture_output=True).returncode == 0
+
+    def prepare_home(self) -> None:
+        """Check that the cluster's directory can work, then create it; errors come before any change.
+
+        Raises FeatureCtlError naming the path, the reason and the fix when the server's OS user is
+        missing, cannot reach the directory, or the directory belongs to another data directory.
+        """
+        plan = self.plan
+        if plan.os_user:
+            try:
+                pwd.getpwnam(plan.os_user)
+            except KeyError:
+                raise FeatureCtlError(
+                    f"Postgres refuses to run as root, and there is no {plan.os_user!r} OS user to run it as",
+                    f"install the Debian package postgresql-{self.settings.postgres_version} (it creates the "
+                    f"user), or create it: useradd --system --home-dir /var/lib/postgresql {plan.os_user}",
+                ) from None
+        blocked = first_untraversable(plan.home.parent if plan.relocated else plan.home, self._can_enter)
+        if blocked is not None:
+            who = f"the {plan.os_user!r} OS user" if plan.os_user else "you"
+            fix = (
+                f"set FEATURECTL_PG_CLUSTERS_DIR to a directory under a path {who} can traverse "
+                "(the default /var/lib/featurectl/postgres is)"
+                if plan.relocated
+                else f"run as root, or set FEATURECTL_DATA_DIR to a directory {who} can use"
+                if plan.os_user is None
+                else f"move the cluster out: `featurectl stack down --wipe` (deletes its data), then "
+                f"`featurectl stack up` creates a new one under {self.settings.pg_clusters_dir}"
+            )
+            raise FeatureCtlError(
+                f"the Postgres cluster directory {plan.home} is unreachable: {who} cannot enter {blocked}", fix
+            )
+        if plan.relocated:
+            self._check_owner()
+        try:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            # Parents made here are 0755 whatever the umask: the server's OS user must traverse them.
+            for missing in reversed([p for p in plan.home.parents if not p.exists()]):
+                missing.mkdir()
+                missing.chmod(0o755)
+            plan.home.mkdir(exist_ok=True)
+        except PermissionError as exc:
+            raise FeatureCtlError(
+                f"cannot create the Postgres cluster directory {plan.home}: {exc.strerror} ({exc.filename})",
+                "set FEATURECTL_DATA_DIR (or, as root, FEATURECTL_PG_CLUSTERS_DIR) to a directory you can write",
+            ) from None
+        self._chown(plan.home)
+        plan.home.chmod(0o700)
+        blocked = first_untraversable(plan.home, self._can_enter)
+        if blocked is not None:  # e.g. an existing FEATURECTL_PG_CLUSTERS_DIR made 0700 by someone
+            raise FeatureCtlError(
+                f"the {plan.os_user or 'current'} OS user cannot enter {blocked}, on the way to the "
+                f"Postgres cluster directory {plan.home}",
+                f"make {blocked} traversable (chmod o+x) or set FEATURECTL_PG_CLUSTERS_DIR elsewhere",
+            )
+        if plan.link is not None:
+            (plan.home / OWNER_FILE).write_text(f"{self.settings.data_dir.absolute()}\n")
+            if not plan.link.is_symlink():
+                # A directory left by a start that failed before it had a cluster (plan_cluster keeps
+                # one that has): nothing to keep but an old log.
+                shutil.rmtree(plan.link, ignore_errors=True)
+                plan.link.symlink_to(plan.home, target_is_directory=True)
+                logger.info("postgres: cluster directory %s (linked from %s)", plan.home, plan.link)
+
+    def _check_owner(self) -> None:
+        """Refuse a cluster that another data directory links to (a copied data directory)."""
+        owner_file = self.home / OWNER_FILE
+        if not owner_file.exists():
+            return
+        owner = Path(owner_file.read_text().strip())
+        mine = self.settings.data_dir.absolute()
+        other_link = owner / "postgres"
+        if owner != mine and other_link.is_symlink() and other_link.resolve() == self.home:
+            raise FeatureCtlError(
+                f"the Postgres cluster {self.home} belongs to the data directory {owner}, "
+                f"and {mine / 'postgres'} links to it too (a copy of that data directory?)",
+                f"remove the link {mine / 'postgres'} to give {mine} a cluster of its own, "
+                f"or use FEATURECTL_DATA_DIR={owner}",
+            )
 
     def init_cluster(self, admin_password: str) -> None:
         """initdb once: scram passwords on TCP, peer auth on the private Unix socket."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        self._chown(self.home)
         if (self.data / "PG_VERSION").exists():
             return
         pwfile = self.home / ".initdb-pw"
@@ -130,6 +233,7 @@ class Postgres:
             return
         procs.ensure_port_free(self.settings.pg_port, "postgres", "FEATURECTL_PG_PORT")
         secrets = self._passwords()
+        self.prepare_home()
         self.init_cluster(secrets["pg_admin_password"])
         self.write_config()
         timeout = str(int(self.settings.startup_timeout_s))
@@ -157,7 +261,19 @@ class Postgres:
         return True
 
     def wipe(self) -> None:
-        shutil.rmtree(self.home, ignore_errors=True)
+        """Delete the cluster (stop it first). A cluster another data directory owns is only unlinked."""
+        plan = self.plan
+        if plan.link is not None and plan.link.is_symlink():
+            owner_file = plan.home / OWNER_FILE
+            owner = owner_file.read_text().strip() if owner_file.exists() else ""
+            if owner == str(self.settings.data_dir.absolute()):
+                shutil.rmtree(plan.home, ignore_errors=True)
+            else:
+                logger.warning("postgres: %s belongs to %s; removing only the link", plan.home, owner or "?")
+            plan.link.unlink()
+        else:
+            shutil.rmtree(plan.home, ignore_errors=True)
+        self._plan = None
 
     # --- database contents ---------------------------------------------------------------------
     def _passwords(self) -> dict[str, str]:

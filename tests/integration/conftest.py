@@ -29,8 +29,11 @@ from tests.integration.platform import Platform, make_platform
 
 # Ports below Linux's ephemeral range (32768-60999): an outgoing connection can hold a port in that
 # range, and then a broker binding it fails with "Address already in use" (seen once in a test run).
+# The data directory sits under a 0700 directory, as a clone in root's home or `mktemp -d` does, so
+# every run proves the stack starts where the postgres OS user cannot traverse (issue 9).
+PRIVATE_PARENT = PROJECT_ROOT / ".stack-test"
 TEST_ENV = {
-    "FEATURECTL_DATA_DIR": str(PROJECT_ROOT / ".stack-test"),
+    "FEATURECTL_DATA_DIR": str(PRIVATE_PARENT / "data"),
     "FEATURECTL_PG_PORT": "26432",
     "FEATURECTL_KAFKA_PORT": "29192",
     "FEATURECTL_KAFKA_CONTROLLER_PORT": "29193",
@@ -62,11 +65,19 @@ def stack() -> Iterator[StackHandle]:
     settings = load_settings()
     local = LocalStack(settings)
     local.down()  # a previous run's leftovers, if any
+    local.postgres.wipe()  # not down(wipe=True): that also wipes the project's own feature_repo/data
     shutil.rmtree(settings.data_dir, ignore_errors=True)
+    PRIVATE_PARENT.mkdir(exist_ok=True)
+    PRIVATE_PARENT.chmod(0o700)
     startup = local.up()
     print(f"\nlocal stack up from nothing in {startup:.1f}s", file=sys.stderr)
     yield StackHandle(local, settings, startup)
     local.down()
+    # The cluster lives outside the data directory when run as root: keep its log, drop its data,
+    # so repeated runs from fresh clones leave no clusters behind.
+    if local.postgres.log_file.exists():
+        shutil.copy(local.postgres.log_file, settings.data_dir / "postgres.log")
+    local.postgres.wipe()
 
 
 @pytest.fixture
