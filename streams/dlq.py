@@ -119,7 +119,14 @@ class DeadLetterSink:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
         self._producer = Producer(
-            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                # librdkafka's own lines (a broker still loading at start-up) through logging, not raw stderr.
+                "logger": logging.getLogger("streams.dlq.producer"),
+            }
         )
         self._pending: list[DeadLetter] = []
 

@@ -28,6 +28,9 @@ def observer(bootstrap: str, from_beginning: bool = True) -> Consumer:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "enable.partition.eof": False,
+            # A topic subscribed before its first event exists is found within a second, not after
+            # librdkafka's default metadata refresh (5 min).
+            "topic.metadata.refresh.interval.ms": 1000,
         }
     )
 
