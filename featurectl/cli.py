@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from featurectl.errors import FeatureCtlError
+from featurectl.errors import ConfigError, FeatureCtlError
 from featurectl.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -240,9 +240,17 @@ def feast_apply_cmd(ctx: click.Context) -> None:
     new model; this fills it from the texts in the online store, with progress, while the
     processor keeps running. Plain `feast apply` leaves that to `featurectl embeddings backfill`.
     """
-    from streams.store import feast_apply
+    from streams.routes import check_views
+    from streams.store import declared_views, feast_apply
 
     settings = _settings(ctx)
+    problems = check_views(declared_views(settings.feature_repo), settings.suites_dir)
+    if problems:
+        raise ConfigError(
+            "not applied: the stream processor could not materialise these views:\n  - "
+            + "\n  - ".join(problems),
+            "fix each view's tags or suite as its line says, then run `featurectl feast-apply` again",
+        )
     feast_apply(settings.feature_repo)
     click.echo("feature repository applied")
     _backfill_pending(settings)

@@ -72,7 +72,9 @@ class FeatureServer:
             argv, cwd=self.repo, stdout=out, stderr=subprocess.STDOUT if out else None, env=env
         )
         wait_for(self.healthy, timeout_s, f"`feast {self.command}` at {self.url}", check=self._alive)
-        logger.info("feast %s ready at %s (repo %s, pid %d)", self.command, self.url, self.repo, self.proc.pid)
+        logger.info(
+            "feast %s ready at %s (repo %s, pid %d)", self.command, self.url, self.repo, self.proc.pid
+        )
 
     def _extra_args(self) -> list[str]:
         return ["--no-access-log", "--registry_ttl_sec", str(self.registry_ttl_s)]

@@ -92,7 +92,10 @@ class Postgres:
         """Whether the server's OS user may traverse ``directory`` (ACLs included: the kernel decides)."""
         if self.plan.os_user is None:
             return os.access(directory, os.X_OK)
-        return subprocess.run(self._as_owner(["test", "-x", str(directory)]), capture_output=True).returncode == 0
+        return (
+            subprocess.run(self._as_owner(["test", "-x", str(directory)]), capture_output=True).returncode
+            == 0
+        )
 
     def prepare_home(self) -> None:
         """Check that the cluster's directory can work, then create it; errors come before any change.
@@ -123,7 +126,8 @@ class Postgres:
                 f"`featurectl stack up` creates a new one under {self.settings.pg_clusters_dir}"
             )
             raise FeatureCtlError(
-                f"the Postgres cluster directory {plan.home} is unreachable: {who} cannot enter {blocked}", fix
+                f"the Postgres cluster directory {plan.home} is unreachable: {who} cannot enter {blocked}",
+                fix,
             )
         if plan.relocated:
             self._check_owner()

@@ -3,11 +3,16 @@
 A record keeps the original message (key and value, verbatim), where it came from (topic,
 partition, offset), the reason, the failed expectations, the feature view and when it was
 dead-lettered. Its Kafka key is the original key, so one entity's dead letters stay in order.
+
+A record larger than Kafka accepts (``MAX_RECORD_BYTES``) keeps the head of the original value, its
+size and SHA-256, and the pointer (topic, partition, offset): replay reads the original from there
+while the source topic still retains it.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -20,6 +25,9 @@ from featurectl.errors import TransientError
 from streams.events import KafkaMessage
 
 logger = logging.getLogger(__name__)
+# Below the producer's and the broker's default limit (about 1 MB) with room for the envelope.
+MAX_RECORD_BYTES = 900_000
+HEAD_BYTES = 16_384
 
 
 def _text(raw: bytes | str | None) -> dict[str, str] | None:
@@ -55,24 +63,38 @@ class DeadLetter:
     feature_view: str | None
     dead_lettered_at: str
     attempt: int = 1
+    truncated: bool = False  # the value was too large to keep: read it from the source offset
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "reason": self.reason,
-                "feature_view": self.feature_view,
-                "failed_expectations": self.failed_expectations,
-                "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
-                "original": {"key": _text(self.key), "value": _text(self.value)},
-                "dead_lettered_at": self.dead_lettered_at,
-                "attempt": self.attempt,
+        record: dict[str, Any] = {
+            "reason": self.reason,
+            "feature_view": self.feature_view,
+            "failed_expectations": self.failed_expectations,
+            "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
+            "original": {"key": _text(self.key), "value": _text(self.value)},
+            "dead_lettered_at": self.dead_lettered_at,
+            "attempt": self.attempt,
+        }
+        raw = json.dumps(record, default=str).encode()
+        if len(raw) <= MAX_RECORD_BYTES or self.value is None:
+            return raw
+        record["original"] = {
+            "key": _text(self.key),
+            "value": None,
+            "value_truncated": {
+                "bytes": len(self.value),
+                "sha256": hashlib.sha256(self.value).hexdigest(),
+                "head": _text(self.value[:HEAD_BYTES]),
+                "read_from": f"{self.topic}[{self.partition}] offset={self.offset}",
             },
-            default=str,
-        ).encode()
+        }
+        record["failed_expectations"] = self.failed_expectations[:20]
+        return json.dumps(record, default=str).encode()
 
     @staticmethod
     def from_json(raw: bytes) -> DeadLetter:
         d = json.loads(raw)
+        truncated = "value_truncated" in d["original"]
         return DeadLetter(
             topic=d["source"]["topic"],
             partition=d["source"]["partition"],
@@ -84,6 +106,7 @@ class DeadLetter:
             feature_view=d.get("feature_view"),
             dead_lettered_at=d["dead_lettered_at"],
             attempt=d.get("attempt", 1),
+            truncated=truncated,
         )
 
     # The KafkaMessage protocol, so a dead letter can be decoded and processed again on replay.

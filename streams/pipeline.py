@@ -1,5 +1,9 @@
 """One micro-batch, from Kafka messages to sinks: decode -> route -> transform -> validate -> embed -> add.
 
+Unchanged TOASTed columns (Debezium's placeholders) are filled in before validation with the
+entity's previous value (streams/toast.py), so a placeholder never reaches a feature, the history or
+a model.
+
 Bad records become dead letters (returned as data, never raised): messages that are not Debezium
 events, rows that fail their feature view's suite, rows of a view that has no suite or whose
 embedding model cannot be loaded. Embedding runs after validation: invalid rows cost no model
@@ -9,6 +13,7 @@ writes every sink; only after it returns may the caller commit the batch's offse
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -22,6 +27,7 @@ from streams.events import ChangeEvent, DecodeError, KafkaMessage, decode
 from streams.freshness import Freshness
 from streams.routes import Route
 from streams.sinks.base import DELETE, UPSERT, OnlineSink, Sink, SinkRow
+from streams.toast import unavailable_columns, unresolved_reason
 from streams.transform import commit_time, feature_row
 from validation.validator import BatchValidator
 
@@ -35,6 +41,14 @@ class BatchStats:
     dead_letters: int = 0
     skipped: int = 0  # events of tables no feature view reads, tombstones, heartbeats
 
+    def merge(self, other: BatchStats) -> BatchStats:
+        return BatchStats(
+            self.messages + other.messages,
+            self.rows + other.rows,
+            self.dead_letters + other.dead_letters,
+            self.skipped + other.skipped,
+        )
+
 
 @dataclass
 class _Pending:
@@ -42,6 +56,7 @@ class _Pending:
     event: ChangeEvent
     route: Route
     row: dict[str, Any]
+    unavailable: frozenset[str] = frozenset()  # features whose value the event lacks (unchanged TOAST)
 
 
 @dataclass
@@ -85,12 +100,20 @@ class Pipeline:
                     self._truncate(event, route)
                 continue
             for route in routes:
-                by_view[route.view].append(_Pending(msg, event, route, feature_row(event, route)))
+                if route.error:  # a broken declaration stops its own view only
+                    self.dead_letters.add(msg, route.error, view=route.view, attempt=attempt)
+                    stats.dead_letters += 1
+                    continue
+                missing = unavailable_columns(event.after, route.feature_names)
+                by_view[route.view].append(_Pending(msg, event, route, feature_row(event, route), missing))
         self._write_views(by_view, stats, attempt)
         return stats
 
     def _write_views(self, by_view: dict[str, list[_Pending]], stats: BatchStats, attempt: int) -> None:
-        for view, items in by_view.items():
+        for view, all_items in by_view.items():
+            items = self._fill_unchanged(view, all_items, stats, attempt)
+            if not items:
+                continue
             upserts = [p for p in items if p.event.op != "d"]
             deletes = [p for p in items if p.event.op == "d"]
             try:
@@ -151,6 +174,45 @@ class Pipeline:
             self.online.add(rows)
             self.offline.add(rows)
             stats.rows += len(rows)
+
+    def _fill_unchanged(
+        self, view: str, items: list[_Pending], stats: BatchStats, attempt: int
+    ) -> list[_Pending]:
+        """Fill unchanged TOASTed features from the entity's previous state (streams/toast.py).
+
+        Previous state: the entity's latest earlier row in this batch (items are in Kafka order, and
+        one key's changes share a partition), else the online store's current row. A row whose
+        previous state lacks a column goes to the dead letters with the reason and the fix.
+        """
+        if not any(p.unavailable for p in items):
+            return items
+        join_keys = items[0].route.join_keys
+
+        def ident(p: _Pending) -> str:
+            return json.dumps([p.row.get(k) for k in join_keys], default=str)
+
+        wanted = {ident(p): {k: p.row[k] for k in join_keys} for p in items if p.unavailable}
+        stored = self.online.current_features(view, list(wanted.values()))
+        state = {k: row for k, row in zip(wanted, stored, strict=True) if row is not None}
+        kept: list[_Pending] = []
+        for p in items:
+            key = ident(p)
+            if p.event.op == "d":
+                state.pop(key, None)
+            elif p.unavailable:
+                prior = state.get(key)
+                lacking = [c for c in p.unavailable if prior is None or c not in prior]
+                if prior is None or lacking:
+                    reason = unresolved_reason(p.event.table or p.route.table, lacking)
+                    self.dead_letters.add(p.msg, reason, view=view, attempt=attempt)
+                    stats.dead_letters += 1
+                    continue
+                p.row.update({c: prior[c] for c in p.unavailable})
+                logger.debug("%s: %s unchanged (TOAST), kept %s", p.event.where, view, sorted(p.unavailable))
+            if p.event.op != "d":
+                state[key] = p.row
+            kept.append(p)
+        return kept
 
     def _truncate(self, event: ChangeEvent, route: Route) -> None:
         when, version = commit_time(event), event.lsn or 0

@@ -23,8 +23,9 @@ from embeddings.models import load_embedder
 from featurectl.errors import ConfigError, FeatureCtlError
 from featurectl.settings import Settings
 from streams.dlq import DeadLetterSink
+from streams.faults import describe, is_transient
 from streams.offsets import next_offsets, rewind
-from streams.pipeline import Pipeline
+from streams.pipeline import BatchStats, Pipeline
 from streams.routes import load_routes
 from streams.sinks.offline_parquet import ParquetOfflineSink
 from streams.sinks.online_sqlite import SqliteOnlineSink
@@ -101,13 +102,33 @@ class Processor:
         )
 
     def refresh_routes(self, force: bool = False) -> None:
+        """Re-read the registry every ``registry_refresh_s``; the routes stay cached in between.
+
+        A read that fails, or that finds no CDC view where there were some (a registry file caught
+        mid-rewrite), keeps the last good routes: events are never skipped for a missing route.
+        """
         if not force and time.monotonic() - self._routes_loaded_at < self.config.registry_refresh_s:
             return
-        routes = load_routes(self.store)
+        self._routes_loaded_at = time.monotonic()
+        try:
+            routes = load_routes(self.store)
+        except Exception as exc:  # any registry read problem: the cached routes stay in force
+            if not self.pipeline.routes:
+                raise
+            logger.warning("registry refresh failed (%s); keeping the last routes", exc)
+            return
+        if not routes and self.pipeline.routes:
+            logger.warning("the registry lists no CDC feature views now; keeping the last routes")
+            return
         if routes != self.pipeline.routes:
             logger.info("routes: %s", {t: [r.view for r in rs] for t, rs in sorted(routes.items())})
+            for route in (r for rs in routes.values() for r in rs if r.error):
+                logger.error(
+                    "feature view %s is not materialised (its rows go to the dead-letter topic): %s",
+                    route.view,
+                    route.error,
+                )
         self.pipeline.routes = routes
-        self._routes_loaded_at = time.monotonic()
 
     def run(self, stop: threading.Event) -> None:
         """Process until ``stop`` is set; the last batch is flushed and committed before returning."""
@@ -188,8 +209,7 @@ class Processor:
                         logger.error("feature view %s: %s", route.view, exc)
 
     def _handle(self, consumer: Consumer, messages: Sequence[Message]) -> None:
-        stats = self.pipeline.process(messages)
-        applied = self.pipeline.flush()
+        stats, applied = self._write(messages)
         try:
             consumer.commit(offsets=next_offsets(messages), asynchronous=False)
         except KafkaException as exc:
@@ -206,6 +226,43 @@ class Processor:
             stats.dead_letters,
             stats.skipped,
         )
+
+    def _write(self, messages: Sequence[Message]) -> tuple[BatchStats, int]:
+        """Process and flush ``messages``; returns (stats, online rows applied).
+
+        A transient failure propagates (the caller backs off and re-reads the batch). A terminal one
+        is some record's fault: the batch is split in halves, each written on its own, down to the
+        single records that fail, which go to the dead-letter topic with the reason. One poison record
+        costs about 2·log2(batch) flushes, and every other record is written, in Kafka order.
+        """
+        try:
+            stats = self.pipeline.process(messages)
+            return stats, self.pipeline.flush()
+        except Exception as exc:
+            self.pipeline.discard()
+            if is_transient(exc):
+                raise
+            if len(messages) > 1:
+                logger.warning(
+                    "batch of %d messages failed (%s); writing it in halves to isolate the record(s) at fault",
+                    len(messages),
+                    describe(exc),
+                )
+                mid = len(messages) // 2
+                first, applied_first = self._write(messages[:mid])
+                second, applied_second = self._write(messages[mid:])
+                return first.merge(second), applied_first + applied_second
+            (msg,) = messages
+            logger.error(
+                "%s[%s] offset=%s cannot be written: %s",
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                describe(exc),
+            )
+            self.pipeline.dead_letters.add(msg, f"cannot be written to the feature stores: {describe(exc)}")
+            self.pipeline.dead_letters.flush()  # TransientError if Kafka is down: the batch is retried
+            return BatchStats(messages=1, dead_letters=1), 0
 
 
 def _skip_error(msg: Message) -> bool:

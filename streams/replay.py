@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from feast import FeatureStore
@@ -84,6 +84,42 @@ def list_dead_letters(settings: Settings, limit: int | None = None) -> list[tupl
         consumer.close()
 
 
+def with_originals(settings: Settings, letters: list[DeadLetter]) -> list[DeadLetter]:
+    """Dead letters whose value was too large to keep, with the original read from its source offset.
+
+    One whose source no longer retains it is returned as it is; processing it then fails to decode,
+    and it is dead-lettered again saying so.
+    """
+    if not any(letter.truncated for letter in letters):
+        return letters
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"featurectl-dlq-originals-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
+    out = []
+    try:
+        for letter in letters:
+            if letter.truncated:
+                consumer.assign([TopicPartition(letter.topic, letter.partition, letter.offset)])
+                msg = consumer.poll(10)
+                if msg is not None and msg.error() is None and msg.offset() == letter.offset:
+                    letter = replace(letter, value=msg.value(), truncated=False)
+                else:
+                    logger.warning(
+                        "%s[%s] offset=%s: the original of a truncated dead letter is no longer in its topic",
+                        letter.topic,
+                        letter.partition,
+                        letter.offset,
+                    )
+            out.append(letter)
+        return out
+    finally:
+        consumer.close()
+
+
 @dataclass
 class ReplayResult:
     replayed: int = 0
@@ -106,7 +142,7 @@ def replay(settings: Settings, store: FeatureStore, group: str = REPLAY_GROUP) -
     result = ReplayResult()
     try:
         msgs = list(_read_to_end(consumer, settings.dlq_topic))
-        letters = [DeadLetter.from_json(m.value() or b"{}") for m in msgs]
+        letters = with_originals(settings, [DeadLetter.from_json(m.value() or b"{}") for m in msgs])
         groups: dict[tuple[str | None, int], list[DeadLetter]] = defaultdict(list)
         for letter in letters:
             groups[(letter.feature_view, letter.attempt + 1)].append(letter)

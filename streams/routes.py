@@ -6,12 +6,17 @@ A feature view opts in with tags (see feature_repo/customers.py):
 Features are the table's columns of the same name, except a vector field, which the embedding step
 computes from text features (embeddings/spec.py). Routes are rebuilt from the registry on every
 refresh, so `feast apply` reaches a running processor.
+
+A view whose tags are broken gets a *broken* route (``error`` set): its table's rows are dead-lettered
+for that view with the reason, while every other view keeps flowing. ``check_views`` gives the same
+reasons before `feast apply`, so a broken declaration is refused before it reaches the registry.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from feast import FeatureStore, FeatureView
 from feast.types import FeastType
@@ -34,6 +39,7 @@ class Route:
     features: tuple[tuple[str, FeastType], ...]  # (feature name = source column, Feast dtype)
     key_types: tuple[tuple[str, FeastType], ...]  # (join key, Feast dtype)
     embedding: EmbeddingSpec | None = None  # the vector feature to compute, if the view declares one
+    error: str | None = None  # why the view's declaration cannot be materialised (a broken route)
 
     @property
     def join_keys(self) -> list[str]:
@@ -71,13 +77,43 @@ def route_for(view: FeatureView) -> Route | None:
     return Route(view.name, table, keys, features, key_types, spec_for(view))
 
 
+def routes_for(views: list[FeatureView]) -> dict[str, list[Route]]:
+    """Routes by table (``schema.table``); a view whose tags are broken gets a broken route."""
+    routes: dict[str, list[Route]] = {}
+    for view in views:
+        try:
+            route = route_for(view)
+        except ConfigError as exc:
+            table = view.tags.get(TABLE_TAG, "")
+            route = Route(view.name, table, (), (), (), None, str(exc))
+        if route:
+            routes.setdefault(route.table, []).append(route)
+    return routes
+
+
 def load_routes(store: FeatureStore, refresh: bool = True) -> dict[str, list[Route]]:
     """Routes by table (``schema.table``), from the registry's current feature views."""
     if refresh:
         store.refresh_registry()  # type: ignore[no-untyped-call]
-    routes: dict[str, list[Route]] = {}
-    for view in store.list_feature_views():
-        route = route_for(view)
-        if route:
-            routes.setdefault(route.table, []).append(route)
-    return routes
+    return routes_for(store.list_feature_views())
+
+
+def check_views(views: list[FeatureView], suites_dir: Path) -> list[str]:
+    """What is wrong with the CDC views' declarations and suites (empty when all is well).
+
+    The same messages the processor would give, for `featurectl feast-apply` to refuse before applying.
+    """
+    from validation.suites import SuiteStore
+
+    problems: list[str] = []
+    suites = SuiteStore(suites_dir)
+    for table_routes in routes_for(views).values():
+        for route in table_routes:
+            if route.error:
+                problems.append(route.error)
+                continue
+            try:
+                suites.get(route.view)
+            except ConfigError as exc:
+                problems.append(str(exc))
+    return problems

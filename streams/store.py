@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from feast import FeatureStore
+from feast import FeatureStore, FeatureView
 
 from featurectl.errors import ConfigError, FeatureCtlError
 from featurectl.settings import Settings
@@ -23,6 +23,40 @@ def open_store(settings: Settings) -> FeatureStore:
             f"no feature_store.yaml in {repo}", "set FEATURECTL_FEATURE_REPO to your Feast repository"
         )
     return FeatureStore(repo_path=str(repo))
+
+
+def declared_views(repo: Path) -> list[FeatureView]:
+    """The feature views ``repo``'s Python files declare now (not yet applied), as `feast apply` reads them."""
+    from feast.inference import update_feature_views_with_inferred_features_and_entities
+    from feast.infra.provider import get_provider
+    from feast.repo_operations import parse_repo
+
+    repo = repo.resolve()
+    before, cwd = set(sys.modules), os.getcwd()
+    sys.path.insert(0, str(repo))
+    os.chdir(repo)  # parse_repo names modules by their path relative to the working directory
+    try:
+        contents = parse_repo(repo)
+        views = list(contents.feature_views)
+        # What `feast apply` does first: entity columns (join keys) from the declared entities.
+        config = FeatureStore(repo_path=str(repo)).config
+        update_feature_views_with_inferred_features_and_entities(
+            get_provider(config), views, list(contents.entities), config
+        )
+        return views
+    except Exception as exc:
+        raise ConfigError(
+            f"the feature repository {repo} does not load: {type(exc).__name__}: {exc}",
+            "fix the declaration it names",
+        ) from None
+    finally:
+        os.chdir(cwd)
+        sys.path.remove(str(repo))
+        for name in set(sys.modules) - before:  # the repo's own modules: a later parse re-reads them
+            if getattr(sys.modules[name], "__file__", "") and str(sys.modules[name].__file__).startswith(
+                str(repo)
+            ):
+                del sys.modules[name]
 
 
 def feast_apply(repo: Path) -> None:

@@ -64,6 +64,12 @@ class OnlineSink(Sink):
     def live_keys(self, view: str) -> list[dict[str, Any]]:
         """Join keys of every entity of ``view`` present now."""
 
+    @abstractmethod
+    def current_features(self, view: str, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        """Each entity's stored feature values (vectors excepted), or None if the store lacks it.
+
+        Reads what ``flush`` has made durable; stands in for unchanged TOASTed columns (streams/toast.py)."""
+
     def stored_vectors(
         self, spec: EmbeddingSpec, keys: Sequence[dict[str, Any]]
     ) -> list[StoredVector | None]:

@@ -3,8 +3,9 @@
 Feast's own SQLite writer upserts unconditionally and keeps event timestamps to the second, and
 Feast has no row-level delete. This sink writes Feast's table layout itself (same serialisation,
 so ``get_online_features`` reads it) and keeps, in the same database, the version (WAL position)
-of the last change applied to each entity, including deletes (tombstones). In one transaction it
-skips rows older than the stored version, upserts the rest and deletes deleted entities. Re-applying
+of the last change applied to each entity, including deletes (tombstones). In one write-locked
+transaction (``BEGIN IMMEDIATE``: the version check and the write are atomic against every other
+writer) it skips rows older than the stored version, upserts the rest and deletes deleted entities. Re-applying
 a row is harmless, and an old change replayed after a newer one (or after a delete) is ignored.
 
 Vector features go to the view's vector table of its declared model (onlinestore.vectors), in the
@@ -26,7 +27,8 @@ from feast import FeatureStore, FeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import compute_table_id
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.type_map import python_values_to_proto_values
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
 from featurectl.errors import ConfigError, TransientError
@@ -99,6 +101,10 @@ class SqliteOnlineSink(OnlineSink):
             if held is None or row.version >= held[0].version:
                 latest[ident] = (row, view)
         applied: list[SinkRow] = []
+        # BEGIN IMMEDIATE takes the write lock before the stored versions are read, so the check and
+        # the write are one atomic step: another writer (materialize, replay, a processor that lost
+        # its partitions) waits for this transaction and cannot slip a newer row in between.
+        self._conn.execute("BEGIN IMMEDIATE")
         with self._conn:  # one transaction: all or nothing
             current = self._current_versions(list(latest))
             upserts: dict[str, list[tuple[bytes, SinkRow]]] = {}
@@ -198,6 +204,23 @@ class SqliteOnlineSink(OnlineSink):
                     put.append((key, vector, digest, row.version))
             table.delete(self._conn, cleared)
             table.put(self._conn, put)
+
+    def current_features(self, view: str, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        """Each entity's stored feature values, decoded as Feast reads them; None if it has none."""
+        feature_view = self._view(view)
+        table = compute_table_id(self.project, feature_view, self.versioning)
+        serialised = [self._entity_key(feature_view, k) for k in keys]
+        found: dict[bytes, dict[str, Any]] = {}
+        for i in range(0, len(serialised), 400):  # SQLite's bound-parameter limit
+            chunk = serialised[i : i + 400]
+            marks = ", ".join("?" * len(chunk))
+            for key, name, value in self._conn.execute(
+                f'SELECT entity_key, feature_name, value FROM "{table}" WHERE entity_key IN ({marks})', chunk
+            ):
+                found.setdefault(key, {})[name] = feast_value_type_to_python_type(
+                    ValueProto.FromString(value)
+                )
+        return [found.get(k) for k in serialised]
 
     def stored_vectors(
         self, spec: EmbeddingSpec, keys: Sequence[dict[str, Any]]

@@ -119,6 +119,10 @@ class MemorySink(OnlineSink):
     def live_keys(self, view: str) -> list[dict[str, Any]]:
         return [r.keys for (v, _), r in self.state.items() if v == view and r.op != DELETE]
 
+    def current_features(self, view: str, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        rows = [self.state.get((view, json.dumps(k, sort_keys=True))) for k in keys]
+        return [None if r is None or r.op == DELETE else dict(r.features) for r in rows]
+
     def stored_vectors(
         self, spec: EmbeddingSpec, keys: Sequence[dict[str, Any]]
     ) -> list[StoredVector | None]:

@@ -99,3 +99,43 @@ def test_a_failing_sink_means_no_commit_and_the_batch_is_read_again() -> None:
     assert len(consumer.commits) == 2  # nothing committed for the failed attempt
     assert sorted(r.keys["customer_id"] for r in online.written) == [1, 1, 2]  # all rows, after the retry
     assert sum(r.cdc_op == "c" for r in offline.written) >= 2
+
+
+class PoisonSink(MemorySink):
+    """A store that can never write one entity (say, a timestamp it cannot represent)."""
+
+    def __init__(self, poison_id: int) -> None:
+        super().__init__()
+        self.poison_id = poison_id
+
+    def flush(self) -> list[Any]:
+        if any(r.keys.get("customer_id") == self.poison_id for r in self.pending):
+            raise ValueError("year 12000 is out of range")
+        return super().flush()
+
+
+def test_a_poison_record_goes_to_the_dead_letters_and_everything_else_is_written_and_committed() -> None:
+    import threading
+
+    stop = threading.Event()
+    online, dead = PoisonSink(poison_id=2), MemoryDeadLetters()
+    pipeline = Pipeline(online, MemorySink(), dead, BatchValidator(SuiteStore(SUITES_DIR)))  # type: ignore[arg-type]
+    consumer = FakeConsumer(
+        [
+            [change(i, "c", i + 1, customer(i + 1)) for i in range(6)],  # customer 2 is poison
+            [change(6, "u", 1, customer(1, segment="silver"))],  # and the stream goes on after it
+        ],
+        stop,
+    )
+    TestProcessor(pipeline, consumer).run(stop)
+    assert sorted(r.keys["customer_id"] for r in online.written) == [1, 1, 3, 4, 5, 6]
+    ((msg, reason, _, _, _),) = dead.flushed
+    assert msg.offset() == 1 and "ValueError: year 12000 is out of range" in reason
+    assert [max(tp.offset for tp in c) for c in consumer.commits] == [6, 7]  # both batches committed
+
+
+def test_a_transient_failure_is_retried_not_dead_lettered() -> None:
+    online = MemorySink(fail_flushes=3)  # OSError: a full disk is not the record's fault
+    consumer, _ = run(online)
+    assert len(consumer.commits) == 2
+    assert sorted(r.keys["customer_id"] for r in online.written) == [1, 1, 2]

@@ -109,3 +109,27 @@ def test_offline_sink_appends_a_file_per_flush_with_history_columns(fresh_store:
         for r in sorted(table, key=lambda r: r["cdc_version"])
     ] == [("silver", False, 1), ("gold", False, 2), (None, True, 3)]
     assert all(r["event_timestamp"].tzinfo is not None for r in table)
+
+
+def test_the_version_check_and_the_write_are_atomic_against_another_writer(fresh_store: FeatureStore) -> None:
+    """A second writer (materialize, replay) flushing between A's version read and A's write must wait."""
+    import threading
+
+    a, b = SqliteOnlineSink(fresh_store), SqliteOnlineSink(fresh_store)
+    b_done = threading.Event()
+    read_versions = a._current_versions
+
+    def interleaved(idents):  # type: ignore[no-untyped-def]
+        versions = read_versions(idents)  # A has checked: nothing stored yet
+        b.add([row(1, 20, "newer")])
+        threading.Thread(target=lambda: (b.flush(), b_done.set()), daemon=True).start()
+        b_done.wait(1.0)  # without the write lock, B writes version 20 now
+        return versions
+
+    a._current_versions = interleaved  # type: ignore[method-assign]
+    a.add([row(1, 10, "older")])
+    a.flush()
+    assert b_done.wait(30)
+    assert online(fresh_store, 1)["segment"] == ["newer"]
+    a.close()
+    b.close()

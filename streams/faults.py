@@ -1,0 +1,44 @@
+"""Which failures of a batch are worth retrying (transient) and which belong to a record (terminal).
+
+Transient: the world may heal (a broker or disk not reachable, a locked database, a model change
+not yet seen): back off and retry the batch without committing. Terminal: a record that cannot be
+written however often it is tried (a value the store cannot represent, a timestamp outside Python's
+range, a declaration the sink refuses): retrying would stop every table behind it forever, so the
+processor isolates the record and dead-letters it with the reason (streams/processor.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from confluent_kafka import KafkaException
+
+from featurectl.errors import FeatureCtlError
+from onlinestore.sqlite import OperationalError as StoreOperationalError
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that may succeed on retry; everything else is the record's own fault."""
+    if isinstance(exc, FeatureCtlError):
+        return exc.transient
+    if isinstance(exc, KafkaException):
+        err = exc.args[0] if exc.args else None
+        return bool(getattr(err, "retriable", lambda: True)())
+    # Locked or unreachable database, full disk, lost connection: not the record's fault.
+    return isinstance(
+        exc,
+        (
+            sqlite3.OperationalError,
+            StoreOperationalError,
+            OSError,
+            ConnectionError,
+            TimeoutError,
+            MemoryError,
+        ),
+    )
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for a dead letter: the exception's type and message."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:500]}" if text else type(exc).__name__

@@ -1,0 +1,178 @@
+"""The stores equal the source after changes Postgres makes in ways the happy path does not show."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import psycopg
+import pyarrow.dataset as ds
+import pytest
+
+from streams.store import feast_apply
+from streams.toast import PLACEHOLDER
+from tests.integration.conftest import StackHandle
+from tests.integration.helpers import wait_until
+from tests.integration.platform import Platform
+from tests.integration.test_processor import insert_customer
+
+EXTRAS_VIEW = """
+from datetime import timedelta
+from entities import product
+from feast import FeatureView, Field, FileSource, PushSource
+from feast.types import Array, Int64, String
+product_extras = FeatureView(
+    name="product_extras", entities=[product], ttl=timedelta(0),
+    schema=[Field(name="product_id", dtype=Int64), Field(name="attributes", dtype=String),
+            Field(name="tags", dtype=Array(String)), Field(name="description", dtype=String)],
+    source=PushSource(name="product_extras_push", batch_source=FileSource(
+        name="product_extras_history", path="data/offline/product_extras",
+        timestamp_field="event_timestamp", created_timestamp_column="ingested_at")),
+    tags={"cdc.table": "public.products", "cdc.key": "product_id=id"},
+)
+"""
+
+
+@pytest.fixture
+def default_identity(stack: StackHandle) -> Iterator[None]:
+    """products with Postgres's default replica identity (the shipped schema sets FULL)."""
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute("ALTER TABLE products REPLICA IDENTITY DEFAULT")
+    yield
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute("ALTER TABLE products REPLICA IDENTITY FULL")
+
+
+def history(platform: Platform, view: str, product_id: int) -> list[dict[str, Any]]:
+    path = platform.repo / "data" / "offline" / view
+    if not path.exists():
+        return []
+    rows = ds.dataset(str(path), format="parquet").to_table().to_pylist()
+    return sorted((r for r in rows if r["product_id"] == product_id), key=lambda r: r["event_timestamp"])
+
+
+def test_unchanged_toasted_values_stay_right_online_in_vectors_and_in_history(
+    stack: StackHandle, platform: Platform, default_identity: None
+) -> None:
+    (platform.repo / "product_extras.py").write_text(EXTRAS_VIEW)
+    (platform.suites / "product_extras.json").write_text(
+        json.dumps(
+            {
+                "name": "product_extras",
+                "expectations": [
+                    {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "attributes"}}
+                ],
+            }
+        )
+    )
+    feast_apply(platform.repo)
+    platform.start_processor()
+    # Random text: compression cannot bring it under the TOAST threshold, so it is stored out of line.
+    description = "Trail boots. " + secrets.token_hex(6000)
+    tags = [secrets.token_hex(8) for _ in range(800)]
+    attributes = {"notes": secrets.token_hex(6000), "size": 42}
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO products (sku, name, description, category, price, tags, attributes) "
+            "VALUES (%s, 'Boots', %s, 'shoes', 10, %s, %s) RETURNING id",
+            (f"toast-{secrets.token_hex(4)}", description, tags, json.dumps(attributes)),
+        ).fetchone()
+        assert row
+        pid = int(row[0])
+
+    def docs() -> dict[str, list[Any]]:
+        return platform.online(
+            "product_documents", "product_id", [pid], ["description", "embedding", "price"]
+        )
+
+    wait_until(lambda: docs()["embedding"] != [None], 90, "the product's first vector")
+    first_vector = np.asarray(docs()["embedding"][0])
+
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute("UPDATE products SET price = 11 WHERE id = %s", (pid,))
+    wait_until(lambda: docs()["price"] == [11.0], 60, "the price update online")
+
+    got = docs()
+    assert got["description"] == [description]
+    assert np.allclose(
+        np.asarray(got["embedding"][0]), first_vector
+    )  # the text's vector, not the placeholder's
+    details = platform.online("product_details", "product_id", [pid], ["description", "tags", "price"])
+    assert (
+        details["description"] == [description] and details["tags"] == [tags] and details["price"] == [11.0]
+    )
+    extras = platform.online("product_extras", "product_id", [pid], ["attributes", "tags"])
+    assert json.loads(extras["attributes"][0]) == attributes and extras["tags"] == [tags]
+
+    for view in ("product_details", "product_documents", "product_extras"):
+        rows = history(platform, view, pid)
+        assert len(rows) >= 2, f"{view}: {len(rows)} history rows"
+        latest = rows[-1]
+        assert latest["description"] == description, f"{view}: latest history row lost the description"
+        assert PLACEHOLDER not in json.dumps(latest, default=str), f"{view}: placeholder in history"
+    assert not platform.dead_letters()
+
+
+BROKEN_VIEW = """
+from datetime import timedelta
+from entities import customer
+from feast import FeatureView, Field, FileSource, PushSource
+from feast.types import Int64, String
+customer_broken = FeatureView(
+    name="customer_broken", entities=[customer], ttl=timedelta(0),
+    schema=[Field(name="customer_id", dtype=Int64), Field(name="segment", dtype=String)],
+    source=PushSource(name="customer_broken_push", batch_source=FileSource(
+        name="customer_broken_history", path="data/offline/customer_broken",
+        timestamp_field="event_timestamp", created_timestamp_column="ingested_at")),
+    tags={"cdc.table": "public.customers", "cdc.key": "customer_id"},
+)
+"""
+
+
+def test_a_poison_value_and_a_broken_view_stop_nothing_else(stack: StackHandle, platform: Platform) -> None:
+    # Plain `feast apply` accepts the malformed cdc.key (featurectl feast-apply would refuse it).
+    (platform.repo / "customer_broken.py").write_text(BROKEN_VIEW)
+    (platform.suites / "customer_broken.json").write_text('{"name": "customer_broken", "expectations": []}')
+    feast_apply(platform.repo)
+    proc = platform.start_processor()
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        poison = insert_customer(conn, "gold")
+        # Valid in Postgres, beyond Python's datetime: the online store cannot represent it.
+        conn.execute("UPDATE customers SET birth_date = '12000-01-01' WHERE id = %s", (poison,))
+        good = insert_customer(conn, "silver")
+        product = conn.execute(
+            "INSERT INTO products (sku, name, description, category, price) "
+            "VALUES (%s, 'Mug', 'A mug', 'kitchen', 5) RETURNING id",
+            (f"poison-{secrets.token_hex(4)}",),
+        ).fetchone()
+        assert product
+        conn.execute("UPDATE products SET price = 6 WHERE id = %s", (product[0],))
+
+    wait_until(
+        lambda: (
+            platform.online("customer_profile", "customer_id", [good], ["segment"])["segment"] == ["silver"]
+        ),
+        90,
+        "the customer inserted after the poison value",
+    )
+    wait_until(
+        lambda: platform.online("product_details", "product_id", [product[0]], ["price"])["price"] == [6.0],
+        60,
+        "the product update",
+    )
+
+    def letters() -> list[Any]:
+        return platform.dead_letters()
+
+    def poison_letter() -> Any:
+        return next((d for d in letters() if d.offset is not None and b"12000" in (d.value or b"")), None)
+
+    letter = wait_until(poison_letter, 60, "the poison record in the dead-letter topic")
+    assert "cannot be written" in letter.reason
+    broken = [d for d in letters() if d.feature_view == "customer_broken"]
+    assert broken and all("cdc.key='customer_id' is malformed" in d.reason for d in broken)
+    assert proc.poll() is None
+    assert "customer_broken is not materialised" in platform.log()
