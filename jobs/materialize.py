@@ -75,10 +75,7 @@ class Materializer:
                 report.history_rows += 1
                 ident = json.dumps([record[k] for k in keys], default=str)
                 held = latest.get(ident)
-                if held is None or (record["event_timestamp"], record["cdc_version"]) >= (
-                    held["event_timestamp"],
-                    held["cdc_version"],
-                ):
+                if held is None or _order(record) >= _order(held):
                     latest[ident] = record
                 if watermark is None or record["ingested_at"] > watermark:
                     watermark = record["ingested_at"]
@@ -102,6 +99,7 @@ class Materializer:
                     record["cdc_op"] or "m",
                     f"materialize {directory.name}",
                     spec.fingerprint if spec else None,
+                    record["cdc_version_minor"] or 0,
                 )
             )
         online = SqliteOnlineSink(self.store)
@@ -121,3 +119,8 @@ class Materializer:
             state.parent.mkdir(parents=True, exist_ok=True)
             state.write_text(json.dumps({"watermark": report.watermark}))
         return report
+
+
+def _order(record: dict[str, Any]) -> tuple[Any, int, int]:
+    """Which of two history rows of an entity is later: event time, then version (streams/ordering.py)."""
+    return (record["event_timestamp"], record["cdc_version"] or 0, record["cdc_version_minor"] or 0)

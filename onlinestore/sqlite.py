@@ -69,9 +69,12 @@ VERSIONS = "featurectl_versions"
 
 
 def ensure_versions_table(conn: Any) -> None:
-    """The version (WAL position) of the last change applied to each entity of each view, deletes included."""
+    """The version (streams/ordering.py) of the last change applied to each entity of each view, deletes included."""
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {VERSIONS} (view TEXT NOT NULL, entity_key BLOB NOT NULL, "
-        "version INTEGER NOT NULL, deleted INTEGER NOT NULL, join_keys TEXT NOT NULL, "
-        "PRIMARY KEY (view, entity_key))"
+        "version INTEGER NOT NULL, version_minor INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL, "
+        "join_keys TEXT NOT NULL, PRIMARY KEY (view, entity_key))"
     )
+    columns = {row[1] for row in conn.execute(f"PRAGMA table_info({VERSIONS})")}
+    if "version_minor" not in columns:  # a store written before versions had two parts
+        conn.execute(f"ALTER TABLE {VERSIONS} ADD COLUMN version_minor INTEGER NOT NULL DEFAULT 0")

@@ -49,6 +49,7 @@ class ChangeEvent:
     tx_id: int | None
     snapshot: str | None
     table: str | None
+    sequence: tuple[int | None, int | None] | None = None  # Debezium source.sequence (streams/ordering.py)
 
     @property
     def is_tombstone(self) -> bool:
@@ -69,6 +70,20 @@ def _json(raw: bytes | str | None, what: str, where: str) -> Any:
             f"{where}: message {what} is not valid JSON ({exc})",
             "the record goes to the dead-letter topic; check the producer of this topic",
         ) from None
+
+
+def _sequence(raw: Any) -> tuple[int | None, int | None] | None:
+    """``source.sequence``: a JSON string of two LSNs as strings, either may be null."""
+    try:
+        pair = json.loads(raw) if isinstance(raw, str) else raw
+        if isinstance(pair, list) and len(pair) == 2:
+            return (
+                int(pair[0]) if pair[0] is not None else None,
+                int(pair[1]) if pair[1] is not None else None,
+            )
+    except (ValueError, TypeError):
+        pass
+    return None
 
 
 def decode(msg: KafkaMessage) -> ChangeEvent:
@@ -105,6 +120,7 @@ def decode(msg: KafkaMessage) -> ChangeEvent:
         source_ts_ms=source.get("ts_ms"),
         source_ts_us=source.get("ts_us"),
         lsn=source.get("lsn"),
+        sequence=_sequence(source.get("sequence")),
         tx_id=source.get("txId"),
         snapshot=str(source["snapshot"]) if source.get("snapshot") not in (None, "false") else None,
         table=table,

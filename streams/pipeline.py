@@ -25,6 +25,7 @@ from streams.dlq import DeadLetterSink
 from streams.embed import EmbeddingStep
 from streams.events import ChangeEvent, DecodeError, KafkaMessage, decode
 from streams.freshness import Freshness
+from streams.ordering import version_of
 from streams.routes import Route
 from streams.sinks.base import DELETE, UPSERT, OnlineSink, Sink, SinkRow
 from streams.toast import unavailable_columns, unresolved_reason
@@ -147,6 +148,7 @@ class Pipeline:
                     continue
                 deleted = p.event.op == "d"
                 features = {} if deleted else {k: v for k, v in p.row.items() if k not in keys}
+                version, minor = version_of(p.event)
                 rows.append(
                     SinkRow(
                         view,
@@ -154,9 +156,10 @@ class Pipeline:
                         keys,
                         features,
                         commit_time(p.event),
-                        p.event.lsn or 0,
+                        version,
                         p.event.op,
                         p.event.where,
+                        version_minor=minor,
                     )
                 )
                 sources.append(p)
@@ -170,7 +173,7 @@ class Pipeline:
                             self.dead_letters.add(p.msg, str(exc), view=view, attempt=attempt)
                             stats.dead_letters += 1
                     rows = [r for r in rows if r.op == DELETE]
-            rows.sort(key=lambda r: r.version)
+            rows.sort(key=lambda r: r.order)
             self.online.add(rows)
             self.offline.add(rows)
             stats.rows += len(rows)
@@ -215,9 +218,9 @@ class Pipeline:
         return kept
 
     def _truncate(self, event: ChangeEvent, route: Route) -> None:
-        when, version = commit_time(event), event.lsn or 0
+        when, (version, minor) = commit_time(event), version_of(event)
         rows = [
-            SinkRow(route.view, DELETE, keys, {}, when, version, "t", event.where)
+            SinkRow(route.view, DELETE, keys, {}, when, version, "t", event.where, version_minor=minor)
             for keys in self.online.live_keys(route.view)
         ]
         logger.info(

@@ -32,10 +32,16 @@ class SinkRow:
     keys: dict[str, Any]  # join key -> value
     features: dict[str, Any]  # feature -> value; empty for a delete
     event_time: datetime  # Postgres commit time
-    version: int  # per-entity order: the change's WAL position (Debezium source.lsn)
+    version: int  # per-entity order, first part: commit position (streams/ordering.py)
     cdc_op: str  # c, u, r, d
     source: str  # topic[partition] offset=N, for logs and lineage
     model: str | None = None  # fingerprint of the model that computed the row's vector features
+    version_minor: int = 0  # second part: the change's position in its transaction, -1 for a snapshot read
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """The full version; a row applies only over a stored one that is not higher."""
+        return (self.version, self.version_minor)
 
 
 class Sink(ABC):

@@ -57,6 +57,7 @@ META_COLUMNS: dict[str, pa.DataType] = {
     "cdc_op": pa.string(),
     "cdc_deleted": pa.bool_(),
     "cdc_version": pa.int64(),
+    "cdc_version_minor": pa.int64(),  # with cdc_version: the row's version (streams/ordering.py)
     "cdc_source": pa.string(),
     # Which model computed the row's vector features (history spans model changes).
     "cdc_embedding_model": pa.string(),
@@ -133,6 +134,7 @@ class ParquetOfflineSink(Sink):
                 "cdc_op": [r.cdc_op for r in rows],
                 "cdc_deleted": [r.op == "delete" for r in rows],
                 "cdc_version": [r.version for r in rows],
+                "cdc_version_minor": [r.version_minor for r in rows],
                 "cdc_source": [r.source for r in rows],
                 "cdc_embedding_model": [r.model for r in rows],
             }

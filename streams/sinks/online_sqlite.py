@@ -98,7 +98,7 @@ class SqliteOnlineSink(OnlineSink):
             view = views.get(row.view) or views.setdefault(row.view, self._view(row.view))
             ident = (row.view, self._entity_key(view, row.keys))
             held = latest.get(ident)
-            if held is None or row.version >= held[0].version:
+            if held is None or row.order >= held[0].order:
                 latest[ident] = (row, view)
         applied: list[SinkRow] = []
         # BEGIN IMMEDIATE takes the write lock before the stored versions are read, so the check and
@@ -109,7 +109,7 @@ class SqliteOnlineSink(OnlineSink):
             current = self._current_versions(list(latest))
             upserts: dict[str, list[tuple[bytes, SinkRow]]] = {}
             for (view_name, key), (row, view) in latest.items():
-                if row.version < current.get((view_name, key), -1):
+                if row.order < current.get((view_name, key), (-1, -1)):
                     continue  # an older change than the one already applied
                 if row.op == DELETE:
                     table = compute_table_id(self.project, view, self.versioning)
@@ -121,13 +121,15 @@ class SqliteOnlineSink(OnlineSink):
                 self._upsert(views[view_name], items)
             self._write_vectors(views, latest, applied)
             self._conn.executemany(
-                f"INSERT INTO {VERSIONS} (view, entity_key, version, deleted, join_keys) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (view, entity_key) DO UPDATE SET version = excluded.version, deleted = excluded.deleted",
+                f"INSERT INTO {VERSIONS} (view, entity_key, version, version_minor, deleted, join_keys) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (view, entity_key) DO UPDATE SET "
+                "version = excluded.version, version_minor = excluded.version_minor, deleted = excluded.deleted",
                 [
                     (
                         r.view,
                         self._entity_key(views[r.view], r.keys),
                         r.version,
+                        r.version_minor,
                         int(r.op == DELETE),
                         json.dumps(r.keys, default=str),
                     )
@@ -137,16 +139,16 @@ class SqliteOnlineSink(OnlineSink):
         self._pending.clear()
         return applied
 
-    def _current_versions(self, idents: list[tuple[str, bytes]]) -> dict[tuple[str, bytes], int]:
-        out: dict[tuple[str, bytes], int] = {}
+    def _current_versions(self, idents: list[tuple[str, bytes]]) -> dict[tuple[str, bytes], tuple[int, int]]:
+        out: dict[tuple[str, bytes], tuple[int, int]] = {}
         for i in range(0, len(idents), 400):  # SQLite's bound-parameter limit
             chunk = idents[i : i + 400]
             clause = " OR ".join("(view = ? AND entity_key = ?)" for _ in chunk)
             params = [p for ident in chunk for p in ident]
-            for view, key, version in self._conn.execute(
-                f"SELECT view, entity_key, version FROM {VERSIONS} WHERE {clause}", params
+            for view, key, version, minor in self._conn.execute(
+                f"SELECT view, entity_key, version, version_minor FROM {VERSIONS} WHERE {clause}", params
             ):
-                out[(view, key)] = version
+                out[(view, key)] = (version, minor)
         return out
 
     def _spec(self, view: FeatureView) -> EmbeddingSpec | None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -12,10 +16,15 @@ import psycopg
 import pyarrow.dataset as ds
 import pytest
 
+from featurectl.settings import PROJECT_ROOT
+from onlinestore.sqlite import VERSIONS
+from onlinestore.sqlite import connect as sqlite_connect
+from streams.sinks.base import UPSERT, SinkRow
+from streams.sinks.online_sqlite import SqliteOnlineSink
 from streams.store import feast_apply
 from streams.toast import PLACEHOLDER
 from tests.integration.conftest import StackHandle
-from tests.integration.helpers import wait_until
+from tests.integration.helpers import read_until, wait_until
 from tests.integration.platform import Platform
 from tests.integration.test_processor import insert_customer
 
@@ -176,3 +185,84 @@ def test_a_poison_value_and_a_broken_view_stop_nothing_else(stack: StackHandle, 
     assert broken and all("cdc.key='customer_id' is malformed" in d.reason for d in broken)
     assert proc.poll() is None
     assert "customer_broken is not materialised" in platform.log()
+
+
+def test_a_snapshot_repairs_a_wrong_row_and_never_beats_a_change_committed_after_its_read(
+    stack: StackHandle, signal_platform: Platform
+) -> None:
+    platform = signal_platform
+    platform.start_processor()
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        wrong, racing = insert_customer(conn, "gold", 100.0), insert_customer(conn, "gold", 200.0)
+
+    def credit(ids: list[int]) -> list[Any]:
+        return platform.online("customer_profile", "customer_id", ids, ["credit_limit"])["credit_limit"]  # type: ignore[no-any-return]
+
+    wait_until(lambda: credit([wrong, racing]) == [100.0, 200.0], 90, "both customers online")
+
+    # Plant a wrong value under the stored version, as a bug or a bad manual write would.
+    sink = SqliteOnlineSink(platform.store())
+    conn = sqlite_connect(sink.path)
+    version, minor = conn.execute(
+        f"SELECT version, version_minor FROM {VERSIONS} WHERE view = 'customer_profile' AND join_keys = ?",
+        (json.dumps({"customer_id": wrong}),),
+    ).fetchone()
+    conn.close()
+    planted = {"country": "GB", "segment": "gold", "credit_limit": -1.0, "birth_date": None}
+    when = datetime.now(UTC)
+    sink.add(
+        [
+            SinkRow(
+                "customer_profile",
+                UPSERT,
+                {"customer_id": wrong},
+                planted,
+                when,
+                version,
+                "u",
+                "planted",
+                None,
+                minor,
+            )
+        ]
+    )
+    sink.flush()
+    sink.close()
+    assert credit([wrong]) == [-1.0]
+
+    # A transaction changes the other customer, and stays open while the snapshot reads its row.
+    racer = psycopg.connect(stack.app)
+    racer.execute("UPDATE customers SET credit_limit = 777 WHERE id = %s", (racing,))
+    snap = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from featurectl.cli import main; main()",
+            "snapshot",
+            "public.customers",
+            "--wait",
+            "240",
+            "--file",
+            str(platform.definition.path),
+        ],
+        env={**os.environ, **platform.env},
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        read_until(
+            platform.settings,
+            [platform.topic("public.customers")],
+            lambda events: {wrong, racing} <= {(e.key or {}).get("id") for e in events if e.op == "r"},
+            timeout_s=240,
+        )
+    finally:
+        racer.commit()  # committed after its row was read: its change must win over the read
+        racer.close()
+    out, _ = snap.communicate(timeout=300)
+    assert snap.returncode == 0, out
+
+    wait_until(
+        lambda: credit([wrong, racing]) == [100.0, 777.0], 120, "the repair and the racing commit online"
+    )

@@ -108,7 +108,7 @@ class MemorySink(OnlineSink):
         applied = []
         for r in self.pending:
             ident = (r.view, json.dumps(r.keys, sort_keys=True))
-            if ident in self.state and self.state[ident].version > r.version:
+            if ident in self.state and self.state[ident].order > r.order:
                 continue
             self.state[ident] = r
             applied.append(r)
