@@ -66,6 +66,7 @@ def connect(path: Path | str, timeout: float = 30.0) -> Any:
 
 
 VERSIONS = "featurectl_versions"
+BARRIERS = "featurectl_barriers"
 
 
 def ensure_versions_table(conn: Any) -> None:
@@ -74,6 +75,11 @@ def ensure_versions_table(conn: Any) -> None:
         f"CREATE TABLE IF NOT EXISTS {VERSIONS} (view TEXT NOT NULL, entity_key BLOB NOT NULL, "
         "version INTEGER NOT NULL, version_minor INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL, "
         "join_keys TEXT NOT NULL, PRIMARY KEY (view, entity_key))"
+    )
+    # A TRUNCATE per view: rows older than it are refused (streams/ordering.py).
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {BARRIERS} (view TEXT PRIMARY KEY, version INTEGER NOT NULL, "
+        "version_minor INTEGER NOT NULL)"
     )
     columns = {row[1] for row in conn.execute(f"PRAGMA table_info({VERSIONS})")}
     if "version_minor" not in columns:  # a store written before versions had two parts

@@ -224,8 +224,13 @@ class Pipeline:
             for keys in self.online.live_keys(route.view)
         ]
         logger.info(
-            "%s: TRUNCATE of %s deletes %d entities of %s", event.where, route.table, len(rows), route.view
+            "%s: TRUNCATE of %s deletes %d entities of %s; older changes of it are refused from now on",
+            event.where,
+            route.table,
+            len(rows),
+            route.view,
         )
+        self.online.add_barrier(route.view, (version, minor))
         self.online.add(rows)
         self.offline.add(rows)
 

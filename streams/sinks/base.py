@@ -66,6 +66,13 @@ class Sink(ABC):
 class OnlineSink(Sink):
     """An online store sink also knows which entities it currently holds (for a TRUNCATE)."""
 
+    skipped_older: int = 0  # rows not applied because the store held a newer version (cumulative)
+
+    @abstractmethod
+    def add_barrier(self, view: str, version: tuple[int, int]) -> None:
+        """A TRUNCATE of ``view``'s table at ``version``: from the next flush on, the store refuses every
+        row of ``view`` older than it, whichever partition it comes from (flushed with the rows)."""
+
     @abstractmethod
     def live_keys(self, view: str) -> list[dict[str, Any]]:
         """Join keys of every entity of ``view`` present now."""

@@ -33,7 +33,7 @@ from feast.type_map import feast_value_type_to_python_type, python_values_to_pro
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
 from featurectl.errors import ConfigError, TransientError
 from onlinestore.feast_store import TYPE as VECTOR_STORE_TYPE
-from onlinestore.sqlite import VERSIONS, connect, ensure_versions_table
+from onlinestore.sqlite import BARRIERS, VERSIONS, connect, ensure_versions_table
 from onlinestore.vectors import (
     StoredVector,
     VectorTable,
@@ -66,6 +66,7 @@ class SqliteOnlineSink(OnlineSink):
         self.key_version = config.entity_key_serialization_version
         self.versioning = config.registry.enable_online_feature_view_versioning
         self._pending: list[SinkRow] = []
+        self._barriers: dict[str, tuple[int, int]] = {}
         # WAL (set by connect): readers (feast serve, model services) are not blocked by the writer.
         self._conn = connect(self.path)
         ensure_versions_table(self._conn)
@@ -77,6 +78,10 @@ class SqliteOnlineSink(OnlineSink):
 
     def discard(self) -> None:
         self._pending.clear()
+        self._barriers.clear()
+
+    def add_barrier(self, view: str, version: tuple[int, int]) -> None:
+        self._barriers[view] = max(version, self._barriers.get(view, version))
 
     def _view(self, name: str) -> FeatureView:
         return self.store.get_feature_view(name)
@@ -89,7 +94,7 @@ class SqliteOnlineSink(OnlineSink):
         return serialize_entity_key(proto, entity_key_serialization_version=self.key_version)
 
     def flush(self) -> list[SinkRow]:
-        if not self._pending:
+        if not self._pending and not self._barriers:
             return []
         # Within a batch only each entity's latest change matters.
         latest: dict[tuple[str, bytes], tuple[SinkRow, FeatureView]] = {}
@@ -101,16 +106,21 @@ class SqliteOnlineSink(OnlineSink):
             if held is None or row.order >= held[0].order:
                 latest[ident] = (row, view)
         applied: list[SinkRow] = []
+        skipped: list[SinkRow] = []
         # BEGIN IMMEDIATE takes the write lock before the stored versions are read, so the check and
         # the write are one atomic step: another writer (materialize, replay, a processor that lost
         # its partitions) waits for this transaction and cannot slip a newer row in between.
         self._conn.execute("BEGIN IMMEDIATE")
         with self._conn:  # one transaction: all or nothing
+            barriers = self._write_barriers({view for view, _ in latest})
             current = self._current_versions(list(latest))
             upserts: dict[str, list[tuple[bytes, SinkRow]]] = {}
             for (view_name, key), (row, view) in latest.items():
-                if row.order < current.get((view_name, key), (-1, -1)):
-                    continue  # an older change than the one already applied
+                if row.order < max(
+                    current.get((view_name, key), (-1, -1)), barriers.get(view_name, (-1, -1))
+                ):
+                    skipped.append(row)  # an older change than the one already applied
+                    continue
                 if row.op == DELETE:
                     table = compute_table_id(self.project, view, self.versioning)
                     self._conn.execute(f'DELETE FROM "{table}" WHERE entity_key = ?', (key,))
@@ -137,7 +147,35 @@ class SqliteOnlineSink(OnlineSink):
                 ],
             )
         self._pending.clear()
+        if skipped:
+            self.skipped_older += len(skipped)
+            logger.info(
+                "%d row(s) older than what the online store holds were skipped, e.g. %s %s version %s",
+                len(skipped),
+                skipped[0].view,
+                skipped[0].source,
+                skipped[0].order,
+            )
         return applied
+
+    def _write_barriers(self, views: set[str]) -> dict[str, tuple[int, int]]:
+        """Store the pending TRUNCATE barriers (never lowering one); return those of ``views`` and the new ones."""
+        for view, (version, minor) in self._barriers.items():
+            self._conn.execute(
+                f"INSERT INTO {BARRIERS} (view, version, version_minor) VALUES (?, ?, ?) ON CONFLICT (view) DO "
+                "UPDATE SET version = excluded.version, version_minor = excluded.version_minor "
+                "WHERE (excluded.version, excluded.version_minor) > (version, version_minor)",
+                (view, version, minor),
+            )
+        self._barriers.clear()
+        wanted = sorted(views)
+        if not wanted:
+            return {}
+        marks = ", ".join("?" * len(wanted))
+        rows = self._conn.execute(
+            f"SELECT view, version, version_minor FROM {BARRIERS} WHERE view IN ({marks})", wanted
+        )
+        return {view: (version, minor) for view, version, minor in rows}
 
     def _current_versions(self, idents: list[tuple[str, bytes]]) -> dict[tuple[str, bytes], tuple[int, int]]:
         out: dict[tuple[str, bytes], tuple[int, int]] = {}

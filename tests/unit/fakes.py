@@ -93,6 +93,7 @@ class MemorySink(OnlineSink):
         self.pending: list[SinkRow] = []
         self.written: list[SinkRow] = []
         self.state: dict[tuple[str, str], SinkRow] = {}
+        self.barriers: dict[str, tuple[int, int]] = {}
         self.fail_flushes = fail_flushes
 
     def add(self, rows: Sequence[SinkRow]) -> None:
@@ -108,7 +109,10 @@ class MemorySink(OnlineSink):
         applied = []
         for r in self.pending:
             ident = (r.view, json.dumps(r.keys, sort_keys=True))
-            if ident in self.state and self.state[ident].order > r.order:
+            if (ident in self.state and self.state[ident].order > r.order) or r.order < self.barriers.get(
+                r.view, (-1, -1)
+            ):
+                self.skipped_older += 1
                 continue
             self.state[ident] = r
             applied.append(r)
@@ -118,6 +122,9 @@ class MemorySink(OnlineSink):
 
     def live_keys(self, view: str) -> list[dict[str, Any]]:
         return [r.keys for (v, _), r in self.state.items() if v == view and r.op != DELETE]
+
+    def add_barrier(self, view: str, version: tuple[int, int]) -> None:
+        self.barriers[view] = max(version, self.barriers.get(view, version))
 
     def current_features(self, view: str, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
         rows = [self.state.get((view, json.dumps(k, sort_keys=True))) for k in keys]

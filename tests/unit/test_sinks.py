@@ -62,6 +62,7 @@ def test_an_older_change_never_overwrites_a_newer_one(
     sink.add([row(1, 15, "stale")])
     assert sink.flush() == []
     assert online(fresh_store, 1)["segment"] == ["gold"]
+    assert sink.skipped_older == 1  # counted (and logged), never silent
 
 
 def test_same_change_twice_is_idempotent(fresh_store: FeatureStore, sink: SqliteOnlineSink) -> None:
@@ -133,3 +134,25 @@ def test_the_version_check_and_the_write_are_atomic_against_another_writer(fresh
     assert online(fresh_store, 1)["segment"] == ["newer"]
     a.close()
     b.close()
+
+
+def test_a_truncate_is_a_barrier_for_older_rows_from_any_partition(
+    fresh_store: FeatureStore, sink: SqliteOnlineSink
+) -> None:
+    sink.add([row(1, 10, "gold")])
+    sink.flush()
+    # TRUNCATE at version 20: the live entity is deleted, and the table's older changes are refused.
+    sink.add_barrier("customer_profile", (20, 0))
+    sink.add([row(1, 20, op=DELETE)])
+    sink.flush()
+    # An older change of another entity, still queued on another partition, arrives after it.
+    sink.add([row(2, 15, "from before the truncate")])
+    assert sink.flush() == []
+    sink.add([row(3, 25, "after")])
+    sink.flush()
+    assert online(fresh_store, 1, 2, 3)["segment"] == [None, None, "after"]
+    # A second sink (restart, another writer) sees the same barrier: it lives in the store.
+    again = SqliteOnlineSink(fresh_store)
+    again.add([row(2, 19, "still from before")])
+    assert again.flush() == []
+    again.close()
