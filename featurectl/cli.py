@@ -561,6 +561,35 @@ def process_cmd(ctx: click.Context, path: Path | None, group: str | None) -> Non
 
 
 @cli.group()
+def online() -> None:
+    """The online store the processor writes."""
+
+
+@online.command("reset")
+@click.option("--yes", is_flag=True, help="Really empty it (required).")
+@click.pass_context
+def online_reset(ctx: click.Context, yes: bool) -> None:
+    """Empty the online store (features, vectors, versions), for a source that was replaced.
+
+    Run it with every processor stopped, after the processor stopped saying the source's WAL positions
+    went backwards; then start the processor and `featurectl snapshot` the captured tables.
+    """
+    from streams.sinks.online_sqlite import SqliteOnlineSink
+    from streams.store import open_store
+
+    if not yes:
+        raise ConfigError("not reset: this empties the online store", "add --yes to confirm")
+    sink = SqliteOnlineSink(open_store(_settings(ctx)))
+    try:
+        held = sink.reset()
+    finally:
+        sink.close()
+    click.echo(
+        f"online store emptied ({held} entities); now start the processor and run `featurectl snapshot`"
+    )
+
+
+@cli.group()
 def dlq() -> None:
     """The dead-letter topic: records that could not be materialised, with the reason."""
 

@@ -30,3 +30,11 @@ class TransientError(FeatureCtlError):
 
 class ConfigError(FeatureCtlError):
     """A setting is unknown, malformed or missing."""
+
+
+class SourceChangedError(FeatureCtlError):
+    """The source is not the database the stores were built from: its WAL positions went backwards.
+
+    Neither transient nor one record's fault: every later change of an existing entity would be
+    skipped as older. The processor stops, and the operator recovers as the message says.
+    """

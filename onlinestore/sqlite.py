@@ -84,3 +84,5 @@ def ensure_versions_table(conn: Any) -> None:
     columns = {row[1] for row in conn.execute(f"PRAGMA table_info({VERSIONS})")}
     if "version_minor" not in columns:  # a store written before versions had two parts
         conn.execute(f"ALTER TABLE {VERSIONS} ADD COLUMN version_minor INTEGER NOT NULL DEFAULT 0")
+    if "event_us" not in columns:  # commit time of the stored change: detects a source that went back
+        conn.execute(f"ALTER TABLE {VERSIONS} ADD COLUMN event_us INTEGER")

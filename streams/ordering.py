@@ -21,14 +21,34 @@ more), so it never overrides a change committed after the read. The connector's 
 reads carry the snapshot's ``lsn``, used the same way.
 
 Rows without a source position (backfill: version ``(0, 0)``) lose to every streamed change.
+
+A source whose positions went backwards (a restored or rebuilt cluster, a logical upgrade: positions
+start over) would make every later change of an existing entity look older. Within one cluster an
+entity's later change has both a higher version and a later commit time (row locks serialise its
+writers), so a streamed change with a *lower* version but a commit time more than ``REWIND_SLACK_US``
+*later* than the stored change can only come from another cluster: the store raises
+SourceChangedError, the processor stops, and README says how to recover. Re-deliveries, replays and
+materialisations carry old commit times and are simply skipped as older.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from featurectl.errors import SourceChangedError
 from streams.events import ChangeEvent
 
 Version = tuple[int, int]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 READ = -1  # the change position of a snapshot read: below any change streamed from its position on
+REWIND_SLACK_US = 1_000_000
+STREAMED_OPS = frozenset({"c", "u", "d"})
+RECOVERY = (
+    "stop every processor; `featurectl online reset --yes` (empties the online store and its versions); "
+    "start the processor again; then `featurectl snapshot <schema.table> ... --wait 3600` re-reads every "
+    "row of the captured tables from the new source"
+)
 
 
 def version_of(event: ChangeEvent) -> Version:
@@ -40,3 +60,20 @@ def version_of(event: ChangeEvent) -> Version:
         return (base or 0, READ)
     base = commit_before if commit_before is not None else lsn
     return (base or 0, lsn or 0)
+
+
+def epoch_us(when: datetime) -> int:
+    """A timezone-aware time as integer microseconds since the epoch (how the store keeps commit times)."""
+    return (when - EPOCH) // timedelta(microseconds=1)
+
+
+def check_not_rewound(row: Any, stored: Version, stored_us: int) -> None:
+    """Raise SourceChangedError if ``row`` (older than ``stored``) was committed clearly after it."""
+    if row.cdc_op in STREAMED_OPS and epoch_us(row.event_time) > stored_us + REWIND_SLACK_US:
+        raise SourceChangedError(
+            f"the source's WAL positions went backwards: {row.view} {row.keys} changed at "
+            f"{row.event_time.isoformat()} with version {row.order}, below the stored {stored} of a change "
+            f"committed earlier ({row.source}). Postgres was restored, rebuilt or replaced, and every later "
+            "change of an existing entity would be skipped as older",
+            RECOVERY,
+        )

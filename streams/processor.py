@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from feast import FeatureStore
 
 from embeddings.models import load_embedder
-from featurectl.errors import ConfigError, FeatureCtlError
+from featurectl.errors import ConfigError, FeatureCtlError, SourceChangedError
 from featurectl.settings import Settings
 from streams.dlq import DeadLetterSink
 from streams.faults import describe, is_transient
@@ -163,6 +163,9 @@ class Processor:
                     try:
                         self._handle(consumer, messages)
                         backoff = 0.5
+                    except SourceChangedError:
+                        logger.critical("stopping: the source database changed under the stores")
+                        raise
                     except FeatureCtlError as exc:
                         # Expected and explained (e.g. a model change not yet seen): no traceback.
                         logger.warning(
@@ -239,6 +242,9 @@ class Processor:
         try:
             stats = self.pipeline.process(messages)
             return stats, self.pipeline.flush()
+        except SourceChangedError:
+            self.pipeline.discard()
+            raise
         except Exception as exc:
             self.pipeline.discard()
             if is_transient(exc):

@@ -42,6 +42,7 @@ from onlinestore.vectors import (
     ensure_models_table,
     vector_tables,
 )
+from streams.ordering import check_not_rewound, epoch_us
 from streams.sinks.base import DELETE, OnlineSink, SinkRow
 
 logger = logging.getLogger(__name__)
@@ -116,9 +117,10 @@ class SqliteOnlineSink(OnlineSink):
             current = self._current_versions(list(latest))
             upserts: dict[str, list[tuple[bytes, SinkRow]]] = {}
             for (view_name, key), (row, view) in latest.items():
-                if row.order < max(
-                    current.get((view_name, key), (-1, -1)), barriers.get(view_name, (-1, -1))
-                ):
+                stored, stored_us = current.get((view_name, key), ((-1, -1), None))
+                if row.order < max(stored, barriers.get(view_name, (-1, -1))):
+                    if row.order < stored and stored_us is not None:
+                        check_not_rewound(row, stored, stored_us)
                     skipped.append(row)  # an older change than the one already applied
                     continue
                 if row.op == DELETE:
@@ -131,15 +133,17 @@ class SqliteOnlineSink(OnlineSink):
                 self._upsert(views[view_name], items)
             self._write_vectors(views, latest, applied)
             self._conn.executemany(
-                f"INSERT INTO {VERSIONS} (view, entity_key, version, version_minor, deleted, join_keys) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (view, entity_key) DO UPDATE SET "
-                "version = excluded.version, version_minor = excluded.version_minor, deleted = excluded.deleted",
+                f"INSERT INTO {VERSIONS} (view, entity_key, version, version_minor, event_us, deleted, join_keys) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (view, entity_key) DO UPDATE SET "
+                "version = excluded.version, version_minor = excluded.version_minor, "
+                "event_us = excluded.event_us, deleted = excluded.deleted",
                 [
                     (
                         r.view,
                         self._entity_key(views[r.view], r.keys),
                         r.version,
                         r.version_minor,
+                        epoch_us(r.event_time),
                         int(r.op == DELETE),
                         json.dumps(r.keys, default=str),
                     )
@@ -177,16 +181,20 @@ class SqliteOnlineSink(OnlineSink):
         )
         return {view: (version, minor) for view, version, minor in rows}
 
-    def _current_versions(self, idents: list[tuple[str, bytes]]) -> dict[tuple[str, bytes], tuple[int, int]]:
-        out: dict[tuple[str, bytes], tuple[int, int]] = {}
+    def _current_versions(
+        self, idents: list[tuple[str, bytes]]
+    ) -> dict[tuple[str, bytes], tuple[tuple[int, int], int | None]]:
+        """Stored (version, commit time in µs) per entity."""
+        out: dict[tuple[str, bytes], tuple[tuple[int, int], int | None]] = {}
         for i in range(0, len(idents), 400):  # SQLite's bound-parameter limit
             chunk = idents[i : i + 400]
             clause = " OR ".join("(view = ? AND entity_key = ?)" for _ in chunk)
             params = [p for ident in chunk for p in ident]
-            for view, key, version, minor in self._conn.execute(
-                f"SELECT view, entity_key, version, version_minor FROM {VERSIONS} WHERE {clause}", params
+            for view, key, version, minor, event_us in self._conn.execute(
+                f"SELECT view, entity_key, version, version_minor, event_us FROM {VERSIONS} WHERE {clause}",
+                params,
             ):
-                out[(view, key)] = (version, minor)
+                out[(view, key)] = ((version, minor), event_us)
         return out
 
     def _spec(self, view: FeatureView) -> EmbeddingSpec | None:
@@ -303,6 +311,24 @@ class SqliteOnlineSink(OnlineSink):
             "created_ts = excluded.created_ts",
             params,
         )
+
+    def reset(self) -> int:
+        """Empty the online store: every view's rows and vectors, the versions and the barriers.
+
+        For a source that was replaced (SourceChangedError); the tables stay, so readers keep working
+        and see every entity as absent until the processor and a snapshot fill them again. Returns the
+        number of entities the store held."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        with self._conn:
+            (held,) = self._conn.execute(f"SELECT count(*) FROM {VERSIONS} WHERE deleted = 0").fetchone()
+            for view in self.store.list_feature_views():
+                table = compute_table_id(self.project, view, self.versioning)
+                self._conn.execute(f'DELETE FROM "{table}"')
+                for name in vector_tables(self._conn, self.project, view.name):
+                    self._conn.execute(f'DELETE FROM "{name}"')
+            self._conn.execute(f"DELETE FROM {VERSIONS}")
+            self._conn.execute(f"DELETE FROM {BARRIERS}")
+        return int(held)
 
     def live_keys(self, view: str) -> list[dict[str, Any]]:
         """Join keys of every entity of ``view`` currently in the online store."""

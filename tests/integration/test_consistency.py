@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,9 +17,13 @@ import psycopg
 import pyarrow.dataset as ds
 import pytest
 
-from featurectl.settings import PROJECT_ROOT
+from connectors.definition import ConnectorDefinition
+from connectors.deploy import deploy, remove
+from featurectl.settings import PROJECT_ROOT, ensure_secrets_file
 from onlinestore.sqlite import VERSIONS
 from onlinestore.sqlite import connect as sqlite_connect
+from stack.launcher import GENERATED_SECRETS
+from stack.postgres import Postgres
 from streams.sinks.base import UPSERT, SinkRow
 from streams.sinks.online_sqlite import SqliteOnlineSink
 from streams.store import feast_apply
@@ -266,3 +271,52 @@ def test_a_snapshot_repairs_a_wrong_row_and_never_beats_a_change_committed_after
     wait_until(
         lambda: credit([wrong, racing]) == [100.0, 777.0], 120, "the repair and the racing commit online"
     )
+
+
+def test_a_new_source_cluster_whose_positions_went_backwards_stops_the_processor(
+    stack: StackHandle, platform: Platform, tmp_path: Path
+) -> None:
+    """A restore or rebuild: the same tables and keys, streamed from a cluster whose WAL starts over."""
+    proc = platform.start_processor()
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        cid = insert_customer(conn, "gold")
+        row = conn.execute("SELECT email FROM customers WHERE id = %s", (cid,)).fetchone()
+        assert row
+    wait_until(
+        lambda: platform.online("customer_profile", "customer_id", [cid], ["segment"])["segment"] == ["gold"],
+        90,
+        "the customer from the first cluster",
+    )
+
+    # The second cluster: same schema, roles and publication, its own WAL (positions start low).
+    second = stack.settings.model_copy(update={"data_dir": tmp_path / "second", "pg_port": 26532})
+    ensure_secrets_file(second.secrets_file, GENERATED_SECRETS)
+    pg = Postgres(second)
+    definition = ConnectorDefinition(
+        f"{platform.name}_second", dict(platform.definition.config), tmp_path / "second.json"
+    )
+    try:
+        pg.start()
+        pg.bootstrap(definition)  # its publication has the platform's name: same tables, same topics
+        with psycopg.connect(pg.app_conninfo(), autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO customers (id, email, full_name, country, segment, credit_limit) "
+                "VALUES (%s, %s, 'T', 'GB', 'gold', 100)",
+                (cid, row[0]),
+            )
+        deploy(second, definition, timeout_s=120)
+        with psycopg.connect(pg.app_conninfo(), autocommit=True) as conn:
+            conn.execute("UPDATE customers SET segment = 'platinum' WHERE id = %s", (cid,))
+
+        wait_until(lambda: proc.poll() is not None, 120, "the processor to stop")
+        log = platform.log()
+        assert proc.returncode == 1, log[-3000:]
+        assert "went backwards" in log and "featurectl online reset --yes" in log
+        # Nothing from the second cluster was applied over the first one's state.
+        assert platform.online("customer_profile", "customer_id", [cid], ["segment"])["segment"] == ["gold"]
+    finally:
+        try:
+            remove(second, definition)
+        finally:
+            pg.stop()
+            pg.wipe()

@@ -156,3 +156,37 @@ def test_a_truncate_is_a_barrier_for_older_rows_from_any_partition(
     again.add([row(2, 19, "still from before")])
     assert again.flush() == []
     again.close()
+
+
+def test_a_source_whose_positions_went_backwards_is_detected_not_skipped(
+    fresh_store: FeatureStore, sink: SqliteOnlineSink
+) -> None:
+    from featurectl.errors import SourceChangedError
+
+    sink.add([row(1, 5000, "gold")])  # committed at T0 + 5000 s
+    sink.flush()
+    # Re-delivered, replayed or materialised: older version and older commit time -> skipped.
+    sink.add([row(1, 10, "older")])
+    assert sink.flush() == []
+    # A new cluster: positions start low again, but the change is committed later than the stored one.
+    later = SinkRow(
+        "customer_profile",
+        UPSERT,
+        {"customer_id": 1},
+        {"segment": "new cluster"},
+        T0 + timedelta(hours=3),
+        10,
+        "u",
+        "t[0] offset=99",
+    )
+    sink.add([later])
+    with pytest.raises(SourceChangedError) as err:
+        sink.flush()
+    assert "went backwards" in str(err.value) and "featurectl online reset --yes" in str(err.value)
+    sink.discard()
+    assert online(fresh_store, 1)["segment"] == ["gold"]  # nothing half-applied
+    # The documented recovery: reset, then the new source's changes apply.
+    assert sink.reset() == 1
+    sink.add([later])
+    assert len(sink.flush()) == 1
+    assert online(fresh_store, 1)["segment"] == ["new cluster"]
