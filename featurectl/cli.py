@@ -537,6 +537,79 @@ def snapshot_cmd(
     _run_job(settings, f"snapshot-{definition.name}", schedule, job)
 
 
+@cli.command("verify")
+@click.argument("views", nargs=-1)
+@click.option("--chunk", type=int, default=5000, show_default=True, help="Rows per query.")
+@click.option(
+    "--repair", "do_repair", is_flag=True, help="Re-stream mismatched keys, delete keys Postgres lacks."
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=600,
+    show_default=True,
+    help="With --repair: how long to wait for it.",
+)
+@click.option("--show", type=int, default=20, show_default=True, help="Mismatches to print per view.")
+@CONNECTOR_FILE
+@click.pass_context
+def verify_cmd(
+    ctx: click.Context,
+    views: tuple[str, ...],
+    chunk: int,
+    do_repair: bool,
+    wait_s: float,
+    show: int,
+    path: Path | None,
+) -> None:
+    """Compare the online store with Postgres row by row (VIEWS, or every CDC view); exit 1 on any mismatch."""
+    from jobs.snapshot import snapshot
+    from jobs.verify import Verifier, repair
+    from stack.postgres import Postgres
+    from streams.routes import route_for
+    from streams.store import open_store
+
+    settings = _settings(ctx)
+    store = open_store(settings)
+    pg = Postgres(settings)
+    selected = [store.get_feature_view(v) for v in views] or [
+        v for v in store.list_feature_views() if v.tags.get("cdc.table")
+    ]
+    definition = _definition(path)
+    remaining = 0
+    for view in selected:
+        verifier = Verifier(store, pg.app_conninfo(), view, chunk)
+        report = verifier.run()
+        click.echo(
+            f"{view.name} ({report.table}): {report.checked} rows, {len(report.mismatches)} mismatches"
+        )
+        for mismatch in report.mismatches[:show]:
+            click.echo(f"  {mismatch}")
+        if report.mismatches and do_repair:
+            route = route_for(view)
+            assert route is not None
+
+            def restream(conditions: dict[str, str], table: str = route.table) -> object:
+                admin = pg.admin_conninfo(settings.pg_database)
+                return snapshot(settings.bootstrap_servers, admin, definition, [table], wait_s, conditions)
+
+            streamed, deleted = repair(report, store, route, restream)
+            click.echo(f"  repair: {streamed} re-streamed, {deleted} deleted; checking them again")
+            report = verifier.recheck(report, wait_s)
+            click.echo(f"  after repair: {len(report.mismatches)} mismatches")
+            for mismatch in report.mismatches[:show]:
+                click.echo(f"  {mismatch}")
+        remaining += len(report.mismatches)
+    if remaining:
+        raise FeatureCtlError(
+            f"the online store differs from Postgres in {remaining} entities",
+            "run `featurectl verify --repair` (the connector must capture the signal table), "
+            "and see `featurectl dlq list` for rows the processor refused",
+        )
+    click.echo("the online store equals Postgres")
+
+
 @cli.command("process")
 @CONNECTOR_FILE
 @click.option("--group", default=None, help="Consumer group (default FEATURECTL_PROCESSOR_GROUP).")

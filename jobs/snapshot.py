@@ -41,8 +41,17 @@ def _notifications_at_end(bootstrap: str, topic: str) -> Consumer:
     return consumer
 
 
-def request_snapshot(admin_conninfo: str, definition: ConnectorDefinition, tables: list[str]) -> str:
-    """Insert an ``execute-snapshot`` signal (incremental) for ``tables``; returns the signal id."""
+def request_snapshot(
+    admin_conninfo: str,
+    definition: ConnectorDefinition,
+    tables: list[str],
+    conditions: dict[str, str] | None = None,
+) -> str:
+    """Insert an ``execute-snapshot`` signal (incremental) for ``tables``; returns the signal id.
+
+    ``conditions``: per table, a SQL filter restricting the snapshot to some rows (Debezium's
+    ``additional-conditions``), e.g. ``{"public.customers": "id IN (1, 2)"}``.
+    """
     signal_table = definition.config.get("signal.data.collection")
     captured = definition.config.get("table.include.list", "").split(",")
     if not signal_table or signal_table not in captured:
@@ -56,7 +65,17 @@ def request_snapshot(admin_conninfo: str, definition: ConnectorDefinition, table
             f"connector {definition.name} does not capture {unknown}", f"name tables among {captured}"
         )
     signal_id = f"featurectl-{uuid.uuid4().hex[:12]}"
-    data = json.dumps({"data-collections": tables, "type": "incremental"})
+    request: dict[str, object] = {"data-collections": tables, "type": "incremental"}
+    if conditions:
+        request["additional-conditions"] = [
+            {"data-collection": t, "filter": f} for t, f in conditions.items()
+        ]
+    data = json.dumps(request)
+    if len(data) > 2048:  # the signal table's data column (varchar(2048))
+        raise ConfigError(
+            f"snapshot request for {tables} is {len(data)} characters, over the signal table's 2048",
+            "snapshot fewer keys at a time, or the whole table",
+        )
     with psycopg.connect(admin_conninfo, autocommit=True) as conn:
         conn.execute(
             f"INSERT INTO {signal_table} (id, type, data) VALUES (%s, 'execute-snapshot', %s)",
@@ -83,6 +102,7 @@ def snapshot(
     definition: ConnectorDefinition,
     tables: list[str],
     wait_s: float | None,
+    conditions: dict[str, str] | None = None,
 ) -> str:
     """Request the snapshot; with ``wait_s``, return only once Debezium reports it COMPLETED."""
     topic = definition.config.get("notification.sink.topic.name")
@@ -93,7 +113,7 @@ def snapshot(
             "set notification.enabled.channels=sink and notification.sink.topic.name, or run without --wait",
         )
     try:
-        signal_id = request_snapshot(admin_conninfo, definition, tables)
+        signal_id = request_snapshot(admin_conninfo, definition, tables, conditions)
         if consumer is None or wait_s is None:
             return signal_id
         for note in notifications(consumer, time.monotonic() + wait_s):

@@ -23,7 +23,7 @@ from embeddings.models import load_embedder
 from featurectl.errors import ConfigError, FeatureCtlError, SourceChangedError
 from featurectl.settings import Settings
 from streams.dlq import DeadLetterSink
-from streams.faults import describe, is_transient
+from streams.isolate import write_isolating
 from streams.offsets import next_offsets, rewind
 from streams.pipeline import BatchStats, Pipeline
 from streams.routes import load_routes
@@ -232,44 +232,8 @@ class Processor:
         )
 
     def _write(self, messages: Sequence[Message]) -> tuple[BatchStats, int]:
-        """Process and flush ``messages``; returns (stats, online rows applied).
-
-        A transient failure propagates (the caller backs off and re-reads the batch). A terminal one
-        is some record's fault: the batch is split in halves, each written on its own, down to the
-        single records that fail, which go to the dead-letter topic with the reason. One poison record
-        costs about 2·log2(batch) flushes, and every other record is written, in Kafka order.
-        """
-        try:
-            stats = self.pipeline.process(messages)
-            return stats, self.pipeline.flush()
-        except SourceChangedError:
-            self.pipeline.discard()
-            raise
-        except Exception as exc:
-            self.pipeline.discard()
-            if is_transient(exc):
-                raise
-            if len(messages) > 1:
-                logger.warning(
-                    "batch of %d messages failed (%s); writing it in halves to isolate the record(s) at fault",
-                    len(messages),
-                    describe(exc),
-                )
-                mid = len(messages) // 2
-                first, applied_first = self._write(messages[:mid])
-                second, applied_second = self._write(messages[mid:])
-                return first.merge(second), applied_first + applied_second
-            (msg,) = messages
-            logger.error(
-                "%s[%s] offset=%s cannot be written: %s",
-                msg.topic(),
-                msg.partition(),
-                msg.offset(),
-                describe(exc),
-            )
-            self.pipeline.dead_letters.add(msg, f"cannot be written to the feature stores: {describe(exc)}")
-            self.pipeline.dead_letters.flush()  # TransientError if Kafka is down: the batch is retried
-            return BatchStats(messages=1, dead_letters=1), 0
+        """Process and flush ``messages``; a poison record is isolated and dead-lettered (streams/isolate.py)."""
+        return write_isolating(self.pipeline, messages, self.pipeline.process)
 
 
 def _skip_error(msg: Message) -> bool:

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -23,7 +23,10 @@ from feast import FeatureStore
 from featurectl.errors import TransientError
 from featurectl.settings import Settings
 from streams.dlq import DeadLetter
+from streams.events import KafkaMessage
+from streams.isolate import write_isolating
 from streams.offsets import next_offsets
+from streams.pipeline import BatchStats
 from streams.processor import build_pipeline
 from streams.routes import load_routes
 
@@ -147,9 +150,18 @@ def replay(settings: Settings, store: FeatureStore, group: str = REPLAY_GROUP) -
         for letter in letters:
             groups[(letter.feature_view, letter.attempt + 1)].append(letter)
         for (view, attempt), batch in groups.items():
-            stats = pipeline.process([letter.message() for letter in batch], only_view=view, attempt=attempt)
+
+            def process(
+                messages: Sequence[KafkaMessage], v: str | None = view, a: int = attempt
+            ) -> BatchStats:
+                return pipeline.process(messages, only_view=v, attempt=a)
+
+            # A dead letter that still cannot be written is dead-lettered again; the rest is written.
+            stats, applied = write_isolating(
+                pipeline, [letter.message() for letter in batch], process, view, attempt
+            )
             result.dead_again += stats.dead_letters
-        result.materialised = pipeline.flush()
+            result.materialised += applied
         result.replayed = len(letters)
         if msgs:
             consumer.commit(offsets=next_offsets(msgs), asynchronous=False)

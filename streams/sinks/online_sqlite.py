@@ -312,6 +312,13 @@ class SqliteOnlineSink(OnlineSink):
             params,
         )
 
+    def stored_orders(self, view: str, keys: Sequence[dict[str, Any]]) -> list[tuple[int, int] | None]:
+        """Each entity's stored version (streams/ordering.py), or None if the store has none."""
+        feature_view = self._view(view)
+        idents = [(view, self._entity_key(feature_view, k)) for k in keys]
+        current = self._current_versions(idents)
+        return [current[i][0] if i in current else None for i in idents]
+
     def reset(self) -> int:
         """Empty the online store: every view's rows and vectors, the versions and the barriers.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,20 +17,21 @@ import numpy as np
 import psycopg
 import pyarrow.dataset as ds
 import pytest
+from psycopg import sql
 
-from connectors.definition import ConnectorDefinition
+from connectors.definition import ConnectorDefinition, load_definition
 from connectors.deploy import deploy, remove
 from featurectl.settings import PROJECT_ROOT, ensure_secrets_file
 from onlinestore.sqlite import VERSIONS
 from onlinestore.sqlite import connect as sqlite_connect
 from stack.launcher import GENERATED_SECRETS
-from stack.postgres import Postgres
+from stack.postgres import Postgres, ensure_publication
 from streams.sinks.base import UPSERT, SinkRow
 from streams.sinks.online_sqlite import SqliteOnlineSink
 from streams.store import feast_apply
 from streams.toast import PLACEHOLDER
 from tests.integration.conftest import StackHandle
-from tests.integration.helpers import read_until, wait_until
+from tests.integration.helpers import cli, read_until, unique, wait_until
 from tests.integration.platform import Platform
 from tests.integration.test_processor import insert_customer
 
@@ -60,6 +62,16 @@ def default_identity(stack: StackHandle) -> Iterator[None]:
         conn.execute("ALTER TABLE products REPLICA IDENTITY FULL")
 
 
+@pytest.fixture
+def made(stack: StackHandle) -> Iterator[list[tuple[str, int]]]:
+    """Rows a test adds to the shared shop tables, deleted afterwards (later tests search and snapshot them)."""
+    rows: list[tuple[str, int]] = []
+    yield rows
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        for table, rid in rows:
+            conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(sql.Identifier(table)), (rid,))
+
+
 def history(platform: Platform, view: str, product_id: int) -> list[dict[str, Any]]:
     path = platform.repo / "data" / "offline" / view
     if not path.exists():
@@ -69,7 +81,7 @@ def history(platform: Platform, view: str, product_id: int) -> list[dict[str, An
 
 
 def test_unchanged_toasted_values_stay_right_online_in_vectors_and_in_history(
-    stack: StackHandle, platform: Platform, default_identity: None
+    stack: StackHandle, platform: Platform, default_identity: None, made: list[tuple[str, int]]
 ) -> None:
     (platform.repo / "product_extras.py").write_text(EXTRAS_VIEW)
     (platform.suites / "product_extras.json").write_text(
@@ -96,6 +108,7 @@ def test_unchanged_toasted_values_stay_right_online_in_vectors_and_in_history(
         ).fetchone()
         assert row
         pid = int(row[0])
+        made.append(("products", pid))
 
     def docs() -> dict[str, list[Any]]:
         return platform.online(
@@ -146,7 +159,9 @@ customer_broken = FeatureView(
 """
 
 
-def test_a_poison_value_and_a_broken_view_stop_nothing_else(stack: StackHandle, platform: Platform) -> None:
+def test_a_poison_value_and_a_broken_view_stop_nothing_else(
+    stack: StackHandle, platform: Platform, made: list[tuple[str, int]]
+) -> None:
     # Plain `feast apply` accepts the malformed cdc.key (featurectl feast-apply would refuse it).
     (platform.repo / "customer_broken.py").write_text(BROKEN_VIEW)
     (platform.suites / "customer_broken.json").write_text('{"name": "customer_broken", "expectations": []}')
@@ -154,6 +169,7 @@ def test_a_poison_value_and_a_broken_view_stop_nothing_else(stack: StackHandle, 
     proc = platform.start_processor()
     with psycopg.connect(stack.app, autocommit=True) as conn:
         poison = insert_customer(conn, "gold")
+        made.append(("customers", poison))
         # Valid in Postgres, beyond Python's datetime: the online store cannot represent it.
         conn.execute("UPDATE customers SET birth_date = '12000-01-01' WHERE id = %s", (poison,))
         good = insert_customer(conn, "silver")
@@ -163,6 +179,7 @@ def test_a_poison_value_and_a_broken_view_stop_nothing_else(stack: StackHandle, 
             (f"poison-{secrets.token_hex(4)}",),
         ).fetchone()
         assert product
+        made.extend([("customers", good), ("products", int(product[0]))])
         conn.execute("UPDATE products SET price = 6 WHERE id = %s", (product[0],))
 
     wait_until(
@@ -191,14 +208,24 @@ def test_a_poison_value_and_a_broken_view_stop_nothing_else(stack: StackHandle, 
     assert proc.poll() is None
     assert "customer_broken is not materialised" in platform.log()
 
+    # Replaying the dead letters: the poison is dead-lettered again (attempt 2), replay does not crash.
+    replayed = cli("dlq", "replay", env=platform.env)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    wait_until(
+        lambda: any(d.attempt == 2 and b"12000" in (d.value or b"") for d in letters()),
+        60,
+        "the poison dead-lettered again by the replay",
+    )
+
 
 def test_a_snapshot_repairs_a_wrong_row_and_never_beats_a_change_committed_after_its_read(
-    stack: StackHandle, signal_platform: Platform
+    stack: StackHandle, signal_platform: Platform, made: list[tuple[str, int]]
 ) -> None:
     platform = signal_platform
     platform.start_processor()
     with psycopg.connect(stack.app, autocommit=True) as conn:
         wrong, racing = insert_customer(conn, "gold", 100.0), insert_customer(conn, "gold", 200.0)
+        made.extend([("customers", wrong), ("customers", racing)])
 
     def credit(ids: list[int]) -> list[Any]:
         return platform.online("customer_profile", "customer_id", ids, ["credit_limit"])["credit_limit"]  # type: ignore[no-any-return]
@@ -274,12 +301,13 @@ def test_a_snapshot_repairs_a_wrong_row_and_never_beats_a_change_committed_after
 
 
 def test_a_new_source_cluster_whose_positions_went_backwards_stops_the_processor(
-    stack: StackHandle, platform: Platform, tmp_path: Path
+    stack: StackHandle, platform: Platform, tmp_path: Path, made: list[tuple[str, int]]
 ) -> None:
     """A restore or rebuild: the same tables and keys, streamed from a cluster whose WAL starts over."""
     proc = platform.start_processor()
     with psycopg.connect(stack.app, autocommit=True) as conn:
         cid = insert_customer(conn, "gold")
+        made.append(("customers", cid))
         row = conn.execute("SELECT email FROM customers WHERE id = %s", (cid,)).fetchone()
         assert row
     wait_until(
@@ -320,3 +348,142 @@ def test_a_new_source_cluster_whose_positions_went_backwards_stops_the_processor
         finally:
             pg.stop()
             pg.wipe()
+
+
+GADGETS_VIEW = """
+from datetime import timedelta
+from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.types import Array, Float64, Int64, String, UnixTimestamp
+gadget = Entity(name="gadget", join_keys=["gadget_id"], value_type=ValueType.INT64)
+gadget_features = FeatureView(
+    name="gadget_features", entities=[gadget], ttl=timedelta(0),
+    schema=[Field(name="gadget_id", dtype=Int64), Field(name="name", dtype=String),
+            Field(name="score", dtype=Float64), Field(name="tags", dtype=Array(String)),
+            Field(name="doc", dtype=String), Field(name="seen", dtype=UnixTimestamp)],
+    source=PushSource(name="gadget_push", batch_source=FileSource(
+        name="gadget_history", path="data/offline/gadget_features",
+        timestamp_field="event_timestamp", created_timestamp_column="ingested_at")),
+    tags={"cdc.table": "public.TABLE", "cdc.key": "gadget_id=id"},
+)
+"""
+
+
+@pytest.fixture
+def gadgets(stack: StackHandle, tmp_path: Path) -> Iterator[tuple[Platform, str]]:
+    """A table of its own with a view over it, its connector (with signals) and a running processor."""
+    name = unique("vf")
+    table = f"gadgets_{name.split('_', 1)[1]}"
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL, score numeric(10, 2), "
+            "tags text[], doc jsonb, seen timestamptz)"
+        )
+        conn.execute(f"ALTER TABLE {table} REPLICA IDENTITY FULL")
+        for i in range(1, 31):
+            conn.execute(
+                f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s, now() - make_interval(days => %s))",
+                (
+                    i,
+                    f"gadget {i} — ünïcødé",
+                    "NaN" if i == 3 else i * 1.5,
+                    [f"t{i}", "ß"],
+                    json.dumps({"n": i}),
+                    i,
+                ),
+            )
+    shutil.copytree(
+        PROJECT_ROOT / "feature_repo",
+        tmp_path / "feature_repo",
+        ignore=shutil.ignore_patterns("data", "__pycache__"),
+    )
+    shutil.copytree(PROJECT_ROOT / "validation" / "suites", tmp_path / "suites")
+    (tmp_path / "feature_repo" / "gadgets.py").write_text(GADGETS_VIEW.replace("TABLE", table))
+    (tmp_path / "suites" / "gadget_features.json").write_text(
+        '{"name": "gadget_features", "expectations": [{"type": "expect_column_values_to_not_be_null", '
+        '"kwargs": {"column": "name"}}]}'
+    )
+    definition = load_definition().derive(name, [f"public.{table}"], tmp_path / f"{name}.json", signals=True)
+    with psycopg.connect(stack.admin, autocommit=True) as conn:
+        ensure_publication(conn, definition)
+    env = {
+        "FEATURECTL_FEATURE_REPO": str(tmp_path / "feature_repo"),
+        "FEATURECTL_SUITES_DIR": str(tmp_path / "suites"),
+        "FEATURECTL_PROCESSOR_GROUP": f"{name}-processor",
+        "FEATURECTL_DLQ_TOPIC": f"dlq.{name}",
+        "FEATURECTL_BATCH_LINGER_MS": "20",
+    }
+    settings = stack.settings.model_copy(
+        update={
+            "feature_repo": tmp_path / "feature_repo",
+            "suites_dir": tmp_path / "suites",
+            "dlq_topic": env["FEATURECTL_DLQ_TOPIC"],
+        }
+    )
+    plat = Platform(name, tmp_path, settings, definition, env)
+    deploy(stack.settings, definition, timeout_s=120)
+    feast_apply(plat.repo)
+    plat.start_processor()
+    yield plat, table
+    plat.stop_all()
+    remove(stack.settings, definition)
+    with psycopg.connect(stack.admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
+
+
+def test_verify_passes_on_a_correct_store_catches_planted_mismatches_and_repair_fixes_them(
+    gadgets: tuple[Platform, str],
+) -> None:
+    plat, _ = gadgets
+    ids = list(range(1, 31))
+    wait_until(
+        lambda: None not in plat.online("gadget_features", "gadget_id", ids, ["name"])["name"],
+        120,
+        "30 gadgets online",
+    )
+    args = ["verify", "gadget_features", "--file", str(plat.definition.path)]
+    ok = cli(*args, env=plat.env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "30 rows, 0 mismatches" in ok.stdout and "equals Postgres" in ok.stdout
+
+    # Plant: a wrong name under gadget 5's stored version, and an entity Postgres never had.
+    sink = SqliteOnlineSink(plat.store())
+    (stored,) = sink.stored_orders("gadget_features", [{"gadget_id": 5}])
+    assert stored is not None
+    now = datetime.now(UTC)
+    wrong = {"name": "wrong", "score": 7.5, "tags": ["t5", "ß"], "doc": '{"n": 5}', "seen": now}
+    sink.add(
+        [
+            SinkRow(
+                "gadget_features",
+                UPSERT,
+                {"gadget_id": 5},
+                wrong,
+                now,
+                stored[0],
+                "u",
+                "planted",
+                None,
+                stored[1],
+            ),
+            SinkRow("gadget_features", UPSERT, {"gadget_id": 999}, wrong, now, 1, "u", "planted"),
+        ]
+    )
+    sink.flush()
+    sink.close()
+
+    caught = cli(*args, env=plat.env)
+    assert caught.returncode == 1, caught.stdout + caught.stderr
+    assert "30 rows, 2 mismatches" in caught.stdout
+    assert '{"gadget_id": 5}: differs: name: online ' in caught.stdout
+    assert '{"gadget_id": 999}: not in Postgres' in caught.stdout
+
+    repaired = cli(*args, "--repair", "--wait", "240", env=plat.env, timeout=400)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "after repair: 0 mismatches" in repaired.stdout
+    assert cli(*args, env=plat.env).returncode == 0
+    assert plat.online("gadget_features", "gadget_id", [5, 999], ["name"])["name"] == [
+        "gadget 5 — ünïcødé",
+        None,
+    ]

@@ -139,3 +139,25 @@ def test_a_transient_failure_is_retried_not_dead_lettered() -> None:
     consumer, _ = run(online)
     assert len(consumer.commits) == 2
     assert sorted(r.keys["customer_id"] for r in online.written) == [1, 1, 2]
+
+
+def test_replay_isolates_a_dead_letter_that_still_cannot_be_written_keeping_its_view_and_attempt() -> None:
+    from streams.isolate import write_isolating
+
+    online, dead = PoisonSink(poison_id=2), MemoryDeadLetters()
+    pipeline = Pipeline(
+        online,
+        MemorySink(),
+        dead,  # type: ignore[arg-type]
+        BatchValidator(SuiteStore(SUITES_DIR)),
+        routes={"public.customers": [ROUTE]},
+    )
+    letters = [change(i, "c", i + 1, customer(i + 1)) for i in range(4)]
+
+    def replayed(messages: Any) -> Any:
+        return pipeline.process(messages, only_view="customer_profile", attempt=3)
+
+    stats, applied = write_isolating(pipeline, letters, replayed, "customer_profile", 3)
+    assert (stats.dead_letters, applied) == (1, 3)
+    ((msg, reason, _, view, attempt),) = dead.flushed
+    assert (msg.offset(), view, attempt) == (1, "customer_profile", 3) and "ValueError" in reason
