@@ -96,16 +96,21 @@ class Platform:
 
 
 def make_platform(
-    stack_settings: Settings, admin: str, root: Path, name: str, signals: bool = False
+    stack_settings: Settings,
+    admin: str,
+    root: Path,
+    name: str,
+    signals: bool = False,
+    tables: tuple[str, ...] = SHOP_TABLES,
 ) -> Platform:
-    """Copy the feature repo and suites, create a publication and deploy a connector over the shop tables."""
+    """Copy the feature repo and suites, create a publication and a connector definition over ``tables``."""
     shutil.copytree(
         PROJECT_ROOT / "feature_repo",
         root / "feature_repo",
         ignore=shutil.ignore_patterns("data", "__pycache__"),
     )
     shutil.copytree(PROJECT_ROOT / "validation" / "suites", root / "suites")
-    definition = load_definition().derive(name, list(SHOP_TABLES), root / f"{name}.json", signals)
+    definition = load_definition().derive(name, list(tables), root / f"{name}.json", signals)
     with psycopg.connect(admin, autocommit=True) as conn:
         ensure_publication(conn, definition)
     env = {

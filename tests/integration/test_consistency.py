@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,20 +18,20 @@ import pyarrow.dataset as ds
 import pytest
 from psycopg import sql
 
-from connectors.definition import ConnectorDefinition, load_definition
+from connectors.definition import ConnectorDefinition
 from connectors.deploy import deploy, remove
 from featurectl.settings import PROJECT_ROOT, ensure_secrets_file
 from onlinestore.sqlite import VERSIONS
 from onlinestore.sqlite import connect as sqlite_connect
 from stack.launcher import GENERATED_SECRETS
-from stack.postgres import Postgres, ensure_publication
+from stack.postgres import Postgres
 from streams.sinks.base import UPSERT, SinkRow
 from streams.sinks.online_sqlite import SqliteOnlineSink
 from streams.store import feast_apply
 from streams.toast import PLACEHOLDER
 from tests.integration.conftest import StackHandle
 from tests.integration.helpers import cli, read_until, unique, wait_until
-from tests.integration.platform import Platform
+from tests.integration.platform import Platform, make_platform
 from tests.integration.test_processor import insert_customer
 
 EXTRAS_VIEW = """
@@ -391,35 +390,15 @@ def gadgets(stack: StackHandle, tmp_path: Path) -> Iterator[tuple[Platform, str]
                     i,
                 ),
             )
-    shutil.copytree(
-        PROJECT_ROOT / "feature_repo",
-        tmp_path / "feature_repo",
-        ignore=shutil.ignore_patterns("data", "__pycache__"),
+    plat = make_platform(
+        stack.settings, stack.admin, tmp_path, name, signals=True, tables=(f"public.{table}",)
     )
-    shutil.copytree(PROJECT_ROOT / "validation" / "suites", tmp_path / "suites")
-    (tmp_path / "feature_repo" / "gadgets.py").write_text(GADGETS_VIEW.replace("TABLE", table))
-    (tmp_path / "suites" / "gadget_features.json").write_text(
+    (plat.repo / "gadgets.py").write_text(GADGETS_VIEW.replace("TABLE", table))
+    (plat.suites / "gadget_features.json").write_text(
         '{"name": "gadget_features", "expectations": [{"type": "expect_column_values_to_not_be_null", '
         '"kwargs": {"column": "name"}}]}'
     )
-    definition = load_definition().derive(name, [f"public.{table}"], tmp_path / f"{name}.json", signals=True)
-    with psycopg.connect(stack.admin, autocommit=True) as conn:
-        ensure_publication(conn, definition)
-    env = {
-        "FEATURECTL_FEATURE_REPO": str(tmp_path / "feature_repo"),
-        "FEATURECTL_SUITES_DIR": str(tmp_path / "suites"),
-        "FEATURECTL_PROCESSOR_GROUP": f"{name}-processor",
-        "FEATURECTL_DLQ_TOPIC": f"dlq.{name}",
-        "FEATURECTL_BATCH_LINGER_MS": "20",
-    }
-    settings = stack.settings.model_copy(
-        update={
-            "feature_repo": tmp_path / "feature_repo",
-            "suites_dir": tmp_path / "suites",
-            "dlq_topic": env["FEATURECTL_DLQ_TOPIC"],
-        }
-    )
-    plat = Platform(name, tmp_path, settings, definition, env)
+    definition = plat.definition
     deploy(stack.settings, definition, timeout_s=120)
     feast_apply(plat.repo)
     plat.start_processor()
