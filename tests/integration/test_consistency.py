@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from psycopg import sql
 from connectors.definition import ConnectorDefinition
 from connectors.deploy import deploy, remove
 from featurectl.settings import PROJECT_ROOT, ensure_secrets_file
+from jobs.materialize import Materializer
 from onlinestore.sqlite import VERSIONS
 from onlinestore.sqlite import connect as sqlite_connect
 from stack.launcher import GENERATED_SECRETS
@@ -466,3 +468,56 @@ def test_verify_passes_on_a_correct_store_catches_planted_mismatches_and_repair_
         "gadget 5 — ünïcødé",
         None,
     ]
+
+
+def test_materialize_racing_the_processor_never_writes_an_older_change(
+    stack: StackHandle,
+    platform: Platform,
+    made: list[tuple[str, int]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    platform.start_processor()
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        cid = insert_customer(conn, "gold", 100.0)
+        made.append(("customers", cid))
+        conn.execute("UPDATE customers SET credit_limit = 200 WHERE id = %s", (cid,))
+
+    def credit() -> list[Any]:
+        return platform.online("customer_profile", "customer_id", [cid], ["credit_limit"])["credit_limit"]  # type: ignore[no-any-return]
+
+    wait_until(lambda: credit() == [200.0], 90, "the customer's second change online")
+    wait_until(lambda: len(history_of(platform, cid)) >= 2, 30, "its history")
+
+    # The race, made certain: right after materialize has read the stored versions, a newer change is
+    # committed, and the processor gets 5 s to write it. Without the write lock it does, and materialize
+    # then puts the history's older row over it.
+    read_versions = SqliteOnlineSink._current_versions
+    raced: list[bool] = []
+
+    def racing(self: SqliteOnlineSink, idents: Any) -> Any:
+        versions = read_versions(self, idents)
+        if not raced:
+            raced.append(True)
+            with psycopg.connect(stack.app, autocommit=True) as conn:
+                conn.execute("UPDATE customers SET credit_limit = 300 WHERE id = %s", (cid,))
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and credit() != [300.0]:
+                time.sleep(0.1)
+        return versions
+
+    monkeypatch.setattr(SqliteOnlineSink, "_current_versions", racing)
+    store = platform.store()
+    materializer = Materializer(store, tmp_path / "jobs", chunk=1_000_000)  # one flush: the race hits it
+    report = materializer.run(store.get_feature_view("customer_profile"))
+    monkeypatch.undo()
+    assert raced and report.entities >= 1
+    wait_until(lambda: credit() == [300.0], 60, "the processor's newer change to stand")
+
+
+def history_of(platform: Platform, cid: int) -> list[dict[str, Any]]:
+    path = platform.repo / "data" / "offline" / "customer_profile"
+    if not path.exists():
+        return []
+    rows = ds.dataset(str(path), format="parquet").to_table(columns=["customer_id"]).to_pylist()
+    return [r for r in rows if r["customer_id"] == cid]
