@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 
 from confluent_kafka import KafkaException
+from google.protobuf.message import DecodeError
 
 from featurectl.errors import FeatureCtlError
 from onlinestore.sqlite import OperationalError as StoreOperationalError
@@ -24,6 +25,10 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, KafkaException):
         err = exc.args[0] if exc.args else None
         return bool(getattr(err, "retriable", lambda: True)())
+    if isinstance(exc, DecodeError):
+        # Feast's file registry is rewritten in place (truncate, then write): a read in between sees a
+        # truncated protobuf. The next read sees the whole file.
+        return True
     # Locked or unreachable database, full disk, lost connection: not the record's fault.
     return isinstance(
         exc,

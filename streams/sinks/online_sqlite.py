@@ -68,6 +68,7 @@ class SqliteOnlineSink(OnlineSink):
         self.versioning = config.registry.enable_online_feature_view_versioning
         self._pending: list[SinkRow] = []
         self._barriers: dict[str, tuple[int, int]] = {}
+        self._views: dict[str, FeatureView] = {}  # last good declarations (streams/faults.py: registry reads)
         # WAL (set by connect): readers (feast serve, model services) are not blocked by the writer.
         self._conn = connect(self.path)
         ensure_versions_table(self._conn)
@@ -85,7 +86,18 @@ class SqliteOnlineSink(OnlineSink):
         self._barriers[view] = max(version, self._barriers.get(view, version))
 
     def _view(self, name: str) -> FeatureView:
-        return self.store.get_feature_view(name)
+        """The view from the (cached) registry; the last good copy if a registry read fails."""
+        try:
+            view = self.store.get_feature_view(name)
+        except Exception:
+            if name not in self._views:
+                raise
+            logger.warning(
+                "registry read for %s failed; using the last good declaration", name, exc_info=True
+            )
+            return self._views[name]
+        self._views[name] = view
+        return view
 
     def _entity_key(self, view: FeatureView, keys: dict[str, Any]) -> bytes:
         types = {c.name: c.dtype.to_value_type() for c in view.entity_columns}

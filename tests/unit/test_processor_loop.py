@@ -161,3 +161,12 @@ def test_replay_isolates_a_dead_letter_that_still_cannot_be_written_keeping_its_
     assert (stats.dead_letters, applied) == (1, 3)
     ((msg, reason, _, view, attempt),) = dead.flushed
     assert (msg.offset(), view, attempt) == (1, "customer_profile", 3) and "ValueError" in reason
+
+
+def test_a_registry_caught_mid_rewrite_is_a_transient_failure_not_a_poison_record() -> None:
+    from google.protobuf.message import DecodeError
+
+    from streams.faults import is_transient
+
+    assert is_transient(DecodeError("Error parsing message"))  # retried, never dead-lettered
+    assert not is_transient(ValueError("year 12000 is out of range"))

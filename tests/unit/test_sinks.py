@@ -190,3 +190,21 @@ def test_a_source_whose_positions_went_backwards_is_detected_not_skipped(
     sink.add([later])
     assert len(sink.flush()) == 1
     assert online(fresh_store, 1)["segment"] == ["new cluster"]
+
+
+def test_a_failed_registry_read_falls_back_to_the_last_good_view(
+    fresh_store: FeatureStore, sink: SqliteOnlineSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from google.protobuf.message import DecodeError
+
+    sink.add([row(1, 10, "gold")])
+    sink.flush()
+
+    def truncated(name: str) -> None:
+        raise DecodeError("Error parsing message")  # registry.db read while Feast rewrites it
+
+    monkeypatch.setattr(fresh_store, "get_feature_view", truncated)
+    sink.add([row(1, 11, "silver")])
+    assert len(sink.flush()) == 1
+    monkeypatch.undo()
+    assert online(fresh_store, 1)["segment"] == ["silver"]
