@@ -521,3 +521,61 @@ def history_of(platform: Platform, cid: int) -> list[dict[str, Any]]:
         return []
     rows = ds.dataset(str(path), format="parquet").to_table(columns=["customer_id"]).to_pylist()
     return [r for r in rows if r["customer_id"] == cid]
+
+
+def test_a_truncate_with_changes_queued_on_other_partitions_brings_no_row_back(
+    stack: StackHandle, capture: Any, tmp_path: Path
+) -> None:
+    """200 inserts over 4 partitions, then a TRUNCATE (no key: any partition), all queued before the
+    processor starts: however it interleaves the partitions, no row from before the truncate is online."""
+    cap = capture({"things": "id bigint PRIMARY KEY, label text NOT NULL"})
+    table = cap.table("things")
+    plat = make_platform(
+        stack.settings, stack.admin, tmp_path, cap.definition.name, tables=(f"public.{table}",)
+    )
+    plat.definition = cap.definition  # the capture's connector (already deployed) feeds this platform
+    (plat.repo / "things.py").write_text(THINGS_VIEW.replace("TABLE", table))
+    (plat.suites / "thing_features.json").write_text('{"name": "thing_features", "expectations": []}')
+    feast_apply(plat.repo)
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        for i in range(1, 201):
+            conn.execute(
+                sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(sql.Identifier(table)), (i, f"t{i}")
+            )
+        conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
+        conn.execute(sql.SQL("INSERT INTO {} VALUES (1000, 'after')").format(sql.Identifier(table)))
+    read_until(
+        stack.settings,
+        [cap.topic("things")],
+        lambda events: (
+            any((e.key or {}).get("id") == 1000 for e in events) and any(e.op == "t" for e in events)
+        ),
+        timeout_s=90,
+    )
+    plat.start_processor()
+    try:
+        wait_until(
+            lambda: plat.online("thing_features", "thing_id", [1000], ["label"])["label"] == ["after"],
+            90,
+            "the row inserted after the truncate",
+        )
+        labels = plat.online("thing_features", "thing_id", list(range(1, 201)), ["label"])["label"]
+        assert labels == [None] * 200, f"{200 - labels.count(None)} rows from before the truncate came back"
+    finally:
+        plat.stop_all()
+
+
+THINGS_VIEW = """
+from datetime import timedelta
+from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.types import Int64, String
+thing = Entity(name="thing", join_keys=["thing_id"], value_type=ValueType.INT64)
+thing_features = FeatureView(
+    name="thing_features", entities=[thing], ttl=timedelta(0),
+    schema=[Field(name="thing_id", dtype=Int64), Field(name="label", dtype=String)],
+    source=PushSource(name="thing_push", batch_source=FileSource(
+        name="thing_history", path="data/offline/thing_features",
+        timestamp_field="event_timestamp", created_timestamp_column="ingested_at")),
+    tags={"cdc.table": "public.TABLE", "cdc.key": "thing_id=id"},
+)
+"""
