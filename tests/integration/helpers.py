@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from connectors.client import ConnectClient
@@ -44,6 +45,18 @@ def cli(
         env={**os.environ, **(env or {})},
         cwd=PROJECT_ROOT,
     )
+
+
+def cli_background(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``featurectl`` in the background, as a user would, its output appended to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", "from featurectl.cli import main; main()", *args],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+        )
 
 
 def unique(prefix: str) -> str:

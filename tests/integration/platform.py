@@ -6,11 +6,9 @@ declarations, and a test may add a feature view or fix a suite without touching 
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from connectors.definition import ConnectorDefinition, load_definition
 from featurectl.settings import PROJECT_ROOT, Settings
 from stack.postgres import ensure_publication
 from streams.replay import list_dead_letters
+from tests.integration.helpers import cli_background
 
 SHOP_TABLES = ("public.customers", "public.products", "public.orders")
 
@@ -50,21 +49,8 @@ class Platform:
         return self.definition.topic_for(table)
 
     def start_processor(self, label: str = "p") -> subprocess.Popen[bytes]:
-        log = open(self.root / f"processor-{label}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from featurectl.cli import main; main()",
-                "process",
-                "--file",
-                str(self.definition.path),
-            ],
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=PROJECT_ROOT,
-        )
+        log = self.root / f"processor-{label}.log"
+        proc = cli_background("process", "--file", str(self.definition.path), env=self.env, log=log)
         self.processes.append(proc)
         return proc
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,7 +18,7 @@ from psycopg import sql
 
 from connectors.definition import ConnectorDefinition
 from connectors.deploy import deploy, remove
-from featurectl.settings import PROJECT_ROOT, ensure_secrets_file
+from featurectl.settings import ensure_secrets_file
 from jobs.materialize import Materializer
 from onlinestore.sqlite import VERSIONS
 from onlinestore.sqlite import connect as sqlite_connect
@@ -32,7 +29,7 @@ from streams.sinks.online_sqlite import SqliteOnlineSink
 from streams.store import feast_apply
 from streams.toast import PLACEHOLDER
 from tests.integration.conftest import StackHandle
-from tests.integration.helpers import cli, read_until, unique, wait_until
+from tests.integration.helpers import cli, cli_background, read_until, unique, wait_until
 from tests.integration.platform import Platform, make_platform
 from tests.integration.test_processor import insert_customer
 
@@ -220,7 +217,7 @@ def test_a_poison_value_and_a_broken_view_stop_nothing_else(
 
 
 def test_a_snapshot_repairs_a_wrong_row_and_never_beats_a_change_committed_after_its_read(
-    stack: StackHandle, signal_platform: Platform, made: list[tuple[str, int]]
+    stack: StackHandle, signal_platform: Platform, made: list[tuple[str, int]], tmp_path: Path
 ) -> None:
     platform = signal_platform
     platform.start_processor()
@@ -266,22 +263,16 @@ def test_a_snapshot_repairs_a_wrong_row_and_never_beats_a_change_committed_after
     # A transaction changes the other customer, and stays open while the snapshot reads its row.
     racer = psycopg.connect(stack.app)
     racer.execute("UPDATE customers SET credit_limit = 777 WHERE id = %s", (racing,))
-    snap = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from featurectl.cli import main; main()",
-            "snapshot",
-            "public.customers",
-            "--wait",
-            "240",
-            "--file",
-            str(platform.definition.path),
-        ],
-        env={**os.environ, **platform.env},
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    snap_log = tmp_path / "snapshot.log"
+    snap = cli_background(
+        "snapshot",
+        "public.customers",
+        "--wait",
+        "240",
+        "--file",
+        str(platform.definition.path),
+        env=platform.env,
+        log=snap_log,
     )
     try:
         read_until(
@@ -293,8 +284,7 @@ def test_a_snapshot_repairs_a_wrong_row_and_never_beats_a_change_committed_after
     finally:
         racer.commit()  # committed after its row was read: its change must win over the read
         racer.close()
-    out, _ = snap.communicate(timeout=300)
-    assert snap.returncode == 0, out
+    assert snap.wait(300) == 0, snap_log.read_text()
 
     wait_until(
         lambda: credit([wrong, racing]) == [100.0, 777.0], 120, "the repair and the racing commit online"
