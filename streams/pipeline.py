@@ -93,9 +93,16 @@ class Pipeline:
                 stats.skipped += 1  # a tombstone follows a delete already handled
                 continue
             if event.op == "t":
-                # TRUNCATE: a batch boundary. Write what came before, then delete every live entity.
+                # TRUNCATE: a batch boundary. Write what was committed before it, then delete every live
+                # entity. Changes of other partitions committed after it stay pending, so the store never
+                # holds them next to rows the truncate removes, nor does the truncate delete them offline.
+                cut = version_of(event)
+                later: dict[str, list[_Pending]] = defaultdict(list)
+                for view, items in by_view.items():
+                    later[view] = [p for p in items if version_of(p.event) >= cut]
+                    items[:] = [p for p in items if version_of(p.event) < cut]
                 self._write_views(by_view, stats, attempt)
-                by_view.clear()
+                by_view = later
                 self.flush()
                 for route in routes:
                     self._truncate(event, route)

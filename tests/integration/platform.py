@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from confluent_kafka import Consumer, TopicPartition
 from feast import FeatureStore
 
 from connectors.definition import ConnectorDefinition, load_definition
@@ -66,6 +67,26 @@ class Platform:
             )
             .to_dict()
         )
+
+    def caught_up(self, topics: list[str]) -> bool:
+        """True once the processor's group has committed every message now in ``topics``.
+
+        Offsets are committed only after the sinks have written, so then the stores hold everything.
+        """
+        consumer = Consumer(
+            {"bootstrap.servers": self.settings.bootstrap_servers, "group.id": self.settings.processor_group}
+        )
+        try:
+            parts = [
+                TopicPartition(topic, p)
+                for topic in topics
+                for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            ]
+            committed = consumer.committed(parts, timeout=10)
+            ends = [consumer.get_watermark_offsets(p, timeout=10)[1] for p in parts]
+        finally:
+            consumer.close()
+        return all(c.offset >= end for c, end in zip(committed, ends, strict=True) if end > 0)
 
     def dead_letters(self) -> list[Any]:
         return [d for _, d in list_dead_letters(self.settings)]

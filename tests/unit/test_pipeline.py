@@ -114,3 +114,25 @@ def test_a_view_without_a_suite_dead_letters_its_rows(tmp_path: Any) -> None:
     pipe.process([change(0, "c", 1, customer(1))])
     pipe.flush()
     assert online.written == [] and "no expectation suite" in dead.flushed[0][1]
+
+
+def test_a_change_after_the_truncate_read_before_it_in_the_batch_is_written_after_it(parts: Any) -> None:
+    """One batch holds another partition's change committed *after* the truncate ahead of the truncate
+    itself: it is neither written next to the rows the truncate removes nor deleted by it offline."""
+    pipe, online, offline, _ = parts
+    pipe.process([change(0, "c", 1, customer(1), lsn=1000)])
+    pipe.flush()
+    truncate = Msg(
+        "shop.public.customers",
+        1,
+        0,
+        None,
+        b'{"op": "t", "before": null, "after": null, '
+        b'"source": {"schema": "public", "table": "customers", "ts_ms": 2, "lsn": 5000}}',
+    )
+    pipe.process([change(1, "c", 7, customer(7), partition=2, lsn=6000), truncate])
+    pipe.flush()
+    assert online.live_keys("customer_profile") == [{"customer_id": 7}]
+    assert sorted(r.keys["customer_id"] for r in offline.written if r.cdc_op == "t") == [1]
+    # In the online store's history, 7 came only after 1 was gone.
+    assert [(r.keys["customer_id"], r.op) for r in online.written] == [(1, UPSERT), (1, DELETE), (7, UPSERT)]
