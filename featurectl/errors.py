@@ -38,3 +38,13 @@ class SourceChangedError(FeatureCtlError):
     Neither transient nor one record's fault: every later change of an existing entity would be
     skipped as older. The processor stops, and the operator recovers as the message says.
     """
+
+
+class FencedError(FeatureCtlError):
+    """A processor wrote for partitions another copy has claimed since (streams/fencing.py).
+
+    Nothing of the batch was written or committed; its partitions' owner re-reads it from the last commit.
+    Transient: the copy backs off and reads on (Kafka then revokes its partitions, or assigns them back).
+    """
+
+    transient = True

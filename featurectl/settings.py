@@ -111,6 +111,13 @@ class Settings(BaseSettings):
     )
     batch_max_rows: int = Field(1000, description="Largest micro-batch the processor polls.")
     batch_linger_ms: int = Field(50, description="Longest the processor waits to fill a micro-batch.")
+    max_poll_interval_ms: int = Field(
+        300_000,
+        ge=10_000,
+        description="Longest one batch may take; a processor slower than this loses its partitions to the "
+        "group's other copies and is fenced off the stores (streams/fencing.py). At least 10000 "
+        "(the session timeout).",
+    )
 
     @property
     def bootstrap_servers(self) -> str:

@@ -67,6 +67,7 @@ def connect(path: Path | str, timeout: float = 30.0) -> Any:
 
 VERSIONS = "featurectl_versions"
 BARRIERS = "featurectl_barriers"
+FENCES = "featurectl_fences"
 
 
 def ensure_versions_table(conn: Any) -> None:
@@ -80,6 +81,11 @@ def ensure_versions_table(conn: Any) -> None:
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {BARRIERS} (view TEXT PRIMARY KEY, version INTEGER NOT NULL, "
         "version_minor INTEGER NOT NULL)"
+    )
+    # The epoch of each partition's current owner (streams/fencing.py).
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {FENCES} (topic TEXT NOT NULL, partition INTEGER NOT NULL, "
+        "epoch INTEGER NOT NULL, owner TEXT NOT NULL, claimed_at TEXT NOT NULL, PRIMARY KEY (topic, partition))"
     )
     columns = {row[1] for row in conn.execute(f"PRAGMA table_info({VERSIONS})")}
     if "version_minor" not in columns:  # a store written before versions had two parts

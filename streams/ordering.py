@@ -29,6 +29,9 @@ writers), so a streamed change with a *lower* version but a commit time more tha
 *later* than the stored change can only come from another cluster: the store raises
 SourceChangedError, the processor stops, and README says how to recover. Re-deliveries, replays and
 materialisations carry old commit times and are simply skipped as older.
+
+Versions order rows entity by entity; fencing (streams/fencing.py) keeps a processor that lost its
+partitions from writing a batch at all, so a stale copy adds nothing to the offline history either.
 """
 
 from __future__ import annotations

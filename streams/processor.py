@@ -3,7 +3,8 @@
 Delivery: at-least-once from Kafka, made exactly-once in effect by idempotent sinks. Offsets are
 committed only after every sink has flushed; on a sink failure the batch is re-read from its
 first offsets after a back-off, and nothing is committed. N copies in one consumer group share
-the partitions. SIGTERM/SIGINT: the current batch is finished, flushed and committed, then exit.
+the partitions; a copy that lost its partitions is fenced off the stores (streams/fencing.py).
+SIGTERM/SIGINT: the current batch is finished, flushed and committed, then exit.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from feast import FeatureStore
 
 from embeddings.models import load_embedder
 from featurectl.errors import ConfigError, FeatureCtlError, SourceChangedError
 from featurectl.settings import Settings
 from streams.dlq import DeadLetterSink
+from streams.fencing import Claims, owner_name
 from streams.isolate import write_isolating
 from streams.offsets import next_offsets, rewind
 from streams.pipeline import BatchStats, Pipeline
@@ -43,6 +45,7 @@ class ProcessorConfig:
     linger_s: float = 0.05
     registry_refresh_s: float = 5.0
     report_every_s: float = 10.0
+    max_poll_interval_ms: int = 300_000
 
     @classmethod
     def from_settings(
@@ -53,6 +56,7 @@ class ProcessorConfig:
             group_id or settings.processor_group,
             settings.batch_max_rows,
             settings.batch_linger_ms / 1000,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
         )
 
 
@@ -84,6 +88,7 @@ class Processor:
         self.processed = 0  # rows written to the stores
         self.dead_lettered = 0  # records sent to the dead-letter topic
         self._routes_loaded_at = 0.0
+        self.claims = Claims(self.pipeline.online, owner_name(config.group_id))
 
     def _consumer(self) -> Consumer:
         return Consumer(
@@ -95,6 +100,8 @@ class Processor:
                 "partition.assignment.strategy": "cooperative-sticky",
                 # A crashed copy's partitions move to the others after this long.
                 "session.timeout.ms": 10000,
+                # A copy stuck in one batch longer than this leaves the group; fencing keeps it off the stores.
+                "max.poll.interval.ms": self.config.max_poll_interval_ms,
                 # New topics matching the pattern (a new table, or a table's first change on a fresh
                 # stack) are found this quickly; metadata requests are cheap.
                 "topic.metadata.refresh.interval.ms": 1000,
@@ -142,7 +149,9 @@ class Processor:
         self.refresh_routes(force=True)
         self._load_models()
         consumer = self.consumer = self._consumer()
-        consumer.subscribe([pattern], on_assign=lambda _c, _parts: self.assigned.set())
+        consumer.subscribe(
+            [pattern], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
         logger.info(
             "processor: group %s consuming %s from %s",
             self.config.group_id,
@@ -202,6 +211,13 @@ class Processor:
             self.pipeline.online.close()
             logger.info("processor stopped after %d rows", self.processed)
 
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.claims.assigned([(p.topic, p.partition) for p in partitions])
+        self.assigned.set()
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.claims.revoked([(p.topic, p.partition) for p in partitions])
+
     def _load_models(self) -> None:
         """Load the declared embedding models before consuming: seconds that no batch should wait for."""
         for routes in self.pipeline.routes.values():
@@ -213,6 +229,7 @@ class Processor:
                         logger.error("feature view %s: %s", route.view, exc)
 
     def _handle(self, consumer: Consumer, messages: Sequence[Message]) -> None:
+        self.pipeline.online.hold(self.claims.for_batch(messages))
         stats, applied = self._write(messages)
         try:
             consumer.commit(offsets=next_offsets(messages), asynchronous=False)

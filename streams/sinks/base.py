@@ -10,7 +10,7 @@ holds for that entity never overwrites it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 UPSERT = "upsert"
 DELETE = "delete"
+Partition = tuple[str, int]  # (topic, partition)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,15 @@ class OnlineSink(Sink):
     def add_barrier(self, view: str, version: tuple[int, int]) -> None:
         """A TRUNCATE of ``view``'s table at ``version``: from the next flush on, the store refuses every
         row of ``view`` older than it, whichever partition it comes from (flushed with the rows)."""
+
+    @abstractmethod
+    def claim(self, partitions: Sequence[Partition], owner: str) -> dict[Partition, int]:
+        """Raise each partition's epoch by one for ``owner`` (streams/fencing.py); return the new epochs."""
+
+    @abstractmethod
+    def hold(self, epochs: Mapping[Partition, int]) -> None:
+        """From now on every flush is refused (FencedError, nothing written) if one of these partitions
+        has been claimed with a higher epoch since. Empty (the default): no check (replay, materialize)."""
 
     @abstractmethod
     def live_keys(self, view: str) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,9 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
-from featurectl.errors import ConfigError, TransientError
+from featurectl.errors import ConfigError, FencedError, TransientError
 from onlinestore.feast_store import TYPE as VECTOR_STORE_TYPE
-from onlinestore.sqlite import BARRIERS, VERSIONS, connect, ensure_versions_table
+from onlinestore.sqlite import BARRIERS, FENCES, VERSIONS, connect, ensure_versions_table
 from onlinestore.vectors import (
     StoredVector,
     VectorTable,
@@ -43,7 +43,7 @@ from onlinestore.vectors import (
     vector_tables,
 )
 from streams.ordering import check_not_rewound, epoch_us
-from streams.sinks.base import DELETE, OnlineSink, SinkRow
+from streams.sinks.base import DELETE, OnlineSink, Partition, SinkRow
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class SqliteOnlineSink(OnlineSink):
         self.versioning = config.registry.enable_online_feature_view_versioning
         self._pending: list[SinkRow] = []
         self._barriers: dict[str, tuple[int, int]] = {}
+        self._held: dict[Partition, int] = {}  # epochs this writer's flushes must still hold
         self._views: dict[str, FeatureView] = {}  # last good declarations (streams/faults.py: registry reads)
         # WAL (set by connect): readers (feast serve, model services) are not blocked by the writer.
         self._conn = connect(self.path)
@@ -84,6 +85,50 @@ class SqliteOnlineSink(OnlineSink):
 
     def add_barrier(self, view: str, version: tuple[int, int]) -> None:
         self._barriers[view] = max(version, self._barriers.get(view, version))
+
+    def claim(self, partitions: Sequence[Partition], owner: str) -> dict[Partition, int]:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        self._conn.execute("BEGIN IMMEDIATE")
+        with self._conn:
+            for topic, partition in partitions:
+                self._conn.execute(
+                    f"INSERT INTO {FENCES} (topic, partition, epoch, owner, claimed_at) VALUES (?, ?, 1, ?, ?) "
+                    "ON CONFLICT (topic, partition) DO UPDATE SET epoch = epoch + 1, owner = excluded.owner, "
+                    "claimed_at = excluded.claimed_at",
+                    (topic, partition, owner, now),
+                )
+            return {
+                (topic, partition): self._conn.execute(
+                    f"SELECT epoch FROM {FENCES} WHERE topic = ? AND partition = ?", (topic, partition)
+                ).fetchone()[0]
+                for topic, partition in partitions
+            }
+
+    def hold(self, epochs: Mapping[Partition, int]) -> None:
+        self._held = dict(epochs)
+
+    def _check_fences(self) -> None:
+        """Inside the write transaction: refuse the flush if a held partition was claimed since."""
+        if not self._held:
+            return
+        topics = sorted({topic for topic, _ in self._held})
+        marks = ", ".join("?" * len(topics))
+        rows = self._conn.execute(
+            f"SELECT topic, partition, epoch, owner, claimed_at FROM {FENCES} WHERE topic IN ({marks})",
+            topics,
+        )
+        lost = [
+            f"{topic}[{partition}] (epoch {epoch} > ours {self._held[(topic, partition)]}, {owner}, {claimed_at})"
+            for topic, partition, epoch, owner, claimed_at in rows
+            if epoch > self._held.get((topic, partition), epoch)
+        ]
+        if lost:
+            raise FencedError(
+                f"partitions were claimed by another processor since this one read its batch: {'; '.join(lost)}. "
+                "Nothing of the batch was written or committed; the partitions' owner re-reads it",
+                "none if it happens after a rebalance; if it repeats, two consumer groups (different "
+                "FEATURECTL_PROCESSOR_GROUP) are writing one online store: run one group per store",
+            )
 
     def _view(self, name: str) -> FeatureView:
         """The view from the (cached) registry; the last good copy if a registry read fails."""
@@ -108,6 +153,7 @@ class SqliteOnlineSink(OnlineSink):
 
     def flush(self) -> list[SinkRow]:
         if not self._pending and not self._barriers:
+            self._check_fences()  # nothing online, but a refused batch must not reach the other sinks either
             return []
         # Within a batch only each entity's latest change matters.
         latest: dict[tuple[str, bytes], tuple[SinkRow, FeatureView]] = {}
@@ -125,6 +171,7 @@ class SqliteOnlineSink(OnlineSink):
         # its partitions) waits for this transaction and cannot slip a newer row in between.
         self._conn.execute("BEGIN IMMEDIATE")
         with self._conn:  # one transaction: all or nothing
+            self._check_fences()
             barriers = self._write_barriers({view for view, _ in latest})
             current = self._current_versions(list(latest))
             upserts: dict[str, list[tuple[bytes, SinkRow]]] = {}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,6 +26,7 @@ from onlinestore.sqlite import VERSIONS
 from onlinestore.sqlite import connect as sqlite_connect
 from stack.launcher import GENERATED_SECRETS
 from stack.postgres import Postgres
+from streams.processor import Processor, ProcessorConfig, build_pipeline
 from streams.sinks.base import UPSERT, SinkRow
 from streams.sinks.online_sqlite import SqliteOnlineSink
 from streams.store import feast_apply
@@ -575,3 +578,65 @@ thing_features = FeatureView(
     tags={"cdc.table": "public.TABLE", "cdc.key": "thing_id=id"},
 )
 """
+
+
+def test_a_processor_that_lost_its_partitions_while_stalled_writes_nothing(
+    stack: StackHandle,
+    platform: Platform,
+    made: list[tuple[str, int]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Copy A stalls in the middle of a batch past max.poll.interval.ms; the group hands its partitions to
+    copy B, which writes the batch's change. When A wakes up and flushes, it is fenced: no second history
+    row, nothing committed by A."""
+    settings = platform.settings.model_copy(update={"max_poll_interval_ms": 10_000})
+    store = platform.store()
+    pipeline = build_pipeline(settings, store)
+    stale = Processor(
+        settings, store, ProcessorConfig.from_settings(settings, platform.definition.topic_prefix), pipeline
+    )
+    wanted: list[int] = []
+    stalled, release = threading.Event(), threading.Event()
+    flush = pipeline.online.flush
+
+    def stalling_flush() -> list[SinkRow]:
+        pending = pipeline.online._pending  # type: ignore[attr-defined]
+        if wanted and not stalled.is_set() and any(r.keys.get("customer_id") == wanted[0] for r in pending):
+            stalled.set()
+            release.wait(180)  # a paused VM, a GC pause: the background heartbeat goes on, polls do not
+        return flush()
+
+    pipeline.online.flush = stalling_flush  # type: ignore[method-assign]
+    stop = threading.Event()
+    thread = threading.Thread(target=stale.run, args=(stop,), daemon=True)
+    caplog.set_level(logging.INFO, logger="streams")
+    thread.start()
+    try:
+        with psycopg.connect(stack.app, autocommit=True) as conn:
+            cid = insert_customer(conn, "gold", 100.0)
+            made.append(("customers", cid))
+        wanted.append(cid)  # the connector snapshots no data: its topics (and A's partitions) begin here
+        assert stalled.wait(90), "copy A never read the change"
+        platform.start_processor("b")
+        wait_until(
+            lambda: (
+                platform.online("customer_profile", "customer_id", [cid], ["segment"])["segment"] == ["gold"]
+            ),
+            120,
+            "copy B to write the change copy A is stuck on",
+        )
+        wait_until(
+            lambda: platform.caught_up([platform.topic("public.customers")]), 60, "copy B to commit it"
+        )
+        stop.set()  # A finishes the batch it holds (flushes every sink) before run() returns
+        release.set()
+        thread.join(60)
+        assert not thread.is_alive()
+        rows = history_of(platform, cid)
+        assert len(rows) == 1, f"the stale copy wrote its batch too: {rows}"
+        assert any("claimed by another processor" in r.getMessage() for r in caplog.records)
+    finally:
+        release.set()
+        stop.set()
+        thread.join(60)
+        platform.stop_all()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from embeddings.spec import EmbeddingSpec, text_hash
+from featurectl.errors import FencedError
 from onlinestore.vectors import StoredVector
 from streams.sinks.base import DELETE, OnlineSink, Sink, SinkRow
 
@@ -94,6 +95,8 @@ class MemorySink(OnlineSink):
         self.written: list[SinkRow] = []
         self.state: dict[tuple[str, str], SinkRow] = {}
         self.barriers: dict[str, tuple[int, int]] = {}
+        self.fences: dict[tuple[str, int], int] = {}
+        self.held: dict[tuple[str, int], int] = {}
         self.fail_flushes = fail_flushes
 
     def add(self, rows: Sequence[SinkRow]) -> None:
@@ -106,6 +109,8 @@ class MemorySink(OnlineSink):
         if self.fail_flushes:
             self.fail_flushes -= 1
             raise OSError("injected: disk full")
+        if any(self.fences.get(part, 0) > epoch for part, epoch in self.held.items()):
+            raise FencedError("injected: fenced")
         applied = []
         for r in self.pending:
             ident = (r.view, json.dumps(r.keys, sort_keys=True))
@@ -125,6 +130,14 @@ class MemorySink(OnlineSink):
 
     def add_barrier(self, view: str, version: tuple[int, int]) -> None:
         self.barriers[view] = max(version, self.barriers.get(view, version))
+
+    def claim(self, partitions: Sequence[tuple[str, int]], owner: str) -> dict[tuple[str, int], int]:
+        for part in partitions:
+            self.fences[part] = self.fences.get(part, 0) + 1
+        return {part: self.fences[part] for part in partitions}
+
+    def hold(self, epochs: Mapping[tuple[str, int], int]) -> None:
+        self.held = dict(epochs)
 
     def current_features(self, view: str, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
         rows = [self.state.get((view, json.dumps(k, sort_keys=True))) for k in keys]

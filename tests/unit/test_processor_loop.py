@@ -21,12 +21,19 @@ class FakeConsumer:
         self.closed = False
         self.delivered: list[Any] = []
 
-    def subscribe(self, topics: list[str], on_assign: Any = None) -> None:
-        self.topics = topics
+    def subscribe(
+        self, topics: list[str], on_assign: Any = None, on_revoke: Any = None, on_lost: Any = None
+    ) -> None:
+        self.topics, self.on_assign, self.on_lost = topics, on_assign, on_lost
+        self.reassign: list[TopicPartition] = []  # lost, then assigned back, at the next consume
         if on_assign:
             on_assign(self, [])
 
     def consume(self, num: int, timeout: float) -> list[Any]:
+        if self.reassign:  # the group dropped this copy, which rejoined and got its partitions back
+            self.on_lost(self, self.reassign)
+            self.on_assign(self, self.reassign)
+            self.reassign = []
         if self.seeks:  # a rewind re-delivers the last batch
             self.seeks.clear()
             return self.delivered
@@ -170,3 +177,41 @@ def test_a_registry_caught_mid_rewrite_is_a_transient_failure_not_a_poison_recor
 
     assert is_transient(DecodeError("Error parsing message"))  # retried, never dead-lettered
     assert not is_transient(ValueError("year 12000 is out of range"))
+
+
+class StalledSink(MemorySink):
+    """The first flush finds partition 0 claimed by another copy since (this one stalled mid-batch)."""
+
+    def __init__(self, consumer: list[FakeConsumer]) -> None:
+        super().__init__()
+        self.consumer = consumer
+
+    def flush(self) -> list[Any]:
+        if not self.fences.get(("shop.public.customers", 9)):
+            self.fences[("shop.public.customers", 9)] = 1  # flushed once: fence the next one only
+            self.claim([("shop.public.customers", 0)], "another copy")
+            self.consumer[0].reassign = [TopicPartition("shop.public.customers", 0)]
+        return super().flush()
+
+
+def test_a_fenced_batch_reaches_no_sink_and_is_not_committed_until_its_partitions_are_claimed_again() -> None:
+    import threading
+
+    stop = threading.Event()
+    holder: list[FakeConsumer] = []
+    online, offline, dead = StalledSink(holder), MemorySink(), MemoryDeadLetters()
+    pipeline = Pipeline(online, offline, dead, BatchValidator(SuiteStore(SUITES_DIR)))  # type: ignore[arg-type]
+    consumer = FakeConsumer(
+        [[change(0, "c", 1, customer(1)), change(1, "c", 2, customer(2), partition=1)]],
+        stop,
+    )
+    holder.append(consumer)
+    proc = TestProcessor(pipeline, consumer)
+    proc.run(stop)
+    # The fenced attempt wrote nothing anywhere; the batch went in once, after the copy claimed anew.
+    assert [sorted(r.keys["customer_id"] for r in sink.written) for sink in (online, offline)] == [
+        [1, 2],
+        [1, 2],
+    ]
+    assert len(consumer.commits) == 1
+    assert proc.claims.epochs[("shop.public.customers", 0)] == 3

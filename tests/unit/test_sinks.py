@@ -5,6 +5,7 @@ import pyarrow.dataset as ds
 import pytest
 from feast import FeatureStore
 
+from featurectl.errors import FencedError
 from streams.sinks.base import DELETE, UPSERT, SinkRow
 from streams.sinks.offline_parquet import ParquetOfflineSink
 from streams.sinks.online_sqlite import SqliteOnlineSink
@@ -208,3 +209,29 @@ def test_a_failed_registry_read_falls_back_to_the_last_good_view(
     assert len(sink.flush()) == 1
     monkeypatch.undo()
     assert online(fresh_store, 1)["segment"] == ["silver"]
+
+
+def test_a_writer_whose_partition_was_claimed_since_cannot_write(
+    fresh_store: FeatureStore, sink: SqliteOnlineSink
+) -> None:
+    """Copy A claimed t[0] and read a batch; copy B claimed it since (A stalled): A's flush is refused."""
+    stale = SqliteOnlineSink(fresh_store)
+    stale.hold(stale.claim([("t", 0), ("t", 1)], "copy A"))
+    assert sink.claim([("t", 0)], "copy B") == {("t", 0): 2}
+    sink.hold({("t", 0): 2})
+    stale.add([row(1, 10, "from the stale copy"), row(2, 11, "on a partition A still owns")])
+    with pytest.raises(FencedError, match=r"t\[0\] \(epoch 2 > ours 1, copy B"):
+        stale.flush()
+    stale.discard()
+    assert online(fresh_store, 1, 2)["segment"] == [None, None]  # nothing of the batch: all or nothing
+    with pytest.raises(FencedError):  # a batch with nothing for the online store is refused too
+        stale.flush()
+    sink.add([row(1, 10, "owner")])
+    sink.flush()
+    # Writers that own no partitions (replay, materialize) hold no epochs: ordered by versions only.
+    replay = SqliteOnlineSink(fresh_store)
+    replay.add([row(2, 5, "replayed")])
+    replay.flush()
+    assert online(fresh_store, 1, 2)["segment"] == ["owner", "replayed"]
+    for s in (stale, replay):
+        s.close()
