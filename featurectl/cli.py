@@ -493,7 +493,8 @@ def materialize_cmd(
         for view in [store.get_feature_view(v) for v in views] or store.list_feature_views():
             report = materializer.run(view, incremental)
             click.echo(
-                f"materialize {view.name}: {report.history_rows} history rows, {report.entities} entities, "
+                f"materialize {view.name}: {report.files} history files, {report.history_rows} rows, "
+                f"{report.entities} entities, "
                 f"{report.applied} applied online (older than the online state: skipped)"
             )
             if spec_for(view) is not None and report.entities:
@@ -613,11 +614,18 @@ def verify_cmd(
 @cli.command("process")
 @CONNECTOR_FILE
 @click.option("--group", default=None, help="Consumer group (default FEATURECTL_PROCESSOR_GROUP).")
+@click.option(
+    "--accept-gaps",
+    is_flag=True,
+    help="Read on past changes the topics' retention deleted unread (each gap is logged); "
+    "then repair with `featurectl verify --repair`.",
+)
 @click.pass_context
-def process_cmd(ctx: click.Context, path: Path | None, group: str | None) -> None:
+def process_cmd(ctx: click.Context, path: Path | None, group: str | None, accept_gaps: bool) -> None:
     """Run the stream processor in the foreground (Ctrl-C/SIGTERM: finish the batch, commit, exit 0).
 
-    Run several copies with the same group to share the topics' partitions.
+    Run several copies with the same group to share the topics' partitions. Stops with an error if
+    changes were deleted by retention before it read them (see --accept-gaps).
     """
     import signal
     import threading
@@ -629,7 +637,7 @@ def process_cmd(ctx: click.Context, path: Path | None, group: str | None) -> Non
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    config = ProcessorConfig.from_settings(settings, _definition(path).topic_prefix, group)
+    config = ProcessorConfig.from_settings(settings, _definition(path).topic_prefix, group, accept_gaps)
     Processor(settings, open_store(settings), config).run(stop)
 
 

@@ -48,3 +48,10 @@ class FencedError(FeatureCtlError):
     """
 
     transient = True
+
+
+class RetentionGapError(FeatureCtlError):
+    """Changes were deleted from a topic (retention) before the processor read them.
+
+    Terminal: the stores would silently miss them. The message names the partitions and the recovery.
+    """

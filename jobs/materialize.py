@@ -6,8 +6,11 @@ version) than what the online store holds never overwrites it, and an entity who
 row is a delete is deleted. Feast's own ``materialize`` is not used: it would write a delete as a
 row of nulls, ignore versions, and put vectors where the vector index does not see them.
 
-``incremental`` reads only history ingested since the last run's watermark (kept per view in
-``<data_dir>/jobs/``). Vectors recorded under another model than the one declared now are not
+``incremental`` reads only the history files the last run did not read. Its watermark is the set of
+file names read (kept per view in ``<data_dir>/jobs/``), not a time: history files are immutable once
+renamed into place, but a file can land after another stamped later (a slow flush, a second writer), and
+a time watermark would skip it for good. Names no longer present (compacted away) are dropped from the
+set, so it stays as small as the directory. Vectors recorded under another model than the one declared now are not
 materialised; the views concerned are re-embedded afterwards (embeddings/backfill.py).
 """
 
@@ -21,7 +24,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.dataset as ds
 from feast import FeatureStore, FeatureView
 from tqdm import tqdm
@@ -41,7 +43,8 @@ class MaterializeReport:
     entities: int = 0
     applied: int = 0
     vectors_dropped: int = 0
-    watermark: str | None = None
+    files: int = 0  # history files read
+    watermark: str | None = None  # the latest ingested_at read (informational)
 
 
 class Materializer:
@@ -59,18 +62,19 @@ class Materializer:
         directory = self.offline.directory(view)
         if not directory.exists():
             return report
-        dataset = ds.dataset(directory, format="parquet", schema=history_schema(view))
+        present = sorted(history_files(directory))
         state = self._state(view.name)
-        since = json.loads(state.read_text())["watermark"] if incremental and state.exists() else None
-        flt = (
-            ds.field("ingested_at") > pa.scalar(datetime.fromisoformat(since), pa.timestamp("us", tz="UTC"))
-            if since
-            else None
+        done = (
+            set(json.loads(state.read_text()).get("files", [])) if incremental and state.exists() else set()
+        )
+        files = [name for name in present if name not in done]
+        dataset = ds.dataset(
+            [str(directory / name) for name in files], format="parquet", schema=history_schema(view)
         )
         keys = [c.name for c in view.entity_columns]
         latest: dict[str, dict[str, Any]] = {}
         watermark: datetime | None = None
-        for batch in dataset.to_batches(filter=flt, batch_size=50_000):
+        for batch in dataset.to_batches(batch_size=50_000):
             for record in batch.to_pylist():
                 report.history_rows += 1
                 ident = json.dumps([record[k] for k in keys], default=str)
@@ -114,11 +118,23 @@ class Materializer:
                 report.applied += len(online.flush())
         finally:
             online.close()
+        report.files = len(files)
         if watermark is not None:
             report.watermark = watermark.isoformat()
-            state.parent.mkdir(parents=True, exist_ok=True)
-            state.write_text(json.dumps({"watermark": report.watermark}))
+        state.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps(
+                {"files": sorted(done.intersection(present) | set(files)), "watermark": report.watermark}
+            )
+        )
+        tmp.replace(state)  # a crash leaves the previous state: the next run re-reads, never skips
         return report
+
+
+def history_files(directory: Path) -> list[str]:
+    """Names of the history files in ``directory`` (what readers see: no dot- or underscore-prefixed ones)."""
+    return [p.name for p in directory.glob("*.parquet") if not p.name.startswith((".", "_"))]
 
 
 def _order(record: dict[str, Any]) -> tuple[Any, int, int]:

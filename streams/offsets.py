@@ -1,11 +1,12 @@
-"""Offsets of a micro-batch: what to commit after it, where to rewind to for a retry."""
+"""Offsets: what to commit after a micro-batch, where to rewind to for a retry, where to start."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 logger = logging.getLogger(__name__)
 
@@ -30,3 +31,44 @@ def rewind(consumer: Consumer, messages: Sequence[Message]) -> None:
             consumer.seek(TopicPartition(t, p, o))
         except KafkaException as exc:  # no longer assigned: its new owner reads from the last commit
             logger.info("%s[%d]: not rewound (%s)", t, p, exc)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Changes of a partition deleted by retention before this group read them."""
+
+    topic: str
+    partition: int
+    committed: int | None  # the group's committed offset; None if it has none (new or expired group)
+    earliest: int  # the first offset the partition still holds
+
+    def __str__(self) -> str:
+        since = (
+            f"offset {self.committed}"
+            if self.committed is not None
+            else "the start (the group has no offsets)"
+        )
+        return f"{self.topic}[{self.partition}]: changes from {since} to {self.earliest - 1} are gone"
+
+
+def start_offsets(
+    committed: Sequence[TopicPartition], earliest: Sequence[int]
+) -> tuple[list[TopicPartition], list[Gap]]:
+    """Where each newly assigned partition starts, and the retention gaps found.
+
+    A committed offset still held starts there; a group without one starts at the beginning if the
+    partition still holds its first change. Otherwise changes were deleted unread: a Gap (the caller
+    refuses to go on silently); its partition starts at the earliest offset it holds.
+    """
+    starts: list[TopicPartition] = []
+    gaps: list[Gap] = []
+    for tp, low in zip(committed, earliest, strict=True):
+        has_commit = tp.offset >= 0
+        if (has_commit and tp.offset < low) or (not has_commit and low > 0):
+            gaps.append(Gap(tp.topic, tp.partition, tp.offset if has_commit else None, low))
+            starts.append(TopicPartition(tp.topic, tp.partition, low))
+        else:
+            starts.append(
+                TopicPartition(tp.topic, tp.partition, tp.offset if has_commit else OFFSET_BEGINNING)
+            )
+    return starts, gaps

@@ -21,12 +21,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from feast import FeatureStore
 
 from embeddings.models import load_embedder
-from featurectl.errors import ConfigError, FeatureCtlError, SourceChangedError
+from featurectl.errors import ConfigError, FeatureCtlError, RetentionGapError, SourceChangedError
 from featurectl.settings import Settings
 from streams.dlq import DeadLetterSink
 from streams.fencing import Claims, owner_name
 from streams.isolate import write_isolating
-from streams.offsets import next_offsets, rewind
+from streams.offsets import Gap, next_offsets, rewind, start_offsets
 from streams.pipeline import BatchStats, Pipeline
 from streams.routes import load_routes
 from streams.sinks.offline_parquet import ParquetOfflineSink
@@ -46,10 +46,11 @@ class ProcessorConfig:
     registry_refresh_s: float = 5.0
     report_every_s: float = 10.0
     max_poll_interval_ms: int = 300_000
+    accept_gaps: bool = False  # read on past changes retention deleted (logged), instead of stopping
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, topic_prefix: str, group_id: str | None = None
+        cls, settings: Settings, topic_prefix: str, group_id: str | None = None, accept_gaps: bool = False
     ) -> ProcessorConfig:
         return cls(
             topic_prefix,
@@ -57,6 +58,7 @@ class ProcessorConfig:
             settings.batch_max_rows,
             settings.batch_linger_ms / 1000,
             max_poll_interval_ms=settings.max_poll_interval_ms,
+            accept_gaps=accept_gaps,
         )
 
 
@@ -89,6 +91,7 @@ class Processor:
         self.dead_lettered = 0  # records sent to the dead-letter topic
         self._routes_loaded_at = 0.0
         self.claims = Claims(self.pipeline.online, owner_name(config.group_id))
+        self._gaps: list[Gap] = []  # found in a rebalance callback, raised by the loop
 
     def _consumer(self) -> Consumer:
         return Consumer(
@@ -96,7 +99,9 @@ class Processor:
                 "bootstrap.servers": self.settings.bootstrap_servers,
                 "group.id": self.config.group_id,
                 "enable.auto.commit": False,  # committed by hand, after the sinks flushed
-                "auto.offset.reset": "earliest",
+                # Never jump silently: a partition without a usable committed offset gets its start
+                # from _on_assign, and one that falls behind retention while running is an error.
+                "auto.offset.reset": "error",
                 "partition.assignment.strategy": "cooperative-sticky",
                 # A crashed copy's partitions move to the others after this long.
                 "session.timeout.ms": 10000,
@@ -162,11 +167,13 @@ class Processor:
         last_report = time.monotonic()
         try:
             while not stop.is_set():
-                messages = [
-                    m
-                    for m in consumer.consume(self.config.max_batch, self.config.linger_s)
-                    if not _skip_error(m)
-                ]
+                polled = consumer.consume(self.config.max_batch, self.config.linger_s)
+                self._raise_gaps()  # found while assigning partitions, inside consume()
+                for m in polled:
+                    err = m.error()
+                    if err is not None and err.code() == KafkaError._AUTO_OFFSET_RESET:
+                        self._offset_reset(consumer, m)
+                messages = [m for m in polled if not _skip_error(m)]
                 self.refresh_routes()
                 if messages:
                     try:
@@ -211,9 +218,57 @@ class Processor:
             self.pipeline.online.close()
             logger.info("processor stopped after %d rows", self.processed)
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        starts = partitions
+        if partitions:
+            committed = consumer.committed(partitions, timeout=30)
+            earliest = [consumer.get_watermark_offsets(tp, timeout=30, cached=False)[0] for tp in committed]
+            starts, gaps = start_offsets(committed, earliest)
+            self._found(gaps)
+        consumer.incremental_assign(starts)
         self.claims.assigned([(p.topic, p.partition) for p in partitions])
         self.assigned.set()
+
+    def _found(self, gaps: list[Gap]) -> None:
+        """Retention gaps: logged and read past with ``accept_gaps``, else raised by the loop."""
+        for gap in gaps:
+            if self.config.accept_gaps:
+                logger.warning(
+                    "%s (retention deleted them); reading on from offset %d as --accept-gaps asks: "
+                    "repair the online store with `featurectl verify --repair`",
+                    gap,
+                    gap.earliest,
+                )
+            else:
+                logger.error("%s (retention deleted them before this group read them)", gap)
+                self._gaps.append(gap)
+
+    def _raise_gaps(self) -> None:
+        if self._gaps:
+            raise RetentionGapError(
+                "changes were deleted from the CDC topics before the processor read them, so the stores "
+                f"would silently miss them: {'; '.join(str(g) for g in self._gaps)}",
+                "rebuild what was missed from the source: `featurectl process --accept-gaps` (reads on from "
+                "the earliest change still held; the log names every gap), then `featurectl verify --repair "
+                "--wait 600` (re-streams wrong or missing entities, deletes gone ones). The offline history "
+                "of the gap is lost; `featurectl backfill` records the current state. To prevent it, raise "
+                "the topics' retention.ms above the longest processor outage and alert on consumer lag",
+            )
+
+    def _offset_reset(self, consumer: Consumer, msg: Message) -> None:
+        """A partition's position fell outside what the topic holds (retention overtook a lagging copy)."""
+        tp = TopicPartition(msg.topic() or "", msg.partition() or 0)
+        (committed,) = consumer.committed([tp], timeout=30)
+        low = consumer.get_watermark_offsets(tp, timeout=30, cached=False)[0]
+        (start,), gaps = start_offsets([committed], [low])
+        if not gaps and committed.offset >= low:  # beyond the end: the topic was deleted and recreated
+            gaps, start = (
+                [Gap(tp.topic, tp.partition, committed.offset, low)],
+                TopicPartition(tp.topic, tp.partition, low),
+            )
+        self._found(gaps)
+        self._raise_gaps()
+        consumer.seek(start)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.claims.revoked([(p.topic, p.partition) for p in partitions])

@@ -49,9 +49,9 @@ class Platform:
     def topic(self, table: str) -> str:
         return self.definition.topic_for(table)
 
-    def start_processor(self, label: str = "p") -> subprocess.Popen[bytes]:
+    def start_processor(self, label: str = "p", *args: str) -> subprocess.Popen[bytes]:
         log = self.root / f"processor-{label}.log"
-        proc = cli_background("process", "--file", str(self.definition.path), env=self.env, log=log)
+        proc = cli_background("process", "--file", str(self.definition.path), *args, env=self.env, log=log)
         self.processes.append(proc)
         return proc
 

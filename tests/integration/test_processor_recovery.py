@@ -10,11 +10,13 @@ from typing import Any
 
 import psycopg
 import pyarrow.dataset as ds
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tests.integration.conftest import StackHandle
-from tests.integration.helpers import wait_until
+from tests.integration.helpers import read_until, unique, wait_until
 from tests.integration.platform import Platform
+from tests.integration.test_processor import insert_customer
 
 
 class Workload(threading.Thread):
@@ -171,3 +173,53 @@ def test_two_processors_share_partitions_and_hand_over_on_stop(
     assert_online_equals_postgres(stack, platform, work)
     assert_offline_has_every_change(platform, work)
     assert "processor stopped after" in platform.log("a") and b.poll() is None
+
+
+def test_changes_deleted_by_retention_before_the_processor_read_them_stop_it_with_the_recovery(
+    stack: StackHandle, platform: Platform
+) -> None:
+    """The processor is down while retention deletes changes it never read (``delete_records`` advances
+    the log start offset exactly as retention does, without waiting for the broker's 5-minute check)."""
+    topic = platform.topic("public.customers")
+    proc = platform.start_processor("first")
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        first = insert_customer(conn, "gold", 1.0)
+    wait_until(
+        lambda: platform.caught_up([topic]) and online_segment(platform, first) == "gold",
+        90,
+        "the first change",
+    )
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        lost = insert_customer(conn, "silver", 2.0)  # read by nobody before retention deletes it
+    read_until(stack.settings, [topic], lambda evs: any((e.key or {}).get("id") == lost for e in evs), 60)
+    admin = AdminClient({"bootstrap.servers": stack.settings.bootstrap_servers})
+    consumer = Consumer({"bootstrap.servers": stack.settings.bootstrap_servers, "group.id": unique("probe")})
+    parts = [TopicPartition(topic, p) for p in admin.list_topics(topic, timeout=10).topics[topic].partitions]
+    ends = [
+        TopicPartition(topic, tp.partition, consumer.get_watermark_offsets(tp, timeout=10)[1]) for tp in parts
+    ]
+    consumer.close()
+    for future in admin.delete_records(ends).values():
+        future.result(30)
+
+    stopped = platform.start_processor("second")
+    assert stopped.wait(120) == 1, "the processor went on past the deleted changes"
+    log = platform.log("second")
+    assert f"{topic}[" in log and "are gone" in log and "--accept-gaps" in log and "verify --repair" in log, (
+        log
+    )
+
+    platform.start_processor("accepting", "--accept-gaps")
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        after = insert_customer(conn, "bronze", 3.0)
+    wait_until(lambda: online_segment(platform, after) == "bronze", 90, "a change after the gap")
+    assert "as --accept-gaps asks" in platform.log("accepting")
+    platform.stop_all()
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute("DELETE FROM customers WHERE id = ANY(%s)", ([first, lost, after],))
+
+
+def online_segment(platform: Platform, cid: int) -> Any:
+    return platform.online("customer_profile", "customer_id", [cid], ["segment"])["segment"][0]

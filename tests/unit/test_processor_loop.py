@@ -20,12 +20,15 @@ class FakeConsumer:
         self.seeks: list[TopicPartition] = []
         self.closed = False
         self.delivered: list[Any] = []
+        self.assignments: list[list[TopicPartition]] = []
+        self.committed_at: dict[int, int] = {}  # partition -> the group's committed offset
+        self.earliest = 0  # the first offset each partition still holds
+        self.reassign: list[TopicPartition] = []  # lost, then assigned back, at the next consume
 
     def subscribe(
         self, topics: list[str], on_assign: Any = None, on_revoke: Any = None, on_lost: Any = None
     ) -> None:
         self.topics, self.on_assign, self.on_lost = topics, on_assign, on_lost
-        self.reassign: list[TopicPartition] = []  # lost, then assigned back, at the next consume
         if on_assign:
             on_assign(self, [])
 
@@ -42,6 +45,18 @@ class FakeConsumer:
             return []
         self.delivered = self.batches.pop(0)
         return self.delivered
+
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self.assignments.append(partitions)
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [
+            TopicPartition(p.topic, p.partition, self.committed_at.get(p.partition, -1001))
+            for p in partitions
+        ]
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float, cached: bool) -> tuple[int, int]:
+        return self.earliest, 100
 
     def seek(self, tp: TopicPartition) -> None:
         self.seeks.append(tp)
@@ -215,3 +230,42 @@ def test_a_fenced_batch_reaches_no_sink_and_is_not_committed_until_its_partition
     ]
     assert len(consumer.commits) == 1
     assert proc.claims.epochs[("shop.public.customers", 0)] == 3
+
+
+def test_changes_deleted_by_retention_before_the_group_read_them_stop_the_processor_naming_them() -> None:
+    import threading
+
+    import pytest
+
+    from featurectl.errors import RetentionGapError
+
+    stop = threading.Event()
+    online = MemorySink()
+    pipeline = Pipeline(online, MemorySink(), MemoryDeadLetters(), BatchValidator(SuiteStore(SUITES_DIR)))  # type: ignore[arg-type]
+    consumer = FakeConsumer([[change(50, "c", 1, customer(1))]], stop)
+    consumer.committed_at, consumer.earliest = {0: 7}, 40  # offsets 7..39 were deleted unread
+    consumer.reassign = [TopicPartition("shop.public.customers", 0)]
+    with pytest.raises(RetentionGapError) as caught:
+        TestProcessor(pipeline, consumer).run(stop)
+    assert "shop.public.customers[0]: changes from offset 7 to 39 are gone" in str(caught.value)
+    assert "--accept-gaps" in str(caught.value) and "verify --repair" in str(caught.value)
+    assert online.written == [] and consumer.commits == []
+
+
+def test_start_offsets_start_where_the_group_left_off_or_report_the_gap() -> None:
+    from confluent_kafka import OFFSET_BEGINNING
+
+    from streams.offsets import start_offsets
+
+    t = "shop.public.customers"
+    starts, gaps = start_offsets(
+        [
+            TopicPartition(t, 0, 12),
+            TopicPartition(t, 1, -1001),
+            TopicPartition(t, 2, -1001),
+            TopicPartition(t, 3, 3),
+        ],
+        [0, 0, 5, 9],
+    )
+    assert [s.offset for s in starts] == [12, OFFSET_BEGINNING, 5, 9]
+    assert [(g.partition, g.committed, g.earliest) for g in gaps] == [(2, None, 5), (3, 3, 9)]

@@ -2,6 +2,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from feast import FeatureStore
 
@@ -235,3 +236,28 @@ def test_a_writer_whose_partition_was_claimed_since_cannot_write(
     assert online(fresh_store, 1, 2)["segment"] == ["owner", "replayed"]
     for s in (stale, replay):
         s.close()
+
+
+def test_incremental_materialize_reads_a_file_that_landed_after_a_later_stamped_one(
+    fresh_store: FeatureStore, tmp_path: Path
+) -> None:
+    """A slow writer renames its file into place after another writer's file stamped later, and after a
+    materialize run: the next incremental run still reads it (a time watermark skipped it for good)."""
+    from jobs.materialize import Materializer
+
+    slow, fast = ParquetOfflineSink(fresh_store, "slow"), ParquetOfflineSink(fresh_store, "fast")
+    slow.add([row(1, 10, "from the slow writer")])
+    stamped_early = slow._table(
+        fresh_store.get_feature_view("customer_profile"), slow._pending["customer_profile"], T0
+    )
+    slow.discard()
+    fast.add([row(2, 20, "fast")])
+    fast.flush()
+    jobs = Materializer(fresh_store, tmp_path / "jobs")
+    assert jobs.run(fresh_store.get_feature_view("customer_profile"), incremental=True).entities == 1
+    directory = fast.directory(fresh_store.get_feature_view("customer_profile"))
+    pq.write_table(stamped_early, directory / "part-19700101T000000000000-slow-000001.parquet")
+    again = jobs.run(fresh_store.get_feature_view("customer_profile"), incremental=True)
+    assert (again.files, again.entities) == (1, 1)
+    assert online(fresh_store, 1, 2)["segment"] == ["from the slow writer", "fast"]
+    assert jobs.run(fresh_store.get_feature_view("customer_profile"), incremental=True).files == 0
