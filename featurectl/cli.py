@@ -504,6 +504,41 @@ def materialize_cmd(
     _run_job(settings, "materialize", schedule, job)
 
 
+@cli.command("compact")
+@click.argument("views", nargs=-1)
+@click.option(
+    "--rows-per-file", default=2_000_000, show_default=True, help="Largest compacted file, in rows."
+)
+@SCHEDULE
+@click.pass_context
+def compact_cmd(ctx: click.Context, views: tuple[str, ...], rows_per_file: int, schedule: str | None) -> None:
+    """Rewrite the offline history of VIEWS (default: all) into few sorted files, duplicates removed.
+
+    Safe while the processor runs (files landing meanwhile are kept for the next run). Waits for
+    nothing: if a materialize or a backfill of a view is running, it stops and says so.
+    """
+    from jobs.compact import compact
+    from jobs.lock import job_lock
+    from streams.store import open_store
+
+    settings = _settings(ctx)
+    locks = settings.data_dir / "locks"
+
+    def job() -> None:
+        store = open_store(settings)
+        for view in [store.get_feature_view(v) for v in views] or store.list_feature_views():
+            # Our own readers of the history must not have its files moved under them.
+            with job_lock(locks, "materialize"), job_lock(locks, f"backfill-{view.name}"):
+                report = compact(store, view, rows_per_file)
+            click.echo(
+                f"compact {view.name}: {report.files_before} files -> {report.files_after}, "
+                f"{report.rows_before} rows -> {report.rows_after} "
+                f"({report.duplicates} duplicates, {report.superseded} superseded within a transaction)"
+            )
+
+    _run_job(settings, "compact", schedule, job)
+
+
 @cli.command("snapshot")
 @click.argument("tables", nargs=-1, required=True)
 @click.option(

@@ -226,7 +226,9 @@ class PostgresBackfill:
         dataset = ds.dataset(directory, format="parquet", schema=history_schema(self.view))
         flt = None
         for k in keys:  # a superset filter per key column; exact matching happens below
-            cond = pc.field(k).isin(sorted({r[k] for r in rows}))
+            values = sorted({r[k] for r in rows})
+            # The range lets row-group statistics skip most of a compacted (key-sorted) history.
+            cond = (pc.field(k) >= values[0]) & (pc.field(k) <= values[-1]) & pc.field(k).isin(values)
             flt = cond if flt is None else flt & cond
         columns = [*keys, *features, "event_timestamp", "cdc_version", "cdc_deleted"]
         history = dataset.to_table(columns=columns, filter=flt).sort_by(

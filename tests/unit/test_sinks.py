@@ -1,5 +1,6 @@
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -261,3 +262,69 @@ def test_incremental_materialize_reads_a_file_that_landed_after_a_later_stamped_
     assert (again.files, again.entities) == (1, 1)
     assert online(fresh_store, 1, 2)["segment"] == ["from the slow writer", "fast"]
     assert jobs.run(fresh_store.get_feature_view("customer_profile"), incremental=True).files == 0
+
+
+def test_compaction_removes_duplicates_and_superseded_rows_and_keeps_the_training_set(
+    fresh_store: FeatureStore,
+) -> None:
+    """Three copies of one change (re-deliveries), a transaction whose first change was re-delivered
+    after its second, backfill rows (version 0) at two times: compaction keeps one row per change and
+    the transaction's last, so the training set is the same, deterministic, from one file."""
+    import pandas as pd
+
+    from jobs.compact import compact
+
+    view = fresh_store.get_feature_view("customer_profile")
+    sink = ParquetOfflineSink(fresh_store)
+    txn_time = T0 + timedelta(seconds=20)
+
+    def txn(minor: int, segment: str) -> SinkRow:
+        features = {"country": "GB", "segment": segment, "credit_limit": 1.0, "birth_date": None}
+        return SinkRow(
+            "customer_profile", UPSERT, {"customer_id": 1}, features, txn_time, 20, "u", "t[0]", None, minor
+        )
+
+    for batch in (
+        [row(1, 10, "first")],
+        [row(1, 10, "first"), txn(1, "mid"), txn(2, "final")],
+        [row(1, 10, "first"), txn(1, "mid")],  # re-delivered after the transaction's last change
+        [row(2, 0, "backfilled then")],
+        [
+            SinkRow(
+                "customer_profile",
+                UPSERT,
+                {"customer_id": 2},
+                row(2, 0, "backfilled now").features,
+                T0 + timedelta(seconds=30),
+                0,
+                "b",
+                "backfill",
+            )
+        ],
+    ):
+        sink.add(batch)
+        sink.flush()
+    entity_df = pd.DataFrame(
+        {
+            "customer_id": [1, 1, 1, 2, 2, 2],
+            "event_timestamp": [T0 + timedelta(seconds=s) for s in (5, 15, 25, 5, 15, 35)],
+        }
+    )
+
+    def training() -> dict[tuple[int, int], Any]:
+        df = fresh_store.get_historical_features(entity_df, ["customer_profile:segment"]).to_df()
+        return {
+            (r.customer_id, int((r.event_timestamp - T0).total_seconds())): r.segment for r in df.itertuples()
+        }
+
+    before = training()
+    report = compact(fresh_store, view)
+    assert (report.files_before, report.files_after) == (5, 1)
+    assert (report.rows_before, report.rows_after, report.duplicates, report.superseded) == (8, 4, 3, 1)
+    after = training()
+    assert after[(1, 25)] == "final"  # before compaction: "mid" or "final", whichever Feast's sort put last
+    assert {k: v for k, v in before.items() if k != (1, 25)} == {
+        k: v for k, v in after.items() if k != (1, 25)
+    }
+    assert after[(1, 15)] == "first" and after[(2, 35)] == "backfilled now"
+    assert compact(fresh_store, view).files_after == 1  # nothing left to do
