@@ -30,12 +30,20 @@ writers), so a streamed change with a *lower* version but a commit time more tha
 SourceChangedError, the processor stops, and README says how to recover. Re-deliveries, replays and
 materialisations carry old commit times and are simply skipped as older.
 
+History (the offline store) keeps every committed state of an entity, but not a transaction's
+intermediate ones: of an entity's changes sharing a commit time only the highest version is written
+(``last_of_each_instant``; a re-delivered earlier one is dropped when the online store already holds
+a later change of the same instant). Feast's point-in-time join breaks ties of event time arbitrarily,
+so two rows at one instant would make training sets depend on luck. ``featurectl compact`` (jobs/compact.py)
+applies the same rule to what is already written.
+
 Versions order rows entity by entity; fencing (streams/fencing.py) keeps a processor that lost its
 partitions from writing a batch at all, so a stale copy adds nothing to the offline history either.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -80,3 +88,19 @@ def check_not_rewound(row: Any, stored: Version, stored_us: int) -> None:
             "change of an existing entity would be skipped as older",
             RECOVERY,
         )
+
+
+def last_of_each_instant(rows: list[Any]) -> list[Any]:
+    """Per entity and event time, only the highest version, in the rows' order.
+
+    Changes of one transaction share its commit time; only its last state was ever visible in
+    Postgres, and Feast's point-in-time join picks arbitrarily among rows with equal event times.
+    """
+    last: dict[tuple[str, datetime], Any] = {}
+    for row in rows:
+        ident = (json.dumps(row.keys, sort_keys=True, default=str), row.event_time)
+        held = last.get(ident)
+        if held is None or row.order >= held.order:
+            last[ident] = row
+    kept = {id(r) for r in last.values()}
+    return [r for r in rows if id(r) in kept]

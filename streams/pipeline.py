@@ -25,7 +25,7 @@ from streams.dlq import DeadLetterSink
 from streams.embed import EmbeddingStep
 from streams.events import ChangeEvent, DecodeError, KafkaMessage, decode
 from streams.freshness import Freshness
-from streams.ordering import version_of
+from streams.ordering import last_of_each_instant, version_of
 from streams.routes import Route
 from streams.sinks.base import DELETE, UPSERT, OnlineSink, Sink, SinkRow
 from streams.toast import unavailable_columns, unresolved_reason
@@ -182,7 +182,7 @@ class Pipeline:
                     rows = [r for r in rows if r.op == DELETE]
             rows.sort(key=lambda r: r.order)
             self.online.add(rows)
-            self.offline.add(rows)
+            self.offline.add(last_of_each_instant(rows))  # a transaction's intermediate states: not history
             stats.rows += len(rows)
 
     def _fill_unchanged(
@@ -247,6 +247,8 @@ class Pipeline:
         Raises on failure; then nothing may be committed and the batch must be re-read.
         """
         applied = self.online.flush()
+        if self.online.superseded:  # a transaction's earlier change, re-delivered after its last
+            self.offline.forget(self.online.superseded)
         self.offline.flush()
         self.dead_letters.flush()
         self.freshness.record(applied)

@@ -60,6 +60,10 @@ class Sink(ABC):
     def discard(self) -> None:
         """Drop buffered rows (after a failed flush, before the batch is re-read)."""
 
+    def forget(self, rows: Sequence[SinkRow]) -> None:
+        """Drop these buffered rows (the very objects added) before the flush; others stay."""
+        raise NotImplementedError(f"{type(self).__name__} cannot drop single buffered rows")
+
     def close(self) -> None:  # noqa: B027 - optional hook: most sinks hold nothing to release
         """Release connections and files."""
 
@@ -68,6 +72,9 @@ class OnlineSink(Sink):
     """An online store sink also knows which entities it currently holds (for a TRUNCATE)."""
 
     skipped_older: int = 0  # rows not applied because the store held a newer version (cumulative)
+    # Of the last flush's skipped rows, those committed at the same instant as the stored change: an
+    # earlier change of the same transaction (re-delivered). History must not get them either.
+    superseded: list[SinkRow]
 
     @abstractmethod
     def add_barrier(self, view: str, version: tuple[int, int]) -> None:

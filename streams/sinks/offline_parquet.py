@@ -3,8 +3,9 @@
 One file per feature view per flush, under the directory the view's batch source points at, so
 the cost of a write does not depend on the size of the history (Feast's own push to a file
 source rewrites the whole file). Deletes are kept as history rows with null features, so a
-point-in-time query after a delete finds no value. Re-delivered rows are appended again: the
-duplicates carry the same values and event time, so no point-in-time answer changes.
+point-in-time query after a delete finds no value. Of one transaction's changes to an entity (same
+event time) only the last reaches the sink (the pipeline: streams/ordering.py ``last_of_each_instant``). A re-delivered batch is appended again: its rows carry the same
+values and event time, so no point-in-time answer changes; ``featurectl compact`` removes them.
 """
 
 from __future__ import annotations
@@ -102,6 +103,11 @@ class ParquetOfflineSink(Sink):
 
     def discard(self) -> None:
         self._pending.clear()
+
+    def forget(self, rows: Sequence[SinkRow]) -> None:
+        gone = {id(r) for r in rows}
+        for view, pending in self._pending.items():
+            self._pending[view] = [r for r in pending if id(r) not in gone]
 
     def flush(self) -> list[SinkRow]:
         written: list[SinkRow] = []

@@ -69,6 +69,7 @@ class SqliteOnlineSink(OnlineSink):
         self._pending: list[SinkRow] = []
         self._barriers: dict[str, tuple[int, int]] = {}
         self._held: dict[Partition, int] = {}  # epochs this writer's flushes must still hold
+        self.superseded: list[SinkRow] = []
         self._views: dict[str, FeatureView] = {}  # last good declarations (streams/faults.py: registry reads)
         # WAL (set by connect): readers (feast serve, model services) are not blocked by the writer.
         self._conn = connect(self.path)
@@ -152,6 +153,7 @@ class SqliteOnlineSink(OnlineSink):
         return serialize_entity_key(proto, entity_key_serialization_version=self.key_version)
 
     def flush(self) -> list[SinkRow]:
+        self.superseded = []
         if not self._pending and not self._barriers:
             self._check_fences()  # nothing online, but a refused batch must not reach the other sinks either
             return []
@@ -180,6 +182,8 @@ class SqliteOnlineSink(OnlineSink):
                 if row.order < max(stored, barriers.get(view_name, (-1, -1))):
                     if row.order < stored and stored_us is not None:
                         check_not_rewound(row, stored, stored_us)
+                        if stored_us == epoch_us(row.event_time):
+                            self.superseded.append(row)
                     skipped.append(row)  # an older change than the one already applied
                     continue
                 if row.op == DELETE:

@@ -52,7 +52,10 @@ def change(
     before: dict[str, Any] | None = None,
     partition: int = 0,
     lsn: int | None = None,
+    commit_ms: int | None = None,
 ) -> Msg:
+    """A change committed at ``commit_ms`` (default: one millisecond per offset, so one transaction each)."""
+    ms = commit_ms if commit_ms is not None else 1_700_000_000_000 + offset
     value = {
         "op": op,
         "before": before,
@@ -61,8 +64,8 @@ def change(
         "source": {
             "schema": "public",
             "table": "customers",
-            "ts_ms": 1_700_000_000_000,
-            "ts_us": 1_700_000_000_000_000,
+            "ts_ms": ms,
+            "ts_us": ms * 1000,
             "lsn": lsn if lsn is not None else 1000 + offset,
         },
     }
@@ -96,6 +99,7 @@ class MemorySink(OnlineSink):
         self.state: dict[tuple[str, str], SinkRow] = {}
         self.barriers: dict[str, tuple[int, int]] = {}
         self.fences: dict[tuple[str, int], int] = {}
+        self.superseded: list[SinkRow] = []
         self.held: dict[tuple[str, int], int] = {}
         self.fail_flushes = fail_flushes
 
@@ -105,6 +109,10 @@ class MemorySink(OnlineSink):
     def discard(self) -> None:
         self.pending.clear()
 
+    def forget(self, rows: Sequence[SinkRow]) -> None:
+        gone = {id(r) for r in rows}
+        self.pending = [r for r in self.pending if id(r) not in gone]
+
     def flush(self) -> list[SinkRow]:
         if self.fail_flushes:
             self.fail_flushes -= 1
@@ -112,12 +120,15 @@ class MemorySink(OnlineSink):
         if any(self.fences.get(part, 0) > epoch for part, epoch in self.held.items()):
             raise FencedError("injected: fenced")
         applied = []
+        self.superseded = []
         for r in self.pending:
             ident = (r.view, json.dumps(r.keys, sort_keys=True))
             if (ident in self.state and self.state[ident].order > r.order) or r.order < self.barriers.get(
                 r.view, (-1, -1)
             ):
                 self.skipped_older += 1
+                if ident in self.state and self.state[ident].event_time == r.event_time:
+                    self.superseded.append(r)
                 continue
             self.state[ident] = r
             applied.append(r)

@@ -136,3 +136,18 @@ def test_a_change_after_the_truncate_read_before_it_in_the_batch_is_written_afte
     assert sorted(r.keys["customer_id"] for r in offline.written if r.cdc_op == "t") == [1]
     # In the online store's history, 7 came only after 1 was gone.
     assert [(r.keys["customer_id"], r.op) for r in online.written] == [(1, UPSERT), (1, DELETE), (7, UPSERT)]
+
+
+def test_only_the_last_change_of_a_transaction_reaches_the_history(parts: Any) -> None:
+    """Two updates of one customer in one transaction (one commit time): history gets the last only,
+    in one batch or when the earlier is re-delivered after the last was applied."""
+    pipe, online, offline, _ = parts
+    when = 1_700_000_100_000
+    first = change(0, "u", 1, customer(1, segment="silver"), lsn=500, commit_ms=when)
+    last = change(1, "u", 1, customer(1, segment="gold"), lsn=600, commit_ms=when)
+    pipe.process([first, last])
+    pipe.flush()
+    pipe.process([first])  # re-delivered (say, the batch was retried from an earlier offset)
+    pipe.flush()
+    assert [r.features["segment"] for r in offline.written] == ["gold"]
+    assert online.live_keys("customer_profile") == [{"customer_id": 1}]
