@@ -640,3 +640,32 @@ def test_a_processor_that_lost_its_partitions_while_stalled_writes_nothing(
         stop.set()
         thread.join(60)
         platform.stop_all()
+
+
+def test_a_training_set_gets_the_last_of_a_transactions_changes(
+    stack: StackHandle, platform: Platform, made: list[tuple[str, int]]
+) -> None:
+    """150 customers, each updated twice in one transaction (both changes share its commit time):
+    every one of them has the second value in a training set taken after the commit."""
+    import pandas as pd
+
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        ids = [insert_customer(conn, "standard", 1.0) for _ in range(150)]
+        made.extend(("customers", i) for i in ids)
+        with conn.transaction():
+            conn.execute("UPDATE customers SET credit_limit = 2 WHERE id = ANY(%s)", (ids,))
+            conn.execute("UPDATE customers SET credit_limit = 3 WHERE id = ANY(%s)", (ids,))
+    platform.start_processor()
+    try:
+        wait_until(
+            lambda: platform.caught_up([platform.topic("public.customers")]), 120, "every change written"
+        )
+    finally:
+        platform.stop_all()
+    entity_df = pd.DataFrame({"customer_id": ids, "event_timestamp": [datetime.now(UTC)] * len(ids)})
+    training = platform.store().get_historical_features(entity_df, ["customer_profile:credit_limit"]).to_df()
+    assert len(training) == len(ids)
+    wrong = training[training["credit_limit"] != 3.0]
+    assert wrong.empty, (
+        f"{len(wrong)} customers got the transaction's first change: {wrong.head().to_dict('records')}"
+    )

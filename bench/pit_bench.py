@@ -1,0 +1,138 @@
+"""Point-in-time join cost before and after ``featurectl compact``.
+
+History as the processor leaves it: ``--history`` rows of customer_profile over ``--entities``
+customers, one Parquet file per ``--batch`` rows (one per micro-batch), with ``--dup`` of the rows
+written a second time (re-delivered batches). Then Feast's ``get_historical_features`` for
+``--labels`` label rows, timed; then ``jobs.compact.compact``, timed; then the same join again. The
+two training sets must be equal (duplicates carry the same values). No stack needed.
+
+    .venv/bin/python -m bench.pit_bench --history 1000000 --labels 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from feast import FeatureStore
+
+from featurectl.settings import PROJECT_ROOT
+from jobs.compact import compact
+from streams.sinks.offline_parquet import ParquetOfflineSink
+from streams.store import feast_apply
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def history(store: FeatureStore, rows: int, entities: int, batch: int, dup: float, seed: int = 7) -> int:
+    """Write the synthetic history; returns the number of files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from streams.sinks.offline_parquet import history_schema
+
+    view = store.get_feature_view("customer_profile")
+    directory = ParquetOfflineSink(store).directory(view)
+    directory.mkdir(parents=True, exist_ok=True)
+    schema = history_schema(view)
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, entities + 1, rows)
+    seconds = np.sort(rng.integers(0, 90 * 86400, rows))  # 90 days of changes, in stream order
+    files = 0
+    for start in range(0, rows, batch):
+        sl = slice(start, min(start + batch, rows))
+        n = sl.stop - sl.start
+        when = [T0 + timedelta(seconds=int(s)) for s in seconds[sl]]
+        table = pa.table(
+            {
+                "customer_id": ids[sl],
+                "country": ["GB"] * n,
+                "segment": rng.choice(["standard", "silver", "gold"], n),
+                "credit_limit": rng.random(n) * 1000,
+                "birth_date": [None] * n,
+                "event_timestamp": when,
+                "ingested_at": when,
+                "cdc_op": ["u"] * n,
+                "cdc_deleted": [False] * n,
+                "cdc_version": np.arange(sl.start, sl.stop) * 100,
+                "cdc_version_minor": np.arange(sl.start, sl.stop) * 100,
+                "cdc_source": ["bench"] * n,
+                "cdc_embedding_model": [None] * n,
+            }
+        ).cast(schema)
+        pq.write_table(table, directory / f"part-{files:06d}.parquet")
+        files += 1
+        if rng.random() < dup:  # the batch re-delivered and written again
+            pq.write_table(table, directory / f"part-{files:06d}-again.parquet")
+            files += 1
+    return files
+
+
+def join(store: FeatureStore, labels: pd.DataFrame) -> tuple[float, pd.DataFrame]:
+    start = time.perf_counter()
+    df = store.get_historical_features(
+        labels, ["customer_profile:segment", "customer_profile:credit_limit"]
+    ).to_df()
+    return time.perf_counter() - start, df.sort_values(["customer_id", "event_timestamp"]).reset_index(
+        drop=True
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--history", type=int, default=1_000_000)
+    parser.add_argument("--entities", type=int, default=100_000)
+    parser.add_argument("--labels", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=1000, help="rows per history file (a micro-batch)")
+    parser.add_argument("--dup", type=float, default=0.05, help="share of batches written twice")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="pit-bench-"))
+    try:
+        shutil.copytree(
+            PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("data")
+        )
+        feast_apply(root / "feature_repo")
+        store = FeatureStore(repo_path=str(root / "feature_repo"))
+        files = history(store, args.history, args.entities, args.batch, args.dup)
+        rng = np.random.default_rng(11)
+        labels = pd.DataFrame(
+            {
+                "customer_id": rng.integers(1, args.entities + 1, args.labels),
+                "event_timestamp": [
+                    T0 + timedelta(seconds=int(s)) for s in rng.integers(0, 95 * 86400, args.labels)
+                ],
+            }
+        )
+        join(store, labels.head(10))  # warm-up: imports and dask start-up are not the join's cost
+        before_s, before = join(store, labels)
+        start = time.perf_counter()
+        report = compact(store, store.get_feature_view("customer_profile"))
+        compact_s = time.perf_counter() - start
+        after_s, after = join(store, labels)
+        same = before.drop(columns=[], errors="ignore").equals(after)
+        print(f"command: {' '.join([Path(sys.executable).name, '-m', 'bench.pit_bench', *sys.argv[1:]])}")
+        print(
+            f"history: {report.rows_before:,} rows in {files:,} files ({report.duplicates:,} duplicates); "
+            f"labels: {args.labels:,}"
+        )
+        print(f"point-in-time join before compaction: {before_s:.1f} s")
+        print(f"compaction: {compact_s:.1f} s -> {report.files_after} file(s), {report.rows_after:,} rows")
+        print(f"point-in-time join after compaction:  {after_s:.1f} s")
+        print(f"training sets equal: {same}")
+        if not same:
+            sys.exit(1)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
