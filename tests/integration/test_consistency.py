@@ -658,7 +658,10 @@ def test_a_training_set_gets_the_last_of_a_transactions_changes(
     platform.start_processor()
     try:
         wait_until(
-            lambda: platform.caught_up([platform.topic("public.customers")]), 120, "every change written"
+            lambda: ids_with_credit(platform, 3.0) >= set(ids), 120, "every customer's last change in history"
+        )
+        wait_until(
+            lambda: platform.caught_up([platform.topic("public.customers")]), 60, "every change committed"
         )
     finally:
         platform.stop_all()
@@ -669,3 +672,120 @@ def test_a_training_set_gets_the_last_of_a_transactions_changes(
     assert wrong.empty, (
         f"{len(wrong)} customers got the transaction's first change: {wrong.head().to_dict('records')}"
     )
+
+
+def ids_with_credit(platform: Platform, credit: float) -> set[int]:
+    path = platform.repo / "data" / "offline" / "customer_profile"
+    if not path.exists():
+        return set()
+    table = ds.dataset(str(path), format="parquet").to_table(columns=["customer_id", "credit_limit"])
+    return {r["customer_id"] for r in table.to_pylist() if r["credit_limit"] == credit}
+
+
+EVERY_TYPE_COLUMNS = (
+    "id bigint PRIMARY KEY, c_small smallint, c_int integer, c_big bigint, c_num numeric(14,4), "
+    "c_real real, c_double double precision, c_text text, c_uuid uuid, c_json json, c_jsonb jsonb, "
+    "c_text_arr text[], c_int_arr integer[], c_bool boolean, c_date date, c_time time, c_ts timestamp, "
+    "c_tstz timestamptz, c_bytea bytea, c_enum MOOD"
+)
+EVERY_TYPE_FEATURES = {
+    "c_small": "Int32", "c_int": "Int32", "c_big": "Int64", "c_num": "Float64", "c_real": "Float32",
+    "c_double": "Float64", "c_text": "String", "c_uuid": "String", "c_json": "String", "c_jsonb": "String",
+    "c_text_arr": "Array(String)", "c_int_arr": "Array(Int64)", "c_bool": "Bool", "c_date": "UnixTimestamp",
+    "c_time": "String", "c_ts": "UnixTimestamp", "c_tstz": "UnixTimestamp", "c_bytea": "Bytes", "c_enum": "String",
+}  # fmt: skip
+EVERY_TYPE_ROWS = [
+    "(1, 1, 2, 3, 1.5, 1.25, 2.5, 'plain', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{\"b\": 1,  \"a\": [1, 2]}', "
+    "'{\"b\": 1, \"a\": {\"c\": [true, null]}}', ARRAY['x', NULL, 'ü'], ARRAY[1, NULL, 3], true, '2026-11-22', "
+    "'10:15:30.123456', '2026-11-22 10:15:30.5', '2026-11-22 10:15:30.123456+02', '\\x00ff10', 'happy')",
+    "(2, -32768, -2147483648, -9223372036854775808, 'NaN', 'NaN', 'Infinity', '', "
+    "'00000000-0000-0000-0000-000000000000', '[]', '{}', ARRAY[]::text[], ARRAY[]::int[], false, '0001-01-01', "
+    "'00:00:00', '1970-01-01 00:00:00', '1999-12-31 23:59:59.999999+00', '\\x', 'sad')",
+    "(3, 32767, 2147483647, 9223372036854775807, 1234567890.1234, '-Infinity', '-Infinity', "
+    "'ünïcødé — 😀 \t\"quoted\"\\n', NULL, 'null', '\"text\"', ARRAY['{}', 'a,b'], ARRAY[0], NULL, '9999-12-31', "
+    "'23:59:59.999999', '2000-02-29 12:00:00.000001', '2038-01-19 03:14:08+00', '\\xdeadbeef', NULL)",
+    "(4, NULL, NULL, NULL, NULL, 0.1, 1e-300, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+    "NULL, NULL)",
+    "(5, 0, 0, 0, 0.0001, 3.4e38, -0.0, 'x', 'ffffffff-ffff-ffff-ffff-ffffffffffff', "
+    '\'{"n": 1.50, "e": 1e3}\', \'{"n": 1.50, "e": 1e3, "u": "\\u00fc"}\', ARRAY[\'\'], ARRAY[-1, 2147483647], '
+    "true, '1970-01-01', '12:00:00.1', '2026-01-01 00:00:00.12', '2026-06-01 00:00:00.1-07', '\\x2f', 'ok')",
+]
+
+
+def test_backfill_writes_the_same_history_rows_as_the_stream_for_every_type(
+    stack: StackHandle, capture: Any, tmp_path: Path
+) -> None:
+    """A table with every common Postgres type, backfilled, then streamed: for the same row state both
+    give byte-equal history rows, and a second backfill finds every row unchanged."""
+    mood = unique("mood")
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE TYPE {} AS ENUM ('happy', 'sad', 'ok')").format(sql.Identifier(mood)))
+    cap = capture({"every": EVERY_TYPE_COLUMNS.replace("MOOD", f'"{mood}"')}, deploy_now=False)
+    table = cap.table("every")
+    plat = make_platform(
+        stack.settings, stack.admin, tmp_path, cap.definition.name, tables=(f"public.{table}",)
+    )
+    plat.definition = cap.definition
+    fields = ", ".join(f'Field(name="{n}", dtype={t})' for n, t in EVERY_TYPE_FEATURES.items())
+    (plat.repo / "every.py").write_text(EVERY_VIEW.replace("TABLE", table).replace("FIELDS", fields))
+    (plat.suites / "every_features.json").write_text('{"name": "every_features", "expectations": []}')
+    feast_apply(plat.repo)
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        values = sql.SQL(", ".join(EVERY_TYPE_ROWS))  # literal SQL: its JSON braces are not placeholders
+        conn.execute(sql.SQL("INSERT INTO {} VALUES ").format(sql.Identifier(table)) + values)
+    backfilled = cli("backfill", "every_features", env=plat.env, timeout=300)
+    assert backfilled.returncode == 0, backfilled.stderr
+    assert "5 rows read, 5 written" in backfilled.stdout, backfilled.stdout
+
+    deploy(stack.settings, cap.definition, timeout_s=120)  # its initial snapshot streams the same states
+    plat.start_processor()
+    try:
+        wait_until(lambda: len(every_history(plat)["r"]) == 5, 120, "the stream's five rows")
+    finally:
+        plat.stop_all()
+    rows = every_history(plat)
+    for sid, streamed in rows["r"].items():
+        diffs = {
+            name: (streamed[name], rows["b"][sid][name])
+            for name in EVERY_TYPE_FEATURES
+            if not same_bytes(streamed[name], rows["b"][sid][name])
+        }
+        assert not diffs, f"row {sid}: stream vs backfill {diffs}"
+    again = cli("backfill", "every_features", env=plat.env, timeout=300)
+    assert again.returncode == 0 and "0 written, 5 unchanged" in again.stdout, again.stdout + again.stderr
+
+
+def every_history(plat: Platform) -> dict[str, dict[int, dict[str, Any]]]:
+    path = plat.repo / "data" / "offline" / "every_features"
+    out: dict[str, dict[int, dict[str, Any]]] = {"r": {}, "b": {}}
+    if path.exists():
+        for row in ds.dataset(str(path), format="parquet").to_table().to_pylist():
+            out.setdefault(row["cdc_op"], {})[row["every_id"]] = row
+    return out
+
+
+def same_bytes(a: Any, b: Any) -> bool:
+    """Equal as stored: floats by their bits (NaN equals NaN, -0.0 differs from 0.0)."""
+    import struct
+
+    if isinstance(a, float) and isinstance(b, float):
+        return struct.pack("<d", a) == struct.pack("<d", b)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_bytes(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+EVERY_VIEW = """
+from datetime import timedelta
+from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.types import Array, Bool, Bytes, Float32, Float64, Int32, Int64, String, UnixTimestamp
+every = Entity(name="every", join_keys=["every_id"], value_type=ValueType.INT64)
+every_features = FeatureView(
+    name="every_features", entities=[every], ttl=timedelta(0),
+    schema=[Field(name="every_id", dtype=Int64), FIELDS],
+    source=PushSource(name="every_push", batch_source=FileSource(
+        name="every_history", path="data/offline/every_features",
+        timestamp_field="event_timestamp", created_timestamp_column="ingested_at")),
+    tags={"cdc.table": "public.TABLE", "cdc.key": "every_id=id"},
+)
+"""

@@ -213,8 +213,8 @@ def test_changes_deleted_by_retention_before_the_processor_read_them_stop_it_wit
 
     platform.start_processor("accepting", "--accept-gaps")
     with psycopg.connect(stack.app, autocommit=True) as conn:
-        after = insert_customer(conn, "bronze", 3.0)
-    wait_until(lambda: online_segment(platform, after) == "bronze", 90, "a change after the gap")
+        after = insert_customer(conn, "gold", 3.0)
+    wait_until(lambda: online_segment(platform, after) == "gold", 90, "a change after the gap")
     assert "as --accept-gaps asks" in platform.log("accepting")
     platform.stop_all()
     with psycopg.connect(stack.app, autocommit=True) as conn:
