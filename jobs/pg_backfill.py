@@ -6,8 +6,13 @@ processor does, validates it with the view's suite (failures go to the dead-lett
 text for embedding views, and appends the rows whose state differs from the latest state the
 history holds for that key (one Parquet file per chunk, written atomically).
 
+Encoded as the stream encodes: every value is first put in the JSON encoding Debezium gives it
+(``_debezium_encoding``; json, jsonb, uuid and numeric read as Postgres's own text), then decoded by
+the stream's decoder, so for one row state a backfilled history row and a streamed one hold the same
+bytes (tested over every common Postgres type).
+
 Idempotent: a re-run over an unchanged table writes nothing, because every row equals its latest
-history. Resumable: after each chunk the last key is checkpointed in ``<data_dir>/jobs/``; a run
+history (compared as stored: float32 rounding, NaN equal to NaN). Resumable: after each chunk the last key is checkpointed in ``<data_dir>/jobs/``; a run
 after an interruption continues from it (and the comparison makes a repeated chunk harmless).
 Backfilled rows carry ``cdc_op = "b"``, version 0, and as event time the row's ``timestamp_column``
 if given (e.g. ``updated_at``), else the time of the backfill: what the history knows, as of when.
@@ -15,20 +20,25 @@ if given (e.g. ``updated_at``), else the time of the backfill: what the history 
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import math
 import sys
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psycopg
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import sqlalchemy as sa
 from feast import FeatureStore, FeatureView
+from sqlalchemy.dialects import postgresql
 from tqdm import tqdm
 
 from featurectl.errors import ConfigError
@@ -80,12 +90,50 @@ class SourceRow:
 
 
 def _debezium_encoding(value: Any) -> Any:
-    """Python values from psycopg in the encodings the stream uses (so decoding is shared)."""
-    if isinstance(value, Decimal):
+    """A value as psycopg returns it, in the JSON encoding Debezium gives it with the connector's settings
+    (connectors/shop-postgres.json), so the stream's decoder turns both into the same feature value.
+
+    json, jsonb, uuid and numeric are selected as Postgres's own text (``_as_text``): that is what
+    pgoutput hands Debezium, so re-serialising a parsed value could only differ.
+    """
+    if isinstance(value, list):
+        return [_debezium_encoding(v) for v in value]
+    if isinstance(value, Decimal | UUID):
         return str(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
+    if isinstance(value, bytes | memoryview):  # binary.handling.mode=base64
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, datetime):  # time.precision.mode=isostring: UTC, "Z"
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return _iso_fraction(value.isoformat()) + "Z"
+    if isinstance(value, date):
+        return value.isoformat() + "Z"
+    if isinstance(value, time):
+        return _iso_fraction(value.replace(tzinfo=None).isoformat()) + "Z"
     return value
+
+
+def _iso_fraction(text: str) -> str:
+    """Debezium prints a fraction of a second without trailing zeros ("12:00:00.1"), none if it is zero."""
+    body, _, fraction = text.partition(".")
+    fraction = fraction.rstrip("0")
+    return f"{body}.{fraction}" if fraction else body
+
+
+# Columns read as Postgres's text output (see _debezium_encoding).
+_TEXT_TYPES = (sa.JSON, postgresql.JSONB, postgresql.JSON, sa.Uuid, sa.Numeric)
+
+
+def _textual(kind: Any) -> bool:
+    return isinstance(kind, _TEXT_TYPES) and not isinstance(kind, sa.Float)  # Float subclasses Numeric
+
+
+def _as_text(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
+    if _textual(column.type):
+        return sa.cast(column, sa.Text).label(column.name)
+    if isinstance(column.type, sa.ARRAY) and _textual(column.type.item_type):
+        return sa.cast(column, postgresql.ARRAY(sa.Text)).label(column.name)
+    return column
 
 
 class Checkpoint:
@@ -166,7 +214,7 @@ class PostgresBackfill:
                 bar.update(done)
                 logger.info("%s: resuming after key %s (%d rows done)", self.view.name, last, done)
             while True:
-                query = sa.select(table).order_by(*key_cols).limit(self.chunk)
+                query = sa.select(*[_as_text(c) for c in table.c]).order_by(*key_cols).limit(self.chunk)
                 if last is not None:
                     query = query.where(sa.tuple_(*key_cols) > sa.tuple_(*last))
                 rows = [dict(r._mapping) for r in conn.execute(query)]
@@ -198,12 +246,13 @@ class PostgresBackfill:
             )
         report.dead_lettered += len(verdict.invalid)
         latest = self._latest([rows[i] for i in verdict.valid])
+        stored = self._as_stored([rows[i] for i in verdict.valid])
         changed: list[SinkRow] = []
-        for i in verdict.valid:
+        for n, i in enumerate(verdict.valid):
             row = rows[i]
             keys = {k: row[k] for k in self.route.join_keys}
             features = {k: v for k, v in row.items() if k not in keys}
-            if latest.get(_ident(keys)) == _comparable(features):
+            if _same(latest.get(_ident(keys)), stored[n]):
                 report.unchanged += 1
                 continue
             when = records[i][self.timestamp_column] if self.timestamp_column else now
@@ -215,6 +264,15 @@ class PostgresBackfill:
         self.offline.flush()
         self.dead_letters.flush()
         report.written += len(changed)
+
+    def _as_stored(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows' features as the history would give them back (float32 rounding, µs timestamps)."""
+        names = [n for n, _ in self.route.features]
+        schema = history_schema(self.view)
+        fields = pa.schema([schema.field(n) for n in names])
+        table = pa.Table.from_pylist([{n: r.get(n) for n in names} for r in rows], schema=fields)
+        stored: list[dict[str, Any]] = table.to_pylist()
+        return stored
 
     def _latest(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
         """Latest history state per key among ``rows``' keys (None if the latest is a delete)."""
@@ -237,7 +295,7 @@ class PostgresBackfill:
         latest: dict[str, dict[str, Any] | None] = {}
         for record in history.to_pylist():
             ident = _ident({k: record[k] for k in keys})
-            latest[ident] = None if record["cdc_deleted"] else _comparable({f: record[f] for f in features})
+            latest[ident] = None if record["cdc_deleted"] else {f: record[f] for f in features}
         return latest
 
 
@@ -245,9 +303,15 @@ def _ident(keys: dict[str, Any]) -> str:
     return json.dumps(keys, sort_keys=True, default=str)
 
 
-def _comparable(features: dict[str, Any]) -> dict[str, Any]:
-    """Feature values as stored in Parquet (floats, lists), so equal states compare equal."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in features.items()}
+def _same(a: Any, b: Any) -> bool:
+    """Equal as stored values, NaN equal to NaN (a float NaN never equals itself)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
 
 
 def _utc(value: Any) -> datetime:

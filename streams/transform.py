@@ -2,12 +2,14 @@
 
 The connector's encodings (connectors/shop-postgres.json): decimals as exact strings, date/time/
 timestamp as ISO-8601 strings (a date as "2026-11-22Z"), json/jsonb as a JSON string, arrays as
-JSON arrays, NULL as null. A value that does not fit its declared type is passed through as it
+JSON arrays, bytea as base64, NULL as null. A value that does not fit its declared type is passed through as it
 came: the suite's type expectations then send its row to the dead-letter topic with the reason.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -50,9 +52,12 @@ def decode_value(raw: Any, dtype: FeastType) -> Any:
                 return json.dumps(raw, separators=(",", ":"))
         elif kind == "BOOL":
             return raw
+        elif kind == "BYTES":
+            if isinstance(raw, str):  # binary.handling.mode=base64
+                return base64.b64decode(raw, validate=True)
         elif kind == "UNIX_TIMESTAMP":
             return parse_time(raw) if isinstance(raw, str) else datetime.fromtimestamp(raw / 1000, UTC)
-    except (ValueError, InvalidOperation, OverflowError, TypeError):
+    except (ValueError, InvalidOperation, OverflowError, TypeError, binascii.Error):
         return raw
     return raw
 
