@@ -15,7 +15,12 @@ Idempotent: a re-run over an unchanged table writes nothing, because every row e
 history (compared as stored: float32 rounding, NaN equal to NaN). Resumable: after each chunk the last key is checkpointed in ``<data_dir>/jobs/``; a run
 after an interruption continues from it (and the comparison makes a repeated chunk harmless).
 Backfilled rows carry ``cdc_op = "b"``, version 0, and as event time the row's ``timestamp_column``
-if given (e.g. ``updated_at``), else the time of the backfill: what the history knows, as of when.
+if given (e.g. ``updated_at``); else the commit time of the transaction that wrote the row's state
+(``pg_xact_commit_timestamp(xmin)``, when the server has ``track_commit_timestamp = on``, as the local
+stack does); else the time the chunk's query started. A state's commit time is never later than a change
+committed after it, so a backfilled row never shadows a streamed change in a point-in-time join; the
+query's start time can only be later than a commit racing it by the microseconds between a commit's
+timestamp and its visibility (turn the setting on to close that).
 """
 
 from __future__ import annotations
@@ -155,6 +160,10 @@ class Checkpoint:
         self.path.unlink(missing_ok=True)
 
 
+COMMITTED = "_featurectl_committed_at"  # extra columns of the chunk query
+READ_AT = "_featurectl_read_at"
+
+
 class PostgresBackfill:
     """One view's table into its offline history. Constructing it connects nothing."""
 
@@ -198,6 +207,19 @@ class PostgresBackfill:
             )
         key_cols = [table.c[column] for _, column in self.route.keys]
         report = BackfillReport(self.view.name, self.route.table)
+        columns = [_as_text(c) for c in table.c]
+        with self.engine.connect() as conn:
+            tracked = conn.execute(sa.text("SHOW track_commit_timestamp")).scalar_one() == "on"
+        if tracked:
+            xmin: sa.ColumnElement[Any] = sa.literal_column("xmin")  # the row version's writing transaction
+            columns.append(sa.func.pg_xact_commit_timestamp(xmin).label(COMMITTED))
+        else:
+            logger.warning(
+                "%s: track_commit_timestamp is off, so rows are stamped with their read time, not their "
+                "commit time (set it on in postgresql.conf and restart Postgres)",
+                self.route.table,
+            )
+        columns.append(sa.func.statement_timestamp().label(READ_AT))
         last = None if restart else self.checkpoint.load()
         report.resumed_from = last
         with self.engine.connect() as conn:
@@ -214,7 +236,7 @@ class PostgresBackfill:
                 bar.update(done)
                 logger.info("%s: resuming after key %s (%d rows done)", self.view.name, last, done)
             while True:
-                query = sa.select(*[_as_text(c) for c in table.c]).order_by(*key_cols).limit(self.chunk)
+                query = sa.select(*columns).order_by(*key_cols).limit(self.chunk)
                 if last is not None:
                     query = query.where(sa.tuple_(*key_cols) > sa.tuple_(*last))
                 rows = [dict(r._mapping) for r in conn.execute(query)]
@@ -231,8 +253,9 @@ class PostgresBackfill:
 
     def _write_chunk(self, records: list[dict[str, Any]], report: BackfillReport) -> None:
         report.read += len(records)
-        now = datetime.now(UTC)
-        images = [{k: _debezium_encoding(v) for k, v in r.items()} for r in records]
+        images = [
+            {k: _debezium_encoding(v) for k, v in r.items() if k not in (COMMITTED, READ_AT)} for r in records
+        ]
         rows = [row_from_image(image, self.route) for image in images]
         verdict = self.validator.validate(self.view.name, rows)
         for i, failures in verdict.invalid.items():
@@ -255,7 +278,11 @@ class PostgresBackfill:
             if _same(latest.get(_ident(keys)), stored[n]):
                 report.unchanged += 1
                 continue
-            when = records[i][self.timestamp_column] if self.timestamp_column else now
+            when = (
+                records[i][self.timestamp_column]
+                if self.timestamp_column
+                else records[i].get(COMMITTED) or records[i][READ_AT]
+            )
             source = f"backfill {self.route.table}"
             changed.append(SinkRow(self.view.name, UPSERT, keys, features, _utc(when), 0, "b", source))
         if self.route.embedding is not None and changed:

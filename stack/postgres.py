@@ -220,6 +220,8 @@ class Postgres:
             "listen_addresses = '127.0.0.1'\n"
             f"unix_socket_directories = '{run_dir}'\n"
             "wal_level = logical\n"
+            # The backfill stamps a row with the commit time of its state (jobs/pg_backfill.py).
+            "track_commit_timestamp = on\n"
             "max_wal_senders = 10\n"
             "max_replication_slots = 10\n"
             # An abandoned replication slot must not fill the disk: cap the WAL it may hold back.

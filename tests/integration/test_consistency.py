@@ -736,6 +736,12 @@ def test_backfill_writes_the_same_history_rows_as_the_stream_for_every_type(
     backfilled = cli("backfill", "every_features", env=plat.env, timeout=300)
     assert backfilled.returncode == 0, backfilled.stderr
     assert "5 rows read, 5 written" in backfilled.stdout, backfilled.stdout
+    with psycopg.connect(stack.app) as conn:
+        (committed,) = conn.execute(
+            sql.SQL("SELECT DISTINCT pg_xact_commit_timestamp(xmin) FROM {}").format(sql.Identifier(table))
+        ).fetchall()
+    stamped = {r["event_timestamp"] for r in every_history(plat)["b"].values()}
+    assert stamped == {committed[0]}, "a backfilled row is stamped with the commit time of its state"
 
     deploy(stack.settings, cap.definition, timeout_s=120)  # its initial snapshot streams the same states
     plat.start_processor()

@@ -45,6 +45,7 @@ def test_postgres_settings_match() -> None:
     cmd = " ".join(SERVICES["postgres"]["command"])
     conf = {k: v for k, v in re.findall(r"-c (\w+)=(\S+)", cmd)}
     assert conf["wal_level"] == "logical"
+    assert conf["track_commit_timestamp"] == "on"  # the backfill's event times (jobs/pg_backfill.py)
     assert int(conf["max_wal_senders"]) >= 4 and int(conf["max_replication_slots"]) >= 4
 
 
