@@ -80,18 +80,23 @@ def test_tables_without_a_feature_view_are_skipped(parts: Any) -> None:
     assert pipe.process([msg]).skipped == 1
 
 
-def test_truncate_deletes_every_live_entity(parts: Any) -> None:
-    pipe, online, offline, _ = parts
-    pipe.process([change(0, "c", 1, customer(1)), change(1, "c", 2, customer(2))])
-    pipe.flush()
-    truncate = Msg(
+def truncate_at(lsn: int) -> Msg:
+    """A TRUNCATE of customers (no key) at ``lsn``, on partition 1."""
+    source = f'{{"schema": "public", "table": "customers", "ts_ms": 2, "lsn": {lsn}}}'
+    return Msg(
         "shop.public.customers",
         1,
         0,
         None,
-        b'{"op": "t", "before": null, "after": null, '
-        b'"source": {"schema": "public", "table": "customers", "ts_ms": 2, "lsn": 5000}}',
+        f'{{"op": "t", "before": null, "after": null, "source": {source}}}'.encode(),
     )
+
+
+def test_truncate_deletes_every_live_entity(parts: Any) -> None:
+    pipe, online, offline, _ = parts
+    pipe.process([change(0, "c", 1, customer(1)), change(1, "c", 2, customer(2))])
+    pipe.flush()
+    truncate = truncate_at(5000)
     pipe.process([truncate, change(2, "c", 3, customer(3), lsn=6000)])
     pipe.flush()
     assert online.live_keys("customer_profile") == [{"customer_id": 3}]
@@ -122,14 +127,7 @@ def test_a_change_after_the_truncate_read_before_it_in_the_batch_is_written_afte
     pipe, online, offline, _ = parts
     pipe.process([change(0, "c", 1, customer(1), lsn=1000)])
     pipe.flush()
-    truncate = Msg(
-        "shop.public.customers",
-        1,
-        0,
-        None,
-        b'{"op": "t", "before": null, "after": null, '
-        b'"source": {"schema": "public", "table": "customers", "ts_ms": 2, "lsn": 5000}}',
-    )
+    truncate = truncate_at(5000)
     pipe.process([change(1, "c", 7, customer(7), partition=2, lsn=6000), truncate])
     pipe.flush()
     assert online.live_keys("customer_profile") == [{"customer_id": 7}]
