@@ -221,10 +221,17 @@ class Processor:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         starts = partitions
         if partitions:
-            committed = consumer.committed(partitions, timeout=30)
-            earliest = [consumer.get_watermark_offsets(tp, timeout=30, cached=False)[0] for tp in committed]
-            starts, gaps = start_offsets(committed, earliest)
-            self._found(gaps)
+            try:
+                committed = consumer.committed(partitions, timeout=30)
+                earliest = [
+                    consumer.get_watermark_offsets(tp, timeout=30, cached=False)[0] for tp in committed
+                ]
+                starts, gaps = start_offsets(committed, earliest)
+                self._found(gaps)
+            except KafkaException as exc:  # a callback must not raise out of consume()
+                # Start from the committed offsets; a partition without one (or behind retention) then
+                # reports an offset-reset error, checked the same way by _offset_reset.
+                logger.warning("checking start offsets failed (%s); starting from the committed ones", exc)
         consumer.incremental_assign(starts)
         self.claims.assigned([(p.topic, p.partition) for p in partitions])
         self.assigned.set()

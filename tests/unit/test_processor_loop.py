@@ -24,6 +24,7 @@ class FakeConsumer:
         self.committed_at: dict[int, int] = {}  # partition -> the group's committed offset
         self.earliest = 0  # the first offset each partition still holds
         self.reassign: list[TopicPartition] = []  # lost, then assigned back, at the next consume
+        self.broker_down = False  # committed() fails
 
     def subscribe(
         self, topics: list[str], on_assign: Any = None, on_revoke: Any = None, on_lost: Any = None
@@ -50,6 +51,10 @@ class FakeConsumer:
         self.assignments.append(partitions)
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        if self.broker_down:
+            from confluent_kafka import KafkaError, KafkaException
+
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
         return [
             TopicPartition(p.topic, p.partition, self.committed_at.get(p.partition, -1001))
             for p in partitions
@@ -269,3 +274,17 @@ def test_start_offsets_start_where_the_group_left_off_or_report_the_gap() -> Non
     )
     assert [s.offset for s in starts] == [12, OFFSET_BEGINNING, 5, 9]
     assert [(g.partition, g.committed, g.earliest) for g in gaps] == [(2, None, 5), (3, 3, 9)]
+
+
+def test_a_failed_start_offset_check_assigns_from_the_committed_offsets_instead_of_crashing() -> None:
+    import threading
+
+    stop = threading.Event()
+    online = MemorySink()
+    pipeline = Pipeline(online, MemorySink(), MemoryDeadLetters(), BatchValidator(SuiteStore(SUITES_DIR)))  # type: ignore[arg-type]
+    consumer = FakeConsumer([[change(0, "c", 1, customer(1))]], stop)
+    consumer.broker_down = True
+    consumer.reassign = [TopicPartition("shop.public.customers", 0)]
+    TestProcessor(pipeline, consumer).run(stop)
+    assert [tp.offset for tp in consumer.assignments[-1]] == [-1001]  # OFFSET_INVALID: the committed one
+    assert [r.keys["customer_id"] for r in online.written] == [1]
