@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.definition import ConnectorDefinition
 from featurectl.errors import ConfigError, FeatureCtlError
+from streams.offsets import watermarks
 from streams.tail import observer
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def _notifications_at_end(bootstrap: str, topic: str) -> Consumer:
         return consumer
     parts = []
     for p in metadata.partitions:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        _, high = watermarks(consumer, TopicPartition(topic, p))
         parts.append(TopicPartition(topic, p, high))
     consumer.assign(parts)
     return consumer

@@ -3,12 +3,44 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 logger = logging.getLogger(__name__)
+
+# Answers of a partition that is being created or is changing leader; librdkafka does not mark the
+# exception of a watermark query retriable, so the codes are named.
+_NOT_READY = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TIMED_OUT,
+}
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float = 30.0) -> tuple[int, int]:
+    """The (low, high) offsets the broker holds for ``tp`` now, not the consumer's cached ones.
+
+    Retriable broker answers are retried until ``timeout_s``: a topic created a moment ago (the dead-letter
+    topic appears with its first letter) briefly has no leader and answers NOT_LEADER_FOR_PARTITION.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                tp, timeout=max(1.0, deadline - time.monotonic()), cached=False
+            )
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code not in _NOT_READY or time.monotonic() >= deadline:
+                raise
+            logger.debug("%s[%d]: watermarks not ready (%s); retrying", tp.topic, tp.partition, error)
+            time.sleep(0.2)
 
 
 def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:

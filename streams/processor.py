@@ -26,7 +26,7 @@ from featurectl.settings import Settings
 from streams.dlq import DeadLetterSink
 from streams.fencing import Claims, owner_name
 from streams.isolate import write_isolating
-from streams.offsets import Gap, next_offsets, rewind, start_offsets
+from streams.offsets import Gap, next_offsets, rewind, start_offsets, watermarks
 from streams.pipeline import BatchStats, Pipeline
 from streams.routes import load_routes
 from streams.sinks.offline_parquet import ParquetOfflineSink
@@ -223,9 +223,7 @@ class Processor:
         if partitions:
             try:
                 committed = consumer.committed(partitions, timeout=30)
-                earliest = [
-                    consumer.get_watermark_offsets(tp, timeout=30, cached=False)[0] for tp in committed
-                ]
+                earliest = [watermarks(consumer, tp)[0] for tp in committed]
                 starts, gaps = start_offsets(committed, earliest)
                 self._found(gaps)
             except KafkaException as exc:  # a callback must not raise out of consume()
@@ -266,7 +264,7 @@ class Processor:
         """A partition's position fell outside what the topic holds (retention overtook a lagging copy)."""
         tp = TopicPartition(msg.topic() or "", msg.partition() or 0)
         (committed,) = consumer.committed([tp], timeout=30)
-        low = consumer.get_watermark_offsets(tp, timeout=30, cached=False)[0]
+        low = watermarks(consumer, tp)[0]
         (start,), gaps = start_offsets([committed], [low])
         if not gaps and committed.offset >= low:  # beyond the end: the topic was deleted and recreated
             gaps, start = (

@@ -25,7 +25,7 @@ from featurectl.settings import Settings
 from streams.dlq import DeadLetter
 from streams.events import KafkaMessage
 from streams.isolate import write_isolating
-from streams.offsets import next_offsets
+from streams.offsets import next_offsets, watermarks
 from streams.pipeline import BatchStats
 from streams.processor import build_pipeline
 from streams.routes import load_routes
@@ -44,10 +44,7 @@ def _read_to_end(consumer: Consumer, topic: str, timeout_s: float = 30.0) -> Ite
         ) from None
     if topic not in meta.topics or meta.topics[topic].error is not None:
         return
-    ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        for p in meta.topics[topic].partitions
-    }
+    ends = {p: watermarks(consumer, TopicPartition(topic, p))[1] for p in meta.topics[topic].partitions}
     pending = {p for p, end in ends.items() if end > 0}
     consumer.subscribe([topic])
     deadline = time.monotonic() + timeout_s

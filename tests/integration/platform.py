@@ -20,6 +20,7 @@ from feast import FeatureStore
 from connectors.definition import ConnectorDefinition, load_definition
 from featurectl.settings import PROJECT_ROOT, Settings
 from stack.postgres import ensure_publication
+from streams.offsets import watermarks
 from streams.replay import list_dead_letters
 from tests.integration.helpers import cli_background
 
@@ -83,7 +84,7 @@ class Platform:
                 for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
             ]
             committed = consumer.committed(parts, timeout=10)
-            ends = [consumer.get_watermark_offsets(p, timeout=10)[1] for p in parts]
+            ends = [watermarks(consumer, p)[1] for p in parts]
         finally:
             consumer.close()
         if sum(ends) < at_least:  # not all produced yet (a topic that does not exist yet counts as empty)

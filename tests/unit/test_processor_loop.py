@@ -288,3 +288,39 @@ def test_a_failed_start_offset_check_assigns_from_the_committed_offsets_instead_
     TestProcessor(pipeline, consumer).run(stop)
     assert [tp.offset for tp in consumer.assignments[-1]] == [-1001]  # OFFSET_INVALID: the committed one
     assert [r.keys["customer_id"] for r in online.written] == [1]
+
+
+def test_watermarks_of_a_partition_without_a_leader_yet_are_retried_until_it_has_one() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from streams.offsets import watermarks
+
+    class NewTopic:
+        """A topic auto-created a moment ago: its partition has no leader for the first queries."""
+
+        def __init__(self) -> None:
+            self.queries = 0
+
+        def get_watermark_offsets(self, tp: TopicPartition, timeout: float, cached: bool) -> tuple[int, int]:
+            self.queries += 1
+            if self.queries < 3:
+                raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
+            return (0, 4)
+
+    consumer = NewTopic()
+    assert watermarks(consumer, TopicPartition("featurectl.dlq", 0), timeout_s=10) == (0, 4)  # type: ignore[arg-type]
+    assert consumer.queries == 3
+
+
+def test_watermarks_raise_an_error_that_waiting_cannot_fix_at_once() -> None:
+    import pytest
+    from confluent_kafka import KafkaError, KafkaException
+
+    from streams.offsets import watermarks
+
+    class Refusing:
+        def get_watermark_offsets(self, tp: TopicPartition, timeout: float, cached: bool) -> tuple[int, int]:
+            raise KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+
+    with pytest.raises(KafkaException):
+        watermarks(Refusing(), TopicPartition("featurectl.dlq", 0), timeout_s=30)  # type: ignore[arg-type]
