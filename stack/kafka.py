@@ -18,6 +18,18 @@ from stack.jars import JvmJars
 logger = logging.getLogger(__name__)
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64 without padding, as ``kafka-storage random-uuid``.
+
+    Like Kafka's ``Uuid.randomUuid``, never one starting with ``-``: the storage tool's argument parser
+    takes such a value for an option (1 in 64 random ids; seen as "expected one argument").
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaBroker:
     """The local broker. Constructing it touches nothing; ``start`` formats storage once, then runs."""
 
@@ -61,7 +73,7 @@ class KafkaBroker:
     def _format_storage(self) -> None:
         if (self.log_dirs / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         logger.info("kafka: formatting KRaft storage %s (cluster id %s)", self.log_dirs, cluster_id)
         result = subprocess.run(
             [
@@ -70,8 +82,7 @@ class KafkaBroker:
                 self.jars.classpath,
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                cluster_id,
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(self.config),
                 "--standalone",

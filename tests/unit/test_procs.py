@@ -52,3 +52,13 @@ def test_spawn_and_stop_gracefully(tmp_path: Path) -> None:
 def test_wait_for_times_out_with_the_reason() -> None:
     with pytest.raises(FeatureCtlError, match="waiting for the moon"):
         procs.wait_for(lambda: False, 0.3, "the moon", interval_s=0.05)
+
+
+def test_kafka_cluster_ids_never_start_with_a_dash_which_the_storage_tool_reads_as_an_option() -> None:
+    import base64
+
+    from stack.kafka import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(2000)]  # a random id starts with "-" 1 time in 64
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
