@@ -200,6 +200,10 @@ class DeadLetterSink:
             self._producer.produce(self.topic, key=letter.key, value=letter.to_json(), on_delivery=delivered)
         remaining = self._producer.flush(timeout_s)
         if errors or remaining:
+            # Drop what is still queued: the retried batch produces its letters again, and a queued copy
+            # delivered once the topic heals would be a second dead letter for one record.
+            self._producer.purge()
+            self._producer.flush(0)
             raise TransientError(
                 f"could not write {len(errors) or remaining} record(s) to dead-letter topic "
                 f"{self.topic}: {errors[:1]}",

@@ -254,6 +254,11 @@ class Pipeline:
         self.freshness.record(applied)
         return len(applied)
 
+    def committed(self) -> None:
+        """The caller committed the offsets of everything flushed so far (Sink.committed)."""
+        self.online.committed()
+        self.offline.committed()
+
     def discard(self) -> None:
         self.online.discard()
         self.offline.discard()

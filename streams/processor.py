@@ -297,6 +297,8 @@ class Processor:
             # Partitions moved to another copy during the batch: it re-reads from the last commit,
             # and the sinks being idempotent, re-applying this batch there changes nothing.
             logger.warning("offset commit failed (%s); the partitions' new owner re-processes them", exc)
+        # Either way this process will not read the batch again (its position is past it).
+        self.pipeline.committed()
         self.processed += stats.rows
         self.dead_lettered += stats.dead_letters
         logger.debug(

@@ -64,6 +64,10 @@ class Sink(ABC):
         """Drop these buffered rows (the very objects added) before the flush; others stay."""
         raise NotImplementedError(f"{type(self).__name__} cannot drop single buffered rows")
 
+    def committed(self) -> None:  # noqa: B027 - optional hook: most sinks are idempotent by version
+        """The source offsets of everything flushed so far are committed: none of it comes back to
+        this writer, so what it remembers to keep a retried batch from being written twice can go."""
+
     def close(self) -> None:  # noqa: B027 - optional hook: most sinks hold nothing to release
         """Release connections and files."""
 

@@ -4,12 +4,21 @@ One file per feature view per flush, under the directory the view's batch source
 the cost of a write does not depend on the size of the history (Feast's own push to a file
 source rewrites the whole file). Deletes are kept as history rows with null features, so a
 point-in-time query after a delete finds no value. Of one transaction's changes to an entity (same
-event time) only the last reaches the sink (the pipeline: streams/ordering.py ``last_of_each_instant``). A re-delivered batch is appended again: its rows carry the same
-values and event time, so no point-in-time answer changes; ``featurectl compact`` removes them.
+event time) only the last reaches the sink (the pipeline: streams/ordering.py ``last_of_each_instant``).
+
+Duplicates. A row's identity is (view, entity, source offset, version). Within one process the sink
+never writes a row twice: a batch retried before its offsets were committed (a dead-letter topic or
+another sink failing after this one wrote, a poison record isolated in halves) finds its rows already
+written and adds nothing; ``committed`` forgets them once Kafka holds the offsets. A batch re-delivered
+to *another* process (this one was killed after writing, before committing) is written again: the copy
+has the same identity, values, event time and version, so no point-in-time join, ``materialize`` or
+``backfill`` answer changes (each picks one row per entity and instant), and ``featurectl compact``
+removes it (jobs/compact.py dedups on the identity).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import uuid
@@ -86,6 +95,8 @@ class ParquetOfflineSink(Sink):
         self.writer_id = writer_id or uuid.uuid4().hex[:8]
         self._pending: dict[str, list[SinkRow]] = defaultdict(list)
         self._seq = 0
+        # Identities of rows written since the last commit (module docstring: duplicates).
+        self._unconfirmed: set[tuple[Any, ...]] = set()
 
     def directory(self, view: FeatureView) -> Path:
         source = view.batch_source
@@ -109,10 +120,20 @@ class ParquetOfflineSink(Sink):
         for view, pending in self._pending.items():
             self._pending[view] = [r for r in pending if id(r) not in gone]
 
+    def committed(self) -> None:
+        self._unconfirmed.clear()
+
     def flush(self) -> list[SinkRow]:
         written: list[SinkRow] = []
         ingested_at = datetime.now(UTC)
-        for view_name, rows in self._pending.items():
+        for view_name, pending in self._pending.items():
+            rows = [r for r in pending if _identity(r) not in self._unconfirmed]
+            if len(rows) < len(pending):
+                logger.info(
+                    "%s: %d row(s) of a retried batch already in the history; not written again",
+                    view_name,
+                    len(pending) - len(rows),
+                )
             if not rows:
                 continue
             view = self.store.get_feature_view(view_name)
@@ -126,6 +147,7 @@ class ParquetOfflineSink(Sink):
             with open(tmp, "rb") as fh:  # durable before the offsets that produced it are committed
                 os.fsync(fh.fileno())
             os.replace(tmp, directory / name)  # readers never see a half-written file
+            self._unconfirmed.update(_identity(r) for r in rows)
             written.extend(rows)
         self._pending.clear()
         return written
@@ -146,3 +168,8 @@ class ParquetOfflineSink(Sink):
             }
         )
         return pa.Table.from_pydict(columns, schema=history_schema(view))
+
+
+def _identity(row: SinkRow) -> tuple[Any, ...]:
+    """What makes a history row the same row again: its view, entity, source message and version."""
+    return (row.view, json.dumps(row.keys, sort_keys=True, default=str), row.source, row.order, row.op)

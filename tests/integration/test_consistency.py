@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -795,3 +798,103 @@ every_features = FeatureView(
     tags={"cdc.table": "public.TABLE", "cdc.key": "every_id=id"},
 )
 """
+
+
+def _dead_letter_topic_accepts(platform: Platform, accept: bool) -> None:
+    """Make the platform's dead-letter topic refuse every letter (each is larger than it takes), or heal it."""
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": platform.settings.bootstrap_servers})
+    topic, size = platform.settings.dlq_topic, "1048588" if accept else "64"
+    if topic not in admin.list_topics(timeout=10).topics:
+        admin.create_topics([NewTopic(topic, 1, 1, config={"max.message.bytes": size})])[topic].result(30)
+        return
+    entry = ConfigEntry("max.message.bytes", size, incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource("TOPIC", topic, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
+
+
+def test_kill_9_and_a_failing_dead_letter_topic_add_no_history_row_a_training_set_sees_twice(
+    stack: StackHandle, platform: Platform, made: list[tuple[str, int]]
+) -> None:
+    """Three faults around one customer's changes, then a training set at each change and a compaction:
+    1. the dead-letter topic refuses letters, so a batch is retried after its history was written;
+    2. the same, and the processor is killed (-9) before it commits; another one re-reads the batch;
+    3. the history directory cannot be written, and the processor is killed (-9) after the online write."""
+    import pandas as pd
+
+    def letters_for(cid: int) -> int:
+        return sum(1 for d in platform.dead_letters() if d.key and f'"id":{cid}' in d.key.decode())
+
+    def credits(cid: int) -> list[float]:
+        path = platform.repo / "data" / "offline" / "customer_profile"
+        table = ds.dataset(str(path), format="parquet").to_table(columns=["customer_id", "credit_limit"])
+        return [r["credit_limit"] for r in table.to_pylist() if r["customer_id"] == cid]
+
+    def kill(proc: subprocess.Popen[bytes]) -> None:
+        os.kill(proc.pid, signal.SIGKILL)  # no chance to flush, commit or leave the group
+        assert proc.wait(10) == -signal.SIGKILL
+
+    def retries(label: str) -> int:
+        return platform.log(label).count("re-reading it")
+
+    topics = [platform.topic("public.customers")]
+    _dead_letter_topic_accepts(platform, False)
+    first = platform.start_processor("a")
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        good = insert_customer(conn, "gold", 10.0)
+        bad = insert_customer(conn, "vip", 1.0)  # not a valid segment: a dead letter
+        made.extend([("customers", good), ("customers", bad)])
+        times = [conn.execute("SELECT now()").fetchone()[0]]  # type: ignore[index]
+        wait_until(lambda: retries("a") >= 3, 60, "the batch retried while the dead-letter topic refuses")
+        _dead_letter_topic_accepts(platform, True)
+        wait_until(lambda: letters_for(bad) == 1 and platform.caught_up(topics), 60, "the letter written")
+        assert credits(good) == [10.0], "a retried batch wrote its history rows again"
+
+        # 2. Written to history, not committed, killed; a new processor re-reads the batch.
+        _dead_letter_topic_accepts(platform, False)
+        conn.execute("UPDATE customers SET credit_limit = 20 WHERE id = %s", (good,))
+        bad2 = insert_customer(conn, "vip", 2.0)
+        made.append(("customers", bad2))
+        times.append(conn.execute("SELECT now()").fetchone()[0])  # type: ignore[index]
+        wait_until(lambda: 20.0 in credits(good) and retries("a") >= 5, 60, "history written, batch retried")
+        kill(first)
+        _dead_letter_topic_accepts(platform, True)
+        second = platform.start_processor("b")
+        wait_until(lambda: letters_for(bad2) == 1 and platform.caught_up(topics), 90, "the batch re-read")
+
+        # 3. Online written, history refused, killed; a new processor re-reads the batch.
+        directory = platform.repo / "data" / "offline" / "customer_profile"
+        held = directory.with_name("customer_profile.held")
+        directory.rename(held)
+        directory.write_text("not a directory")  # the next history write fails (and is retried)
+        conn.execute("UPDATE customers SET credit_limit = 30 WHERE id = %s", (good,))
+        times.append(conn.execute("SELECT now()").fetchone()[0])  # type: ignore[index]
+        wait_until(
+            lambda: (
+                platform.online("customer_profile", "customer_id", [good], ["credit_limit"])["credit_limit"]
+                == [30.0]
+                and retries("b") >= 2
+            ),
+            60,
+            "the online write done and the history write failing",
+        )
+        kill(second)
+        directory.unlink()
+        held.rename(directory)
+        platform.start_processor("c")
+        wait_until(lambda: platform.caught_up(topics) and 30.0 in credits(good), 90, "the history written")
+    platform.stop_all()
+
+    def training_set() -> list[float]:
+        labels = pd.DataFrame({"customer_id": [good] * 3, "event_timestamp": times})
+        df = platform.store().get_historical_features(labels, ["customer_profile:credit_limit"]).to_df()
+        return df.sort_values("event_timestamp")["credit_limit"].tolist()  # type: ignore[no-any-return]
+
+    assert training_set() == [10.0, 20.0, 30.0]
+    assert sorted(credits(good)) in ([10.0, 20.0, 30.0], [10.0, 20.0, 20.0, 30.0])  # at most fault 2's copy
+    done = cli("compact", "customer_profile", env=platform.env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(credits(good)) == [10.0, 20.0, 30.0]
+    assert training_set() == [10.0, 20.0, 30.0]

@@ -324,3 +324,41 @@ def test_watermarks_raise_an_error_that_waiting_cannot_fix_at_once() -> None:
 
     with pytest.raises(KafkaException):
         watermarks(Refusing(), TopicPartition("featurectl.dlq", 0), timeout_s=30)  # type: ignore[arg-type]
+
+
+def test_a_batch_retried_because_the_dead_letters_failed_adds_no_history_row_twice(
+    fresh_store: Any,
+) -> None:
+    import threading
+
+    import pyarrow.dataset as ds
+
+    from featurectl.errors import TransientError
+    from streams.sinks.offline_parquet import ParquetOfflineSink
+
+    class FailingDeadLetters(MemoryDeadLetters):
+        """A dead-letter topic that refuses the first two flushes (after the stores have written)."""
+
+        failures = 2
+
+        def flush(self) -> int:
+            if self.pending and self.failures:
+                self.failures -= 1
+                raise TransientError("could not write 1 record(s) to dead-letter topic", "retried")
+            return super().flush()
+
+    stop = threading.Event()
+    offline, dead = ParquetOfflineSink(fresh_store), FailingDeadLetters()
+    pipeline = Pipeline(MemorySink(), offline, dead, BatchValidator(SuiteStore(SUITES_DIR)))  # type: ignore[arg-type]
+    consumer = FakeConsumer(
+        [
+            [change(0, "c", 1, customer(1)), change(1, "c", 2, customer(2, segment="vip"))],
+            [change(2, "u", 1, customer(1, segment="silver"))],
+        ],
+        stop,
+    )
+    TestProcessor(pipeline, consumer).run(stop)
+    assert len(consumer.commits) == 2 and len(dead.flushed) == 1  # retried twice, then written
+    directory = offline.directory(fresh_store.get_feature_view("customer_profile"))
+    history = ds.dataset(str(directory)).to_table(columns=["customer_id", "segment"]).to_pylist()
+    assert sorted((r["customer_id"], r["segment"]) for r in history) == [(1, "gold"), (1, "silver")]
