@@ -37,12 +37,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 
-from jobs.materialize import history_files
+from jobs.history import first_of_groups, history_files
 from streams.sinks.offline_parquet import ParquetOfflineSink, history_schema
 
 logger = logging.getLogger(__name__)
@@ -109,35 +108,13 @@ def _dedup(table: pa.Table, keys: list[str], report: CompactReport) -> pa.Table:
     ordered = table.sort_by(
         [(k, "ascending") for k in change] + [("ingested_at", "ascending"), ("_row", "ascending")]
     )
-    first = _first_of_groups(ordered, change)
+    first = first_of_groups(ordered, change)
     report.duplicates = ordered.num_rows - first.num_rows
     # Per entity and event time, the highest version: sort it last, keep the last of each group.
     ordered = first.sort_by([(k, "ascending") for k in change])
-    last = _first_of_groups(ordered, [*keys, "event_timestamp"], last=True)
+    last = first_of_groups(ordered, [*keys, "event_timestamp"], last=True)
     report.superseded = ordered.num_rows - last.num_rows
     return last.drop_columns(["_row"])
-
-
-def _first_of_groups(table: pa.Table, by: list[str], last: bool = False) -> pa.Table:
-    """The first (or last) row of each run of equal ``by`` values in a table sorted by them."""
-    if table.num_rows == 0:
-        return table
-    same = None
-    for name in by:
-        col = table.column(name)
-        prev, cur = col.slice(0, table.num_rows - 1), col.slice(1)
-        # Nulls count as equal to nulls (a null key or version is still one group).
-        eq = pc.or_kleene(pc.equal(prev, cur), pc.and_(pc.is_null(prev), pc.is_null(cur)))
-        eq = pc.fill_null(eq, False)
-        same = eq if same is None else pc.and_(same, eq)
-    assert same is not None
-    boundary = pc.invert(same)
-    # Row i starts a group if it differs from row i-1; it ends one if it differs from row i+1.
-    if last:
-        keep = pa.concat_arrays([boundary.combine_chunks(), pa.array([True])])
-    else:
-        keep = pa.concat_arrays([pa.array([True]), boundary.combine_chunks()])
-    return table.filter(keep)
 
 
 def _write(directory: Path, table: pa.Table, schema: pa.Schema, rows_per_file: int) -> list[str]:

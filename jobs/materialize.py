@@ -22,13 +22,14 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from feast import FeatureStore, FeatureView
 from tqdm import tqdm
 
 from embeddings.spec import spec_for
+from jobs.history import first_of_groups, history_files
 from streams.sinks.base import DELETE, UPSERT, SinkRow
 from streams.sinks.offline_parquet import ParquetOfflineSink, history_schema
 from streams.sinks.online_sqlite import SqliteOnlineSink
@@ -72,21 +73,22 @@ class Materializer:
             [str(directory / name) for name in files], format="parquet", schema=history_schema(view)
         )
         keys = [c.name for c in view.entity_columns]
-        latest: dict[str, dict[str, Any]] = {}
-        watermark: datetime | None = None
-        for batch in dataset.to_batches(batch_size=50_000):
-            for record in batch.to_pylist():
-                report.history_rows += 1
-                ident = json.dumps([record[k] for k in keys], default=str)
-                held = latest.get(ident)
-                if held is None or _order(record) >= _order(held):
-                    latest[ident] = record
-                if watermark is None or record["ingested_at"] > watermark:
-                    watermark = record["ingested_at"]
+        # Columnar: sort by entity then change order, keep each entity's last row. Only those become
+        # Python objects, so the cost is one sort of the history, not a dict operation per history row.
+        table = dataset.to_table()
+        report.history_rows = table.num_rows
+        for name in ("cdc_version", "cdc_version_minor"):  # files older than the column: version 0
+            table = table.append_column(f"_{name}", pc.fill_null(table.column(name), 0))
+        ordered = table.sort_by(
+            [(k, "ascending") for k in [*keys, "event_timestamp", "_cdc_version", "_cdc_version_minor"]]
+        )
+        latest = first_of_groups(ordered, keys, last=True).to_pylist()
+        stamps = pc.max(table.column("ingested_at")).as_py() if table.num_rows else None
+        watermark: datetime | None = stamps
         report.entities = len(latest)
         spec = spec_for(view)
         rows: list[SinkRow] = []
-        for record in latest.values():
+        for record in latest:
             features = {f.name: record[f.name] for f in view.features}
             model = record.get("cdc_embedding_model")
             if spec is not None and model != spec.fingerprint and features.get(spec.field) is not None:
@@ -130,13 +132,3 @@ class Materializer:
         )
         tmp.replace(state)  # a crash leaves the previous state: the next run re-reads, never skips
         return report
-
-
-def history_files(directory: Path) -> list[str]:
-    """Names of the history files in ``directory`` (what readers see: no dot- or underscore-prefixed ones)."""
-    return [p.name for p in directory.glob("*.parquet") if not p.name.startswith((".", "_"))]
-
-
-def _order(record: dict[str, Any]) -> tuple[Any, int, int]:
-    """Which of two history rows of an entity is later: event time, then version (streams/ordering.py)."""
-    return (record["event_timestamp"], record["cdc_version"] or 0, record["cdc_version_minor"] or 0)

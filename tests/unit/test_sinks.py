@@ -275,7 +275,6 @@ def test_compaction_removes_duplicates_and_superseded_rows_and_keeps_the_trainin
     from jobs.compact import compact
 
     view = fresh_store.get_feature_view("customer_profile")
-    sink = ParquetOfflineSink(fresh_store)
     txn_time = T0 + timedelta(seconds=20)
 
     def txn(minor: int, segment: str) -> SinkRow:
@@ -302,6 +301,7 @@ def test_compaction_removes_duplicates_and_superseded_rows_and_keeps_the_trainin
             )
         ],
     ):
+        sink = ParquetOfflineSink(fresh_store)  # each batch by another processor: re-deliveries after crashes
         sink.add(batch)
         sink.flush()
     entity_df = pd.DataFrame(
