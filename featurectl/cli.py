@@ -743,7 +743,8 @@ def dlq_replay(ctx: click.Context) -> None:
     settings = _settings(ctx)
     result = replay(settings, open_store(settings))
     click.echo(
-        f"replayed {result.replayed}: {result.materialised} rows online, {result.dead_again} dead-lettered again"
+        f"replayed {result.replayed}: {result.materialised} rows online, {result.history} backfill rows into "
+        f"history, {result.dead_again} dead-lettered again"
     )
 
 

@@ -30,6 +30,8 @@ import json
 import logging
 import math
 import sys
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -47,7 +49,7 @@ from sqlalchemy.dialects import postgresql
 from tqdm import tqdm
 
 from featurectl.errors import ConfigError
-from streams.dlq import DeadLetterSink
+from streams.dlq import DeadLetter, DeadLetterSink
 from streams.embed import EmbeddingStep
 from streams.routes import Route, route_for
 from streams.sinks.base import UPSERT, SinkRow
@@ -70,6 +72,9 @@ class BackfillReport:
     resumed_from: Any = None
 
 
+BACKFILL_TOPIC_PREFIX = "backfill:"  # the "topic" of a backfill dead letter: backfill:<schema.table>
+
+
 @dataclass(frozen=True)
 class SourceRow:
     """A source row in the shape of a Kafka message, for the dead-letter topic."""
@@ -79,7 +84,7 @@ class SourceRow:
     value_json: str
 
     def topic(self) -> str:
-        return f"backfill:{self.table}"
+        return f"{BACKFILL_TOPIC_PREFIX}{self.table}"
 
     def partition(self) -> int:
         return 0
@@ -170,7 +175,7 @@ class PostgresBackfill:
     def __init__(
         self,
         store: FeatureStore,
-        conninfo: str,
+        conninfo: str | None,
         view_name: str,
         jobs_dir: Path,
         validator: BatchValidator,
@@ -187,7 +192,13 @@ class PostgresBackfill:
                 "pick a view fed by CDC (featurectl embeddings status / feature_repo/)",
             )
         self.route: Route = route
-        self.engine = sa.create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(conninfo))
+
+        def connect() -> psycopg.Connection[Any]:
+            if conninfo is None:  # built for ``replay``, which reads no table
+                raise ConfigError(f"backfill of {view_name}: no source database given", "pass its conninfo")
+            return psycopg.connect(conninfo)
+
+        self.engine = sa.create_engine("postgresql+psycopg://", creator=connect)
         self.checkpoint = Checkpoint(jobs_dir, view_name)
         self.validator = validator
         self.dead_letters = dead_letters
@@ -251,21 +262,66 @@ class PostgresBackfill:
         self.online.close()
         return report
 
+    def replay(self, letters: Sequence[DeadLetter]) -> BackfillReport:
+        """Write this view's backfill dead letters again (``featurectl dlq replay``): each row state as it
+        was read, with its event time, validated with the current suite; still invalid ones are
+        dead-lettered again with ``attempt`` increased. History only, like the backfill itself."""
+        report = BackfillReport(self.view.name, self.route.table)
+        by_attempt: dict[int, list[DeadLetter]] = defaultdict(list)
+        for letter in letters:
+            by_attempt[letter.attempt + 1].append(letter)
+        for attempt, batch in sorted(by_attempt.items()):
+            images, times = [], []
+            for letter in batch:
+                record = json.loads(letter.value or b"{}")
+                if not isinstance(record, dict) or "after" not in record or "event_time" not in record:
+                    self.dead_letters.add(
+                        letter.message(),
+                        "a backfill dead letter without its row's event time (written by an older featurectl): "
+                        f"re-run `featurectl backfill {self.view.name} --restart` instead",
+                        view=self.view.name,
+                        attempt=attempt,
+                    )
+                    report.dead_lettered += 1
+                    continue
+                images.append(record["after"])
+                times.append(datetime.fromisoformat(record["event_time"]))
+            report.read += len(images)
+            self._write_images(images, times, report, attempt)
+        self.online.close()
+        return report
+
     def _write_chunk(self, records: list[dict[str, Any]], report: BackfillReport) -> None:
         report.read += len(records)
         images = [
             {k: _debezium_encoding(v) for k, v in r.items() if k not in (COMMITTED, READ_AT)} for r in records
         ]
+        times = [
+            _utc(r[self.timestamp_column] if self.timestamp_column else r.get(COMMITTED) or r[READ_AT])
+            for r in records
+        ]
+        self._write_images(images, times, report)
+
+    def _write_images(
+        self, images: list[dict[str, Any]], times: list[datetime], report: BackfillReport, attempt: int = 1
+    ) -> None:
+        """Decode, validate, compare with the latest history, embed and append row states read at ``times``."""
         rows = [row_from_image(image, self.route) for image in images]
         verdict = self.validator.validate(self.view.name, rows)
         for i, failures in verdict.invalid.items():
             names = ", ".join(sorted({f"{f.expectation}({f.column})" for f in failures}))
             keys = {c: images[i].get(c) for _, c in self.route.keys}
+            # The row state and its event time: what ``replay`` needs to write it as the backfill would have.
+            value = {"after": images[i], "event_time": times[i].isoformat()}
             message = SourceRow(
-                self.route.table, json.dumps(keys, default=str), json.dumps(images[i], default=str)
+                self.route.table, json.dumps(keys, default=str), json.dumps(value, default=str)
             )
             self.dead_letters.add(
-                message, f"failed expectations: {names}", [f.as_dict() for f in failures], self.view.name
+                message,
+                f"failed expectations: {names}",
+                [f.as_dict() for f in failures],
+                self.view.name,
+                attempt,
             )
         report.dead_lettered += len(verdict.invalid)
         latest = self._latest([rows[i] for i in verdict.valid])
@@ -278,13 +334,8 @@ class PostgresBackfill:
             if _same(latest.get(_ident(keys)), stored[n]):
                 report.unchanged += 1
                 continue
-            when = (
-                records[i][self.timestamp_column]
-                if self.timestamp_column
-                else records[i].get(COMMITTED) or records[i][READ_AT]
-            )
             source = f"backfill {self.route.table}"
-            changed.append(SinkRow(self.view.name, UPSERT, keys, features, _utc(when), 0, "b", source))
+            changed.append(SinkRow(self.view.name, UPSERT, keys, features, times[i], 0, "b", source))
         if self.route.embedding is not None and changed:
             changed = self.embedding.apply(self.route.embedding, changed)
         self.offline.add(changed)

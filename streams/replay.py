@@ -3,7 +3,8 @@
 Replay re-processes each dead letter through the same pipeline as the live stream, so its rows
 are validated again with the current suites: rows that pass now reach the stores (an older
 change never overwrites a newer one there), rows that still fail are dead-lettered again with
-``attempt`` increased. Replay reads up to the end of the topic as it was when it started, and
+``attempt`` increased. A backfill's dead letter holds a row state and its event time, not a change
+event: it goes back through the backfill's own writer (jobs/pg_backfill.py), into the history only. Replay reads up to the end of the topic as it was when it started, and
 commits its own consumer group's offsets after the sinks flushed, so each dead letter is replayed
 once.
 """
@@ -22,6 +23,7 @@ from feast import FeatureStore
 
 from featurectl.errors import TransientError
 from featurectl.settings import Settings
+from jobs.pg_backfill import BACKFILL_TOPIC_PREFIX, PostgresBackfill
 from streams.dlq import DeadLetter
 from streams.events import KafkaMessage
 from streams.isolate import write_isolating
@@ -125,6 +127,7 @@ class ReplayResult:
     replayed: int = 0
     materialised: int = 0
     dead_again: int = 0
+    history: int = 0  # rows of backfill dead letters appended to the offline history
 
 
 def replay(settings: Settings, store: FeatureStore, group: str = REPLAY_GROUP) -> ReplayResult:
@@ -144,8 +147,19 @@ def replay(settings: Settings, store: FeatureStore, group: str = REPLAY_GROUP) -
         msgs = list(_read_to_end(consumer, settings.dlq_topic))
         letters = with_originals(settings, [DeadLetter.from_json(m.value() or b"{}") for m in msgs])
         groups: dict[tuple[str | None, int], list[DeadLetter]] = defaultdict(list)
+        backfilled: dict[str, list[DeadLetter]] = defaultdict(list)
         for letter in letters:
-            groups[(letter.feature_view, letter.attempt + 1)].append(letter)
+            if letter.topic.startswith(BACKFILL_TOPIC_PREFIX) and letter.feature_view:
+                backfilled[letter.feature_view].append(letter)  # a row state, not a change event
+            else:
+                groups[(letter.feature_view, letter.attempt + 1)].append(letter)
+        for view_name, batch in backfilled.items():
+            job = PostgresBackfill(
+                store, None, view_name, settings.data_dir / "jobs", pipeline.validator, pipeline.dead_letters
+            )
+            report = job.replay(batch)
+            result.history += report.written
+            result.dead_again += report.dead_lettered
         for (view, attempt), batch in groups.items():
 
             def process(

@@ -125,6 +125,23 @@ def test_backfill_is_resumable_idempotent_and_never_overlaps(stack: StackHandle,
     assert "1 written" in changed.stdout, changed.stdout
     assert offline_state(platform)[7][0] == "platinum" and len(history(platform)) == ROWS + 1
 
+    # A row its suite rejects goes to the dead letters; after the fix, `dlq replay` writes it to the history
+    # exactly as the backfill would have (a re-run then finds nothing to write).
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(sql.SQL("UPDATE {} SET segment = 'vip' WHERE id = 8").format(sql.Identifier(table)))
+    rejected = cli("backfill", "customer_profile", env=platform.env, timeout=600)
+    assert "0 written" in rejected.stdout and "1 dead-lettered" in rejected.stdout, rejected.stdout
+    (letter,) = wait_until(lambda: platform.dead_letters(), 30, "the backfill's dead letter")
+    assert letter.topic == f"backfill:public.{table}" and "in_set(segment)" in letter.reason
+    suite = platform.suites / "customer_profile.json"
+    suite.write_text(suite.read_text().replace('"platinum"', '"platinum", "vip"'))
+    replayed = cli("dlq", "replay", env=platform.env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "1 backfill rows into history, 0 dead-lettered again" in replayed.stdout, replayed.stdout
+    assert offline_state(platform) == table_state(stack, table)
+    rerun = cli("backfill", "customer_profile", env=platform.env, timeout=600)
+    assert "0 written" in rerun.stdout and "0 dead-lettered" in rerun.stdout, rerun.stdout
+
 
 def test_materialising_into_an_empty_online_store_equals_postgres(
     stack: StackHandle, platform: Platform
