@@ -99,7 +99,9 @@ def test_an_update_of_a_non_text_column_keeps_the_vector_without_calling_the_mod
 ) -> None:
     platform.start_processor()
     pid = products["espresso"]
-    first = wait_until(lambda: vectors(platform, [pid])[0], 90, "the product embedded")
+    # Every product of the catalogue embedded (it may take more than one batch) before counting calls.
+    wait_until(lambda: all(vectors(platform, list(products.values()))), 90, "the catalogue embedded")
+    first = vectors(platform, [pid])[0]
     calls = embedded_lines(platform)
 
     with psycopg.connect(stack.app, autocommit=True) as conn:
