@@ -110,7 +110,10 @@ class Settings(BaseSettings):
         "featurectl.dlq", description="Dead-letter topic for records that cannot be materialised."
     )
     batch_max_rows: int = Field(1000, description="Largest micro-batch the processor polls.")
-    batch_linger_ms: int = Field(50, description="Longest the processor waits to fill a micro-batch.")
+    batch_linger_ms: int = Field(
+        0,
+        description="Extra wait for more messages once a batch has some (0: hand on what has arrived).",
+    )
     max_poll_interval_ms: int = Field(
         300_000,
         ge=10_000,

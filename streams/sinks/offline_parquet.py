@@ -136,7 +136,9 @@ class ParquetOfflineSink(Sink):
                 )
             if not rows:
                 continue
-            view = self.store.get_feature_view(view_name)
+            view = self.store.get_feature_view(
+                view_name, allow_registry_cache=True
+            )  # see online_sqlite._view
             table = self._table(view, rows, ingested_at)
             directory = self.directory(view)
             directory.mkdir(parents=True, exist_ok=True)

@@ -134,7 +134,9 @@ class SqliteOnlineSink(OnlineSink):
     def _view(self, name: str) -> FeatureView:
         """The view from the (cached) registry; the last good copy if a registry read fails."""
         try:
-            view = self.store.get_feature_view(name)
+            # The registry as of its last refresh (the processor refreshes it with its routes, every
+            # few seconds): a per-batch registry file read and parse would cost every batch.
+            view = self.store.get_feature_view(name, allow_registry_cache=True)
         except Exception:
             if name not in self._views:
                 raise
