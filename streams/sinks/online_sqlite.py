@@ -29,10 +29,12 @@ from feast.infra.online_stores.helpers import compute_table_id
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
+from feast.value_type import ValueType
 
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
 from featurectl.errors import ConfigError, FencedError, TransientError
 from onlinestore.feast_store import TYPE as VECTOR_STORE_TYPE
+from onlinestore.keys import fast_entity_key
 from onlinestore.sqlite import BARRIERS, FENCES, VERSIONS, connect, ensure_versions_table
 from onlinestore.vectors import (
     StoredVector,
@@ -70,7 +72,11 @@ class SqliteOnlineSink(OnlineSink):
         self._barriers: dict[str, tuple[int, int]] = {}
         self._held: dict[Partition, int] = {}  # epochs this writer's flushes must still hold
         self.superseded: list[SinkRow] = []
-        self._views: dict[str, FeatureView] = {}  # last good declarations (streams/faults.py: registry reads)
+        self._views: dict[str, FeatureView] = {}
+        # Per view: the declaration the entity key types were taken from, and those types.
+        self._key_types: dict[
+            str, tuple[FeatureView, dict[str, ValueType]]
+        ] = {}  # last good declarations (streams/faults.py: registry reads)
         # WAL (set by connect): readers (feast serve, model services) are not blocked by the writer.
         self._conn = connect(self.path)
         ensure_versions_table(self._conn)
@@ -148,7 +154,15 @@ class SqliteOnlineSink(OnlineSink):
         return view
 
     def _entity_key(self, view: FeatureView, keys: dict[str, Any]) -> bytes:
-        types = {c.name: c.dtype.to_value_type() for c in view.entity_columns}
+        cached = self._key_types.get(view.name)
+        if cached is None or cached[0] is not view:
+            cached = (view, {c.name: c.dtype.to_value_type() for c in view.entity_columns})
+            self._key_types[view.name] = cached
+        types = cached[1]
+        if self.key_version == 3:
+            fast = fast_entity_key(keys, types)
+            if fast is not None:
+                return fast
         names = sorted(keys)
         values = [python_values_to_proto_values([keys[k]], types[k])[0] for k in names]
         proto = EntityKeyProto(join_keys=names, entity_values=values)
@@ -194,6 +208,7 @@ class SqliteOnlineSink(OnlineSink):
                 else:
                     upserts.setdefault(view_name, []).append((key, row))
                 applied.append(row)
+            key_of = {id(row): key for (_, key), (row, _) in latest.items()}
             for view_name, items in upserts.items():
                 self._upsert(views[view_name], items)
             self._write_vectors(views, latest, applied)
@@ -205,7 +220,7 @@ class SqliteOnlineSink(OnlineSink):
                 [
                     (
                         r.view,
-                        self._entity_key(views[r.view], r.keys),
+                        key_of[id(r)],
                         r.version,
                         r.version_minor,
                         epoch_us(r.event_time),
