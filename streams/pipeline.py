@@ -69,7 +69,8 @@ class Pipeline:
     dead_letters: DeadLetterSink
     validator: BatchValidator
     routes: dict[str, list[Route]] = field(default_factory=dict)
-    freshness: Freshness = field(default_factory=Freshness)
+    freshness: Freshness = field(default_factory=Freshness)  # commit -> online write committed
+    batch_freshness: Freshness = field(default_factory=Freshness)  # commit -> every sink written
     embedding: EmbeddingStep | None = None
 
     def __post_init__(self) -> None:
@@ -247,11 +248,12 @@ class Pipeline:
         Raises on failure; then nothing may be committed and the batch must be re-read.
         """
         applied = self.online.flush()
+        self.freshness.record(applied)  # readable online from here on
         if self.online.superseded:  # a transaction's earlier change, re-delivered after its last
             self.offline.forget(self.online.superseded)
         self.offline.flush()
         self.dead_letters.flush()
-        self.freshness.record(applied)
+        self.batch_freshness.record(applied)
         return len(applied)
 
     def committed(self) -> None:

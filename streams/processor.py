@@ -209,11 +209,13 @@ class Processor:
                         backoff = min(backoff * 2, 30.0)
                 if time.monotonic() - last_report >= self.config.report_every_s:
                     logger.info(
-                        "processed %d rows, %d dead letters, %d skipped as older; commit-to-online %s",
+                        "processed %d rows, %d dead letters, %d skipped as older; commit-to-online %s; "
+                        "commit-to-batch-end %s",
                         self.processed,
                         self.dead_lettered,
                         self.pipeline.online.skipped_older,
                         self.pipeline.freshness.summary(),
+                        self.pipeline.batch_freshness.summary(),
                     )
                     last_report = time.monotonic()
         finally:
