@@ -146,11 +146,12 @@ class Pipeline:
                 upserts = [upserts[i] for i in verdict.valid]
             rows: list[SinkRow] = []
             sources: list[_Pending] = []
+            join_keys = items[0].route.join_keys  # one view, one route
             for p in upserts + deletes:
-                keys = {k: p.row[k] for k in p.route.join_keys}
+                keys = {k: p.row[k] for k in join_keys}
                 if any(v is None for v in keys.values()):
                     self.dead_letters.add(
-                        p.msg, f"no value for join key(s) {p.route.join_keys}", view=view, attempt=attempt
+                        p.msg, f"no value for join key(s) {join_keys}", view=view, attempt=attempt
                     )
                     stats.dead_letters += 1
                     continue

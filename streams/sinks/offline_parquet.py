@@ -127,7 +127,8 @@ class ParquetOfflineSink(Sink):
         written: list[SinkRow] = []
         ingested_at = datetime.now(UTC)
         for view_name, pending in self._pending.items():
-            rows = [r for r in pending if _identity(r) not in self._unconfirmed]
+            identities = [_identity(r) for r in pending]
+            rows = [r for r, i in zip(pending, identities, strict=True) if i not in self._unconfirmed]
             if len(rows) < len(pending):
                 logger.info(
                     "%s: %d row(s) of a retried batch already in the history; not written again",
@@ -149,7 +150,7 @@ class ParquetOfflineSink(Sink):
             with open(tmp, "rb") as fh:  # durable before the offsets that produced it are committed
                 os.fsync(fh.fileno())
             os.replace(tmp, directory / name)  # readers never see a half-written file
-            self._unconfirmed.update(_identity(r) for r in rows)
+            self._unconfirmed.update(identities)
             written.extend(rows)
         self._pending.clear()
         return written
@@ -174,4 +175,9 @@ class ParquetOfflineSink(Sink):
 
 def _identity(row: SinkRow) -> tuple[Any, ...]:
     """What makes a history row the same row again: its view, entity, source message and version."""
-    return (row.view, json.dumps(row.keys, sort_keys=True, default=str), row.source, row.order, row.op)
+    try:
+        entity: Any = tuple(sorted(row.keys.items()))
+        hash(entity)
+    except TypeError:  # an unhashable key value (a list): its JSON text identifies it as well
+        entity = json.dumps(row.keys, sort_keys=True, default=str)
+    return (row.view, entity, row.source, row.order, row.op)
