@@ -11,6 +11,7 @@ own connector, topics and consumer group, so it leaves the project's tables, top
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 import psycopg
+from confluent_kafka import Consumer, TopicPartition
 from feast import FeatureStore
 from feast.data_source import PushMode
 from psycopg import sql
@@ -49,6 +51,44 @@ def seed(conninfo: str, table: str, rows: int) -> list[int]:
             ).fetchall()
         ]
     return ids
+
+
+class KafkaCeiling(threading.Thread):
+    """A bare confluent-kafka consumer of the table's topic that only decodes each message's JSON:
+    how fast changes reach Kafka and can be read, with nothing of the processor's work."""
+
+    def __init__(self, bootstrap: str, topic: str, target: int) -> None:
+        super().__init__(daemon=True)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-ceiling-{uuid.uuid4().hex[:6]}",
+                "auto.offset.reset": "latest",
+                "enable.auto.commit": False,
+            }
+        )
+        self.topic, self.target, self.seen = topic, target, 0
+        self.assigned, self.done = threading.Event(), threading.Event()
+        self.finished_at = 0.0
+
+    def run(self) -> None:
+        def at_end(consumer: Consumer, parts: list[TopicPartition]) -> None:
+            for tp in parts:  # start at the end as of now: only the changes made from here on count
+                tp.offset = consumer.get_watermark_offsets(tp, timeout=10)[1]
+            consumer.assign(parts)
+            self.assigned.set()
+
+        self.consumer.subscribe([self.topic], on_assign=at_end)
+        try:
+            while self.seen < self.target:
+                for msg in self.consumer.consume(1000, 0.2):
+                    if msg.error() is None and msg.value():
+                        json.loads(msg.value())  # type: ignore[arg-type]
+                        self.seen += 1
+            self.finished_at = time.monotonic()
+        finally:
+            self.consumer.close()
+            self.done.set()
 
 
 def bulk_updates(conninfo: str, table: str, ids: list[int], rounds: int) -> int:
@@ -103,12 +143,22 @@ def main() -> None:
         catchup_rate = (handled(processor) - first) / catch_up
 
         # 2. Sustained end to end: bulk updates in Postgres, until the processor has applied them all.
+        #    In the same run: how fast Postgres commits them, and how fast they can be read from Kafka
+        #    at all (a bare consumer that only decodes JSON: the ceiling Debezium and Kafka set).
+        ceiling = KafkaCeiling(
+            settings.bootstrap_servers, definition.topic_for(f"public.{name}"), 2 * len(ids)
+        )
+        ceiling.start()
+        ceiling.assigned.wait(30)
         before = handled(processor)
         t1 = time.monotonic()
         changed = bulk_updates(app, name, ids, rounds=2)
+        commit_rate = changed / (time.monotonic() - t1)
         wait_processed(processor, before + changed)
         e2e_total = time.monotonic() - t1
         e2e_rate = changed / e2e_total
+        ceiling.done.wait(300)
+        kafka_rate = ceiling.seen / (ceiling.finished_at - t1) if ceiling.finished_at else float("nan")
 
         # 3. Freshness at a steady moderate rate: single-row commits, paced.
         processor.pipeline.freshness.samples.clear()
@@ -175,6 +225,23 @@ def main() -> None:
             f"anchor: Feast store.push(to=ONLINE) into the same SQLite store, 1000-row pushes: {push_rate:,.0f} rows/s"
         )
         print(f"processor end-to-end / Feast push: {e2e_rate / push_rate:.2f}x")
+        print("\n| stage | rows/s | ratio |")
+        print("|---|---:|---|")
+        print(f"| Postgres commits (200-row transactions) | {commit_rate:,.0f} | |")
+        print(
+            f"| Debezium -> Kafka -> bare consumer (JSON decode only): the ceiling | {kafka_rate:,.0f} | 1.00 |"
+        )
+        print(
+            f"| processor end to end (commit -> online) | {e2e_rate:,.0f} | {e2e_rate / kafka_rate:.2f} of the ceiling |"
+        )
+        print(
+            f"| processor catch-up from Kafka | {catchup_rate:,.0f} | {catchup_rate / push_rate:.2f}x Feast push |"
+        )
+        print(f"| Feast store.push(ONLINE), 1000-row pushes: the anchor | {push_rate:,.0f} | 1.00 |")
+        print(
+            f"| freshness at {args.rate}/s, commit -> online p50 / p99 | {p50:.0f} / {p99:.0f} ms | "
+            f"batch end {end50:.0f} / {end99:.0f} ms |"
+        )
     finally:
         cleanup(settings, pg, definition, name, root)
 
