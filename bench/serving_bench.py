@@ -61,15 +61,20 @@ def measure(url: str, store: FeatureStore, ids: list[int], requests_n: int) -> d
     out = {}
     for size in (1, 100):
         http, local = [], []
+        failed: list[str] = []
         for i in range(requests_n):
             batch = [ids[(i * size + j) % len(ids)] for j in range(size)]
             t0 = time.perf_counter()
-            r = session.post(
-                f"{url}/get-online-features",
-                json={"features": FEATURES, "entities": {"customer_id": batch}},
-                timeout=10,
-            )
-            r.raise_for_status()
+            try:
+                r = session.post(
+                    f"{url}/get-online-features",
+                    json={"features": FEATURES, "entities": {"customer_id": batch}},
+                    timeout=10,
+                )
+                r.raise_for_status()
+            except requests.RequestException as exc:  # a figure of the run, not the end of it
+                failed.append(type(exc).__name__)
+                continue
             t1 = time.perf_counter()
             store.get_online_features(
                 features=FEATURES, entity_rows=[{"customer_id": c} for c in batch]
@@ -77,7 +82,10 @@ def measure(url: str, store: FeatureStore, ids: list[int], requests_n: int) -> d
             t2 = time.perf_counter()
             http.append((t1 - t0) * 1000)
             local.append((t2 - t1) * 1000)
-        out[f"HTTP, {size} entit{'y' if size == 1 else 'ies'}"] = pct(http)
+        errors = f", {len(failed)} failed ({', '.join(sorted(set(failed)))})" if failed else ""
+        out[f"HTTP, {size} entit{'y' if size == 1 else 'ies'}"] = (
+            pct(http) if http else "no answer"
+        ) + errors
         out[f"in-process, {size} entit{'y' if size == 1 else 'ies'}"] = pct(local)
     return out
 
