@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.dataset as ds
+
 from connectors.client import ConnectClient
 from connectors.definition import ConnectorDefinition
 from featurectl.settings import PROJECT_ROOT, Settings
@@ -95,3 +97,14 @@ def wait_until(probe: Callable[[], Any], timeout_s: float = 30.0, what: str = "c
             return last
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last!r}")
+
+
+def history_rows(platform_repo: Path, view: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    """A view's offline history rows as readers see them; [] while no history file is in place yet.
+
+    (A directory holding only a file being written, a dot-file readers skip, has no schema to select from.)
+    """
+    path = platform_repo / "data" / "offline" / view
+    if not path.is_dir() or not [p for p in path.glob("*.parquet") if not p.name.startswith((".", "_"))]:
+        return []
+    return ds.dataset(str(path), format="parquet").to_table(columns=columns).to_pylist()  # type: ignore[no-any-return]

@@ -35,7 +35,7 @@ from streams.sinks.online_sqlite import SqliteOnlineSink
 from streams.store import feast_apply
 from streams.toast import PLACEHOLDER
 from tests.integration.conftest import StackHandle
-from tests.integration.helpers import cli, cli_background, read_until, unique, wait_until
+from tests.integration.helpers import cli, cli_background, history_rows, read_until, unique, wait_until
 from tests.integration.platform import Platform, make_platform
 from tests.integration.test_processor import insert_customer
 
@@ -512,11 +512,9 @@ def test_materialize_racing_the_processor_never_writes_an_older_change(
 
 
 def history_of(platform: Platform, cid: int) -> list[dict[str, Any]]:
-    path = platform.repo / "data" / "offline" / "customer_profile"
-    if not path.exists():
-        return []
-    rows = ds.dataset(str(path), format="parquet").to_table(columns=["customer_id"]).to_pylist()
-    return [r for r in rows if r["customer_id"] == cid]
+    return [
+        r for r in history_rows(platform.repo, "customer_profile", ["customer_id"]) if r["customer_id"] == cid
+    ]
 
 
 def test_a_truncate_with_changes_queued_on_other_partitions_brings_no_row_back(
@@ -678,11 +676,8 @@ def test_a_training_set_gets_the_last_of_a_transactions_changes(
 
 
 def ids_with_credit(platform: Platform, credit: float) -> set[int]:
-    path = platform.repo / "data" / "offline" / "customer_profile"
-    if not path.exists():
-        return set()
-    table = ds.dataset(str(path), format="parquet").to_table(columns=["customer_id", "credit_limit"])
-    return {r["customer_id"] for r in table.to_pylist() if r["credit_limit"] == credit}
+    rows = history_rows(platform.repo, "customer_profile", ["customer_id", "credit_limit"])
+    return {r["customer_id"] for r in rows if r["credit_limit"] == credit}
 
 
 EVERY_TYPE_COLUMNS = (
@@ -828,9 +823,8 @@ def test_kill_9_and_a_failing_dead_letter_topic_add_no_history_row_a_training_se
         return sum(1 for d in platform.dead_letters() if d.key and f'"id":{cid}' in d.key.decode())
 
     def credits(cid: int) -> list[float]:
-        path = platform.repo / "data" / "offline" / "customer_profile"
-        table = ds.dataset(str(path), format="parquet").to_table(columns=["customer_id", "credit_limit"])
-        return [r["credit_limit"] for r in table.to_pylist() if r["customer_id"] == cid]
+        rows = history_rows(platform.repo, "customer_profile", ["customer_id", "credit_limit"])
+        return [r["credit_limit"] for r in rows if r["customer_id"] == cid]
 
     def kill(proc: subprocess.Popen[bytes]) -> None:
         os.kill(proc.pid, signal.SIGKILL)  # no chance to flush, commit or leave the group

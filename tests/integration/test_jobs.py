@@ -91,12 +91,18 @@ def test_backfill_is_resumable_idempotent_and_never_overlaps(stack: StackHandle,
     table = own_customers_table(stack, platform)
     checkpoint = platform.settings.data_dir / "jobs" / "backfill-customer_profile.json"
 
-    # Interrupted: killed (no chance to clean up) once a few chunks are checkpointed.
-    first = backfill_proc(platform, "--chunk", "40")
+    # Interrupted: killed (no chance to clean up) once a few chunks are checkpointed. It is paused
+    # (SIGSTOP, still holding its lock) the moment they are seen: a whole run takes seconds only.
+    first = backfill_proc(platform, "--chunk", "5")
     files = platform.repo / "data" / "offline" / "customer_profile"
-    wait_until(
-        lambda: checkpoint.exists() and len(list(files.glob("*.parquet"))) >= 5, 120, "a few chunks written"
-    )
+
+    def paused_after_a_few_chunks() -> bool:
+        if checkpoint.exists() and len(list(files.glob("*.parquet"))) >= 5:
+            first.send_signal(signal.SIGSTOP)
+            return True
+        return False
+
+    wait_until(paused_after_a_few_chunks, 120, "a few chunks written")
     assert first.poll() is None, first.communicate()
     # A second run while the first holds the lock: refused at once, non-zero, saying why.
     second = cli("backfill", "customer_profile", env=platform.env)

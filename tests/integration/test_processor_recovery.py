@@ -9,12 +9,11 @@ from collections import defaultdict
 from typing import Any
 
 import psycopg
-import pyarrow.dataset as ds
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tests.integration.conftest import StackHandle
-from tests.integration.helpers import read_until, unique, wait_until
+from tests.integration.helpers import history_rows, read_until, unique, wait_until
 from tests.integration.platform import Platform
 from tests.integration.test_processor import insert_customer
 
@@ -92,14 +91,17 @@ def assert_online_equals_postgres(stack: StackHandle, platform: Platform, work: 
 
 def assert_offline_has_every_change(platform: Platform, work: Workload) -> None:
     def history() -> dict[int, list[Any]]:
-        path = platform.repo / "data" / "offline" / "customer_profile"
-        table = ds.dataset(str(path), format="parquet").to_table(
-            columns=["customer_id", "credit_limit", "cdc_version", "cdc_deleted"]
+        rows = history_rows(
+            platform.repo, "customer_profile", ["customer_id", "credit_limit", "cdc_version", "cdc_deleted"]
         )
         seen: dict[int, dict[int, Any]] = defaultdict(dict)
-        for cid, credit, version, deleted in zip(
-            *(table[c].to_pylist() for c in table.column_names), strict=True
-        ):
+        for r in rows:
+            cid, credit, version, deleted = (
+                r["customer_id"],
+                r["credit_limit"],
+                r["cdc_version"],
+                r["cdc_deleted"],
+            )
             if cid in work.expected:
                 seen[cid][version] = "deleted" if deleted else credit  # duplicates collapse on the version
         return {cid: [v for _, v in sorted(versions.items())] for cid, versions in seen.items()}
