@@ -340,6 +340,7 @@ class PostgresBackfill:
             changed = self.embedding.apply(self.route.embedding, changed)
         self.offline.add(changed)
         self.offline.flush()
+        self.offline.committed()  # no retry of a chunk in this run: keep no identities (memory per row)
         self.dead_letters.flush()
         report.written += len(changed)
 
