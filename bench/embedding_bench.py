@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -138,12 +139,20 @@ def bare_runtimes(texts: list[str]) -> None:
         print(f"{label:34s} load {loaded:5.1f}s  {rate:7,.0f} texts/s  min cosine to the first: {cos:.7f}")
 
 
-def in_processor(texts: list[str]) -> None:
-    """Seed a table with ``texts``, let a processor embed them all; then update prices only."""
+def in_processor(texts: list[str], backend: str | None) -> None:
+    """Seed a table with ``texts``, let a processor embed them all; then update prices only.
+
+    ``backend`` replaces the view's declared embedding.backend in the bench's repo copy.
+    """
     root = Path(tempfile.mkdtemp(prefix="featurectl-embbench-"))
     name = f"bench_{uuid.uuid4().hex[:6]}"
     settings, pg, definition = setup(root, name, "products", "products.py", TAGS)
     try:
+        if backend:
+            views = settings.feature_repo / "products.py"
+            declared = re.search(r'"embedding.backend": "[^"]*"', views.read_text())
+            assert declared, "products.py declares embedding.backend"
+            views.write_text(views.read_text().replace(declared[0], f'"embedding.backend": "{backend}"'))
         deploy(settings, definition)
         feast_apply(settings.feature_repo)
         store = FeatureStore(repo_path=str(settings.feature_repo))
@@ -182,7 +191,10 @@ def in_processor(texts: list[str]) -> None:
             price_rate = len(texts) / (time.monotonic() - t2)
         stop.set()
         worker.join(30)
-        print(f"\n-- inside the running processor ({len(texts)} distinct product texts, 12-24 words) --")
+        print(
+            f"\n-- inside the running processor, backend {spec.backend} "
+            f"({len(texts)} distinct product texts, 12-24 words) --"
+        )
         print(
             f"insert -> vectors online: {len(texts)} rows in {took:.1f}s = {len(texts) / took:,.0f} texts/s "
             f"({embedded} texts sent to the model; includes decode, GX, both sinks, commit)"
@@ -290,6 +302,9 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=2000, help="distinct texts the processor embeds")
     ap.add_argument("--sizes", default="1000,10000,100000", help="vector store sizes for query latency")
     ap.add_argument("--queries", type=int, default=200, help="queries per store size")
+    ap.add_argument(
+        "--backend", help="run the processor part with this embedding.backend instead of the view's"
+    )
     ap.add_argument("--skip-processor", action="store_true", help="no stack: runtimes and query latency")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # cleanup still runs
@@ -297,11 +312,13 @@ def main() -> None:
     print("== embedding benchmark ==")
     print(
         f"command: .venv/bin/python bench/embedding_bench.py --texts {args.texts} --sizes {args.sizes} "
-        f"--queries {args.queries}" + (" --skip-processor" if args.skip_processor else "")
+        f"--queries {args.queries}"
+        + (f" --backend {args.backend}" if args.backend else "")
+        + (" --skip-processor" if args.skip_processor else "")
     )
     bare_runtimes(catalogue(args.texts))
     if not args.skip_processor:
-        in_processor(catalogue(args.texts))
+        in_processor(catalogue(args.texts), args.backend)
     query_latency([int(s) for s in args.sizes.split(",")], args.queries)
 
 
