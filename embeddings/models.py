@@ -78,7 +78,7 @@ class SentenceTransformerEmbedder:
                 "pip install -e '.[torch]' (CPU PyTorch is large), or use the default backend 'onnxruntime'",
             ) from exc
 
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call,unused-ignore]  # untyped only when transformers is installed
         self._model = SentenceTransformer(str(directory), device="cpu", local_files_only=True)
         self.dim = int(self._model.get_embedding_dimension() or 0)
 
