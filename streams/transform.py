@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -20,46 +22,90 @@ from feast.types import Array, FeastType, PrimitiveFeastType
 from streams.events import ChangeEvent
 from streams.routes import Route
 
+Converter = Callable[[Any], Any]
+
 
 def decode_value(raw: Any, dtype: FeastType) -> Any:
     """Decode one Debezium JSON value into the Python value Feast expects for ``dtype``."""
-    if raw is None:
-        return None
-    if isinstance(dtype, Array):
-        if not isinstance(raw, list):
-            return raw
-        return [decode_value(v, dtype.base_type) for v in raw]
-    kind = dtype.name if isinstance(dtype, PrimitiveFeastType) else str(dtype)
-    try:
-        if kind in ("INT64", "INT32"):
-            if isinstance(raw, bool):
-                return raw
-            if isinstance(raw, int):
-                return raw
-            if isinstance(raw, str):
-                return int(raw)
-            if isinstance(raw, float) and raw.is_integer():
-                return int(raw)
-        elif kind in ("FLOAT64", "FLOAT32"):
-            if isinstance(raw, bool):
-                return raw
-            if isinstance(raw, (int, float)):
-                return float(raw)
-            if isinstance(raw, str):
-                return float(Decimal(raw))  # decimal.handling.mode=string: exact text
-        elif kind == "STRING":
-            if isinstance(raw, (dict, list)):
-                return json.dumps(raw, separators=(",", ":"))
-        elif kind == "BOOL":
-            return raw
-        elif kind == "BYTES":
-            if isinstance(raw, str):  # binary.handling.mode=base64
-                return base64.b64decode(raw, validate=True)
-        elif kind == "UNIX_TIMESTAMP":
-            return parse_time(raw) if isinstance(raw, str) else datetime.fromtimestamp(raw / 1000, UTC)
-    except (ValueError, InvalidOperation, OverflowError, TypeError, binascii.Error):
+    return converter(dtype)(raw)
+
+
+def _int(raw: Any) -> Any:
+    if isinstance(raw, int):  # bool too: passed through for the suite's type check
         return raw
+    if isinstance(raw, str):
+        return int(raw)
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
     return raw
+
+
+def _float(raw: Any) -> Any:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, (int, float)):
+        return float(raw)
+    if isinstance(raw, str):
+        return float(Decimal(raw))  # decimal.handling.mode=string: exact text
+    return raw
+
+
+def _string(raw: Any) -> Any:
+    if isinstance(raw, (dict, list)):
+        return json.dumps(raw, separators=(",", ":"))
+    return raw
+
+
+def _bytes(raw: Any) -> Any:
+    if isinstance(raw, str):  # binary.handling.mode=base64
+        return base64.b64decode(raw, validate=True)
+    return raw
+
+
+def _time(raw: Any) -> Any:
+    return parse_time(raw) if isinstance(raw, str) else datetime.fromtimestamp(raw / 1000, UTC)
+
+
+_BY_KIND: dict[str, Converter] = {
+    "INT64": _int,
+    "INT32": _int,
+    "FLOAT64": _float,
+    "FLOAT32": _float,
+    "STRING": _string,
+    "BYTES": _bytes,
+    "UNIX_TIMESTAMP": _time,
+}
+
+
+def _safe(convert: Converter) -> Converter:
+    def decode(raw: Any) -> Any:
+        if raw is None:
+            return None
+        try:
+            return convert(raw)
+        except (ValueError, InvalidOperation, OverflowError, TypeError, binascii.Error):
+            return raw  # does not fit: the suite's type expectations send the row to the dead letters
+
+    return decode
+
+
+def _identity(raw: Any) -> Any:
+    return raw
+
+
+@functools.cache
+def converter(dtype: FeastType) -> Converter:
+    """The decoder of one Feast type (built once per type: the per-value path does no type dispatch)."""
+    if isinstance(dtype, Array):
+        element = converter(dtype.base_type)
+
+        def array(raw: Any) -> Any:
+            return [element(v) for v in raw] if isinstance(raw, list) else raw
+
+        return _safe(array)
+    kind = dtype.name if isinstance(dtype, PrimitiveFeastType) else str(dtype)
+    convert = _BY_KIND.get(kind)
+    return _safe(convert) if convert is not None else _identity
 
 
 def parse_time(text: str) -> datetime:
@@ -90,13 +136,34 @@ def feature_row(event: ChangeEvent, route: Route) -> dict[str, Any]:
 
 def row_from_image(image: dict[str, Any], route: Route, key: dict[str, Any] | None = None) -> dict[str, Any]:
     """Join keys and features of a row image in Debezium's encodings (key columns may come from ``key``)."""
+    keys, features = _plan(route)
     row: dict[str, Any] = {}
-    for (join_key, column), (_, dtype) in zip(route.keys, route.key_types, strict=True):
+    for join_key, column, convert in keys:
         source = image.get(column)
         if source is None and key:
             source = key.get(column)
-        row[join_key] = decode_value(source, dtype)
-    for name, dtype in route.features:
+        row[join_key] = convert(source)
+    for name, convert in features:
         if name not in row:
-            row[name] = decode_value(image.get(name), dtype)
+            row[name] = convert(image.get(name))
     return row
+
+
+Plan = tuple[tuple[tuple[str, str, Converter], ...], tuple[tuple[str, Converter], ...]]
+_PLANS: dict[int, tuple[Route, Plan]] = {}  # by id: hashing a route per row would cost more than it saves
+
+
+def _plan(route: Route) -> Plan:
+    """Each key and feature of a route with its converter, built once per route object."""
+    held = _PLANS.get(id(route))
+    if held is not None and held[0] is route:  # the route is held, so its id is not reused meanwhile
+        return held[1]
+    keys = tuple(
+        (join_key, column, converter(dtype))
+        for (join_key, column), (_, dtype) in zip(route.keys, route.key_types, strict=True)
+    )
+    plan = (keys, tuple((name, converter(dtype)) for name, dtype in route.features))
+    if len(_PLANS) > 1024:  # routes are rebuilt on registry changes: forget old ones
+        _PLANS.clear()
+    _PLANS[id(route)] = (route, plan)
+    return plan

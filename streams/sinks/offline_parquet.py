@@ -35,6 +35,7 @@ from feast.types import Array, FeastType, PrimitiveFeastType
 
 from featurectl.errors import ConfigError
 from streams.sinks.base import Sink, SinkRow
+from streams.store import RegistryViews
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class ParquetOfflineSink(Sink):
 
     def __init__(self, store: FeatureStore, writer_id: str | None = None) -> None:
         self.store = store
+        self._registry = RegistryViews(store)
         self.repo_path = Path(store.config.repo_path or ".")
         # Distinguishes files of processor instances writing the same view at the same moment.
         self.writer_id = writer_id or uuid.uuid4().hex[:8]
@@ -137,9 +139,7 @@ class ParquetOfflineSink(Sink):
                 )
             if not rows:
                 continue
-            view = self.store.get_feature_view(
-                view_name, allow_registry_cache=True
-            )  # see online_sqlite._view
+            view = self._registry.get(view_name)  # as of the last registry refresh
             table = self._table(view, rows, ingested_at)
             directory = self.directory(view)
             directory.mkdir(parents=True, exist_ok=True)

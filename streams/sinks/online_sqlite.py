@@ -36,6 +36,7 @@ from featurectl.errors import ConfigError, FencedError, TransientError
 from onlinestore.feast_store import TYPE as VECTOR_STORE_TYPE
 from onlinestore.keys import fast_entity_key
 from onlinestore.sqlite import BARRIERS, FENCES, VERSIONS, connect, ensure_versions_table
+from onlinestore.values import value_bytes
 from onlinestore.vectors import (
     StoredVector,
     VectorTable,
@@ -46,6 +47,7 @@ from onlinestore.vectors import (
 )
 from streams.ordering import check_not_rewound, epoch_us
 from streams.sinks.base import DELETE, OnlineSink, Partition, SinkRow
+from streams.store import RegistryViews
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class SqliteOnlineSink(OnlineSink):
         self._held: dict[Partition, int] = {}  # epochs this writer's flushes must still hold
         self.superseded: list[SinkRow] = []
         self._views: dict[str, FeatureView] = {}
+        self._registry = RegistryViews(store)
         # Per view: the declaration the entity key types were taken from, and those types.
         self._key_types: dict[
             str, tuple[FeatureView, dict[str, ValueType]]
@@ -140,9 +143,8 @@ class SqliteOnlineSink(OnlineSink):
     def _view(self, name: str) -> FeatureView:
         """The view from the (cached) registry; the last good copy if a registry read fails."""
         try:
-            # The registry as of its last refresh (the processor refreshes it with its routes, every
-            # few seconds): a per-batch registry file read and parse would cost every batch.
-            view = self.store.get_feature_view(name, allow_registry_cache=True)
+            # The registry as of its last refresh, not a per-batch registry file read and parse.
+            view = self._registry.get(name)
         except Exception:
             if name not in self._views:
                 raise
@@ -266,15 +268,20 @@ class SqliteOnlineSink(OnlineSink):
     ) -> dict[tuple[str, bytes], tuple[tuple[int, int], int | None]]:
         """Stored (version, commit time in µs) per entity."""
         out: dict[tuple[str, bytes], tuple[tuple[int, int], int | None]] = {}
-        for i in range(0, len(idents), 400):  # SQLite's bound-parameter limit
-            chunk = idents[i : i + 400]
-            clause = " OR ".join("(view = ? AND entity_key = ?)" for _ in chunk)
-            params = [p for ident in chunk for p in ident]
-            for view, key, version, minor, event_us in self._conn.execute(
-                f"SELECT view, entity_key, version, version_minor, event_us FROM {VERSIONS} WHERE {clause}",
-                params,
-            ):
-                out[(view, key)] = ((version, minor), event_us)
+        by_view: dict[str, list[bytes]] = {}
+        for view, key in idents:
+            by_view.setdefault(view, []).append(key)
+        for view, keys in by_view.items():
+            # One view and an IN list: a single index range per chunk (an OR of pairs is planned far slower).
+            for i in range(0, len(keys), 900):  # SQLite's bound-parameter limit (999)
+                chunk = keys[i : i + 900]
+                marks = ", ".join("?" * len(chunk))
+                for key, version, minor, event_us in self._conn.execute(
+                    f"SELECT entity_key, version, version_minor, event_us FROM {VERSIONS} "
+                    f"WHERE view = ? AND entity_key IN ({marks})",
+                    [view, *chunk],
+                ):
+                    out[(view, key)] = ((version, minor), event_us)
         return out
 
     def _spec(self, view: FeatureView) -> EmbeddingSpec | None:
@@ -365,22 +372,26 @@ class SqliteOnlineSink(OnlineSink):
         Vector features are not stored here but in the view's vector table (``_write_vectors``).
         """
         table = compute_table_id(self.project, view, self.versioning)
-        created_ts = datetime.now(UTC).replace(tzinfo=None)
+        # Feast's SQLite adapter stores a naive UTC datetime as int(dt.timestamp()); done once per
+        # row here instead of once per feature value.
+        created_ts = int(datetime.now(UTC).replace(tzinfo=None).timestamp())
+        event_ts = {
+            id(row): int(row.event_time.astimezone(UTC).replace(tzinfo=None).timestamp()) for _, row in items
+        }
         params: list[tuple[Any, ...]] = []
         for feature in view.features:
             if feature.vector_index:
                 continue
             values = [row.features.get(feature.name) for _, row in items]
-            protos = python_values_to_proto_values(values, feature.dtype.to_value_type())
-            for (key, row), value, proto in zip(items, values, protos, strict=True):
-                event_ts = row.event_time.astimezone(UTC).replace(tzinfo=None)
+            encoded = value_bytes(values, feature.dtype.to_value_type())
+            for (key, row), value, raw in zip(items, values, encoded, strict=True):
                 params.append(
                     (
                         key,
                         feature.name,
-                        proto.SerializeToString(),
+                        raw,
                         value if isinstance(value, str) else None,
-                        event_ts,
+                        event_ts[id(row)],
                         created_ts,
                     )
                 )

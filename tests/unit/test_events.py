@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from streams.events import DecodeError, decode
+from streams.events import DecodeError, _json, decode
 
 
 @dataclass
@@ -67,3 +67,23 @@ def test_tombstone_is_a_null_value_with_the_key() -> None:
 def test_not_debezium_is_a_decode_error_naming_the_offset(value: bytes) -> None:
     with pytest.raises(DecodeError, match=r"shop.public.orders\[2\] offset=41"):
         decode(Msg(b'{"id": 1}', value))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a": 123456789012345678901234567890, "b": -0.0, "c": 1e308, "d": 5e-324}',
+        b'{"nan": NaN, "inf": Infinity, "ninf": -Infinity, "big": 1e400}',  # json only
+        b'{"s": "\\ud800 lone surrogate", "u": "\\u00fc\\ud83d\\ude00", "dup": 1, "dup": 2}',
+        '{"text": "ü 😀"}',
+        b'[1, 2.5, null, true, "x"]',
+    ],
+)
+def test_fast_json_decoding_equals_the_standard_library(raw: bytes | str) -> None:
+    fast = _json(raw, "value", "t[0] offset=0")
+    assert repr(fast) == repr(json.loads(raw))  # repr: NaN != NaN, and -0.0 == 0.0
+
+
+def test_invalid_json_is_still_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="not valid JSON"):
+        _json(b'{"a": ', "value", "t[0] offset=0")

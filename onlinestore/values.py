@@ -1,0 +1,67 @@
+"""Feature values as the bytes Feast's online stores hold (``ValueProto``), built directly for common types.
+
+Feast's ``python_values_to_proto_values`` checks every value against arrays, pandas nulls and
+timestamps before building its protobuf: about 10 us per value, paid for every feature of every row
+the processor writes. For columns whose values are all None or exactly the Python type of their
+declared scalar type (int for INT32/INT64 within range, float for FLOAT/DOUBLE, str, bool), this
+builds the same protobufs directly (None and NaN as the empty value, as Feast does). Anything else
+goes through Feast; tests/unit/test_value_bytes.py holds the two byte-equal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.type_map import python_values_to_proto_values
+from feast.value_type import ValueType
+
+# Per scalar type: the protobuf field, the Python type it takes, and the bounds of an int field.
+_FIELDS: dict[ValueType, tuple[str, type, tuple[int, int] | None]] = {
+    ValueType.INT64: ("int64_val", int, (-(2**63), 2**63 - 1)),
+    ValueType.INT32: ("int32_val", int, (-(2**31), 2**31 - 1)),
+    ValueType.DOUBLE: ("double_val", float, None),
+    ValueType.FLOAT: ("float_val", float, None),
+    ValueType.STRING: ("string_val", str, None),
+    ValueType.BOOL: ("bool_val", bool, None),
+}
+
+
+def value_bytes(values: Sequence[Any], value_type: ValueType) -> list[bytes]:
+    """Each value serialised as Feast's ``ValueProto`` of ``value_type`` (Feast's own rules throughout)."""
+    fast = _fast(values, value_type)
+    if fast is not None:
+        return fast
+    return [p.SerializeToString() for p in python_values_to_proto_values(list(values), value_type)]
+
+
+def _fast(values: Sequence[Any], value_type: ValueType) -> list[bytes] | None:
+    spec = _FIELDS.get(value_type)
+    if spec is None:
+        return None
+    field, kind, bounds = spec
+    out: list[bytes] = []
+    for value in values:
+        if value is None:
+            out.append(b"")
+        elif not _exactly(value, kind):
+            return None  # a bool in an int column, numpy scalars, ...: Feast decides
+        elif bounds is not None and not bounds[0] <= value <= bounds[1]:
+            return None  # Feast's error, not ours
+        elif kind is float and math.isnan(value):
+            out.append(b"")  # pd.isnull(NaN): Feast stores no value
+        elif kind is str:
+            try:
+                out.append(ValueProto(string_val=value).SerializeToString())
+            except (UnicodeEncodeError, ValueError):  # a lone surrogate: Feast's behaviour
+                return None
+        else:
+            out.append(ValueProto(**{field: value}).SerializeToString())
+    return out
+
+
+def _exactly(value: Any, kind: type) -> bool:
+    """``type(value) is kind`` (subclasses such as bool for int are Feast's to judge)."""
+    return type(value) is kind
