@@ -89,13 +89,13 @@ def _json(raw: bytes | str | None, what: str, where: str) -> Any:
 def _sequence(raw: Any) -> tuple[int | None, int | None] | None:
     """``source.sequence``: a JSON string of two LSNs as strings, either may be null."""
     try:
-        pair = json.loads(raw) if isinstance(raw, str) else raw
+        pair = _json(raw, "source.sequence", "") if isinstance(raw, str) else raw
         if isinstance(pair, list) and len(pair) == 2:
             return (
                 int(pair[0]) if pair[0] is not None else None,
                 int(pair[1]) if pair[1] is not None else None,
             )
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, DecodeError):
         pass
     return None
 
