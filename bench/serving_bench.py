@@ -24,6 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import psycopg
 import requests
 from feast import FeatureStore
@@ -54,6 +55,42 @@ def pct(samples: list[float]) -> str:
     ordered = sorted(samples)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     return f"p50 {statistics.median(ordered):.1f} ms, p99 {p99:.1f} ms"
+
+
+def component(proc: psutil.Process) -> str | None:
+    """Which part of the stack a process is (None: not one of ours)."""
+    try:
+        line = " ".join(proc.cmdline())
+    except psutil.Error:
+        return None
+    if proc.pid == os.getpid():
+        return "bench client + Postgres writer thread"
+    if "postgres" in proc.name() or "/postgresql/" in line:
+        return "Postgres"
+    if "ConnectDistributed" in line or "connect-distributed" in line:
+        return "Kafka Connect (Debezium)"
+    if "kafka.Kafka" in line:
+        return "Kafka broker"
+    if "feast serve" in line or ("feast" in line and "serve" in line):
+        return "feast serve"
+    if "featurectl.cli" in line and "process" in line:
+        return "processor"
+    return None
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far per stack component (children of `feast serve` count as feast serve)."""
+    out: dict[str, float] = {}
+    for proc in psutil.process_iter():
+        name = component(proc)
+        if name is None:
+            continue
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        out[name] = out.get(name, 0.0) + times.user + times.system
+    return out
 
 
 def measure(url: str, store: FeatureStore, ids: list[int], requests_n: int) -> dict[str, str]:
@@ -176,9 +213,12 @@ def main() -> None:
             features=FEATURES[1:2], entity_rows=[{"customer_id": ids[0]}]
         ).to_dict()["credit_limit"] == [1.0]:
             time.sleep(0.1)
-        busy_start, changed_before = time.monotonic(), changes[0]
+        busy_start, changed_before, cpu_before = time.monotonic(), changes[0], cpu_seconds()
         busy = measure(server.url, store, ids, args.requests)
-        rate = (changes[0] - changed_before) / (time.monotonic() - busy_start)
+        busy_s = time.monotonic() - busy_start
+        rate = (changes[0] - changed_before) / busy_s
+        cpu_after = cpu_seconds()
+        cores = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / busy_s for k in cpu_after}
         stop.set()
         writer.join(30)
 
@@ -202,6 +242,11 @@ def main() -> None:
             print(f"  {case:<24} idle: {idle[case]:<28} processor writing: {busy[case]}")
         print(
             f"  (while measuring 'processor writing', Postgres committed {rate:,.0f} row changes/s into the stream)"
+        )
+        print(
+            f"  CPU while measuring 'processor writing' ({psutil.cpu_count()} cores, cores in use per component): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cores.items(), key=lambda kv: -kv[1]))
+            + f"; all of them {sum(cores.values()):.2f}"
         )
         print(
             "  anchor (ARCHITECTURE.md, same kind of machine): feast serve p50 2.5 ms, p99 4.8 ms for 1 entity x 9 features"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -669,6 +670,8 @@ def process_cmd(ctx: click.Context, path: Path | None, group: str | None, accept
     from streams.store import open_store
 
     settings = _settings(ctx)
+    if settings.processor_nice:
+        os.nice(settings.processor_nice)  # lookups before ingest on a shared host (settings.processor_nice)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

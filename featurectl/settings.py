@@ -114,6 +114,13 @@ class Settings(BaseSettings):
         0,
         description="Extra wait for more messages once a batch has some (0: hand on what has arrived).",
     )
+    processor_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="CPU niceness `featurectl process` runs at: on a host shared with model services or "
+        "`feast serve`, lookups get the CPU first and ingest takes the rest (0: same priority).",
+    )
     max_poll_interval_ms: int = Field(
         300_000,
         ge=10_000,

@@ -77,7 +77,10 @@ class FeatureServer:
         )
 
     def _extra_args(self) -> list[str]:
-        return ["--no-access-log", "--registry_ttl_sec", str(self.registry_ttl_s)]
+        # Feast's default --max-requests 1000 recycles its one gunicorn worker every ~1000 lookups; the
+        # new worker re-imports Feast before it answers again (measured: a 100-entity p99 of 460 ms under
+        # ingest, and past 10 s on a busy 2-core host). Gunicorn's own default, 0, never recycles it.
+        return ["--no-access-log", "--registry_ttl_sec", str(self.registry_ttl_s), "--max-requests", "0"]
 
     def stop(self, timeout_s: float = 20) -> None:
         if self.proc is None or self.proc.poll() is not None:
