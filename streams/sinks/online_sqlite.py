@@ -227,7 +227,8 @@ class SqliteOnlineSink(OnlineSink):
                         r.version_minor,
                         epoch_us(r.event_time),
                         int(r.op == DELETE),
-                        json.dumps(r.keys, default=str),
+                        # Read only for a new entity: an existing one's row keeps its join_keys.
+                        "" if (r.view, key_of[id(r)]) in current else json.dumps(r.keys, default=str),
                     )
                     for r in applied
                 ],
