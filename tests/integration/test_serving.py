@@ -10,6 +10,7 @@ import subprocess
 import sys
 from typing import Any
 
+import psutil
 import psycopg
 import requests
 
@@ -114,6 +115,22 @@ def test_http_lookups_see_changes_while_the_processor_writes(stack: StackHandle,
     answer = json.loads(example.stdout)
     assert answer["features"]["segment"] == "gold" and answer["features"]["price"] is None
     assert 0.0 <= answer["score"] <= 1.0
+
+    # Past Feast's default --max-requests (1000 + jitter) the same worker still answers: it is never
+    # recycled, so no lookup waits for a new worker to import Feast (seconds on a busy host).
+    def workers() -> set[int]:
+        return {p.pid for p in psutil.Process(server.pid).children(recursive=True) if p.status() != "zombie"}
+
+    before = workers()
+    session = requests.Session()
+    for i in range(1100):
+        r = session.post(
+            f"{url}/get-online-features",
+            json={"features": FEATURES, "entities": {"customer_id": [cid + i % 3]}},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+    assert workers() == before
 
     server.send_signal(signal.SIGTERM)
     assert server.wait(30) == 0
