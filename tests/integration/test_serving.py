@@ -12,6 +12,7 @@ from typing import Any
 
 import psutil
 import psycopg
+import pytest
 import requests
 
 from featurectl.settings import PROJECT_ROOT
@@ -64,9 +65,22 @@ def online(url: str, ids: list[int]) -> dict[str, Any]:
     }
 
 
-def test_http_lookups_see_changes_while_the_processor_writes(stack: StackHandle, platform: Platform) -> None:
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (featurectl serve then stops its `feast serve`), SIGKILL if it does not exit."""
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_http_lookups_see_changes_while_the_processor_writes(
+    stack: StackHandle, platform: Platform, request: pytest.FixtureRequest
+) -> None:
     platform.start_processor()
     server, url = start_server(platform)
+    request.addfinalizer(lambda: stop_server(server))  # a failing assertion leaves no server running
     with psycopg.connect(stack.app, autocommit=True) as conn:
         cid = insert_customer(conn, "silver", 120.0)
         wait_until(
