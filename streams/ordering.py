@@ -98,7 +98,7 @@ def last_of_each_instant(rows: list[Any]) -> list[Any]:
     """
     last: dict[tuple[Any, datetime], Any] = {}
     for row in rows:
-        ident = (_entity_ident(row.keys), row.event_time)
+        ident = (entity_ident(row.keys), row.event_time)
         held = last.get(ident)
         if held is None or row.order >= held.order:
             last[ident] = row
@@ -106,8 +106,8 @@ def last_of_each_instant(rows: list[Any]) -> list[Any]:
     return [r for r in rows if id(r) in kept]
 
 
-def _entity_ident(keys: dict[str, Any]) -> Any:
-    """A hashable identity of an entity's join keys (JSON text only for unhashable values)."""
+def entity_ident(keys: dict[str, Any]) -> Any:
+    """A hashable identity of an entity's join keys (JSON text only for unhashable values, e.g. a list)."""
     ident = tuple(sorted(keys.items()))
     try:
         hash(ident)

@@ -18,7 +18,6 @@ removes it (jobs/compact.py dedups on the identity).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
@@ -34,6 +33,7 @@ from feast import FeatureStore, FeatureView, FileSource
 from feast.types import Array, FeastType, PrimitiveFeastType
 
 from featurectl.errors import ConfigError
+from streams.ordering import entity_ident
 from streams.sinks.base import Sink, SinkRow
 from streams.store import RegistryViews
 
@@ -175,9 +175,4 @@ class ParquetOfflineSink(Sink):
 
 def _identity(row: SinkRow) -> tuple[Any, ...]:
     """What makes a history row the same row again: its view, entity, source message and version."""
-    try:
-        entity: Any = tuple(sorted(row.keys.items()))
-        hash(entity)
-    except TypeError:  # an unhashable key value (a list): its JSON text identifies it as well
-        entity = json.dumps(row.keys, sort_keys=True, default=str)
-    return (row.view, entity, row.source, row.order, row.op)
+    return (row.view, entity_ident(row.keys), row.source, row.order, row.op)
