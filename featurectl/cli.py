@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from featurectl.errors import ConfigError, FeatureCtlError
-from featurectl.settings import Settings, load_settings
+from featurectl.settings import Settings, export_store_secrets, load_settings
 
 if TYPE_CHECKING:
     from serving.feature_server import FeatureServer
@@ -49,6 +49,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     ctx.obj = load_settings()
+    export_store_secrets(ctx.obj)
 
 
 # --- stack -------------------------------------------------------------------------------------
@@ -57,22 +58,34 @@ def stack() -> None:
     """The local stack: Postgres, Kafka (KRaft) and Kafka Connect with Debezium, as local processes."""
 
 
+WITH_EXTRAS = click.option(
+    "--with",
+    "extras",
+    multiple=True,
+    type=click.Choice(["online-postgres"]),
+    help="Also run this production store locally (repeatable; or FEATURECTL_STACK_EXTRAS): "
+    "online-postgres = Postgres with pgvector as the online store.",
+)
+
+
 @stack.command("install")
+@WITH_EXTRAS
 @click.pass_context
-def stack_install(ctx: click.Context) -> None:
+def stack_install(ctx: click.Context, extras: tuple[str, ...]) -> None:
     """Install what the stack needs (Postgres package, Kafka/Connect/Debezium jars) without starting it."""
     from stack.launcher import LocalStack
 
-    LocalStack(_settings(ctx)).install()
+    LocalStack(_settings(ctx)).install(extras)
 
 
 @stack.command("up")
+@WITH_EXTRAS
 @click.pass_context
-def stack_up(ctx: click.Context) -> None:
+def stack_up(ctx: click.Context, extras: tuple[str, ...]) -> None:
     """Start every service that is not running yet (idempotent)."""
     from stack.launcher import LocalStack
 
-    took = LocalStack(_settings(ctx)).up()
+    took = LocalStack(_settings(ctx)).up(extras=extras)
     click.echo(f"stack up ({took:.1f}s)")
 
 
@@ -84,7 +97,7 @@ def stack_up(ctx: click.Context) -> None:
     "--service",
     "services",
     multiple=True,
-    type=click.Choice(["postgres", "kafka", "connect"]),
+    type=click.Choice(["postgres", "kafka", "connect", "online-postgres"]),
     help="Stop only these services (repeatable).",
 )
 @click.pass_context
@@ -92,9 +105,7 @@ def stack_down(ctx: click.Context, wipe: bool, services: tuple[str, ...]) -> Non
     """Stop what `up` started (gracefully, then harder); keeps data unless --wipe."""
     from stack.launcher import LocalStack
 
-    stopped = LocalStack(_settings(ctx)).down(
-        wipe=wipe, services=services or ("connect", "kafka", "postgres")
-    )
+    stopped = LocalStack(_settings(ctx)).down(wipe=wipe, services=services)
     click.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
@@ -111,10 +122,10 @@ def stack_status(ctx: click.Context, as_json: bool) -> None:
     else:
         for s in status.services:
             pid = f"pid {s.pid}" if s.pid else ""
-            click.echo(f"{s.name:<10} {s.state:<10} {s.address:<28} {pid} {s.detail}".rstrip())
+            click.echo(f"{s.name:<15} {s.state:<10} {s.address:<28} {pid} {s.detail}".rstrip())
         for c in status.connectors:
             tasks = ", ".join(f"task {t['id']} {t['state']}" for t in c["tasks"])  # type: ignore[attr-defined]
-            click.echo(f"connector  {c['state']:<10} {c['name']:<28} {tasks}")
+            click.echo(f"connector       {c['state']:<10} {c['name']:<28} {tasks}")
     if any(s.state != "RUNNING" for s in status.services):
         sys.exit(1)
 
@@ -693,12 +704,12 @@ def online_reset(ctx: click.Context, yes: bool) -> None:
     Run it with every processor stopped, after the processor stopped saying the source's WAL positions
     went backwards; then start the processor and `featurectl snapshot` the captured tables.
     """
-    from streams.sinks.online_sqlite import SqliteOnlineSink
+    from streams.sinks.online import open_online_sink
     from streams.store import open_store
 
     if not yes:
         raise ConfigError("not reset: this empties the online store", "add --yes to confirm")
-    sink = SqliteOnlineSink(open_store(_settings(ctx)))
+    sink = open_online_sink(open_store(_settings(ctx)))
     try:
         held = sink.reset()
     finally:

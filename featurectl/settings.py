@@ -89,6 +89,25 @@ class Settings(BaseSettings):
         None, description="REST URL of an existing Kafka Connect. Defaults to the local worker."
     )
 
+    # --- production online stores, run by the local stack on request ---------------------------
+    stack_extras: str = Field(
+        "",
+        description="Extra services `featurectl stack up` runs, comma-separated: online-postgres "
+        "(Postgres with pgvector, a production online store). Also `stack up --with NAME`.",
+    )
+    online_pg_port: int = Field(25433, description="Port of the local online-store Postgres (pgvector).")
+    online_pg_database: str = Field("features", description="Database of the Postgres online store.")
+    online_pg_user: str = Field(
+        "featurestore", description="Role that owns the Postgres online store's tables (not a superuser)."
+    )
+    online_pg_password: SecretStr | None = Field(
+        None,
+        description="Password of online_pg_user; feature_store.yaml reads it as ${FEATURECTL_ONLINE_PG_PASSWORD}.",
+    )
+    online_pg_admin_password: SecretStr | None = Field(
+        None, description="Superuser password of the local online-store Postgres cluster."
+    )
+
     # --- serving ---------------------------------------------------------------------------
     serve_host: str = Field("127.0.0.1", description="Address the Feast feature server listens on.")
     serve_port: int = Field(6566, description="Port of the Feast feature server (`featurectl serve`).")
@@ -158,6 +177,16 @@ class Settings(BaseSettings):
                 f"to generate the local stack's passwords in {self.secrets_file}",
             )
         return value
+
+
+def export_store_secrets(settings: Settings) -> None:
+    """Put the online store's password where feature_store.yaml reads it (``${FEATURECTL_ONLINE_PG_PASSWORD}``,
+    expanded by Feast), unless the environment has it already; feast subprocesses inherit it."""
+    name = f"{ENV_PREFIX}ONLINE_PG_PASSWORD"
+    if name not in os.environ:
+        value = settings.secret("online_pg_password")
+        if value:
+            os.environ[name] = value
 
 
 def read_secrets_file(path: Path) -> dict[str, str]:

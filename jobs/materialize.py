@@ -32,7 +32,7 @@ from embeddings.spec import spec_for
 from jobs.history import first_of_groups, history_files
 from streams.sinks.base import DELETE, UPSERT, SinkRow
 from streams.sinks.offline_parquet import ParquetOfflineSink, history_schema
-from streams.sinks.online_sqlite import SqliteOnlineSink
+from streams.sinks.online import open_online_sink
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class Materializer:
                     record["cdc_version_minor"] or 0,
                 )
             )
-        online = SqliteOnlineSink(self.store)
+        online = open_online_sink(self.store)
         try:
             for i in tqdm(
                 range(0, len(rows), self.chunk),

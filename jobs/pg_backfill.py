@@ -54,7 +54,7 @@ from streams.embed import EmbeddingStep
 from streams.routes import Route, route_for
 from streams.sinks.base import UPSERT, SinkRow
 from streams.sinks.offline_parquet import ParquetOfflineSink, history_schema
-from streams.sinks.online_sqlite import SqliteOnlineSink
+from streams.sinks.online import open_online_sink
 from streams.transform import row_from_image
 from validation.validator import BatchValidator
 
@@ -205,7 +205,7 @@ class PostgresBackfill:
         self.chunk = chunk
         self.timestamp_column = timestamp_column
         self.offline = ParquetOfflineSink(store, writer_id="backfill")
-        self.online = SqliteOnlineSink(store)  # only to reuse stored vectors of unchanged texts
+        self.online = open_online_sink(store)  # only to reuse stored vectors of unchanged texts
         self.embedding = EmbeddingStep(self.online)
 
     def run(self, restart: bool = False) -> BackfillReport:

@@ -41,7 +41,8 @@ from tqdm import tqdm
 from embeddings.spec import text_hash
 from streams.routes import Route, route_for
 from streams.sinks.base import DELETE, SinkRow
-from streams.sinks.online_sqlite import SqliteOnlineSink
+from streams.sinks.online import open_online_sink
+from streams.sinks.online_feast import FeastLayoutSink
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class Verifier:
         schema, _, name = route.table.partition(".")
         table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=self.engine)
         key_cols = [table.c[column] for _, column in route.keys]
-        sink = SqliteOnlineSink(self.store)
+        sink = open_online_sink(self.store)
         seen: set[str] = set()
         try:
             with self.engine.connect() as conn:
@@ -184,7 +185,7 @@ class Verifier:
         return tuple(keys[join_key] for join_key, _ in self.route.keys)
 
     def _compare(
-        self, sink: SqliteOnlineSink, rows: list[dict[str, Any]], report: VerifyReport, seen: set[str]
+        self, sink: FeastLayoutSink, rows: list[dict[str, Any]], report: VerifyReport, seen: set[str]
     ) -> None:
         route = self.route
         keys = [{jk: row[col] for jk, col in route.keys} for row in rows]
@@ -224,7 +225,7 @@ def repair(
     Returns (entities re-streamed, entities deleted)."""
     gone = report.keys("not in Postgres")
     if gone:
-        sink = SqliteOnlineSink(store)
+        sink = open_online_sink(store)
         try:
             stored = sink.stored_orders(report.view, gone)
             now = datetime.now(UTC)

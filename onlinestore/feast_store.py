@@ -28,7 +28,8 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import FloatList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
-from embeddings.spec import EmbeddingSpec, spec_for
+from embeddings.spec import spec_for
+from onlinestore.documents import in_entity_key_order, query_spec
 from onlinestore.sqlite import OperationalError, connect
 from onlinestore.vectors import VectorTable, as_floats, declare_model, forget_view
 
@@ -135,17 +136,8 @@ class VecSqliteOnlineStore(SqliteOnlineStore):
         include_feature_view_version_metadata: bool = False,
     ) -> list[tuple[datetime | None, EntityKeyProto | None, dict[str, ValueProto] | None]]:
         """The ``top_k`` entities whose vectors are nearest ``embedding``, nearest first, with ``distance``."""
-        spec = self._spec(table)
-        if embedding is None or query_string is not None or filters is not None:
-            raise ValueError(
-                f"feature view {table.name}: only vector queries are supported (query=<vector>, no "
-                "query_string or filters); embed the query text with the view's model first"
-            )
-        if len(embedding) != spec.dim:
-            raise ValueError(
-                f"feature view {table.name}: the query vector has {len(embedding)} dimensions, the view's "
-                f"model {spec.model} makes {spec.dim}; embed the query with that model"
-            )
+        spec = query_spec(table, embedding, query_string, filters)
+        assert embedding is not None
         conn = self._get_conn(config)
         with _snapshot(conn):
             hits = VectorTable(config.project, spec).search(conn, embedding, top_k)
@@ -161,20 +153,7 @@ class VecSqliteOnlineStore(SqliteOnlineStore):
             row["distance"] = ValueProto(float_val=distance)
             entity = deserialize_entity_key(key, config.entity_key_serialization_version)
             results.append((event_ts, entity, row))
-        # Feast 0.67's _retrieve_from_online_store_v2 pairs these rows with entity keys it has
-        # sorted by value: returned in any other order, features land on the wrong entities. So
-        # the response is in entity-key order; sort it by its "distance" column for nearest first.
-        results.sort(key=lambda r: tuple(getattr(v, str(v.WhichOneof("val"))) for v in r[1].entity_values))  # type: ignore[union-attr]
-        return results
-
-    def _spec(self, table: FeatureView) -> EmbeddingSpec:
-        spec = spec_for(table)
-        if spec is None:
-            raise ValueError(
-                f"feature view {table.name} declares no embedding; similarity search needs a Field with "
-                "vector_index=True and the embedding.text / embedding.model tags"
-            )
-        return spec
+        return in_entity_key_order(results)
 
     def _key(self, config: RepoConfig, entity_key: EntityKeyProto) -> bytes:
         return serialize_entity_key(

@@ -3,6 +3,10 @@
 Order: Postgres, Kafka, Connect (Connect needs the broker; the connector, deployed later, needs
 both). ``up`` is idempotent: what runs already is left alone. ``down`` stops in reverse order,
 by pid, gracefully and then harder, and keeps data unless asked to wipe.
+
+Extras (``FEATURECTL_STACK_EXTRAS`` or ``stack up --with``) are production stores run locally:
+``online-postgres`` (Postgres + pgvector online store, stack/online_postgres.py). ``down`` and
+``status`` cover every extra that runs, whichever way it was started.
 """
 
 from __future__ import annotations
@@ -20,10 +24,19 @@ from featurectl.settings import Settings, ensure_secrets_file
 from stack.connect import ConnectWorker
 from stack.jars import ensure_jars, jars_for
 from stack.kafka import KafkaBroker
+from stack.online_postgres import OnlinePostgres
 from stack.postgres import Postgres
 
 logger = logging.getLogger(__name__)
-GENERATED_SECRETS = ("pg_admin_password", "pg_app_password", "debezium_password")
+GENERATED_SECRETS = (
+    "pg_admin_password",
+    "pg_app_password",
+    "debezium_password",
+    "online_pg_admin_password",
+    "online_pg_password",
+)
+CORE = ("connect", "kafka", "postgres")  # stop order
+EXTRAS = ("online-postgres",)
 
 
 @dataclass
@@ -51,13 +64,36 @@ class LocalStack:
         self.postgres = Postgres(settings)
         self.kafka = KafkaBroker(settings, self.jars)
         self.connect = ConnectWorker(settings, self.jars)
+        self.online_postgres = OnlinePostgres(settings)
 
-    def install(self) -> None:
+    def extras(self, requested: tuple[str, ...] = ()) -> list[str]:
+        """The extra services asked for in settings and in ``requested``, checked."""
+        names = [n.strip() for n in self.settings.stack_extras.split(",") if n.strip()] + list(requested)
+        unknown = sorted(set(names) - set(EXTRAS))
+        if unknown:
+            raise FeatureCtlError(
+                f"unknown stack service(s) {', '.join(unknown)}",
+                f"FEATURECTL_STACK_EXTRAS / --with take: {', '.join(EXTRAS)}",
+            )
+        return [n for n in EXTRAS if n in names]
+
+    def service(self, name: str) -> Postgres | KafkaBroker | ConnectWorker:
+        services: dict[str, Postgres | KafkaBroker | ConnectWorker] = {
+            "postgres": self.postgres,
+            "kafka": self.kafka,
+            "connect": self.connect,
+            "online-postgres": self.online_postgres,
+        }
+        return services[name]
+
+    def install(self, extras: tuple[str, ...] = ()) -> None:
         """Everything ``up`` needs on disk: Postgres binaries and the JVM jars."""
         self.postgres.ensure_installed()
+        if "online-postgres" in self.extras(extras):
+            self.online_postgres.ensure_installed()
         self.jars = ensure_jars(self.settings)
 
-    def up(self, connector: ConnectorDefinition | None = None) -> float:
+    def up(self, connector: ConnectorDefinition | None = None, extras: tuple[str, ...] = ()) -> float:
         """Start every service not yet running; returns seconds taken."""
         started = time.monotonic()
         try:
@@ -69,23 +105,29 @@ class LocalStack:
             ) from None
         # Generated once; passwords set in the environment take precedence (Settings.secret).
         ensure_secrets_file(self.settings.secrets_file, GENERATED_SECRETS)
-        self.install()
+        wanted = self.extras(extras)
+        self.install(extras)
         self.postgres.start()
         self.postgres.bootstrap(connector or load_definition())
+        if "online-postgres" in wanted:
+            self.online_postgres.start()
+            self.online_postgres.bootstrap()
         self.kafka.start()
         self.connect.start()
         return time.monotonic() - started
 
-    def down(
-        self, wipe: bool = False, services: tuple[str, ...] = ("connect", "kafka", "postgres")
-    ) -> list[str]:
-        """Stop services (reverse start order); with ``wipe`` also delete the data directory."""
+    def down(self, wipe: bool = False, services: tuple[str, ...] = ()) -> list[str]:
+        """Stop services (reverse start order; all when none are named); with ``wipe`` also delete
+        the data directory."""
+        services = services or (*EXTRAS, *CORE)
         stopped: list[str] = []
-        for name in ("connect", "kafka", "postgres"):
-            if name in services and getattr(self, name).stop():
+        for name in (*EXTRAS, *CORE):
+            if name in services and self.service(name).stop():
                 stopped.append(name)
-        if wipe and set(services) >= {"connect", "kafka", "postgres"}:
-            self.postgres.wipe()  # its cluster may live outside the data directory (stack.pg_location)
+        if wipe and set(services) >= set(CORE):
+            # Clusters may live outside the data directory (stack.pg_location).
+            self.online_postgres.wipe()
+            self.postgres.wipe()
             shutil.rmtree(self.settings.data_dir, ignore_errors=True)
             logger.info("wiped %s", self.settings.data_dir)
             # The feature stores derive from the wiped database. They must go too: a new cluster's
@@ -96,18 +138,21 @@ class LocalStack:
                 logger.info("wiped %s (feature stores of the wiped database)", derived)
         elif wipe:
             for name in services:
-                getattr(self, name).wipe()
+                self.service(name).wipe()
                 logger.info("wiped the data of %s", name)
         return stopped
 
     def status(self) -> StackStatus:
         s = self.settings
         out = StackStatus()
-        checks = (
+        checks = [
             (self.postgres.name, self.postgres.pid(), f"127.0.0.1:{s.pg_port}", self.postgres.ready),
             (self.kafka.name, self.kafka.daemon.pid(), s.bootstrap_servers, self.kafka.ready),
             (self.connect.name, self.connect.daemon.pid(), s.connect_rest_url, self.connect.ready),
-        )
+        ]
+        online = self.online_postgres
+        if "online-postgres" in self.extras() or online.pid() is not None:
+            checks.append((online.name, online.pid(), f"127.0.0.1:{s.online_pg_port}", online.ready))
         for name, pid, address, probe in checks:
             if pid is None:
                 out.services.append(ServiceStatus(name, "STOPPED", None, address))
@@ -122,7 +167,7 @@ class LocalStack:
                         "" if healthy else "process alive but not answering",
                     )
                 )
-        if out.services[-1].state == "RUNNING":
+        if out.services[2].state == "RUNNING":
             out.connectors = _connector_states(s.connect_rest_url)
         return out
 

@@ -46,13 +46,16 @@ class ClusterPlan:
         return self.link is not None
 
 
-def plan_cluster(data_dir: Path, clusters_dir: Path, euid: int, new_id: str | None = None) -> ClusterPlan:
+def plan_cluster(
+    data_dir: Path, clusters_dir: Path, euid: int, new_id: str | None = None, entry_name: str = "postgres"
+) -> ClusterPlan:
     """Decide where the cluster of ``data_dir`` lives (reads the file system, changes nothing).
 
     ``new_id`` names a cluster to be created (random when not given); it is used only when the
-    data directory has none yet.
+    data directory has none yet. ``entry_name``: the cluster's entry in the data directory (one per
+    Postgres service of the stack).
     """
-    entry = data_dir.absolute() / "postgres"
+    entry = data_dir.absolute() / entry_name
     os_user = ROOT_OS_USER if euid == 0 else None
     if entry.is_symlink():
         return ClusterPlan(entry.resolve(), os_user, entry)

@@ -32,18 +32,29 @@ class Postgres:
     """The local Postgres cluster. Constructing it touches nothing; ``start`` does the work."""
 
     name = "postgres"
+    port_setting = "FEATURECTL_PG_PORT"
+    admin_secret = "pg_admin_password"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.bin = Path(f"/usr/lib/postgresql/{settings.postgres_version}/bin")
         self._plan: ClusterPlan | None = None
+
+    @property
+    def bin(self) -> Path:
+        return Path(f"/usr/lib/postgresql/{self.settings.postgres_version}/bin")
+
+    @property
+    def port(self) -> int:
+        return self.settings.pg_port
 
     # --- where it lives ------------------------------------------------------------------------
     @property
     def plan(self) -> ClusterPlan:
         """Where the cluster is (decided once per object, so a new cluster keeps one id)."""
         if self._plan is None:
-            self._plan = plan_cluster(self.settings.data_dir, self.settings.pg_clusters_dir, os.geteuid())
+            self._plan = plan_cluster(
+                self.settings.data_dir, self.settings.pg_clusters_dir, os.geteuid(), entry_name=self.name
+            )
         return self._plan
 
     @property
@@ -159,7 +170,7 @@ class Postgres:
                 # one that has): nothing to keep but an old log.
                 shutil.rmtree(plan.link, ignore_errors=True)
                 plan.link.symlink_to(plan.home, target_is_directory=True)
-                logger.info("postgres: cluster directory %s (linked from %s)", plan.home, plan.link)
+                logger.info("%s: cluster directory %s (linked from %s)", self.name, plan.home, plan.link)
 
     def _check_owner(self) -> None:
         """Refuse a cluster that another data directory links to (a copied data directory)."""
@@ -168,12 +179,12 @@ class Postgres:
             return
         owner = Path(owner_file.read_text().strip())
         mine = self.settings.data_dir.absolute()
-        other_link = owner / "postgres"
+        other_link = owner / self.name
         if owner != mine and other_link.is_symlink() and other_link.resolve() == self.home:
             raise FeatureCtlError(
                 f"the Postgres cluster {self.home} belongs to the data directory {owner}, "
-                f"and {mine / 'postgres'} links to it too (a copy of that data directory?)",
-                f"remove the link {mine / 'postgres'} to give {mine} a cluster of its own, "
+                f"and {mine / self.name} links to it too (a copy of that data directory?)",
+                f"remove the link {mine / self.name} to give {mine} a cluster of its own, "
                 f"or use FEATURECTL_DATA_DIR={owner}",
             )
 
@@ -186,7 +197,7 @@ class Postgres:
         pwfile.chmod(0o600)
         self._chown(pwfile)
         try:
-            logger.info("postgres: initdb %s", self.data)
+            logger.info("%s: initdb %s", self.name, self.data)
             self._run(
                 [
                     str(self.bin / "initdb"),
@@ -216,9 +227,15 @@ class Postgres:
         conf = self.data / "featurectl.conf"
         conf.write_text(
             "# written by featurectl stack up; edits are overwritten\n"
-            f"port = {self.settings.pg_port}\n"
+            f"port = {self.port}\n"
             "listen_addresses = '127.0.0.1'\n"
-            f"unix_socket_directories = '{run_dir}'\n"
+            f"unix_socket_directories = '{run_dir}'\n" + self._server_settings()
+        )
+        self._chown(conf)
+
+    def _server_settings(self) -> str:
+        """postgresql.conf lines of this service's role: here, the CDC source."""
+        return (
             "wal_level = logical\n"
             # The backfill stamps a row with the commit time of its state (jobs/pg_backfill.py).
             "track_commit_timestamp = on\n"
@@ -230,17 +247,16 @@ class Postgres:
             "log_min_messages = warning\n"
             "log_connections = off\n"
         )
-        self._chown(conf)
 
     def start(self) -> None:
         self.ensure_installed()
         if self.pid() is not None:
-            logger.info("postgres: already running (pid %s)", self.pid())
+            logger.info("%s: already running (pid %s)", self.name, self.pid())
             return
-        procs.ensure_port_free(self.settings.pg_port, "postgres", "FEATURECTL_PG_PORT")
-        secrets = self._passwords()
+        procs.ensure_port_free(self.port, self.name, self.port_setting)
+        admin_password = self.settings.require_secret(self.admin_secret)
         self.prepare_home()
-        self.init_cluster(secrets["pg_admin_password"])
+        self.init_cluster(admin_password)
         self.write_config()
         timeout = str(int(self.settings.startup_timeout_s))
         # -w makes pg_ctl poll the server until it accepts connections (a probe, not a sleep).
@@ -258,7 +274,7 @@ class Postgres:
             ],
             "pg_ctl start",
         )
-        logger.info("postgres: accepting connections on 127.0.0.1:%d", self.settings.pg_port)
+        logger.info("%s: accepting connections on 127.0.0.1:%d", self.name, self.port)
 
     def stop(self) -> bool:
         if self.pid() is None:
@@ -275,7 +291,9 @@ class Postgres:
             if owner == str(self.settings.data_dir.absolute()):
                 shutil.rmtree(plan.home, ignore_errors=True)
             else:
-                logger.warning("postgres: %s belongs to %s; removing only the link", plan.home, owner or "?")
+                logger.warning(
+                    "%s: %s belongs to %s; removing only the link", self.name, plan.home, owner or "?"
+                )
             plan.link.unlink()
         else:
             shutil.rmtree(plan.home, ignore_errors=True)
@@ -291,10 +309,10 @@ class Postgres:
     def admin_conninfo(self, dbname: str = "postgres") -> str:
         return psycopg.conninfo.make_conninfo(
             host=self.settings.pg_host,
-            port=self.settings.pg_port,
+            port=self.port,
             dbname=dbname,
             user=self.settings.pg_admin_user,
-            password=self.settings.require_secret("pg_admin_password"),
+            password=self.settings.require_secret(self.admin_secret),
             connect_timeout=5,
         )
 

@@ -31,7 +31,7 @@ from streams.offsets import Gap, next_offsets, rewind, start_offsets, watermarks
 from streams.pipeline import BatchStats, Pipeline
 from streams.routes import load_routes
 from streams.sinks.offline_parquet import ParquetOfflineSink
-from streams.sinks.online_sqlite import SqliteOnlineSink
+from streams.sinks.online import open_online_sink
 from validation.suites import SuiteStore
 from validation.validator import BatchValidator
 
@@ -68,7 +68,7 @@ class ProcessorConfig:
 
 def build_pipeline(settings: Settings, store: FeatureStore) -> Pipeline:
     return Pipeline(
-        online=SqliteOnlineSink(store),
+        online=open_online_sink(store),
         offline=ParquetOfflineSink(store, writer_id=uuid.uuid4().hex[:8]),
         dead_letters=DeadLetterSink(settings.bootstrap_servers, settings.dlq_topic),
         validator=BatchValidator(SuiteStore(settings.suites_dir)),

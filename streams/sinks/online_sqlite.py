@@ -24,17 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from feast import FeatureStore, FeatureView
-from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import compute_table_id
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
-from feast.value_type import ValueType
+from feast.type_map import feast_value_type_to_python_type
 
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
 from featurectl.errors import ConfigError, FencedError, TransientError
 from onlinestore.feast_store import TYPE as VECTOR_STORE_TYPE
-from onlinestore.keys import fast_entity_key
 from onlinestore.sqlite import BARRIERS, FENCES, VERSIONS, connect, ensure_versions_table
 from onlinestore.values import value_bytes
 from onlinestore.vectors import (
@@ -45,14 +41,14 @@ from onlinestore.vectors import (
     ensure_models_table,
     vector_tables,
 )
-from streams.ordering import check_not_rewound, epoch_us
-from streams.sinks.base import DELETE, OnlineSink, Partition, SinkRow
-from streams.store import RegistryViews
+from streams.ordering import epoch_us
+from streams.sinks.base import DELETE, Partition, SinkRow
+from streams.sinks.online_feast import FeastLayoutSink
 
 logger = logging.getLogger(__name__)
 
 
-class SqliteOnlineSink(OnlineSink):
+class SqliteOnlineSink(FeastLayoutSink):
     """Writes feature rows to the SQLite online store of a Feast repository."""
 
     def __init__(self, store: FeatureStore) -> None:
@@ -63,23 +59,13 @@ class SqliteOnlineSink(OnlineSink):
                 f"use `type: {VECTOR_STORE_TYPE}` in feature_store.yaml "
                 "(production stores need a sink in streams/sinks/)",
             )
+        super().__init__(store)
         self.vectors_enabled = config.online_store.type == VECTOR_STORE_TYPE
         path = Path(config.online_store.path)
         self.path = path if path.is_absolute() else Path(config.repo_path or ".") / path
-        self.store = store
-        self.project = config.project
-        self.key_version = config.entity_key_serialization_version
-        self.versioning = config.registry.enable_online_feature_view_versioning
         self._pending: list[SinkRow] = []
         self._barriers: dict[str, tuple[int, int]] = {}
         self._held: dict[Partition, int] = {}  # epochs this writer's flushes must still hold
-        self.superseded: list[SinkRow] = []
-        self._views: dict[str, FeatureView] = {}
-        self._registry = RegistryViews(store)
-        # Per view: the declaration the entity key types were taken from, and those types.
-        self._key_types: dict[
-            str, tuple[FeatureView, dict[str, ValueType]]
-        ] = {}  # last good declarations (streams/faults.py: registry reads)
         # WAL (set by connect): readers (feast serve, model services) are not blocked by the writer.
         self._conn = connect(self.path)
         ensure_versions_table(self._conn)
@@ -140,52 +126,12 @@ class SqliteOnlineSink(OnlineSink):
                 "FEATURECTL_PROCESSOR_GROUP) are writing one online store: run one group per store",
             )
 
-    def _view(self, name: str) -> FeatureView:
-        """The view from the (cached) registry; the last good copy if a registry read fails."""
-        try:
-            # The registry as of its last refresh, not a per-batch registry file read and parse.
-            view = self._registry.get(name)
-        except Exception:
-            if name not in self._views:
-                raise
-            logger.warning(
-                "registry read for %s failed; using the last good declaration", name, exc_info=True
-            )
-            return self._views[name]
-        self._views[name] = view
-        return view
-
-    def _entity_key(self, view: FeatureView, keys: dict[str, Any]) -> bytes:
-        cached = self._key_types.get(view.name)
-        if cached is None or cached[0] is not view:
-            cached = (view, {c.name: c.dtype.to_value_type() for c in view.entity_columns})
-            self._key_types[view.name] = cached
-        types = cached[1]
-        if self.key_version == 3:
-            fast = fast_entity_key(keys, types)
-            if fast is not None:
-                return fast
-        names = sorted(keys)
-        values = [python_values_to_proto_values([keys[k]], types[k])[0] for k in names]
-        proto = EntityKeyProto(join_keys=names, entity_values=values)
-        return serialize_entity_key(proto, entity_key_serialization_version=self.key_version)
-
     def flush(self) -> list[SinkRow]:
         self.superseded = []
         if not self._pending and not self._barriers:
             self._check_fences()  # nothing online, but a refused batch must not reach the other sinks either
             return []
-        # Within a batch only each entity's latest change matters.
-        latest: dict[tuple[str, bytes], tuple[SinkRow, FeatureView]] = {}
-        views: dict[str, FeatureView] = {}
-        for row in self._pending:
-            view = views.get(row.view) or views.setdefault(row.view, self._view(row.view))
-            ident = (row.view, self._entity_key(view, row.keys))
-            held = latest.get(ident)
-            if held is None or row.order >= held[0].order:
-                latest[ident] = (row, view)
-        applied: list[SinkRow] = []
-        skipped: list[SinkRow] = []
+        latest, views = self._latest(self._pending)
         # BEGIN IMMEDIATE takes the write lock before the stored versions are read, so the check and
         # the write are one atomic step: another writer (materialize, replay, a processor that lost
         # its partitions) waits for this transaction and cannot slip a newer row in between.
@@ -194,24 +140,13 @@ class SqliteOnlineSink(OnlineSink):
             self._check_fences()
             barriers = self._write_barriers({view for view, _ in latest})
             current = self._current_versions(list(latest))
-            upserts: dict[str, list[tuple[bytes, SinkRow]]] = {}
-            for (view_name, key), (row, view) in latest.items():
-                stored, stored_us = current.get((view_name, key), ((-1, -1), None))
-                if row.order < max(stored, barriers.get(view_name, (-1, -1))):
-                    if row.order < stored and stored_us is not None:
-                        check_not_rewound(row, stored, stored_us)
-                        if stored_us == epoch_us(row.event_time):
-                            self.superseded.append(row)
-                    skipped.append(row)  # an older change than the one already applied
-                    continue
-                if row.op == DELETE:
-                    table = compute_table_id(self.project, view, self.versioning)
-                    self._conn.execute(f'DELETE FROM "{table}" WHERE entity_key = ?', (key,))
-                else:
-                    upserts.setdefault(view_name, []).append((key, row))
-                applied.append(row)
+            decision = self._decide(latest, current, barriers)
+            self.superseded, applied = decision.superseded, decision.applied
+            for view_name, keys in decision.deletes.items():
+                table = compute_table_id(self.project, views[view_name], self.versioning)
+                self._conn.executemany(f'DELETE FROM "{table}" WHERE entity_key = ?', [(k,) for k in keys])
             key_of = {id(row): key for (_, key), (row, _) in latest.items()}
-            for view_name, items in upserts.items():
+            for view_name, items in decision.upserts.items():
                 self._upsert(views[view_name], items)
             self._write_vectors(views, latest, applied)
             self._conn.executemany(
@@ -234,15 +169,7 @@ class SqliteOnlineSink(OnlineSink):
                 ],
             )
         self._pending.clear()
-        if skipped:
-            self.skipped_older += len(skipped)
-            logger.info(
-                "%d row(s) older than what the online store holds were skipped, e.g. %s %s version %s",
-                len(skipped),
-                skipped[0].view,
-                skipped[0].source,
-                skipped[0].order,
-            )
+        self._log_skipped(decision.skipped)
         return applied
 
     def _write_barriers(self, views: set[str]) -> dict[str, tuple[int, int]]:

@@ -8,19 +8,36 @@ from feast import FeatureStore
 from featurectl.settings import PROJECT_ROOT
 from onlinestore.sqlite import connect
 from streams.store import feast_apply
+from tests.conftest import OnlinePg
+
+PG_SCHEMA = "unit"
+
+
+def _copy_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("repo") / "feature_repo"
+    shutil.copytree(PROJECT_ROOT / "feature_repo", root, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    return root
 
 
 @pytest.fixture(scope="session")
 def feast_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeatureStore]:
     """A copy of the project's Feast repository, applied (SQLite online store, file offline store)."""
-    root = tmp_path_factory.mktemp("repo") / "feature_repo"
-    shutil.copytree(PROJECT_ROOT / "feature_repo", root, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    root = _copy_repo(tmp_path_factory)
+    feast_apply(root)
+    yield FeatureStore(repo_path=str(root))
+
+
+@pytest.fixture(scope="session")
+def pg_feast_repo(tmp_path_factory: pytest.TempPathFactory, online_pg: OnlinePg) -> Iterator[FeatureStore]:
+    """The same repository with the Postgres + pgvector online store (a real server), applied."""
+    root = _copy_repo(tmp_path_factory)
+    online_pg.use_in(root, PG_SCHEMA)
     feast_apply(root)
     yield FeatureStore(repo_path=str(root))
 
 
 @pytest.fixture
-def fresh_store(feast_repo: FeatureStore) -> Iterator[FeatureStore]:
+def sqlite_store(feast_repo: FeatureStore) -> Iterator[FeatureStore]:
     """The applied repo with empty stores: online rows (vectors too) and offline files removed."""
     yield feast_repo
     repo = Path(str(feast_repo.repo_path))
@@ -33,3 +50,18 @@ def fresh_store(feast_repo: FeatureStore) -> Iterator[FeatureStore]:
             if "__vec_" not in table or sql.startswith("CREATE VIRTUAL TABLE"):
                 conn.execute(f'DELETE FROM "{table}"')
     conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh_store(request: pytest.FixtureRequest) -> Iterator[FeatureStore]:
+    """Each online store the processor supports, applied and empty (tests run once per store)."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_store")
+        return
+    store: FeatureStore = request.getfixturevalue("pg_feast_repo")
+    online_pg: OnlinePg = request.getfixturevalue("online_pg")
+    online_pg.empty(PG_SCHEMA)
+    yield store
+    shutil.rmtree(Path(str(store.repo_path)) / "data" / "offline", ignore_errors=True)
+    # Feast keeps one connection per store object: end its read transaction, if any.
+    online_pg.empty(PG_SCHEMA)

@@ -10,7 +10,8 @@ from feast import FeatureStore
 from featurectl.errors import FencedError
 from streams.sinks.base import DELETE, UPSERT, SinkRow
 from streams.sinks.offline_parquet import ParquetOfflineSink
-from streams.sinks.online_sqlite import SqliteOnlineSink
+from streams.sinks.online import open_online_sink
+from streams.sinks.online_feast import FeastLayoutSink
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -42,12 +43,12 @@ def online(store: FeatureStore, *ids: int) -> dict:
 
 @pytest.fixture
 def sink(fresh_store: FeatureStore):  # type: ignore[no-untyped-def]
-    s = SqliteOnlineSink(fresh_store)
+    s = open_online_sink(fresh_store)
     yield s
     s.close()
 
 
-def test_upsert_is_readable_through_feast(fresh_store: FeatureStore, sink: SqliteOnlineSink) -> None:
+def test_upsert_is_readable_through_feast(fresh_store: FeatureStore, sink: FeastLayoutSink) -> None:
     sink.add([row(1, 10, "silver"), row(2, 11, "gold")])
     assert len(sink.flush()) == 2
     assert online(fresh_store, 1, 2, 3) == {
@@ -58,7 +59,7 @@ def test_upsert_is_readable_through_feast(fresh_store: FeatureStore, sink: Sqlit
 
 
 def test_an_older_change_never_overwrites_a_newer_one(
-    fresh_store: FeatureStore, sink: SqliteOnlineSink
+    fresh_store: FeatureStore, sink: FeastLayoutSink
 ) -> None:
     sink.add([row(1, 20, "gold")])
     sink.flush()
@@ -68,21 +69,21 @@ def test_an_older_change_never_overwrites_a_newer_one(
     assert sink.skipped_older == 1  # counted (and logged), never silent
 
 
-def test_same_change_twice_is_idempotent(fresh_store: FeatureStore, sink: SqliteOnlineSink) -> None:
+def test_same_change_twice_is_idempotent(fresh_store: FeatureStore, sink: FeastLayoutSink) -> None:
     for _ in range(2):
         sink.add([row(1, 20, "gold")])
         sink.flush()
     assert online(fresh_store, 1)["segment"] == ["gold"]
 
 
-def test_within_a_batch_the_latest_change_wins(fresh_store: FeatureStore, sink: SqliteOnlineSink) -> None:
+def test_within_a_batch_the_latest_change_wins(fresh_store: FeatureStore, sink: FeastLayoutSink) -> None:
     sink.add([row(1, 3, "c"), row(1, 5, "e"), row(1, 4, "d")])
     sink.flush()
     assert online(fresh_store, 1)["segment"] == ["e"]
 
 
 def test_delete_removes_the_entity_and_its_tombstone_blocks_older_replays(
-    fresh_store: FeatureStore, sink: SqliteOnlineSink
+    fresh_store: FeatureStore, sink: FeastLayoutSink
 ) -> None:
     sink.add([row(1, 1, "gold"), row(2, 1, "gold")])
     sink.flush()
@@ -119,18 +120,18 @@ def test_the_version_check_and_the_write_are_atomic_against_another_writer(fresh
     """A second writer (materialize, replay) flushing between A's version read and A's write must wait."""
     import threading
 
-    a, b = SqliteOnlineSink(fresh_store), SqliteOnlineSink(fresh_store)
+    a, b = open_online_sink(fresh_store), open_online_sink(fresh_store)
     b_done = threading.Event()
-    read_versions = a._current_versions
+    read_versions = a._current_versions  # type: ignore[attr-defined]
 
-    def interleaved(idents):  # type: ignore[no-untyped-def]
-        versions = read_versions(idents)  # A has checked: nothing stored yet
+    def interleaved(*args, **kwargs):  # type: ignore[no-untyped-def]
+        versions = read_versions(*args, **kwargs)  # A has checked: nothing stored yet
         b.add([row(1, 20, "newer")])
         threading.Thread(target=lambda: (b.flush(), b_done.set()), daemon=True).start()
         b_done.wait(1.0)  # without the write lock, B writes version 20 now
         return versions
 
-    a._current_versions = interleaved  # type: ignore[method-assign]
+    a._current_versions = interleaved  # type: ignore[attr-defined]
     a.add([row(1, 10, "older")])
     a.flush()
     assert b_done.wait(30)
@@ -140,7 +141,7 @@ def test_the_version_check_and_the_write_are_atomic_against_another_writer(fresh
 
 
 def test_a_truncate_is_a_barrier_for_older_rows_from_any_partition(
-    fresh_store: FeatureStore, sink: SqliteOnlineSink
+    fresh_store: FeatureStore, sink: FeastLayoutSink
 ) -> None:
     sink.add([row(1, 10, "gold")])
     sink.flush()
@@ -155,14 +156,14 @@ def test_a_truncate_is_a_barrier_for_older_rows_from_any_partition(
     sink.flush()
     assert online(fresh_store, 1, 2, 3)["segment"] == [None, None, "after"]
     # A second sink (restart, another writer) sees the same barrier: it lives in the store.
-    again = SqliteOnlineSink(fresh_store)
+    again = open_online_sink(fresh_store)
     again.add([row(2, 19, "still from before")])
     assert again.flush() == []
     again.close()
 
 
 def test_a_source_whose_positions_went_backwards_is_detected_not_skipped(
-    fresh_store: FeatureStore, sink: SqliteOnlineSink
+    fresh_store: FeatureStore, sink: FeastLayoutSink
 ) -> None:
     from featurectl.errors import SourceChangedError
 
@@ -196,7 +197,7 @@ def test_a_source_whose_positions_went_backwards_is_detected_not_skipped(
 
 
 def test_a_failed_registry_read_falls_back_to_the_last_good_view(
-    fresh_store: FeatureStore, sink: SqliteOnlineSink, monkeypatch: pytest.MonkeyPatch
+    fresh_store: FeatureStore, sink: FeastLayoutSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from google.protobuf.message import DecodeError
 
@@ -214,10 +215,10 @@ def test_a_failed_registry_read_falls_back_to_the_last_good_view(
 
 
 def test_a_writer_whose_partition_was_claimed_since_cannot_write(
-    fresh_store: FeatureStore, sink: SqliteOnlineSink
+    fresh_store: FeatureStore, sink: FeastLayoutSink
 ) -> None:
     """Copy A claimed t[0] and read a batch; copy B claimed it since (A stalled): A's flush is refused."""
-    stale = SqliteOnlineSink(fresh_store)
+    stale = open_online_sink(fresh_store)
     stale.hold(stale.claim([("t", 0), ("t", 1)], "copy A"))
     assert sink.claim([("t", 0)], "copy B") == {("t", 0): 2}
     sink.hold({("t", 0): 2})
@@ -231,7 +232,7 @@ def test_a_writer_whose_partition_was_claimed_since_cannot_write(
     sink.add([row(1, 10, "owner")])
     sink.flush()
     # Writers that own no partitions (replay, materialize) hold no epochs: ordered by versions only.
-    replay = SqliteOnlineSink(fresh_store)
+    replay = open_online_sink(fresh_store)
     replay.add([row(2, 5, "replayed")])
     replay.flush()
     assert online(fresh_store, 1, 2)["segment"] == ["owner", "replayed"]

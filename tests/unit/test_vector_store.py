@@ -9,7 +9,8 @@ from feast import FeatureStore
 from embeddings.spec import spec_for
 from featurectl.errors import TransientError
 from streams.sinks.base import DELETE, UPSERT, SinkRow
-from streams.sinks.online_sqlite import SqliteOnlineSink
+from streams.sinks.online import open_online_sink
+from streams.sinks.online_feast import FeastLayoutSink
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 VIEW = "product_documents"
@@ -46,7 +47,7 @@ def product(
 
 @pytest.fixture
 def sink(fresh_store: FeatureStore):  # type: ignore[no-untyped-def]
-    s = SqliteOnlineSink(fresh_store)
+    s = open_online_sink(fresh_store)
     yield s
     s.close()
 
@@ -66,7 +67,7 @@ def nearest(store: FeatureStore, query: list[float], k: int = 3) -> list[tuple[i
 
 
 def test_similarity_search_returns_nearest_first_with_their_own_features(
-    fresh_store: FeatureStore, sink: SqliteOnlineSink
+    fresh_store: FeatureStore, sink: FeastLayoutSink
 ) -> None:
     fp = fingerprint(fresh_store)
     sink.add(
@@ -85,9 +86,7 @@ def test_similarity_search_returns_nearest_first_with_their_own_features(
     assert by_key["embedding"][0] == pytest.approx(unit(0)) and by_key["embedding"][1] is None
 
 
-def test_a_deleted_entity_leaves_similarity_results(
-    fresh_store: FeatureStore, sink: SqliteOnlineSink
-) -> None:
+def test_a_deleted_entity_leaves_similarity_results(fresh_store: FeatureStore, sink: FeastLayoutSink) -> None:
     fp = fingerprint(fresh_store)
     sink.add([product(1, 1, unit(0), "boots", model=fp), product(2, 2, unit(1), "mug", model=fp)])
     sink.flush()
@@ -97,7 +96,7 @@ def test_a_deleted_entity_leaves_similarity_results(
 
 
 def test_a_vector_of_another_model_is_refused_until_the_processor_sees_the_declaration(
-    fresh_store: FeatureStore, sink: SqliteOnlineSink
+    fresh_store: FeatureStore, sink: FeastLayoutSink
 ) -> None:
     sink.add([product(1, 1, unit(0), model="0123456789ab")])
     with pytest.raises(TransientError, match="re-embeds the batch"):
@@ -106,7 +105,7 @@ def test_a_vector_of_another_model_is_refused_until_the_processor_sees_the_decla
     assert nearest(fresh_store, unit(0)) == []
 
 
-def test_an_unchanged_text_keeps_its_stored_vector(fresh_store: FeatureStore, sink: SqliteOnlineSink) -> None:
+def test_an_unchanged_text_keeps_its_stored_vector(fresh_store: FeatureStore, sink: FeastLayoutSink) -> None:
     fp = fingerprint(fresh_store)
     sink.add([product(1, 1, unit(0), "boots", model=fp)])
     sink.flush()

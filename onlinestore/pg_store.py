@@ -1,0 +1,196 @@
+"""Feast's Postgres online store with an HNSW index per embedding view and model, as a Feast plugin.
+
+feature_store.yaml selects it by import path (the rest are Feast's own ``postgres`` settings)::
+
+    online_store:
+      type: onlinestore.pg_store.PgVectorOnlineStore
+      host: 127.0.0.1
+      port: 25433
+      database: features
+      user: featurestore
+      password: ${FEATURECTL_ONLINE_PG_PASSWORD}
+      sslmode: disable
+      vector_enabled: true
+
+The tables are Feast's, unchanged (``<project>_<view>``, one row per entity and feature, vectors in
+``vector_value``), so a model service with stock Feast and ``type: postgres`` reads the same
+features. What this adds:
+
+- ``update`` (``feast apply``) also creates the processor's bookkeeping (onlinestore/pg_tables.py)
+  and, per embedding view, an HNSW index on the vector feature's rows; Feast creates none, so its
+  search scans every vector. A changed model (backend, name or dimension) deletes the view's
+  vectors of the old model at once, rebuilds the index for the new dimension and records the
+  declaration, so vectors of two models are never stored or served together.
+- ``retrieve_online_documents_v2`` orders by the indexed expression, which the HNSW index answers
+  (Feast's own query groups by entity first, which no index can serve).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from feast import Entity, FeatureView, RepoConfig
+from feast.infra.key_encoding_utils import deserialize_entity_key
+from feast.infra.online_stores.helpers import compute_table_id
+from feast.infra.online_stores.postgres_online_store.postgres import (
+    PostgreSQLOnlineStore,
+    PostgreSQLOnlineStoreConfig,
+)
+from feast.infra.utils.postgres.connection_utils import _get_conn, _get_connection_pool
+from feast.infra.utils.postgres.postgres_config import ConnectionType
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from psycopg import Connection, sql
+
+from embeddings.spec import EmbeddingSpec, spec_for
+from onlinestore.documents import Document, in_entity_key_order, query_spec
+from onlinestore.pg_tables import MODELS, OPERATORS, TEXTS, ensure_tables, vector_expr, vector_index_name
+
+TYPE = "onlinestore.pg_store.PgVectorOnlineStore"
+
+
+class PgVectorOnlineStoreConfig(PostgreSQLOnlineStoreConfig):
+    """Feast's ``postgres`` online store settings; ``vector_enabled: true`` for embedding views."""
+
+    type: Literal["onlinestore.pg_store.PgVectorOnlineStore"] = TYPE  # type: ignore[assignment]
+
+
+class PgVectorOnlineStore(PostgreSQLOnlineStore):
+    """Postgres online store whose embedding views are searched through an HNSW index."""
+
+    @contextlib.contextmanager
+    def _get_conn(self, config: RepoConfig, autocommit: bool = False) -> Iterator[Connection]:
+        """Feast's connection handling, minus its check that the store type is literally ``postgres``."""
+        if config.online_store.conn_type == ConnectionType.pool:
+            if not self._conn_pool:
+                self._conn_pool = _get_connection_pool(config.online_store)
+                self._conn_pool.open()
+            connection = self._conn_pool.getconn()
+            connection.set_autocommit(autocommit)
+            try:
+                yield connection
+            finally:
+                self._conn_pool.putconn(connection)
+        else:
+            if not self._conn or self._conn.closed:
+                self._conn = _get_conn(config.online_store)
+            self._conn.set_autocommit(autocommit)
+            yield self._conn
+
+    def update(
+        self,
+        config: RepoConfig,
+        tables_to_delete: Sequence[FeatureView],
+        tables_to_keep: Sequence[FeatureView],
+        entities_to_delete: Sequence[Entity],
+        entities_to_keep: Sequence[Entity],
+        partial: bool,
+    ) -> None:
+        super().update(
+            config, tables_to_delete, tables_to_keep, entities_to_delete, entities_to_keep, partial
+        )
+        versioning = config.registry.enable_online_feature_view_versioning
+        with self._get_conn(config) as conn, conn.cursor() as cur:
+            ensure_tables(cur)
+            for view in tables_to_keep:
+                spec = spec_for(view)
+                table = compute_table_id(config.project, view, versioning)
+                if spec is None:
+                    cur.execute(
+                        sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(vector_index_name(table)))
+                    )
+                    cur.execute(f"DELETE FROM {MODELS} WHERE view = %s", (view.name,))
+                    continue
+                if not config.online_store.vector_enabled:
+                    raise ValueError(
+                        f"feature view {view.name} declares an embedding, but the online store has no vectors: "
+                        "set `vector_enabled: true` under online_store in feature_store.yaml"
+                    )
+                self._declare(cur, table, spec)
+            for view in tables_to_delete:
+                cur.execute(f"DELETE FROM {MODELS} WHERE view = %s", (view.name,))
+                cur.execute(f"DELETE FROM {TEXTS} WHERE view = %s", (view.name,))
+            conn.commit()
+
+    @staticmethod
+    def _declare(cur: Any, table: str, spec: EmbeddingSpec) -> None:
+        """Record the view's model; on a change drop the old model's vectors and index first."""
+        cur.execute(f"SELECT fingerprint FROM {MODELS} WHERE view = %s FOR UPDATE", (spec.view,))
+        row = cur.fetchone()
+        index = sql.Identifier(vector_index_name(table))
+        if row is None or row[0] != spec.fingerprint:
+            # The old model's vectors must never answer a query embedded with the new one. Their
+            # rows go (the other features stay); the text hashes go, so every text is re-embedded.
+            cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(index))
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE feature_name = %s").format(sql.Identifier(table)), (spec.field,)
+            )
+            cur.execute(f"DELETE FROM {TEXTS} WHERE view = %s", (spec.view,))
+            cur.execute(
+                f"INSERT INTO {MODELS} (view, fingerprint, model, backend, dim, declared_at, backfilled_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, NULL) ON CONFLICT (view) DO UPDATE SET "
+                "fingerprint = EXCLUDED.fingerprint, model = EXCLUDED.model, backend = EXCLUDED.backend, "
+                "dim = EXCLUDED.dim, declared_at = EXCLUDED.declared_at, backfilled_at = NULL",
+                (spec.view, spec.fingerprint, spec.model, spec.backend, spec.dim, datetime.now(UTC)),
+            )
+        _, opclass = OPERATORS[spec.metric]
+        cur.execute(
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (({}) {}) WHERE feature_name = {}"
+            ).format(
+                index, sql.Identifier(table), vector_expr(spec.dim), sql.SQL(opclass), sql.Literal(spec.field)
+            )
+        )
+
+    def retrieve_online_documents(self, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError(
+            "this online store answers similarity queries through retrieve_online_documents_v2 "
+            "(FeatureStore.retrieve_online_documents_v2(features=[...], query=<vector>, top_k=k))"
+        )
+
+    def retrieve_online_documents_v2(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        requested_features: list[str],
+        embedding: list[float] | None,
+        top_k: int,
+        distance_metric: str | None = None,
+        query_string: str | None = None,
+        filters: Any = None,
+        include_feature_view_version_metadata: bool = False,
+    ) -> list[Document]:
+        """The ``top_k`` entities whose vectors are nearest ``embedding`` (HNSW: approximate), with ``distance``."""
+        spec = query_spec(table, embedding, query_string, filters)
+        if top_k <= 0:
+            return []
+        name = compute_table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
+        operator, _ = OPERATORS[spec.metric]
+        expr = vector_expr(spec.dim)
+        query = sql.SQL(
+            "WITH hits AS (SELECT entity_key, {expr} {op} %(q)s::vector({dim}) AS distance FROM {t} "
+            "WHERE feature_name = %(field)s ORDER BY {expr} {op} %(q)s::vector({dim}) LIMIT %(k)s) "
+            "SELECT h.entity_key, h.distance, f.feature_name, f.value, f.event_ts FROM hits h "
+            "JOIN {t} f ON f.entity_key = h.entity_key AND f.feature_name = ANY(%(features)s)"
+        ).format(expr=expr, op=sql.SQL(operator), dim=sql.Literal(spec.dim), t=sql.Identifier(name))
+        wanted = sorted({*requested_features, spec.field})  # the vector row says the entity is live
+        found: dict[bytes, tuple[float, datetime | None, dict[str, ValueProto]]] = {}
+        # A transaction of its own: SET LOCAL applies to this query only.
+        with self._get_conn(config) as conn, conn.transaction(), conn.cursor() as cur:
+            # HNSW returns at most ef_search candidates; ask for enough to fill top_k.
+            cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, 2 * top_k))))
+            cur.execute(
+                query, {"q": str(list(embedding or [])), "field": spec.field, "k": top_k, "features": wanted}
+            )
+            for raw_key, distance, feature, value, event_ts in cur:
+                held = found.setdefault(bytes(raw_key), (float(distance), event_ts, {}))
+                held[2][feature] = ValueProto.FromString(bytes(value))
+        results: list[Document] = []
+        for key, (distance, event_ts, values) in found.items():
+            row = {name: v for name, v in values.items() if name in requested_features}
+            row["distance"] = ValueProto(float_val=distance)
+            entity = deserialize_entity_key(key, config.entity_key_serialization_version)
+            results.append((event_ts, entity, row))
+        return in_entity_key_order(results)

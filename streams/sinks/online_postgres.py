@@ -1,0 +1,434 @@
+"""The Postgres (pgvector) online store as a sink: Feast's table layout, the version guard in SQL.
+
+Same contract as the SQLite sink (streams/sinks/online_sqlite.py), for a store that many processors
+on many hosts write at once. One transaction per flush, in READ COMMITTED:
+
+1. the partition fences of this writer (``FOR SHARE``: a claim by another processor waits for this
+   flush, or this flush sees the claim and writes nothing);
+2. the views' TRUNCATE barriers (raised ones first; ``FOR SHARE`` so a barrier cannot move while rows
+   under it are written);
+3. the stored versions of the batch's entities, locked ``FOR UPDATE`` in key order (two writers of one
+   entity take turns; sorted, so they do not deadlock);
+4. the versions upserted with ``ON CONFLICT ... DO UPDATE ... WHERE stored <= new ... RETURNING``: a
+   writer that inserted the same new entity meanwhile wins or loses in SQL, never by a stale read,
+   and only rows that won are written;
+5. features (``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE``, one statement per view),
+   deletes, vectors (in the feature table's ``vector_value``, as Feast reads them) and text hashes.
+
+A raised barrier also deletes, in the same transaction, every entity of the view whose stored
+version is below it, whichever writer put it there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+from feast import FeatureStore, FeatureView
+from feast.infra.online_stores.helpers import compute_table_id
+from feast.infra.utils.postgres.connection_utils import _get_conn_kwargs, _get_conninfo
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.type_map import feast_value_type_to_python_type
+from psycopg import sql
+
+from embeddings.spec import EmbeddingSpec, spec_for, text_hash
+from featurectl.errors import ConfigError, FencedError, TransientError
+from onlinestore.pg_store import TYPE as PG_STORE_TYPE
+from onlinestore.pg_tables import BARRIERS, FENCES, MODELS, TEXTS, VERSIONS, ensure_tables
+from onlinestore.values import value_bytes
+from onlinestore.vectors import StoredVector
+from streams.ordering import epoch_us
+from streams.sinks.base import DELETE, Partition, SinkRow
+from streams.sinks.online_feast import FeastLayoutSink, Version
+
+logger = logging.getLogger(__name__)
+
+
+def _vector_text(vector: Any) -> str | None:
+    """pgvector's text form of a vector (float32 values, as the model made them)."""
+    if vector is None:
+        return None
+    if isinstance(vector, bytes | bytearray | memoryview):
+        values = np.frombuffer(vector, dtype=np.float32)
+    else:
+        values = np.asarray(vector, dtype=np.float32)
+    return "[" + ",".join(map(str, values.tolist())) + "]"
+
+
+class PostgresOnlineSink(FeastLayoutSink):
+    """Writes feature rows to a Postgres online store (Feast's layout) under the version guard."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        super().__init__(store)
+        config = store.config.online_store
+        if config.type not in ("postgres", PG_STORE_TYPE):
+            raise ConfigError(
+                f"online store type {config.type!r} is not a Postgres store", f"use `type: {PG_STORE_TYPE}`"
+            )
+        self.vectors_enabled = bool(config.vector_enabled)
+        self.indexed = config.type == PG_STORE_TYPE
+        self._pending: list[SinkRow] = []
+        self._barriers: dict[str, Version] = {}
+        self._held: dict[Partition, int] = {}
+        try:
+            # Feast's own connection settings (sslmode, search_path = db_schema), so the sink writes
+            # exactly where Feast reads.
+            self._conn = psycopg.connect(_get_conninfo(config), **_get_conn_kwargs(config))
+        except psycopg.OperationalError as exc:
+            raise ConfigError(
+                f"cannot connect to the Postgres online store at {config.host}:{config.port} "
+                f"(database {config.database}, user {config.user}): {' '.join(str(exc).split())}",
+                "check online_store in feature_store.yaml (and FEATURECTL_ONLINE_PG_PASSWORD); "
+                "locally: featurectl stack up --with online-postgres",
+            ) from None
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            ensure_tables(cur)
+
+    # --- buffering ------------------------------------------------------------------------------
+    def add(self, rows: Sequence[SinkRow]) -> None:
+        self._pending.extend(rows)
+
+    def discard(self) -> None:
+        self._pending.clear()
+        self._barriers.clear()
+        if self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self._conn.rollback()
+
+    def add_barrier(self, view: str, version: Version) -> None:
+        self._barriers[view] = max(version, self._barriers.get(view, version))
+
+    # --- fencing --------------------------------------------------------------------------------
+    def claim(self, partitions: Sequence[Partition], owner: str) -> dict[Partition, int]:
+        out: dict[Partition, int] = {}
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            for topic, partition in sorted(partitions):
+                cur.execute(
+                    f"INSERT INTO {FENCES} AS f (topic, partition, epoch, owner, claimed_at) "
+                    "VALUES (%s, %s, 1, %s, now()) ON CONFLICT (topic, partition) DO UPDATE SET "
+                    "epoch = f.epoch + 1, owner = EXCLUDED.owner, claimed_at = EXCLUDED.claimed_at RETURNING epoch",
+                    (topic, partition, owner),
+                )
+                out[(topic, partition)] = int(cur.fetchone()[0])  # type: ignore[index]
+        return out
+
+    def hold(self, epochs: Mapping[Partition, int]) -> None:
+        self._held = dict(epochs)
+
+    def _check_fences(self, cur: Any) -> None:
+        if not self._held:
+            return
+        cur.execute(
+            f"SELECT topic, partition, epoch, owner, claimed_at FROM {FENCES} WHERE topic = ANY(%s) "
+            "ORDER BY topic, partition FOR SHARE",
+            (sorted({t for t, _ in self._held}),),
+        )
+        lost = [
+            f"{topic}[{partition}] (epoch {epoch} > ours {self._held[(topic, partition)]}, {owner}, {claimed_at})"
+            for topic, partition, epoch, owner, claimed_at in cur.fetchall()
+            if epoch > self._held.get((topic, partition), epoch)
+        ]
+        if lost:
+            raise FencedError(
+                f"partitions were claimed by another processor since this one read its batch: {'; '.join(lost)}. "
+                "Nothing of the batch was written or committed; the partitions' owner re-reads it",
+                "none if it happens after a rebalance; if it repeats, two consumer groups (different "
+                "FEATURECTL_PROCESSOR_GROUP) are writing one online store: run one group per store",
+            )
+
+    # --- the write ------------------------------------------------------------------------------
+    def flush(self) -> list[SinkRow]:
+        self.superseded = []
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                applied = self._flush(cur)
+        except psycopg.errors.DeadlockDetected as exc:  # rolled back whole: retry the batch
+            raise TransientError(
+                f"the online store chose this flush as a deadlock victim: {exc}", "none: retried"
+            ) from exc
+        except psycopg.errors.SerializationFailure as exc:
+            raise TransientError(f"the online store asked for a retry: {exc}", "none: retried") from exc
+        self._pending.clear()
+        self._barriers.clear()
+        return applied
+
+    def _flush(self, cur: Any) -> list[SinkRow]:
+        self._check_fences(cur)
+        if not self._pending and not self._barriers:
+            return []
+        latest, views = self._latest(self._pending)
+        raised = dict(self._barriers)
+        barriers = self._write_barriers(cur, {view for view, _ in latest} | set(raised))
+        current = self._current_versions(cur, sorted(latest))
+        decision = self._decide(latest, current, barriers)
+        self.superseded = decision.superseded
+        key_of = {id(row): key for (_, key), (row, _) in latest.items()}
+        won = self._write_versions(cur, decision.applied, key_of, current)
+        lost = {id(r) for r in decision.applied if (r.view, key_of[id(r)]) not in won}
+        if lost:  # another writer stored a newer version of this (new) entity meanwhile: it wins
+            decision.skipped.extend(r for r in decision.applied if id(r) in lost)
+            decision.applied = [r for r in decision.applied if id(r) not in lost]
+            decision.upserts = {
+                v: [(k, r) for k, r in items if id(r) not in lost] for v, items in decision.upserts.items()
+            }
+            decision.deletes = {v: [k for k in keys if (v, k) in won] for v, keys in decision.deletes.items()}
+        for view_name, keys in decision.deletes.items():
+            self._delete(cur, views[view_name], keys)
+        for view_name, items in decision.upserts.items():
+            self._upsert(cur, views[view_name], items)
+        for view_name in raised:
+            self._clear_below_barrier(cur, view_name, barriers[view_name])
+        self._log_skipped(decision.skipped)
+        return decision.applied
+
+    def _write_barriers(self, cur: Any, views: set[str]) -> dict[str, Version]:
+        for view, (version, minor) in sorted(self._barriers.items()):
+            cur.execute(
+                f"INSERT INTO {BARRIERS} AS b (view, version, version_minor) VALUES (%s, %s, %s) "
+                "ON CONFLICT (view) DO UPDATE SET version = EXCLUDED.version, version_minor = EXCLUDED.version_minor "
+                "WHERE (EXCLUDED.version, EXCLUDED.version_minor) > (b.version, b.version_minor)",
+                (view, version, minor),
+            )
+        if not views:
+            return {}
+        cur.execute(
+            f"SELECT view, version, version_minor FROM {BARRIERS} WHERE view = ANY(%s) ORDER BY view FOR SHARE",
+            (sorted(views),),
+        )
+        return {view: (version, minor) for view, version, minor in cur.fetchall()}
+
+    def _current_versions(
+        self, cur: Any, idents: list[tuple[str, bytes]], lock: bool = True
+    ) -> dict[tuple[str, bytes], tuple[Version, int | None]]:
+        """Stored (version, commit time in µs) per entity, row-locked in key order when ``lock``."""
+        by_view: dict[str, list[bytes]] = {}
+        for view, key in idents:
+            by_view.setdefault(view, []).append(key)
+        out: dict[tuple[str, bytes], tuple[Version, int | None]] = {}
+        for view, keys in sorted(by_view.items()):
+            cur.execute(
+                f"SELECT entity_key, version, version_minor, event_us FROM {VERSIONS} "
+                "WHERE view = %s AND entity_key = ANY(%s) ORDER BY entity_key"
+                + (" FOR UPDATE" if lock else ""),
+                (view, keys),
+            )
+            for key, version, minor, event_us in cur.fetchall():
+                out[(view, bytes(key))] = ((version, minor), event_us)
+        return out
+
+    def _write_versions(
+        self,
+        cur: Any,
+        applied: list[SinkRow],
+        key_of: dict[int, bytes],
+        current: dict[tuple[str, bytes], Any],
+    ) -> set[tuple[str, bytes]]:
+        """Upsert the applied rows' versions where not lower than the stored; the (view, key)s that won."""
+        if not applied:
+            return set()
+        ordered = sorted(applied, key=lambda r: (r.view, key_of[id(r)]))
+        cur.execute(
+            f"INSERT INTO {VERSIONS} AS v (view, entity_key, version, version_minor, event_us, deleted, join_keys) "
+            "SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bigint[], %s::int[], %s::bigint[], %s::bool[], %s::text[]) "
+            "ON CONFLICT (view, entity_key) DO UPDATE SET version = EXCLUDED.version, "
+            "version_minor = EXCLUDED.version_minor, event_us = EXCLUDED.event_us, deleted = EXCLUDED.deleted, "
+            "join_keys = CASE WHEN EXCLUDED.join_keys = '' THEN v.join_keys ELSE EXCLUDED.join_keys END "
+            "WHERE (v.version, v.version_minor) <= (EXCLUDED.version, EXCLUDED.version_minor) "
+            "RETURNING view, entity_key",
+            (
+                [r.view for r in ordered],
+                [key_of[id(r)] for r in ordered],
+                [r.version for r in ordered],
+                [r.version_minor for r in ordered],
+                [epoch_us(r.event_time) for r in ordered],
+                [r.op == DELETE for r in ordered],
+                # Written only for a new entity: an existing one's row keeps its join_keys.
+                [
+                    "" if (r.view, key_of[id(r)]) in current else json.dumps(r.keys, default=str)
+                    for r in ordered
+                ],
+            ),
+        )
+        return {(view, bytes(key)) for view, key in cur.fetchall()}
+
+    def _table(self, view: FeatureView) -> sql.Identifier:
+        return sql.Identifier(compute_table_id(self.project, view, self.versioning))
+
+    def _delete(self, cur: Any, view: FeatureView, keys: list[bytes]) -> None:
+        cur.execute(sql.SQL("DELETE FROM {} WHERE entity_key = ANY(%s)").format(self._table(view)), (keys,))
+        if spec_for(view) is not None:
+            cur.execute(f"DELETE FROM {TEXTS} WHERE view = %s AND entity_key = ANY(%s)", (view.name, keys))
+
+    def _upsert(self, cur: Any, view: FeatureView, items: list[tuple[bytes, SinkRow]]) -> None:
+        """One statement for all rows of a view; the vector feature also in ``vector_value``."""
+        spec = self._spec(view)
+        created = datetime.now(UTC)
+        keys, names, values, texts, vectors, event_ts = [], [], [], [], [], []
+        cleared: list[bytes] = []  # upserts without a vector: their old vector row must go
+        for feature in view.features:
+            column = [row.features.get(feature.name) for _, row in items]
+            is_vector = spec is not None and feature.name == spec.field
+            encoded = value_bytes(column, feature.dtype.to_value_type())
+            for (key, row), value, raw in zip(items, column, encoded, strict=True):
+                if is_vector and value is None:
+                    cleared.append(key)
+                    continue
+                keys.append(key)
+                names.append(feature.name)
+                values.append(raw)
+                texts.append(value if isinstance(value, str) else None)
+                vectors.append(_vector_text(value) if is_vector else None)
+                event_ts.append(row.event_time)
+        if spec is not None:
+            self._check_model(cur, spec, items)
+        table = self._table(view)
+        vector_cast = sql.SQL("::vector" if self.vectors_enabled else "::bytea")
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {t} (entity_key, feature_name, value, value_text, vector_value, event_ts, created_ts) "
+                "SELECT k, f, v, x, vv{cast}, e, %s FROM unnest(%s::bytea[], %s::text[], %s::bytea[], %s::text[], "
+                "%s::text[], %s::timestamptz[]) AS u(k, f, v, x, vv, e) "
+                "ON CONFLICT (entity_key, feature_name) DO UPDATE SET value = EXCLUDED.value, "
+                "value_text = EXCLUDED.value_text, vector_value = EXCLUDED.vector_value, "
+                "event_ts = EXCLUDED.event_ts, created_ts = EXCLUDED.created_ts"
+            ).format(t=table, cast=vector_cast),
+            (created, keys, names, values, texts, vectors, event_ts),
+        )
+        if spec is not None:
+            if cleared:  # no text, no vector: the entity leaves similarity results
+                cur.execute(
+                    sql.SQL("DELETE FROM {} WHERE feature_name = %s AND entity_key = ANY(%s)").format(table),
+                    (spec.field, cleared),
+                )
+                cur.execute(
+                    f"DELETE FROM {TEXTS} WHERE view = %s AND entity_key = ANY(%s)", (view.name, cleared)
+                )
+            gone = set(cleared)
+            self._write_texts(cur, spec, [(k, r) for k, r in items if k not in gone])
+
+    def _spec(self, view: FeatureView) -> EmbeddingSpec | None:
+        spec = spec_for(view)
+        if spec is not None and not self.vectors_enabled:
+            raise ConfigError(
+                f"feature view {view.name} declares an embedding, but the online store cannot index vectors",
+                "set `vector_enabled: true` under online_store in feature_store.yaml and run feast apply",
+            )
+        return spec
+
+    def _check_model(self, cur: Any, spec: EmbeddingSpec, items: list[tuple[bytes, SinkRow]]) -> None:
+        """Refuse vectors of a model other than the declared one (a ``feast apply`` this writer missed)."""
+        cur.execute(f"SELECT fingerprint FROM {MODELS} WHERE view = %s FOR SHARE", (spec.view,))
+        row = cur.fetchone()
+        declared = row[0] if row else spec.fingerprint
+        stale = {r.model for _, r in items if r.features.get(spec.field) is not None and r.model != declared}
+        if stale:
+            raise TransientError(
+                f"feature view {spec.view}: rows were embedded with model fingerprint(s) {sorted(map(str, stale))}, "
+                f"but {declared} is declared (the model changed with the last feast apply)",
+                "nothing to do: the processor re-reads the registry and re-embeds the batch",
+            )
+
+    def _write_texts(self, cur: Any, spec: EmbeddingSpec, items: list[tuple[bytes, SinkRow]]) -> None:
+        rows = [
+            (key, text_hash(t), r.version) for key, r in items if (t := spec.text_of(r.features)) is not None
+        ]
+        if not rows:
+            return
+        cur.execute(
+            f"INSERT INTO {TEXTS} (view, entity_key, fingerprint, text_hash, version) "
+            "SELECT %s, k, %s, h, v FROM unnest(%s::bytea[], %s::text[], %s::bigint[]) AS u(k, h, v) "
+            "ON CONFLICT (view, entity_key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, "
+            "text_hash = EXCLUDED.text_hash, version = EXCLUDED.version "
+            # The version of the change that set the text: an unchanged text keeps it.
+            f"WHERE ({TEXTS}.text_hash, {TEXTS}.fingerprint) <> (EXCLUDED.text_hash, EXCLUDED.fingerprint)",
+            (
+                spec.view,
+                spec.fingerprint,
+                [k for k, _, _ in rows],
+                [h for _, h, _ in rows],
+                [v for _, _, v in rows],
+            ),
+        )
+
+    def _clear_below_barrier(self, cur: Any, view_name: str, barrier: Version) -> None:
+        """A TRUNCATE: every entity of the view stored below the barrier is deleted (any writer's)."""
+        cur.execute(
+            f"UPDATE {VERSIONS} SET deleted = true WHERE view = %s AND NOT deleted "
+            "AND (version, version_minor) < (%s, %s) RETURNING entity_key",
+            (view_name, *barrier),
+        )
+        keys = [bytes(k) for (k,) in cur.fetchall()]
+        if keys:
+            self._delete(cur, self._view(view_name), keys)
+
+    # --- reads ----------------------------------------------------------------------------------
+    def current_features(self, view: str, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        feature_view = self._view(view)
+        spec = spec_for(feature_view)
+        serialised = [self._entity_key(feature_view, k) for k in keys]
+        found: dict[bytes, dict[str, Any]] = {}
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("SELECT entity_key, feature_name, value FROM {} WHERE entity_key = ANY(%s)").format(
+                    self._table(feature_view)
+                ),
+                (serialised,),
+            )
+            for key, name, value in cur.fetchall():
+                if spec is not None and name == spec.field:
+                    continue  # vectors excepted (the contract of OnlineSink.current_features)
+                found.setdefault(bytes(key), {})[name] = feast_value_type_to_python_type(
+                    ValueProto.FromString(bytes(value))
+                )
+        return [found.get(k) for k in serialised]
+
+    def stored_vectors(
+        self, spec: EmbeddingSpec, keys: Sequence[dict[str, Any]]
+    ) -> list[StoredVector | None]:
+        view = self._view(spec.view)
+        serialised = [self._entity_key(view, k) for k in keys]
+        held: dict[bytes, StoredVector] = {}
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT t.entity_key, t.text_hash, t.version, f.vector_value::real[] FROM {texts} t "
+                    "JOIN {table} f ON f.entity_key = t.entity_key AND f.feature_name = %s "
+                    "WHERE t.view = %s AND t.fingerprint = %s AND t.entity_key = ANY(%s)"
+                ).format(texts=sql.Identifier(TEXTS), table=self._table(view)),
+                (spec.field, spec.view, spec.fingerprint, serialised),
+            )
+            for key, digest, version, vector in cur.fetchall():
+                held[bytes(key)] = StoredVector(
+                    digest, int(version), np.asarray(vector, dtype=np.float32).tobytes()
+                )
+        return [held.get(k) for k in serialised]
+
+    def stored_orders(self, view: str, keys: Sequence[dict[str, Any]]) -> list[Version | None]:
+        feature_view = self._view(view)
+        idents = [(view, self._entity_key(feature_view, k)) for k in keys]
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            current = self._current_versions(cur, idents, lock=False)
+        return [current[i][0] if i in current else None for i in idents]
+
+    def live_keys(self, view: str) -> list[dict[str, Any]]:
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute(f"SELECT join_keys FROM {VERSIONS} WHERE view = %s AND NOT deleted", (view,))
+            return [json.loads(j) for (j,) in cur.fetchall()]
+
+    def reset(self) -> int:
+        """Empty the online store (features, vectors, versions, barriers); returns the entities it held."""
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {VERSIONS} WHERE NOT deleted")
+            held = int(cur.fetchone()[0])  # type: ignore[index]
+            for view in self.store.list_feature_views():
+                cur.execute(sql.SQL("DELETE FROM {}").format(self._table(view)))
+            for table in (VERSIONS, BARRIERS, TEXTS):
+                cur.execute(f"DELETE FROM {table}")
+        return held
+
+    def close(self) -> None:
+        self._conn.close()

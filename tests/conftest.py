@@ -1,0 +1,86 @@
+"""Fixtures both test levels share: the real Postgres + pgvector online store, started once per session."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from featurectl.settings import PROJECT_ROOT, Settings, ensure_secrets_file, load_settings
+from stack.launcher import GENERATED_SECRETS
+from stack.online_postgres import OnlinePostgres
+
+# Under the same 0700 parent as the integration stack (tests/integration/conftest.py): the binaries
+# and the cluster must work where the postgres OS user cannot traverse the clone.
+ONLINE_DATA = PROJECT_ROOT / ".stack-test" / "online"
+ONLINE_PORT = 26433
+
+
+@dataclass
+class OnlinePg:
+    service: OnlinePostgres
+    settings: Settings
+    password: str
+
+    def yaml(self, schema: str) -> str:
+        """An ``online_store:`` block for feature_store.yaml writing to ``schema`` (created if missing)."""
+        s = self.settings
+        with psycopg.connect(self.service.store_conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        return (
+            "online_store:\n"
+            "  type: onlinestore.pg_store.PgVectorOnlineStore\n"
+            f"  host: 127.0.0.1\n  port: {s.online_pg_port}\n  database: {s.online_pg_database}\n"
+            f"  db_schema: {schema}\n  user: {s.online_pg_user}\n"
+            "  password: ${FEATURECTL_ONLINE_PG_PASSWORD}\n  sslmode: disable\n  vector_enabled: true\n"
+        )
+
+    def use_in(self, repo: Path, schema: str) -> None:
+        """Point ``repo``'s feature_store.yaml at this store (schema ``schema``)."""
+        path = repo / "feature_store.yaml"
+        text = re.sub(r"online_store:\n(?:[ #].*\n)+", self.yaml(schema), path.read_text())
+        path.write_text(text)
+
+    def empty(self, schema: str) -> None:
+        """Delete every row of every table in ``schema`` (tables and indexes stay)."""
+        with psycopg.connect(self.service.store_conninfo(), autocommit=True) as conn:
+            # The declared models stay, as `feast apply` left them.
+            tables = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename <> 'featurectl_embeddings'",
+                (schema,),
+            ).fetchall()
+            for (table,) in tables:
+                conn.execute(
+                    sql.SQL("DELETE FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+                )
+
+
+@pytest.fixture(scope="session")
+def online_pg() -> Iterator[OnlinePg]:
+    parent = ONLINE_DATA.parent
+    parent.mkdir(exist_ok=True)
+    parent.chmod(0o700)
+    settings = load_settings(data_dir=ONLINE_DATA, online_pg_port=ONLINE_PORT)
+    service = OnlinePostgres(settings)
+    service.stop()  # a previous run's leftovers
+    service.wipe()
+    shutil.rmtree(ONLINE_DATA, ignore_errors=True)
+    ONLINE_DATA.mkdir()
+    secrets = ensure_secrets_file(settings.secrets_file, GENERATED_SECRETS)
+    service.start()
+    service.bootstrap()
+    password = secrets["online_pg_password"]
+    # feature_store.yaml reads it as ${FEATURECTL_ONLINE_PG_PASSWORD}; subprocesses inherit it.
+    os.environ["FEATURECTL_ONLINE_PG_PASSWORD"] = password
+    yield OnlinePg(service, settings, password)
+    service.stop()
+    if service.log_file.exists():
+        shutil.copy(service.log_file, ONLINE_DATA / "postgres.log")
+    service.wipe()
