@@ -51,8 +51,48 @@ def online_db(store: FeatureStore) -> Path:
     return path if path.is_absolute() else Path(store.config.repo_path or ".") / path
 
 
+@dataclass
+class ModelState:
+    spec: EmbeddingSpec  # as the registry declares it
+    declared: str | None  # the fingerprint the online store was last applied with
+    backfilled_at: str | None
+    vectors: int
+
+
+def model_states(store: FeatureStore) -> list[ModelState]:
+    """Each embedding view's declared model in the registry and in the online store, and its vectors."""
+    if _on_postgres(store):
+        from embeddings import backfill_pg
+
+        return backfill_pg.model_states(store)
+    conn = connect(online_db(store))
+    try:
+        ensure_models_table(conn)
+        out = []
+        for view in store.list_feature_views():
+            spec = spec_for(view)
+            if spec is None:
+                continue
+            row = conn.execute(
+                f"SELECT fingerprint, backfilled_at FROM {MODELS} WHERE view = ?", (view.name,)
+            ).fetchone()
+            count = VectorTable(store.project, spec).count(conn)
+            out.append(ModelState(spec, row[0] if row else None, row[1] if row else None, count))
+        return out
+    finally:
+        conn.close()
+
+
+def _on_postgres(store: FeatureStore) -> bool:
+    return store.config.online_store.type in ("postgres", "onlinestore.pg_store.PgVectorOnlineStore")
+
+
 def pending_views(store: FeatureStore) -> list[str]:
     """Embedding views whose declared model has not been backfilled yet."""
+    if _on_postgres(store):
+        from embeddings import backfill_pg
+
+        return backfill_pg.pending_views(store)
     conn = connect(online_db(store))
     try:
         ensure_models_table(conn)
@@ -92,6 +132,10 @@ def reembed(
     progress: Callable[[int, int], None] | None = None,
 ) -> BackfillResult:
     """Embed every live entity of ``view_name`` whose vector is missing or stale under the declared model."""
+    if _on_postgres(store):
+        from embeddings import backfill_pg
+
+        return backfill_pg.reembed(store, view_name, chunk, progress)
     started = time.monotonic()
     store.refresh_registry()  # type: ignore[no-untyped-call]
     view = store.get_feature_view(view_name)

@@ -300,32 +300,20 @@ def embeddings() -> None:
 @click.pass_context
 def embeddings_status(ctx: click.Context) -> None:
     """Each embedding view's declared model, vector count and backfill state."""
-    from embeddings.backfill import online_db
-    from embeddings.spec import spec_for
-    from onlinestore.sqlite import connect
-    from onlinestore.vectors import MODELS, VectorTable, ensure_models_table
+    from embeddings.backfill import model_states
     from streams.store import open_store
 
-    store = open_store(_settings(ctx))
-    conn = connect(online_db(store))
-    ensure_models_table(conn)
-    for view in store.list_feature_views():
-        spec = spec_for(view)
-        if spec is None:
-            continue
-        row = conn.execute(
-            f"SELECT fingerprint, backfilled_at FROM {MODELS} WHERE view = ?", (view.name,)
-        ).fetchone()
+    for st in model_states(open_store(_settings(ctx))):
+        spec = st.spec
         state = (
             "not applied"
-            if row is None or row[0] != spec.fingerprint
-            else (f"backfilled {row[1]}" if row[1] else "backfill pending")
+            if st.declared != spec.fingerprint
+            else (f"backfilled {st.backfilled_at}" if st.backfilled_at else "backfill pending")
         )
         click.echo(
-            f"{view.name}: model {spec.model} ({spec.backend}, dim {spec.dim}, {spec.metric}) "
-            f"text={','.join(spec.text_columns)} vectors={VectorTable(store.project, spec).count(conn)} {state}"
+            f"{spec.view}: model {spec.model} ({spec.backend}, dim {spec.dim}, {spec.metric}) "
+            f"text={','.join(spec.text_columns)} vectors={st.vectors} {state}"
         )
-    conn.close()
 
 
 @embeddings.command("backfill")

@@ -89,6 +89,11 @@ class PostgresOnlineSink(FeastLayoutSink):
         with self._conn.transaction(), self._conn.cursor() as cur:
             ensure_tables(cur)
 
+    @property
+    def connection(self) -> psycopg.Connection[Any]:
+        """The sink's own connection (jobs that work in the store's bookkeeping use it)."""
+        return self._conn
+
     # --- buffering ------------------------------------------------------------------------------
     def add(self, rows: Sequence[SinkRow]) -> None:
         self._pending.extend(rows)

@@ -24,6 +24,7 @@ from featurectl.settings import PROJECT_ROOT, Settings, load_settings
 from stack.launcher import LocalStack
 from stack.postgres import ensure_publication
 from streams.store import feast_apply
+from tests.conftest import OnlinePg
 from tests.integration.helpers import Capture, unique
 from tests.integration.platform import Platform, make_platform
 
@@ -118,10 +119,19 @@ def capture(stack: StackHandle, tmp_path: Path) -> Iterator[Callable[..., Captur
             print(f"cleanup of {cap.definition.name} failed: {exc}", file=sys.stderr)
 
 
+ONLINE_STORES = pytest.mark.parametrize("platform", ["sqlite", "postgres"], indirect=True)
+"""Put on a test (or a module's pytestmark) to run it once per online store the processor supports."""
+
+
 @pytest.fixture
-def platform(stack: StackHandle, tmp_path: Path) -> Iterator[Platform]:
-    """A connector over the shop tables, a copy of the Feast repo applied, ready for processors."""
-    yield from _platform(stack, tmp_path, signals=False)
+def platform(stack: StackHandle, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Platform]:
+    """A connector over the shop tables, a copy of the Feast repo applied, ready for processors.
+
+    The online store is SQLite unless the test is parametrised (ONLINE_STORES) with "postgres": then
+    the repo writes the session's Postgres + pgvector store (tests/conftest.py), in a schema of its own."""
+    yield from _platform(
+        stack, tmp_path, signals=False, online=getattr(request, "param", "sqlite"), request=request
+    )
 
 
 @pytest.fixture
@@ -130,9 +140,21 @@ def signal_platform(stack: StackHandle, tmp_path: Path) -> Iterator[Platform]:
     yield from _platform(stack, tmp_path, signals=True)
 
 
-def _platform(stack: StackHandle, tmp_path: Path, signals: bool) -> Iterator[Platform]:
+def _platform(
+    stack: StackHandle,
+    tmp_path: Path,
+    signals: bool,
+    online: str = "sqlite",
+    request: pytest.FixtureRequest | None = None,
+) -> Iterator[Platform]:
     name = unique("fs")
     plat = make_platform(stack.settings, stack.admin, tmp_path, name, signals)
+    if online == "postgres":
+        assert request is not None
+        online_pg: OnlinePg = request.getfixturevalue("online_pg")
+        online_pg.use_in(plat.repo, schema=name)
+    elif online != "sqlite":
+        raise ValueError(f"unknown online store {online!r}")
     deploy(stack.settings, plat.definition, timeout_s=120)
     feast_apply(plat.repo)
     yield plat

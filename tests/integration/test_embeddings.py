@@ -19,7 +19,7 @@ import pytest
 from embeddings.models import load_embedder, resolve_model_dir
 from embeddings.search import search
 from embeddings.spec import spec_for
-from tests.integration.conftest import StackHandle
+from tests.integration.conftest import ONLINE_STORES, StackHandle
 from tests.integration.helpers import cli, wait_until
 from tests.integration.platform import Platform
 
@@ -68,6 +68,7 @@ def embedded_lines(platform: Platform) -> int:
     return platform.log().count(f"{VIEW}: embedded ")
 
 
+@ONLINE_STORES
 def test_a_text_is_found_by_meaning_moves_when_it_changes_and_leaves_when_deleted(
     stack: StackHandle, platform: Platform, products: dict[str, int]
 ) -> None:
@@ -94,6 +95,7 @@ def test_a_text_is_found_by_meaning_moves_when_it_changes_and_leaves_when_delete
     assert boots not in ranked(platform, "a cup to drink tea from", k=20)
 
 
+@ONLINE_STORES
 def test_an_update_of_a_non_text_column_keeps_the_vector_without_calling_the_model(
     stack: StackHandle, platform: Platform, products: dict[str, int]
 ) -> None:
@@ -140,6 +142,7 @@ def cls_pooling_model(root: Path) -> Path:
     return target
 
 
+@ONLINE_STORES
 def test_changing_the_model_re_embeds_the_view_and_never_serves_two_models_together(
     stack: StackHandle, platform: Platform, products: dict[str, int]
 ) -> None:

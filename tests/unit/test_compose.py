@@ -21,7 +21,17 @@ def host_ports(service: str) -> set[int]:
 
 
 def test_same_services() -> None:
-    assert set(SERVICES) == {"postgres", "kafka", "connect"}
+    assert set(SERVICES) == {"postgres", "kafka", "connect", "online-postgres"}
+    # The production store is opt-in there as in `featurectl stack up --with online-postgres`.
+    assert SERVICES["online-postgres"]["profiles"] == ["stores"]
+
+
+def test_online_store_matches_the_local_one() -> None:
+    online = SERVICES["online-postgres"]
+    assert host_ports("online-postgres") == {DEFAULTS.online_pg_port}
+    assert online["environment"]["POSTGRES_DB"] == DEFAULTS.online_pg_database
+    assert online["environment"]["POSTGRES_USER"] == DEFAULTS.online_pg_user
+    assert online["image"].startswith("pgvector/pgvector:pg16")
 
 
 def test_versions_are_pinned_to_the_local_stack() -> None:
