@@ -1,0 +1,231 @@
+"""Online stores side by side: SQLite (+ sqlite-vec) and Postgres (+ pgvector HNSW), same run.
+
+    .venv/bin/python bench/online_store_bench.py [--rows 20000] [--vectors 10000,100000] [--queries 200]
+
+Per store: the processor's sink writing ``customer_profile`` rows (batches of 1,000, the processor's
+default) against Feast's own ``write_to_online_store`` into the same store (the anchor);
+``get_online_features`` p50/p99 for 1 and 100 entities; top-10 similarity p50/p99 over N vectors of
+``product_documents`` (SQLite: exact scan; Postgres: HNSW, with its recall@10 against exact).
+Starts the local online-store Postgres if needed (`featurectl stack up --with online-postgres`);
+works in a schema of its own, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+from feast import FeatureStore
+from psycopg import sql
+
+from embeddings.spec import spec_for
+from featurectl.settings import PROJECT_ROOT, ensure_secrets_file, export_store_secrets, load_settings
+from stack.launcher import GENERATED_SECRETS
+from stack.online_postgres import OnlinePostgres
+from streams.sinks.base import UPSERT, SinkRow
+from streams.sinks.online import open_online_sink
+from streams.store import feast_apply
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+FEATURES = ["customer_profile:segment", "customer_profile:credit_limit", "customer_profile:country"]
+
+
+def pct(samples: list[float]) -> str:
+    a = np.array(samples) * 1000
+    return f"{np.percentile(a, 50):6.2f} / {np.percentile(a, 99):6.2f} ms"
+
+
+def repo(root: Path, name: str, online_yaml: str | None) -> FeatureStore:
+    target = root / name / "feature_repo"
+    shutil.copytree(
+        PROJECT_ROOT / "feature_repo", target, ignore=shutil.ignore_patterns("data", "__pycache__")
+    )
+    if online_yaml:
+        import re
+
+        path = target / "feature_store.yaml"
+        path.write_text(re.sub(r"online_store:\n(?:[ #].*\n)+", online_yaml, path.read_text()))
+    feast_apply(target)
+    return FeatureStore(repo_path=str(target))
+
+
+def customer(i: int, version: int) -> SinkRow:
+    features = {"country": "GB", "segment": "gold", "credit_limit": float(version), "birth_date": None}
+    return SinkRow(
+        "customer_profile",
+        UPSERT,
+        {"customer_id": i},
+        features,
+        T0 + timedelta(seconds=version),
+        version,
+        "u",
+        "bench",
+    )
+
+
+def sink_rate(store: FeatureStore, rows: int) -> float:
+    sink = open_online_sink(store)
+    started = time.perf_counter()
+    for start in range(0, rows, 1000):
+        sink.add([customer(i, start + 10) for i in range(start, min(rows, start + 1000))])
+        sink.flush()
+    took = time.perf_counter() - started
+    sink.close()
+    return rows / took
+
+
+def feast_rate(store: FeatureStore, rows: int) -> float:
+    now = pd.Timestamp.now(tz="UTC")
+    started = time.perf_counter()
+    for start in range(0, rows, 1000):
+        ids = range(start, min(rows, start + 1000))
+        df = pd.DataFrame(
+            {
+                "customer_id": list(ids),
+                "country": "GB",
+                "segment": "silver",
+                "credit_limit": 1.0,
+                "birth_date": pd.NaT,
+                "event_timestamp": now,
+            }
+        )
+        store.write_to_online_store("customer_profile", df)
+    return rows / (time.perf_counter() - started)
+
+
+def lookups(store: FeatureStore, n_entities: int, queries: int, population: int) -> str:
+    rng = np.random.default_rng(1)
+    samples = []
+    for _ in range(queries):
+        ids = rng.integers(0, population, n_entities).tolist()
+        t = time.perf_counter()
+        store.get_online_features(features=FEATURES, entity_rows=[{"customer_id": i} for i in ids]).to_dict()
+        samples.append(time.perf_counter() - t)
+    return pct(samples)
+
+
+def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def fill_vectors(store: FeatureStore, vectors: np.ndarray, have: int) -> float:
+    """Write vectors ``have..len`` as product_documents rows through the sink; seconds taken."""
+    spec = spec_for(store.get_feature_view("product_documents"))
+    assert spec is not None
+    sink = open_online_sink(store)
+    started = time.perf_counter()
+    for start in range(have, len(vectors), 1000):
+        batch = []
+        for i in range(start, min(len(vectors), start + 1000)):
+            features = {
+                "name": f"p{i}",
+                "description": f"d{i}",
+                "category": "c",
+                "price": 1.0,
+                "embedding": vectors[i].tolist(),
+            }
+            batch.append(
+                SinkRow(
+                    "product_documents",
+                    UPSERT,
+                    {"product_id": i},
+                    features,
+                    T0,
+                    10,
+                    "u",
+                    "bench",
+                    spec.fingerprint,
+                )
+            )
+        sink.add(batch)
+        sink.flush()
+    took = time.perf_counter() - started
+    sink.close()
+    return took
+
+
+def similarity(store: FeatureStore, vectors: np.ndarray, queries: int) -> tuple[str, float]:
+    """top-10 p50/p99 and recall@10 against an exact numpy search."""
+    qs = unit_vectors(queries, vectors.shape[1], 99)
+    samples, recall = [], []
+    for q in qs:
+        t = time.perf_counter()
+        got = store.retrieve_online_documents_v2(
+            features=["product_documents:name"], query=q.tolist(), top_k=10
+        ).to_dict()
+        samples.append(time.perf_counter() - t)
+        exact = set(np.argsort(-(vectors @ q))[:10].tolist())
+        recall.append(len(exact & set(got["product_id"])) / 10)
+    return pct(samples), float(np.mean(recall))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--vectors", default="10000,100000", help="vector counts, ascending")
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    settings = load_settings()
+    ensure_secrets_file(settings.secrets_file, GENERATED_SECRETS)
+    online = OnlinePostgres(settings)
+    online.start()
+    online.bootstrap()
+    export_store_secrets(settings)
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    s = settings
+    pg_yaml = (
+        "online_store:\n  type: onlinestore.pg_store.PgVectorOnlineStore\n"
+        f"  host: 127.0.0.1\n  port: {s.online_pg_port}\n  database: {s.online_pg_database}\n  db_schema: {schema}\n"
+        f"  user: {s.online_pg_user}\n  password: ${{FEATURECTL_ONLINE_PG_PASSWORD}}\n  sslmode: disable\n  vector_enabled: true\n"
+    )
+    root = Path(tempfile.mkdtemp(prefix="online-bench-"))
+    try:
+        stores = {"sqlite": repo(root, "sqlite", None), "postgres": repo(root, "postgres", pg_yaml)}
+        print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+        print(f"{'':<44}{'SQLite':>22}{'Postgres':>22}")
+        sink = {k: sink_rate(v, args.rows) for k, v in stores.items()}
+        feast = {k: feast_rate(v, args.rows) for k, v in stores.items()}
+        print(
+            f"{'processor sink (rows/s, batches of 1000)':<44}{sink['sqlite']:>22,.0f}{sink['postgres']:>22,.0f}"
+        )
+        print(
+            f"{'Feast write_to_online_store (anchor)':<44}{feast['sqlite']:>22,.0f}{feast['postgres']:>22,.0f}"
+        )
+        for n in (1, 100):
+            row = {k: lookups(v, n, args.queries, args.rows) for k, v in stores.items()}
+            print(
+                f"{f'get_online_features {n} entities p50/p99':<44}{row['sqlite']:>22}{row['postgres']:>22}"
+            )
+        vectors = unit_vectors(max(int(x) for x in args.vectors.split(",")), 384, 7)
+        have = 0
+        for n in sorted(int(x) for x in args.vectors.split(",")):
+            took = {k: fill_vectors(v, vectors[:n], have) for k, v in stores.items()}
+            have = n
+            result = {k: similarity(v, vectors[:n], min(args.queries, 100)) for k, v in stores.items()}
+            print(
+                f"{f'vectors written {have:,} (s, incl. index)':<44}{took['sqlite']:>22.1f}{took['postgres']:>22.1f}"
+            )
+            label = f"top-10 of {n:,} p50/p99 (recall@10)"
+            cells = {k: f"{r[0]} ({r[1]:.2f})" for k, r in result.items()}
+            print(f"{label:<44}{cells['sqlite']:>22}{cells['postgres']:>22}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+if __name__ == "__main__":
+    main()
