@@ -18,15 +18,17 @@ from typing import Any
 import pandas as pd
 import psycopg
 import pytest
+from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
 from streams.store import feast_apply
 from tests.conftest import OnlinePg
 from tests.integration.conftest import StackHandle
-from tests.integration.helpers import cli, cli_background, history_rows
+from tests.integration.helpers import cli, cli_background, history_rows, wait_until
 from tests.integration.platform import Platform
 from tests.integration.test_processor_recovery import (
     Workload,
+    _members,
     assert_offline_has_every_change,
     assert_online_equals_postgres,
 )
@@ -84,11 +86,26 @@ def test_three_processors_on_separate_hosts_with_a_kill_9_lose_nothing_and_write
             log=platform.root / f"processor-{label}.log",
         )
         platform.processes.append(procs[label])
+    with psycopg.connect(stack.app, autocommit=True) as conn:  # the topic exists before the group forms
+        conn.execute(
+            "INSERT INTO customers (email, full_name, country, credit_limit) VALUES (%s, 'S', 'GB', 1)",
+            (f"seed-{os.urandom(4).hex()}@t",),
+        )
+    admin = AdminClient({"bootstrap.servers": stack.settings.bootstrap_servers})
+    group = platform.env["FEATURECTL_PROCESSOR_GROUP"]
+
+    def three_owners() -> list[set[tuple[str, int]]] | None:
+        members = _members(admin, group)
+        return members if len(members) == 3 and all(members) else None
+
+    wait_until(three_owners, 120, "all three processors to own partitions")
     work = Workload(stack.app, rows=300, updates=2700)
     work.start()
     assert work.halfway.wait(120) and work.error is None
+    assert three_owners() is not None  # the killed one owns partitions at that moment
     os.kill(procs["a"].pid, signal.SIGKILL)  # mid-batch: its partitions move to b and c
     assert procs["a"].wait(10) == -signal.SIGKILL
+    wait_until(lambda: len(_members(admin, group)) == 2, 120, "the killed processor's partitions to move")
     work.join(300)
     assert work.error is None and not work.is_alive()
 
@@ -99,8 +116,9 @@ def test_three_processors_on_separate_hosts_with_a_kill_9_lose_nothing_and_write
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert procs["b"].poll() is None and procs["c"].poll() is None
-    logs = {label: platform.log(label) for label in "bc"}
-    assert all("Traceback" not in log for log in logs.values()), logs
+    logs = {label: platform.log(label) for label in "abc"}
+    assert "claimed" in logs["a"]  # it did own partitions when it was killed
+    assert all("Traceback" not in logs[label] for label in "bc"), logs
 
     # A batch the killed copy wrote to history but never committed was written again by its successor:
     # compaction keeps one row per change, and the training set is the same before and after.
