@@ -61,6 +61,8 @@ class ModelState:
 
 def model_states(store: FeatureStore) -> list[ModelState]:
     """Each embedding view's declared model in the registry and in the online store, and its vectors."""
+    if store.config.online_store.type in ("redis", "onlinestore.redis_store.RedisOnlineStore"):
+        return []
     if _on_postgres(store):
         from embeddings import backfill_pg
 
@@ -89,6 +91,8 @@ def _on_postgres(store: FeatureStore) -> bool:
 
 def pending_views(store: FeatureStore) -> list[str]:
     """Embedding views whose declared model has not been backfilled yet."""
+    if store.config.online_store.type in ("redis", "onlinestore.redis_store.RedisOnlineStore"):
+        return []  # no vectors there (the sink and feast-apply refuse vector views)
     if _on_postgres(store):
         from embeddings import backfill_pg
 

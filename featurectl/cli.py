@@ -62,9 +62,9 @@ WITH_EXTRAS = click.option(
     "--with",
     "extras",
     multiple=True,
-    type=click.Choice(["online-postgres"]),
+    type=click.Choice(["online-postgres", "redis"]),
     help="Also run this production store locally (repeatable; or FEATURECTL_STACK_EXTRAS): "
-    "online-postgres = Postgres with pgvector as the online store.",
+    "online-postgres = Postgres with pgvector, redis = Redis, as the online store.",
 )
 
 
@@ -97,7 +97,7 @@ def stack_up(ctx: click.Context, extras: tuple[str, ...]) -> None:
     "--service",
     "services",
     multiple=True,
-    type=click.Choice(["postgres", "kafka", "connect", "online-postgres"]),
+    type=click.Choice(["postgres", "kafka", "connect", "online-postgres", "redis"]),
     help="Stop only these services (repeatable).",
 )
 @click.pass_context
@@ -252,11 +252,21 @@ def feast_apply_cmd(ctx: click.Context) -> None:
     new model; this fills it from the texts in the online store, with progress, while the
     processor keeps running. Plain `feast apply` leaves that to `featurectl embeddings backfill`.
     """
+    from embeddings.spec import spec_for
     from streams.routes import check_views
-    from streams.store import declared_views, feast_apply
+    from streams.sinks.online import VECTOR_STORES
+    from streams.store import declared_views, feast_apply, open_store
 
     settings = _settings(ctx)
-    problems = check_views(declared_views(settings.feature_repo), settings.suites_dir)
+    views = declared_views(settings.feature_repo)
+    problems = check_views(views, settings.suites_dir)
+    if open_store(settings).config.online_store.type in ("redis", "onlinestore.redis_store.RedisOnlineStore"):
+        problems += [
+            f"feature view {v.name} has vector features, and Feast's Redis online store has no vector "
+            f"search: keep it on {VECTOR_STORES}"
+            for v in views
+            if spec_for(v) is not None
+        ]
     if problems:
         raise ConfigError(
             "not applied: the stream processor could not materialise these views:\n  - "

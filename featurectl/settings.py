@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     stack_extras: str = Field(
         "",
         description="Extra services `featurectl stack up` runs, comma-separated: online-postgres "
-        "(Postgres with pgvector, a production online store). Also `stack up --with NAME`.",
+        "(Postgres with pgvector) and redis, production online stores. Also `stack up --with NAME`.",
     )
     online_pg_port: int = Field(25433, description="Port of the local online-store Postgres (pgvector).")
     online_pg_database: str = Field("features", description="Database of the Postgres online store.")
@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     online_pg_password: SecretStr | None = Field(
         None,
         description="Password of online_pg_user; feature_store.yaml reads it as ${FEATURECTL_ONLINE_PG_PASSWORD}.",
+    )
+    redis_port: int = Field(26379, description="Port of the local Redis online store (not 6379).")
+    redis_password: SecretStr | None = Field(
+        None,
+        description="Password of the local Redis (requirepass); feature_store.yaml reads ${FEATURECTL_REDIS_PASSWORD}.",
     )
     online_pg_admin_password: SecretStr | None = Field(
         None, description="Superuser password of the local online-store Postgres cluster."
@@ -180,13 +185,14 @@ class Settings(BaseSettings):
 
 
 def export_store_secrets(settings: Settings) -> None:
-    """Put the online store's password where feature_store.yaml reads it (``${FEATURECTL_ONLINE_PG_PASSWORD}``,
-    expanded by Feast), unless the environment has it already; feast subprocesses inherit it."""
-    name = f"{ENV_PREFIX}ONLINE_PG_PASSWORD"
-    if name not in os.environ:
-        value = settings.secret("online_pg_password")
-        if value:
-            os.environ[name] = value
+    """Put the online stores' passwords where feature_store.yaml reads them (``${FEATURECTL_ONLINE_PG_PASSWORD}``,
+    ``${FEATURECTL_REDIS_PASSWORD}``, expanded by Feast), unless the environment has them; subprocesses inherit them."""
+    for field in ("online_pg_password", "redis_password"):
+        name = f"{ENV_PREFIX}{field.upper()}"
+        if name not in os.environ:
+            value = settings.secret(field)
+            if value:
+                os.environ[name] = value
 
 
 def read_secrets_file(path: Path) -> dict[str, str]:

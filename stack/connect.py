@@ -78,7 +78,7 @@ class ConnectWorker:
             self.settings.startup_timeout_s,
             "Kafka Connect's REST API to list the Debezium PostgreSQL plugin",
             interval_s=0.5,
-            check=lambda: jvm.died_check(self.daemon, pid),
+            check=lambda: procs.died_check(self.daemon, pid),
         )
         logger.info("connect: REST API ready on %s", self.settings.connect_rest_url)
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from featurectl.errors import FeatureCtlError
-from stack import procs
 from stack.jars import JvmJars
 
 logger = logging.getLogger(__name__)
@@ -53,13 +51,3 @@ def render_properties(path: Path, props: dict[str, object]) -> None:
     lines = ["# written by featurectl stack up; edits are overwritten"]
     lines += [f"{k}={v}" for k, v in props.items()]
     path.write_text("\n".join(lines) + "\n")
-
-
-def died_check(daemon: procs.Daemon, pid: int) -> None:
-    """Raise with the log tail if the process we are waiting for has exited."""
-    if not procs.alive(pid):
-        daemon.pid_file.unlink(missing_ok=True)
-        raise FeatureCtlError(
-            f"{daemon.name} exited during start-up; last lines of {daemon.log_file}:\n{procs.log_tail(daemon.log_file)}",
-            f"read {daemon.log_file}",
-        )

@@ -115,7 +115,7 @@ class KafkaBroker:
             self.ready,
             self.settings.startup_timeout_s,
             "the Kafka broker to answer metadata requests",
-            check=lambda: jvm.died_check(self.daemon, pid),
+            check=lambda: procs.died_check(self.daemon, pid),
         )
         logger.info("kafka: broker ready on 127.0.0.1:%d", self.settings.kafka_port)
 

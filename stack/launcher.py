@@ -5,7 +5,8 @@ both). ``up`` is idempotent: what runs already is left alone. ``down`` stops in 
 by pid, gracefully and then harder, and keeps data unless asked to wipe.
 
 Extras (``FEATURECTL_STACK_EXTRAS`` or ``stack up --with``) are production stores run locally:
-``online-postgres`` (Postgres + pgvector online store, stack/online_postgres.py). ``down`` and
+``online-postgres`` (Postgres + pgvector online store, stack/online_postgres.py) and ``redis``
+(stack/redis.py). ``down`` and
 ``status`` cover every extra that runs, whichever way it was started.
 """
 
@@ -26,6 +27,7 @@ from stack.jars import ensure_jars, jars_for
 from stack.kafka import KafkaBroker
 from stack.online_postgres import OnlinePostgres
 from stack.postgres import Postgres
+from stack.redis import RedisServer
 
 logger = logging.getLogger(__name__)
 GENERATED_SECRETS = (
@@ -34,9 +36,10 @@ GENERATED_SECRETS = (
     "debezium_password",
     "online_pg_admin_password",
     "online_pg_password",
+    "redis_password",
 )
 CORE = ("connect", "kafka", "postgres")  # stop order
-EXTRAS = ("online-postgres",)
+EXTRAS = ("online-postgres", "redis")
 
 
 @dataclass
@@ -65,6 +68,7 @@ class LocalStack:
         self.kafka = KafkaBroker(settings, self.jars)
         self.connect = ConnectWorker(settings, self.jars)
         self.online_postgres = OnlinePostgres(settings)
+        self.redis = RedisServer(settings)
 
     def extras(self, requested: tuple[str, ...] = ()) -> list[str]:
         """The extra services asked for in settings and in ``requested``, checked."""
@@ -77,12 +81,13 @@ class LocalStack:
             )
         return [n for n in EXTRAS if n in names]
 
-    def service(self, name: str) -> Postgres | KafkaBroker | ConnectWorker:
-        services: dict[str, Postgres | KafkaBroker | ConnectWorker] = {
+    def service(self, name: str) -> Postgres | KafkaBroker | ConnectWorker | RedisServer:
+        services: dict[str, Postgres | KafkaBroker | ConnectWorker | RedisServer] = {
             "postgres": self.postgres,
             "kafka": self.kafka,
             "connect": self.connect,
             "online-postgres": self.online_postgres,
+            "redis": self.redis,
         }
         return services[name]
 
@@ -91,6 +96,8 @@ class LocalStack:
         self.postgres.ensure_installed()
         if "online-postgres" in self.extras(extras):
             self.online_postgres.ensure_installed()
+        if "redis" in self.extras(extras):
+            self.redis.ensure_installed()
         self.jars = ensure_jars(self.settings)
 
     def up(self, connector: ConnectorDefinition | None = None, extras: tuple[str, ...] = ()) -> float:
@@ -112,6 +119,8 @@ class LocalStack:
         if "online-postgres" in wanted:
             self.online_postgres.start()
             self.online_postgres.bootstrap()
+        if "redis" in wanted:
+            self.redis.start()
         self.kafka.start()
         self.connect.start()
         return time.monotonic() - started
@@ -127,6 +136,7 @@ class LocalStack:
         if wipe and set(services) >= set(CORE):
             # Clusters may live outside the data directory (stack.pg_location).
             self.online_postgres.wipe()
+            self.redis.wipe()
             self.postgres.wipe()
             shutil.rmtree(self.settings.data_dir, ignore_errors=True)
             logger.info("wiped %s", self.settings.data_dir)
@@ -153,6 +163,8 @@ class LocalStack:
         online = self.online_postgres
         if "online-postgres" in self.extras() or online.pid() is not None:
             checks.append((online.name, online.pid(), f"127.0.0.1:{s.online_pg_port}", online.ready))
+        if "redis" in self.extras() or self.redis.pid() is not None:
+            checks.append((self.redis.name, self.redis.pid(), f"127.0.0.1:{s.redis_port}", self.redis.ready))
         for name, pid, address, probe in checks:
             if pid is None:
                 out.services.append(ServiceStatus(name, "STOPPED", None, address))

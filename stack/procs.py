@@ -169,6 +169,16 @@ def wait_for(
         time.sleep(interval_s)
 
 
+def died_check(daemon: Daemon, pid: int) -> None:
+    """Raise with the log tail if the process we are waiting for has exited."""
+    if not alive(pid):
+        daemon.pid_file.unlink(missing_ok=True)
+        raise FeatureCtlError(
+            f"{daemon.name} exited during start-up; last lines of {daemon.log_file}:\n{log_tail(daemon.log_file)}",
+            f"read {daemon.log_file}",
+        )
+
+
 def log_tail(path: Path, lines: int = 25) -> str:
     if not path.exists():
         return "(no log)"

@@ -16,11 +16,14 @@ from psycopg import sql
 from featurectl.settings import PROJECT_ROOT, Settings, ensure_secrets_file, load_settings
 from stack.launcher import GENERATED_SECRETS
 from stack.online_postgres import OnlinePostgres
+from stack.redis import RedisServer
 
 # Under the same 0700 parent as the integration stack (tests/integration/conftest.py): the binaries
 # and the cluster must work where the postgres OS user cannot traverse the clone.
 ONLINE_DATA = PROJECT_ROOT / ".stack-test" / "online"
 ONLINE_PORT = 26433
+REDIS_DATA = PROJECT_ROOT / ".stack-test" / "redis"
+REDIS_PORT = 26380
 
 
 @dataclass
@@ -84,3 +87,45 @@ def online_pg() -> Iterator[OnlinePg]:
     if service.log_file.exists():
         shutil.copy(service.log_file, ONLINE_DATA / "postgres.log")
     service.wipe()
+
+
+@dataclass
+class LocalRedis:
+    server: RedisServer
+
+    def yaml(self, db: int) -> str:
+        """An ``online_store:`` block for feature_store.yaml using Redis database ``db``."""
+        return (
+            "online_store:\n  type: onlinestore.redis_store.RedisOnlineStore\n"
+            f"  connection_string: 127.0.0.1:{self.server.settings.redis_port},db={db},"
+            "password=${FEATURECTL_REDIS_PASSWORD}\n"
+        )
+
+    def use_in(self, repo: Path, db: int) -> None:
+        path = repo / "feature_store.yaml"
+        path.write_text(re.sub(r"online_store:\n(?:[ #].*\n)+", self.yaml(db), path.read_text()))
+
+    def flush(self, db: int) -> None:
+        import redis
+
+        password = self.server.settings.require_secret("redis_password")
+        with redis.Redis(port=self.server.settings.redis_port, db=db, password=password) as client:
+            client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def local_redis() -> Iterator[LocalRedis]:
+    """Debian's redis-server on a port of its own, for the session (requirepass from its secrets file)."""
+    parent = REDIS_DATA.parent
+    parent.mkdir(exist_ok=True)
+    parent.chmod(0o700)
+    settings = load_settings(data_dir=REDIS_DATA, redis_port=REDIS_PORT)
+    server = RedisServer(settings)
+    server.stop()
+    shutil.rmtree(REDIS_DATA, ignore_errors=True)
+    REDIS_DATA.mkdir()
+    secrets = ensure_secrets_file(settings.secrets_file, GENERATED_SECRETS)
+    server.start()
+    os.environ["FEATURECTL_REDIS_PASSWORD"] = secrets["redis_password"]
+    yield LocalRedis(server)
+    server.stop()

@@ -9,6 +9,8 @@ from onlinestore.feast_store import TYPE as SQLITE_TYPE
 from streams.sinks.online_feast import FeastLayoutSink
 
 PG_TYPE = "onlinestore.pg_store.PgVectorOnlineStore"
+REDIS_TYPE = "onlinestore.redis_store.RedisOnlineStore"
+VECTOR_STORES = f"{PG_TYPE} (Postgres + pgvector) or {SQLITE_TYPE}"
 SUPPORTED = (
     f"{SQLITE_TYPE} (SQLite + sqlite-vec, one host), {PG_TYPE} (Postgres + pgvector), postgres, sqlite"
 )
@@ -29,6 +31,10 @@ def open_online_sink(store: FeatureStore) -> FeastLayoutSink:
                 f"the Postgres online store needs {exc.name}", "pip install -e '.[stores]'"
             ) from None
         return PostgresOnlineSink(store)
+    if kind in ("redis", REDIS_TYPE):
+        from streams.sinks.online_redis import RedisOnlineSink
+
+        return RedisOnlineSink(store)
     raise ConfigError(
         f"online store type {kind!r} is not supported by the stream processor",
         f"use one of: {SUPPORTED} in feature_store.yaml",

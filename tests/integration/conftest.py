@@ -24,7 +24,7 @@ from featurectl.settings import PROJECT_ROOT, Settings, load_settings
 from stack.launcher import LocalStack
 from stack.postgres import ensure_publication
 from streams.store import feast_apply
-from tests.conftest import OnlinePg
+from tests.conftest import LocalRedis, OnlinePg
 from tests.integration.helpers import Capture, unique
 from tests.integration.platform import Platform, make_platform
 
@@ -120,7 +120,9 @@ def capture(stack: StackHandle, tmp_path: Path) -> Iterator[Callable[..., Captur
 
 
 ONLINE_STORES = pytest.mark.parametrize("platform", ["sqlite", "postgres"], indirect=True)
-"""Put on a test (or a module's pytestmark) to run it once per online store the processor supports."""
+"""Put on a test to run it once per online store that indexes vectors."""
+SCALAR_STORES = pytest.mark.parametrize("platform", ["sqlite", "postgres", "redis"], indirect=True)
+"""Put on a test of scalar features to run it once per online store the processor supports."""
 
 
 @pytest.fixture
@@ -153,6 +155,15 @@ def _platform(
         assert request is not None
         online_pg: OnlinePg = request.getfixturevalue("online_pg")
         online_pg.use_in(plat.repo, schema=name)
+    elif online == "redis":
+        local_redis: LocalRedis = request.getfixturevalue("local_redis")  # type: ignore[union-attr]
+        db = int(name[-2:], 16) % 14 + 2  # a database of its own (0 and 1: the unit tests')
+        local_redis.flush(db)
+        local_redis.use_in(plat.repo, db)
+        # Feast's Redis store has no vector search: a Redis user declares no vector view.
+        views = plat.repo / "products.py"
+        text = views.read_text()
+        views.write_text(text[: text.index("# History of product documents")])
     elif online != "sqlite":
         raise ValueError(f"unknown online store {online!r}")
     deploy(stack.settings, plat.definition, timeout_s=120)

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from featurectl.settings import PROJECT_ROOT
-from tests.integration.conftest import ONLINE_STORES, StackHandle
+from tests.integration.conftest import SCALAR_STORES, StackHandle
 from tests.integration.helpers import wait_until
 from tests.integration.platform import Platform
 from tests.integration.test_processor import insert_customer
@@ -75,7 +75,7 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
             server.kill()
 
 
-@ONLINE_STORES
+@SCALAR_STORES
 def test_http_lookups_see_changes_while_the_processor_writes(
     stack: StackHandle, platform: Platform, request: pytest.FixtureRequest
 ) -> None:

@@ -8,7 +8,7 @@ from feast import FeatureStore
 from featurectl.settings import PROJECT_ROOT
 from onlinestore.sqlite import connect
 from streams.store import feast_apply
-from tests.conftest import OnlinePg
+from tests.conftest import LocalRedis, OnlinePg
 
 PG_SCHEMA = "unit"
 
@@ -52,16 +52,34 @@ def sqlite_store(feast_repo: FeatureStore) -> Iterator[FeatureStore]:
     conn.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def fresh_store(request: pytest.FixtureRequest) -> Iterator[FeatureStore]:
+@pytest.fixture(scope="session")
+def redis_feast_repo(
+    tmp_path_factory: pytest.TempPathFactory, local_redis: LocalRedis
+) -> Iterator[FeatureStore]:
+    """The same repository with Feast's Redis online store (a real redis-server), applied."""
+    root = _copy_repo(tmp_path_factory)
+    local_redis.use_in(root, db=1)
+    feast_apply(root)
+    yield FeatureStore(repo_path=str(root))
+
+
+@pytest.fixture
+def postgres_store(pg_feast_repo: FeatureStore, online_pg: OnlinePg) -> Iterator[FeatureStore]:
+    online_pg.empty(PG_SCHEMA)
+    yield pg_feast_repo
+    shutil.rmtree(Path(str(pg_feast_repo.repo_path)) / "data" / "offline", ignore_errors=True)
+    online_pg.empty(PG_SCHEMA)
+
+
+@pytest.fixture
+def redis_store(redis_feast_repo: FeatureStore, local_redis: LocalRedis) -> Iterator[FeatureStore]:
+    local_redis.flush(db=1)
+    yield redis_feast_repo
+    shutil.rmtree(Path(str(redis_feast_repo.repo_path)) / "data" / "offline", ignore_errors=True)
+    local_redis.flush(db=1)
+
+
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
+def fresh_store(request: pytest.FixtureRequest) -> FeatureStore:
     """Each online store the processor supports, applied and empty (tests run once per store)."""
-    if request.param == "sqlite":
-        yield request.getfixturevalue("sqlite_store")
-        return
-    store: FeatureStore = request.getfixturevalue("pg_feast_repo")
-    online_pg: OnlinePg = request.getfixturevalue("online_pg")
-    online_pg.empty(PG_SCHEMA)
-    yield store
-    shutil.rmtree(Path(str(store.repo_path)) / "data" / "offline", ignore_errors=True)
-    # Feast keeps one connection per store object: end its read transaction, if any.
-    online_pg.empty(PG_SCHEMA)
+    return request.getfixturevalue(f"{request.param}_store")  # type: ignore[no-any-return]

@@ -7,7 +7,7 @@ import pytest
 from feast import FeatureStore
 
 from embeddings.spec import spec_for
-from featurectl.errors import TransientError
+from featurectl.errors import ConfigError, TransientError
 from streams.sinks.base import DELETE, UPSERT, SinkRow
 from streams.sinks.online import open_online_sink
 from streams.sinks.online_feast import FeastLayoutSink
@@ -43,6 +43,20 @@ def product(
         }
     )
     return SinkRow(VIEW, op, {"product_id": pid}, features, T0, version, "u", f"t[0] offset={version}", model)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh_store(request: pytest.FixtureRequest) -> FeatureStore:
+    """The online stores that index vectors (Redis refuses vector views: test_redis_refuses_vector_views)."""
+    return request.getfixturevalue(f"{request.param}_store")  # type: ignore[no-any-return]
+
+
+def test_redis_refuses_vector_views_naming_the_stores_that_index_vectors(redis_store: FeatureStore) -> None:
+    sink = open_online_sink(redis_store)
+    sink.add([product(1, 1, unit(0), model=fingerprint(redis_store))])
+    with pytest.raises(ConfigError, match=r"(?s)no vector search.*PgVectorOnlineStore"):
+        sink.flush()
+    sink.close()
 
 
 @pytest.fixture
