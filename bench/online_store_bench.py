@@ -1,13 +1,13 @@
-"""Online stores side by side: SQLite (+ sqlite-vec) and Postgres (+ pgvector HNSW), same run.
+"""Online stores side by side: SQLite (+ sqlite-vec), Postgres (+ pgvector HNSW) and Redis, same run.
 
     .venv/bin/python bench/online_store_bench.py [--rows 20000] [--vectors 10000,100000] [--queries 200]
 
 Per store: the processor's sink writing ``customer_profile`` rows (batches of 1,000, the processor's
 default) against Feast's own ``write_to_online_store`` into the same store (the anchor);
 ``get_online_features`` p50/p99 for 1 and 100 entities; top-10 similarity p50/p99 over N vectors of
-``product_documents`` (SQLite: exact scan; Postgres: HNSW, with its recall@10 against exact).
-Starts the local online-store Postgres if needed (`featurectl stack up --with online-postgres`);
-works in a schema of its own, dropped at the end.
+``product_documents`` (SQLite: exact scan; Postgres: HNSW, with its recall@10 against exact; Redis has
+no vector search). Starts the local online-store Postgres and Redis if needed (`featurectl stack up
+--with online-postgres --with redis`); works in a Postgres schema and a Redis database of its own.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from embeddings.spec import spec_for
 from featurectl.settings import PROJECT_ROOT, ensure_secrets_file, export_store_secrets, load_settings
 from stack.launcher import GENERATED_SECRETS
 from stack.online_postgres import OnlinePostgres
+from stack.redis import RedisServer
 from streams.sinks.base import UPSERT, SinkRow
 from streams.sinks.online import open_online_sink
 from streams.store import feast_apply
@@ -97,6 +98,7 @@ def feast_rate(store: FeatureStore, rows: int) -> float:
                 "credit_limit": 1.0,
                 "birth_date": pd.NaT,
                 "event_timestamp": now,
+                "ingested_at": now,
             }
         )
         store.write_to_online_store("customer_profile", df)
@@ -114,8 +116,12 @@ def lookups(store: FeatureStore, n_entities: int, queries: int, population: int)
     return pct(samples)
 
 
-def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+def unit_vectors(n: int, dim: int, seed: int, topics: int = 500) -> np.ndarray:
+    """Unit vectors clustered around ``topics`` directions, like text embeddings (uniformly random
+    vectors in 384 dimensions are all nearly equidistant: no index finds neighbours among them)."""
+    rng = np.random.default_rng(seed)
+    centers = np.random.default_rng(0).standard_normal((topics, dim)).astype(np.float32)
+    v = centers[rng.integers(0, topics, n)] + 0.8 * rng.standard_normal((n, dim)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
@@ -181,7 +187,13 @@ def main() -> None:
     online = OnlinePostgres(settings)
     online.start()
     online.bootstrap()
+    redis_server = RedisServer(settings)
+    redis_server.start()
     export_store_secrets(settings)
+    redis_yaml = (
+        "online_store:\n  type: onlinestore.redis_store.RedisOnlineStore\n"
+        f"  connection_string: 127.0.0.1:{settings.redis_port},db=9,password=${{FEATURECTL_REDIS_PASSWORD}}\n"
+    )
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
@@ -193,34 +205,40 @@ def main() -> None:
     )
     root = Path(tempfile.mkdtemp(prefix="online-bench-"))
     try:
-        stores = {"sqlite": repo(root, "sqlite", None), "postgres": repo(root, "postgres", pg_yaml)}
+        stores = {
+            "sqlite": repo(root, "sqlite", None),
+            "postgres": repo(root, "postgres", pg_yaml),
+            "redis": repo(root, "redis", redis_yaml),
+        }
         print(f"command: {shlex.join([sys.executable, *sys.argv])}")
-        print(f"{'':<44}{'SQLite':>22}{'Postgres':>22}")
-        sink = {k: sink_rate(v, args.rows) for k, v in stores.items()}
-        feast = {k: feast_rate(v, args.rows) for k, v in stores.items()}
-        print(
-            f"{'processor sink (rows/s, batches of 1000)':<44}{sink['sqlite']:>22,.0f}{sink['postgres']:>22,.0f}"
-        )
-        print(
-            f"{'Feast write_to_online_store (anchor)':<44}{feast['sqlite']:>22,.0f}{feast['postgres']:>22,.0f}"
-        )
-        for n in (1, 100):
-            row = {k: lookups(v, n, args.queries, args.rows) for k, v in stores.items()}
+        print(f"{'':<44}{'SQLite':>22}{'Postgres':>22}{'Redis':>22}")
+
+        def line(label: str, cells: dict[str, str]) -> None:
             print(
-                f"{f'get_online_features {n} entities p50/p99':<44}{row['sqlite']:>22}{row['postgres']:>22}"
+                f"{label:<44}"
+                + "".join(f"{cells.get(k, 'n/a'):>22}" for k in ("sqlite", "postgres", "redis"))
             )
+
+        sink = {k: f"{sink_rate(v, args.rows):,.0f}" for k, v in stores.items()}
+        feast = {k: f"{feast_rate(v, args.rows):,.0f}" for k, v in stores.items()}
+        line("processor sink (rows/s, batches of 1000)", sink)
+        line("Feast write_to_online_store (anchor)", feast)
+        for n in (1, 100):
+            line(
+                f"get_online_features {n} entities p50/p99",
+                {k: lookups(v, n, args.queries, args.rows) for k, v in stores.items()},
+            )
+        del stores["redis"]  # no vector search in Feast's Redis store
         vectors = unit_vectors(max(int(x) for x in args.vectors.split(",")), 384, 7)
         have = 0
         for n in sorted(int(x) for x in args.vectors.split(",")):
-            took = {k: fill_vectors(v, vectors[:n], have) for k, v in stores.items()}
+            took = {k: f"{fill_vectors(v, vectors[:n], have):.1f}" for k, v in stores.items()}
             have = n
             result = {k: similarity(v, vectors[:n], min(args.queries, 100)) for k, v in stores.items()}
-            print(
-                f"{f'vectors written {have:,} (s, incl. index)':<44}{took['sqlite']:>22.1f}{took['postgres']:>22.1f}"
+            line(f"vectors written {have:,} (s, incl. index)", took)
+            line(
+                f"top-10 of {n:,} p50/p99 (recall@10)", {k: f"{r[0]} ({r[1]:.2f})" for k, r in result.items()}
             )
-            label = f"top-10 of {n:,} p50/p99 (recall@10)"
-            cells = {k: f"{r[0]} ({r[1]:.2f})" for k, r in result.items()}
-            print(f"{label:<44}{cells['sqlite']:>22}{cells['postgres']:>22}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
         with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:

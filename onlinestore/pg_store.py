@@ -43,6 +43,7 @@ from feast.infra.utils.postgres.connection_utils import _get_conn, _get_connecti
 from feast.infra.utils.postgres.postgres_config import ConnectionType
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from psycopg import Connection, sql
+from pydantic import Field
 
 from embeddings.spec import EmbeddingSpec, spec_for
 from onlinestore.documents import Document, in_entity_key_order, query_spec
@@ -55,6 +56,13 @@ class PgVectorOnlineStoreConfig(PostgreSQLOnlineStoreConfig):
     """Feast's ``postgres`` online store settings; ``vector_enabled: true`` for embedding views."""
 
     type: Literal["onlinestore.pg_store.PgVectorOnlineStore"] = TYPE  # type: ignore[assignment]
+    hnsw_ef_search: int = Field(100, ge=1, le=1000)
+    """HNSW candidates per similarity query (pgvector's ``hnsw.ef_search``; at least 2 x top_k is used):
+    higher finds more of the true nearest neighbours, slower. bench/online_store_bench.py prints recall@10."""
+    hnsw_m: int = Field(16, ge=2, le=100)
+    """Links per node of the HNSW index (pgvector's ``m``), used when the index is created."""
+    hnsw_ef_construction: int = Field(64, ge=4, le=1000)
+    """Candidates while building the index (pgvector's ``ef_construction``), used when it is created."""
 
 
 class PgVectorOnlineStore(PostgreSQLOnlineStore):
@@ -108,14 +116,14 @@ class PgVectorOnlineStore(PostgreSQLOnlineStore):
                         f"feature view {view.name} declares an embedding, but the online store has no vectors: "
                         "set `vector_enabled: true` under online_store in feature_store.yaml"
                     )
-                self._declare(cur, table, spec)
+                self._declare(cur, table, spec, config.online_store)
             for view in tables_to_delete:
                 cur.execute(f"DELETE FROM {MODELS} WHERE view = %s", (view.name,))
                 cur.execute(f"DELETE FROM {TEXTS} WHERE view = %s", (view.name,))
             conn.commit()
 
     @staticmethod
-    def _declare(cur: Any, table: str, spec: EmbeddingSpec) -> None:
+    def _declare(cur: Any, table: str, spec: EmbeddingSpec, options: Any) -> None:
         """Record the view's model; on a change drop the old model's vectors and index first."""
         cur.execute(f"SELECT fingerprint FROM {MODELS} WHERE view = %s FOR UPDATE", (spec.view,))
         row = cur.fetchone()
@@ -138,9 +146,16 @@ class PgVectorOnlineStore(PostgreSQLOnlineStore):
         _, opclass = OPERATORS[spec.metric]
         cur.execute(
             sql.SQL(
-                "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (({}) {}) WHERE feature_name = {}"
+                "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (({}) {}) WITH (m = {}, ef_construction = {}) "
+                "WHERE feature_name = {}"
             ).format(
-                index, sql.Identifier(table), vector_expr(spec.dim), sql.SQL(opclass), sql.Literal(spec.field)
+                index,
+                sql.Identifier(table),
+                vector_expr(spec.dim),
+                sql.SQL(opclass),
+                sql.Literal(getattr(options, "hnsw_m", 16)),
+                sql.Literal(getattr(options, "hnsw_ef_construction", 64)),
+                sql.Literal(spec.field),
             )
         )
 
@@ -180,7 +195,8 @@ class PgVectorOnlineStore(PostgreSQLOnlineStore):
         # A transaction of its own: SET LOCAL applies to this query only.
         with self._get_conn(config) as conn, conn.transaction(), conn.cursor() as cur:
             # HNSW returns at most ef_search candidates; ask for enough to fill top_k.
-            cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, 2 * top_k))))
+            ef_search = max(getattr(config.online_store, "hnsw_ef_search", 100), 2 * top_k)
+            cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef_search)))
             cur.execute(
                 query, {"q": str(list(embedding or [])), "field": spec.field, "k": top_k, "features": wanted}
             )

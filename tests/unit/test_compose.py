@@ -21,9 +21,9 @@ def host_ports(service: str) -> set[int]:
 
 
 def test_same_services() -> None:
-    assert set(SERVICES) == {"postgres", "kafka", "connect", "online-postgres"}
-    # The production store is opt-in there as in `featurectl stack up --with online-postgres`.
-    assert SERVICES["online-postgres"]["profiles"] == ["stores"]
+    assert set(SERVICES) == {"postgres", "kafka", "connect", "online-postgres", "redis"}
+    # The production stores are opt-in there as in `featurectl stack up --with online-postgres --with redis`.
+    assert SERVICES["online-postgres"]["profiles"] == SERVICES["redis"]["profiles"] == ["stores"]
 
 
 def test_online_store_matches_the_local_one() -> None:
@@ -32,6 +32,8 @@ def test_online_store_matches_the_local_one() -> None:
     assert online["environment"]["POSTGRES_DB"] == DEFAULTS.online_pg_database
     assert online["environment"]["POSTGRES_USER"] == DEFAULTS.online_pg_user
     assert online["image"].startswith("pgvector/pgvector:pg16")
+    assert host_ports("redis") == {DEFAULTS.redis_port}
+    assert "--requirepass" in SERVICES["redis"]["command"]  # never an open Redis
 
 
 def test_versions_are_pinned_to_the_local_stack() -> None:
