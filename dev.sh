@@ -37,7 +37,7 @@ setup() {
   fi
   # Postgres (Debian package), Java and Maven if missing; Kafka/Connect/Debezium jars (cached).
   log "installing the local stack's packages and jars (cached after the first run)"
-  .venv/bin/featurectl stack install
+  .venv/bin/featurectl stack install "$@"
 }
 
 case "${1:-}" in
@@ -46,7 +46,8 @@ case "${1:-}" in
     exec .venv/bin/featurectl demo
     ;;
   test)
-    setup
+    # The tests also run the production online stores (Postgres + pgvector, Redis) for real.
+    setup --with online-postgres --with redis
     log "ruff"
     .venv/bin/ruff check .
     log "mypy"

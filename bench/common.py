@@ -75,3 +75,61 @@ def wait_processed(processor: Any, target: int, timeout_s: float = 1800) -> floa
             raise SystemExit(f"processor reached {handled(processor)}/{target} rows in {timeout_s}s")
         time.sleep(0.05)
     return time.monotonic() - start
+
+
+def use_online_store(settings: Settings, kind: str, schema: str) -> None:
+    """Point the repo copy at ``kind`` (sqlite, postgres or redis), starting that local store if needed.
+
+    Postgres: a schema of its own (``schema``); Redis: database 9. Drop them with ``drop_online_store``.
+    """
+    import re
+
+    from featurectl.settings import ensure_secrets_file, export_store_secrets
+    from stack.launcher import GENERATED_SECRETS
+    from stack.online_postgres import OnlinePostgres
+    from stack.redis import RedisServer
+
+    if kind == "sqlite":
+        return
+    ensure_secrets_file(settings.secrets_file, GENERATED_SECRETS)
+    if kind == "postgres":
+        online = OnlinePostgres(settings)
+        online.start()
+        online.bootstrap()
+        with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        block = (
+            "online_store:\n  type: onlinestore.pg_store.PgVectorOnlineStore\n"
+            f"  host: 127.0.0.1\n  port: {settings.online_pg_port}\n  database: {settings.online_pg_database}\n"
+            f"  db_schema: {schema}\n  user: {settings.online_pg_user}\n"
+            "  password: ${FEATURECTL_ONLINE_PG_PASSWORD}\n  sslmode: disable\n  vector_enabled: true\n"
+        )
+    elif kind == "redis":
+        RedisServer(settings).start()
+        block = (
+            "online_store:\n  type: onlinestore.redis_store.RedisOnlineStore\n"
+            f"  connection_string: 127.0.0.1:{settings.redis_port},db=9,password=${{FEATURECTL_REDIS_PASSWORD}}\n"
+        )
+        views = settings.feature_repo / "products.py"  # Redis has no vector search: no vector view
+        text = views.read_text()
+        views.write_text(text[: text.index("# History of product documents")])
+    else:
+        raise SystemExit(f"unknown online store {kind!r}: sqlite, postgres or redis")
+    export_store_secrets(settings)
+    path = settings.feature_repo / "feature_store.yaml"
+    path.write_text(re.sub(r"online_store:\n(?:[ #].*\n)+", block, path.read_text()))
+
+
+def drop_online_store(settings: Settings, kind: str, schema: str) -> None:
+    from stack.online_postgres import OnlinePostgres
+
+    if kind == "postgres":
+        with psycopg.connect(OnlinePostgres(settings).store_conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    elif kind == "redis":
+        import redis
+
+        with redis.Redis(
+            port=settings.redis_port, db=9, password=settings.require_secret("redis_password")
+        ) as r:
+            r.flushdb()

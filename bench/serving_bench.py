@@ -32,7 +32,7 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cleanup, setup
+from bench.common import cleanup, drop_online_store, setup, use_online_store
 from connectors.deploy import deploy
 from featurectl.settings import PROJECT_ROOT
 from jobs.pg_backfill import PostgresBackfill
@@ -131,6 +131,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=5000, help="customers in the bench table")
     ap.add_argument("--requests", type=int, default=300, help="lookups per case")
+    ap.add_argument("--online-store", default="sqlite", choices=["sqlite", "postgres", "redis"])
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # cleanup still runs
     logging.basicConfig(level=logging.WARNING)
@@ -143,6 +144,7 @@ def main() -> None:
     server: FeatureServer | None = None
     stop = threading.Event()
     try:
+        use_online_store(settings, args.online_store, name)
         deploy(settings, definition)
         feast_apply(settings.feature_repo)
         with psycopg.connect(pg.app_conninfo(), autocommit=True) as conn:
@@ -235,9 +237,13 @@ def main() -> None:
 
         print("\n== serving and backfill benchmark ==")
         print(
-            f"command: .venv/bin/python bench/serving_bench.py --rows {args.rows} --requests {args.requests}"
+            f"command: .venv/bin/python bench/serving_bench.py --rows {args.rows} --requests {args.requests} "
+            f"--online-store {args.online_store}"
         )
-        print(f"lookups of {len(FEATURES)} features, {args.requests} requests per case, SQLite online store")
+        print(
+            f"lookups of {len(FEATURES)} features, {args.requests} requests per case, "
+            f"{args.online_store} online store"
+        )
         for case in idle:
             print(f"  {case:<24} idle: {idle[case]:<28} processor writing: {busy[case]}")
         print(
@@ -264,6 +270,7 @@ def main() -> None:
         if processor and processor.poll() is None:
             processor.terminate()
             processor.wait(30)
+        drop_online_store(settings, args.online_store, name)
         cleanup(settings, pg, definition, name, root)
 
 
