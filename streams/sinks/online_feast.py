@@ -19,6 +19,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 
+from featurectl.errors import FencedError
 from onlinestore.keys import fast_entity_key
 from streams.ordering import check_not_rewound, epoch_us
 from streams.sinks.base import DELETE, OnlineSink, SinkRow
@@ -26,6 +27,21 @@ from streams.store import RegistryViews
 
 logger = logging.getLogger(__name__)
 Version = tuple[int, int]
+FENCED_FIX = (
+    "none if it happens after a rebalance; if it repeats, two consumer groups (different "
+    "FEATURECTL_PROCESSOR_GROUP) are writing one online store: run one group per store"
+)
+
+
+def fenced(lost: list[str]) -> FencedError:
+    """The refusal of a whole flush whose partitions (``lost``, described) were claimed since its read."""
+    return FencedError(
+        f"partitions were claimed by another processor since this one read its batch: {'; '.join(lost)}. "
+        "Nothing of the batch was written or committed; the partitions' owner re-reads it",
+        FENCED_FIX,
+    )
+
+
 NONE: Version = (-1, -1)
 
 

@@ -37,14 +37,14 @@ from feast.type_map import feast_value_type_to_python_type
 from psycopg import sql
 
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
-from featurectl.errors import ConfigError, FencedError, TransientError
+from featurectl.errors import ConfigError, TransientError
 from onlinestore.pg_store import TYPE as PG_STORE_TYPE
 from onlinestore.pg_tables import BARRIERS, FENCES, MODELS, TEXTS, VERSIONS, ensure_tables
 from onlinestore.values import value_bytes
 from onlinestore.vectors import StoredVector
 from streams.ordering import epoch_us
 from streams.sinks.base import DELETE, Partition, SinkRow
-from streams.sinks.online_feast import FeastLayoutSink, Version
+from streams.sinks.online_feast import FeastLayoutSink, Version, fenced
 
 logger = logging.getLogger(__name__)
 
@@ -138,12 +138,7 @@ class PostgresOnlineSink(FeastLayoutSink):
             if epoch > self._held.get((topic, partition), epoch)
         ]
         if lost:
-            raise FencedError(
-                f"partitions were claimed by another processor since this one read its batch: {'; '.join(lost)}. "
-                "Nothing of the batch was written or committed; the partitions' owner re-reads it",
-                "none if it happens after a rebalance; if it repeats, two consumer groups (different "
-                "FEATURECTL_PROCESSOR_GROUP) are writing one online store: run one group per store",
-            )
+            raise fenced(lost)
 
     # --- the write ------------------------------------------------------------------------------
     def flush(self) -> list[SinkRow]:

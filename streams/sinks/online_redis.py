@@ -41,7 +41,7 @@ from onlinestore.vectors import StoredVector
 from streams.ordering import epoch_us
 from streams.sinks.base import DELETE, Partition, SinkRow
 from streams.sinks.online import REDIS_TYPE, VECTOR_STORES
-from streams.sinks.online_feast import FeastLayoutSink, Version
+from streams.sinks.online_feast import FENCED_FIX, FeastLayoutSink, Version
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +175,7 @@ class RedisOnlineSink(FeastLayoutSink):
             f"partitions were claimed by another processor since this one read its batch: {topic}[{partition}] "
             f"(epoch {int(epoch)} > ours {self._held.get((topic, int(partition)))}, {owner}). Entities "
             "written before the claim stay (this copy still owned them); the partitions' owner re-reads the batch",
-            "none if it happens after a rebalance; if it repeats, two consumer groups (different "
-            "FEATURECTL_PROCESSOR_GROUP) are writing one online store: run one group per store",
+            FENCED_FIX,
         )
 
     def _check_fences(self) -> None:

@@ -29,7 +29,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type
 
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
-from featurectl.errors import ConfigError, FencedError, TransientError
+from featurectl.errors import ConfigError, TransientError
 from onlinestore.feast_store import TYPE as VECTOR_STORE_TYPE
 from onlinestore.sqlite import BARRIERS, FENCES, VERSIONS, connect, ensure_versions_table
 from onlinestore.values import value_bytes
@@ -43,7 +43,7 @@ from onlinestore.vectors import (
 )
 from streams.ordering import epoch_us
 from streams.sinks.base import DELETE, Partition, SinkRow
-from streams.sinks.online_feast import FeastLayoutSink
+from streams.sinks.online_feast import FeastLayoutSink, fenced
 
 logger = logging.getLogger(__name__)
 
@@ -119,12 +119,7 @@ class SqliteOnlineSink(FeastLayoutSink):
             if epoch > self._held.get((topic, partition), epoch)
         ]
         if lost:
-            raise FencedError(
-                f"partitions were claimed by another processor since this one read its batch: {'; '.join(lost)}. "
-                "Nothing of the batch was written or committed; the partitions' owner re-reads it",
-                "none if it happens after a rebalance; if it repeats, two consumer groups (different "
-                "FEATURECTL_PROCESSOR_GROUP) are writing one online store: run one group per store",
-            )
+            raise fenced(lost)
 
     def flush(self) -> list[SinkRow]:
         self.superseded = []
