@@ -51,6 +51,13 @@ def setup(
     return settings, pg, definition
 
 
+def use_parquet_history(repo: Path) -> None:
+    """Declare every view's history a Parquet directory instead of a Delta table (the old layout)."""
+    for module in repo.glob("*.py"):
+        lines = module.read_text().splitlines()
+        module.write_text("\n".join(line for line in lines if "DeltaFormat()" not in line) + "\n")
+
+
 def cleanup(settings: Settings, pg: Postgres, definition: ConnectorDefinition, name: str, root: Path) -> None:
     """Connector, slot, publication, table and the repo copy: everything ``setup`` made."""
     try:

@@ -6,7 +6,12 @@ written a second time (re-delivered batches). Then Feast's ``get_historical_feat
 ``--labels`` label rows, timed; then ``jobs.compact.compact``, timed; then the same join again. The
 two training sets must be equal (duplicates carry the same values). No stack needed.
 
-    .venv/bin/python -m bench.pit_bench --history 1000000 --labels 100000
+``--format delta`` (the default, as feature_repo/ declares) writes the history as Delta commits of
+``--batch`` rows and joins through the project's DuckDB offline store; ``--format parquet --store dask``
+is the anchor: Parquet files in a directory joined by Feast's own file (dask) store.
+
+    .venv/bin/python -m bench.pit_bench --history 10000000 --labels 100000 --batch 10000
+    .venv/bin/python -m bench.pit_bench --format parquet --store dask --history 1000000 --labels 100000
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
+from bench.common import use_parquet_history
 from featurectl.settings import PROJECT_ROOT
 from jobs.compact import compact
+from offlinestore.duckdb_store import TYPE as DUCKDB_STORE
 from streams.sinks.offline_parquet import ParquetOfflineSink
 from streams.store import feast_apply
 
@@ -35,21 +42,27 @@ def history(store: FeatureStore, rows: int, entities: int, batch: int, dup: floa
     """Write the synthetic history; returns the number of files."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+    from deltalake import write_deltalake
 
+    from jobs.history import is_delta
+    from streams.sinks.offline_delta import PARTITION, with_partition
     from streams.sinks.offline_parquet import history_schema
 
     view = store.get_feature_view("customer_profile")
     directory = ParquetOfflineSink(store).directory(view)
     directory.mkdir(parents=True, exist_ok=True)
+    delta = is_delta(view)
     schema = history_schema(view)
     rng = np.random.default_rng(seed)
     ids = rng.integers(1, entities + 1, rows)
-    seconds = np.sort(rng.integers(0, 90 * 86400, rows))  # 90 days of changes, in stream order
+    # 90 days of changes, in stream order, at microsecond resolution like commit times: two changes of
+    # one entity at the same instant are one transaction's, which compaction rightly reduces to one.
+    micros = np.sort(rng.integers(0, 90 * 86400 * 10**6, rows))
     files = 0
     for start in range(0, rows, batch):
         sl = slice(start, min(start + batch, rows))
         n = sl.stop - sl.start
-        when = [T0 + timedelta(seconds=int(s)) for s in seconds[sl]]
+        when = [T0 + timedelta(microseconds=int(s)) for s in micros[sl]]
         table = pa.table(
             {
                 "customer_id": ids[sl],
@@ -67,11 +80,17 @@ def history(store: FeatureStore, rows: int, entities: int, batch: int, dup: floa
                 "cdc_embedding_model": [None] * n,
             }
         ).cast(schema)
-        pq.write_table(table, directory / f"part-{files:06d}.parquet")
-        files += 1
-        if rng.random() < dup:  # the batch re-delivered and written again
-            pq.write_table(table, directory / f"part-{files:06d}-again.parquet")
+        copies = 2 if rng.random() < dup else 1  # the batch re-delivered and written again
+        for copy in range(copies):
+            if delta:
+                write_deltalake(
+                    str(directory), with_partition(table), mode="append", partition_by=[PARTITION]
+                )
+            else:
+                pq.write_table(table, directory / f"part-{files:06d}-{copy}.parquet")
             files += 1
+        if start // batch % 100 == 0:
+            print(f"  history: {sl.stop:,} of {rows:,} rows", file=sys.stderr, flush=True)
     return files
 
 
@@ -94,6 +113,10 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000, help="rows per history file (a micro-batch)")
     parser.add_argument("--dup", type=float, default=0.05, help="share of batches written twice")
+    parser.add_argument("--format", choices=["delta", "parquet"], default="delta", help="history layout")
+    parser.add_argument(
+        "--store", choices=["duckdb", "dask"], default="duckdb", help="Feast offline store doing the join"
+    )
     parser.add_argument(
         "--skip-before",
         action="store_true",
@@ -105,7 +128,13 @@ def main() -> None:
         shutil.copytree(
             PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("data")
         )
-        feast_apply(root / "feature_repo")
+        repo = root / "feature_repo"
+        if args.format == "parquet":
+            use_parquet_history(repo)
+        if args.store == "dask":
+            yaml = repo / "feature_store.yaml"
+            yaml.write_text(yaml.read_text().replace(DUCKDB_STORE, "file"))
+        feast_apply(repo)
         store = FeatureStore(repo_path=str(root / "feature_repo"))
         files = history(store, args.history, args.entities, args.batch, args.dup)
         rng = np.random.default_rng(11)
@@ -130,8 +159,8 @@ def main() -> None:
         same = before is None or before.equals(after)
         print(f"command: {' '.join([Path(sys.executable).name, '-m', 'bench.pit_bench', *sys.argv[1:]])}")
         print(
-            f"history: {report.rows_before:,} rows in {files:,} files ({report.duplicates:,} duplicates); "
-            f"labels: {args.labels:,}"
+            f"history ({args.format}, joined by {args.store}): {report.rows_before:,} rows in {files:,} "
+            f"files/commits ({report.duplicates:,} duplicates); labels: {args.labels:,}"
         )
         print(f"point-in-time join before compaction: {'skipped' if before is None else f'{before_s:.1f} s'}")
         print(f"compaction: {compact_s:.1f} s -> {report.files_after} file(s), {report.rows_after:,} rows")

@@ -32,7 +32,7 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cleanup, handled, setup, wait_processed
+from bench.common import cleanup, handled, setup, use_parquet_history, wait_processed
 from connectors.deploy import deploy
 from onlinestore.sqlite import connect
 from streams.processor import Processor, ProcessorConfig
@@ -162,6 +162,12 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=20000, help="customers changed per throughput round")
     ap.add_argument("--rate", type=int, default=200, help="changes per second in the freshness run")
     ap.add_argument("--seconds", type=int, default=30, help="length of the freshness run")
+    ap.add_argument(
+        "--offline-format",
+        choices=["delta", "parquet"],
+        default="delta",
+        help="history layout: Delta tables (feature_repo's) or Parquet directories (the old one)",
+    )
     args = ap.parse_args()
     # SIGTERM (a job runner stopping us) must still run the cleanup below: connector, slot, table.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -171,6 +177,8 @@ def main() -> None:
     settings, pg, definition = setup(
         root, name, "customers", "customers.py", '"cdc.table": "public.customers"'
     )
+    if args.offline_format == "parquet":
+        use_parquet_history(settings.feature_repo)
     app = pg.app_conninfo()
     try:
         deploy(settings, definition)
@@ -259,7 +267,7 @@ def main() -> None:
         print("\n== stream processor benchmark ==")
         print(
             f"command: .venv/bin/python bench/processor_bench.py --rows {args.rows} --rate {args.rate} "
-            f"--seconds {args.seconds}"
+            f"--seconds {args.seconds} --offline-format {args.offline_format}"
         )
         print(
             f"catch-up from Kafka: {existing} rows in {catch_up:.1f}s after the first = {catchup_rate:,.0f} "

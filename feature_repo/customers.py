@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from entities import customer
 from feast import FeatureView, Field, FileSource, PushSource
+from feast.data_format import DeltaFormat
 from feast.types import Float64, Int64, String, UnixTimestamp
 
 # History of every customer change, appended by the stream processor as Parquet files.
@@ -12,6 +13,7 @@ customer_profile_history = FileSource(
     path="data/offline/customer_profile",
     timestamp_field="event_timestamp",
     created_timestamp_column="ingested_at",
+    file_format=DeltaFormat(),  # a Delta table: atomic appends from many processors (README "Offline store")
 )
 
 # Push source over that history: the processor is the pusher, writing both stores itself.

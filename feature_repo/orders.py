@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from entities import order
 from feast import FeatureView, Field, FileSource, PushSource
+from feast.data_format import DeltaFormat
 from feast.types import Float64, Int64, String, UnixTimestamp
 
 # History of every order change, appended by the stream processor.
@@ -12,6 +13,7 @@ order_status_history = FileSource(
     path="data/offline/order_status",
     timestamp_field="event_timestamp",
     created_timestamp_column="ingested_at",
+    file_format=DeltaFormat(),  # a Delta table: atomic appends from many processors (README "Offline store")
 )
 
 # Push source over that history.

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from entities import product
 from feast import FeatureView, Field, FileSource, PushSource
+from feast.data_format import DeltaFormat
 from feast.types import Array, Bool, Float32, Float64, Int64, String
 
 # History of every product change, appended by the stream processor.
@@ -12,6 +13,7 @@ product_details_history = FileSource(
     path="data/offline/product_details",
     timestamp_field="event_timestamp",
     created_timestamp_column="ingested_at",
+    file_format=DeltaFormat(),  # a Delta table: atomic appends from many processors (README "Offline store")
 )
 
 # Push source over that history.
@@ -42,6 +44,7 @@ product_documents_history = FileSource(
     path="data/offline/product_documents",
     timestamp_field="event_timestamp",
     created_timestamp_column="ingested_at",
+    file_format=DeltaFormat(),  # a Delta table: atomic appends from many processors (README "Offline store")
 )
 
 # Push source over that history.

@@ -517,17 +517,23 @@ def materialize_cmd(
 @cli.command("compact")
 @click.argument("views", nargs=-1)
 @click.option(
-    "--rows-per-file", default=2_000_000, show_default=True, help="Largest compacted file, in rows."
+    "--rows-per-file",
+    default=2_000_000,
+    show_default=True,
+    help="Largest compacted file, in rows (Parquet-directory histories; a Delta history's files are ~256 MB).",
 )
 @SCHEDULE
 @click.pass_context
 def compact_cmd(ctx: click.Context, views: tuple[str, ...], rows_per_file: int, schedule: str | None) -> None:
     """Rewrite the offline history of VIEWS (default: all) into few sorted files, duplicates removed.
 
-    Safe while the processor runs (files landing meanwhile are kept for the next run). Waits for
-    nothing: if a materialize or a backfill of a view is running, it stops and says so.
+    A Delta history is rewritten one day (event_date partition) at a time, only the days with more files
+    than they need, then vacuumed. Safe while the processor runs (files landing meanwhile are kept for
+    the next run). Waits for nothing: if a materialize or a backfill of a view is running, it stops and
+    says so.
     """
     from jobs.compact import compact
+    from jobs.history import is_delta
     from jobs.lock import job_lock
     from streams.store import open_store
 
@@ -540,8 +546,14 @@ def compact_cmd(ctx: click.Context, views: tuple[str, ...], rows_per_file: int, 
             # Our own readers of the history must not have its files moved under them.
             with job_lock(locks, "materialize"), job_lock(locks, f"backfill-{view.name}"):
                 report = compact(store, view, rows_per_file)
+            days = (
+                f"{report.days} day(s) rewritten, {report.days_deferred} left for the next run "
+                f"(still receiving rows), {report.vacuumed} replaced file(s) vacuumed; "
+                if is_delta(view)
+                else ""
+            )
             click.echo(
-                f"compact {view.name}: {report.files_before} files -> {report.files_after}, "
+                f"compact {view.name}: {days}{report.files_before} files -> {report.files_after}, "
                 f"{report.rows_before} rows -> {report.rows_after} "
                 f"({report.duplicates} duplicates, {report.superseded} superseded within a transaction)"
             )

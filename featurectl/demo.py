@@ -12,9 +12,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import pyarrow.compute as pc
 
 from connectors.definition import load_definition
 from connectors.deploy import deploy
@@ -200,6 +203,46 @@ def similar(store: Any, product_ids: list[int], processor: Any) -> None:
         )
 
 
+def training_set(store: Any, customer_id: int) -> None:
+    """Point-in-time join for labels at the customer's change times (and one before), from its history."""
+    import pandas as pd
+
+    from jobs.history import History
+
+    history = History(store, store.get_feature_view("customer_profile"))
+
+    def changes() -> list[Any]:
+        rows = history.dataset().to_table(filter=pc.field("customer_id") == customer_id).to_pylist()
+        return sorted(r["event_timestamp"] for r in rows)
+
+    deadline = time.monotonic() + 60
+    while len(times := changes()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the history commit lands with the batch that updated the online store
+    labels = pd.DataFrame(
+        {
+            "customer_id": [customer_id] * (len(times) + 1),
+            "event_timestamp": [times[0] - timedelta(seconds=1), *times],
+        }
+    )
+    df = store.get_historical_features(
+        entity_df=labels, features=["customer_profile:segment", "customer_profile:credit_limit"]
+    ).to_df()
+    print(
+        f"\ntraining set via FeatureStore.get_historical_features (point in time; Delta history "
+        f"{history.path.relative_to(Path(str(store.repo_path)))}, joined by DuckDB):"
+    )
+    for when, label in zip(
+        ["before the insert", "at the insert's commit", "at the update's commit"],
+        df.sort_values("event_timestamp").itertuples(),
+        strict=False,
+    ):
+        segment = None if pd.isna(label.segment) else label.segment
+        limit = None if pd.isna(label.credit_limit) else label.credit_limit
+        print(
+            f"  customer {customer_id} {when} ({label.event_timestamp:%H:%M:%S.%f}): segment={segment} credit_limit={limit}"
+        )
+
+
 def main(settings: Settings) -> None:
     from embeddings.backfill import pending_views, reembed
     from streams.processor import Processor, ProcessorConfig
@@ -284,6 +327,7 @@ def main(settings: Settings) -> None:
         ).to_dict()
         print(f"  order {ids['order']} (deleted in Postgres): status={order['status'][0]}")
 
+        training_set(store, ids["customer"])
         over_http(settings, ids["customer"], ids["product"])
         similar(store, [ids["product"], ids["product_2"], ids["product_3"]], processor)
 

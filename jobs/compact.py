@@ -23,6 +23,15 @@ included, so a moved file must lose that suffix; the directory is emptied by a l
 must retry; our own readers (materialize, backfill) are locked out for the move by the CLI. A run killed at any point leaves a directory whose
 readable files hold every change at least once; the next run finishes the job. One run per view at a
 time (jobs/lock.py, taken by the CLI).
+
+A Delta history (jobs/history.py) is compacted one ``event_date`` partition (UTC day of event time) at a
+time, and only the days held in more files than their bytes need (``target_bytes`` per file): the cost of a run follows what
+landed since the last one, not the size of the history. A day's rows, from the files of the snapshot
+read, are deduplicated as above and written back sorted by entity and time in one commit that replaces
+exactly that day's files (an overwrite with a partition predicate): readers see the day before or after,
+never half. A processor appending rows of the same day meanwhile makes the commit fail (Delta's conflict
+check; appends to other days do not): the day is retried, and left for the next run if it keeps losing.
+Then files no longer in the table for ``keep_s`` are vacuumed, and the log is checkpointed.
 """
 
 from __future__ import annotations
@@ -35,13 +44,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 
-from jobs.history import first_of_groups, history_files
+from featurectl.errors import ConfigError
+from jobs.history import History, first_of_groups, history_files, is_delta
+from streams.sinks.offline_delta import PARTITION, with_partition
 from streams.sinks.offline_parquet import ParquetOfflineSink, history_schema
 
 logger = logging.getLogger(__name__)
@@ -60,12 +72,17 @@ class CompactReport:
     rows_after: int = 0
     duplicates: int = 0  # one change written more than once
     superseded: int = 0  # earlier changes of a transaction (same entity, same event time)
+    days: int = 0  # Delta: days of event time rewritten
+    days_deferred: int = 0  # Delta: days left for the next run (a writer kept appending to them)
+    vacuumed: int = 0  # Delta: files removed from disk
 
 
 def compact(
     store: FeatureStore, view: FeatureView, rows_per_file: int = 2_000_000, keep_s: float = KEEP_S
 ) -> CompactReport:
-    """Compact ``view``'s history directory; see the module docstring."""
+    """Compact ``view``'s history; see the module docstring."""
+    if is_delta(view):
+        return compact_delta(store, view, keep_s=keep_s)
     report = CompactReport(view.name)
     directory = ParquetOfflineSink(store).directory(view)
     _empty_trash(directory / TRASH, keep_s)
@@ -139,3 +156,98 @@ def _empty_trash(trash: Path, keep_s: float) -> None:
     for run in trash.iterdir():
         if time.time() - run.stat().st_mtime > keep_s:
             shutil.rmtree(run, ignore_errors=True)
+
+
+DAY_ATTEMPTS = 3
+TARGET_BYTES = 256 * 1024 * 1024
+
+
+def compact_delta(
+    store: FeatureStore, view: FeatureView, target_bytes: int = TARGET_BYTES, keep_s: float = KEEP_S
+) -> CompactReport:
+    """Compact a Delta history day by day, then vacuum; see the module docstring."""
+    from deltalake import DeltaTable, WriterProperties, write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    report = CompactReport(view.name)
+    history = History(store, view)
+    if not history.exists():
+        return report
+    table = DeltaTable(str(history.path))
+    if PARTITION not in table.metadata().partition_columns:
+        raise ConfigError(
+            f"history table {history.path} is not partitioned by {PARTITION}, so it cannot be compacted by day",
+            "let featurectl create the table (feast-apply or the processor's first write) and backfill it",
+        )
+    report.files_before = len(table.file_uris())
+    keys = [c.name for c in view.entity_columns]
+    for day in _crowded_days(table, target_bytes):
+        for attempt in range(1, DAY_ATTEMPTS + 1):
+            table.update_incremental()
+            files = table.file_uris(file_pruning_predicate=[(PARTITION, "=", day)])
+            rows = ds.dataset(files, format="parquet", schema=history.schema).to_table()
+            day_report = CompactReport(view.name)
+            deduped = _dedup(rows, keys, day_report)
+            deduped = with_partition(deduped.sort_by([(k, "ascending") for k in [*keys, "event_timestamp"]]))
+            try:
+                write_deltalake(
+                    table,
+                    deduped,
+                    mode="overwrite",
+                    partition_by=[PARTITION],
+                    predicate=f"{PARTITION} = '{day}'",  # this day's files only; the others stay
+                    schema_mode="merge",
+                    target_file_size=target_bytes,
+                    writer_properties=WriterProperties(max_row_group_size=ROW_GROUP, compression="ZSTD"),
+                )
+            except CommitFailedError as exc:
+                logger.info("%s %s: a writer appended to this day meanwhile (%s)", view.name, day, exc)
+                if attempt == DAY_ATTEMPTS:
+                    report.days_deferred += 1
+                    logger.warning("%s %s: still receiving rows; left for the next run", view.name, day)
+                continue
+            report.days += 1
+            report.rows_before += rows.num_rows
+            report.rows_after += deduped.num_rows
+            report.duplicates += day_report.duplicates
+            report.superseded += day_report.superseded
+            break
+    table.update_incremental()
+    # Unreferenced files older than keep_s: a reader that loaded the table before them has finished.
+    report.vacuumed = len(
+        table.vacuum(retention_hours=int(keep_s // 3600), dry_run=False, enforce_retention_duration=False)
+    )
+    table.create_checkpoint()
+    table.cleanup_metadata()
+    report.files_after = len(table.file_uris())
+    logger.info(
+        "compacted %s: %d days rewritten (%d left for later), %d files -> %d, %d rows -> %d "
+        "(%d duplicates, %d superseded in a transaction), %d unreferenced files vacuumed",
+        view.name,
+        report.days,
+        report.days_deferred,
+        report.files_before,
+        report.files_after,
+        report.rows_before,
+        report.rows_after,
+        report.duplicates,
+        report.superseded,
+        report.vacuumed,
+    )
+    return report
+
+
+def _crowded_days(table: Any, target_bytes: int) -> list[str]:
+    """Days (``event_date`` partitions) held in more files than their bytes need."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    files: dict[str, int] = {}
+    size: dict[str, int] = {}
+    for day, n in zip(
+        actions.column(f"partition.{PARTITION}").to_pylist(),
+        actions.column("size_bytes").to_pylist(),
+        strict=True,
+    ):
+        key = str(day)
+        files[key] = files.get(key, 0) + 1
+        size[key] = size.get(key, 0) + int(n)
+    return sorted(d for d, n in files.items() if n > max(1, -(-size[d] // target_bytes)))

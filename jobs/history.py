@@ -1,4 +1,12 @@
-"""Reading a view's history directory: which files readers see, and picking rows per group in Arrow."""
+"""Reading a view's history: where it lives, which files readers see, picking rows per group in Arrow.
+
+A view's history is either a directory of Parquet files (``FileSource`` with the default format: every
+``*.parquet`` not starting with ``.`` or ``_`` is live) or a Delta table (``file_format=DeltaFormat()``:
+the live files are the ones the table's log lists at its latest version, whatever else the directory
+holds). ``History`` hides the difference from the jobs: both give the live file paths and a
+``pyarrow.dataset`` over them read with the view's history schema, so files written before a column
+existed read it as nulls.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +14,72 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from feast import FeatureStore, FeatureView, FileSource
+from feast.data_format import DeltaFormat
+
+from featurectl.errors import ConfigError
 
 
 def history_files(directory: Path) -> list[str]:
-    """Names of the history files in ``directory`` (what readers see: no dot- or underscore-prefixed ones)."""
+    """Names of the history files in a Parquet history directory (no dot- or underscore-prefixed ones)."""
     return [p.name for p in directory.glob("*.parquet") if not p.name.startswith((".", "_"))]
+
+
+def history_path(store: FeatureStore, view: FeatureView) -> Path:
+    """Where ``view``'s history lives: its FileSource path, relative to the feature repository."""
+    source = view.batch_source
+    if not isinstance(source, FileSource):
+        raise ConfigError(
+            f"feature view {view.name}: batch source {type(source).__name__} is not a FileSource",
+            "point the view's push source at a FileSource (see feature_repo/)",
+        )
+    path = Path(source.path)
+    return path if path.is_absolute() else Path(store.config.repo_path or ".") / path
+
+
+def is_delta(view: FeatureView) -> bool:
+    """Whether ``view``'s history is a Delta table (its FileSource says ``file_format=DeltaFormat()``)."""
+    return isinstance(getattr(view.batch_source, "file_format", None), DeltaFormat)
+
+
+class History:
+    """One view's history, read as its live Parquet files (see the module docstring)."""
+
+    def __init__(self, store: FeatureStore, view: FeatureView) -> None:
+        from streams.sinks.offline_parquet import history_schema
+
+        self.view = view
+        self.path = history_path(store, view)
+        self.delta = is_delta(view)
+        self.schema = history_schema(view)
+
+    def exists(self) -> bool:
+        if self.delta:
+            return (self.path / "_delta_log").is_dir()
+        return self.path.is_dir()
+
+    def files(self) -> list[str]:
+        """Absolute paths of the live files, sorted (empty when nothing was written yet)."""
+        if not self.exists():
+            if self.delta and self.path.is_dir() and any(self.path.glob("*.parquet")):
+                raise ConfigError(
+                    f"{self.path} holds Parquet files but no Delta log, and view {self.view.name} "
+                    "declares a Delta history",
+                    "convert it once with deltalake.convert_to_deltalake(path), or remove file_format="
+                    "DeltaFormat() from the view's FileSource",
+                )
+            return []
+        if self.delta:
+            from deltalake import DeltaTable
+
+            return sorted(DeltaTable(str(self.path)).file_uris())
+        return sorted(str(self.path / name) for name in history_files(self.path))
+
+    def dataset(self, files: list[str] | None = None) -> ds.Dataset:
+        """The history (or only ``files`` of it) as one dataset with the view's history schema."""
+        paths = self.files() if files is None else files
+        return ds.dataset(paths, format="parquet", schema=self.schema)
 
 
 def first_of_groups(table: pa.Table, by: list[str], last: bool = False) -> pa.Table:

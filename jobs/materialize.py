@@ -7,7 +7,7 @@ row is a delete is deleted. Feast's own ``materialize`` is not used: it would wr
 row of nulls, ignore versions, and put vectors where the vector index does not see them.
 
 ``incremental`` reads only the history files the last run did not read. Its watermark is the set of
-file names read (kept per view in ``<data_dir>/jobs/``), not a time: history files are immutable once
+file paths read (for a Delta history, the files its log lists) (kept per view in ``<data_dir>/jobs/``), not a time: history files are immutable once
 renamed into place, but a file can land after another stamped later (a slow flush, a second writer), and
 a time watermark would skip it for good. Names no longer present (compacted away) are dropped from the
 set, so it stays as small as the directory. Vectors recorded under another model than the one declared now are not
@@ -24,14 +24,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 from feast import FeatureStore, FeatureView
 from tqdm import tqdm
 
 from embeddings.spec import spec_for
-from jobs.history import first_of_groups, history_files
+from jobs.history import History, first_of_groups
 from streams.sinks.base import DELETE, UPSERT, SinkRow
-from streams.sinks.offline_parquet import ParquetOfflineSink, history_schema
 from streams.sinks.online import open_online_sink
 
 logger = logging.getLogger(__name__)
@@ -53,25 +51,22 @@ class Materializer:
         self.store = store
         self.jobs_dir = jobs_dir
         self.chunk = chunk
-        self.offline = ParquetOfflineSink(store)
 
     def _state(self, view: str) -> Path:
         return self.jobs_dir / f"materialize-{view}.json"
 
     def run(self, view: FeatureView, incremental: bool = False) -> MaterializeReport:
         report = MaterializeReport(view.name)
-        directory = self.offline.directory(view)
-        if not directory.exists():
+        history = History(self.store, view)
+        present = [Path(f).name for f in history.files()]
+        if not present:
             return report
-        present = sorted(history_files(directory))
         state = self._state(view.name)
         done = (
             set(json.loads(state.read_text()).get("files", [])) if incremental and state.exists() else set()
         )
         files = [name for name in present if name not in done]
-        dataset = ds.dataset(
-            [str(directory / name) for name in files], format="parquet", schema=history_schema(view)
-        )
+        dataset = history.dataset([str(history.path / name) for name in files])
         keys = [c.name for c in view.entity_columns]
         # Columnar: sort by entity then change order, keep each entity's last row. Only those become
         # Python objects, so the cost is one sort of the history, not a dict operation per history row.
@@ -103,7 +98,7 @@ class Materializer:
                     record["event_timestamp"],
                     record["cdc_version"] or 0,
                     record["cdc_op"] or "m",
-                    f"materialize {directory.name}",
+                    f"materialize {history.path.name}",
                     spec.fingerprint if spec else None,
                     record["cdc_version_minor"] or 0,
                 )

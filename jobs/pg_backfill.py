@@ -49,6 +49,7 @@ from sqlalchemy.dialects import postgresql
 from tqdm import tqdm
 
 from featurectl.errors import ConfigError
+from jobs.history import History
 from streams.dlq import DeadLetter, DeadLetterSink
 from streams.embed import EmbeddingStep
 from streams.routes import Route, route_for
@@ -355,12 +356,12 @@ class PostgresBackfill:
 
     def _latest(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
         """Latest history state per key among ``rows``' keys (None if the latest is a delete)."""
-        directory = self.offline.directory(self.view)
-        if not rows or not directory.exists() or not any(directory.glob("*.parquet")):
+        files = History(self.store, self.view).files()
+        if not rows or not files:
             return {}
         keys = self.route.join_keys
         features = [n for n, _ in self.route.features]
-        dataset = ds.dataset(directory, format="parquet", schema=history_schema(self.view))
+        dataset = ds.dataset(files, format="parquet", schema=history_schema(self.view))
         flt = None
         for k in keys:  # a superset filter per key column; exact matching happens below
             values = sorted({r[k] for r in rows})

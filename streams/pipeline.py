@@ -169,6 +169,7 @@ class Pipeline:
                         p.event.op,
                         p.event.where,
                         version_minor=minor,
+                        position=(p.event.topic, p.event.partition, p.event.offset),
                     )
                 )
                 sources.append(p)
@@ -229,7 +230,18 @@ class Pipeline:
     def _truncate(self, event: ChangeEvent, route: Route) -> None:
         when, (version, minor) = commit_time(event), version_of(event)
         rows = [
-            SinkRow(route.view, DELETE, keys, {}, when, version, "t", event.where, version_minor=minor)
+            SinkRow(
+                route.view,
+                DELETE,
+                keys,
+                {},
+                when,
+                version,
+                "t",
+                event.where,
+                version_minor=minor,
+                position=(event.topic, event.partition, event.offset),
+            )
             for keys in self.online.live_keys(route.view)
         ]
         logger.info(

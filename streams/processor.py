@@ -26,6 +26,7 @@ from featurectl.errors import ConfigError, FeatureCtlError, RetentionGapError, S
 from featurectl.settings import Settings
 from streams.dlq import DeadLetterSink
 from streams.fencing import Claims, owner_name
+from streams.incarnation import TopicIds
 from streams.isolate import write_isolating
 from streams.offsets import Gap, next_offsets, rewind, start_offsets, watermarks
 from streams.pipeline import BatchStats, Pipeline
@@ -66,10 +67,17 @@ class ProcessorConfig:
         )
 
 
-def build_pipeline(settings: Settings, store: FeatureStore) -> Pipeline:
+def build_pipeline(settings: Settings, store: FeatureStore, live: bool = True) -> Pipeline:
+    """The stream's pipeline. ``live=False`` (a dead-letter replay): rows carry positions already read
+    once, which the history must take again, so they are appended without once-per-position marks."""
     return Pipeline(
         online=open_online_sink(store),
-        offline=ParquetOfflineSink(store, writer_id=uuid.uuid4().hex[:8]),
+        # Live positions are written to a Delta history once, whichever processor reads them again.
+        offline=ParquetOfflineSink(
+            store,
+            writer_id=uuid.uuid4().hex[:8],
+            incarnation=TopicIds(settings.bootstrap_servers) if live else None,
+        ),
         dead_letters=DeadLetterSink(settings.bootstrap_servers, settings.dlq_topic),
         validator=BatchValidator(SuiteStore(settings.suites_dir)),
     )

@@ -140,7 +140,7 @@ def replay(settings: Settings, store: FeatureStore, group: str = REPLAY_GROUP) -
             "auto.offset.reset": "earliest",
         }
     )
-    pipeline = build_pipeline(settings, store)
+    pipeline = build_pipeline(settings, store, live=False)
     pipeline.routes = load_routes(store)
     result = ReplayResult()
     try:

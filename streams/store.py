@@ -70,6 +70,24 @@ def feast_apply(repo: Path) -> None:
             f"feast apply failed in {repo}:\n{(result.stdout + result.stderr)[-3000:]}",
             "fix the feature declarations it names",
         )
+    create_history_tables(FeatureStore(repo_path=str(repo)))
+
+
+def create_history_tables(store: FeatureStore) -> list[str]:
+    """Create the empty Delta table of each view whose history is one and does not exist yet, so a
+    point-in-time join over a view nothing was written to yet reads no rows instead of failing."""
+    from jobs.history import History
+    from streams.sinks.offline_delta import create
+
+    created = []
+    for view in store.list_feature_views():
+        history = History(store, view)
+        if history.delta and not history.exists():
+            history.files()  # refuses a Parquet directory at that path, saying how to convert it
+            create(history.path, history.schema)
+            created.append(view.name)
+            logger.info("created the history table of %s at %s", view.name, history.path)
+    return created
 
 
 class RegistryViews:

@@ -38,6 +38,9 @@ class SinkRow:
     source: str  # topic[partition] offset=N, for logs and lineage
     model: str | None = None  # fingerprint of the model that computed the row's vector features
     version_minor: int = 0  # second part: the change's position in its transaction, -1 for a snapshot read
+    # (topic, partition, offset) of the change event read from the live stream; None for rows made by a
+    # job (backfill, materialize) or a replay, which have no stream position of their own.
+    position: tuple[str, int, int] | None = None
 
     @property
     def order(self) -> tuple[int, int]:

@@ -1,12 +1,14 @@
 """The Feast offline store (file source) as a sink: each flush appends new Parquet files.
 
-One file per feature view per flush, under the directory the view's batch source points at, so
-the cost of a write does not depend on the size of the history (Feast's own push to a file
-source rewrites the whole file). Deletes are kept as history rows with null features, so a
+One file per feature view per flush, where the view's batch source points, so the cost of a write does
+not depend on the size of the history (Feast's own push to a file source rewrites the whole file). The
+FileSource's format decides the layout: a directory of Parquet files (the default), or a Delta table
+(``file_format=DeltaFormat()``: atomic commits, stream positions written once across processors, for a
+history many hosts append to: streams/sinks/offline_delta.py). Deletes are kept as history rows with null features, so a
 point-in-time query after a delete finds no value. Of one transaction's changes to an entity (same
 event time) only the last reaches the sink (the pipeline: streams/ordering.py ``last_of_each_instant``).
 
-Duplicates. A row's identity is (view, entity, source offset, version). Within one process the sink
+Duplicates (a Parquet directory; a Delta table has none from re-delivery). A row's identity is (view, entity, source offset, version). Within one process the sink
 never writes a row twice: a batch retried before its offsets were committed (a dead-letter topic or
 another sink failing after this one wrote, a poison record isolated in halves) finds its rows already
 written and adds nothing; ``committed`` forgets them once Kafka holds the offsets. A batch re-delivered
@@ -29,12 +31,14 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from feast import FeatureStore, FeatureView, FileSource
+from feast import FeatureStore, FeatureView
 from feast.types import Array, FeastType, PrimitiveFeastType
 
 from featurectl.errors import ConfigError
+from jobs.history import history_path, is_delta
 from streams.ordering import entity_ident
 from streams.sinks.base import Sink, SinkRow
+from streams.sinks.offline_delta import DeltaHistory, Incarnation
 from streams.store import RegistryViews
 
 logger = logging.getLogger(__name__)
@@ -87,10 +91,18 @@ def history_schema(view: FeatureView) -> pa.Schema:
 
 
 class ParquetOfflineSink(Sink):
-    """Appends feature history to each view's FileSource directory."""
+    """Appends feature history to each view's FileSource: a Parquet directory or a Delta table.
 
-    def __init__(self, store: FeatureStore, writer_id: str | None = None) -> None:
+    ``incarnation`` (the live processor's: topic -> Kafka topic id) turns on Delta's once-per-position
+    appends; writers that re-read old positions on purpose (replay) and jobs leave it None.
+    """
+
+    def __init__(
+        self, store: FeatureStore, writer_id: str | None = None, incarnation: Incarnation | None = None
+    ) -> None:
         self.store = store
+        self.incarnation = incarnation
+        self._delta: dict[str, DeltaHistory] = {}
         self._registry = RegistryViews(store)
         self.repo_path = Path(store.config.repo_path or ".")
         # Distinguishes files of processor instances writing the same view at the same moment.
@@ -101,14 +113,7 @@ class ParquetOfflineSink(Sink):
         self._unconfirmed: set[tuple[Any, ...]] = set()
 
     def directory(self, view: FeatureView) -> Path:
-        source = view.batch_source
-        if not isinstance(source, FileSource):
-            raise ConfigError(
-                f"feature view {view.name}: batch source {type(source).__name__} is not a FileSource",
-                "point the view's push source at a FileSource directory (see feature_repo/)",
-            )
-        path = Path(source.path)
-        return path if path.is_absolute() else self.repo_path / path
+        return history_path(self.store, view)
 
     def add(self, rows: Sequence[SinkRow]) -> None:
         for row in rows:
@@ -141,6 +146,11 @@ class ParquetOfflineSink(Sink):
                 continue
             view = self._registry.get(view_name)  # as of the last registry refresh
             table = self._table(view, rows, ingested_at)
+            if is_delta(view):
+                rows = self._append_delta(view, rows, table)
+                self._unconfirmed.update(_identity(r) for r in rows)
+                written.extend(rows)
+                continue
             directory = self.directory(view)
             directory.mkdir(parents=True, exist_ok=True)
             self._seq += 1
@@ -154,6 +164,20 @@ class ParquetOfflineSink(Sink):
             written.extend(rows)
         self._pending.clear()
         return written
+
+    def _append_delta(self, view: FeatureView, rows: list[SinkRow], table: pa.Table) -> list[SinkRow]:
+        history = self._delta.get(view.name)
+        path = self.directory(view)
+        if history is None or history.path != path:
+            history = self._delta[view.name] = DeltaHistory(path, history_schema(view))
+        kept = history.append(table, [r.position for r in rows], self.incarnation)
+        if not all(kept):
+            logger.info(
+                "%s: %d row(s) of a re-delivered batch already in the history table; not written again",
+                view.name,
+                kept.count(False),
+            )
+        return [r for r, k in zip(rows, kept, strict=True) if k]
 
     def _table(self, view: FeatureView, rows: list[SinkRow], ingested_at: datetime) -> pa.Table:
         columns: dict[str, Any] = {c.name: [r.keys.get(c.name) for r in rows] for c in view.entity_columns}

@@ -105,6 +105,12 @@ def history_rows(platform_repo: Path, view: str, columns: list[str] | None = Non
     (A directory holding only a file being written, a dot-file readers skip, has no schema to select from.)
     """
     path = platform_repo / "data" / "offline" / view
-    if not path.is_dir() or not [p for p in path.glob("*.parquet") if not p.name.startswith((".", "_"))]:
+    if (path / "_delta_log").is_dir():  # a Delta table: its live files are the ones its log lists
+        from deltalake import DeltaTable
+
+        files = DeltaTable(str(path)).file_uris()
+    else:
+        files = [str(p) for p in path.glob("*.parquet") if not p.name.startswith((".", "_"))]
+    if not files:
         return []
-    return ds.dataset(str(path), format="parquet").to_table(columns=columns).to_pylist()  # type: ignore[no-any-return]
+    return ds.dataset(files, format="parquet").to_table(columns=columns).to_pylist()  # type: ignore[no-any-return]

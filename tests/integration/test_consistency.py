@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import psycopg
-import pyarrow.dataset as ds
 import pytest
 from psycopg import sql
 
@@ -77,10 +76,7 @@ def made(stack: StackHandle) -> Iterator[list[tuple[str, int]]]:
 
 
 def history(platform: Platform, view: str, product_id: int) -> list[dict[str, Any]]:
-    path = platform.repo / "data" / "offline" / view
-    if not path.exists():
-        return []
-    rows = ds.dataset(str(path), format="parquet").to_table().to_pylist()
+    rows = history_rows(platform.repo, view)
     return sorted((r for r in rows if r["product_id"] == product_id), key=lambda r: r["event_timestamp"])
 
 
@@ -760,11 +756,9 @@ def test_backfill_writes_the_same_history_rows_as_the_stream_for_every_type(
 
 
 def every_history(plat: Platform) -> dict[str, dict[int, dict[str, Any]]]:
-    path = plat.repo / "data" / "offline" / "every_features"
     out: dict[str, dict[int, dict[str, Any]]] = {"r": {}, "b": {}}
-    if path.exists():
-        for row in ds.dataset(str(path), format="parquet").to_table().to_pylist():
-            out.setdefault(row["cdc_op"], {})[row["every_id"]] = row
+    for row in history_rows(plat.repo, "every_features"):
+        out.setdefault(row["cdc_op"], {})[row["every_id"]] = row
     return out
 
 

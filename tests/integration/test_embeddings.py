@@ -13,14 +13,13 @@ from typing import Any
 
 import numpy as np
 import psycopg
-import pyarrow.dataset as ds
 import pytest
 
 from embeddings.models import load_embedder, resolve_model_dir
 from embeddings.search import search
 from embeddings.spec import spec_for
 from tests.integration.conftest import ONLINE_STORES, StackHandle
-from tests.integration.helpers import cli, wait_until
+from tests.integration.helpers import cli, history_rows, wait_until
 from tests.integration.platform import Platform
 
 VIEW = "product_documents"
@@ -115,7 +114,7 @@ def test_an_update_of_a_non_text_column_keeps_the_vector_without_calling_the_mod
     assert embedded_lines(platform) == calls  # and no model call for that batch
 
     # The offline history has both versions of the row, each with its vector and the model that made it.
-    history = ds.dataset(platform.repo / "data" / "offline" / VIEW).to_table().to_pylist()
+    history = history_rows(platform.repo, VIEW)
     mine = sorted((r for r in history if r["product_id"] == pid), key=lambda r: r["cdc_version"])
     assert [r["price"] for r in mine] == [10.0, 12.5]
     assert all(np.allclose(r["embedding"], first) for r in mine)

@@ -13,12 +13,11 @@ from collections import Counter
 from typing import Any
 
 import psycopg
-import pyarrow.dataset as ds
 from psycopg import sql
 
 from featurectl.settings import PROJECT_ROOT
 from tests.integration.conftest import StackHandle
-from tests.integration.helpers import cli, read_until, unique, wait_until
+from tests.integration.helpers import cli, history_rows, read_until, unique, wait_until
 from tests.integration.platform import Platform
 from tests.integration.test_processor import insert_customer
 
@@ -57,10 +56,7 @@ def table_state(stack: StackHandle, name: str) -> dict[int, tuple[Any, ...]]:
 
 
 def history(platform: Platform) -> list[dict[str, Any]]:
-    directory = platform.repo / "data" / "offline" / "customer_profile"
-    if not directory.exists():
-        return []
-    return ds.dataset(directory, format="parquet").to_table().to_pylist()  # type: ignore[no-any-return]
+    return history_rows(platform.repo, "customer_profile")
 
 
 def offline_state(platform: Platform) -> dict[int, tuple[Any, ...]]:

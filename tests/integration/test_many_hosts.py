@@ -120,13 +120,17 @@ def test_three_processors_on_separate_hosts_with_a_kill_9_lose_nothing_and_write
     assert "claimed" in logs["a"]  # it did own partitions when it was killed
     assert all("Traceback" not in logs[label] for label in "bc"), logs
 
-    # A batch the killed copy wrote to history but never committed was written again by its successor:
-    # compaction keeps one row per change, and the training set is the same before and after.
+    # A batch the killed copy committed to the Delta history but whose offsets it never committed was
+    # re-read by its successor, which found its positions marked in the table: every change is there once
+    # already; compaction rewrites the files and the training set stays the same.
     ids = sorted(work.expected)
     history = history_rows(
         platform.repo, "customer_profile", ["customer_id", "cdc_version", "event_timestamp", "credit_limit"]
     )
     mine = [r for r in history if r["customer_id"] in work.expected]
+    copies = Counter((r["customer_id"], r["cdc_version"]) for r in mine)
+    assert max(copies.values()) == 1, [k for k, n in copies.items() if n > 1][:5]
+    assert len(copies) == work.total
     labels = _label_rows(mine, ids)
     before = _training_set(platform, labels)
     compacted = cli("compact", "customer_profile", env=platform.env, timeout=300)

@@ -13,9 +13,13 @@ from tests.conftest import LocalRedis, OnlinePg
 PG_SCHEMA = "unit"
 
 
-def _copy_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _copy_repo(tmp_path_factory: pytest.TempPathFactory, delta: bool = True) -> Path:
     root = tmp_path_factory.mktemp("repo") / "feature_repo"
     shutil.copytree(PROJECT_ROOT / "feature_repo", root, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    if not delta:  # histories as plain Parquet directories (FileSource's default format)
+        for module in root.glob("*.py"):
+            text = module.read_text()
+            module.write_text("\n".join(line for line in text.splitlines() if "DeltaFormat()" not in line))
     return root
 
 
@@ -25,6 +29,20 @@ def feast_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeatureStor
     root = _copy_repo(tmp_path_factory)
     feast_apply(root)
     yield FeatureStore(repo_path=str(root))
+
+
+@pytest.fixture(scope="session")
+def parquet_dir_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeatureStore]:
+    """The repository with every history a directory of Parquet files instead of a Delta table."""
+    root = _copy_repo(tmp_path_factory, delta=False)
+    feast_apply(root)
+    yield FeatureStore(repo_path=str(root))
+
+
+@pytest.fixture
+def parquet_dir_store(parquet_dir_repo: FeatureStore) -> Iterator[FeatureStore]:
+    yield parquet_dir_repo
+    _empty_sqlite(Path(str(parquet_dir_repo.repo_path)))
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +58,10 @@ def pg_feast_repo(tmp_path_factory: pytest.TempPathFactory, online_pg: OnlinePg)
 def sqlite_store(feast_repo: FeatureStore) -> Iterator[FeatureStore]:
     """The applied repo with empty stores: online rows (vectors too) and offline files removed."""
     yield feast_repo
-    repo = Path(str(feast_repo.repo_path))
+    _empty_sqlite(Path(str(feast_repo.repo_path)))
+
+
+def _empty_sqlite(repo: Path) -> None:
     shutil.rmtree(repo / "data" / "offline", ignore_errors=True)
     conn = connect(repo / "data" / "online_store.db")
     with conn:

@@ -241,28 +241,28 @@ def test_a_writer_whose_partition_was_claimed_since_cannot_write(
 
 
 def test_incremental_materialize_reads_a_file_that_landed_after_a_later_stamped_one(
-    fresh_store: FeatureStore, tmp_path: Path
+    parquet_dir_store: FeatureStore, tmp_path: Path
 ) -> None:
     """A slow writer renames its file into place after another writer's file stamped later, and after a
-    materialize run: the next incremental run still reads it (a time watermark skipped it for good)."""
+    materialize run: the next incremental run still reads it (a time watermark skipped it for good). Parquet directories only: a Delta table gets files by commits."""
     from jobs.materialize import Materializer
 
-    slow, fast = ParquetOfflineSink(fresh_store, "slow"), ParquetOfflineSink(fresh_store, "fast")
+    slow, fast = ParquetOfflineSink(parquet_dir_store, "slow"), ParquetOfflineSink(parquet_dir_store, "fast")
     slow.add([row(1, 10, "from the slow writer")])
     stamped_early = slow._table(
-        fresh_store.get_feature_view("customer_profile"), slow._pending["customer_profile"], T0
+        parquet_dir_store.get_feature_view("customer_profile"), slow._pending["customer_profile"], T0
     )
     slow.discard()
     fast.add([row(2, 20, "fast")])
     fast.flush()
-    jobs = Materializer(fresh_store, tmp_path / "jobs")
-    assert jobs.run(fresh_store.get_feature_view("customer_profile"), incremental=True).entities == 1
-    directory = fast.directory(fresh_store.get_feature_view("customer_profile"))
+    jobs = Materializer(parquet_dir_store, tmp_path / "jobs")
+    assert jobs.run(parquet_dir_store.get_feature_view("customer_profile"), incremental=True).entities == 1
+    directory = fast.directory(parquet_dir_store.get_feature_view("customer_profile"))
     pq.write_table(stamped_early, directory / "part-19700101T000000000000-slow-000001.parquet")
-    again = jobs.run(fresh_store.get_feature_view("customer_profile"), incremental=True)
+    again = jobs.run(parquet_dir_store.get_feature_view("customer_profile"), incremental=True)
     assert (again.files, again.entities) == (1, 1)
-    assert online(fresh_store, 1, 2)["segment"] == ["from the slow writer", "fast"]
-    assert jobs.run(fresh_store.get_feature_view("customer_profile"), incremental=True).files == 0
+    assert online(parquet_dir_store, 1, 2)["segment"] == ["from the slow writer", "fast"]
+    assert jobs.run(parquet_dir_store.get_feature_view("customer_profile"), incremental=True).files == 0
 
 
 def test_compaction_removes_duplicates_and_superseded_rows_and_keeps_the_training_set(
