@@ -11,6 +11,7 @@ existed read it as nulls.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -59,8 +60,12 @@ class History:
             return (self.path / "_delta_log").is_dir()
         return self.path.is_dir()
 
-    def files(self) -> list[str]:
-        """Absolute paths of the live files, sorted (empty when nothing was written yet)."""
+    def files(self, where: list[tuple[str, str, Any]] | None = None) -> list[str]:
+        """Absolute paths of the live files, sorted (empty when nothing was written yet).
+
+        ``where`` (``(column, op, value)`` conjunction): a Delta table lists only the files whose column
+        statistics in its log may hold matching rows; a Parquet directory lists all its files.
+        """
         if not self.exists():
             if self.delta and self.path.is_dir() and any(self.path.glob("*.parquet")):
                 raise ConfigError(
@@ -72,8 +77,15 @@ class History:
             return []
         if self.delta:
             from deltalake import DeltaTable
+            from deltalake.exceptions import DeltaError
 
-            return sorted(DeltaTable(str(self.path)).file_uris())
+            table = DeltaTable(str(self.path))
+            if where:
+                try:
+                    return sorted(table.file_uris(file_pruning_predicate=where))
+                except (DeltaError, TypeError, ValueError):  # a key type the predicate cannot express
+                    pass
+            return sorted(table.file_uris())
         return sorted(str(self.path / name) for name in history_files(self.path))
 
     def dataset(self, files: list[str] | None = None) -> ds.Dataset:

@@ -356,18 +356,23 @@ class PostgresBackfill:
 
     def _latest(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
         """Latest history state per key among ``rows``' keys (None if the latest is a delete)."""
-        files = History(self.store, self.view).files()
-        if not rows or not files:
+        if not rows:
             return {}
         keys = self.route.join_keys
         features = [n for n, _ in self.route.features]
-        dataset = ds.dataset(files, format="parquet", schema=history_schema(self.view))
         flt = None
+        where: list[tuple[str, str, Any]] = []
         for k in keys:  # a superset filter per key column; exact matching happens below
             values = sorted({r[k] for r in rows})
-            # The range lets row-group statistics skip most of a compacted (key-sorted) history.
+            # The range lets file statistics (a Delta log's) and row-group statistics skip the parts of
+            # the history that cannot hold the chunk's keys instead of reading it all per chunk.
             cond = (pc.field(k) >= values[0]) & (pc.field(k) <= values[-1]) & pc.field(k).isin(values)
             flt = cond if flt is None else flt & cond
+            where += [(k, ">=", values[0]), (k, "<=", values[-1])]
+        files = History(self.store, self.view).files(where)
+        if not files:
+            return {}
+        dataset = ds.dataset(files, format="parquet", schema=history_schema(self.view))
         columns = [*keys, *features, "event_timestamp", "cdc_version", "cdc_deleted"]
         history = dataset.to_table(columns=columns, filter=flt).sort_by(
             [("event_timestamp", "ascending"), ("cdc_version", "ascending")]

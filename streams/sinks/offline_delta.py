@@ -32,7 +32,7 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 
-from featurectl.errors import TransientError
+from featurectl.errors import ConfigError, TransientError
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -103,6 +103,43 @@ class DeltaHistory:
             self._table.update_incremental()
         return self._table
 
+    def _try_append(
+        self, table: pa.Table, apps: list[str | None], positions: Sequence[tuple[str, int, int] | None]
+    ) -> list[bool]:
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        current = self._load()
+        if current is None:
+            create(self.path, self.schema)
+            current = self._load()
+            assert current is not None
+        marks = {a: current.transaction_version(a) for a in {a for a in apps if a is not None}}
+        # A table created elsewhere without the day partition is appended to as it is.
+        partitioned = PARTITION in current.metadata().partition_columns
+        keep = [_above(marks, a, p) for a, p in zip(apps, positions, strict=True)]
+        rows = table.filter(pa.array(keep, pa.bool_())) if not all(keep) else table
+        if not partitioned:
+            rows = rows.drop_columns([PARTITION])
+        if rows.num_rows == 0:
+            return keep
+        highest: dict[str, int] = {}
+        for a, p, k in zip(apps, positions, keep, strict=True):
+            if a is not None and p is not None and k:
+                highest[a] = max(highest.get(a, -1), p[2])
+        write_deltalake(
+            current,
+            rows,
+            mode="append",
+            partition_by=[PARTITION] if partitioned else None,
+            # A feature added to the view adds a column; rows written before read it as null.
+            schema_mode="merge",
+            commit_properties=CommitProperties(
+                app_transactions=[Transaction(a, v) for a, v in sorted(highest.items())]
+            ),
+        )
+        durable(self.path, current.version())
+        return keep
+
     def append(
         self,
         table: pa.Table,
@@ -114,8 +151,12 @@ class DeltaHistory:
         ``positions`` gives each row's (topic, partition, offset); with ``incarnation`` the commit records
         the highest offset per partition, and rows at or below a recorded mark are not written again.
         """
-        from deltalake import CommitProperties, Transaction, write_deltalake
-        from deltalake.exceptions import CommitFailedError
+        from deltalake.exceptions import (
+            CommitFailedError,
+            DeltaError,
+            DeltaProtocolError,
+            SchemaMismatchError,
+        )
 
         apps: list[str | None] = [
             app_id(p[0], p[1], incarnation(p[0])) if p is not None and incarnation is not None else None
@@ -123,39 +164,8 @@ class DeltaHistory:
         ]
         table = with_partition(table)
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            current = self._load()
-            if current is None:
-                create(self.path, self.schema)
-                current = self._load()
-                assert current is not None
-            marks = {a: current.transaction_version(a) for a in {a for a in apps if a is not None}}
-            # A table created elsewhere without the day partition is appended to as it is.
-            partitioned = PARTITION in current.metadata().partition_columns
-            keep = [_above(marks, a, p) for a, p in zip(apps, positions, strict=True)]
-            rows = table.filter(pa.array(keep, pa.bool_())) if not all(keep) else table
-            if not partitioned:
-                rows = rows.drop_columns([PARTITION])
-            if rows.num_rows == 0:
-                return keep
-            highest: dict[str, int] = {}
-            for a, p, k in zip(apps, positions, keep, strict=True):
-                if a is not None and p is not None and k:
-                    highest[a] = max(highest.get(a, -1), p[2])
-            commit = CommitProperties(
-                app_transactions=[Transaction(a, v) for a, v in sorted(highest.items())]
-            )
             try:
-                write_deltalake(
-                    current,
-                    rows,
-                    mode="append",
-                    partition_by=[PARTITION] if partitioned else None,
-                    # A feature added to the view adds a column; rows written before read it as null.
-                    schema_mode="merge",
-                    commit_properties=commit,
-                )
-                durable(self.path, current.version())
-                return keep
+                kept = self._try_append(table, apps, positions)
             except CommitFailedError as exc:
                 # Another writer committed the same partition's rows meanwhile: reload, re-check marks.
                 logger.info(
@@ -163,6 +173,24 @@ class DeltaHistory:
                 )
                 self._table = None
                 time.sleep(0.05 * attempt)
+                continue
+            except SchemaMismatchError as exc:
+                raise ConfigError(
+                    f"history table {self.path} cannot take view rows of this shape: {exc}",
+                    "a feature's type changed: declare it under a new name, or move the old table aside",
+                ) from None
+            except DeltaProtocolError as exc:
+                raise ConfigError(
+                    f"history table {self.path} needs a Delta feature this writer lacks: {exc}",
+                    "upgrade deltalake, or recreate the table with featurectl",
+                ) from None
+            except (DeltaError, OSError) as exc:  # storage unreachable, a directory gone: not the rows' fault
+                self._table = None
+                raise TransientError(
+                    f"history table {self.path} cannot be written: {' '.join(str(exc).split())[:300]}",
+                    "the batch is retried; check the path exists, is a directory and is writable",
+                ) from None
+            return kept
         raise TransientError(
             f"history table {self.path}: {COMMIT_ATTEMPTS} commits in a row lost to concurrent writers",
             "the batch is retried; if it persists, check for a job rewriting the table in a loop",

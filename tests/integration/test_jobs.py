@@ -93,7 +93,7 @@ def test_backfill_is_resumable_idempotent_and_never_overlaps(stack: StackHandle,
     files = platform.repo / "data" / "offline" / "customer_profile"
 
     def paused_after_a_few_chunks() -> bool:
-        if checkpoint.exists() and len(list(files.glob("*.parquet"))) >= 5:
+        if checkpoint.exists() and len(list(files.rglob("*.parquet"))) >= 5:
             first.send_signal(signal.SIGSTOP)
             return True
         return False

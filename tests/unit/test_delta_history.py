@@ -188,3 +188,30 @@ def test_a_feature_added_later_reads_as_null_in_older_history(sqlite_store: Feat
     assert [r["segment"] for r in history_rows(sqlite_store)] == ["old", "old"]
     loyalty = DeltaTable(str(history.path)).to_pyarrow_table().sort_by("customer_id")["loyalty"].to_pylist()
     assert loyalty == [None, 3]
+
+
+def test_a_history_table_that_cannot_be_written_is_a_transient_failure_naming_it(
+    sqlite_store: FeatureStore,
+) -> None:
+    """Storage trouble is never the rows' fault: the batch is retried (not dead-lettered), and the next
+    attempt after the path is back writes normally."""
+    from featurectl.errors import TransientError
+    from streams.faults import is_transient
+
+    sink = ParquetOfflineSink(sqlite_store, "w", incarnation=topic_id)
+    sink.add([row(1, 1, "first", T0)])
+    sink.flush()
+    path = History(sqlite_store, sqlite_store.get_feature_view(VIEW)).path
+    held = path.with_name("held")
+    path.rename(held)
+    path.write_text("not a directory")
+    sink.add([row(1, 2, "second", T0 + timedelta(seconds=1))])
+    with pytest.raises(TransientError, match=str(path)) as failed:
+        sink.flush()
+    assert is_transient(failed.value)
+    sink.discard()
+    path.unlink()
+    held.rename(path)
+    sink.add([row(1, 2, "second", T0 + timedelta(seconds=1))])
+    assert len(sink.flush()) == 1
+    assert [r["segment"] for r in history_rows(sqlite_store)] == ["first", "second"]
