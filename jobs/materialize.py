@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,7 +59,9 @@ class Materializer:
     def run(self, view: FeatureView, incremental: bool = False) -> MaterializeReport:
         report = MaterializeReport(view.name)
         history = History(self.store, view)
-        present = [Path(f).name for f in history.files()]
+        # Paths under the history's root (a Delta table's files sit in event_date=... directories).
+        root = history.path.resolve()
+        present = [os.path.relpath(Path(f).resolve(), root) for f in history.files()]
         if not present:
             return report
         state = self._state(view.name)

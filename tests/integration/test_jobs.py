@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from featurectl.settings import PROJECT_ROOT
-from tests.integration.conftest import StackHandle
+from tests.integration.conftest import SCALAR_STORES, StackHandle
 from tests.integration.helpers import cli, history_rows, read_until, unique, wait_until
 from tests.integration.platform import Platform
 from tests.integration.test_processor import insert_customer
@@ -145,6 +145,7 @@ def test_backfill_is_resumable_idempotent_and_never_overlaps(stack: StackHandle,
     assert "0 written" in rerun.stdout and "0 dead-lettered" in rerun.stdout, rerun.stdout
 
 
+@SCALAR_STORES
 def test_materialising_into_an_empty_online_store_equals_postgres(
     stack: StackHandle, platform: Platform
 ) -> None:
@@ -177,9 +178,9 @@ def test_materialising_into_an_empty_online_store_equals_postgres(
         wait_until(lambda: online() == expected, 60, "the processor's writes")
     platform.stop_all()
 
-    # A new, empty online store: tables from feast apply, then the history materialised into it.
-    for suffix in ("", "-wal", "-shm"):
-        (platform.repo / "data" / f"online_store.db{suffix}").unlink(missing_ok=True)
+    # An empty online store (whichever it is), then the history materialised into it.
+    emptied = cli("online", "reset", "--yes", env=platform.env)
+    assert emptied.returncode == 0, emptied.stderr
     assert cli("feast-apply", env=platform.env).returncode == 0
     assert online()["segment"] == [None, None, None]
     result = cli("materialize", env=platform.env, timeout=600)

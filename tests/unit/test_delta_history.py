@@ -215,3 +215,23 @@ def test_a_history_table_that_cannot_be_written_is_a_transient_failure_naming_it
     sink.add([row(1, 2, "second", T0 + timedelta(seconds=1))])
     assert len(sink.flush()) == 1
     assert [r["segment"] for r in history_rows(sqlite_store)] == ["first", "second"]
+
+
+def test_materialize_reads_a_delta_history_and_incrementally_only_new_commits(
+    sqlite_store: FeatureStore, tmp_path: Any
+) -> None:
+    from jobs.materialize import Materializer
+
+    view = sqlite_store.get_feature_view(VIEW)
+    sink = ParquetOfflineSink(sqlite_store, "w", incarnation=topic_id)
+    sink.add([row(1, 1, "a", T0), row(2, 2, "b", T0 + timedelta(days=1))])  # two day partitions
+    sink.flush()
+    jobs = Materializer(sqlite_store, tmp_path / "jobs")
+    first = jobs.run(view, incremental=True)
+    assert (first.files, first.entities, first.applied) == (2, 2, 2)
+    sink.add([row(1, 3, None, T0 + timedelta(days=1, hours=1), op=DELETE)])
+    sink.flush()
+    second = jobs.run(view, incremental=True)
+    assert (second.files, second.history_rows, second.entities) == (1, 1, 1)
+    online = sqlite_store.get_online_features([f"{VIEW}:segment"], [{"customer_id": 1}, {"customer_id": 2}])
+    assert online.to_dict()["segment"] == [None, "b"]
