@@ -1,0 +1,94 @@
+"""Top-10 similarity on the Postgres + pgvector online store at a million vectors, loaded like a backfill.
+
+    .venv/bin/python bench/vector_scale_bench.py [--vectors 1000000] [--queries 100]
+
+Writing a million vectors one row at a time through a live HNSW index is slow (~550 vectors/s here,
+bench/online_store_bench.py), so a load of that size goes the way pgvector recommends for bulk loads:
+the view's HNSW index dropped, every row written through the processor's sink (the same rows and
+bookkeeping the stream writes), then the index built once (``maintenance_work_mem`` raised for that
+session) with the plugin's own declaration (onlinestore/pg_store.py). Prints the load and build times,
+then top-10 p50/p99 through Feast's ``retrieve_online_documents_v2`` and recall@10 against an exact numpy
+search. Clustered vectors, as in online_store_bench.py. Starts the local online-store Postgres if needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from feast.infra.online_stores.helpers import compute_table_id
+from psycopg import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.online_store_bench import fill_vectors, repo, similarity, unit_vectors
+from embeddings.spec import spec_for
+from featurectl.settings import ensure_secrets_file, export_store_secrets, load_settings
+from onlinestore.pg_store import PgVectorOnlineStore
+from onlinestore.pg_tables import vector_index_name
+from stack.launcher import GENERATED_SECRETS
+from stack.online_postgres import OnlinePostgres
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--vectors", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--maintenance-work-mem", default="3GB")
+    args = parser.parse_args()
+    settings = load_settings()
+    ensure_secrets_file(settings.secrets_file, GENERATED_SECRETS)
+    online = OnlinePostgres(settings)
+    online.start()
+    online.bootstrap()
+    export_store_secrets(settings)
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    s = settings
+    pg_yaml = (
+        "online_store:\n  type: onlinestore.pg_store.PgVectorOnlineStore\n"
+        f"  host: 127.0.0.1\n  port: {s.online_pg_port}\n  database: {s.online_pg_database}\n  db_schema: {schema}\n"
+        f"  user: {s.online_pg_user}\n  password: ${{FEATURECTL_ONLINE_PG_PASSWORD}}\n  sslmode: disable\n  vector_enabled: true\n"
+    )
+    root = Path(tempfile.mkdtemp(prefix="vector-bench-"))
+    try:
+        store = repo(root, "postgres", pg_yaml)
+        view = store.get_feature_view("product_documents")
+        spec = spec_for(view)
+        assert spec is not None
+        table = compute_table_id(store.config.project, view)
+        conninfo = f"{online.store_conninfo()} options=-csearch_path={schema},public"
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(vector_index_name(table))))
+        vectors = unit_vectors(args.vectors, 384, 7)
+        print(f"command: {shlex.join([sys.executable, *sys.argv])}", flush=True)
+        loaded = fill_vectors(store, vectors, 0)
+        print(f"{args.vectors:,} vectors written through the sink, no index: {loaded:.0f} s "
+              f"({args.vectors / loaded:,.0f} vectors/s)", flush=True)  # fmt: skip
+        start = time.perf_counter()
+        with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(args.maintenance_work_mem))
+            )
+            PgVectorOnlineStore._declare(cur, table, spec, store.config.online_store)
+            conn.commit()
+        built = time.perf_counter() - start
+        print(f"HNSW index built (m=16, ef_construction=64): {built:.0f} s", flush=True)
+        latency, recall = similarity(store, vectors, args.queries)
+        print(f"top-10 of {args.vectors:,} (ef_search 100): p50/p99 {latency}, recall@10 {recall:.2f}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+if __name__ == "__main__":
+    main()
