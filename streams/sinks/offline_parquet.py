@@ -4,18 +4,19 @@ One file per feature view per flush, where the view's batch source points, so th
 not depend on the size of the history (Feast's own push to a file source rewrites the whole file). The
 FileSource's format decides the layout: a directory of Parquet files (the default), or a Delta table
 (``file_format=DeltaFormat()``: atomic commits, stream positions written once across processors, for a
-history many hosts append to: streams/sinks/offline_delta.py). Deletes are kept as history rows with null features, so a
-point-in-time query after a delete finds no value. Of one transaction's changes to an entity (same
-event time) only the last reaches the sink (the pipeline: streams/ordering.py ``last_of_each_instant``).
+history many hosts append to: streams/sinks/offline_delta.py). Deletes are kept as history rows with
+null features, so a point-in-time query after a delete finds no value. Of one transaction's changes to
+an entity (same event time) only the last reaches the sink (the pipeline: streams/ordering.py
+``last_of_each_instant``).
 
-Duplicates (a Parquet directory; a Delta table has none from re-delivery). A row's identity is (view, entity, source offset, version). Within one process the sink
-never writes a row twice: a batch retried before its offsets were committed (a dead-letter topic or
-another sink failing after this one wrote, a poison record isolated in halves) finds its rows already
-written and adds nothing; ``committed`` forgets them once Kafka holds the offsets. A batch re-delivered
-to *another* process (this one was killed after writing, before committing) is written again: the copy
-has the same identity, values, event time and version, so no point-in-time join, ``materialize`` or
-``backfill`` answer changes (each picks one row per entity and instant), and ``featurectl compact``
-removes it (jobs/compact.py dedups on the identity).
+Duplicates (a Parquet directory; a Delta table gets none from re-delivery). A row's identity is (view,
+entity, source offset, version). Within one process the sink never writes a row twice: a batch retried
+before its offsets were committed (a dead-letter topic or another sink failing after this one wrote, a
+poison record isolated in halves) finds its rows already written and adds nothing; ``committed`` forgets
+them once Kafka holds the offsets. A batch re-delivered to *another* process (this one was killed after
+writing, before committing) is written again: the copy has the same identity, values, event time and
+version, so no point-in-time join, ``materialize`` or ``backfill`` answer changes (each picks one row
+per entity and instant), and ``featurectl compact`` removes it (jobs/compact.py dedups on the identity).
 """
 
 from __future__ import annotations

@@ -99,13 +99,14 @@ def test_delete_removes_the_entity_and_its_tombstone_blocks_older_replays(
     assert online(fresh_store, 1)["segment"] == ["back"]
 
 
-def test_offline_sink_appends_a_file_per_flush_with_history_columns(fresh_store: FeatureStore) -> None:
-    sink = ParquetOfflineSink(fresh_store, writer_id="w")
+def test_offline_sink_appends_a_file_per_flush_with_history_columns(parquet_dir_store: FeatureStore) -> None:
+    """A Parquet-directory history (tests/unit/test_delta_history.py has the Delta table's)."""
+    sink = ParquetOfflineSink(parquet_dir_store, writer_id="w")
     sink.add([row(1, 1, "silver")])
     sink.flush()
     sink.add([row(1, 2, "gold"), row(1, 3, op=DELETE)])
     sink.flush()
-    directory = sink.directory(fresh_store.get_feature_view("customer_profile"))
+    directory = sink.directory(parquet_dir_store.get_feature_view("customer_profile"))
     files = sorted(p.name for p in Path(directory).glob("*.parquet"))
     assert len(files) == 2 and not list(Path(directory).glob(".*"))
     table = ds.dataset(str(directory)).to_table().to_pylist()
