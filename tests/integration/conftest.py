@@ -137,9 +137,12 @@ def platform(stack: StackHandle, tmp_path: Path, request: pytest.FixtureRequest)
 
 
 @pytest.fixture
-def signal_platform(stack: StackHandle, tmp_path: Path) -> Iterator[Platform]:
-    """A platform whose connector also captures the signal table (incremental snapshots)."""
-    yield from _platform(stack, tmp_path, signals=True)
+def signal_platform(stack: StackHandle, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Platform]:
+    """A platform whose connector also captures the signal table (incremental snapshots); parametrise it
+    indirectly with an online store name like ``platform``."""
+    yield from _platform(
+        stack, tmp_path, signals=True, online=getattr(request, "param", "sqlite"), request=request
+    )
 
 
 def _platform(

@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from featurectl.settings import PROJECT_ROOT
@@ -192,6 +193,7 @@ def test_materialising_into_an_empty_online_store_equals_postgres(
     ), again.stdout
 
 
+@pytest.mark.parametrize("signal_platform", ["sqlite", "postgres", "redis"], indirect=True)
 def test_an_incremental_snapshot_re_emits_every_row_while_live_changes_flow(
     stack: StackHandle, signal_platform: Platform
 ) -> None:
