@@ -29,7 +29,13 @@ from feast import FeatureStore
 from psycopg import sql
 
 from embeddings.spec import spec_for
-from featurectl.settings import PROJECT_ROOT, ensure_secrets_file, export_store_secrets, load_settings
+from featurectl.settings import (
+    PROJECT_ROOT,
+    Settings,
+    ensure_secrets_file,
+    export_store_secrets,
+    load_settings,
+)
 from stack.launcher import GENERATED_SECRETS
 from stack.online_postgres import OnlinePostgres
 from stack.redis import RedisServer
@@ -176,6 +182,20 @@ def similarity(store: FeatureStore, vectors: np.ndarray, queries: int) -> tuple[
     return pct(samples), float(np.mean(recall))
 
 
+def pg_schema(settings: Settings, online: OnlinePostgres) -> tuple[str, str]:
+    """A fresh schema in the online-store Postgres, and the online_store YAML that writes into it."""
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    s = settings
+    pg_yaml = (
+        "online_store:\n  type: onlinestore.pg_store.PgVectorOnlineStore\n"
+        f"  host: 127.0.0.1\n  port: {s.online_pg_port}\n  database: {s.online_pg_database}\n  db_schema: {schema}\n"
+        f"  user: {s.online_pg_user}\n  password: ${{FEATURECTL_ONLINE_PG_PASSWORD}}\n  sslmode: disable\n  vector_enabled: true\n"
+    )
+    return schema, pg_yaml
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=20000)
@@ -194,15 +214,7 @@ def main() -> None:
         "online_store:\n  type: onlinestore.redis_store.RedisOnlineStore\n"
         f"  connection_string: 127.0.0.1:{settings.redis_port},db=9,password=${{FEATURECTL_REDIS_PASSWORD}}\n"
     )
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    s = settings
-    pg_yaml = (
-        "online_store:\n  type: onlinestore.pg_store.PgVectorOnlineStore\n"
-        f"  host: 127.0.0.1\n  port: {s.online_pg_port}\n  database: {s.online_pg_database}\n  db_schema: {schema}\n"
-        f"  user: {s.online_pg_user}\n  password: ${{FEATURECTL_ONLINE_PG_PASSWORD}}\n  sslmode: disable\n  vector_enabled: true\n"
-    )
+    schema, pg_yaml = pg_schema(settings, online)
     root = Path(tempfile.mkdtemp(prefix="online-bench-"))
     try:
         stores = {

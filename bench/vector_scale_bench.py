@@ -19,7 +19,6 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -28,7 +27,7 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.online_store_bench import fill_vectors, repo, similarity, unit_vectors
+from bench.online_store_bench import fill_vectors, pg_schema, repo, similarity, unit_vectors
 from embeddings.spec import spec_for
 from featurectl.settings import ensure_secrets_file, export_store_secrets, load_settings
 from onlinestore.pg_store import PgVectorOnlineStore
@@ -49,15 +48,7 @@ def main() -> None:
     online.start()
     online.bootstrap()
     export_store_secrets(settings)
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    s = settings
-    pg_yaml = (
-        "online_store:\n  type: onlinestore.pg_store.PgVectorOnlineStore\n"
-        f"  host: 127.0.0.1\n  port: {s.online_pg_port}\n  database: {s.online_pg_database}\n  db_schema: {schema}\n"
-        f"  user: {s.online_pg_user}\n  password: ${{FEATURECTL_ONLINE_PG_PASSWORD}}\n  sslmode: disable\n  vector_enabled: true\n"
-    )
+    schema, pg_yaml = pg_schema(settings, online)
     root = Path(tempfile.mkdtemp(prefix="vector-bench-"))
     try:
         store = repo(root, "postgres", pg_yaml)
