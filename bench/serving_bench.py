@@ -225,7 +225,7 @@ def main() -> None:
         writer.join(30)
 
         validator = BatchValidator(SuiteStore(settings.suites_dir))
-        dlq = DeadLetterSink(settings.bootstrap_servers, settings.dlq_topic)
+        dlq = DeadLetterSink(settings.kafka_client(), settings.dlq_topic)
         runs = []
         for _ in range(2):
             job = PostgresBackfill(

@@ -239,7 +239,7 @@ def tail_cmd(ctx: click.Context, tables: tuple[str, ...], path: Path | None, fol
 
     definition = _definition(path)
     topics = [definition.topic_for(t) for t in (tables or definition.tables)]
-    for event in tail(_settings(ctx).bootstrap_servers, topics, idle_timeout_s=None if follow else 5.0):
+    for event in tail(_settings(ctx).kafka_client(), topics, idle_timeout_s=None if follow else 5.0):
         click.echo(render(event))
 
 
@@ -409,14 +409,28 @@ def _run_server(server: FeatureServer, ready_message: str) -> None:
     sys.exit(0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code)
 
 
+def _serve_metrics(settings: Settings) -> None:
+    """Serve /metrics if the command was given ``--metrics-port``."""
+    port = click.get_current_context().meta.get("metrics_port")
+    if port is not None:
+        from monitoring.metrics import serve
+
+        serve(port, settings.metrics_host)
+
+
 def _run_job(settings: Settings, name: str, schedule: str | None, job: Any) -> None:
-    """Run ``job`` under its lock once, or every ``schedule`` interval (see jobs/schedule.py)."""
+    """Run ``job`` under its lock once, or every ``schedule`` interval (see jobs/schedule.py).
+
+    Each run is recorded (monitoring/job_runs.py: ``featurectl health``, the job metrics)."""
     from jobs.lock import job_lock
     from jobs.schedule import parse_interval, run_every
+    from monitoring.job_runs import recorded
+
+    _serve_metrics(settings)
 
     def locked() -> None:
         with job_lock(settings.data_dir / "locks", name):
-            job()
+            recorded(settings.data_dir, name, job)
 
     if schedule is None:
         locked()
@@ -424,12 +438,29 @@ def _run_job(settings: Settings, name: str, schedule: str | None, job: Any) -> N
         run_every(parse_interval(schedule), locked, name)
 
 
-SCHEDULE = click.option(
-    "--schedule",
+def _remember_metrics_port(ctx: click.Context, _param: click.Parameter, value: int | None) -> None:
+    ctx.meta["metrics_port"] = value
+
+
+METRICS_PORT = click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
     default=None,
-    metavar="INTERVAL",
-    help="Run now and then every INTERVAL (e.g. 15m, 1h) until stopped.",
+    expose_value=False,
+    callback=_remember_metrics_port,
+    help="Serve Prometheus metrics on this port (/metrics; address FEATURECTL_METRICS_HOST).",
 )
+
+
+def SCHEDULE(f: Any) -> Any:
+    """``--schedule INTERVAL`` and ``--metrics-port`` (worth it for a scheduled job) on a job command."""
+    f = METRICS_PORT(f)
+    return click.option(
+        "--schedule",
+        default=None,
+        metavar="INTERVAL",
+        help="Run now and then every INTERVAL (e.g. 15m, 1h) until stopped.",
+    )(f)
 
 
 @cli.command("backfill")
@@ -464,7 +495,7 @@ def backfill_cmd(
             view,
             settings.data_dir / "jobs",
             BatchValidator(SuiteStore(settings.suites_dir)),
-            DeadLetterSink(settings.bootstrap_servers, settings.dlq_topic),
+            DeadLetterSink(settings.kafka_client(), settings.dlq_topic),
             chunk,
             timestamp_column,
         )
@@ -493,6 +524,7 @@ def materialize_cmd(
     from embeddings.backfill import reembed
     from embeddings.spec import spec_for
     from jobs.materialize import Materializer
+    from monitoring.metrics import materialization_metrics
     from streams.store import open_store
 
     settings = _settings(ctx)
@@ -501,7 +533,8 @@ def materialize_cmd(
         store = open_store(settings)
         materializer = Materializer(store, settings.data_dir / "jobs")
         for view in [store.get_feature_view(v) for v in views] or store.list_feature_views():
-            report = materializer.run(view, incremental)
+            with materialization_metrics(view.name):
+                report = materializer.run(view, incremental)
             click.echo(
                 f"materialize {view.name}: {report.files} history files, {report.history_rows} rows, "
                 f"{report.entities} entities, "
@@ -586,7 +619,7 @@ def snapshot_cmd(
 
     def job() -> None:
         admin = Postgres(settings).admin_conninfo(settings.pg_database)
-        signal_id = snapshot(settings.bootstrap_servers, admin, definition, list(tables), wait_s)
+        signal_id = snapshot(settings.kafka_client(), admin, definition, list(tables), wait_s)
         click.echo(
             f"incremental snapshot {signal_id} of {', '.join(tables)} "
             + ("completed" if wait_s else "requested")
@@ -650,7 +683,7 @@ def verify_cmd(
 
             def restream(conditions: dict[str, str], table: str = route.table) -> object:
                 admin = pg.admin_conninfo(settings.pg_database)
-                return snapshot(settings.bootstrap_servers, admin, definition, [table], wait_s, conditions)
+                return snapshot(settings.kafka_client(), admin, definition, [table], wait_s, conditions)
 
             streamed, deleted = repair(report, store, route, restream)
             click.echo(f"  repair: {streamed} re-streamed, {deleted} deleted; checking them again")
@@ -677,6 +710,7 @@ def verify_cmd(
     help="Read on past changes the topics' retention deleted unread (each gap is logged); "
     "then repair with `featurectl verify --repair`.",
 )
+@METRICS_PORT
 @click.pass_context
 def process_cmd(ctx: click.Context, path: Path | None, group: str | None, accept_gaps: bool) -> None:
     """Run the stream processor in the foreground (Ctrl-C/SIGTERM: finish the batch, commit, exit 0).
@@ -687,6 +721,7 @@ def process_cmd(ctx: click.Context, path: Path | None, group: str | None, accept
     import signal
     import threading
 
+    from monitoring.watch import source_watch
     from streams.processor import Processor, ProcessorConfig
     from streams.store import open_store
 
@@ -696,8 +731,48 @@ def process_cmd(ctx: click.Context, path: Path | None, group: str | None, accept
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    config = ProcessorConfig.from_settings(settings, _definition(path).topic_prefix, group, accept_gaps)
-    Processor(settings, open_store(settings), config).run(stop)
+    definition = _definition(path)
+    config = ProcessorConfig.from_settings(settings, definition.topic_prefix, group, accept_gaps)
+    _serve_metrics(settings)
+    watch = source_watch(settings, definition)
+    watch.start()
+    try:
+        Processor(settings, open_store(settings), config).run(stop)
+    finally:
+        watch.stop()
+
+
+@cli.command("health")
+@CONNECTOR_FILE
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def health_cmd(ctx: click.Context, path: Path | None, as_json: bool) -> None:
+    """Services, connector, replication slot WAL, lag, per-view last change, dead letters, jobs.
+
+    Exits 1 when something needs action, saying what (see monitoring/health.py).
+    """
+    from jobs.history import History
+    from monitoring.health import HealthCheck
+    from stack.postgres import Postgres
+    from streams.store import open_store
+
+    settings = _settings(ctx)
+    store = open_store(settings)
+    views = [
+        (view.name, History(store, view).last_change)
+        for view in store.list_feature_views()
+        if view.tags.get("cdc.table")
+    ]
+    health = HealthCheck(settings, _definition(path), views, Postgres(settings).app_conninfo()).run()
+    if as_json:
+        click.echo(json.dumps(health.as_json(), indent=2, default=str))
+    else:
+        for check in health.checks:
+            click.echo(f"{check.status.upper():<5} {check.name:<24} {check.summary}")
+        for check in health.needs_action:
+            click.echo(f"\nneeds action: {check.name}: {check.summary}\n  fix: {check.action}")
+    if health.needs_action:
+        sys.exit(1)
 
 
 @cli.group()

@@ -91,7 +91,7 @@ def run_workload(conninfo: str, tag: str) -> dict[str, int]:
 
 
 def collect(
-    bootstrap: str,
+    kafka: dict[str, Any],
     topics: list[str],
     want: Callable[[ChangeEvent], bool],
     count: int,
@@ -99,7 +99,7 @@ def collect(
 ) -> list[ChangeEvent]:
     """Read from the start of ``topics`` until ``count`` events pass ``want`` or the deadline passes."""
     found: list[ChangeEvent] = []
-    for event in tail(bootstrap, topics, idle_timeout_s=None, timeout_s=timeout_s):
+    for event in tail(kafka, topics, idle_timeout_s=None, timeout_s=timeout_s):
         if want(event):
             found.append(event)
             if len(found) >= count:
@@ -287,7 +287,7 @@ def main(settings: Settings) -> None:
             ("orders", ids["order"]),
         }
         events = collect(
-            settings.bootstrap_servers,
+            settings.kafka_client(),
             topics,
             lambda e: (e.topic.rsplit(".", 1)[-1], (e.key or {}).get("id")) in keys,
             8,

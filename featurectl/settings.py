@@ -13,7 +13,7 @@ import difflib
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -153,9 +153,85 @@ class Settings(BaseSettings):
         "(the session timeout).",
     )
 
+    # --- Kafka client security (every client: processor, dead letters, tail, jobs) --------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How clients talk to kafka_bootstrap: SASL_SSL for managed Kafka (TLS + SASL), "
+        "SSL for TLS (with client certificates if given), SASL_PLAINTEXT for SASL on a private network.",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (with a SASL_* protocol): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (or kafka_sasl_password= in the secrets file)."
+    )
+    kafka_ssl_ca_location: Path | None = Field(
+        None, description="PEM file of the CA that signed the brokers' certificates (default: the system's)."
+    )
+    kafka_ssl_certificate_location: Path | None = Field(
+        None, description="PEM client certificate, for brokers that require TLS client authentication."
+    )
+    kafka_ssl_key_location: Path | None = Field(
+        None, description="PEM private key of the client certificate."
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="Password of the client key, if any.")
+
+    # --- monitoring (monitoring/) ---------------------------------------------------------------
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the /metrics endpoints listen on (--metrics-port)."
+    )
+    wal_retained_alert_bytes: int = Field(
+        1024**3,
+        gt=0,
+        description="Replication-slot WAL retained above this needs action: `featurectl health` fails, the "
+        "processor warns (also at 80% of Postgres' max_slot_wal_keep_size, if that is lower).",
+    )
+    source_watch_interval_s: float = Field(
+        15.0, gt=0, description="How often the processor probes the replication slot and the connector."
+    )
+
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    def kafka_client(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka settings every client starts from: bootstrap servers and security, plus ``extra``."""
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        protocol = self.kafka_security_protocol
+        if protocol != "PLAINTEXT":
+            conf["security.protocol"] = protocol
+        if protocol.startswith("SASL"):
+            if not self.kafka_sasl_mechanism or not self.kafka_sasl_username:
+                raise ConfigError(
+                    f"FEATURECTL_KAFKA_SECURITY_PROTOCOL={protocol} needs a SASL mechanism and user",
+                    "set FEATURECTL_KAFKA_SASL_MECHANISM (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), "
+                    "FEATURECTL_KAFKA_SASL_USERNAME and FEATURECTL_KAFKA_SASL_PASSWORD",
+                )
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+            conf["sasl.username"] = self.kafka_sasl_username
+            conf["sasl.password"] = self.require_secret("kafka_sasl_password")
+        elif self.kafka_sasl_mechanism:
+            raise ConfigError(
+                f"FEATURECTL_KAFKA_SASL_MECHANISM is set but the protocol is {protocol}: SASL would not be used",
+                "set FEATURECTL_KAFKA_SECURITY_PROTOCOL to SASL_SSL or SASL_PLAINTEXT, or unset the mechanism",
+            )
+        if protocol.endswith("SSL"):
+            for key, path in (
+                ("ssl.ca.location", self.kafka_ssl_ca_location),
+                ("ssl.certificate.location", self.kafka_ssl_certificate_location),
+                ("ssl.key.location", self.kafka_ssl_key_location),
+            ):
+                if path is not None:
+                    if not path.is_file():
+                        raise ConfigError(
+                            f"{key.replace('.', '_')} {path} is not a file",
+                            f"set FEATURECTL_KAFKA_{key.replace('.', '_').upper()} to a readable PEM file",
+                        )
+                    conf[key] = str(path)
+            if self.kafka_ssl_key_password is not None:
+                conf["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        return {**conf, **extra}
 
     @property
     def connect_rest_url(self) -> str:

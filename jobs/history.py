@@ -10,6 +10,7 @@ existed read it as nulls.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,29 @@ class History:
                     pass
             return sorted(table.file_uris())
         return sorted(str(self.path / name) for name in history_files(self.path))
+
+    def last_change(self) -> datetime | None:
+        """The latest event time the history holds (None if empty): from the Delta log's file statistics
+        (no data read), or the Parquet files' row-group statistics."""
+        if self.delta:
+            if not self.exists():
+                return None
+            from deltalake import DeltaTable
+
+            actions = pa.table(DeltaTable(str(self.path)).get_add_actions(flatten=True))
+            column = "max.event_timestamp"
+            if actions.num_rows == 0 or column not in actions.column_names:
+                return None
+            latest = pc.max(actions.column(column)).as_py()
+        else:
+            latest = (
+                pc.max(self.dataset().to_table(columns=["event_timestamp"]).column(0)).as_py()
+                if self.files()
+                else None
+            )
+        if latest is None:
+            return None
+        return latest if latest.tzinfo else latest.replace(tzinfo=UTC)
 
     def dataset(self, files: list[str] | None = None) -> ds.Dataset:
         """The history (or only ``files`` of it) as one dataset with the view's history schema."""

@@ -282,6 +282,7 @@ class PostgresBackfill:
                         f"re-run `featurectl backfill {self.view.name} --restart` instead",
                         view=self.view.name,
                         attempt=attempt,
+                        kind="backfill",
                     )
                     report.dead_lettered += 1
                     continue
@@ -323,6 +324,7 @@ class PostgresBackfill:
                 [f.as_dict() for f in failures],
                 self.view.name,
                 attempt,
+                kind="expectations",
             )
         report.dead_lettered += len(verdict.invalid)
         latest = self._latest([rows[i] for i in verdict.valid])

@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
@@ -27,9 +28,9 @@ from streams.tail import observer
 logger = logging.getLogger(__name__)
 
 
-def _notifications_at_end(bootstrap: str, topic: str) -> Consumer:
+def _notifications_at_end(kafka: dict[str, Any], topic: str) -> Consumer:
     """A consumer positioned at the current end of the notification topic (or its start if new)."""
-    consumer = observer(bootstrap, from_beginning=True)
+    consumer = observer(kafka, from_beginning=True)
     metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
     if metadata is None or metadata.error is not None:
         consumer.assign([TopicPartition(topic, 0, 0)])  # created by the connector's first notification
@@ -98,7 +99,7 @@ def notifications(consumer: Consumer, deadline: float) -> Iterator[dict[str, obj
 
 
 def snapshot(
-    bootstrap: str,
+    kafka: dict[str, Any],
     admin_conninfo: str,
     definition: ConnectorDefinition,
     tables: list[str],
@@ -107,7 +108,7 @@ def snapshot(
 ) -> str:
     """Request the snapshot; with ``wait_s``, return only once Debezium reports it COMPLETED."""
     topic = definition.config.get("notification.sink.topic.name")
-    consumer = _notifications_at_end(bootstrap, topic) if wait_s and topic else None
+    consumer = _notifications_at_end(kafka, topic) if wait_s and topic else None
     if wait_s and not topic:
         raise ConfigError(
             f"connector {definition.name} has no notification topic, so completion cannot be observed",

@@ -22,12 +22,24 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from featurectl.errors import TransientError
+from monitoring import metrics
 from streams.events import KafkaMessage
 
 logger = logging.getLogger(__name__)
 # Below the producer's and the broker's default limit (about 1 MB) with room for the envelope.
 MAX_RECORD_BYTES = 900_000
 HEAD_BYTES = 16_384
+# Why a record became a dead letter, in few enough classes to label a metric with.
+KINDS = (
+    "decode",  # not a Debezium change event
+    "expectations",  # failed its feature view's suite
+    "join_key",  # no value for a join key
+    "unchanged_toast",  # an unchanged TOASTed column with no previous value to fill in
+    "view_config",  # the view's declaration, suite or embedding model is broken
+    "write",  # a store refused the record itself (isolated from its batch)
+    "backfill",  # a backfilled row the history could not take
+    "other",
+)
 
 
 def _text(raw: bytes | str | None) -> dict[str, str] | None:
@@ -64,10 +76,12 @@ class DeadLetter:
     dead_lettered_at: str
     attempt: int = 1
     truncated: bool = False  # the value was too large to keep: read it from the source offset
+    kind: str = "other"  # the reason's class, a metric label: decode, expectations, join_key, ... (KINDS)
 
     def to_json(self) -> bytes:
         record: dict[str, Any] = {
             "reason": self.reason,
+            "reason_kind": self.kind,
             "feature_view": self.feature_view,
             "failed_expectations": self.failed_expectations,
             "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
@@ -107,6 +121,7 @@ class DeadLetter:
             dead_lettered_at=d["dead_lettered_at"],
             attempt=d.get("attempt", 1),
             truncated=truncated,
+            kind=d.get("reason_kind", "other"),
         )
 
     # The KafkaMessage protocol, so a dead letter can be decoded and processed again on replay.
@@ -139,11 +154,12 @@ class _Replayed:
 class DeadLetterSink:
     """Buffers dead letters and produces them on ``flush`` (acks=all, idempotent producer)."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, kafka: dict[str, Any], topic: str) -> None:
+        """``kafka``: the client settings (Settings.kafka_client())."""
         self.topic = topic
         self._producer = Producer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka,
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 5,
@@ -160,7 +176,9 @@ class DeadLetterSink:
         failed: list[dict[str, Any]] | None = None,
         view: str | None = None,
         attempt: int = 1,
+        kind: str = "other",
     ) -> None:
+        """Buffer ``msg`` with ``reason``; ``kind`` is one of KINDS."""
         letter = DeadLetter(
             msg.topic() or "",
             msg.partition() or 0,
@@ -172,6 +190,7 @@ class DeadLetterSink:
             view,
             datetime.now(UTC).isoformat(),
             attempt,
+            kind=kind if kind in KINDS else "other",
         )
         logger.warning(
             "%s[%s] offset=%s -> dead-letter topic %s: %s",
@@ -209,6 +228,8 @@ class DeadLetterSink:
                 f"{self.topic}: {errors[:1]}",
                 "check that Kafka is reachable; the batch is retried",
             )
+        for letter in self._pending:
+            metrics.DEAD_LETTERS.labels(letter.feature_view or "", letter.kind).inc()
         count = len(self._pending)
         self._pending.clear()
         return count

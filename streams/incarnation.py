@@ -8,6 +8,7 @@ the offsets it holds per incarnation (streams/sinks/offline_delta.py), so it ask
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
@@ -18,8 +19,8 @@ from featurectl.errors import TransientError
 class TopicIds:
     """Topic name -> Kafka topic id, asked of the cluster once per topic and process."""
 
-    def __init__(self, bootstrap_servers: str, timeout_s: float = 15.0) -> None:
-        self._admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    def __init__(self, kafka: dict[str, Any], timeout_s: float = 15.0) -> None:
+        self._admin = AdminClient(kafka)  # Settings.kafka_client()
         self._timeout_s = timeout_s
         self._ids: dict[str, str] = {}
         self._lock = threading.Lock()

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from featurectl.errors import ConfigError
+from monitoring import metrics
 from streams.dlq import DeadLetterSink
 from streams.embed import EmbeddingStep
 from streams.events import ChangeEvent, DecodeError, KafkaMessage, decode
@@ -72,6 +75,7 @@ class Pipeline:
     freshness: Freshness = field(default_factory=Freshness)  # commit -> online write committed
     batch_freshness: Freshness = field(default_factory=Freshness)  # commit -> every sink written
     embedding: EmbeddingStep | None = None
+    _checks_s: float = field(default=0.0, init=False, repr=False)  # validate + embed time of this process()
 
     def __post_init__(self) -> None:
         self.embedding = self.embedding or EmbeddingStep(self.online)
@@ -80,13 +84,16 @@ class Pipeline:
         self, messages: Sequence[KafkaMessage], only_view: str | None = None, attempt: int = 1
     ) -> BatchStats:
         """Add a batch to the sinks (nothing is written until ``flush``)."""
+        started, self._checks_s = time.perf_counter(), 0.0
         stats = BatchStats(messages=len(messages))
         by_view: dict[str, list[_Pending]] = defaultdict(list)
         for msg in messages:
             try:
                 event = decode(msg)
             except DecodeError as exc:
-                self.dead_letters.add(msg, f"not a Debezium change event: {exc.problem}", attempt=attempt)
+                self.dead_letters.add(
+                    msg, f"not a Debezium change event: {exc.problem}", attempt=attempt, kind="decode"
+                )
                 stats.dead_letters += 1
                 continue
             routes = [r for r in self.routes.get(event.table or "", []) if only_view in (None, r.view)]
@@ -110,12 +117,15 @@ class Pipeline:
                 continue
             for route in routes:
                 if route.error:  # a broken declaration stops its own view only
-                    self.dead_letters.add(msg, route.error, view=route.view, attempt=attempt)
+                    self.dead_letters.add(
+                        msg, route.error, view=route.view, attempt=attempt, kind="view_config"
+                    )
                     stats.dead_letters += 1
                     continue
                 missing = unavailable_columns(event.after, route.feature_names)
                 by_view[route.view].append(_Pending(msg, event, route, feature_row(event, route), missing))
         self._write_views(by_view, stats, attempt)
+        metrics.STAGE_DURATION.labels("transform").observe(time.perf_counter() - started - self._checks_s)
         return stats
 
     def _write_views(self, by_view: dict[str, list[_Pending]], stats: BatchStats, attempt: int) -> None:
@@ -125,11 +135,12 @@ class Pipeline:
                 continue
             upserts = [p for p in items if p.event.op != "d"]
             deletes = [p for p in items if p.event.op == "d"]
+            started = time.perf_counter()
             try:
                 verdict = self.validator.validate(view, [p.row for p in upserts])
             except ConfigError as exc:
                 for p in upserts:
-                    self.dead_letters.add(p.msg, str(exc), view=view, attempt=attempt)
+                    self.dead_letters.add(p.msg, str(exc), view=view, attempt=attempt, kind="view_config")
                 stats.dead_letters += len(upserts)
                 upserts, verdict = [], None
             if verdict is not None:
@@ -141,9 +152,11 @@ class Pipeline:
                         [f.as_dict() for f in failures],
                         view,
                         attempt,
+                        kind="expectations",
                     )
                 stats.dead_letters += len(verdict.invalid)
                 upserts = [upserts[i] for i in verdict.valid]
+            self._checks_s += self._observe("validate", started)
             rows: list[SinkRow] = []
             sources: list[_Pending] = []
             join_keys = items[0].route.join_keys  # one view, one route
@@ -151,7 +164,11 @@ class Pipeline:
                 keys = {k: p.row[k] for k in join_keys}
                 if any(v is None for v in keys.values()):
                     self.dead_letters.add(
-                        p.msg, f"no value for join key(s) {join_keys}", view=view, attempt=attempt
+                        p.msg,
+                        f"no value for join key(s) {join_keys}",
+                        view=view,
+                        attempt=attempt,
+                        kind="join_key",
                     )
                     stats.dead_letters += 1
                     continue
@@ -175,14 +192,18 @@ class Pipeline:
                 sources.append(p)
             spec = items[0].route.embedding
             if spec is not None and self.embedding is not None:
+                started = time.perf_counter()
                 try:
                     rows = self.embedding.apply(spec, rows)
                 except ConfigError as exc:  # the declared model cannot be loaded: park the rows
                     for p, r in zip(sources, rows, strict=True):
                         if r.op != DELETE:
-                            self.dead_letters.add(p.msg, str(exc), view=view, attempt=attempt)
+                            self.dead_letters.add(
+                                p.msg, str(exc), view=view, attempt=attempt, kind="view_config"
+                            )
                             stats.dead_letters += 1
                     rows = [r for r in rows if r.op == DELETE]
+                self._checks_s += self._observe("embed", started)
             rows.sort(key=lambda r: r.order)
             self.online.add(rows)
             self.offline.add(last_of_each_instant(rows))  # a transaction's intermediate states: not history
@@ -217,7 +238,7 @@ class Pipeline:
                 lacking = [c for c in p.unavailable if prior is None or c not in prior]
                 if prior is None or lacking:
                     reason = unresolved_reason(p.event.table or p.route.table, lacking)
-                    self.dead_letters.add(p.msg, reason, view=view, attempt=attempt)
+                    self.dead_letters.add(p.msg, reason, view=view, attempt=attempt, kind="unchanged_toast")
                     stats.dead_letters += 1
                     continue
                 p.row.update({c: prior[c] for c in p.unavailable})
@@ -255,17 +276,30 @@ class Pipeline:
         self.online.add(rows)
         self.offline.add(rows)
 
+    @staticmethod
+    def _observe(stage: str, started: float) -> float:
+        took = time.perf_counter() - started
+        metrics.STAGE_DURATION.labels(stage).observe(took)
+        return took
+
     def flush(self) -> int:
         """Write every sink (online, offline, dead letters); returns online rows applied.
 
         Raises on failure; then nothing may be committed and the batch must be re-read.
         """
+        started = time.perf_counter()
         applied = self.online.flush()
+        self._observe("online_write", started)
         self.freshness.record(applied)  # readable online from here on
+        _count_online(applied, self.online.last_skipped)
         if self.online.superseded:  # a transaction's earlier change, re-delivered after its last
             self.offline.forget(self.online.superseded)
+        started = time.perf_counter()
         self.offline.flush()
+        self._observe("offline_write", started)
+        started = time.perf_counter()
         self.dead_letters.flush()
+        self._observe("dead_letter_write", started)
         self.batch_freshness.record(applied)
         return len(applied)
 
@@ -278,3 +312,20 @@ class Pipeline:
         self.online.discard()
         self.offline.discard()
         self.dead_letters.discard()
+
+
+def _count_online(applied: list[SinkRow], skipped: Sequence[SinkRow]) -> None:
+    """Per-view counters and the commit-to-online histogram, for rows the online store made durable.
+    Snapshot reads (``r``) carry their snapshot's time, not a commit's: no freshness sample."""
+    now = datetime.now(UTC)
+    per_view: dict[str, list[float]] = defaultdict(list)
+    for row in applied:
+        per_view[row.view].append((now - row.event_time).total_seconds() if row.cdc_op != "r" else -1.0)
+    for view, ages in per_view.items():
+        metrics.ROWS_WRITTEN.labels(view).inc(len(ages))
+        histogram = metrics.COMMIT_TO_ONLINE.labels(view)
+        for age in ages:
+            if age >= 0:
+                histogram.observe(age)
+    for row in skipped:
+        metrics.ROWS_SKIPPED_OLDER.labels(row.view).inc()

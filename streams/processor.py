@@ -9,7 +9,9 @@ SIGTERM/SIGINT: the current batch is finished, flushed and committed, then exit.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import json
 import logging
 import re
 import threading
@@ -24,6 +26,7 @@ from feast import FeatureStore
 from embeddings.models import load_embedder
 from featurectl.errors import ConfigError, FeatureCtlError, RetentionGapError, SourceChangedError
 from featurectl.settings import Settings
+from monitoring import metrics
 from streams.dlq import DeadLetterSink
 from streams.fencing import Claims, owner_name
 from streams.incarnation import TopicIds
@@ -76,9 +79,9 @@ def build_pipeline(settings: Settings, store: FeatureStore, live: bool = True) -
         offline=ParquetOfflineSink(
             store,
             writer_id=uuid.uuid4().hex[:8],
-            incarnation=TopicIds(settings.bootstrap_servers) if live else None,
+            incarnation=TopicIds(settings.kafka_client()) if live else None,
         ),
-        dead_letters=DeadLetterSink(settings.bootstrap_servers, settings.dlq_topic),
+        dead_letters=DeadLetterSink(settings.kafka_client(), settings.dlq_topic),
         validator=BatchValidator(SuiteStore(settings.suites_dir)),
     )
 
@@ -107,23 +110,40 @@ class Processor:
 
     def _consumer(self) -> Consumer:
         return Consumer(
-            {
-                "bootstrap.servers": self.settings.bootstrap_servers,
-                "group.id": self.config.group_id,
-                "enable.auto.commit": False,  # committed by hand, after the sinks flushed
-                # Never jump silently: a partition without a usable committed offset gets its start
-                # from _on_assign, and one that falls behind retention while running is an error.
-                "auto.offset.reset": "error",
-                "partition.assignment.strategy": "cooperative-sticky",
-                # A crashed copy's partitions move to the others after this long.
-                "session.timeout.ms": 10000,
-                # A copy stuck in one batch longer than this leaves the group; fencing keeps it off the stores.
-                "max.poll.interval.ms": self.config.max_poll_interval_ms,
-                # New topics matching the pattern (a new table, or a table's first change on a fresh
-                # stack) are found this quickly; metadata requests are cheap.
-                "topic.metadata.refresh.interval.ms": 1000,
-            }
+            self.settings.kafka_client(
+                **{
+                    "group.id": self.config.group_id,
+                    "enable.auto.commit": False,  # committed by hand, after the sinks flushed
+                    # Never jump silently: a partition without a usable committed offset gets its start
+                    # from _on_assign, and one that falls behind retention while running is an error.
+                    "auto.offset.reset": "error",
+                    "partition.assignment.strategy": "cooperative-sticky",
+                    # A crashed copy's partitions move to the others after this long.
+                    "session.timeout.ms": 10000,
+                    # A copy stuck in one batch longer than this leaves the group; fencing keeps it off the stores.
+                    "max.poll.interval.ms": self.config.max_poll_interval_ms,
+                    # New topics matching the pattern (a new table, or a table's first change on a fresh
+                    # stack) are found this quickly; metadata requests are cheap.
+                    "topic.metadata.refresh.interval.ms": 1000,
+                    # Per-partition consumer lag for /metrics (served from consume(), so never concurrently).
+                    "statistics.interval.ms": 5000,
+                    "stats_cb": self._on_stats,
+                }
+            )
         )
+
+    def _on_stats(self, raw: str) -> None:
+        """librdkafka statistics: each assigned partition's lag (end offset - committed offset)."""
+        try:
+            stats = json.loads(raw)
+        except ValueError:
+            return
+        for topic, t in stats.get("topics", {}).items():
+            for pid, p in t.get("partitions", {}).items():
+                lag = p.get("consumer_lag", -1)
+                # -1: unknown yet (no committed offset or end offset); "-1": the unassigned placeholder
+                if pid != "-1" and lag >= 0 and p.get("fetch_state") not in ("none", "stopped"):
+                    metrics.CONSUMER_LAG.labels(topic, pid).set(lag)
 
     def refresh_routes(self, force: bool = False) -> None:
         """Re-read the registry every ``registry_refresh_s``; the routes stay cached in between.
@@ -313,6 +333,9 @@ class Processor:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.claims.revoked([(p.topic, p.partition) for p in partitions])
+        for p in partitions:  # another copy reports them now
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(p.topic, str(p.partition))
 
     def _load_models(self) -> None:
         """Load the declared embedding models before consuming: seconds that no batch should wait for."""
@@ -325,8 +348,10 @@ class Processor:
                         logger.error("feature view %s: %s", route.view, exc)
 
     def _handle(self, consumer: Consumer, messages: Sequence[Message]) -> None:
+        started = time.perf_counter()
         self.pipeline.online.hold(self.claims.for_batch(messages))
         stats, applied = self._write(messages)
+        committing = time.perf_counter()
         try:
             consumer.commit(offsets=next_offsets(messages), asynchronous=False)
         except KafkaException as exc:
@@ -335,6 +360,10 @@ class Processor:
             logger.warning("offset commit failed (%s); the partitions' new owner re-processes them", exc)
         # Either way this process will not read the batch again (its position is past it).
         self.pipeline.committed()
+        done = time.perf_counter()
+        metrics.STAGE_DURATION.labels("commit").observe(done - committing)
+        metrics.BATCH_DURATION.observe(done - started)
+        metrics.BATCH_MESSAGES.observe(len(messages))
         self.processed += stats.rows
         self.dead_lettered += stats.dead_letters
         logger.debug(

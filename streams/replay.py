@@ -69,7 +69,7 @@ def _read_to_end(consumer: Consumer, topic: str, timeout_s: float = 30.0) -> Ite
 def list_dead_letters(settings: Settings, limit: int | None = None) -> list[tuple[Message, DeadLetter]]:
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            **settings.kafka_client(),
             "enable.auto.commit": False,
             "group.id": f"featurectl-dlq-list-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
@@ -96,7 +96,7 @@ def with_originals(settings: Settings, letters: list[DeadLetter]) -> list[DeadLe
         return letters
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            **settings.kafka_client(),
             "group.id": f"featurectl-dlq-originals-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
         }
@@ -134,7 +134,7 @@ def replay(settings: Settings, store: FeatureStore, group: str = REPLAY_GROUP) -
     """Re-process every dead letter not yet replayed by ``group``."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            **settings.kafka_client(),
             "group.id": group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",

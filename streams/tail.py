@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
@@ -19,11 +20,11 @@ from streams.events import ChangeEvent, DecodeError, decode
 logger = logging.getLogger(__name__)
 
 
-def observer(bootstrap: str, from_beginning: bool = True) -> Consumer:
-    """A consumer in a throwaway group that never commits."""
+def observer(kafka: dict[str, Any], from_beginning: bool = True) -> Consumer:
+    """A consumer in a throwaway group that never commits; ``kafka``: Settings.kafka_client()."""
     return Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka,
             "group.id": f"featurectl-tail-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest" if from_beginning else "latest",
@@ -36,7 +37,7 @@ def observer(bootstrap: str, from_beginning: bool = True) -> Consumer:
 
 
 def tail(
-    bootstrap: str,
+    kafka: dict[str, Any],
     topics: list[str],
     from_beginning: bool = True,
     idle_timeout_s: float | None = 5.0,
@@ -46,7 +47,7 @@ def tail(
 
     None for either means no such limit. The consumer is closed when the caller stops iterating.
     """
-    consumer = observer(bootstrap, from_beginning)
+    consumer = observer(kafka, from_beginning)
     consumer.subscribe(topics)
     last = time.monotonic()
     deadline = None if timeout_s is None else last + timeout_s

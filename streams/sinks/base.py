@@ -79,6 +79,7 @@ class OnlineSink(Sink):
     """An online store sink also knows which entities it currently holds (for a TRUNCATE)."""
 
     skipped_older: int = 0  # rows not applied because the store held a newer version (cumulative)
+    last_skipped: Sequence[SinkRow] = ()  # those of the last flush
     # Of the last flush's skipped rows, those committed at the same instant as the stored change: an
     # earlier change of the same transaction (re-delivered). History must not get them either.
     superseded: list[SinkRow]

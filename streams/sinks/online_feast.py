@@ -154,6 +154,7 @@ class FeastLayoutSink(OnlineSink):
         number of entities the store held."""
 
     def _log_skipped(self, skipped: list[SinkRow]) -> None:
+        self.last_skipped = skipped
         if skipped:
             self.skipped_older += len(skipped)
             logger.info(

@@ -142,7 +142,7 @@ class PostgresOnlineSink(FeastLayoutSink):
 
     # --- the write ------------------------------------------------------------------------------
     def flush(self) -> list[SinkRow]:
-        self.superseded = []
+        self.superseded, self.last_skipped = [], []
         try:
             with self._conn.transaction(), self._conn.cursor() as cur:
                 applied = self._flush(cur)

@@ -189,7 +189,7 @@ class RedisOnlineSink(FeastLayoutSink):
 
     # --- the write ------------------------------------------------------------------------------
     def flush(self) -> list[SinkRow]:
-        self.superseded = []
+        self.superseded, self.last_skipped = [], []
         if not self._pending and not self._barriers:
             self._check_fences()
             return []

@@ -122,7 +122,7 @@ class SqliteOnlineSink(FeastLayoutSink):
             raise fenced(lost)
 
     def flush(self) -> list[SinkRow]:
-        self.superseded = []
+        self.superseded, self.last_skipped = [], []
         if not self._pending and not self._barriers:
             self._check_fences()  # nothing online, but a refused batch must not reach the other sinks either
             return []

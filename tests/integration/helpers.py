@@ -73,7 +73,7 @@ def read_until(
 ) -> list[ChangeEvent]:
     """Consume ``topics`` from the start until ``done(events)`` holds; fail with what arrived if not."""
     events: list[ChangeEvent] = []
-    for event in tail(settings.bootstrap_servers, topics, idle_timeout_s=None, timeout_s=timeout_s):
+    for event in tail(settings.kafka_client(), topics, idle_timeout_s=None, timeout_s=timeout_s):
         events.append(event)
         if done(events):
             return events

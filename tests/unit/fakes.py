@@ -192,6 +192,7 @@ def hash_embedder(model: str) -> HashEmbedder:
 class MemoryDeadLetters:
     pending: list[tuple[Any, str, list[dict[str, Any]], str | None, int]] = field(default_factory=list)
     flushed: list[tuple[Any, str, list[dict[str, Any]], str | None, int]] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # each added letter's reason kind (streams/dlq.py KINDS)
 
     def add(
         self,
@@ -200,8 +201,10 @@ class MemoryDeadLetters:
         failed: list[dict[str, Any]] | None = None,
         view: str | None = None,
         attempt: int = 1,
+        kind: str = "other",
     ) -> None:
         self.pending.append((msg, reason, failed or [], view, attempt))
+        self.kinds.append(kind)
 
     def discard(self) -> None:
         self.pending.clear()

@@ -1,0 +1,313 @@
+"""``featurectl health``: the one screen an operator reads first.
+
+Each check answers one question and says what to do when the answer is bad:
+  postgres, kafka      reachable with the platform's credentials?
+  connector            RUNNING, with every task RUNNING?
+  slot                 present, not lost, retaining less WAL than the limit (monitoring/watch.py)?
+  lag                  how far the processor's group is behind the CDC topics, and is anyone consuming?
+  view <name>          when the last change of each CDC view reached its history
+  dead letters         how many records were dead-lettered in the last hour
+  job <name>           did each job's last run succeed?
+``fail`` means something needs action now (the command exits 1); ``warn`` means look soon.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from connectors.definition import ConnectorDefinition
+from connectors.deploy import debezium_conninfo
+from featurectl.errors import FeatureCtlError
+from featurectl.settings import Settings
+from monitoring.job_runs import last_runs
+from monitoring.source import connector_status, slot_status
+from monitoring.watch import wal_limit, wal_problem
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok, warn, fail
+    summary: str
+    action: str | None = None  # what to do, when status is not ok
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Health:
+    checks: list[Check]
+
+    @property
+    def needs_action(self) -> list[Check]:
+        return [c for c in self.checks if c.status == FAIL]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": not self.needs_action, "checks": [asdict(c) for c in self.checks]}
+
+
+def _guard(name: str, probe: Callable[[], list[Check]]) -> list[Check]:
+    """A probe that raised (a service down, a wrong password) is a failed check naming the error."""
+    try:
+        return probe()
+    except FeatureCtlError as exc:
+        return [Check(name, FAIL, exc.problem, exc.fix)]
+    except (psycopg.Error, KafkaException, OSError) as exc:
+        return [Check(name, FAIL, f"{type(exc).__name__}: {str(exc).strip()[:300]}", "see the service's log")]
+
+
+class HealthCheck:
+    """Runs every check once; nothing is changed anywhere."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        definition: ConnectorDefinition,
+        views: list[tuple[str, Callable[[], datetime | None]]],
+        app_conninfo: str,
+        lag_alert: int = 10_000,
+    ) -> None:
+        self.settings = settings
+        self.definition = definition
+        self.views = views  # (view name, its history's last change time)
+        self.app_conninfo = app_conninfo
+        self.lag_alert = lag_alert
+        self._consumer: Consumer | None = None
+
+    def run(self) -> Health:
+        checks: list[Check] = []
+        for name, probe in (
+            ("postgres", self._postgres),
+            ("kafka", self._kafka),
+            ("connector", self._connector),
+            ("slot", self._slot),
+            ("lag", self._lag),
+            ("views", self._views),
+            ("dead letters", self._dead_letters),
+            ("jobs", self._jobs),
+        ):
+            checks += _guard(name, probe)
+        if self._consumer is not None:
+            self._consumer.close()
+        return Health(checks)
+
+    # --- services ----------------------------------------------------------------------------------
+    def _postgres(self) -> list[Check]:
+        s = self.settings
+        with psycopg.connect(self.app_conninfo) as conn:
+            version = conn.execute("SHOW server_version").fetchone()
+        return [
+            Check(
+                "postgres",
+                OK,
+                f"{s.pg_host}:{s.pg_port}/{s.pg_database} (PostgreSQL {version and version[0]})",
+            )
+        ]
+
+    def _client(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = Consumer(
+                self.settings.kafka_client(
+                    **{"group.id": self.settings.processor_group, "enable.auto.commit": False}
+                )
+            )
+        return self._consumer
+
+    def _kafka(self) -> list[Check]:
+        meta = AdminClient(self.settings.kafka_client()).list_topics(timeout=10)
+        return [Check("kafka", OK, f"{self.settings.bootstrap_servers}: {len(meta.brokers)} broker(s)")]
+
+    def _connector(self) -> list[Check]:
+        st = connector_status(self.settings.connect_rest_url, self.definition.name)
+        data = {"state": st.state, "tasks": st.tasks}
+        if st.running:
+            return [Check("connector", OK, f"{st.name} RUNNING, {len(st.tasks)} task(s) RUNNING", data=data)]
+        tasks = ", ".join(f"task {t} {s}" for t, s in sorted(st.tasks.items())) or "no tasks"
+        action = {
+            "MISSING": "deploy it: `featurectl connector deploy`",
+            "PAUSED": "resume it: `featurectl connector resume` (its slot retains WAL while it is paused)",
+            "STOPPED": "resume it: `featurectl connector resume`",
+            "FAILED": "read the trace, fix the cause, then `featurectl connector restart`",
+        }.get(st.state, "tasks not running: `featurectl connector restart`, then read the Connect log")
+        summary = f"connector {st.name} is {st.state} ({tasks})"
+        if st.trace:
+            summary += f": {st.trace.splitlines()[0][:200]}"
+        return [Check("connector", FAIL, summary, action, data)]
+
+    def _slot(self) -> list[Check]:
+        slot = slot_status(debezium_conninfo(self.settings), self.definition.slot_name)
+        if slot is None:
+            return [
+                Check(
+                    "slot",
+                    FAIL,
+                    f"replication slot {self.definition.slot_name} does not exist",
+                    "deploy the connector (it creates the slot): `featurectl connector deploy`",
+                )
+            ]
+        limit = wal_limit(slot, self.settings.wal_retained_alert_bytes)
+        data = {
+            "retained_wal_bytes": slot.retained_wal_bytes,
+            "limit_bytes": limit,
+            "active": slot.active,
+            "wal_status": slot.wal_status,
+            "confirmed_flush_lag_bytes": slot.flush_lag_bytes,
+        }
+        summary = (
+            f"{slot.name}: {'active' if slot.active else 'inactive'}, retains "
+            f"{slot.retained_wal_bytes / 2**20:,.1f} MiB of WAL (limit {limit / 2**20:,.0f} MiB)"
+        )
+        problem = wal_problem(slot, self.settings.wal_retained_alert_bytes)
+        if problem:
+            fix = (
+                "re-deploy the connector; it snapshots again"
+                if slot.wal_status == "lost"
+                else "get the connector consuming again (`featurectl connector resume|restart`); if it is gone "
+                "for good, `featurectl connector delete` drops the slot"
+            )
+            return [Check("slot", FAIL, problem, fix, data)]
+        if not slot.active:
+            return [
+                Check(
+                    "slot",
+                    WARN,
+                    summary,
+                    "no consumer is connected: WAL accumulates until the connector reads again",
+                    data,
+                )
+            ]
+        return [Check("slot", OK, summary, data=data)]
+
+    # --- the processor ---------------------------------------------------------------------------
+    def _cdc_partitions(self) -> list[TopicPartition]:
+        prefix = self.definition.topic_prefix + "."
+        meta = self._client().list_topics(timeout=10)
+        return [
+            TopicPartition(name, p)
+            for name, topic in sorted(meta.topics.items())
+            if name.startswith(prefix)
+            for p in sorted(topic.partitions)
+        ]
+
+    def _lag(self) -> list[Check]:
+        consumer = self._client()
+        partitions = self._cdc_partitions()
+        committed = consumer.committed(partitions, timeout=10) if partitions else []
+        per_topic: dict[str, int] = {}
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            start = tp.offset if tp.offset >= 0 else low
+            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, high - start)
+        total = sum(per_topic.values())
+        members = self._group_members()
+        data = {"group": self.settings.processor_group, "lag": per_topic, "members": members}
+        summary = f"group {self.settings.processor_group}: {total:,} message(s) behind, {members} member(s)"
+        if total and members == 0:
+            return [
+                Check(
+                    "lag", FAIL, summary + ": no processor is running", "start it: `featurectl process`", data
+                )
+            ]
+        if total > self.lag_alert:
+            return [
+                Check(
+                    "lag",
+                    WARN,
+                    summary,
+                    "the processor falls behind: run more copies (`featurectl process`, same group) or "
+                    "see its batch and stage durations (/metrics)",
+                    data,
+                )
+            ]
+        return [Check("lag", OK, summary, data=data)]
+
+    def _group_members(self) -> int:
+        admin = AdminClient(self.settings.kafka_client())
+        group = self.settings.processor_group
+        described = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+        return len(described.members)
+
+    def _views(self) -> list[Check]:
+        now = datetime.now(UTC)
+        out = []
+        for name, last_change in self.views:
+            when = last_change()
+            if when is None:
+                out.append(Check(f"view {name}", OK, "no history yet", data={"last_change": None}))
+                continue
+            age = (now - when).total_seconds()
+            out.append(
+                Check(
+                    f"view {name}",
+                    OK,
+                    f"last change {when:%Y-%m-%d %H:%M:%S}Z ({_ago(age)} ago)",
+                    data={"last_change": when.isoformat(), "age_seconds": round(age, 1)},
+                )
+            )
+        return out
+
+    def _dead_letters(self) -> list[Check]:
+        consumer = self._client()
+        topic = self.settings.dlq_topic
+        meta = consumer.list_topics(topic, timeout=10)
+        if topic not in meta.topics or meta.topics[topic].error is not None:
+            return [Check("dead letters", OK, f"{topic}: none yet", data={"last_hour": 0})]
+        hour_ago_ms = int((time.time() - 3600) * 1000)
+        tps = [TopicPartition(topic, p, hour_ago_ms) for p in meta.topics[topic].partitions]
+        count = 0
+        for tp in consumer.offsets_for_times(tps, timeout=10):
+            high = consumer.get_watermark_offsets(
+                TopicPartition(topic, tp.partition), timeout=10, cached=False
+            )[1]
+            count += 0 if tp.offset < 0 else high - tp.offset  # -1: nothing that recent
+        data = {"last_hour": count}
+        if count:
+            return [
+                Check(
+                    "dead letters",
+                    WARN,
+                    f"{count} record(s) dead-lettered in the last hour",
+                    "read them: `featurectl dlq list`; fix the data or the suite, then `featurectl dlq replay`",
+                    data,
+                )
+            ]
+        return [Check("dead letters", OK, "none in the last hour", data=data)]
+
+    def _jobs(self) -> list[Check]:
+        runs = last_runs(self.settings.data_dir)
+        if not runs:
+            return [Check("jobs", OK, "no job has run here yet")]
+        out = []
+        for job, entry in sorted(runs.items()):
+            last = entry["last"]
+            ended = datetime.fromtimestamp(last.ended, UTC)
+            data = {"outcome": last.outcome, "ended": ended.isoformat(), "error": last.error}
+            if last.outcome == "success":
+                out.append(Check(f"job {job}", OK, f"succeeded {ended:%Y-%m-%d %H:%M:%S}Z", data=data))
+            else:
+                out.append(
+                    Check(
+                        f"job {job}",
+                        FAIL,
+                        f"failed {ended:%Y-%m-%d %H:%M:%S}Z: {last.error}",
+                        f"fix what the error names and run `featurectl {job.split('-', 1)[0]}` again",
+                        data,
+                    )
+                )
+        return out
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
