@@ -9,6 +9,7 @@ password is ever written to a committed file.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,13 @@ class ConnectorDefinition:
         """Captured tables as ``schema.table``, from ``table.include.list``."""
         return [t.strip() for t in self.config.get("table.include.list", "").split(",") if t.strip()]
 
+    @property
+    def heartbeat_table(self) -> str | None:
+        """The captured table ``heartbeat.action.query`` writes to, if any: its changes let the slot advance
+        while the other tables are idle."""
+        match = re.search(r"INSERT\s+INTO\s+([\w.]+)", self.config.get("heartbeat.action.query", ""), re.I)
+        return match.group(1) if match and match.group(1) in self.tables else None
+
     def topic_for(self, table: str) -> str:
         """The Kafka topic Debezium writes ``schema.table`` changes to."""
         return f"{self.topic_prefix}.{table}"
@@ -68,6 +76,11 @@ class ConnectorDefinition:
         config = {k: v for k, v in self.config.items() if keep_signals or not k.startswith("signal.")}
         if keep_signals:
             tables = [*tables, self.config["signal.data.collection"]]
+        heartbeat = self.heartbeat_table
+        if heartbeat and heartbeat not in tables:
+            # Without its heartbeat table in the publication, a connector whose tables are idle receives
+            # nothing, confirms no newer position, and its slot retains the WAL of everything else.
+            tables = [*tables, heartbeat]
         config.update(
             {
                 "slot.name": name,

@@ -1,0 +1,145 @@
+"""Day-2 operations against the real stack: /metrics of a running processor, the WAL watch, `featurectl health`."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import psycopg
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from connectors.client import ConnectClient
+from tests.integration.conftest import StackHandle
+from tests.integration.helpers import cli, wait_until
+from tests.integration.platform import Platform
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the endpoint: (name, sorted labels) -> value; {} while it does not answer."""
+    try:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except requests.RequestException:
+        return {}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def insert_customers(conninfo: str, n: int, bad: int = 0) -> None:
+    tag = uuid.uuid4().hex[:8]
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(
+            "INSERT INTO customers (email, full_name, country) "
+            "SELECT 'ops-' || g || '-' || %s || '@example.com', 'Ops ' || g, 'DE' FROM generate_series(1, %s) g",
+            (tag, n),
+        )
+        for i in range(bad):  # credit_limit below zero: the customer_profile suite rejects it
+            conn.execute(
+                "INSERT INTO customers (email, full_name, country, credit_limit) VALUES (%s, 'Bad', 'GB', -10)",
+                (f"ops-bad-{i}-{tag}@example.com",),
+            )
+
+
+def test_metrics_move_as_rows_flow_the_slot_metric_follows_a_pause_and_health_names_it(
+    stack: StackHandle, platform: Platform
+) -> None:
+    port = free_port()
+    platform.env["FEATURECTL_SOURCE_WATCH_INTERVAL_S"] = "1"
+    platform.start_processor("p", "--metrics-port", str(port))
+    slot = platform.definition.slot_name
+
+    # Rows flow: rows written and freshness observed per view, a dead letter counted by reason, lag to 0.
+    insert_customers(stack.app, 300, bad=1)
+    topic = platform.topic("public.customers")
+
+    def flowed() -> bool:
+        m = scrape(port)
+        lags = [
+            v
+            for (name, labels), v in m.items()
+            if name == "featurectl_consumer_lag" and ("topic", topic) in labels
+        ]
+        return (
+            value(m, "featurectl_rows_written_total", feature_view="customer_profile") >= 300
+            and value(m, "featurectl_commit_to_online_seconds_count", feature_view="customer_profile") >= 300
+            and value(
+                m, "featurectl_dead_letters_total", feature_view="customer_profile", reason="expectations"
+            )
+            >= 1
+            and len(lags) == 4
+            and all(v == 0 for v in lags)
+        )
+
+    wait_until(flowed, 120, "rows written, freshness and a dead letter in /metrics, lag 0 on every partition")
+    m = scrape(port)
+    assert value(m, "featurectl_batch_duration_seconds_count") > 0
+    assert value(m, "featurectl_stage_duration_seconds_count", stage="validate") > 0
+    assert value(m, "featurectl_connector_state", connector=platform.definition.name, state="RUNNING") == 1
+    assert value(m, "featurectl_replication_slot_active", slot=slot) == 1
+
+    # Its own data directory (job runs of other tests are not this platform's), the passwords given.
+    env = {
+        **platform.env,
+        "FEATURECTL_DATA_DIR": str(platform.root / "ops"),
+        **{
+            f"FEATURECTL_{f.upper()}": stack.settings.require_secret(f)
+            for f in ("pg_app_password", "debezium_password")
+        },
+    }
+    health = cli("health", "--file", str(platform.definition.path), env=env)
+    assert health.returncode == 0, health.stdout + health.stderr
+    assert "customer_profile" in health.stdout and "last change" in health.stdout
+
+    # Paused connector: the slot retains the WAL of every change made meanwhile; health fails, naming it.
+    client = ConnectClient(stack.settings.connect_rest_url)
+    client.pause(platform.definition.name)
+    wait_until(
+        lambda: (
+            value(
+                scrape(port), "featurectl_connector_state", connector=platform.definition.name, state="PAUSED"
+            )
+            == 1
+        ),
+        60,
+        "the connector's PAUSED state in /metrics",
+    )
+    before = value(scrape(port), "featurectl_replication_slot_retained_wal_bytes", slot=slot)
+    insert_customers(stack.app, 3000)
+    grown = wait_until(
+        lambda: (
+            (v := value(scrape(port), "featurectl_replication_slot_retained_wal_bytes", slot=slot))
+            > before + 200_000
+            and v
+        ),
+        60,
+        "the slot's retained WAL to grow while the connector is paused",
+    )
+    health = cli("health", "--file", str(platform.definition.path), env=env)
+    assert health.returncode == 1, health.stdout + health.stderr
+    assert f"connector {platform.definition.name} is PAUSED" in health.stdout
+    assert "featurectl connector resume" in health.stdout
+
+    client.resume(platform.definition.name)
+    wait_until(
+        lambda: value(scrape(port), "featurectl_replication_slot_retained_wal_bytes", slot=slot) < grown / 2,
+        120,
+        "the slot's retained WAL to fall after the connector resumed",
+    )
+    wait_until(
+        lambda: value(scrape(port), "featurectl_rows_written_total", feature_view="customer_profile") >= 3300,
+        120,
+        "the changes made while paused to reach the online store",
+    )
