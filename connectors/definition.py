@@ -94,14 +94,26 @@ class ConnectorDefinition:
         return ConnectorDefinition(name=name, config=config, path=path)
 
     def render(self, settings: Settings) -> dict[str, str]:
-        """The full config to PUT to Kafka Connect: the file plus connection settings and password."""
+        """The full config to PUT to Kafka Connect: the file plus connection settings and the password's
+        config-provider reference (settings.connect_debezium_password; the password itself if ``inline``)."""
+        reference = settings.connect_debezium_password
+        if reference == "inline":
+            password = settings.require_secret("debezium_password")
+        elif re.fullmatch(r"\$\{[\w.-]+:[^}]*\}", reference):
+            password = reference
+        else:
+            raise ConfigError(
+                f"FEATURECTL_CONNECT_DEBEZIUM_PASSWORD={reference!r} is neither a config-provider reference "
+                "(${provider:[path:]key}) nor `inline`",
+                "leave the default ${env:FEATURECTL_DEBEZIUM_PASSWORD}, or name your workers' provider",
+            )
         return {
             **self.config,
             "database.hostname": settings.connect_pg_host or settings.pg_host,
             "database.port": str(settings.connect_pg_port or settings.pg_port),
             "database.dbname": settings.pg_database,
             "database.user": settings.debezium_user,
-            "database.password": settings.require_secret("debezium_password"),
+            "database.password": password,
         }
 
 

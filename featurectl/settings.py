@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     connect_pg_port: int | None = Field(
         None, description="Port Kafka Connect uses to reach Postgres. Defaults to pg_port."
     )
+    connect_debezium_password: str = Field(
+        "${env:FEATURECTL_DEBEZIUM_PASSWORD}",
+        description="What `connector deploy` sends Connect as database.password: a config-provider reference "
+        "the Connect workers resolve, so Connect's config topic and REST API never hold the password. The "
+        "default reads the workers' environment variable (EnvVarConfigProvider, set up by `featurectl stack up` "
+        "and docker-compose); e.g. ${file:/etc/connect/secrets.properties:debezium_password} for "
+        "FileConfigProvider. `inline` sends the password itself (any Connect; its REST API then returns it).",
+    )
 
     # --- Kafka and Connect ---------------------------------------------------------------------
     kafka_port: int = Field(29092, description="Kafka broker listener port (not 9092).")

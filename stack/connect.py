@@ -13,6 +13,8 @@ from stack.jars import JvmJars
 
 logger = logging.getLogger(__name__)
 POSTGRES_CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
+# settings field -> environment variable of the worker that EnvVarConfigProvider reads it from
+SECRET_ENV = {"debezium_password": "FEATURECTL_DEBEZIUM_PASSWORD"}
 
 
 class ConnectWorker:
@@ -57,6 +59,10 @@ class ConnectWorker:
             "plugin.discovery": "service_load",
             # Without this, tasks of a worker that died uncleanly stay unassigned for minutes.
             "scheduled.rebalance.max.delay.ms": 0,
+            # Connector configs name secrets as ${env:VAR}, resolved here from the worker's environment,
+            # so the config topic and the REST API hold the reference, never the password.
+            "config.providers": "env",
+            "config.providers.env.class": "org.apache.kafka.common.config.provider.EnvVarConfigProvider",
         }
 
     def start(self) -> None:
@@ -72,7 +78,9 @@ class ConnectWorker:
             self.config,
             self.home / "log4j2.properties",
         )
-        pid = procs.spawn(self.daemon, argv)
+        # The secrets connectors reference (connectors/definition.py SECRET_REFERENCES), in its environment only.
+        env = {SECRET_ENV[field]: self.settings.require_secret(field) for field in SECRET_ENV}
+        pid = procs.spawn(self.daemon, argv, env)
         procs.wait_for(
             self.ready,
             self.settings.startup_timeout_s,

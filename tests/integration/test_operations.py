@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import uuid
 
 import psycopg
 import requests
+from confluent_kafka import Consumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.client import ConnectClient
@@ -143,3 +145,42 @@ def test_metrics_move_as_rows_flow_the_slot_metric_follows_a_pause_and_health_na
         120,
         "the changes made while paused to reach the online store",
     )
+
+
+def test_connect_never_holds_the_debezium_password(stack: StackHandle, platform: Platform) -> None:
+    password = stack.settings.require_secret("debezium_password")
+    name = platform.definition.name
+    config = requests.get(f"{stack.settings.connect_rest_url}/connectors/{name}/config", timeout=10).json()
+    assert config["database.password"] == "${env:FEATURECTL_DEBEZIUM_PASSWORD}"
+    assert password not in json.dumps(config)
+    # ... and yet the connector logged in with it: the worker resolved the reference from its environment.
+    status = ConnectClient(stack.settings.connect_rest_url).status(name)
+    assert status["connector"]["state"] == "RUNNING"
+    assert [t["state"] for t in status["tasks"]] == ["RUNNING"]
+    # Nor does Connect's config topic (what a Kafka user with read access on it would see).
+    records = read_topic(stack, "_featurectl_connect_configs")
+    assert records and not any(password in r for r in records)
+
+
+def read_topic(stack: StackHandle, topic: str) -> list[str]:
+    consumer = Consumer(
+        stack.settings.kafka_client(
+            **{
+                "group.id": f"ops-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+    )
+    consumer.subscribe([topic])
+    out: list[str] = []
+    idle = 0
+    while idle < 6:
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            idle += 1 if out else 0.2
+            continue
+        idle = 0
+        out.append((msg.value() or b"").decode(errors="replace"))
+    consumer.close()
+    return out

@@ -17,11 +17,19 @@ DEFAULTS = Settings.model_construct()
 
 
 def host_ports(service: str) -> set[int]:
-    return {int(str(p).split(":")[0]) for p in SERVICES[service].get("ports", [])}
+    return {int(str(p).split(":")[-2]) for p in SERVICES[service].get("ports", [])}
 
 
 def test_same_services() -> None:
-    assert set(SERVICES) == {"postgres", "kafka", "connect", "online-postgres", "redis"}
+    assert set(SERVICES) == {
+        "postgres",
+        "kafka",
+        "connect",
+        "online-postgres",
+        "redis",
+        "prometheus",
+        "grafana",
+    }
     # The production stores are opt-in there as in `featurectl stack up --with online-postgres --with redis`.
     assert SERVICES["online-postgres"]["profiles"] == SERVICES["redis"]["profiles"] == ["stores"]
 
@@ -84,3 +92,22 @@ def test_connect_uses_same_converters_and_mounts_connector_definitions() -> None
 def test_no_password_literal_in_compose() -> None:
     pw = SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD"]
     assert pw.startswith("${") and pw.endswith("}")
+
+
+def test_every_port_is_published_on_loopback_only() -> None:
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+        if service.get("network_mode") == "host":  # listens on the host's interfaces itself
+            text = " ".join(str(c) for c in service.get("command", [])) + str(service.get("environment", {}))
+            assert "127.0.0.1" in text, f"{name} on the host network must listen on 127.0.0.1"
+
+
+def test_connect_resolves_the_debezium_password_through_a_config_provider() -> None:
+    env = SERVICES["connect"]["environment"]
+    assert env["CONNECT_CONFIG_PROVIDERS"] == "env"
+    assert env["CONNECT_CONFIG_PROVIDERS_ENV_CLASS"].endswith("EnvVarConfigProvider")
+    # What `featurectl connector deploy` sends by default resolves in that worker's environment.
+    reference = DEFAULTS.connect_debezium_password
+    assert reference == "${env:FEATURECTL_DEBEZIUM_PASSWORD}"
+    assert "FEATURECTL_DEBEZIUM_PASSWORD" in env

@@ -26,9 +26,17 @@ def test_render_fills_connection_from_settings_without_committing_password() -> 
     s = Settings(debezium_password="pw", connect_pg_host="postgres", connect_pg_port=5432)  # type: ignore[arg-type]
     cfg = d.render(s)
     assert cfg["database.hostname"] == "postgres" and cfg["database.port"] == "5432"
-    assert cfg["database.password"] == "pw"
+    # A reference Connect's EnvVarConfigProvider resolves, never the password (its REST API returns configs).
+    assert cfg["database.password"] == "${env:FEATURECTL_DEBEZIUM_PASSWORD}"
+    assert "pw" not in json.dumps(cfg)
     assert cfg["database.user"] == s.debezium_user
     assert "database.password" not in d.path.read_text()
+    inline = d.render(s.model_copy(update={"connect_debezium_password": "inline"}))
+    assert inline["database.password"] == "pw"
+    custom = "${file:/etc/connect/secrets.properties:debezium_password}"
+    assert d.render(s.model_copy(update={"connect_debezium_password": custom}))["database.password"] == custom
+    with pytest.raises(ConfigError, match="neither a config-provider reference"):
+        d.render(s.model_copy(update={"connect_debezium_password": "hunter2"}))
 
 
 def test_password_in_definition_is_rejected(tmp_path: Path) -> None:
