@@ -48,6 +48,10 @@ def cli(ctx: click.Context, verbose: bool) -> None:
             handler.addFilter(_quiet_libraries)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # What featurectl and the services it starts write (stores, history, Kafka logs, secrets) holds
+    # source rows: readable by its owner only, from creation. Directories the postgres OS user must
+    # traverse are given their modes explicitly (stack/postgres.py).
+    os.umask(0o077)
     ctx.obj = load_settings()
     export_store_secrets(ctx.obj)
 

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     # --- Kafka and Connect ---------------------------------------------------------------------
     kafka_port: int = Field(29092, description="Kafka broker listener port (not 9092).")
     kafka_controller_port: int = Field(29093, description="KRaft controller listener port.")
+    kafka_sasl_port: int = Field(
+        29094,
+        description="The local broker's second listener, SASL_PLAINTEXT with SCRAM-SHA-256/512, user "
+        "`featurectl` (password kafka_sasl_password in the secrets file): how clients talk to a broker "
+        "that requires authentication (see FEATURECTL_KAFKA_SECURITY_PROTOCOL).",
+    )
     connect_port: int = Field(28083, description="Kafka Connect REST port (not 8083).")
     kafka_bootstrap: str | None = Field(
         None, description="Bootstrap servers of an existing Kafka. Defaults to the local broker."
@@ -239,6 +245,7 @@ class Settings(BaseSettings):
                     conf[key] = str(path)
             if self.kafka_ssl_key_password is not None:
                 conf["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        conf["error_cb"] = _kafka_error(self.bootstrap_servers, protocol)
         return {**conf, **extra}
 
     @property
@@ -266,6 +273,33 @@ class Settings(BaseSettings):
                 f"to generate the local stack's passwords in {self.secrets_file}",
             )
         return value
+
+
+def _kafka_error(bootstrap: str, protocol: str) -> Any:
+    """An ``error_cb`` that turns refused credentials into a ConfigError (raised from the client's
+    poll/consume, so the command stops saying why) instead of librdkafka retrying them for ever."""
+    import logging
+
+    log = logging.getLogger("kafka.client")
+
+    def on_error(err: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+            raise ConfigError(
+                f"Kafka at {bootstrap} refused the credentials ({protocol}): {err.str()}",
+                "check FEATURECTL_KAFKA_SASL_USERNAME, FEATURECTL_KAFKA_SASL_PASSWORD (or kafka_sasl_password "
+                "in the secrets file) and FEATURECTL_KAFKA_SASL_MECHANISM",
+            )
+        if err.code() == KafkaError._SSL:
+            raise ConfigError(
+                f"TLS with Kafka at {bootstrap} failed: {err.str()}",
+                "check FEATURECTL_KAFKA_SSL_CA_LOCATION (the CA that signed the brokers' certificates) and "
+                "that the bootstrap address is a TLS listener",
+            )
+        log.log(logging.ERROR if err.fatal() else logging.DEBUG, "kafka client: %s", err.str())
+
+    return on_error
 
 
 def export_store_secrets(settings: Settings) -> None:

@@ -8,7 +8,12 @@ import shutil
 import subprocess
 import uuid
 
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (
+    AdminClient,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 
 from featurectl.errors import FeatureCtlError
 from featurectl.settings import Settings
@@ -16,6 +21,8 @@ from stack import jvm, procs
 from stack.jars import JvmJars
 
 logger = logging.getLogger(__name__)
+SCRAM = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+SASL_USER = "featurectl"  # the local broker's SASL user
 
 
 def new_cluster_id() -> str:
@@ -51,11 +58,20 @@ class KafkaBroker:
             "process.roles": "broker,controller",
             "node.id": 1,
             "controller.quorum.bootstrap.servers": f"127.0.0.1:{s.kafka_controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{s.kafka_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port},"
+            f"SASL://127.0.0.1:{s.kafka_sasl_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{s.kafka_port},SASL://127.0.0.1:{s.kafka_sasl_port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL:SASL_PLAINTEXT",
+            # The SASL listener authenticates with SCRAM (what managed Kafkas offer besides PLAIN over TLS);
+            # its user is created at start (ensure_sasl_user), stored hashed in the cluster metadata.
+            "sasl.enabled.mechanisms": ",".join(SCRAM),
+            **{
+                f"listener.name.sasl.{m.lower()}.sasl.jaas.config": "org.apache.kafka.common.security.scram."
+                "ScramLoginModule required;"
+                for m in SCRAM
+            },
             "log.dirs": self.log_dirs,
             "num.partitions": 4,
             # One broker: every internal topic must live with a single replica.
@@ -99,10 +115,12 @@ class KafkaBroker:
     def start(self) -> None:
         if self.daemon.pid() is not None:
             logger.info("kafka: already running (pid %s)", self.daemon.pid())
+            self.ensure_sasl_user()
             return
         for port, setting in (
             (self.settings.kafka_port, "FEATURECTL_KAFKA_PORT"),
             (self.settings.kafka_controller_port, "FEATURECTL_KAFKA_CONTROLLER_PORT"),
+            (self.settings.kafka_sasl_port, "FEATURECTL_KAFKA_SASL_PORT"),
         ):
             procs.ensure_port_free(port, "kafka", setting)
         jvm.render_properties(self.config, self.properties())
@@ -117,7 +135,26 @@ class KafkaBroker:
             "the Kafka broker to answer metadata requests",
             check=lambda: procs.died_check(self.daemon, pid),
         )
-        logger.info("kafka: broker ready on 127.0.0.1:%d", self.settings.kafka_port)
+        self.ensure_sasl_user()
+        logger.info(
+            "kafka: broker ready on 127.0.0.1:%d (SASL/SCRAM user %s on 127.0.0.1:%d)",
+            self.settings.kafka_port,
+            SASL_USER,
+            self.settings.kafka_sasl_port,
+        )
+
+    def ensure_sasl_user(self) -> None:
+        """Create or update the SCRAM credentials of SASL_USER (idempotent; the password from the secrets file)."""
+        password = self.settings.require_secret("kafka_sasl_password")
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.settings.kafka_port}"})
+        for mechanism in SCRAM:  # one request per mechanism: Kafka refuses two changes of a user in one
+            upsert = UserScramCredentialUpsertion(
+                SASL_USER,
+                ScramCredentialInfo(getattr(ScramMechanism, mechanism.replace("-", "_")), 8192),
+                password.encode(),
+            )
+            for future in admin.alter_user_scram_credentials([upsert], request_timeout=30).values():
+                future.result(timeout=30)
 
     def ready(self) -> bool:
         """Broker metadata answers and lists this broker."""

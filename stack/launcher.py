@@ -37,6 +37,7 @@ GENERATED_SECRETS = (
     "online_pg_admin_password",
     "online_pg_password",
     "redis_password",
+    "kafka_sasl_password",
 )
 CORE = ("connect", "kafka", "postgres")  # stop order
 EXTRAS = ("online-postgres", "redis")
@@ -104,7 +105,8 @@ class LocalStack:
         """Start every service not yet running; returns seconds taken."""
         started = time.monotonic()
         try:
-            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            # 0700 from creation: it holds the secrets file, Kafka's logs and the services' logs.
+            self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise FeatureCtlError(
                 f"cannot create the data directory {self.settings.data_dir}: {exc.strerror}",

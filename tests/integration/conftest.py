@@ -39,6 +39,7 @@ TEST_ENV = {
     "FEATURECTL_KAFKA_PORT": "29192",
     "FEATURECTL_KAFKA_CONTROLLER_PORT": "29193",
     "FEATURECTL_CONNECT_PORT": "28183",
+    "FEATURECTL_KAFKA_SASL_PORT": "29194",
 }
 # Set for the whole session, so CLI subprocesses reach the test stack too.
 os.environ.update(TEST_ENV)

@@ -184,3 +184,48 @@ def read_topic(stack: StackHandle, topic: str) -> list[str]:
         out.append((msg.value() or b"").decode(errors="replace"))
     consumer.close()
     return out
+
+
+def sasl_env(stack: StackHandle, **extra: str) -> dict[str, str]:
+    """Client settings for the test broker's SASL_PLAINTEXT listener (SCRAM), as a managed Kafka needs."""
+    return {
+        "FEATURECTL_KAFKA_BOOTSTRAP": f"127.0.0.1:{stack.settings.kafka_sasl_port}",
+        "FEATURECTL_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "FEATURECTL_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "FEATURECTL_KAFKA_SASL_USERNAME": "featurectl",
+        **extra,
+    }
+
+
+def test_processor_and_tail_work_through_a_sasl_scram_listener(
+    stack: StackHandle, platform: Platform
+) -> None:
+    platform.env.update(sasl_env(stack))  # the password: kafka_sasl_password in the stack's secrets file
+    platform.start_processor("sasl")
+    email = f"sasl-{uuid.uuid4().hex[:8]}@example.com"
+    with psycopg.connect(stack.app) as conn:
+        row = conn.execute(
+            "INSERT INTO customers (email, full_name, country, segment) VALUES (%s, 'Sasl', 'FR', 'gold') RETURNING id",
+            (email,),
+        ).fetchone()
+    assert row
+    cid = int(row[0])
+    wait_until(
+        lambda: platform.online("customer_profile", "customer_id", [cid], ["segment"])["segment"] == ["gold"],
+        90,
+        "the row, read through the SASL listener, online",
+    )
+
+    tail = cli("tail", "--file", str(platform.definition.path), "public.customers", env=platform.env)
+    assert tail.returncode == 0, tail.stderr[-2000:]
+    assert email in tail.stdout
+
+    wrong = cli(
+        "tail",
+        "--file",
+        str(platform.definition.path),
+        "public.customers",
+        env={**platform.env, "FEATURECTL_KAFKA_SASL_PASSWORD": "not-the-password"},
+    )
+    assert wrong.returncode == 1
+    assert "refused the credentials" in wrong.stderr and "FEATURECTL_KAFKA_SASL_PASSWORD" in wrong.stderr
