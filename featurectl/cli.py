@@ -156,17 +156,52 @@ def db() -> None:
 
 @db.command("init")
 @CONNECTOR_FILE
+@click.option(
+    "--dry-run", is_flag=True, help="Print the SQL it would run (passwords redacted); change nothing."
+)
+@click.option(
+    "--reset-passwords",
+    is_flag=True,
+    help="Also set the passwords of existing app and Debezium roles from settings (otherwise left as they are).",
+)
+@click.option(
+    "--with-demo-schema",
+    is_flag=True,
+    help="Also create the demo tables (customers, products, orders), as `stack up` does locally.",
+)
 @click.pass_context
-def db_init(ctx: click.Context, path: Path | None) -> None:
-    """Create the roles, demo schema and publication in a running Postgres (idempotent).
+def db_init(
+    ctx: click.Context, path: Path | None, dry_run: bool, reset_passwords: bool, with_demo_schema: bool
+) -> None:
+    """Prepare a running Postgres for CDC: roles, CDC tables, grants, publication. Additive and safe to rerun.
 
-    `stack up` does this for the local stack; use it for docker-compose or an existing Postgres
-    (needs FEATURECTL_PG_ADMIN_PASSWORD for a superuser).
+    Creates what is missing and changes nothing that exists: existing roles keep their passwords and
+    attributes, the publication gains the connector's missing tables and keeps its others. Needs
+    FEATURECTL_PG_ADMIN_PASSWORD (a superuser) and the captured tables to exist.
     """
     from stack.postgres import Postgres
+    from stack.source_db import SourceInit
 
-    Postgres(_settings(ctx)).bootstrap(_definition(path))
-    click.echo("database ready")
+    settings = _settings(ctx)
+    init = SourceInit(
+        settings,
+        Postgres(settings).admin_conninfo,
+        _definition(path),
+        demo_schema=with_demo_schema,
+        reset_passwords=reset_passwords,
+    )
+    plan = init.plan()
+    if dry_run:
+        for statement in init.render(plan):
+            click.echo(statement + "\n")
+        for warning in plan.warnings:
+            click.echo(f"-- warning: {warning}")
+        click.echo(f"-- dry run: {len(plan.steps)} statement(s) not executed")
+        return
+    init.apply(plan)
+    for warning in plan.warnings:
+        click.echo(f"warning: {warning}")
+    click.echo(f"database {settings.pg_database} ready ({len(plan.steps)} statement(s) run)")
 
 
 # --- connector -----------------------------------------------------------------------------------
@@ -615,15 +650,17 @@ def snapshot_cmd(
     ctx: click.Context, tables: tuple[str, ...], wait_s: float | None, path: Path | None, schedule: str | None
 ) -> None:
     """Re-stream TABLES (schema.table) through the live pipeline: a Debezium incremental snapshot."""
+    from connectors.deploy import debezium_conninfo
     from jobs.snapshot import snapshot
-    from stack.postgres import Postgres
 
     settings = _settings(ctx)
     definition = _definition(path)
 
     def job() -> None:
-        admin = Postgres(settings).admin_conninfo(settings.pg_database)
-        signal_id = snapshot(settings.kafka_client(), admin, definition, list(tables), wait_s)
+        # Signalled as the least-privilege Debezium role (INSERT on the signal table only), not a superuser.
+        signal_id = snapshot(
+            settings.kafka_client(), debezium_conninfo(settings), definition, list(tables), wait_s
+        )
         click.echo(
             f"incremental snapshot {signal_id} of {', '.join(tables)} "
             + ("completed" if wait_s else "requested")
@@ -659,6 +696,7 @@ def verify_cmd(
     path: Path | None,
 ) -> None:
     """Compare the online store with Postgres row by row (VIEWS, or every CDC view); exit 1 on any mismatch."""
+    from connectors.deploy import debezium_conninfo
     from jobs.snapshot import snapshot
     from jobs.verify import Verifier, repair
     from stack.postgres import Postgres
@@ -686,8 +724,8 @@ def verify_cmd(
             assert route is not None
 
             def restream(conditions: dict[str, str], table: str = route.table) -> object:
-                admin = pg.admin_conninfo(settings.pg_database)
-                return snapshot(settings.kafka_client(), admin, definition, [table], wait_s, conditions)
+                signaller = debezium_conninfo(settings)  # least privilege: INSERT on the signal table
+                return snapshot(settings.kafka_client(), signaller, definition, [table], wait_s, conditions)
 
             streamed, deleted = repair(report, store, route, restream)
             click.echo(f"  repair: {streamed} re-streamed, {deleted} deleted; checking them again")

@@ -110,7 +110,8 @@ class History:
             )
         if latest is None:
             return None
-        return latest if latest.tzinfo else latest.replace(tzinfo=UTC)
+        when: datetime = latest if latest.tzinfo else latest.replace(tzinfo=UTC)
+        return when
 
     def dataset(self, files: list[str] | None = None) -> ds.Dataset:
         """The history (or only ``files`` of it) as one dataset with the view's history schema."""

@@ -44,12 +44,14 @@ def _notifications_at_end(kafka: dict[str, Any], topic: str) -> Consumer:
 
 
 def request_snapshot(
-    admin_conninfo: str,
+    conninfo: str,
     definition: ConnectorDefinition,
     tables: list[str],
     conditions: dict[str, str] | None = None,
 ) -> str:
     """Insert an ``execute-snapshot`` signal (incremental) for ``tables``; returns the signal id.
+
+    ``conninfo``: a role allowed to INSERT into the signal table; the Debezium role is (stack/sql/cdc.sql).
 
     ``conditions``: per table, a SQL filter restricting the snapshot to some rows (Debezium's
     ``additional-conditions``), e.g. ``{"public.customers": "id IN (1, 2)"}``.
@@ -78,7 +80,7 @@ def request_snapshot(
             f"snapshot request for {tables} is {len(data)} characters, over the signal table's 2048",
             "snapshot fewer keys at a time, or the whole table",
         )
-    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(
             f"INSERT INTO {signal_table} (id, type, data) VALUES (%s, 'execute-snapshot', %s)",
             (signal_id, data),
@@ -100,7 +102,7 @@ def notifications(consumer: Consumer, deadline: float) -> Iterator[dict[str, obj
 
 def snapshot(
     kafka: dict[str, Any],
-    admin_conninfo: str,
+    conninfo: str,
     definition: ConnectorDefinition,
     tables: list[str],
     wait_s: float | None,
@@ -115,7 +117,7 @@ def snapshot(
             "set notification.enabled.channels=sink and notification.sink.topic.name, or run without --wait",
         )
     try:
-        signal_id = request_snapshot(admin_conninfo, definition, tables, conditions)
+        signal_id = request_snapshot(conninfo, definition, tables, conditions)
         if consumer is None or wait_s is None:
             return signal_id
         for note in notifications(consumer, time.monotonic() + wait_s):

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import uuid
 
-from confluent_kafka.admin import (
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     ScramCredentialInfo,
     ScramMechanism,

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 from connectors.definition import ConnectorDefinition
 from featurectl.errors import FeatureCtlError
@@ -25,7 +24,6 @@ from stack import procs, system
 from stack.pg_location import OWNER_FILE, ClusterPlan, first_untraversable, plan_cluster
 
 logger = logging.getLogger(__name__)
-SCHEMA_SQL = Path(__file__).with_name("sql") / "shop.sql"
 
 
 class Postgres:
@@ -325,51 +323,17 @@ class Postgres:
             return False
 
     def bootstrap(self, connector: ConnectorDefinition) -> None:
-        """Roles, database, demo schema and publication; safe to run on every ``up``."""
-        s = self.settings
-        pw = self._passwords()
-        with psycopg.connect(self.admin_conninfo(), autocommit=True) as conn:
-            self._ensure_role(conn, s.pg_app_user, pw["pg_app_password"], replication=False)
-            self._ensure_role(conn, s.debezium_user, pw["debezium_password"], replication=True)
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (s.pg_database,)).fetchone()
-            if not exists:
-                logger.info("postgres: creating database %s owned by %s", s.pg_database, s.pg_app_user)
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(s.pg_database), sql.Identifier(s.pg_app_user)
-                    )
-                )
-            conn.execute(
-                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                    sql.Identifier(s.pg_database), sql.Identifier(s.debezium_user)
-                )
-            )
-        with psycopg.connect(self.admin_conninfo(s.pg_database)) as conn:
-            # DDL as the app role, so the application owns its tables (and the default privileges
-            # granted in the script apply to what it creates later).
-            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(s.pg_app_user)))
-            conn.execute(
-                sql.SQL(SCHEMA_SQL.read_text()).format(debezium_user=sql.Identifier(s.debezium_user))
-            )
-            conn.execute("RESET ROLE")
-            ensure_publication(conn, connector)
-        logger.info(
-            "postgres: database %s ready (roles %s, %s)", s.pg_database, s.pg_app_user, s.debezium_user
-        )
+        """Roles, database, demo schema, CDC tables and publication for the local stack; safe on every ``up``
+        (stack/source_db.py: additive, existing roles keep their passwords)."""
+        from stack.source_db import SourceInit
 
-    @staticmethod
-    def _ensure_role(
-        conn: psycopg.Connection[tuple[object, ...]], role: str, password: str, replication: bool
-    ) -> None:
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-        verb = "ALTER" if exists else "CREATE"
-        attrs = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE " + (
-            "REPLICATION" if replication else "NOREPLICATION"
-        )
-        conn.execute(
-            sql.SQL(verb + " ROLE {} WITH " + attrs + " PASSWORD {}").format(
-                sql.Identifier(role), sql.Literal(password)
-            )
+        init = SourceInit(self.settings, self.admin_conninfo, connector, demo_schema=True)
+        init.apply(init.plan())
+        logger.info(
+            "postgres: database %s ready (roles %s, %s)",
+            self.settings.pg_database,
+            self.settings.pg_app_user,
+            self.settings.debezium_user,
         )
 
     def app_conninfo(self) -> str:
@@ -385,14 +349,9 @@ class Postgres:
 
 
 def ensure_publication(conn: psycopg.Connection[tuple[object, ...]], connector: ConnectorDefinition) -> None:
-    # Created here by the superuser, so Debezium's role needs no table ownership
-    # (publication.autocreate.mode=disabled in the connector definition).
-    tables = sql.SQL(", ").join(sql.Identifier(*t.split(".", 1)) for t in connector.tables)
-    name = sql.Identifier(connector.publication_name)
-    exists = conn.execute(
-        "SELECT 1 FROM pg_publication WHERE pubname = %s", (connector.publication_name,)
-    ).fetchone()
-    if exists:
-        conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(name, tables))
-    else:
-        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(name, tables))
+    """Create the connector's publication or add the tables it lacks, on ``conn`` (a superuser's, in the
+    application database); never removes a table (stack/source_db.py)."""
+    from stack.source_db import publication_steps
+
+    for step in publication_steps(conn, connector)[0]:
+        conn.execute(step.statement)

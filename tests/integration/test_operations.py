@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+from pathlib import Path
 
 import psycopg
 import requests
 from confluent_kafka import Consumer
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
 
 from connectors.client import ConnectClient
+from connectors.definition import load_definition
 from tests.integration.conftest import StackHandle
 from tests.integration.helpers import cli, wait_until
 from tests.integration.platform import Platform
@@ -229,3 +232,78 @@ def test_processor_and_tail_work_through_a_sasl_scram_listener(
     )
     assert wrong.returncode == 1
     assert "refused the credentials" in wrong.stderr and "FEATURECTL_KAFKA_SASL_PASSWORD" in wrong.stderr
+
+
+def test_db_init_on_an_existing_database_creates_only_what_is_missing(
+    stack: StackHandle, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    db, app, dbz, pub = f"ops_{tag}", f"app_{tag}", f"dbz_{tag}", f"pub_{tag}"
+    admin = stack.stack.postgres.admin_conninfo
+    with psycopg.connect(admin("postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD 'app-original'").format(sql.Identifier(app))
+        )
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN REPLICATION PASSWORD 'dbz-original'").format(sql.Identifier(dbz))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(app)))
+    with psycopg.connect(admin(db), autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.accounts (id bigint PRIMARY KEY, email text)")
+        conn.execute("CREATE TABLE public.ledger (id bigint PRIMARY KEY, amount numeric)")
+        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE public.ledger").format(sql.Identifier(pub)))
+    definition = load_definition().derive(pub, ["public.accounts"], tmp_path / "existing.json")
+
+    def state() -> dict[str, object]:
+        with psycopg.connect(admin(db)) as conn:
+            roles = conn.execute(
+                "SELECT rolname, rolpassword, rolcreatedb, rolreplication FROM pg_authid "
+                "WHERE rolname IN (%s, %s) ORDER BY 1",
+                (app, dbz),
+            ).fetchall()
+            published = conn.execute(
+                "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s ORDER BY 1",
+                (pub,),
+            ).fetchall()
+            demo = conn.execute("SELECT to_regclass('public.customers')").fetchone()
+        return {"roles": roles, "published": [p[0] for p in published], "demo": demo and demo[0]}
+
+    env = {
+        "FEATURECTL_PG_DATABASE": db,
+        "FEATURECTL_PG_APP_USER": app,
+        "FEATURECTL_DEBEZIUM_USER": dbz,
+        "FEATURECTL_PG_APP_PASSWORD": "app-from-settings",
+        "FEATURECTL_DEBEZIUM_PASSWORD": "dbz-from-settings",
+    }
+    before = state()
+    dry = cli("db", "init", "--file", str(definition.path), "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert f'ALTER PUBLICATION "{pub}" ADD TABLE "public"."accounts"' in dry.stdout
+    assert "CREATE SCHEMA IF NOT EXISTS cdc" in dry.stdout
+    assert "ROLE" not in dry.stdout.replace("SET ROLE", "") and "customers" not in dry.stdout
+    assert state() == before  # a dry run changes nothing
+
+    done = cli("db", "init", "--file", str(definition.path), env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = state()
+    assert after["roles"] == before["roles"]  # same password hashes and attributes
+    assert after["published"] == ["cdc.debezium_heartbeat", "public.accounts", "public.ledger"]
+    assert after["demo"] is None  # the demo schema is the local stack's, not an existing database's
+    with psycopg.connect(admin(db)) as conn:
+        assert conn.execute(
+            "SELECT has_table_privilege(%s, 'public.accounts', 'SELECT')", (dbz,)
+        ).fetchone() == (True,)
+        assert conn.execute(
+            "SELECT has_table_privilege(%s, 'public.ledger', 'SELECT')", (dbz,)
+        ).fetchone() == (False,)
+    again = cli("db", "init", "--file", str(definition.path), "--dry-run", env=env)
+    assert "ADD TABLE" not in again.stdout and "GRANT SELECT ON" not in again.stdout  # nothing left to do
+
+    reset = cli("db", "init", "--file", str(definition.path), "--reset-passwords", env=env)
+    assert reset.returncode == 0, reset.stderr[-2000:]
+    s = stack.settings
+    with psycopg.connect(
+        host=s.pg_host, port=s.pg_port, dbname=db, user=app, password="app-from-settings"
+    ) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (app,)
+    assert state()["roles"][0][2] is True  # CREATEDB kept: attributes are never changed
