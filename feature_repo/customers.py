@@ -30,6 +30,8 @@ customer_profile = FeatureView(
         Field(name="segment", dtype=String),
         Field(name="credit_limit", dtype=Float64),
         Field(name="birth_date", dtype=UnixTimestamp),
+        # The e-mail as a keyed hash (pii.email below): equal addresses match, none is readable.
+        Field(name="email", dtype=String),
     ],
     source=customer_profile_push,
     online=True,
@@ -39,5 +41,10 @@ customer_profile = FeatureView(
         # Postgres commit time of the change.
         "cdc.table": "public.customers",
         "cdc.key": "customer_id=id",
+        # Personal data (streams/pii.py), handled before validation, in both stores and in dead letters:
+        # the e-mail is stored as HMAC-SHA256 with the secret pii_hash_key; the name, read by no feature,
+        # is masked where the raw change is kept (the dead-letter topic).
+        "pii.email": "hash",
+        "pii.full_name": "mask",
     },
 )

@@ -32,7 +32,7 @@ import math
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import Path
@@ -52,7 +52,7 @@ from featurectl.errors import ConfigError
 from jobs.history import History
 from streams.dlq import DeadLetter, DeadLetterSink
 from streams.embed import EmbeddingStep
-from streams.routes import Route, route_for
+from streams.routes import Route, route_for, routes_for, table_policy
 from streams.sinks.base import UPSERT, SinkRow
 from streams.sinks.offline_parquet import ParquetOfflineSink, history_schema
 from streams.sinks.online import open_online_sink
@@ -83,6 +83,7 @@ class SourceRow:
     table: str
     key_json: str
     value_json: str
+    handled: dict[str, str] = field(default_factory=dict)  # PII columns the value already holds handled
 
     def topic(self) -> str:
         return f"{BACKFILL_TOPIC_PREFIX}{self.table}"
@@ -98,6 +99,9 @@ class SourceRow:
 
     def value(self) -> bytes:
         return self.value_json.encode()
+
+    def pii_handled(self) -> dict[str, str]:
+        return self.handled
 
 
 def _debezium_encoding(value: Any) -> Any:
@@ -193,6 +197,13 @@ class PostgresBackfill:
                 "pick a view fed by CDC (featurectl embeddings status / feature_repo/)",
             )
         self.route: Route = route
+        # The table's views decide how dead letters keep PII (the strictest handling); a view refused for
+        # embedding PII (streams/routes.py) is refused here too.
+        table_routes = routes_for(store.list_feature_views()).get(route.table, [])
+        broken = [r.error for r in table_routes if r.view == view_name and r.error]
+        if broken:
+            raise ConfigError(broken[0])
+        self.pii_policy = table_policy(table_routes)
 
         def connect() -> psycopg.Connection[Any]:
             if conninfo is None:  # built for ``replay``, which reads no table
@@ -272,7 +283,7 @@ class PostgresBackfill:
         for letter in letters:
             by_attempt[letter.attempt + 1].append(letter)
         for attempt, batch in sorted(by_attempt.items()):
-            images, times = [], []
+            images, times, handled = [], [], []
             for letter in batch:
                 record = json.loads(letter.value or b"{}")
                 if not isinstance(record, dict) or "after" not in record or "event_time" not in record:
@@ -283,13 +294,15 @@ class PostgresBackfill:
                         view=self.view.name,
                         attempt=attempt,
                         kind="backfill",
+                        pii_policy=self.pii_policy,
                     )
                     report.dead_lettered += 1
                     continue
                 images.append(record["after"])
+                handled.append(letter.pii)  # masked in the dead letter already: not handled again
                 times.append(datetime.fromisoformat(record["event_time"]))
             report.read += len(images)
-            self._write_images(images, times, report, attempt)
+            self._write_images(images, times, report, attempt, handled)
         self.online.close()
         return report
 
@@ -305,10 +318,17 @@ class PostgresBackfill:
         self._write_images(images, times, report)
 
     def _write_images(
-        self, images: list[dict[str, Any]], times: list[datetime], report: BackfillReport, attempt: int = 1
+        self,
+        images: list[dict[str, Any]],
+        times: list[datetime],
+        report: BackfillReport,
+        attempt: int = 1,
+        handled: list[dict[str, str]] | None = None,
     ) -> None:
-        """Decode, validate, compare with the latest history, embed and append row states read at ``times``."""
-        rows = [row_from_image(image, self.route) for image in images]
+        """Decode, validate, compare with the latest history, embed and append row states read at ``times``.
+        ``handled``: per image, the PII columns it holds handled already (a replayed dead letter's)."""
+        done = handled or [{}] * len(images)
+        rows = [row_from_image(image, self.route, handled=h) for image, h in zip(images, done, strict=True)]
         verdict = self.validator.validate(self.view.name, rows)
         for i, failures in verdict.invalid.items():
             names = ", ".join(sorted({f"{f.expectation}({f.column})" for f in failures}))
@@ -316,7 +336,7 @@ class PostgresBackfill:
             # The row state and its event time: what ``replay`` needs to write it as the backfill would have.
             value = {"after": images[i], "event_time": times[i].isoformat()}
             message = SourceRow(
-                self.route.table, json.dumps(keys, default=str), json.dumps(value, default=str)
+                self.route.table, json.dumps(keys, default=str), json.dumps(value, default=str), done[i]
             )
             self.dead_letters.add(
                 message,
@@ -325,6 +345,7 @@ class PostgresBackfill:
                 self.view.name,
                 attempt,
                 kind="expectations",
+                pii_policy=self.pii_policy,
             )
         report.dead_lettered += len(verdict.invalid)
         latest = self._latest([rows[i] for i in verdict.valid])

@@ -39,6 +39,7 @@ from psycopg import sql
 from tqdm import tqdm
 
 from embeddings.spec import text_hash
+from streams import pii
 from streams.routes import Route, route_for
 from streams.sinks.base import DELETE, SinkRow
 from streams.sinks.online import open_online_sink
@@ -193,7 +194,9 @@ class Verifier:
         held = sink.current_features(self.view.name, keys)
         spec = route.embedding
         vectors = sink.stored_vectors(spec, keys) if spec is not None else [None] * len(rows)
-        for row, ks, online, vector in zip(rows, keys, held, vectors, strict=True):
+        handling = dict(route.pii)  # the store holds PII columns handled (streams/pii.py): compare alike
+        for source_row, ks, online, vector in zip(rows, keys, held, vectors, strict=True):
+            row = {k: pii.apply(handling[k], v) if k in handling else v for k, v in source_row.items()}
             report.checked += 1
             seen.add(_ident(ks))
             if online is None:

@@ -38,6 +38,7 @@ GENERATED_SECRETS = (
     "online_pg_password",
     "redis_password",
     "kafka_sasl_password",
+    "pii_hash_key",
 )
 CORE = ("connect", "kafka", "postgres")  # stop order
 EXTRAS = ("online-postgres", "redis")

@@ -15,7 +15,8 @@ import base64
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from featurectl.errors import TransientError
 from monitoring import metrics
+from streams import pii
 from streams.events import KafkaMessage
 
 logger = logging.getLogger(__name__)
@@ -77,11 +79,15 @@ class DeadLetter:
     attempt: int = 1
     truncated: bool = False  # the value was too large to keep: read it from the source offset
     kind: str = "other"  # the reason's class, a metric label: decode, expectations, join_key, ... (KINDS)
+    pii: dict[str, str] = field(
+        default_factory=dict
+    )  # columns whose values ``value`` holds handled (streams/pii.py)
 
     def to_json(self) -> bytes:
         record: dict[str, Any] = {
             "reason": self.reason,
             "reason_kind": self.kind,
+            "pii_handled": self.pii,
             "feature_view": self.feature_view,
             "failed_expectations": self.failed_expectations,
             "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
@@ -122,6 +128,7 @@ class DeadLetter:
             attempt=d.get("attempt", 1),
             truncated=truncated,
             kind=d.get("reason_kind", "other"),
+            pii=d.get("pii_handled") or {},
         )
 
     # The KafkaMessage protocol, so a dead letter can be decoded and processed again on replay.
@@ -150,6 +157,10 @@ class _Replayed:
     def value(self) -> bytes | None:
         return self._d.value
 
+    def pii_handled(self) -> dict[str, str]:
+        """Columns the value already holds handled: not to be handled again (streams/pii.py)."""
+        return self._d.pii
+
 
 class DeadLetterSink:
     """Buffers dead letters and produces them on ``flush`` (acks=all, idempotent producer)."""
@@ -177,20 +188,30 @@ class DeadLetterSink:
         view: str | None = None,
         attempt: int = 1,
         kind: str = "other",
+        pii_policy: Mapping[str, str] | None = None,
     ) -> None:
-        """Buffer ``msg`` with ``reason``; ``kind`` is one of KINDS."""
+        """Buffer ``msg`` with ``reason``; ``kind`` is one of KINDS. ``pii_policy`` (column -> handling, the
+        strictest of the table's views): applied to the kept row images, so the topic never holds the raw
+        values; columns the message already holds handled (a replayed dead letter's) are left as they are."""
+        value = _raw(msg.value())
+        handled = dict(getattr(msg, "pii_handled", dict)())
+        todo = {c: h for c, h in (pii_policy or {}).items() if c not in handled}
+        if todo:
+            value = pii.mask_message(value, todo)
+            handled.update(todo)
         letter = DeadLetter(
             msg.topic() or "",
             msg.partition() or 0,
             msg.offset() or 0,
             _raw(msg.key()),
-            _raw(msg.value()),
+            value,
             reason,
             failed or [],
             view,
             datetime.now(UTC).isoformat(),
             attempt,
             kind=kind if kind in KINDS else "other",
+            pii=handled,
         )
         logger.warning(
             "%s[%s] offset=%s -> dead-letter topic %s: %s",

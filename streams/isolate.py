@@ -58,6 +58,8 @@ def write_isolating(
             describe(exc),
         )
         reason = f"cannot be written to the feature stores: {describe(exc)}"
-        pipeline.dead_letters.add(msg, reason, view=view, attempt=attempt, kind="write")
+        pipeline.dead_letters.add(
+            msg, reason, view=view, attempt=attempt, kind="write", pii_policy=pipeline.pii_policy_of(msg)
+        )
         pipeline.dead_letters.flush()  # TransientError if Kafka is down: the caller retries the batch
         return BatchStats(messages=1, dead_letters=1), 0

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from featurectl.errors import ConfigError
 from monitoring import metrics
@@ -29,7 +29,7 @@ from streams.embed import EmbeddingStep
 from streams.events import ChangeEvent, DecodeError, KafkaMessage, decode
 from streams.freshness import Freshness
 from streams.ordering import last_of_each_instant, version_of
-from streams.routes import Route
+from streams.routes import Route, table_policy
 from streams.sinks.base import DELETE, UPSERT, OnlineSink, Sink, SinkRow
 from streams.toast import unavailable_columns, unresolved_reason
 from streams.transform import commit_time, feature_row
@@ -52,6 +52,11 @@ class BatchStats:
             self.dead_letters + other.dead_letters,
             self.skipped + other.skipped,
         )
+
+
+@runtime_checkable
+class _HandledPii(Protocol):
+    def pii_handled(self) -> dict[str, str]: ...
 
 
 @dataclass
@@ -97,6 +102,7 @@ class Pipeline:
                 stats.dead_letters += 1
                 continue
             routes = [r for r in self.routes.get(event.table or "", []) if only_view in (None, r.view)]
+            handled = msg.pii_handled() if isinstance(msg, _HandledPii) else None  # a replayed dead letter
             if event.is_tombstone or not routes:
                 stats.skipped += 1  # a tombstone follows a delete already handled
                 continue
@@ -118,19 +124,28 @@ class Pipeline:
             for route in routes:
                 if route.error:  # a broken declaration stops its own view only
                     self.dead_letters.add(
-                        msg, route.error, view=route.view, attempt=attempt, kind="view_config"
+                        msg,
+                        route.error,
+                        view=route.view,
+                        attempt=attempt,
+                        kind="view_config",
+                        pii_policy=self.pii_policy(event.table),
                     )
                     stats.dead_letters += 1
                     continue
                 missing = unavailable_columns(event.after, route.feature_names)
-                by_view[route.view].append(_Pending(msg, event, route, feature_row(event, route), missing))
+                row = feature_row(event, route, handled)
+                by_view[route.view].append(_Pending(msg, event, route, row, missing))
         self._write_views(by_view, stats, attempt)
         metrics.STAGE_DURATION.labels("transform").observe(time.perf_counter() - started - self._checks_s)
         return stats
 
     def _write_views(self, by_view: dict[str, list[_Pending]], stats: BatchStats, attempt: int) -> None:
         for view, all_items in by_view.items():
-            items = self._fill_unchanged(view, all_items, stats, attempt)
+            if not all_items:
+                continue
+            policy = self.pii_policy(all_items[0].route.table)  # dead letters keep handled values only
+            items = self._fill_unchanged(view, all_items, stats, attempt, policy)
             if not items:
                 continue
             upserts = [p for p in items if p.event.op != "d"]
@@ -140,7 +155,9 @@ class Pipeline:
                 verdict = self.validator.validate(view, [p.row for p in upserts])
             except ConfigError as exc:
                 for p in upserts:
-                    self.dead_letters.add(p.msg, str(exc), view=view, attempt=attempt, kind="view_config")
+                    self.dead_letters.add(
+                        p.msg, str(exc), view=view, attempt=attempt, kind="view_config", pii_policy=policy
+                    )
                 stats.dead_letters += len(upserts)
                 upserts, verdict = [], None
             if verdict is not None:
@@ -153,6 +170,7 @@ class Pipeline:
                         view,
                         attempt,
                         kind="expectations",
+                        pii_policy=policy,
                     )
                 stats.dead_letters += len(verdict.invalid)
                 upserts = [upserts[i] for i in verdict.valid]
@@ -169,6 +187,7 @@ class Pipeline:
                         view=view,
                         attempt=attempt,
                         kind="join_key",
+                        pii_policy=policy,
                     )
                     stats.dead_letters += 1
                     continue
@@ -199,7 +218,12 @@ class Pipeline:
                     for p, r in zip(sources, rows, strict=True):
                         if r.op != DELETE:
                             self.dead_letters.add(
-                                p.msg, str(exc), view=view, attempt=attempt, kind="view_config"
+                                p.msg,
+                                str(exc),
+                                view=view,
+                                attempt=attempt,
+                                kind="view_config",
+                                pii_policy=policy,
                             )
                             stats.dead_letters += 1
                     rows = [r for r in rows if r.op == DELETE]
@@ -210,7 +234,7 @@ class Pipeline:
             stats.rows += len(rows)
 
     def _fill_unchanged(
-        self, view: str, items: list[_Pending], stats: BatchStats, attempt: int
+        self, view: str, items: list[_Pending], stats: BatchStats, attempt: int, policy: dict[str, str]
     ) -> list[_Pending]:
         """Fill unchanged TOASTed features from the entity's previous state (streams/toast.py).
 
@@ -238,7 +262,9 @@ class Pipeline:
                 lacking = [c for c in p.unavailable if prior is None or c not in prior]
                 if prior is None or lacking:
                     reason = unresolved_reason(p.event.table or p.route.table, lacking)
-                    self.dead_letters.add(p.msg, reason, view=view, attempt=attempt, kind="unchanged_toast")
+                    self.dead_letters.add(
+                        p.msg, reason, view=view, attempt=attempt, kind="unchanged_toast", pii_policy=policy
+                    )
                     stats.dead_letters += 1
                     continue
                 p.row.update({c: prior[c] for c in p.unavailable})
@@ -275,6 +301,17 @@ class Pipeline:
         self.online.add_barrier(route.view, (version, minor))
         self.online.add(rows)
         self.offline.add(rows)
+
+    def pii_policy(self, table: str | None) -> dict[str, str]:
+        """How dead letters of ``table`` keep its PII columns: the strictest its views declare."""
+        return table_policy(self.routes.get(table or "", []))
+
+    def pii_policy_of(self, msg: KafkaMessage) -> dict[str, str]:
+        """The PII policy of the table a raw message comes from ({} if it is not a change event)."""
+        try:
+            return self.pii_policy(decode(msg).table)
+        except DecodeError:
+            return {}
 
     @staticmethod
     def _observe(stage: str, started: float) -> float:

@@ -9,7 +9,6 @@ SIGTERM/SIGINT: the current batch is finished, flushed and committed, then exit.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import logging
@@ -333,9 +332,10 @@ class Processor:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.claims.revoked([(p.topic, p.partition) for p in partitions])
-        for p in partitions:  # another copy reports them now
-            with contextlib.suppress(KeyError):
-                metrics.CONSUMER_LAG.remove(p.topic, str(p.partition))
+        for p in partitions:
+            # Another copy reports them now. Set to 0, not removed: Feast puts prometheus-client in
+            # multiprocess mode, where removing a series is not implemented (sum by topic stays right).
+            metrics.CONSUMER_LAG.labels(p.topic, str(p.partition)).set(0)
 
     def _load_models(self) -> None:
         """Load the declared embedding models before consuming: seconds that no batch should wait for."""

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from feast import FeatureStore, FeatureView
-from feast.types import FeastType
+from feast.types import FeastType, String
 
 from embeddings.spec import EmbeddingSpec, spec_for
 from featurectl.errors import ConfigError
+from streams import pii
 
 logger = logging.getLogger(__name__)
 TABLE_TAG = "cdc.table"
@@ -40,6 +41,8 @@ class Route:
     key_types: tuple[tuple[str, FeastType], ...]  # (join key, Feast dtype)
     embedding: EmbeddingSpec | None = None  # the vector feature to compute, if the view declares one
     error: str | None = None  # why the view's declaration cannot be materialised (a broken route)
+    pii: tuple[tuple[str, str], ...] = ()  # (source column, handling) this view declares (streams/pii.py)
+    allow_pii: frozenset[str] = frozenset()  # PII columns its embedding may read (embedding.allow_pii)
 
     @property
     def join_keys(self) -> list[str]:
@@ -74,7 +77,47 @@ def route_for(view: FeatureView) -> Route | None:
     entity_types = {c.name: c.dtype for c in view.entity_columns}
     features = tuple((f.name, f.dtype) for f in view.features if not f.vector_index)
     key_types = tuple((k, entity_types[k]) for k, _ in keys)
-    return Route(view.name, table, keys, features, key_types, spec_for(view))
+    embedding = spec_for(view)
+    handling = pii.declared(view.name, view.tags)
+    _check_pii(view.name, handling, dict(features), {c for _, c in keys}, embedding)
+    return Route(
+        view.name,
+        table,
+        keys,
+        features,
+        key_types,
+        embedding,
+        pii=tuple(sorted(handling.items())),
+        allow_pii=frozenset(pii.allowed(view.tags)),
+    )
+
+
+def _check_pii(
+    view: str,
+    handling: dict[str, str],
+    features: dict[str, FeastType],
+    key_columns: set[str],
+    embedding: EmbeddingSpec | None,
+) -> None:
+    for column, how in handling.items():
+        if column in key_columns:
+            raise ConfigError(
+                f"feature view {view}: pii.{column}={how} on a join key column would change the entity's key",
+                "key the view by a column that is not personal data, or hash the key upstream",
+            )
+        dtype = features.get(column)
+        if dtype is not None and how in pii.TEXT_HANDLINGS and dtype != String:
+            raise ConfigError(
+                f"feature view {view}: pii.{column}={how} makes text, but feature {column} is {dtype}",
+                f"declare {column} as String, or use pii.{column}=drop",
+            )
+        if embedding is not None and column in embedding.text_columns:
+            raise ConfigError(
+                f"feature view {view} embeds {column}, which it declares pii.{column}={how}: it would embed "
+                "the handled value",
+                f"remove pii.{column} and list {column} in {pii.ALLOW_TAG} to embed the text as it is, "
+                "or do not embed it",
+            )
 
 
 def routes_for(views: list[FeatureView]) -> dict[str, list[Route]]:
@@ -88,7 +131,34 @@ def routes_for(views: list[FeatureView]) -> dict[str, list[Route]]:
             route = Route(view.name, table, (), (), (), None, str(exc))
         if route:
             routes.setdefault(route.table, []).append(route)
-    return routes
+    return {table: _refuse_pii_embeddings(rs) for table, rs in routes.items()}
+
+
+def _refuse_pii_embeddings(routes: list[Route]) -> list[Route]:
+    """A view embedding a column another view of the table declares PII is broken unless it says so."""
+    declared = table_policy(routes)
+    out = []
+    for route in routes:
+        spec = route.embedding
+        exposed = (
+            sorted(set(spec.text_columns) & set(declared) - route.allow_pii)
+            if spec and not route.error
+            else []
+        )
+        if exposed:
+            error = (
+                f"feature view {route.view} embeds {exposed}, declared PII by a view of {route.table} "
+                f"({', '.join(f'pii.{c}={declared[c]}' for c in exposed)})\n  fix: list them in its tag "
+                f"{pii.ALLOW_TAG}='{','.join(exposed)}' to embed them as they are, or embed other columns"
+            )
+            route = Route(route.view, route.table, (), (), (), None, error)
+        out.append(route)
+    return out
+
+
+def table_policy(routes: list[Route]) -> dict[str, str]:
+    """The PII handling of a table's columns across its views (the strictest where they differ)."""
+    return pii.strictest([dict(r.pii) for r in routes if not r.error])
 
 
 def load_routes(store: FeatureStore, refresh: bool = True) -> dict[str, list[Route]]:

@@ -12,13 +12,14 @@ import base64
 import binascii
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from feast.types import Array, FeastType, PrimitiveFeastType
 
+from streams import pii
 from streams.events import ChangeEvent
 from streams.routes import Route
 
@@ -128,14 +129,21 @@ def commit_time(event: ChangeEvent) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def feature_row(event: ChangeEvent, route: Route) -> dict[str, Any]:
+def feature_row(event: ChangeEvent, route: Route, handled: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Join keys and features of the row image the event leaves behind (``before`` for a delete)."""
     image = event.after if event.after is not None else (event.before or {})
-    return row_from_image(image, route, event.key)
+    return row_from_image(image, route, event.key, handled)
 
 
-def row_from_image(image: dict[str, Any], route: Route, key: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Join keys and features of a row image in Debezium's encodings (key columns may come from ``key``)."""
+def row_from_image(
+    image: dict[str, Any],
+    route: Route,
+    key: dict[str, Any] | None = None,
+    handled: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Join keys and features of a row image in Debezium's encodings (key columns may come from ``key``),
+    with the view's PII handling applied (streams/pii.py) except to columns ``handled`` already (a
+    replayed dead letter's)."""
     keys, features = _plan(route)
     row: dict[str, Any] = {}
     for join_key, column, convert in keys:
@@ -143,13 +151,16 @@ def row_from_image(image: dict[str, Any], route: Route, key: dict[str, Any] | No
         if source is None and key:
             source = key.get(column)
         row[join_key] = convert(source)
-    for name, convert in features:
+    for name, convert, handling in features:
         if name not in row:
-            row[name] = convert(image.get(name))
+            value = convert(image.get(name))
+            if handling is not None and not (handled and name in handled):
+                value = pii.apply(handling, value)
+            row[name] = value
     return row
 
 
-Plan = tuple[tuple[tuple[str, str, Converter], ...], tuple[tuple[str, Converter], ...]]
+Plan = tuple[tuple[tuple[str, str, Converter], ...], tuple[tuple[str, Converter, str | None], ...]]
 _PLANS: dict[int, tuple[Route, Plan]] = {}  # by id: hashing a route per row would cost more than it saves
 
 
@@ -162,7 +173,8 @@ def _plan(route: Route) -> Plan:
         (join_key, column, converter(dtype))
         for (join_key, column), (_, dtype) in zip(route.keys, route.key_types, strict=True)
     )
-    plan = (keys, tuple((name, converter(dtype)) for name, dtype in route.features))
+    handling = dict(route.pii)
+    plan = (keys, tuple((name, converter(dtype), handling.get(name)) for name, dtype in route.features))
     if len(_PLANS) > 1024:  # routes are rebuilt on registry changes: forget old ones
         _PLANS.clear()
     _PLANS[id(route)] = (route, plan)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import socket
 import uuid
@@ -16,7 +18,7 @@ from psycopg import sql
 from connectors.client import ConnectClient
 from connectors.definition import load_definition
 from tests.integration.conftest import StackHandle
-from tests.integration.helpers import cli, wait_until
+from tests.integration.helpers import cli, history_rows, wait_until
 from tests.integration.platform import Platform
 
 
@@ -307,3 +309,55 @@ def test_db_init_on_an_existing_database_creates_only_what_is_missing(
     ) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (app,)
     assert state()["roles"][0][2] is True  # CREATEDB kept: attributes are never changed
+
+
+def test_a_pii_column_is_hashed_online_offline_and_in_a_dead_letter(
+    stack: StackHandle, platform: Platform
+) -> None:
+    """feature_repo/customers.py declares pii.email = hash and pii.full_name = mask."""
+    key = stack.settings.require_secret("pii_hash_key").encode()
+    platform.start_processor("pii")
+    tag = uuid.uuid4().hex[:8]
+    good, bad = f"pii-good-{tag}@example.com", f"pii-bad-{tag}@example.com"
+    with psycopg.connect(stack.app) as conn:
+        ids = [
+            conn.execute(
+                "INSERT INTO customers (email, full_name, country, credit_limit) VALUES (%s, %s, 'DE', %s) RETURNING id",
+                (email, name, credit),
+            ).fetchone()
+            for email, name, credit in ((good, "Greta Good", 5), (bad, "Bruno Bad", -10))
+        ]
+    good_id, bad_id = (int(r[0]) for r in ids if r)
+    digest = hmac.new(key, good.encode(), hashlib.sha256).hexdigest()
+    wait_until(
+        lambda: platform.online("customer_profile", "customer_id", [good_id], ["email"])["email"] == [digest],
+        90,
+        "the hashed e-mail online",
+    )
+    history = wait_until(
+        lambda: [r for r in history_rows(platform.repo, "customer_profile") if r["customer_id"] == good_id],
+        60,
+        "the change in the offline history",
+    )
+    assert [r["email"] for r in history] == [digest]
+    letters = wait_until(
+        lambda: [
+            d
+            for d in platform.dead_letters()
+            if d.value and f'"id":{bad_id},'.encode() in d.value.replace(b" ", b"")
+        ],
+        60,
+        "the bad row's dead letter",
+    )
+    (letter,) = letters
+    after = json.loads(letter.value or b"")["after"]
+    assert after["email"] == hmac.new(key, bad.encode(), hashlib.sha256).hexdigest()
+    assert after["full_name"] == "B***"
+    assert letter.pii == {"email": "hash", "full_name": "mask"}
+    raw = (
+        (letter.value or b"")
+        + letter.reason.encode()
+        + json.dumps(letter.failed_expectations, default=str).encode()
+    )
+    assert bad.encode() not in raw and b"Bruno Bad" not in raw
+    assert platform.online("customer_profile", "customer_id", [bad_id], ["email"])["email"] == [None]

@@ -104,3 +104,14 @@ def redis_store(redis_feast_repo: FeatureStore, local_redis: LocalRedis) -> Iter
 def fresh_store(request: pytest.FixtureRequest) -> FeatureStore:
     """Each online store the processor supports, applied and empty (tests run once per store)."""
     return request.getfixturevalue(f"{request.param}_store")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def pii_hash_key() -> Iterator[bytes]:
+    """The key ``pii.<column> = hash`` uses in unit tests (no settings file needed)."""
+    from streams import pii
+
+    key = b"unit-test-pii-key"
+    pii.set_hash_key(key)
+    yield key
+    pii.set_hash_key(None)

@@ -193,6 +193,7 @@ class MemoryDeadLetters:
     pending: list[tuple[Any, str, list[dict[str, Any]], str | None, int]] = field(default_factory=list)
     flushed: list[tuple[Any, str, list[dict[str, Any]], str | None, int]] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)  # each added letter's reason kind (streams/dlq.py KINDS)
+    policies: list[dict[str, str]] = field(default_factory=list)  # each letter's PII policy (streams/pii.py)
 
     def add(
         self,
@@ -202,9 +203,11 @@ class MemoryDeadLetters:
         view: str | None = None,
         attempt: int = 1,
         kind: str = "other",
+        pii_policy: Any = None,
     ) -> None:
         self.pending.append((msg, reason, failed or [], view, attempt))
         self.kinds.append(kind)
+        self.policies.append(dict(pii_policy or {}))
 
     def discard(self) -> None:
         self.pending.clear()

@@ -14,8 +14,15 @@ ROUTE = Route(
     "customer_profile",
     "public.customers",
     (("customer_id", "id"),),
-    (("country", String), ("segment", String), ("credit_limit", Float64), ("birth_date", UnixTimestamp)),
+    (
+        ("country", String),
+        ("segment", String),
+        ("credit_limit", Float64),
+        ("birth_date", UnixTimestamp),
+        ("email", String),
+    ),
     (("customer_id", Int64),),
+    pii=(("email", "hash"), ("full_name", "mask")),  # as feature_repo/customers.py declares
 )
 
 
