@@ -31,6 +31,20 @@ def _quiet_libraries(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.ERROR or not noisy
 
 
+def _remember_metrics_port(ctx: click.Context, _param: click.Parameter, value: int | None) -> None:
+    ctx.meta["metrics_port"] = value
+
+
+METRICS_PORT = click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    expose_value=False,
+    callback=_remember_metrics_port,
+    help="Serve Prometheus metrics on this port (/metrics; address FEATURECTL_METRICS_HOST).",
+)
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.pass_context
@@ -394,6 +408,7 @@ def search_cmd(ctx: click.Context, view: str, text: str, top_k: int) -> None:
 @cli.command("serve")
 @click.option("--host", default=None, help="Listen address (default FEATURECTL_SERVE_HOST, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default FEATURECTL_SERVE_PORT, 6566).")
+@METRICS_PORT
 @click.pass_context
 def serve_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Run the Feast feature server over the feature repository, in the foreground.
@@ -403,7 +418,12 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
     from serving.feature_server import FeatureServer
 
     settings = _settings(ctx)
-    server = FeatureServer(settings.feature_repo, host or settings.serve_host, port or settings.serve_port)
+    server = FeatureServer(
+        settings.feature_repo,
+        host or settings.serve_host,
+        port or settings.serve_port,
+        metrics_port=ctx.meta.get("metrics_port"),  # Feast's own server metrics, on the same address
+    )
     _run_server(
         server,
         f"feature server ready at {server.url} (repo {settings.feature_repo})\n"
@@ -475,20 +495,6 @@ def _run_job(settings: Settings, name: str, schedule: str | None, job: Any) -> N
         locked()
     else:
         run_every(parse_interval(schedule), locked, name)
-
-
-def _remember_metrics_port(ctx: click.Context, _param: click.Parameter, value: int | None) -> None:
-    ctx.meta["metrics_port"] = value
-
-
-METRICS_PORT = click.option(
-    "--metrics-port",
-    type=click.IntRange(1, 65535),
-    default=None,
-    expose_value=False,
-    callback=_remember_metrics_port,
-    help="Serve Prometheus metrics on this port (/metrics; address FEATURECTL_METRICS_HOST).",
-)
 
 
 def SCHEDULE(f: Any) -> Any:

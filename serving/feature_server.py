@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from featurectl.errors import FeatureCtlError
+from serving.feast_cli import ADDRESS_ENV
 from stack.procs import port_owner, wait_for
 
 logger = logging.getLogger(__name__)
@@ -29,11 +30,18 @@ class FeatureServer:
     port_setting = "FEATURECTL_SERVE_PORT"
 
     def __init__(
-        self, repo: Path, host: str, port: int, registry_ttl_s: int = 5, log: Path | None = None
+        self,
+        repo: Path,
+        host: str,
+        port: int,
+        registry_ttl_s: int = 5,
+        log: Path | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.repo = repo
         self.host = host
         self.port = port
+        self.metrics_port = metrics_port  # Feast's own server metrics (serving/feast_cli.py), on ``host``
         self.registry_ttl_s = registry_ttl_s
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
@@ -64,10 +72,28 @@ class FeatureServer:
                 f"port {self.port} is already in use by {owner}",
                 f"stop that program, or set {self.port_setting} to a free port",
             )
-        feast = Path(sys.executable).with_name("feast")
-        argv = [str(feast), self.command, "-h", self.host, "-p", str(self.port), *self._extra_args()]
+        argv = [
+            sys.executable,
+            "-m",
+            "serving.feast_cli",
+            self.command,
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+        ]
+        argv += self._extra_args()
         out = open(self.log, "ab") if self.log else None  # noqa: SIM115 - handed to the child
         env = {**os.environ, "FEAST_USAGE": "False"}
+        if self.metrics_port is not None:
+            owner = port_owner(self.metrics_port)
+            if owner:
+                raise FeatureCtlError(
+                    f"metrics port {self.metrics_port} is already in use by {owner}",
+                    "pick another --metrics-port",
+                )
+            argv.append("--metrics")
+            env[ADDRESS_ENV] = f"{self.host}:{self.metrics_port}"
         self.proc = subprocess.Popen(
             argv, cwd=self.repo, stdout=out, stderr=subprocess.STDOUT if out else None, env=env
         )

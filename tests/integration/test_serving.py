@@ -30,11 +30,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(platform: Platform) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(platform: Platform, metrics_port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
+    metrics = ["--metrics-port", str(metrics_port)] if metrics_port else []
     log = open(platform.root / "serve.log", "ab")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from featurectl.cli import main; main()", "serve", "--port", str(port)],
+        [
+            sys.executable,
+            "-c",
+            "from featurectl.cli import main; main()",
+            "serve",
+            "--port",
+            str(port),
+            *metrics,
+        ],
         env={**os.environ, **platform.env},
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -80,7 +89,8 @@ def test_http_lookups_see_changes_while_the_processor_writes(
     stack: StackHandle, platform: Platform, request: pytest.FixtureRequest
 ) -> None:
     platform.start_processor()
-    server, url = start_server(platform)
+    metrics_port = free_port()
+    server, url = start_server(platform, metrics_port)
     request.addfinalizer(lambda: stop_server(server))  # a failing assertion leaves no server running
     with psycopg.connect(stack.app, autocommit=True) as conn:
         cid = insert_customer(conn, "silver", 120.0)
@@ -90,6 +100,10 @@ def test_http_lookups_see_changes_while_the_processor_writes(
         conn.execute("UPDATE customers SET segment = 'gold', credit_limit = 800 WHERE id = %s", (cid,))
         wait_until(lambda: online(url, [cid])["segment"] == [("gold", "PRESENT")], 60, "the update over HTTP")
     assert online(url, [cid])["credit_limit"] == [(800.0, "PRESENT")]
+
+    # Feast's own server metrics, on the port asked for (Feast alone would use 8000 on every interface).
+    served = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    assert 'feast_feature_server_request_total{endpoint="/get-online-features",status="success"}' in served
 
     # An unknown entity is an answer, not an error.
     missing = online(url, [cid, 10**12])

@@ -1,0 +1,40 @@
+"""Feast's own CLI, with its Prometheus metrics server where we ask for it.
+
+Feast 0.67's ``feast serve --metrics`` always serves on port 8000 of every interface
+(``feast.metrics.start_metrics_server(port=8000)``, ``_make_metrics_httpd`` binding "" or "::"). Run as
+``python -m serving.feast_cli serve ... --metrics`` with FEAST_METRICS_ADDRESS=host:port, it serves
+them on that address only. Everything else is Feast's CLI as it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIServer, make_server
+
+ADDRESS_ENV = "FEAST_METRICS_ADDRESS"  # not FEATURECTL_*: featurectl rejects unknown settings of its prefix
+
+
+def main() -> None:
+    from feast import metrics
+    from feast.cli.cli import cli
+
+    address = os.environ.get(ADDRESS_ENV)
+    if address:
+        host, _, port = address.rpartition(":")
+
+        def bind(port: int, app: Callable[..., Iterable[bytes]]) -> WSGIServer:
+            handler: Any = metrics._QuietWSGIRequestHandler
+            return make_server(host, port, app, handler_class=handler)
+
+        # Looked up on the module at call time (feast/feature_server.py, feast/metrics.py), and inherited
+        # by the metrics process Feast forks.
+        metrics.start_metrics_server = functools.partial(metrics.start_metrics_server, port=int(port))
+        metrics._make_metrics_httpd = bind
+    cli()
+
+
+if __name__ == "__main__":
+    main()
