@@ -27,11 +27,14 @@ def deploy(settings: Settings, definition: ConnectorDefinition, timeout_s: float
     config = definition.render(settings)
     errors = client.validate(definition.name, config)
     if errors:
-        raise ConfigError(
-            f"connector {definition.name!r} failed validation:\n  " + "\n  ".join(errors),
-            "check the Postgres connection settings (FEATURECTL_PG_*, FEATURECTL_DEBEZIUM_*) "
-            f"and {definition.path}",
-        )
+        fix = f"check the Postgres connection settings (FEATURECTL_PG_*, FEATURECTL_DEBEZIUM_*) and {definition.path}"
+        if config["database.password"].startswith("${") and any("password" in e for e in errors):
+            fix += (
+                f"; Connect resolves the password from {config['database.password']} on its workers "
+                "(FEATURECTL_CONNECT_DEBEZIUM_PASSWORD): the workers need that config provider and value, "
+                "e.g. `featurectl stack down && featurectl stack up` for the local stack (connectors/README.md)"
+            )
+        raise ConfigError(f"connector {definition.name!r} failed validation:\n  " + "\n  ".join(errors), fix)
     created = client.put_config(definition.name, config)
     logger.info(
         "connector %s %s on %s", definition.name, "created" if created else "updated", client.base_url

@@ -24,7 +24,10 @@ def test_wrong_postgres_password_in_deploy(stack: StackHandle, tmp_path: Path) -
     base = load_definition()
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"name": name, "config": {**base.config, "slot.name": name}}))
-    result = cli("connector", "deploy", "--file", str(path), env={"FEATURECTL_DEBEZIUM_PASSWORD": "wrong"})
+    # The password sent as it is (not the default config-provider reference, which Connect resolves from its
+    # own environment), so a wrong one reaches Debezium's validation.
+    env = {"FEATURECTL_DEBEZIUM_PASSWORD": "wrong", "FEATURECTL_CONNECT_DEBEZIUM_PASSWORD": "inline"}
+    result = cli("connector", "deploy", "--file", str(path), env=env)
     assert result.returncode != 0
     assert "password authentication failed" in result.stderr
     assert "FEATURECTL_DEBEZIUM" in result.stderr  # names the fix

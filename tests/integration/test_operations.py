@@ -340,6 +340,13 @@ def test_a_pii_column_is_hashed_online_offline_and_in_a_dead_letter(
         "the change in the offline history",
     )
     assert [r["email"] for r in history] == [digest]
+    # What the processor wrote holds source rows: readable by its owner only (featurectl runs with umask 077).
+    written = [f for f in (platform.repo / "data" / "offline" / "customer_profile").rglob("*.parquet")]
+    assert written and all(f.stat().st_mode & 0o077 == 0 for f in written), [
+        oct(f.stat().st_mode) for f in written
+    ]
+    assert stack.settings.data_dir.stat().st_mode & 0o077 == 0  # 0700 from creation
+    assert stack.settings.secrets_file.stat().st_mode & 0o077 == 0
     letters = wait_until(
         lambda: [
             d
