@@ -10,6 +10,7 @@ Secrets are never committed: passwords come from the environment or from the sec
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -286,8 +287,6 @@ class Settings(BaseSettings):
 def _kafka_error(bootstrap: str, protocol: str) -> Any:
     """An ``error_cb`` that turns refused credentials into a ConfigError (raised from the client's
     poll/consume, so the command stops saying why) instead of librdkafka retrying them for ever."""
-    import logging
-
     log = logging.getLogger("kafka.client")
 
     def on_error(err: Any) -> None:
