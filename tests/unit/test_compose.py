@@ -32,6 +32,8 @@ def test_same_services() -> None:
     }
     # The production stores are opt-in there as in `featurectl stack up --with online-postgres --with redis`.
     assert SERVICES["online-postgres"]["profiles"] == SERVICES["redis"]["profiles"] == ["stores"]
+    # Prometheus and Grafana (Grafana needs an admin password) are opt-in too.
+    assert SERVICES["prometheus"]["profiles"] == SERVICES["grafana"]["profiles"] == ["monitoring"]
 
 
 def test_online_store_matches_the_local_one() -> None:
