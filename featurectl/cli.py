@@ -703,7 +703,7 @@ def verify_cmd(
 ) -> None:
     """Compare the online store with Postgres row by row (VIEWS, or every CDC view); exit 1 on any mismatch."""
     from connectors.deploy import debezium_conninfo
-    from jobs.snapshot import snapshot
+    from jobs.snapshot import key_filters, snapshot
     from jobs.verify import Verifier, repair
     from stack.postgres import Postgres
     from streams.routes import route_for
@@ -716,6 +716,8 @@ def verify_cmd(
         v for v in store.list_feature_views() if v.tags.get("cdc.table")
     ]
     definition = _definition(path)
+    # Repairs signal as Debezium's role (INSERT on the signal table only), not a superuser.
+    signaller = debezium_conninfo(settings) if do_repair else ""
     remaining = 0
     for view in selected:
         verifier = Verifier(store, pg.app_conninfo(), view, chunk)
@@ -730,10 +732,12 @@ def verify_cmd(
             assert route is not None
 
             def restream(conditions: dict[str, str], table: str = route.table) -> object:
-                signaller = debezium_conninfo(settings)  # least privilege: INSERT on the signal table
                 return snapshot(settings.kafka_client(), signaller, definition, [table], wait_s, conditions)
 
-            streamed, deleted = repair(report, store, route, restream)
+            def filters(table: str, columns: list[str], keys: list[tuple[Any, ...]]) -> list[str]:
+                return key_filters(signaller, definition, table, columns, keys)
+
+            streamed, deleted = repair(report, store, route, restream, filters)
             click.echo(f"  repair: {streamed} re-streamed, {deleted} deleted; checking them again")
             report = verifier.recheck(report, wait_s)
             click.echo(f"  after repair: {len(report.mismatches)} mismatches")

@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
+from psycopg import sql
 
 from connectors.definition import ConnectorDefinition
 from featurectl.errors import ConfigError, FeatureCtlError
@@ -69,24 +70,116 @@ def request_snapshot(
             f"connector {definition.name} does not capture {unknown}", f"name tables among {captured}"
         )
     signal_id = f"featurectl-{uuid.uuid4().hex[:12]}"
-    request: dict[str, object] = {"data-collections": tables, "type": "incremental"}
-    if conditions:
-        request["additional-conditions"] = [
-            {"data-collection": t, "filter": f} for t, f in conditions.items()
-        ]
-    data = json.dumps(request)
-    if len(data) > 2048:  # the signal table's data column (varchar(2048))
-        raise ConfigError(
-            f"snapshot request for {tables} is {len(data)} characters, over the signal table's 2048",
-            "snapshot fewer keys at a time, or the whole table",
-        )
+    data = _request(tables, conditions)
     with psycopg.connect(conninfo, autocommit=True) as conn:
+        limit = signal_data_limit(conn, signal_table)
+        if limit is not None and len(data) > limit:
+            raise ConfigError(
+                f"snapshot request for {tables} is {len(data)} characters, over the {limit} that "
+                f"{signal_table}.data holds",
+                f"widen it (ALTER TABLE {signal_table} ALTER COLUMN data TYPE text; `featurectl db init` "
+                "does so), or snapshot fewer keys at a time",
+            )
         conn.execute(
             f"INSERT INTO {signal_table} (id, type, data) VALUES (%s, 'execute-snapshot', %s)",
             (signal_id, data),
         )
     logger.info("requested an incremental snapshot of %s (signal %s)", ", ".join(tables), signal_id)
     return signal_id
+
+
+def _request(tables: list[str], conditions: dict[str, str] | None) -> str:
+    """The signal's ``data``: Debezium's execute-snapshot request, as JSON."""
+    request: dict[str, object] = {"data-collections": tables, "type": "incremental"}
+    if conditions:
+        request["additional-conditions"] = [
+            {"data-collection": t, "filter": f} for t, f in conditions.items()
+        ]
+    return json.dumps(request)
+
+
+def signal_data_limit(conn: psycopg.Connection[Any], signal_table: str) -> int | None:
+    """How many characters the signal table's ``data`` column holds (None: unbounded, as ``text``).
+
+    Debezium documents ``varchar(2048)``; ``featurectl db init`` widens ours to ``text`` so that a repair
+    of thousands of keys is one signal (one snapshot) instead of hundreds.
+    """
+    row = conn.execute(
+        "SELECT CASE WHEN a.atttypmod > 4 AND t.typname IN ('varchar', 'bpchar') THEN a.atttypmod - 4 END "
+        "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attname = 'data' AND NOT a.attisdropped",
+        (signal_table,),
+    ).fetchone()
+    if row is None:
+        raise ConfigError(
+            f"the signal table {signal_table} (signal.data.collection) has no data column, or does not exist",
+            "create it with `featurectl db init`",
+        )
+    return None if row[0] is None else int(row[0])
+
+
+def key_filters(
+    conninfo: str,
+    definition: ConnectorDefinition,
+    table: str,
+    columns: list[str],
+    keys: list[tuple[Any, ...]],
+) -> list[str]:
+    """``additional-conditions`` filters selecting ``keys`` (values of ``columns``) from ``table``, as few
+    as fit the signal table: each filter's request is at most its ``data`` column's width when encoded.
+
+    The filter is ``(c1, c2) IN (VALUES (v1::type1, v2::type2), (...))``: any key shape (uuid, text,
+    composite), and Postgres hashes the VALUES list, so thousands of keys cost one hash probe per row
+    Debezium's chunk queries read. The first row carries the columns' types; the others adopt them.
+    """
+    signal_table = definition.config["signal.data.collection"]
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        limit = signal_data_limit(conn, signal_table)
+        types: dict[str, str] = dict(
+            conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = to_regclass(%s) AND attname = ANY(%s) AND NOT attisdropped",
+                (table, columns),
+            ).fetchall()
+        )
+        missing = [c for c in columns if c not in types]
+        if missing:
+            raise ConfigError(f"{table} has no column {missing}", "check the view's cdc.key tag")
+
+        def row(key: tuple[Any, ...], cast: bool) -> str:
+            values = [sql.Literal(v).as_string(conn) for v in key]
+            if cast:
+                values = [f"{v}::{types[c]}" for v, c in zip(values, columns, strict=True)]
+            return "(" + ", ".join(values) + ")"
+
+        head = "(" + ", ".join(sql.Identifier(c).as_string(conn) for c in columns) + ") IN (VALUES "
+        filters: list[str] = []
+        budget = None if limit is None else limit - len(_request([table], {table: ""}))
+        rows: list[str] = []
+        used = 0
+
+        def encoded(text: str) -> int:
+            return len(json.dumps(text)) - 2  # the filter's length inside the request's JSON
+
+        for key in keys:
+            text = row(key, cast=not rows)
+            cost = encoded(text) + (encoded(", ") if rows else 0)
+            if budget is not None and rows and encoded(head) + used + cost + encoded(")") > budget:
+                filters.append(head + ", ".join(rows) + ")")
+                rows, used = [], 0
+                text = row(key, cast=True)
+                cost = encoded(text)
+            if budget is not None and encoded(head) + cost + encoded(")") > budget:
+                raise ConfigError(
+                    f"the key {key} of {table} alone does not fit {signal_table}.data ({limit} characters)",
+                    f"widen it: ALTER TABLE {signal_table} ALTER COLUMN data TYPE text (`featurectl db init` "
+                    "does so)",
+                )
+            rows.append(text)
+            used += cost
+        if rows:
+            filters.append(head + ", ".join(rows) + ")")
+        return filters
 
 
 def notifications(consumer: Consumer, deadline: float) -> Iterator[dict[str, object]]:

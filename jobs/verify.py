@@ -35,7 +35,6 @@ import psycopg
 import sqlalchemy as sa
 from feast import FeatureStore, FeatureView
 from feast.types import Array, FeastType, PrimitiveFeastType
-from psycopg import sql
 from tqdm import tqdm
 
 from embeddings.spec import text_hash
@@ -221,10 +220,16 @@ class Verifier:
 
 
 def repair(
-    report: VerifyReport, store: FeatureStore, route: Route, snapshot: Callable[[dict[str, str]], object]
+    report: VerifyReport,
+    store: FeatureStore,
+    route: Route,
+    restream: Callable[[dict[str, str]], object],
+    filters: Callable[[str, list[str], list[tuple[Any, ...]]], list[str]],
 ) -> tuple[int, int]:
-    """Re-stream wrong or missing entities (``snapshot(conditions)``), delete ones Postgres lacks.
+    """Re-stream wrong or missing entities, delete ones Postgres lacks.
 
+    ``filters(table, columns, keys)`` splits the keys into snapshot filters that each fit one signal
+    (jobs/snapshot.py ``key_filters``); ``restream({table: filter})`` snapshots one and waits for it.
     Returns (entities re-streamed, entities deleted)."""
     gone = report.keys("not in Postgres")
     if gone:
@@ -245,13 +250,13 @@ def repair(
         finally:
             sink.close()
     wrong = report.keys("differs", "missing online", "vector")
-    for i in range(0, len(wrong), 50):  # the signal table holds 2048 characters per request
-        part = wrong[i : i + 50]
-        columns = ", ".join(col for _, col in route.keys)
-        values = ", ".join(
-            "(" + ", ".join(sql.Literal(k[jk]).as_string(None) for jk, _ in route.keys) + ")" for k in part
-        )
-        snapshot({route.table: f"({columns}) IN ({values})"})
+    if wrong:
+        columns = [col for _, col in route.keys]
+        keys = [tuple(k[jk] for jk, _ in route.keys) for k in wrong]
+        parts = filters(route.table, columns, keys)
+        for i, condition in enumerate(parts, 1):
+            logger.info("repair of %s: snapshot %d of %d", route.table, i, len(parts))
+            restream({route.table: condition})
     return len(wrong), len(gone)
 
 
