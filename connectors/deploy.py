@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import psycopg
@@ -24,7 +25,7 @@ def deploy(settings: Settings, definition: ConnectorDefinition, timeout_s: float
     password is reported here, before anything is created).
     """
     client = ConnectClient(settings.connect_rest_url)
-    config = definition.render(settings)
+    config = exclude_unpublished_columns(definition.render(settings), generated_columns(settings, definition))
     errors = client.validate(definition.name, config)
     if errors:
         fix = f"check the Postgres connection settings (FEATURECTL_PG_*, FEATURECTL_DEBEZIUM_*) and {definition.path}"
@@ -40,6 +41,51 @@ def deploy(settings: Settings, definition: ConnectorDefinition, timeout_s: float
         "connector %s %s on %s", definition.name, "created" if created else "updated", client.base_url
     )
     return client.wait_state(definition.name, "RUNNING", timeout_s)
+
+
+def generated_columns(settings: Settings, definition: ConnectorDefinition) -> list[str]:
+    """The captured tables' stored generated columns, as ``schema.table.column`` (read as Debezium's role).
+
+    Without the Debezium password on this host (Connect resolves it on its workers), none are found: the
+    warning says what that leaves to the user."""
+    try:
+        conninfo = debezium_conninfo(settings)
+    except ConfigError as exc:
+        logger.warning(
+            "cannot look for generated columns in the captured tables (%s): a table with one needs it in "
+            "column.exclude.list, or its incremental snapshots fail", exc.problem
+        )
+        return []
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT n.nspname || '.' || c.relname || '.' || a.attname FROM pg_attribute a "
+            "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE a.attgenerated = 's' AND NOT a.attisdropped AND n.nspname || '.' || c.relname = ANY(%s) "
+            "ORDER BY 1",
+            (definition.tables,),
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def exclude_unpublished_columns(config: dict[str, str], columns: list[str]) -> dict[str, str]:
+    """``config`` with ``columns`` added to ``column.exclude.list``.
+
+    Postgres 15's logical replication does not publish generated columns, yet Debezium's table schema
+    (read over JDBC) has them: its incremental snapshot then fails on the table ("Column ... not found in
+    result set"), logs "skipping", and still reports the snapshot completed. Excluded, the table snapshots
+    and streams like any other, without them (a view cannot read them: connectors/capture.py).
+    """
+    if not columns:
+        return config
+    if "column.include.list" in config:
+        raise ConfigError(
+            f"the captured tables have generated columns {columns}, which Postgres does not publish, and the "
+            "connector sets column.include.list",
+            "leave those columns out of column.include.list (Debezium takes an include or an exclude list)",
+        )
+    given = [c.strip() for c in config.get("column.exclude.list", "").split(",") if c.strip()]
+    patterns = given + [re.escape(c) for c in columns if re.escape(c) not in given]
+    return {**config, "column.exclude.list": ",".join(patterns)}
 
 
 def debezium_conninfo(settings: Settings) -> str:

@@ -297,8 +297,14 @@ def tail_cmd(ctx: click.Context, tables: tuple[str, ...], path: Path | None, fol
 
 
 @cli.command("feast-apply")
+@CONNECTOR_FILE
+@click.option(
+    "--no-source-check",
+    is_flag=True,
+    help="Apply without checking the views' tables in Postgres (publication, partitions, generated columns).",
+)
 @click.pass_context
-def feast_apply_cmd(ctx: click.Context) -> None:
+def feast_apply_cmd(ctx: click.Context, path: Path | None, no_source_check: bool) -> None:
     """Run `feast apply` in the feature repository, then re-embed views whose model changed.
 
     A changed `embedding.model` (or backend, or dimension) starts an empty vector table for the
@@ -320,6 +326,14 @@ def feast_apply_cmd(ctx: click.Context) -> None:
             for v in views
             if spec_for(v) is not None
         ]
+    if not no_source_check:
+        from connectors.capture import source_problems
+        from stack.postgres import Postgres
+        from streams.routes import route_for, source_columns
+
+        routes = [r for r in (route_for(v) for v in views) if r is not None]
+        conninfo = Postgres(settings).app_conninfo()
+        problems += source_problems(conninfo, _definition(path), source_columns(routes))
     if problems:
         raise ConfigError(
             "not applied: the stream processor could not materialise these views:\n  - "
@@ -806,6 +820,7 @@ def health_cmd(ctx: click.Context, path: Path | None, as_json: bool) -> None:
     from jobs.history import History
     from monitoring.health import HealthCheck
     from stack.postgres import Postgres
+    from streams.routes import route_for, source_columns
     from streams.store import open_store
 
     settings = _settings(ctx)
@@ -815,7 +830,10 @@ def health_cmd(ctx: click.Context, path: Path | None, as_json: bool) -> None:
         for view in store.list_feature_views()
         if view.tags.get("cdc.table")
     ]
-    health = HealthCheck(settings, _definition(path), views, Postgres(settings).app_conninfo()).run()
+    routes = [r for r in (route_for(v) for v in store.list_feature_views()) if r is not None]
+    health = HealthCheck(
+        settings, _definition(path), views, Postgres(settings).app_conninfo(), sources=source_columns(routes)
+    ).run()
     if as_json:
         click.echo(json.dumps(health.as_json(), indent=2, default=str))
     else:

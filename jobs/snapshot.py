@@ -182,6 +182,40 @@ def key_filters(
         return filters
 
 
+# Debezium's TableScanCompletionStatus values other than SUCCEEDED and EMPTY, and what they mean here.
+_REASONS = {
+    "NO_PRIMARY_KEY": "the table has no primary key, and the connector names no message.key.columns for it",
+    "SQL_EXCEPTION": "its chunk query failed",
+    "UNKNOWN_SCHEMA": "the connector does not know the table's schema: it is not captured, or not published",
+    "SKIPPED": "the connector skipped it",
+}
+_FIXES = {
+    "NO_PRIMARY_KEY": "give the table a primary key, or set message.key.columns in the connector for it "
+    "(README, tables without a primary key)",
+    "UNKNOWN_SCHEMA": "check `featurectl health` (capture checks), then request it again",
+}
+
+
+def _requested(tables: list[str], collection: str) -> str:
+    """The requested table a notification's data collection names (it may carry the database too)."""
+    return next((t for t in tables if collection == t or collection.endswith("." + t)), collection)
+
+
+def _stop(conninfo: str, definition: ConnectorDefinition, tables: list[str]) -> None:
+    """Signal ``stop-snapshot`` for ``tables``: a failed or stalled snapshot must not hold up later ones."""
+    signal_table = definition.config["signal.data.collection"]
+    data = json.dumps({"data-collections": tables, "type": "incremental"})
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(
+                f"INSERT INTO {signal_table} (id, type, data) VALUES (%s, 'stop-snapshot', %s)",
+                (f"featurectl-stop-{uuid.uuid4().hex[:12]}", data),
+            )
+        logger.info("signalled stop-snapshot for %s", ", ".join(tables))
+    except psycopg.Error as exc:
+        logger.warning("could not signal stop-snapshot for %s: %s", ", ".join(tables), exc)
+
+
 def notifications(consumer: Consumer, deadline: float) -> Iterator[dict[str, object]]:
     while time.monotonic() < deadline:
         msg = consumer.poll(0.5)
@@ -213,20 +247,48 @@ def snapshot(
         signal_id = request_snapshot(conninfo, definition, tables, conditions)
         if consumer is None or wait_s is None:
             return signal_id
+        scanned: dict[str, int] = {}
         for note in notifications(consumer, time.monotonic() + wait_s):
-            if note.get("aggregate_type") != "Incremental Snapshot":
+            if note.get("aggregate_type") != "Incremental Snapshot" or note.get("id") not in (None, signal_id):
                 continue
             kind, extra = note.get("type"), note.get("additional_data") or {}
+            assert isinstance(extra, dict)
             logger.info("snapshot %s: %s %s", signal_id, kind, json.dumps(extra)[:200])
+            if kind == "TABLE_SCAN_COMPLETED":
+                table = _requested(tables, str(extra.get("data_collection") or extra.get("scanned_collection")))
+                status = str(extra.get("status", "SUCCEEDED"))
+                if status not in ("SUCCEEDED", "EMPTY"):
+                    _stop(conninfo, definition, tables)
+                    raise FeatureCtlError(
+                        f"Debezium did not snapshot {table}: table scan {status} "
+                        f"({_REASONS.get(status, 'see the Connect log')}); incremental snapshot {signal_id} "
+                        "stopped, so later snapshots are not held up",
+                        _FIXES.get(status, "read the Connect log for the error, fix it, and request it again"),
+                    )
+                scanned[table] = int(extra.get("total_rows_scanned") or 0)
             if kind == "COMPLETED":
+                skipped = [t for t in tables if t not in scanned]
+                if skipped:
+                    raise FeatureCtlError(
+                        f"Debezium reported incremental snapshot {signal_id} completed without scanning "
+                        f"{skipped}: it skipped them (the Connect log says why, e.g. 'Error while executing "
+                        "incremental snapshot for table ... skipping')",
+                        "fix what the Connect log names (`featurectl health` checks the captured tables), "
+                        "then request it again",
+                    )
+                for table, rows in scanned.items():
+                    logger.info("snapshot %s: %s: %d rows re-streamed", signal_id, table, rows)
                 return signal_id
             if kind == "ABORTED":
                 raise FeatureCtlError(
                     f"incremental snapshot {signal_id} was aborted: {extra}", "request it again"
                 )
+        _stop(conninfo, definition, tables)
         raise FeatureCtlError(
-            f"incremental snapshot {signal_id} not completed within {wait_s:.0f}s",
-            "it goes on in the connector; check `featurectl connector status` and the Connect log",
+            f"incremental snapshot {signal_id} of {tables} not completed within {wait_s:.0f}s; stopped it, so "
+            "later snapshots are not held up",
+            "check `featurectl connector status` and the Connect log, then request it again with a longer "
+            "--wait",
         )
     finally:
         if consumer is not None:

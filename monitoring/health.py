@@ -5,6 +5,9 @@ Each check answers one question and says what to do when the answer is bad:
   connector            RUNNING, with every task RUNNING?
   slot                 present, not lost, retaining less WAL than the limit (monitoring/watch.py)?
   lag                  how far the processor's group is behind the CDC topics, and is anyone consuming?
+  capture <table>      does each CDC view's table reach Kafka: captured, published (through the
+                       partition root when partitioned), not a leaf partition, no feature on a generated
+                       column, and a topic once it has rows (connectors/capture.py)?
   view <name>          when the last change of each CDC view reached its history
   dead letters         how many records were dead-lettered in the last hour
   job <name>           did each job's last run succeed?
@@ -22,7 +25,9 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from psycopg import sql
 
+from connectors.capture import CaptureProblem, capture_problems
 from connectors.definition import ConnectorDefinition
 from connectors.deploy import debezium_conninfo
 from featurectl.errors import FeatureCtlError
@@ -75,10 +80,12 @@ class HealthCheck:
         views: list[tuple[str, Callable[[], datetime | None]]],
         app_conninfo: str,
         lag_alert: int = 10_000,
+        sources: dict[str, set[str]] | None = None,
     ) -> None:
         self.settings = settings
         self.definition = definition
         self.views = views  # (view name, its history's last change time)
+        self.sources = sources or {}  # captured table -> the columns its views read
         self.app_conninfo = app_conninfo
         self.lag_alert = lag_alert
         self._consumer: Consumer | None = None
@@ -91,6 +98,7 @@ class HealthCheck:
             ("connector", self._connector),
             ("slot", self._slot),
             ("lag", self._lag),
+            ("capture", self._capture),
             ("views", self._views),
             ("dead letters", self._dead_letters),
             ("jobs", self._jobs),
@@ -236,6 +244,31 @@ class HealthCheck:
         described = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
         return len(described.members)
 
+    def _capture(self) -> list[Check]:
+        if not self.sources:
+            return []
+        meta = AdminClient(self.settings.kafka_client()).list_topics(timeout=10)
+        out = []
+        with psycopg.connect(self.app_conninfo) as conn:
+            problems = capture_problems(conn, self.definition, self.sources)
+            for table in sorted(self.sources):
+                mine = [p for p in problems if p.table == table]
+                topic = self.definition.topic_for(table)
+                if not mine and topic not in meta.topics and _has_rows(conn, table):
+                    mine.append(
+                        CaptureProblem(
+                            table,
+                            f"{table} has rows but no topic {topic}: Debezium has published none of its changes",
+                            f"check `featurectl connector status` and the Connect log, then `featurectl snapshot "
+                            f"{table}`",
+                        )
+                    )
+                if mine:
+                    out += [Check(f"capture {table}", FAIL, p.problem, p.fix) for p in mine]
+                else:
+                    out.append(Check(f"capture {table}", OK, f"captured and published ({topic})"))
+        return out
+
     def _views(self) -> list[Check]:
         now = datetime.now(UTC)
         out = []
@@ -304,6 +337,13 @@ class HealthCheck:
                     )
                 )
         return out
+
+
+def _has_rows(conn: psycopg.Connection[tuple[object, ...]], table: str) -> bool:
+    schema, name = table.split(".", 1)
+    query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(schema, name))
+    row = conn.execute(query).fetchone()
+    return bool(row and row[0])
 
 
 def _ago(seconds: float) -> str:

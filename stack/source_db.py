@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from connectors.capture import published_tables, publishes_via_root, table_shape, via_root_fix
 from connectors.definition import ConnectorDefinition
 from featurectl.errors import ConfigError
 from featurectl.settings import Settings
@@ -215,23 +216,47 @@ class SourceInit:
 
 def publication_steps(conn: Conn | None, connector: ConnectorDefinition) -> tuple[list[Step], list[str]]:
     """Create the connector's publication, or add the tables it lacks; never remove one. Created by the
-    superuser, so Debezium's role needs no table ownership (publication.autocreate.mode=disabled)."""
+    superuser, so Debezium's role needs no table ownership (publication.autocreate.mode=disabled).
+
+    A new publication publishes partitioned tables through their root (``publish_via_partition_root``):
+    changes then carry the captured table's name whatever partition holds the row. An existing one is
+    switched to it when this adds a partitioned table to it (nothing read it through the leaves yet);
+    otherwise a partitioned table published through its leaves is reported with the exact fix, since
+    switching changes the topics of what it already publishes."""
     name = connector.publication_name
     tables = connector.tables
-    exists = conn is not None and _one(conn, "SELECT 1 FROM pg_publication WHERE pubname = %s", (name,))
-    if not exists:
-        create = sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), _tables(tables))
+    via_root = publishes_via_root(conn, name) if conn is not None else None
+    if via_root is None:
+        create = sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)").format(
+            sql.Identifier(name), _tables(tables)
+        )
         return [Step(f"publication {name} is missing", create, in_app_db=True)], []
     assert conn is not None
-    query = "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s"
-    has = {f"{r[0]}.{r[1]}" for r in conn.execute(query, (name,))}
+    has = published_tables(conn, name)
     missing = [t for t in tables if t not in has]
     steps = []
     if missing:
         add = sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(name), _tables(missing))
         steps.append(Step(f"publication {name} lacks {missing} (its other tables stay)", add, in_app_db=True))
+    warnings = []
+    partitioned = [t for t in tables if table_shape(conn, t).partitioned]
+    if partitioned and not via_root:
+        if set(partitioned) <= set(missing):
+            steps.append(
+                Step(
+                    f"publication {name} must publish the partitioned {partitioned} through their root",
+                    sql.SQL(via_root_fix(name)),
+                    in_app_db=True,
+                )
+            )
+        else:
+            warnings.append(
+                f"publication {name} publishes the partitioned {partitioned} under their partitions' names, "
+                f"which Debezium drops (not changed here, it changes their topics): {via_root_fix(name)}"
+            )
     extra = sorted(has - set(tables))
-    warnings = [f"publication {name} also publishes {extra} (left as they are)"] if extra else []
+    if extra:
+        warnings.append(f"publication {name} also publishes {extra} (left as they are)")
     return steps, warnings
 
 

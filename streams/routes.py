@@ -187,3 +187,12 @@ def check_views(views: list[FeatureView], suites_dir: Path) -> list[str]:
             except ConfigError as exc:
                 problems.append(str(exc))
     return problems
+
+
+def source_columns(routes: list[Route]) -> dict[str, set[str]]:
+    """Per captured table, the source columns its views read (keys and features)."""
+    out: dict[str, set[str]] = {}
+    for route in routes:
+        out.setdefault(route.table, set()).update(c for _, c in route.keys)
+        out[route.table].update(route.feature_names)
+    return out

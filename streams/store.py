@@ -66,9 +66,18 @@ def feast_apply(repo: Path) -> None:
     env = {**os.environ, "FEAST_USAGE": "False"}
     result = subprocess.run([str(feast), "apply"], cwd=repo, capture_output=True, text=True, env=env)
     if result.returncode != 0:
+        output = (result.stdout + result.stderr)[-3000:]
+        unreachable = any(
+            word in output
+            for word in ("Connection refused", "connection refused", "OperationalError", "ConnectionError",
+                         "could not connect", "Name or service not known", "timed out")
+        )
         raise FeatureCtlError(
-            f"feast apply failed in {repo}:\n{(result.stdout + result.stderr)[-3000:]}",
-            "fix the feature declarations it names",
+            f"feast apply failed in {repo}:\n{output}",
+            "start the online store, or fix its address and password in feature_store.yaml's online_store "
+            "(`featurectl stack status` shows the local ones)"
+            if unreachable
+            else "fix the feature declarations it names",
         )
     create_history_tables(FeatureStore(repo_path=str(repo)))
 

@@ -136,8 +136,12 @@ def test_unchanged_toasted_values_stay_right_online_in_vectors_and_in_history(
     assert json.loads(extras["attributes"][0]) == attributes and extras["tags"] == [tags]
 
     for view in ("product_details", "product_documents", "product_extras"):
-        rows = history(platform, view, pid)
-        assert len(rows) >= 2, f"{view}: {len(rows)} history rows"
+        # Appended after the online write: polled, not read at once.
+        rows = wait_until(
+            lambda view=view: (lambda got: got if len(got) >= 2 else None)(history(platform, view, pid)),
+            60,
+            f"{view}: both versions in the history",
+        )
         latest = rows[-1]
         assert latest["description"] == description, f"{view}: latest history row lost the description"
         assert PLACEHOLDER not in json.dumps(latest, default=str), f"{view}: placeholder in history"

@@ -114,9 +114,13 @@ def test_an_update_of_a_non_text_column_keeps_the_vector_without_calling_the_mod
     assert embedded_lines(platform) == calls  # and no model call for that batch
 
     # The offline history has both versions of the row, each with its vector and the model that made it.
-    history = history_rows(platform.repo, VIEW)
-    mine = sorted((r for r in history if r["product_id"] == pid), key=lambda r: r["cdc_version"])
-    assert [r["price"] for r in mine] == [10.0, 12.5]
+    # The history is appended after the online write: poll it too (reading it at once raced the processor).
+    def mine() -> list[dict[str, Any]]:
+        rows = (r for r in history_rows(platform.repo, VIEW) if r["product_id"] == pid)
+        return sorted(rows, key=lambda r: r["cdc_version"])
+
+    wait_until(lambda: [r["price"] for r in mine()] == [10.0, 12.5], 60, "both versions in the history")
+    mine = mine()
     assert all(np.allclose(r["embedding"], first) for r in mine)
     assert {r["cdc_embedding_model"] for r in mine} == {
         spec_for(platform.store().get_feature_view(VIEW)).fingerprint

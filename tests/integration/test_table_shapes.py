@@ -56,7 +56,9 @@ stock_features = FeatureView(
 )
 """
 SUITE = '{{"name": "{}", "expectations": [{{"type": "expect_column_values_to_not_be_null", "kwargs": {{"column": "title"}}}}]}}'
-ROWS = 300
+PLANTED = [1, 2, 4, 40, 41, 80, 150, 299]  # rows of both partitions made wrong online before a snapshot
+ROWS = 300  # composite-keyed rows, 250 of them planted wrong
+LISTINGS = 10_000  # uuid-keyed rows, all planted wrong: one repair of 10,000 entities
 
 
 @dataclass
@@ -74,7 +76,7 @@ def shapes(stack: StackHandle, tmp_path: Path) -> Iterator[Shapes]:
     name = unique("ks")
     suffix = name.split("_", 1)[1]
     listings, stock = f"listings_{suffix}", f"stock_{suffix}"
-    listing_ids = [str(uuid.uuid4()) for _ in range(ROWS)]
+    listing_ids = [str(uuid.uuid4()) for _ in range(LISTINGS)]
     # Shop codes with quotes and non-ASCII: the filters must quote them right.
     stock_keys = [(f"shop-{i % 7}'s ü", i) for i in range(ROWS)]
     with psycopg.connect(stack.app, autocommit=True) as conn:
@@ -146,21 +148,24 @@ def test_verify_repair_fixes_hundreds_of_uuid_and_composite_keyed_entities(shape
     wait_until(lambda: None not in titles(plat, "listing_features", listing_rows), 120, "listings online")
     wait_until(lambda: None not in titles(plat, "stock_features", stock_rows), 120, "stock online")
 
-    wrong_listings, wrong_stock = listing_rows[:250], stock_rows[:250]
+    wrong_listings, wrong_stock = listing_rows, stock_rows[:250]
     plant_wrong_titles(plat, "listing_features", wrong_listings, {"title": "wrong", "price": 0.0})
     plant_wrong_titles(plat, "stock_features", wrong_stock, {"title": "wrong", "qty": 0})
-    assert titles(plat, "listing_features", wrong_listings) == ["wrong"] * 250
+    assert titles(plat, "listing_features", wrong_listings) == ["wrong"] * LISTINGS
 
     args = ["verify", "listing_features", "stock_features", "--file", str(plat.definition.path)]
     caught = cli(*args, env=plat.env)
     assert caught.returncode == 1, caught.stdout + caught.stderr
-    assert f"listing_features (public.{shapes.listings}): {ROWS} rows, 250 mismatches" in caught.stdout
+    assert (
+        f"listing_features (public.{shapes.listings}): {LISTINGS} rows, {LISTINGS} mismatches"
+        in caught.stdout
+    )
     assert f"stock_features (public.{shapes.stock}): {ROWS} rows, 250 mismatches" in caught.stdout
 
     repaired = cli(*args, "--repair", "--wait", "240", env=plat.env, timeout=600)
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert repaired.stdout.count("after repair: 0 mismatches") == 2, repaired.stdout
-    assert titles(plat, "listing_features", wrong_listings) == [f"listing {i}" for i in range(250)]
+    assert titles(plat, "listing_features", wrong_listings) == [f"listing {i}" for i in range(LISTINGS)]
     assert titles(plat, "stock_features", wrong_stock) == [f"stock {k}" for _, k in shapes.stock_keys[:250]]
 
 
@@ -200,3 +205,282 @@ def test_key_filters_fit_a_documented_2048_character_signal_table_and_select_exa
     finally:
         with psycopg.connect(stack.app, autocommit=True) as conn:
             conn.execute(f"DROP TABLE {narrow_table}")
+
+
+EVENTS_VIEW = """
+from datetime import timedelta
+from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.types import Float64, Int64, String
+
+event = Entity(name="event", join_keys=["event_id"], value_type=ValueType.INT64)
+
+event_features = FeatureView(
+    name="event_features", entities=[event], ttl=timedelta(0),
+    schema=[Field(name="event_id", dtype=Int64), Field(name="title", dtype=String),
+            Field(name="amount", dtype=Float64), Field(name="FEATURE", dtype=String)],
+    source=PushSource(name="event_push", batch_source=FileSource(
+        name="event_history", path="data/offline/event_features",
+        timestamp_field="event_timestamp", created_timestamp_column="ingested_at")),
+    tags={"cdc.table": "public.TABLE", "cdc.key": "event_id=id"},
+)
+"""
+
+
+def drop_shop_views(plat: Platform) -> None:
+    """The repo copy declares the shop's views too; this platform's connector captures only its table."""
+    for module in ("customers.py", "orders.py", "products.py"):
+        (plat.repo / module).unlink()
+
+
+def one_table_platform(stack: StackHandle, tmp_path: Path, table: str, feature: str = "region") -> Platform:
+    """A platform over ``table`` wired through the documented steps (publication by db init's code,
+    connector deployed, views applied with the source check), with a running processor."""
+    name = unique("sh")
+    plat = make_platform(
+        stack.settings, stack.admin, tmp_path, name, signals=True, tables=(f"public.{table}",)
+    )
+    drop_shop_views(plat)
+    (plat.repo / "events.py").write_text(EVENTS_VIEW.replace("TABLE", table).replace("FEATURE", feature))
+    (plat.suites / "event_features.json").write_text(SUITE.format("event_features"))
+    deploy(stack.settings, plat.definition, timeout_s=120)
+    applied = cli("feast-apply", "--file", str(plat.definition.path), env=plat.env, timeout=300)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    plat.start_processor()
+    return plat
+
+
+def drop_platform(stack: StackHandle, plat: Platform, table: str) -> None:
+    plat.stop_all()
+    remove(stack.settings, plat.definition)
+    with psycopg.connect(stack.admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(plat.name)))
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(table)))
+
+
+def online_events(plat: Platform, ids: list[int], feature: str = "region") -> dict[int, tuple[Any, ...]]:
+    got = plat.online("event_features", "event_id", ids, ["title", "amount", feature])
+    return {
+        i: (t, a, r)
+        for i, t, a, r in zip(ids, got["title"], got["amount"], got[feature], strict=True)
+        if t is not None
+    }
+
+
+def test_a_partitioned_table_streams_snapshots_moves_rows_between_partitions_and_verifies_clean(
+    stack: StackHandle, tmp_path: Path
+) -> None:
+    table = unique("events")
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (id bigint, day date, title text NOT NULL, amount numeric, region text, "
+            "PRIMARY KEY (id, day)) PARTITION BY RANGE (day)"
+        )
+        conn.execute(
+            f"CREATE TABLE {table}_10 PARTITION OF {table} FOR VALUES FROM ('2026-10-01') TO ('2026-11-01')"
+        )
+        conn.execute(
+            f"CREATE TABLE {table}_11 PARTITION OF {table} FOR VALUES FROM ('2026-11-01') TO ('2026-12-01')"
+        )
+        conn.execute(
+            f"INSERT INTO {table} SELECT i, date '2026-10-01' + (i % 60), 'event ' || i, i * 0.5, 'r' || (i % 3) "
+            "FROM generate_series(1, 400) i"
+        )
+    plat = one_table_platform(stack, tmp_path, table)
+    try:
+        ids = list(range(1, 402))
+        wait_until(
+            lambda: len(online_events(plat, ids)) == 400, 120, "the 400 events of both partitions online"
+        )
+        # The changes are named after the root, whatever partition holds the row.
+        with psycopg.connect(stack.app, autocommit=True) as conn:
+            conn.execute(f"UPDATE {table} SET amount = 999 WHERE id = 5")
+            conn.execute(f"UPDATE {table} SET day = '2026-11-20', title = 'moved' WHERE id = 7")  # Oct -> Nov
+            conn.execute(f"DELETE FROM {table} WHERE id = 9")
+            conn.execute(f"INSERT INTO {table} VALUES (401, '2026-11-02', 'new', 1.5, 'r9')")
+        want = {5: ("event 5", 999.0, "r2"), 7: ("moved", 3.5, "r1"), 401: ("new", 1.5, "r9")}
+        wait_until(
+            lambda: online_events(plat, [5, 7, 9, 401]) == want,
+            120,
+            "the update, the row moving partition, the delete and the insert online",
+        )
+        # A partition attached after capture started: its rows' changes arrive under the root too.
+        with psycopg.connect(stack.app, autocommit=True) as conn:
+            conn.execute(
+                f"CREATE TABLE {table}_12 PARTITION OF {table} FOR VALUES FROM ('2026-12-01') TO ('2027-01-01')"
+            )
+            conn.execute(f"INSERT INTO {table} VALUES (402, '2026-12-24', 'december', 2.5, 'r0')")
+        wait_until(lambda: 402 in online_events(plat, [402]), 120, "a row of a partition attached later")
+
+        # The snapshot must really re-stream the table: wrong values planted online are replaced by it.
+        plant_wrong_titles(plat, "event_features", [{"event_id": i} for i in PLANTED], {"title": "wrong"})
+        snap = cli(
+            "snapshot",
+            f"public.{table}",
+            "--wait",
+            "180",
+            "--file",
+            str(plat.definition.path),
+            env=plat.env,
+            timeout=300,
+        )
+        assert snap.returncode == 0, snap.stdout + snap.stderr
+        assert "completed" in snap.stdout
+        assert [online_events(plat, [i])[i][0] for i in PLANTED] == [f"event {i}" for i in PLANTED]
+
+        verified = cli("verify", "event_features", "--file", str(plat.definition.path), env=plat.env)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "401 rows, 0 mismatches" in verified.stdout
+
+        health = cli("health", "--file", str(plat.definition.path), env=plat.env)
+        assert f"OK    capture public.{table}" in health.stdout, health.stdout
+    finally:
+        drop_platform(stack, plat, table)
+
+
+def test_a_publication_without_the_root_setting_is_reported_with_its_fix(
+    stack: StackHandle, tmp_path: Path
+) -> None:
+    from connectors.capture import capture_problems
+    from stack.source_db import publication_steps
+
+    table = unique("events")
+    publication = unique("pub")
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (id bigint, day date, title text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day)"
+        )
+        conn.execute(
+            f"CREATE TABLE {table}_10 PARTITION OF {table} FOR VALUES FROM ('2026-10-01') TO ('2026-11-01')"
+        )
+    definition = make_platform(stack.settings, stack.admin, tmp_path, unique("pr")).definition
+    definition = dataclasses.replace(
+        definition,
+        config={
+            **definition.config,
+            "publication.name": publication,
+            "table.include.list": f"public.{table}",
+        },
+    )
+    fix = f"ALTER PUBLICATION {publication} SET (publish_via_partition_root = true)".replace(
+        publication, f'"{publication}"'
+    )
+    try:
+        with psycopg.connect(stack.admin, autocommit=True) as conn:
+            conn.execute(f"CREATE PUBLICATION {publication} FOR TABLE {table}")  # as the README used to say
+            problems = capture_problems(conn, definition, {f"public.{table}": {"id", "title"}})
+            assert [p.fix for p in problems] == [fix], problems
+            assert "publishes its changes under the partitions' names" in problems[0].problem
+            # db init (and its --dry-run) reports it with the fix, and does not change what others read...
+            steps, warnings = publication_steps(conn, definition)
+            assert steps == [] and any(fix in w for w in warnings), warnings
+            # ...and adding the partitioned table to a publication also switches it to the root.
+            conn.execute(f"ALTER PUBLICATION {publication} DROP TABLE {table}")
+            steps, _ = publication_steps(conn, definition)
+            for step in steps:
+                conn.execute(step.statement)
+            assert capture_problems(conn, definition, {f"public.{table}": {"id", "title"}}) == []
+            # Membership is the table added, not its leaves: a second run adds nothing.
+            assert publication_steps(conn, definition)[0] == []
+    finally:
+        with psycopg.connect(stack.admin, autocommit=True) as conn:
+            conn.execute(f"DROP PUBLICATION IF EXISTS {publication}")
+            conn.execute(f"DROP TABLE {table} CASCADE")
+
+
+def test_a_table_with_a_generated_column_is_captured_snapshotted_and_verified(
+    stack: StackHandle, tmp_path: Path
+) -> None:
+    table = unique("accounts")
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (id bigint PRIMARY KEY, title text NOT NULL, amount numeric, region text, "
+            "title_len int GENERATED ALWAYS AS (length(title)) STORED)"
+        )
+        conn.execute(
+            f"INSERT INTO {table} (id, title, amount, region) SELECT i, 'acct ' || i, i, 'r' FROM generate_series(1, 300) i"
+        )
+    # A feature bound to the generated column is refused, naming the column and why.
+    refused_root = tmp_path / "refused"
+    refused_root.mkdir()
+    name = unique("gr")
+    refused = make_platform(
+        stack.settings, stack.admin, refused_root, name, signals=True, tables=(f"public.{table}",)
+    )
+    drop_shop_views(refused)
+    (refused.repo / "events.py").write_text(
+        EVENTS_VIEW.replace("TABLE", table)
+        .replace("FEATURE", "title_len")
+        .replace('Field(name="title_len", dtype=String)', 'Field(name="title_len", dtype=Int64)')
+    )
+    (refused.suites / "event_features.json").write_text(SUITE.format("event_features"))
+    out = cli("feast-apply", "--file", str(refused.definition.path), env=refused.env, timeout=300)
+    assert out.returncode != 0
+    assert f"public.{table}.title_len is a generated column" in out.stderr + out.stdout
+    with psycopg.connect(stack.admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+
+    plat = one_table_platform(stack, tmp_path, table)
+    try:
+        ids = list(range(1, 301))
+        wait_until(lambda: len(online_events(plat, ids)) == 300, 120, "300 accounts online")
+        with psycopg.connect(stack.app, autocommit=True) as conn:
+            conn.execute(f"UPDATE {table} SET title = 'renamed' WHERE id = 3")
+        wait_until(lambda: online_events(plat, [3]).get(3, ("",))[0] == "renamed", 60, "the update online")
+        # The snapshot must really re-stream the table: wrong values planted online are replaced by it.
+        plant_wrong_titles(plat, "event_features", [{"event_id": i} for i in PLANTED], {"title": "wrong"})
+        snap = cli(
+            "snapshot",
+            f"public.{table}",
+            "--wait",
+            "180",
+            "--file",
+            str(plat.definition.path),
+            env=plat.env,
+            timeout=300,
+        )
+        assert snap.returncode == 0, snap.stdout + snap.stderr
+        assert [online_events(plat, [i])[i][0] for i in PLANTED] == [f"acct {i}" for i in PLANTED]
+        verified = cli("verify", "event_features", "--file", str(plat.definition.path), env=plat.env)
+        assert verified.returncode == 0 and "300 rows, 0 mismatches" in verified.stdout, (
+            verified.stdout + verified.stderr
+        )
+    finally:
+        drop_platform(stack, plat, table)
+
+
+def test_a_snapshot_debezium_skips_fails_fast_naming_the_table_and_a_later_one_completes(
+    stack: StackHandle, tmp_path: Path
+) -> None:
+    keyless, keyed = unique("nokey"), unique("keyed")
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {keyless} (id bigint, title text)")
+        conn.execute(f"ALTER TABLE {keyless} REPLICA IDENTITY FULL")
+        conn.execute(f"INSERT INTO {keyless} SELECT i, 'x' FROM generate_series(1, 50) i")
+        conn.execute(f"CREATE TABLE {keyed} (id bigint PRIMARY KEY, title text)")
+        conn.execute(f"INSERT INTO {keyed} SELECT i, 'y' FROM generate_series(1, 50) i")
+    name = unique("sk")
+    plat = make_platform(
+        stack.settings,
+        stack.admin,
+        tmp_path,
+        name,
+        signals=True,
+        tables=(f"public.{keyless}", f"public.{keyed}"),
+    )
+    deploy(stack.settings, plat.definition, timeout_s=120)
+    try:
+        args = ["--wait", "120", "--file", str(plat.definition.path)]
+        failed = cli("snapshot", f"public.{keyless}", *args, env=plat.env, timeout=200)
+        assert failed.returncode != 0, failed.stdout + failed.stderr
+        assert "completed" not in failed.stdout
+        assert f"public.{keyless}" in failed.stderr, failed.stderr
+        ok = cli("snapshot", f"public.{keyed}", *args, env=plat.env, timeout=200)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "completed" in ok.stdout
+    finally:
+        remove(stack.settings, plat.definition)
+        with psycopg.connect(stack.admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+        with psycopg.connect(stack.app, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {keyless}, {keyed}")
