@@ -8,7 +8,11 @@ A captured table's changes reach Kafka only if all of these hold:
   Debezium drops the change without a word (no topic is created);
 - it is not itself a partition (its changes then come under the root's name, or the leaf's: never both);
 - a feature is not bound to a generated column: Postgres before 18 does not publish generated columns,
-  so the stream can never carry its value (the connector excludes them, connectors/deploy.py).
+  so the stream can never carry its value (the connector excludes them, connectors/deploy.py);
+- the table has a replica identity: a published table without one (no primary key under REPLICA
+  IDENTITY DEFAULT, or NOTHING) makes Postgres refuse every UPDATE and DELETE on it, breaking the
+  application that owns it; and the identity's columns include the view's key columns, since a delete
+  carries only those (else its delete cannot name the entity and is dead-lettered).
 """
 
 from __future__ import annotations
@@ -42,6 +46,13 @@ class TableShape:
     partitioned: bool = False  # relkind 'p': a partitioned root
     partition_of: str | None = None  # the root, when the table is itself a partition
     generated: tuple[str, ...] = ()  # stored generated columns
+    identity: str = "d"  # relreplident: d(efault: the primary key), f(ull), i(ndex), n(othing)
+    identity_columns: tuple[str, ...] | None = ()  # what a delete's before-image holds; None: every column
+
+    @property
+    def updates_refused(self) -> bool:
+        """Postgres refuses UPDATE and DELETE on a published table without a replica identity."""
+        return self.identity == "n" or (self.identity in ("d", "i") and not self.identity_columns)
 
 
 def table_shape(conn: Conn, table: str) -> TableShape:
@@ -51,16 +62,25 @@ def table_shape(conn: Conn, table: str) -> TableShape:
         "     JOIN pg_class r ON r.oid = i.inhparent JOIN pg_namespace rn ON rn.oid = r.relnamespace "
         "   WHERE i.inhrelid = c.oid), "
         "  ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attgenerated = 's' "
-        "        AND NOT a.attisdropped ORDER BY a.attnum) "
+        "        AND NOT a.attisdropped ORDER BY a.attnum), "
+        "  c.relreplident, "
+        "  ARRAY(SELECT a.attname FROM pg_index x JOIN pg_attribute a ON a.attrelid = c.oid "
+        "        AND a.attnum = ANY(x.indkey) WHERE x.indrelid = c.oid "
+        "        AND ((c.relreplident = 'd' AND x.indisprimary) OR (c.relreplident = 'i' AND x.indisreplident))) "
         "FROM pg_class c WHERE c.oid = to_regclass(%s)",
         (table,),
     ).fetchone()
     if row is None:
         return TableShape(exists=False)
-    partitioned, is_partition, parent, generated = row
-    assert isinstance(generated, list)
+    partitioned, is_partition, parent, generated, identity, identity_columns = row
+    assert isinstance(generated, list) and isinstance(identity_columns, list)
     return TableShape(
-        True, bool(partitioned), str(parent) if is_partition and parent else None, tuple(map(str, generated))
+        True,
+        bool(partitioned),
+        str(parent) if is_partition and parent else None,
+        tuple(map(str, generated)),
+        str(identity),
+        None if identity == "f" else tuple(map(str, identity_columns)),
     )
 
 
@@ -97,11 +117,27 @@ def via_root_fix(publication: str) -> str:
     )
 
 
+IDENTITIES = {"d": "DEFAULT", "f": "FULL", "i": "USING INDEX", "n": "NOTHING"}
+
+
+def identity_fix(table: str) -> str:
+    name = sql.Identifier(*table.split(".", 1)).as_string(None)
+    return (
+        f"ALTER TABLE {name} REPLICA IDENTITY FULL (or add a primary key, or REPLICA IDENTITY USING INDEX "
+        "of a unique index over the views' key columns)"
+    )
+
+
 def capture_problems(
-    conn: Conn, definition: ConnectorDefinition, columns: dict[str, set[str]]
+    conn: Conn,
+    definition: ConnectorDefinition,
+    columns: dict[str, set[str]],
+    keys: dict[str, set[str]] | None = None,
 ) -> list[CaptureProblem]:
     """Why changes of the tables in ``columns`` (table -> the columns views read) would not reach their
-    views; empty when every table is captured right. Reads catalogs only."""
+    views; ``keys``: table -> the source columns of the views' join keys. Empty when every table is captured
+    right. Reads catalogs only."""
+    keys = keys or {}
     publication = definition.publication_name
     via_root = publishes_via_root(conn, publication)
     published = published_tables(conn, publication) if via_root is not None else set()
@@ -110,7 +146,9 @@ def capture_problems(
     for table in sorted(columns):
         shape = table_shape(conn, table)
         if not shape.exists:
-            problems.append(CaptureProblem(table, f"{table} does not exist", "create it, or fix the view's cdc.table"))
+            problems.append(
+                CaptureProblem(table, f"{table} does not exist", "create it, or fix the view's cdc.table")
+            )
             continue
         if shape.partition_of:
             problems.append(
@@ -151,6 +189,28 @@ def capture_problems(
                     via_root_fix(publication),
                 )
             )
+        if shape.updates_refused:
+            problems.append(
+                CaptureProblem(
+                    table,
+                    f"{table} has no replica identity (no primary key, REPLICA IDENTITY "
+                    f"{IDENTITIES[shape.identity]}): once published, Postgres refuses every UPDATE and DELETE "
+                    "on it",
+                    identity_fix(table),
+                )
+            )
+        elif keys.get(table) and shape.identity_columns is not None:
+            unseen = sorted(keys[table] - set(shape.identity_columns))
+            if unseen:
+                problems.append(
+                    CaptureProblem(
+                        table,
+                        f"a delete from {table} carries only its replica identity "
+                        f"({', '.join(shape.identity_columns)}), not the views' key column(s) "
+                        f"{', '.join(unseen)}: such deletes cannot name their entity and are dead-lettered",
+                        identity_fix(table),
+                    )
+                )
         bound = sorted(set(shape.generated) & columns[table])
         if bound:
             problems.append(
@@ -164,13 +224,18 @@ def capture_problems(
     return problems
 
 
-def source_problems(conninfo: str, definition: ConnectorDefinition, columns: dict[str, set[str]]) -> list[str]:
+def source_problems(
+    conninfo: str,
+    definition: ConnectorDefinition,
+    columns: dict[str, set[str]],
+    keys: dict[str, set[str]] | None = None,
+) -> list[str]:
     """``capture_problems`` on a new connection; ConfigError naming the fix when Postgres is unreachable."""
     if not columns:
         return []
     try:
         with psycopg.connect(conninfo, connect_timeout=10) as conn:
-            return [str(p) for p in capture_problems(conn, definition, columns)]
+            return [str(p) for p in capture_problems(conn, definition, columns, keys)]
     except psycopg.OperationalError as exc:
         raise ConfigError(
             f"cannot check the views' tables in Postgres: {str(exc).strip()}",

@@ -329,11 +329,11 @@ def feast_apply_cmd(ctx: click.Context, path: Path | None, no_source_check: bool
     if not no_source_check:
         from connectors.capture import source_problems
         from stack.postgres import Postgres
-        from streams.routes import route_for, source_columns
+        from streams.routes import route_for, source_columns, source_keys
 
         routes = [r for r in (route_for(v) for v in views) if r is not None]
         conninfo = Postgres(settings).app_conninfo()
-        problems += source_problems(conninfo, _definition(path), source_columns(routes))
+        problems += source_problems(conninfo, _definition(path), source_columns(routes), source_keys(routes))
     if problems:
         raise ConfigError(
             "not applied: the stream processor could not materialise these views:\n  - "
@@ -820,7 +820,7 @@ def health_cmd(ctx: click.Context, path: Path | None, as_json: bool) -> None:
     from jobs.history import History
     from monitoring.health import HealthCheck
     from stack.postgres import Postgres
-    from streams.routes import route_for, source_columns
+    from streams.routes import route_for, source_columns, source_keys
     from streams.store import open_store
 
     settings = _settings(ctx)
@@ -832,7 +832,12 @@ def health_cmd(ctx: click.Context, path: Path | None, as_json: bool) -> None:
     ]
     routes = [r for r in (route_for(v) for v in store.list_feature_views()) if r is not None]
     health = HealthCheck(
-        settings, _definition(path), views, Postgres(settings).app_conninfo(), sources=source_columns(routes)
+        settings,
+        _definition(path),
+        views,
+        Postgres(settings).app_conninfo(),
+        sources=source_columns(routes),
+        keys=source_keys(routes),
     ).run()
     if as_json:
         click.echo(json.dumps(health.as_json(), indent=2, default=str))

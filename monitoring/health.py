@@ -81,11 +81,13 @@ class HealthCheck:
         app_conninfo: str,
         lag_alert: int = 10_000,
         sources: dict[str, set[str]] | None = None,
+        keys: dict[str, set[str]] | None = None,
     ) -> None:
         self.settings = settings
         self.definition = definition
         self.views = views  # (view name, its history's last change time)
         self.sources = sources or {}  # captured table -> the columns its views read
+        self.keys = keys or {}  # captured table -> the columns of its views' join keys
         self.app_conninfo = app_conninfo
         self.lag_alert = lag_alert
         self._consumer: Consumer | None = None
@@ -250,7 +252,7 @@ class HealthCheck:
         meta = AdminClient(self.settings.kafka_client()).list_topics(timeout=10)
         out = []
         with psycopg.connect(self.app_conninfo) as conn:
-            problems = capture_problems(conn, self.definition, self.sources)
+            problems = capture_problems(conn, self.definition, self.sources, self.keys)
             for table in sorted(self.sources):
                 mine = [p for p in problems if p.table == table]
                 topic = self.definition.topic_for(table)

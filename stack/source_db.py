@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from connectors.capture import published_tables, publishes_via_root, table_shape, via_root_fix
+from connectors.capture import identity_fix, published_tables, publishes_via_root, table_shape, via_root_fix
 from connectors.definition import ConnectorDefinition
 from featurectl.errors import ConfigError
 from featurectl.settings import Settings
@@ -226,13 +226,22 @@ def publication_steps(conn: Conn | None, connector: ConnectorDefinition) -> tupl
     name = connector.publication_name
     tables = connector.tables
     via_root = publishes_via_root(conn, name) if conn is not None else None
+    has = published_tables(conn, name) if conn is not None and via_root is not None else set()
+    if conn is not None:
+        # Publishing a table without a replica identity breaks its application's UPDATEs and DELETEs.
+        unsafe = [t for t in tables if t not in has and table_shape(conn, t).updates_refused]
+        if unsafe:
+            raise ConfigError(
+                f"not publishing {unsafe}: they have no replica identity (no primary key), and Postgres "
+                "refuses every UPDATE and DELETE on a published table without one",
+                "give each a replica identity first: " + "; ".join(identity_fix(t) for t in unsafe),
+            )
     if via_root is None:
         create = sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)").format(
             sql.Identifier(name), _tables(tables)
         )
         return [Step(f"publication {name} is missing", create, in_app_db=True)], []
     assert conn is not None
-    has = published_tables(conn, name)
     missing = [t for t in tables if t not in has]
     steps = []
     if missing:

@@ -196,3 +196,11 @@ def source_columns(routes: list[Route]) -> dict[str, set[str]]:
         out.setdefault(route.table, set()).update(c for _, c in route.keys)
         out[route.table].update(route.feature_names)
     return out
+
+
+def source_keys(routes: list[Route]) -> dict[str, set[str]]:
+    """Per captured table, the source columns of its views' join keys."""
+    out: dict[str, set[str]] = {}
+    for route in routes:
+        out.setdefault(route.table, set()).update(c for _, c in route.keys)
+    return out

@@ -484,3 +484,82 @@ def test_a_snapshot_debezium_skips_fails_fast_naming_the_table_and_a_later_one_c
             conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
         with psycopg.connect(stack.app, autocommit=True) as conn:
             conn.execute(f"DROP TABLE {keyless}, {keyed}")
+
+
+@pytest.mark.parametrize("identity", ["FULL", "USING INDEX"])
+def test_a_table_without_a_primary_key_streams_inserts_updates_and_deletes(
+    stack: StackHandle, tmp_path: Path, identity: str
+) -> None:
+    table = unique("nopk")
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (id bigint NOT NULL, title text NOT NULL, amount numeric, region text)"
+        )
+        conn.execute(f"CREATE UNIQUE INDEX {table}_id ON {table} (id)")
+        replica = f"USING INDEX {table}_id" if identity == "USING INDEX" else "FULL"
+        conn.execute(f"ALTER TABLE {table} REPLICA IDENTITY {replica}")
+        conn.execute(f"INSERT INTO {table} SELECT i, 'row ' || i, i, 'r' FROM generate_series(1, 50) i")
+    plat = one_table_platform(stack, tmp_path, table)
+    try:
+        wait_until(lambda: len(online_events(plat, list(range(1, 51)))) == 50, 120, "50 rows online")
+        with psycopg.connect(stack.app, autocommit=True) as conn:
+            conn.execute(f"UPDATE {table} SET title = 'changed' WHERE id = 2")
+            conn.execute(f"DELETE FROM {table} WHERE id = 3")
+            conn.execute(f"INSERT INTO {table} VALUES (51, 'new', 5, 'r')")
+        want = {1: ("row 1", 1.0, "r"), 2: ("changed", 2.0, "r"), 51: ("new", 5.0, "r")}
+        wait_until(
+            lambda: online_events(plat, [1, 2, 3, 51]) == want, 120, "the update, delete and insert online"
+        )
+        assert not plat.dead_letters()
+    finally:
+        drop_platform(stack, plat, table)
+
+
+@pytest.mark.parametrize("identity", ["DEFAULT", "NOTHING"])
+def test_a_table_without_a_replica_identity_is_never_published_and_reported_with_its_fix(
+    stack: StackHandle, tmp_path: Path, identity: str
+) -> None:
+    from connectors.capture import capture_problems
+    from featurectl.errors import ConfigError
+    from stack.source_db import publication_steps
+
+    table, publication = unique("noid"), unique("pub")
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id bigint, title text)")
+        conn.execute(f"ALTER TABLE {table} REPLICA IDENTITY {identity}")
+        conn.execute(f"INSERT INTO {table} VALUES (1, 'a')")
+    definition = make_platform(stack.settings, stack.admin, tmp_path, unique("ni")).definition
+    definition = dataclasses.replace(
+        definition,
+        config={
+            **definition.config,
+            "publication.name": publication,
+            "table.include.list": f"public.{table}",
+        },
+    )
+    try:
+        with psycopg.connect(stack.admin, autocommit=True) as conn:
+            with pytest.raises(ConfigError, match="REPLICA IDENTITY FULL"):
+                publication_steps(conn, definition)
+            # What db init spares the application: published anyway, Postgres refuses its updates.
+            conn.execute(f"CREATE PUBLICATION {publication} FOR TABLE {table}")
+            with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="replica identity"):
+                conn.execute(f"UPDATE {table} SET title = 'b'")
+            problems = capture_problems(
+                conn, definition, {f"public.{table}": {"id", "title"}}, {f"public.{table}": {"id"}}
+            )
+            assert len(problems) == 1 and "refuses every UPDATE and DELETE" in problems[0].problem, problems
+            assert problems[0].fix.startswith(f'ALTER TABLE "public"."{table}" REPLICA IDENTITY FULL')
+            # A delete that would not carry the view's key is reported too.
+            conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (id)")
+            conn.execute(f"ALTER TABLE {table} REPLICA IDENTITY DEFAULT")
+            problems = capture_problems(
+                conn, definition, {f"public.{table}": {"title"}}, {f"public.{table}": {"title"}}
+            )
+            assert len(problems) == 1 and "not the views' key column(s) title" in problems[0].problem, (
+                problems
+            )
+    finally:
+        with psycopg.connect(stack.admin, autocommit=True) as conn:
+            conn.execute(f"DROP PUBLICATION IF EXISTS {publication}")
+            conn.execute(f"DROP TABLE {table}")
