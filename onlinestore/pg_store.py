@@ -17,12 +17,13 @@ The tables are Feast's, unchanged (``<project>_<view>``, one row per entity and 
 features. What this adds:
 
 - ``update`` (``feast apply``) also creates the processor's bookkeeping (onlinestore/pg_tables.py)
-  and, per embedding view, an HNSW index on the vector feature's rows; Feast creates none, so its
-  search scans every vector. A changed model (backend, name or dimension) deletes the view's
+  and, per embedding view, a table of its distinct vectors kept by a trigger, with an HNSW index; Feast
+  creates none, so its search scans every vector. (An index over every vector row lost unique vectors
+  among repeated ones: onlinestore/pg_tables.py ``distinct_vectors_table``.) A changed model (backend, name or dimension) deletes the view's
   vectors of the old model at once, rebuilds the index for the new dimension and records the
   declaration, so vectors of two models are never stored or served together.
-- ``retrieve_online_documents_v2`` orders by the indexed expression, which the HNSW index answers
-  (Feast's own query groups by entity first, which no index can serve).
+- ``retrieve_online_documents_v2`` takes the nearest distinct vectors from the HNSW index, then the
+  entities holding them (Feast's own query groups by entity first, which no index can serve).
 """
 
 from __future__ import annotations
@@ -47,7 +48,17 @@ from pydantic import Field
 
 from embeddings.spec import EmbeddingSpec, spec_for
 from onlinestore.documents import Document, in_entity_key_order, query_spec
-from onlinestore.pg_tables import MODELS, OPERATORS, TEXTS, ensure_tables, vector_expr, vector_index_name
+from onlinestore.pg_tables import (
+    MODELS,
+    OPERATORS,
+    TEXTS,
+    distinct_vectors_table,
+    drop_vector_sync,
+    ensure_tables,
+    legacy_vector_index_name,
+    vector_index_name,
+    vector_sync_ddl,
+)
 
 TYPE = "onlinestore.pg_store.PgVectorOnlineStore"
 
@@ -106,9 +117,7 @@ class PgVectorOnlineStore(PostgreSQLOnlineStore):
                 spec = spec_for(view)
                 table = compute_table_id(config.project, view, versioning)
                 if spec is None:
-                    cur.execute(
-                        sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(vector_index_name(table)))
-                    )
+                    cur.execute(drop_vector_sync(table))
                     cur.execute(f"DELETE FROM {MODELS} WHERE view = %s", (view.name,))
                     continue
                 if not config.online_store.vector_enabled:
@@ -118,20 +127,22 @@ class PgVectorOnlineStore(PostgreSQLOnlineStore):
                     )
                 self._declare(cur, table, spec, config.online_store)
             for view in tables_to_delete:
+                cur.execute(drop_vector_sync(compute_table_id(config.project, view, versioning), False))
                 cur.execute(f"DELETE FROM {MODELS} WHERE view = %s", (view.name,))
                 cur.execute(f"DELETE FROM {TEXTS} WHERE view = %s", (view.name,))
             conn.commit()
 
     @staticmethod
     def _declare(cur: Any, table: str, spec: EmbeddingSpec, options: Any) -> None:
-        """Record the view's model; on a change drop the old model's vectors and index first."""
+        """Record the view's model; on a change drop the old model's vectors and index first. Then make
+        sure the distinct vectors, their trigger and their HNSW index exist (onlinestore/pg_tables.py)."""
         cur.execute(f"SELECT fingerprint FROM {MODELS} WHERE view = %s FOR UPDATE", (spec.view,))
         row = cur.fetchone()
-        index = sql.Identifier(vector_index_name(table))
         if row is None or row[0] != spec.fingerprint:
             # The old model's vectors must never answer a query embedded with the new one. Their
             # rows go (the other features stay); the text hashes go, so every text is re-embedded.
-            cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(index))
+            # The distinct vectors go first, whole (their dimension may change), without a trigger per row.
+            cur.execute(drop_vector_sync(table))
             cur.execute(
                 sql.SQL("DELETE FROM {} WHERE feature_name = %s").format(sql.Identifier(table)), (spec.field,)
             )
@@ -143,19 +154,21 @@ class PgVectorOnlineStore(PostgreSQLOnlineStore):
                 "dim = EXCLUDED.dim, declared_at = EXCLUDED.declared_at, backfilled_at = NULL",
                 (spec.view, spec.fingerprint, spec.model, spec.backend, spec.dim, datetime.now(UTC)),
             )
+        # The index of earlier releases, over every vector row (duplicates too), serves no query now.
+        cur.execute(
+            sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(legacy_vector_index_name(table)))
+        )
+        cur.execute(vector_sync_ddl(table, spec.field, spec.dim))
         _, opclass = OPERATORS[spec.metric]
         cur.execute(
             sql.SQL(
-                "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (({}) {}) WITH (m = {}, ef_construction = {}) "
-                "WHERE feature_name = {}"
+                "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (vector {}) WITH (m = {}, ef_construction = {})"
             ).format(
-                index,
-                sql.Identifier(table),
-                vector_expr(spec.dim),
+                sql.Identifier(vector_index_name(table)),
+                sql.Identifier(distinct_vectors_table(table)),
                 sql.SQL(opclass),
                 sql.Literal(getattr(options, "hnsw_m", 16)),
                 sql.Literal(getattr(options, "hnsw_ef_construction", 64)),
-                sql.Literal(spec.field),
             )
         )
 
@@ -183,13 +196,22 @@ class PgVectorOnlineStore(PostgreSQLOnlineStore):
             return []
         name = compute_table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
         operator, _ = OPERATORS[spec.metric]
-        expr = vector_expr(spec.dim)
+        # The k nearest distinct vectors hold at least k entities, and the k nearest entities are among
+        # theirs. The field is a literal, so the planner can use the partial index on the vector hash.
         query = sql.SQL(
-            "WITH hits AS (SELECT entity_key, {expr} {op} %(q)s::vector({dim}) AS distance FROM {t} "
-            "WHERE feature_name = %(field)s ORDER BY {expr} {op} %(q)s::vector({dim}) LIMIT %(k)s) "
+            "WITH near AS (SELECT vec_hash, vector {op} %(q)s::vector({dim}) AS distance FROM {vt} "
+            "ORDER BY vector {op} %(q)s::vector({dim}) LIMIT %(k)s), "
+            "hits AS (SELECT f.entity_key, n.distance FROM near n JOIN {t} f ON f.feature_name = {field} "
+            "AND md5(f.vector_value::text)::uuid = n.vec_hash ORDER BY n.distance LIMIT %(k)s) "
             "SELECT h.entity_key, h.distance, f.feature_name, f.value, f.event_ts FROM hits h "
             "JOIN {t} f ON f.entity_key = h.entity_key AND f.feature_name = ANY(%(features)s)"
-        ).format(expr=expr, op=sql.SQL(operator), dim=sql.Literal(spec.dim), t=sql.Identifier(name))
+        ).format(
+            op=sql.SQL(operator),
+            dim=sql.Literal(spec.dim),
+            t=sql.Identifier(name),
+            vt=sql.Identifier(distinct_vectors_table(name)),
+            field=sql.Literal(spec.field),
+        )
         wanted = sorted({*requested_features, spec.field})  # the vector row says the entity is live
         found: dict[bytes, tuple[float, datetime | None, dict[str, ValueProto]]] = {}
         # A transaction of its own: SET LOCAL applies to this query only.
@@ -197,9 +219,7 @@ class PgVectorOnlineStore(PostgreSQLOnlineStore):
             # HNSW returns at most ef_search candidates; ask for enough to fill top_k.
             ef_search = max(getattr(config.online_store, "hnsw_ef_search", 100), 2 * top_k)
             cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef_search)))
-            cur.execute(
-                query, {"q": str(list(embedding or [])), "field": spec.field, "k": top_k, "features": wanted}
-            )
+            cur.execute(query, {"q": str(list(embedding or [])), "k": top_k, "features": wanted})
             for raw_key, distance, feature, value, event_ts in cur:
                 held = found.setdefault(bytes(raw_key), (float(distance), event_ts, {}))
                 held[2][feature] = ValueProto.FromString(bytes(value))

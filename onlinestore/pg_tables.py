@@ -44,12 +44,108 @@ def ensure_tables(cur: Any) -> None:
 
 
 def vector_index_name(table: str) -> str:
+    """The HNSW index of a view's distinct vectors (on ``distinct_vectors_table(table)``)."""
+    return f"{table}__vectors_hnsw"
+
+
+def legacy_vector_index_name(table: str) -> str:
+    """Where the HNSW index was before: over the feature table's vector rows, duplicates included."""
     return f"{table}_hnsw"
 
 
-def vector_expr(dim: int) -> sql.Composable:
-    """The indexed expression: Feast's ``vector`` column (no dimension) cast to the model's dimension."""
-    return sql.SQL("vector_value::vector({})").format(sql.Literal(dim))
+def distinct_vectors_table(table: str) -> str:
+    """One row per distinct vector of a view's feature table ``table``: what the HNSW index is built on.
+
+    Why: texts repeat (catalogues), and an HNSW graph over many identical vectors (every rewrite of an
+    unchanged vector adds another entry) loses its way: a unique vector among them was not found even at
+    ``ef_search`` 1000, while a sequential scan put it first. Indexed once per distinct vector, the graph
+    stays navigable; a search takes the nearest distinct vectors, then every entity holding each.
+    """
+    return f"{table}__vectors"
+
+
+def vector_sync_ddl(table: str, field: str, dim: int) -> sql.Composed:
+    """The trigger keeping ``distinct_vectors_table(table)`` equal to the distinct vectors ``table`` holds,
+    whoever writes it (the processor, re-embedding, Feast itself), and the index a search joins back by.
+
+    A vector is keyed by the md5 of its text form. A transaction-level advisory lock per key serialises the
+    last holder's removal against a new holder's arrival, so a vector in use is never dropped."""
+    t, vt = sql.Identifier(table), sql.Identifier(distinct_vectors_table(table))
+    fn = sql.Identifier(f"{table}__vectors_sync")
+    values = {"t": t, "vt": vt, "fn": fn, "field": sql.Literal(field), "dim": sql.Literal(dim),
+              "hash_index": sql.Identifier(f"{table}__vector_hash")}  # fmt: skip
+    return sql.SQL(
+        """
+CREATE TABLE IF NOT EXISTS {vt} (vec_hash uuid PRIMARY KEY, vector vector({dim}) NOT NULL);
+CREATE INDEX IF NOT EXISTS {hash_index} ON {t} ((md5(vector_value::text)::uuid)) WHERE feature_name = {field};
+CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql
+-- The store's schema, whatever the writing session's search_path.
+SET search_path FROM CURRENT AS $$
+DECLARE
+    old_hash uuid;
+    new_hash uuid;
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM {vt};
+        RETURN NULL;
+    END IF;
+    IF TG_OP <> 'INSERT' AND OLD.feature_name = {field} AND OLD.vector_value IS NOT NULL THEN
+        old_hash := md5(OLD.vector_value::text)::uuid;
+    END IF;
+    IF TG_OP <> 'DELETE' AND NEW.feature_name = {field} AND NEW.vector_value IS NOT NULL THEN
+        new_hash := md5(NEW.vector_value::text)::uuid;
+    END IF;
+    IF new_hash IS NOT DISTINCT FROM old_hash THEN
+        RETURN NULL;  -- an unchanged vector rewritten: nothing to do (and no new index entry)
+    END IF;
+    IF new_hash IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(hashtextextended(new_hash::text, 0));
+        INSERT INTO {vt} (vec_hash, vector) VALUES (new_hash, NEW.vector_value::vector({dim}))
+            ON CONFLICT (vec_hash) DO NOTHING;
+    END IF;
+    IF old_hash IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(hashtextextended(old_hash::text, 0));
+        IF NOT EXISTS (SELECT 1 FROM {t} WHERE feature_name = {field}
+                       AND md5(vector_value::text)::uuid = old_hash) THEN
+            DELETE FROM {vt} WHERE vec_hash = old_hash;
+        END IF;
+    END IF;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS featurectl_vectors_sync ON {t};
+CREATE TRIGGER featurectl_vectors_sync AFTER INSERT OR UPDATE OR DELETE ON {t}
+    FOR EACH ROW EXECUTE FUNCTION {fn}();
+DROP TRIGGER IF EXISTS featurectl_vectors_truncate ON {t};
+CREATE TRIGGER featurectl_vectors_truncate AFTER TRUNCATE ON {t}
+    FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
+INSERT INTO {vt} (vec_hash, vector)
+    SELECT DISTINCT ON (1) md5(vector_value::text)::uuid, vector_value::vector({dim}) FROM {t}
+    WHERE feature_name = {field} AND vector_value IS NOT NULL
+    ON CONFLICT (vec_hash) DO NOTHING;
+"""
+    ).format(**values)
+
+
+def drop_vector_sync(table: str, table_exists: bool = True) -> sql.Composed:
+    """Remove the distinct vectors, their trigger and indexes (the view has no embedding, or is gone: then
+    its triggers and indexes went with its table)."""
+    on_table = (
+        "DROP TRIGGER IF EXISTS featurectl_vectors_sync ON {t}; "
+        "DROP TRIGGER IF EXISTS featurectl_vectors_truncate ON {t}; "
+        if table_exists
+        else ""
+    )
+    return sql.SQL(
+        on_table
+        + "DROP FUNCTION IF EXISTS {fn}(); DROP TABLE IF EXISTS {vt}; DROP INDEX IF EXISTS {hash_index}; "
+        "DROP INDEX IF EXISTS {legacy}"
+    ).format(
+        t=sql.Identifier(table),
+        fn=sql.Identifier(f"{table}__vectors_sync"),
+        vt=sql.Identifier(distinct_vectors_table(table)),
+        hash_index=sql.Identifier(f"{table}__vector_hash"),
+        legacy=sql.Identifier(legacy_vector_index_name(table)),
+    )
 
 
 # Feast's metric names (embeddings/spec.py METRICS values) -> pgvector's operator and operator class.
