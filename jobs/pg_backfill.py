@@ -56,8 +56,8 @@ from streams.routes import Route, route_for, routes_for, table_policy
 from streams.sinks.base import UPSERT, SinkRow
 from streams.sinks.offline_parquet import ParquetOfflineSink, history_schema
 from streams.sinks.online import open_online_sink
-from streams.transform import row_from_image
-from validation.validator import BatchValidator
+from streams.transform import absent_columns, absent_reason, row_from_image
+from validation.validator import BatchValidator, describe
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,9 @@ def _debezium_encoding(value: Any) -> Any:
         return _iso_fraction(value.isoformat()) + "Z"
     if isinstance(value, date):
         return value.isoformat() + "Z"
-    if isinstance(value, time):
+    if isinstance(value, time):  # a timetz in UTC, as Debezium gives it
+        if value.tzinfo is not None:
+            value = datetime.combine(date(2000, 1, 1), value).astimezone(UTC).time()
         return _iso_fraction(value.replace(tzinfo=None).isoformat()) + "Z"
     return value
 
@@ -149,6 +151,40 @@ def _as_text(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
     if isinstance(column.type, sa.ARRAY) and _textual(column.type.item_type):
         return sa.cast(column, postgresql.ARRAY(sa.Text)).label(column.name)
     return column
+
+
+# A date or timestamp Python cannot hold (Postgres 'infinity', a year after 9999) is read as its text in a
+# column of this suffix instead (psycopg would fail the whole chunk): the view's type check then sends
+# the row to the dead-letter topic naming the column, as the stream does.
+BEYOND = "__beyond_python"
+
+
+def _as_read(column: sa.Column[Any]) -> list[sa.ColumnElement[Any]]:
+    """How a column is selected so that ``_debezium_encoding`` gives what Debezium sends for it."""
+    kind = column.type
+    if isinstance(kind, sa.Interval | postgresql.INTERVAL):  # interval.handling.mode=string: Debezium's own ISO 8601 form
+        parts = [
+            sa.cast(sa.func.extract(f, column), sa.Integer)
+            for f in ("year", "month", "day", "hour", "minute")
+        ]
+        seconds = sa.func.trim_scale(sa.func.extract("second", column))
+        text = sa.func.format("P%sY%sM%sDT%sH%sM%sS", *parts, seconds)
+        return [sa.case((column.is_(None), None), else_=text).label(column.name)]
+    if isinstance(kind, postgresql.MONEY):  # Debezium: the amount as a plain decimal, not the locale's text
+        return [sa.cast(sa.cast(column, sa.Numeric), sa.Text).label(column.name)]
+    if isinstance(kind, postgresql.HSTORE):  # hstore.handling.mode=json
+        return [sa.func.hstore_to_json(column).label(column.name)]
+    if isinstance(kind, postgresql.ranges.AbstractRange | sa.types.NullType):
+        # Ranges, and types SQLAlchemy does not know (citext, ...): Postgres's text, as pgoutput sends it.
+        return [sa.cast(column, sa.Text).label(column.name)]
+    if isinstance(kind, sa.DateTime | sa.Date):
+        limit = sa.cast(sa.literal("10000-01-01"), column.type)
+        held = sa.and_(sa.func.isfinite(column), column < limit)
+        return [
+            sa.case((held, column)).label(column.name),
+            sa.case((sa.not_(held), sa.cast(column, sa.Text))).label(column.name + BEYOND),
+        ]
+    return [_as_text(column)]
 
 
 class Checkpoint:
@@ -230,7 +266,7 @@ class PostgresBackfill:
             )
         key_cols = [table.c[column] for _, column in self.route.keys]
         report = BackfillReport(self.view.name, self.route.table)
-        columns = [_as_text(c) for c in table.c]
+        columns = [read for c in table.c for read in _as_read(c)]
         with self.engine.connect() as conn:
             tracked = conn.execute(sa.text("SHOW track_commit_timestamp")).scalar_one() == "on"
         if tracked:
@@ -308,9 +344,14 @@ class PostgresBackfill:
 
     def _write_chunk(self, records: list[dict[str, Any]], report: BackfillReport) -> None:
         report.read += len(records)
-        images = [
-            {k: _debezium_encoding(v) for k, v in r.items() if k not in (COMMITTED, READ_AT)} for r in records
-        ]
+        images = []
+        for r in records:
+            image = {k: _debezium_encoding(v) for k, v in r.items() if k not in (COMMITTED, READ_AT)}
+            for name in [k for k in image if k.endswith(BEYOND)]:
+                beyond = image.pop(name)
+                if beyond is not None:
+                    image[name.removesuffix(BEYOND)] = beyond
+            images.append(image)
         times = [
             _utc(r[self.timestamp_column] if self.timestamp_column else r.get(COMMITTED) or r[READ_AT])
             for r in records
@@ -328,10 +369,12 @@ class PostgresBackfill:
         """Decode, validate, compare with the latest history, embed and append row states read at ``times``.
         ``handled``: per image, the PII columns it holds handled already (a replayed dead letter's)."""
         done = handled or [{}] * len(images)
+        absent = absent_columns(images[0], self.route) if images else []
+        if absent:  # the table's columns, not a row's: every row of it lacks them
+            raise ConfigError(*absent_reason(self.route.table, absent))
         rows = [row_from_image(image, self.route, handled=h) for image, h in zip(images, done, strict=True)]
-        verdict = self.validator.validate(self.view.name, rows)
+        verdict = self.validator.validate(self.view.name, rows, self.route.features)
         for i, failures in verdict.invalid.items():
-            names = ", ".join(sorted({f"{f.expectation}({f.column})" for f in failures}))
             keys = {c: images[i].get(c) for _, c in self.route.keys}
             # The row state and its event time: what ``replay`` needs to write it as the backfill would have.
             value = {"after": images[i], "event_time": times[i].isoformat()}
@@ -340,7 +383,7 @@ class PostgresBackfill:
             )
             self.dead_letters.add(
                 message,
-                f"failed expectations: {names}",
+                describe(failures),
                 [f.as_dict() for f in failures],
                 self.view.name,
                 attempt,

@@ -40,6 +40,7 @@ KINDS = (
     "view_config",  # the view's declaration, suite or embedding model is broken
     "write",  # a store refused the record itself (isolated from its batch)
     "backfill",  # a backfilled row the history could not take
+    "schema",  # a feature column the row does not hold (renamed, dropped or excluded)
     "other",
 )
 

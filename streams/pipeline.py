@@ -32,8 +32,8 @@ from streams.ordering import last_of_each_instant, version_of
 from streams.routes import Route, table_policy
 from streams.sinks.base import DELETE, UPSERT, OnlineSink, Sink, SinkRow
 from streams.toast import unavailable_columns, unresolved_reason
-from streams.transform import commit_time, feature_row
-from validation.validator import BatchValidator
+from streams.transform import absent_columns, absent_reason, commit_time, feature_row
+from validation.validator import BatchValidator, describe
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,18 @@ class Pipeline:
                     )
                     stats.dead_letters += 1
                     continue
+                absent = absent_columns(event.after, route)
+                if absent:
+                    self.dead_letters.add(
+                        msg,
+                        "{}; fix: {}".format(*absent_reason(route.table, absent)),
+                        view=route.view,
+                        attempt=attempt,
+                        kind="schema",
+                        pii_policy=self.pii_policy(event.table),
+                    )
+                    stats.dead_letters += 1
+                    continue
                 missing = unavailable_columns(event.after, route.feature_names)
                 row = feature_row(event, route, handled)
                 by_view[route.view].append(_Pending(msg, event, route, row, missing))
@@ -150,7 +162,7 @@ class Pipeline:
             deletes = [p for p in items if p.event.op == "d"]
             started = time.perf_counter()
             try:
-                verdict = self.validator.validate(view, [p.row for p in upserts])
+                verdict = self.validator.validate(view, [p.row for p in upserts], items[0].route.features)
             except ConfigError as exc:
                 for p in upserts:
                     self.dead_letters.add(
@@ -160,10 +172,9 @@ class Pipeline:
                 upserts, verdict = [], None
             if verdict is not None:
                 for idx, failures in verdict.invalid.items():
-                    names = ", ".join(sorted({f"{f.expectation}({f.column})" for f in failures}))
                     self.dead_letters.add(
                         upserts[idx].msg,
-                        f"failed expectations: {names}",
+                        describe(failures),
                         [f.as_dict() for f in failures],
                         view,
                         attempt,

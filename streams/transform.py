@@ -41,13 +41,18 @@ def _int(raw: Any) -> Any:
     return raw
 
 
+# decimal.handling.mode=string spells a numeric column's infinities so (NaN as "NaN").
+_SPECIAL_NUMERIC = {"POSITIVE_INFINITY": float("inf"), "NEGATIVE_INFINITY": float("-inf")}
+
+
 def _float(raw: Any) -> Any:
     if isinstance(raw, bool):
         return raw
     if isinstance(raw, (int, float)):
         return float(raw)
     if isinstance(raw, str):
-        return float(Decimal(raw))  # decimal.handling.mode=string: exact text
+        special = _SPECIAL_NUMERIC.get(raw)
+        return special if special is not None else float(Decimal(raw))  # exact text
     return raw
 
 
@@ -127,6 +132,23 @@ def commit_time(event: ChangeEvent) -> datetime:
         )
     ms = event.source_ts_ms if event.source_ts_ms is not None else 0
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def absent_columns(image: Mapping[str, Any] | None, route: Route) -> list[str]:
+    """Feature columns a row image does not hold at all (not NULL: absent): renamed or dropped in Postgres,
+    or excluded by the connector. Writing NULL for them would be a silent wrong value."""
+    if image is None:
+        return []
+    return [name for name in route.feature_names if name not in image]
+
+
+def absent_reason(table: str, columns: list[str]) -> tuple[str, str]:
+    """(problem, fix) for feature columns a row does not hold."""
+    return (
+        f"column(s) {', '.join(columns)} of {table} are not in the row (renamed or dropped in Postgres, or "
+        "excluded by the connector's column.exclude.list)",
+        f"change the view to the table's columns, `featurectl feast-apply`, then `featurectl snapshot {table}`",
+    )
 
 
 def feature_row(event: ChangeEvent, route: Route, handled: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +22,11 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 import great_expectations as gx
 import numpy as np
 import pandas as pd
+from feast.types import FeastType
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations.expectation import Expectation
 
+from validation import feature_types
 from validation.compiled import ColumnCache, CompiledCheck, Fallback, compile_expectation
 from validation.suites import SuiteStore
 
@@ -56,6 +59,18 @@ class Verdict:
     invalid: dict[int, list[Failure]] = field(default_factory=dict)
 
 
+def describe(failures: Sequence[Failure]) -> str:
+    """A dead letter's reason: the expectations a row failed; for a value that does not fit its feature's
+    type, also why and the fix."""
+    names = ", ".join(sorted({f"{f.expectation}({f.column})" for f in failures}))
+    misfits = [
+        f"{f.column}: {f.kwargs['why']}; fix: {f.kwargs['fix']}"
+        for f in failures
+        if f.expectation == feature_types.EXPECTATION
+    ]
+    return f"failed expectations: {names}" + "".join(f"\n  {m}" for m in misfits)
+
+
 class BatchValidator:
     """Runs suites on pandas micro-batches. Constructing it builds an in-memory GX context."""
 
@@ -70,12 +85,33 @@ class BatchValidator:
         asset = self._context.data_sources.add_pandas("featurectl").add_dataframe_asset("micro_batch")
         self._batch_definition = asset.add_batch_definition_whole_dataframe("whole")
 
-    def validate(self, view: str, rows: list[dict[str, Any]]) -> Verdict:
-        """Validate ``rows`` (feature values as decoded) against the suite of ``view``.
+    def validate(
+        self, view: str, rows: list[dict[str, Any]], features: Sequence[tuple[str, FeastType]] = ()
+    ) -> Verdict:
+        """Validate ``rows`` (feature values as decoded) against the suite of ``view``, and first each value
+        of ``features`` (name, declared type) against its type (validation/feature_types.py): a row whose
+        value does not fit fails ``fits_feature_type`` and skips the suite.
 
         Raises ConfigError only if the suite itself is missing or broken.
         """
         suite = self.suites.get(view)
+        misfit = feature_types.misfits(rows, features) if features else {}
+        if misfit:
+            fitting = [i for i in range(len(rows)) if i not in misfit]
+            inner = self.validate(view, [rows[i] for i in fitting])
+            return Verdict(
+                valid=[fitting[j] for j in inner.valid],
+                invalid={
+                    **{
+                        i: [
+                            Failure(feature_types.EXPECTATION, name, {"why": why, "fix": fix}, value)
+                            for name, why, fix, value in found
+                        ]
+                        for i, found in misfit.items()
+                    },
+                    **{fitting[j]: failures for j, failures in inner.invalid.items()},
+                },
+            )
         verdict = Verdict()
         if not rows:
             return verdict

@@ -4,6 +4,7 @@ each wired only through the documented steps, repaired by `featurectl verify --r
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -563,3 +564,146 @@ def test_a_table_without_a_replica_identity_is_never_published_and_reported_with
         with psycopg.connect(stack.admin, autocommit=True) as conn:
             conn.execute(f"DROP PUBLICATION IF EXISTS {publication}")
             conn.execute(f"DROP TABLE {table}")
+
+
+SHAPE_COLUMNS = (
+    "id bigint PRIMARY KEY, c_domain DOMAIN, c_interval interval, c_timetz timetz, c_money money, "
+    "c_range int4range, c_tsrange tstzrange, c_hstore hstore, c_citext citext, c_ts timestamp, "
+    "c_tstz timestamptz, c_date date, c_arr int[], c_long text, c_num numeric"
+)
+SHAPE_FEATURES = {
+    "c_domain": "Int64", "c_interval": "String", "c_timetz": "String", "c_money": "String",
+    "c_range": "String", "c_tsrange": "String", "c_hstore": "String", "c_citext": "String",
+    "c_ts": "UnixTimestamp", "c_tstz": "UnixTimestamp", "c_date": "UnixTimestamp",
+    "c_arr": "Array(Int64)", "c_long": "String", "c_num": "Float64",
+}  # fmt: skip
+LONG = "ü😀" * 50_000
+SHAPE_ROWS = [
+    "(1, 5, '1 year 2 months 3 days 04:05:06.5', '10:15:30+02', 12.34, '[1,5)', '[2026-01-01,2026-02-01)', "
+    f"'a=>1,b=>NULL', 'MiXeD', '2026-01-01', '2026-01-01 00:00:00+00', '2026-01-01', ARRAY[1,2], '{LONG}', "
+    "'Infinity')",
+    "(2, 1, '-1 day', '00:00:00-12', -0.5, 'empty', '(,)', '', 'x', '9999-12-31 23:59:59', "
+    "'0001-01-01 00:00:00+00', '0001-01-01', ARRAY[]::int[], '', '-Infinity')",
+    # Each of these holds one value no Feast feature can: a dead letter naming the column and the fix.
+    "(3, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ARRAY[1,NULL,3], NULL, NULL)",
+    "(4, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'infinity', NULL, NULL, NULL, NULL, NULL)",
+    "(5, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '294276-12-31 23:59:59+00', NULL, NULL, NULL, NULL)",
+    "(6, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'infinity', NULL, NULL, NULL)",
+]
+SHAPE_EXPECTED = {
+    "c_domain": [5, 1],
+    "c_interval": ["P1Y2M3DT4H5M6.5S", "P0Y0M-1DT0H0M0S"],  # interval.handling.mode=string: ISO 8601
+    "c_timetz": ["08:15:30Z", "12:00:00Z"],  # Debezium gives a timetz in UTC
+    "c_money": ["12.34", "-0.50"],
+    "c_range": ["[1,5)", "empty"],
+    "c_tsrange": ['["2026-01-01 00:00:00+00","2026-02-01 00:00:00+00")', "(,)"],
+    "c_hstore": ['{"a":"1","b":null}', "{}"],  # hstore.handling.mode=json
+    "c_citext": ["MiXeD", "x"],
+    "c_ts": [datetime(2026, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)],
+    "c_tstz": [datetime(2026, 1, 1, tzinfo=UTC), datetime(1, 1, 1, tzinfo=UTC)],
+    "c_date": [datetime(2026, 1, 1, tzinfo=UTC), datetime(1, 1, 1, tzinfo=UTC)],
+    "c_arr": [[1, 2], []],
+    "c_long": [LONG, ""],
+    "c_num": [float("inf"), float("-inf")],
+}
+MISFITS = {
+    3: ("c_arr", "NULL"),
+    4: ("c_ts", "year 9999"),
+    5: ("c_tstz", "year 9999"),
+    6: ("c_date", "infinity"),
+}
+
+
+def test_every_postgres_shape_is_right_online_or_a_dead_letter_naming_the_column_and_the_fix(
+    stack: StackHandle, capture: Any, tmp_path: Path
+) -> None:
+    """Domains, interval, timetz, money, ranges, hstore, citext, very long unicode and numeric infinities land
+    exactly; what no Feast feature can hold (a NULL list element: Feast would serve 0; infinite or year >
+    9999 timestamps) is dead-lettered by the stream and the backfill alike, naming the column and the fix."""
+    from tests.integration.test_consistency import EVERY_VIEW, every_history, same_bytes
+
+    domain = unique("posint")
+    with psycopg.connect(stack.admin, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS hstore; CREATE EXTENSION IF NOT EXISTS citext")
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DOMAIN {} AS integer CHECK (VALUE > 0)").format(sql.Identifier(domain)))
+    cap = capture({"every": SHAPE_COLUMNS.replace("DOMAIN", f'"{domain}"')}, deploy_now=False)
+    table = cap.table("every")
+    plat = make_platform(
+        stack.settings, stack.admin, tmp_path, cap.definition.name, tables=(f"public.{table}",)
+    )
+    plat.definition = cap.definition
+    fields = ", ".join(f'Field(name="{n}", dtype={t})' for n, t in SHAPE_FEATURES.items())
+    (plat.repo / "every.py").write_text(EVERY_VIEW.replace("TABLE", table).replace("FIELDS", fields))
+    (plat.suites / "every_features.json").write_text('{"name": "every_features", "expectations": []}')
+    feast_apply(plat.repo)
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("INSERT INTO {} VALUES ").format(sql.Identifier(table)) + sql.SQL(", ".join(SHAPE_ROWS))
+        )
+
+    backfilled = cli("backfill", "every_features", env=plat.env, timeout=300)
+    assert "6 rows read, 2 written" in backfilled.stdout, backfilled.stdout + backfilled.stderr
+    deploy(stack.settings, cap.definition, timeout_s=120)
+    plat.start_processor()
+    try:
+        ids = list(range(1, 7))
+
+        def streamed() -> dict[str, list[Any]] | None:
+            got = plat.online("every_features", "every_id", ids, list(SHAPE_FEATURES))
+            return got if got["c_domain"][:2] == [5, 1] and len(plat.dead_letters()) >= 8 else None
+
+        got = wait_until(streamed, 120, "rows 1-2 online and rows 3-6 dead-lettered by backfill and stream")
+        for name, want in SHAPE_EXPECTED.items():
+            assert got[name][:2] == want, name
+            assert got[name][2:] == [None] * 4, name
+        letters = plat.dead_letters()
+        assert len(letters) == 8, [(d.key, d.reason[:80]) for d in letters]
+        for rid, (column, why) in MISFITS.items():
+            mine = [d for d in letters if d.key and json.loads(d.key).get("id") == rid]
+            assert len(mine) == 2, (rid, [(d.key, d.reason[:80]) for d in letters])  # backfill and stream
+            for d in mine:
+                assert f"fits_feature_type({column})" in d.reason and why in d.reason and "fix:" in d.reason
+
+        # The history: the backfill wrote the same rows as the stream, byte for byte.
+        def history() -> dict[str, dict[int, dict[str, Any]]] | None:
+            h = every_history(plat)
+            return h if len(h.get("r", {})) == 2 else None
+
+        rows = wait_until(history, 60, "the streamed history")
+        assert set(rows["b"]) == set(rows["r"]) == {1, 2}
+        for rid in (1, 2):
+            diffs = [n for n in SHAPE_FEATURES if not same_bytes(rows["r"][rid][n], rows["b"][rid][n])]
+            assert not diffs, (rid, {n: (rows["r"][rid][n], rows["b"][rid][n]) for n in diffs})
+    finally:
+        plat.stop_all()
+
+
+def test_a_column_renamed_while_captured_dead_letters_its_rows_instead_of_writing_null(
+    stack: StackHandle, tmp_path: Path
+) -> None:
+    table = unique("renamed")
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (id bigint PRIMARY KEY, title text NOT NULL, amount numeric, region text)"
+        )
+        conn.execute(f"ALTER TABLE {table} REPLICA IDENTITY FULL")
+        conn.execute(f"INSERT INTO {table} VALUES (1, 'one', 1, 'north'), (2, 'two', 2, 'south')")
+    plat = one_table_platform(stack, tmp_path, table)
+    try:
+        wait_until(lambda: len(online_events(plat, [1, 2])) == 2, 120, "both rows online")
+        with psycopg.connect(stack.app, autocommit=True) as conn:
+            conn.execute(f"ALTER TABLE {table} RENAME COLUMN region TO area")
+            conn.execute(f"UPDATE {table} SET title = 'one again' WHERE id = 1")
+            conn.execute(f"UPDATE {table} SET amount = 20 WHERE id = 2")  # also after the rename
+        letters = wait_until(
+            lambda: [d for d in plat.dead_letters() if d.kind == "schema"] or None, 60, "dead letters"
+        )
+        wait_until(
+            lambda: len([d for d in plat.dead_letters() if d.kind == "schema"]) == 2, 60, "both rows' letters"
+        )
+        assert all(f"column(s) region of public.{table} are not in the row" in d.reason for d in letters)
+        # Never a NULL written for the renamed column: the entities keep their last right state.
+        assert online_events(plat, [1, 2]) == {1: ("one", 1.0, "north"), 2: ("two", 2.0, "south")}
+    finally:
+        drop_platform(stack, plat, table)
