@@ -25,7 +25,7 @@ def deploy(settings: Settings, definition: ConnectorDefinition, timeout_s: float
     password is reported here, before anything is created).
     """
     client = ConnectClient(settings.connect_rest_url)
-    config = exclude_unpublished_columns(definition.render(settings), generated_columns(settings, definition))
+    config = definition.render(settings)
     errors = client.validate(definition.name, config)
     if errors:
         fix = f"check the Postgres connection settings (FEATURECTL_PG_*, FEATURECTL_DEBEZIUM_*) and {definition.path}"
@@ -36,6 +36,8 @@ def deploy(settings: Settings, definition: ConnectorDefinition, timeout_s: float
                 "e.g. `featurectl stack down && featurectl stack up` for the local stack (connectors/README.md)"
             )
         raise ConfigError(f"connector {definition.name!r} failed validation:\n  " + "\n  ".join(errors), fix)
+    # After Connect's validation, the authority on the connection (its password may differ from this host's).
+    config = exclude_unpublished_columns(config, generated_columns(settings, definition))
     created = client.put_config(definition.name, config)
     logger.info(
         "connector %s %s on %s", definition.name, "created" if created else "updated", client.base_url
@@ -49,14 +51,16 @@ def generated_columns(settings: Settings, definition: ConnectorDefinition) -> li
     Without the Debezium password on this host (Connect resolves it on its workers), none are found: the
     warning says what that leaves to the user."""
     try:
-        conninfo = debezium_conninfo(settings)
-    except ConfigError as exc:
+        conn = psycopg.connect(debezium_conninfo(settings))
+    except (ConfigError, psycopg.OperationalError) as exc:
+        why = exc.problem if isinstance(exc, ConfigError) else str(exc).strip()
         logger.warning(
             "cannot look for generated columns in the captured tables (%s): a table with one needs it in "
-            "column.exclude.list, or its incremental snapshots fail", exc.problem
+            "column.exclude.list, or its incremental snapshots fail",
+            why,
         )
         return []
-    with psycopg.connect(conninfo) as conn:
+    with conn:
         rows = conn.execute(
             "SELECT n.nspname || '.' || c.relname || '.' || a.attname FROM pg_attribute a "
             "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "

@@ -207,7 +207,9 @@ def test_a_poison_value_and_a_broken_view_stop_nothing_else(
         return next((d for d in letters() if d.offset is not None and b"12000" in (d.value or b"")), None)
 
     letter = wait_until(poison_letter, 60, "the poison record in the dead-letter topic")
-    assert "cannot be written" in letter.reason
+    # Named before any write: the column, why, and the fix (validation/feature_types.py).
+    assert "fits_feature_type(birth_date)" in letter.reason and "beyond year 9999" in letter.reason
+    assert "fix:" in letter.reason
     broken = [d for d in letters() if d.feature_view == "customer_broken"]
     assert broken and all("cdc.key='customer_id' is malformed" in d.reason for d in broken)
     assert proc.poll() is None

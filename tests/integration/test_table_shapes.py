@@ -268,6 +268,16 @@ def online_events(plat: Platform, ids: list[int], feature: str = "region") -> di
     }
 
 
+def snapshot_replaces_planted_titles(plat: Platform, table: str, prefix: str) -> None:
+    """`featurectl snapshot` really re-streams the table: wrong titles planted online are replaced."""
+    plant_wrong_titles(plat, "event_features", [{"event_id": i} for i in PLANTED], {"title": "wrong"})
+    args = ["snapshot", f"public.{table}", "--wait", "180", "--file", str(plat.definition.path)]
+    snap = cli(*args, env=plat.env, timeout=300)
+    assert snap.returncode == 0, snap.stdout + snap.stderr
+    assert "completed" in snap.stdout
+    assert [online_events(plat, [i])[i][0] for i in PLANTED] == [f"{prefix} {i}" for i in PLANTED]
+
+
 def test_a_partitioned_table_streams_snapshots_moves_rows_between_partitions_and_verifies_clean(
     stack: StackHandle, tmp_path: Path
 ) -> None:
@@ -313,21 +323,7 @@ def test_a_partitioned_table_streams_snapshots_moves_rows_between_partitions_and
             conn.execute(f"INSERT INTO {table} VALUES (402, '2026-12-24', 'december', 2.5, 'r0')")
         wait_until(lambda: 402 in online_events(plat, [402]), 120, "a row of a partition attached later")
 
-        # The snapshot must really re-stream the table: wrong values planted online are replaced by it.
-        plant_wrong_titles(plat, "event_features", [{"event_id": i} for i in PLANTED], {"title": "wrong"})
-        snap = cli(
-            "snapshot",
-            f"public.{table}",
-            "--wait",
-            "180",
-            "--file",
-            str(plat.definition.path),
-            env=plat.env,
-            timeout=300,
-        )
-        assert snap.returncode == 0, snap.stdout + snap.stderr
-        assert "completed" in snap.stdout
-        assert [online_events(plat, [i])[i][0] for i in PLANTED] == [f"event {i}" for i in PLANTED]
+        snapshot_replaces_planted_titles(plat, table, "event")
 
         verified = cli("verify", "event_features", "--file", str(plat.definition.path), env=plat.env)
         assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -428,20 +424,7 @@ def test_a_table_with_a_generated_column_is_captured_snapshotted_and_verified(
         with psycopg.connect(stack.app, autocommit=True) as conn:
             conn.execute(f"UPDATE {table} SET title = 'renamed' WHERE id = 3")
         wait_until(lambda: online_events(plat, [3]).get(3, ("",))[0] == "renamed", 60, "the update online")
-        # The snapshot must really re-stream the table: wrong values planted online are replaced by it.
-        plant_wrong_titles(plat, "event_features", [{"event_id": i} for i in PLANTED], {"title": "wrong"})
-        snap = cli(
-            "snapshot",
-            f"public.{table}",
-            "--wait",
-            "180",
-            "--file",
-            str(plat.definition.path),
-            env=plat.env,
-            timeout=300,
-        )
-        assert snap.returncode == 0, snap.stdout + snap.stderr
-        assert [online_events(plat, [i])[i][0] for i in PLANTED] == [f"acct {i}" for i in PLANTED]
+        snapshot_replaces_planted_titles(plat, table, "acct")
         verified = cli("verify", "event_features", "--file", str(plat.definition.path), env=plat.env)
         assert verified.returncode == 0 and "300 rows, 0 mismatches" in verified.stdout, (
             verified.stdout + verified.stderr
