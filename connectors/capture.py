@@ -52,7 +52,9 @@ class TableShape:
     @property
     def updates_refused(self) -> bool:
         """Postgres refuses UPDATE and DELETE on a published table without a replica identity."""
-        return self.identity == "n" or (self.identity in ("d", "i") and not self.identity_columns)
+        return self.exists and (
+            self.identity == "n" or (self.identity in ("d", "i") and not self.identity_columns)
+        )
 
 
 def table_shape(conn: Conn, table: str) -> TableShape:

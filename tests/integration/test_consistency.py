@@ -204,7 +204,14 @@ def test_a_poison_value_and_a_broken_view_stop_nothing_else(
         return platform.dead_letters()
 
     def poison_letter() -> Any:
-        return next((d for d in letters() if d.offset is not None and b"12000" in (d.value or b"")), None)
+        return next(
+            (
+                d
+                for d in letters()
+                if d.offset is not None and d.feature_view == "customer_profile" and b"12000" in (d.value or b"")
+            ),
+            None,
+        )
 
     letter = wait_until(poison_letter, 60, "the poison record in the dead-letter topic")
     # Named before any write: the column, why, and the fix (validation/feature_types.py).
