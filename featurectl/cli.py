@@ -661,13 +661,27 @@ def compact_cmd(ctx: click.Context, views: tuple[str, ...], rows_per_file: int, 
     type=float,
     default=None,
     metavar="SECONDS",
-    help="Return once Debezium reports it completed.",
+    help="Return once Debezium reports it completed; fail at once if it skips a table or the connector fails.",
+)
+@click.option(
+    "--stall",
+    "stall_s",
+    type=float,
+    default=120,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --wait: a started snapshot with no progress report for this long is stalled (stopped, exit 1).",
 )
 @CONNECTOR_FILE
 @SCHEDULE
 @click.pass_context
 def snapshot_cmd(
-    ctx: click.Context, tables: tuple[str, ...], wait_s: float | None, path: Path | None, schedule: str | None
+    ctx: click.Context,
+    tables: tuple[str, ...],
+    wait_s: float | None,
+    stall_s: float,
+    path: Path | None,
+    schedule: str | None,
 ) -> None:
     """Re-stream TABLES (schema.table) through the live pipeline: a Debezium incremental snapshot."""
     from connectors.deploy import debezium_conninfo
@@ -679,7 +693,13 @@ def snapshot_cmd(
     def job() -> None:
         # Signalled as the least-privilege Debezium role (INSERT on the signal table only), not a superuser.
         signal_id = snapshot(
-            settings.kafka_client(), debezium_conninfo(settings), definition, list(tables), wait_s
+            settings.kafka_client(),
+            debezium_conninfo(settings),
+            definition,
+            list(tables),
+            wait_s,
+            connect_url=settings.connect_rest_url,
+            stall_s=stall_s,
         )
         click.echo(
             f"incremental snapshot {signal_id} of {', '.join(tables)} "
@@ -746,7 +766,15 @@ def verify_cmd(
             assert route is not None
 
             def restream(conditions: dict[str, str], table: str = route.table) -> object:
-                return snapshot(settings.kafka_client(), signaller, definition, [table], wait_s, conditions)
+                return snapshot(
+                    settings.kafka_client(),
+                    signaller,
+                    definition,
+                    [table],
+                    wait_s,
+                    conditions,
+                    connect_url=settings.connect_rest_url,
+                )
 
             def filters(table: str, columns: list[str], keys: list[tuple[Any, ...]]) -> list[str]:
                 return key_filters(signaller, definition, table, columns, keys)

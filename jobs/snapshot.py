@@ -15,18 +15,24 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from psycopg import sql
 
 from connectors.definition import ConnectorDefinition
 from featurectl.errors import ConfigError, FeatureCtlError
+from monitoring.source import connector_status
 from streams.offsets import watermarks
 from streams.tail import observer
 
 logger = logging.getLogger(__name__)
+
+INCREMENTAL = "Incremental Snapshot"  # Debezium's aggregate_type of incremental snapshot notifications
+STALL_S = 120.0  # a started snapshot silent this long is stalled (Debezium reports each chunk)
+STATUS_EVERY_S = 10.0  # how often a waiting snapshot checks the connector's tasks
 
 
 def _notifications_at_end(kafka: dict[str, Any], topic: str) -> Consumer:
@@ -216,15 +222,35 @@ def _stop(conninfo: str, definition: ConnectorDefinition, tables: list[str]) -> 
         logger.warning("could not signal stop-snapshot for %s: %s", ", ".join(tables), exc)
 
 
-def notifications(consumer: Consumer, deadline: float) -> Iterator[dict[str, object]]:
+def notifications(consumer: Consumer, deadline: float) -> Iterator[dict[str, object] | None]:
+    """The notifications read until ``deadline``; None for each half second without one."""
     while time.monotonic() < deadline:
         msg = consumer.poll(0.5)
         if msg is None or msg.error() is not None:
+            yield None
             continue
         try:
             yield json.loads(msg.value() or b"{}")
         except ValueError:
             continue
+
+
+def _check_connector(connect_url: str, definition: ConnectorDefinition, tables: list[str], signal_id: str) -> None:
+    """Raise at once if the connector or a task failed: the snapshot cannot go on."""
+    try:
+        status = connector_status(connect_url, definition.name)
+    except FeatureCtlError as exc:  # Connect briefly unreachable: the snapshot may still be running
+        logger.warning("snapshot %s: could not read the connector's status: %s", signal_id, exc)
+        return
+    if status.running:
+        return
+    trace = (status.trace or "").strip().splitlines()
+    raise FeatureCtlError(
+        f"incremental snapshot {signal_id} of {tables} cannot complete: connector {definition.name} is "
+        f"{status.state} (tasks {status.tasks})" + (f": {trace[0][:300]}" if trace else ""),
+        "read the trace (`featurectl connector status`), fix its cause, `featurectl connector restart`, "
+        "then request the snapshot again",
+    )
 
 
 def snapshot(
@@ -234,8 +260,15 @@ def snapshot(
     tables: list[str],
     wait_s: float | None,
     conditions: dict[str, str] | None = None,
+    connect_url: str | None = None,
+    stall_s: float = STALL_S,
 ) -> str:
-    """Request the snapshot; with ``wait_s``, return only once Debezium reports it COMPLETED."""
+    """Request the snapshot; with ``wait_s``, return only once Debezium reports it COMPLETED.
+
+    Fails at once (FeatureCtlError naming the table and Debezium's reason) when Debezium skips or fails
+    a table, when the connector or a task fails (checked through ``connect_url``), or when a started
+    snapshot reports no progress for ``stall_s`` (Debezium reports every chunk); a failed, stalled or
+    timed-out snapshot is stopped, so later requests are not held up behind it."""
     topic = definition.config.get("notification.sink.topic.name")
     consumer = _notifications_at_end(kafka, topic) if wait_s and topic else None
     if wait_s and not topic:
@@ -248,10 +281,26 @@ def snapshot(
         if consumer is None or wait_s is None:
             return signal_id
         scanned: dict[str, int] = {}
+        started, last_note, next_status = False, time.monotonic(), time.monotonic() + STATUS_EVERY_S
         for note in notifications(consumer, time.monotonic() + wait_s):
-            if note.get("aggregate_type") != "Incremental Snapshot" or note.get("id") not in (None, signal_id):
+            now = time.monotonic()
+            if note is None or note.get("aggregate_type") != INCREMENTAL or note.get("id") not in (None, signal_id):
+                if connect_url and now >= next_status:
+                    next_status = now + STATUS_EVERY_S
+                    _check_connector(connect_url, definition, tables, signal_id)
+                if started and now - last_note > stall_s:
+                    _stop(conninfo, definition, tables)
+                    raise FeatureCtlError(
+                        f"incremental snapshot {signal_id} of {tables} stalled: no progress from Debezium for "
+                        f"{stall_s:.0f}s (it reports every chunk); stopped it, so later snapshots are not held up",
+                        "read the Connect log for the table's chunk query, `featurectl connector restart`, then "
+                        "request it again (a slow chunk query: a larger --stall, or a smaller "
+                        "incremental.snapshot.chunk.size)",
+                    )
                 continue
+            last_note = now
             kind, extra = note.get("type"), note.get("additional_data") or {}
+            started = started or kind != "ABORTED"
             assert isinstance(extra, dict)
             logger.info("snapshot %s: %s %s", signal_id, kind, json.dumps(extra)[:200])
             if kind == "TABLE_SCAN_COMPLETED":
@@ -293,3 +342,103 @@ def snapshot(
     finally:
         if consumer is not None:
             consumer.close()
+
+
+@dataclass
+class TableSnapshot:
+    """The outcome of the latest incremental snapshot that included a table."""
+
+    table: str
+    signal_id: str
+    state: str  # running, paused, completed, skipped, stopped (stalled: running, silent too long)
+    last_note_ms: int  # when Debezium last reported on it
+    detail: str = ""
+
+
+def _table_name(collection: str) -> str:
+    """``schema.table`` of a data collection id (Debezium may prefix the database)."""
+    return ".".join(collection.split(".")[-2:])
+
+
+def last_snapshots(kafka: dict[str, Any], topic: str) -> dict[str, TableSnapshot]:
+    """Per table, the latest incremental snapshot that included it, read from the notification topic
+    (``notification.sink.topic.name``) from its start to its current end."""
+    consumer = observer(kafka, from_beginning=True)
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return {}
+        ends = {}
+        for p in metadata.partitions:
+            low, high = watermarks(consumer, TopicPartition(topic, p))
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return {}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        notes: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 60
+        while ends and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error() is not None:
+                continue
+            if (msg.offset() or 0) + 1 >= ends.get(msg.partition() or 0, 0):
+                ends.pop(msg.partition(), None)
+            try:
+                notes.append(json.loads(msg.value() or b"{}"))
+            except ValueError:
+                continue
+    finally:
+        consumer.close()
+    return snapshot_outcomes(notes)
+
+
+def snapshot_outcomes(notes: list[dict[str, Any]]) -> dict[str, TableSnapshot]:
+    """Fold Debezium's incremental snapshot notifications, in the order written, into each table's latest
+    snapshot. A table a COMPLETED snapshot never scanned was skipped; one named by ABORTED was stopped."""
+    latest: dict[str, TableSnapshot] = {}
+    tables_of: dict[str, list[str]] = {}
+    for note in notes:
+        if note.get("aggregate_type") != INCREMENTAL:
+            continue
+        sid, kind = str(note.get("id")), str(note.get("type"))
+        extra = note.get("additional_data") or {}
+        when = int(note.get("timestamp") or 0)
+        named = [_table_name(c) for c in str(extra.get("data_collections") or "").split(",") if c]
+        if kind == "STARTED":
+            tables_of[sid] = named
+            for table in named:
+                latest[table] = TableSnapshot(table, sid, "running", when)
+            continue
+        mine = [t for t in tables_of.get(sid, named) if t in latest and latest[t].signal_id == sid]
+        for table in mine:
+            latest[table].last_note_ms = when
+        if kind == "TABLE_SCAN_COMPLETED":
+            table = _table_name(str(extra.get("scanned_collection") or ""))
+            if table in mine:
+                status = str(extra.get("status", "SUCCEEDED"))
+                ok = status in ("SUCCEEDED", "EMPTY")
+                latest[table].state = "scanned" if ok else "skipped"
+                latest[table].detail = (
+                    f"{extra.get('total_rows_scanned', '?')} rows"
+                    if ok
+                    else f"table scan {status} ({_REASONS.get(status, 'see the Connect log')})"
+                )
+        elif kind == "COMPLETED":
+            for table in mine:
+                if latest[table].state == "scanned":
+                    latest[table].state = "completed"
+                elif latest[table].state != "skipped":
+                    latest[table].state, latest[table].detail = "skipped", "completed without scanning it"
+        elif kind == "ABORTED":
+            for table in [t for t in mine if not named or t in named]:
+                if latest[table].state not in ("scanned", "skipped"):
+                    latest[table].state, latest[table].detail = "stopped", "stopped before it was scanned"
+        elif kind in ("PAUSED", "RESUMED"):
+            for table in mine:
+                if latest[table].state in ("running", "paused"):
+                    latest[table].state = "paused" if kind == "PAUSED" else "running"
+    for snap in latest.values():
+        if snap.state == "scanned":  # its own scan is done; others of the same request go on
+            snap.state = "completed"
+    return latest

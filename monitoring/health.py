@@ -8,6 +8,8 @@ Each check answers one question and says what to do when the answer is bad:
   capture <table>      does each CDC view's table reach Kafka: captured, published (through the
                        partition root when partitioned), not a leaf partition, no feature on a generated
                        column, and a topic once it has rows (connectors/capture.py)?
+  snapshot <table>     did the latest incremental snapshot of each CDC view's table complete, or was it
+                       skipped, stopped or stalled (rows not all re-streamed: jobs/snapshot.py)?
   view <name>          when the last change of each CDC view reached its history
   dead letters         how many records were dead-lettered in the last hour
   job <name>           did each job's last run succeed?
@@ -32,6 +34,7 @@ from connectors.definition import ConnectorDefinition
 from connectors.deploy import debezium_conninfo
 from featurectl.errors import FeatureCtlError
 from featurectl.settings import Settings
+from jobs.snapshot import last_snapshots
 from monitoring.job_runs import last_runs
 from monitoring.source import connector_status, slot_status
 from monitoring.watch import wal_limit, wal_problem
@@ -82,8 +85,10 @@ class HealthCheck:
         lag_alert: int = 10_000,
         sources: dict[str, set[str]] | None = None,
         keys: dict[str, set[str]] | None = None,
+        snapshot_stall_s: float = 900,
     ) -> None:
         self.settings = settings
+        self.snapshot_stall_s = snapshot_stall_s  # a running snapshot silent this long is stalled
         self.definition = definition
         self.views = views  # (view name, its history's last change time)
         self.sources = sources or {}  # captured table -> the columns its views read
@@ -101,6 +106,7 @@ class HealthCheck:
             ("slot", self._slot),
             ("lag", self._lag),
             ("capture", self._capture),
+            ("snapshots", self._snapshots),
             ("views", self._views),
             ("dead letters", self._dead_letters),
             ("jobs", self._jobs),
@@ -269,6 +275,52 @@ class HealthCheck:
                     out += [Check(f"capture {table}", FAIL, p.problem, p.fix) for p in mine]
                 else:
                     out.append(Check(f"capture {table}", OK, f"captured and published ({topic})"))
+        return out
+
+    def _snapshots(self) -> list[Check]:
+        topic = self.definition.config.get("notification.sink.topic.name")
+        if not self.sources or not topic:
+            return []
+        outcomes = last_snapshots(self.settings.kafka_client(), topic)
+        out = []
+        now_ms = time.time() * 1000
+        for table in sorted(self.sources):
+            snap = outcomes.get(table)
+            if snap is None:
+                continue
+            silent_s = (now_ms - snap.last_note_ms) / 1000
+            what = f"incremental snapshot {snap.signal_id}"
+            data = {"signal_id": snap.signal_id, "state": snap.state, "silent_seconds": round(silent_s)}
+            redo = f"`featurectl snapshot {table} --wait 3600`"
+            if snap.state == "completed":
+                out.append(Check(f"snapshot {table}", OK, f"{what} completed ({snap.detail})", data=data))
+            elif snap.state in ("skipped", "stopped"):
+                out.append(
+                    Check(
+                        f"snapshot {table}",
+                        FAIL,
+                        f"{what} was {snap.state}: {snap.detail}; the table's rows were not all re-streamed",
+                        f"fix what the Connect log names for {table} (`featurectl health` capture checks), "
+                        f"then {redo}",
+                        data,
+                    )
+                )
+            elif snap.state == "paused":
+                out.append(
+                    Check(f"snapshot {table}", WARN, f"{what} is paused", "resume it with a resume-snapshot signal", data)
+                )
+            elif silent_s > self.snapshot_stall_s:
+                out.append(
+                    Check(
+                        f"snapshot {table}",
+                        FAIL,
+                        f"{what} is stalled: no progress from Debezium for {_ago(silent_s)}",
+                        f"`featurectl connector restart` (read the Connect log first), then {redo}",
+                        data,
+                    )
+                )
+            else:
+                out.append(Check(f"snapshot {table}", OK, f"{what} running", data=data))
         return out
 
     def _views(self) -> list[Check]:

@@ -9,7 +9,8 @@ on many hosts write at once. One transaction per flush, in READ COMMITTED:
    under it are written);
 3. the stored versions of the batch's entities, locked ``FOR UPDATE`` in key order (two writers of one
    entity take turns; sorted, so they do not deadlock);
-4. the versions upserted with ``ON CONFLICT ... DO UPDATE ... WHERE stored <= new ... RETURNING``: a
+4. the versions upserted with ``ON CONFLICT ... DO UPDATE ... WHERE stored <= new ... RETURNING``
+   (rows under the view's barrier filtered out in the same statement): a
    writer that inserted the same new entity meanwhile wins or loses in SQL, never by a stale read,
    and only rows that won are written;
 5. features (``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE``, one statement per view),
@@ -227,13 +228,18 @@ class PostgresOnlineSink(FeastLayoutSink):
         key_of: dict[int, bytes],
         current: dict[tuple[str, bytes], Any],
     ) -> set[tuple[str, bytes]]:
-        """Upsert the applied rows' versions where not lower than the stored; the (view, key)s that won."""
+        """Upsert the applied rows' versions where not lower than the stored version nor the view's barrier
+        (the SQL guard: it holds even against a stale pre-read); the (view, key)s that won."""
         if not applied:
             return set()
         ordered = sorted(applied, key=lambda r: (r.view, key_of[id(r)]))
         cur.execute(
             f"INSERT INTO {VERSIONS} AS v (view, entity_key, version, version_minor, event_us, deleted, join_keys) "
-            "SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bigint[], %s::int[], %s::bigint[], %s::bool[], %s::text[]) "
+            "SELECT u.* FROM unnest(%s::text[], %s::bytea[], %s::bigint[], %s::int[], %s::bigint[], %s::bool[], "
+            "%s::text[]) AS u(view, entity_key, version, version_minor, event_us, deleted, join_keys) "
+            # The view's TRUNCATE barrier (locked FOR SHARE by this flush): nothing older than it is written.
+            f"LEFT JOIN {BARRIERS} b ON b.view = u.view "
+            "WHERE b.view IS NULL OR (u.version, u.version_minor) >= (b.version, b.version_minor) "
             "ON CONFLICT (view, entity_key) DO UPDATE SET version = EXCLUDED.version, "
             "version_minor = EXCLUDED.version_minor, event_us = EXCLUDED.event_us, deleted = EXCLUDED.deleted, "
             "join_keys = CASE WHEN EXCLUDED.join_keys = '' THEN v.join_keys ELSE EXCLUDED.join_keys END "

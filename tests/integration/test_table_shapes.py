@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from psycopg import sql
 
 from connectors.deploy import deploy, remove
 from jobs.snapshot import _request, key_filters
+from monitoring.health import HealthCheck
 from streams.sinks.base import UPSERT, SinkRow
 from streams.sinks.online import open_online_sink
 from streams.store import feast_apply
@@ -275,7 +277,11 @@ def snapshot_replaces_planted_titles(plat: Platform, table: str, prefix: str) ->
     snap = cli(*args, env=plat.env, timeout=300)
     assert snap.returncode == 0, snap.stdout + snap.stderr
     assert "completed" in snap.stdout
-    assert [online_events(plat, [i])[i][0] for i in PLANTED] == [f"{prefix} {i}" for i in PLANTED]
+    # Debezium's COMPLETED means emitted; the processor applies the rows soon after, partition by partition.
+    want = [f"{prefix} {i}" for i in PLANTED]
+    wait_until(
+        lambda: [online_events(plat, [i])[i][0] for i in PLANTED] == want, 60, "the snapshot's rows online"
+    )
 
 
 def test_a_partitioned_table_streams_snapshots_moves_rows_between_partitions_and_verifies_clean(
@@ -459,9 +465,36 @@ def test_a_snapshot_debezium_skips_fails_fast_naming_the_table_and_a_later_one_c
         assert failed.returncode != 0, failed.stdout + failed.stderr
         assert "completed" not in failed.stdout
         assert f"public.{keyless}" in failed.stderr, failed.stderr
+
+        # A stall: the chunk query waits behind a lock, Debezium reports nothing; the command stops it.
+        locker = psycopg.connect(stack.app)
+        try:
+            locker.execute(f"LOCK TABLE {keyed} IN ACCESS EXCLUSIVE MODE")
+            began = time.monotonic()
+            stalled = cli("snapshot", f"public.{keyed}", *args, "--stall", "15", env=plat.env, timeout=200)
+            assert stalled.returncode != 0 and "stalled" in stalled.stderr, stalled.stdout + stalled.stderr
+            assert time.monotonic() - began < 90, "a stall must fail long before --wait runs out"
+        finally:
+            locker.rollback()
+            locker.close()
+
         ok = cli("snapshot", f"public.{keyed}", *args, env=plat.env, timeout=200)
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert "completed" in ok.stdout
+
+        # `health` reads the same notifications: the skipped table fails its check, the other passes.
+        health = HealthCheck(
+            plat.settings,
+            plat.definition,
+            [],
+            stack.app,
+            sources={f"public.{keyless}": {"title"}, f"public.{keyed}": {"title"}},
+        )
+        checks = {c.name: c for c in health._snapshots()}
+        skipped = checks[f"snapshot public.{keyless}"]
+        assert skipped.status == "fail" and "NO_PRIMARY_KEY" in skipped.summary, skipped
+        assert f"featurectl snapshot public.{keyless}" in (skipped.action or "")
+        assert checks[f"snapshot public.{keyed}"].status == "ok", checks[f"snapshot public.{keyed}"]
     finally:
         remove(stack.settings, plat.definition)
         with psycopg.connect(stack.admin, autocommit=True) as conn:

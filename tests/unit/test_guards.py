@@ -1,0 +1,174 @@
+"""One table of ordering cases (streams/ordering.py), checked against every enforcer of the rule.
+
+The rule is enforced three times: in Python (``FeastLayoutSink._decide``, the only guard of the SQLite
+store, which decides under its write lock), in SQL (the Postgres store's version upsert, which holds
+even against a stale pre-read by another writer) and in Lua (the Redis store's per-entity script). Each
+case is run through each guard on its own, and through the whole flush of each store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from feast import FeatureStore
+
+from featurectl.errors import SourceChangedError
+from streams.ordering import READ
+from streams.sinks.base import DELETE, UPSERT, SinkRow
+from streams.sinks.online import open_online_sink
+from streams.sinks.online_feast import FeastLayoutSink, Version
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+VIEW = "customer_profile"
+BIG = 2**52  # WAL positions near Lua's exact-integer limit (2**53) still compare exactly
+
+
+@dataclass(frozen=True)
+class Case:
+    """Stored state, then one incoming change; what the rule says happens to it."""
+
+    name: str
+    incoming: Version
+    outcome: str  # "applies", "older" (refused: below the stored version), "barrier", "rewound"
+    stored: Version | None = None
+    stored_deleted: bool = False  # the stored version is a delete's tombstone
+    barrier: Version | None = None
+    op: str = UPSERT
+    later_commit: bool = False  # the incoming change was committed hours after the stored one
+
+
+CASES = [
+    Case("a new entity", (10, 0), "applies"),
+    Case("the next change of the same transaction", (10, 6), "applies", stored=(10, 5)),
+    Case("the same change delivered twice", (10, 5), "applies", stored=(10, 5)),
+    Case("an earlier change of the same transaction", (10, 4), "older", stored=(10, 5)),
+    Case("an earlier transaction with a higher lsn", (9, 900), "older", stored=(10, 5)),
+    Case("a later transaction with a lower lsn", (11, 1), "applies", stored=(10, 5)),
+    Case("a snapshot read after the stored change", (11, READ), "applies", stored=(10, 5)),
+    Case("a snapshot read before a change committed at its position", (10, READ), "older", stored=(10, 0)),
+    Case("a change committed after a snapshot read", (10, 0), "applies", stored=(10, READ)),
+    Case("a replay under a delete's tombstone", (15, 0), "older", stored=(20, 0), stored_deleted=True),
+    Case("a re-insert after a delete", (21, 0), "applies", stored=(20, 0), stored_deleted=True),
+    Case("a delete of a stored entity", (12, 0), "applies", stored=(10, 5), op=DELETE),
+    Case("a delete older than the stored change", (8, 0), "older", stored=(10, 5), op=DELETE),
+    Case("a backfilled row under a streamed change", (0, 0), "older", stored=(10, 5)),
+    Case("a backfilled row of a new entity", (0, 0), "applies"),
+    Case("a row from before a truncate", (15, 0), "barrier", barrier=(20, 0)),
+    Case("a row at the truncate's own position", (20, 0), "applies", barrier=(20, 0)),
+    Case("a row after the truncate", (21, 0), "applies", barrier=(20, 0)),
+    Case("a change above the barrier but under the stored", (22, 0), "older", stored=(25, 0), barrier=(20, 0)),
+    Case("positions near 2**53", (BIG + 1, 0), "applies", stored=(BIG, 0)),
+    Case("positions near 2**53, older by one", (BIG, 0), "older", stored=(BIG + 1, 0)),
+    Case("an older position committed hours later", (5, 0), "rewound", stored=(10, 0), later_commit=True),
+]
+IDS = [c.name.replace(" ", "-") for c in CASES]
+
+
+def at(version: Version, cid: int, segment: str, op: str = UPSERT, later: bool = False) -> SinkRow:
+    """A row of ``customer_profile`` at ``version``, committed ``version[0]`` seconds after T0."""
+    when = T0 + timedelta(seconds=min(version[0], 10**6)) + (timedelta(hours=3) if later else timedelta(0))
+    features = {} if op == DELETE else {"country": "GB", "segment": segment, "credit_limit": 1.0}
+    cdc = "d" if op == DELETE else "r" if version[1] == READ else "u"
+    return SinkRow(VIEW, op, {"customer_id": cid}, features, when, version[0], cdc, "t[0]", None, version[1])
+
+
+def incoming(case: Case, cid: int) -> SinkRow:
+    return at(case.incoming, cid, "incoming", case.op, case.later_commit)
+
+
+def seed(sink: FeastLayoutSink, case: Case, cids: list[int]) -> None:
+    """Store ``case``'s state for each entity through the normal write path."""
+    if case.stored is not None:
+        op = DELETE if case.stored_deleted else UPSERT
+        sink.add([at(case.stored, cid, "stored", op) for cid in cids])
+        assert len(sink.flush()) == len(cids)
+    if case.barrier is not None:
+        sink.add_barrier(VIEW, case.barrier)
+        sink.flush()
+
+
+def segments(store: FeatureStore, cid: int) -> Any:
+    return store.get_online_features(
+        features=[f"{VIEW}:segment"], entity_rows=[{"customer_id": cid}]
+    ).to_dict()["segment"][0]
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_the_python_guard(case: Case) -> None:
+    key = b"entity"
+    stored = {} if case.stored is None else {(VIEW, key): (case.stored, _us(case.stored))}
+    barriers = {} if case.barrier is None else {VIEW: case.barrier}
+    row = incoming(case, 1)
+    latest: dict[tuple[str, bytes], tuple[SinkRow, Any]] = {(VIEW, key): (row, None)}
+    if case.outcome == "rewound":
+        with pytest.raises(SourceChangedError):
+            FeastLayoutSink._decide(latest, stored, barriers)
+        return
+    decision = FeastLayoutSink._decide(latest, stored, barriers)
+    assert (decision.applied == [row]) == (case.outcome == "applies")
+
+
+def _us(version: Version) -> int:
+    when = at(version, 0, "")
+    return (when.event_time - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_the_sql_guard_alone(case: Case, postgres_store: FeatureStore) -> None:
+    """The Postgres upsert refuses what the rule refuses even when the pre-read saw nothing stored."""
+    sink = open_online_sink(postgres_store)
+    try:
+        seed(sink, case, [1])
+        row = incoming(case, 1)
+        view = sink._view(VIEW)
+        key = sink._entity_key(view, row.keys)
+        conn = sink._conn  # type: ignore[attr-defined]
+        with conn.transaction(), conn.cursor() as cur:
+            won = sink._write_versions(cur, [row], {id(row): key}, {})  # type: ignore[attr-defined]
+        assert bool(won) == (case.outcome == "applies")
+    finally:
+        sink.close()
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_the_lua_guard_alone(case: Case, redis_store: FeatureStore) -> None:
+    """The Redis script refuses what the rule refuses, for the rule's own reason, without a pre-read."""
+    sink = open_online_sink(redis_store)
+    try:
+        seed(sink, case, [1])
+        row = incoming(case, 1)
+        with sink._client.pipeline(transaction=False) as pipe:  # type: ignore[attr-defined]
+            sink._call(pipe, sink._view(VIEW), row, sink._fence_args())  # type: ignore[attr-defined]
+            verdict = pipe.execute()[0][0]
+        verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
+        want = {"applies": "ok", "barrier": "barrier"}.get(case.outcome, "older")
+        assert verdict == want
+    finally:
+        sink.close()
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_every_store_flushes_by_the_rule(case: Case, fresh_store: FeatureStore) -> None:
+    sink = open_online_sink(fresh_store)
+    try:
+        seed(sink, case, [1])
+        before = segments(fresh_store, 1)
+        sink.add([incoming(case, 1)])
+        if case.outcome == "rewound":
+            with pytest.raises(SourceChangedError):
+                sink.flush()
+            sink.discard()
+            assert segments(fresh_store, 1) == before  # nothing half-applied
+            return
+        applied = sink.flush()
+        assert len(applied) == (case.outcome == "applies")
+        after = segments(fresh_store, 1)
+        if case.outcome != "applies":
+            assert after == before
+        else:
+            assert after == (None if case.op == DELETE else "incoming")
+    finally:
+        sink.close()
