@@ -37,7 +37,12 @@ REPLAY_GROUP = "featurectl-dlq-replay"
 
 
 def _read_to_end(consumer: Consumer, topic: str, timeout_s: float = 30.0) -> Iterator[Message]:
-    """Messages of ``topic`` from the consumer's position up to the end as of now."""
+    """Messages of ``topic`` from the consumer group's committed offsets (else the start) up to its end as
+    of now.
+
+    Partitions are assigned, not subscribed: no group join to wait for, and a partition with nothing
+    left is known to be done from its offsets at once (librdkafka reports no position for a partition
+    the application has consumed nothing from)."""
     try:
         meta = consumer.list_topics(topic, timeout=10)
     except KafkaException as exc:
@@ -46,24 +51,33 @@ def _read_to_end(consumer: Consumer, topic: str, timeout_s: float = 30.0) -> Ite
         ) from None
     if topic not in meta.topics or meta.topics[topic].error is not None:
         return
-    ends = {p: watermarks(consumer, TopicPartition(topic, p))[1] for p in meta.topics[topic].partitions}
-    pending = {p for p, end in ends.items() if end > 0}
-    consumer.subscribe([topic])
+    parts = [TopicPartition(topic, p) for p in sorted(meta.topics[topic].partitions)]
+    committed = {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=10)}
+    starts, ends = {}, {}
+    for tp in parts:
+        low, high = watermarks(consumer, tp)
+        start = committed.get(tp.partition, -1)
+        starts[tp.partition] = max(start, low) if start >= 0 else low
+        ends[tp.partition] = high
+    pending = {p for p in ends if starts[p] < ends[p]}
+    if not pending:
+        return
+    consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(pending)])
     deadline = time.monotonic() + timeout_s
     while pending and time.monotonic() < deadline:
         msg = consumer.poll(0.5)
-        if msg is None:
-            # A partition whose committed position is already at its end yields nothing.
-            for tp in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
-                if tp.offset >= ends[tp.partition]:
-                    pending.discard(tp.partition)
+        if msg is None or msg.error():
             continue
-        if msg.error():
-            continue
-        if (msg.offset() or 0) < ends[msg.partition() or 0]:
+        partition, offset = msg.partition() or 0, msg.offset() or 0
+        if offset < ends[partition]:
             yield msg
-        if (msg.offset() or 0) + 1 >= ends[msg.partition() or 0]:
-            pending.discard(msg.partition() or 0)
+        if offset + 1 >= ends[partition]:
+            pending.discard(partition)
+    if pending:
+        raise TransientError(
+            f"could not read {topic} to its end within {timeout_s:.0f}s (partitions {sorted(pending)} unfinished)",
+            "check `featurectl stack status` and retry",
+        )
 
 
 def list_dead_letters(settings: Settings, limit: int | None = None) -> list[tuple[Message, DeadLetter]]:

@@ -146,6 +146,28 @@ def signal_platform(stack: StackHandle, tmp_path: Path, request: pytest.FixtureR
     )
 
 
+def use_online_store(plat: Platform, online: str, request: pytest.FixtureRequest | None) -> None:
+    """Point ``plat``'s Feast repo at the session's ``online`` store ("sqlite", "postgres" or "redis"),
+    in a schema or database of its own; before ``feast apply``."""
+    plat.online_store = online
+    if online == "postgres":
+        assert request is not None
+        online_pg: OnlinePg = request.getfixturevalue("online_pg")
+        online_pg.use_in(plat.repo, schema=plat.name)
+    elif online == "redis":
+        assert request is not None
+        local_redis: LocalRedis = request.getfixturevalue("local_redis")
+        db = int(plat.name[-2:], 16) % 14 + 2  # a database of its own (0 and 1: the unit tests')
+        local_redis.flush(db)
+        local_redis.use_in(plat.repo, db)
+        # Feast's Redis store has no vector search: a Redis user declares no vector view.
+        views = plat.repo / "products.py"
+        text = views.read_text()
+        views.write_text(text[: text.index("# History of product documents")])
+    elif online != "sqlite":
+        raise ValueError(f"unknown online store {online!r}")
+
+
 def _platform(
     stack: StackHandle,
     tmp_path: Path,
@@ -155,21 +177,7 @@ def _platform(
 ) -> Iterator[Platform]:
     name = unique("fs")
     plat = make_platform(stack.settings, stack.admin, tmp_path, name, signals)
-    if online == "postgres":
-        assert request is not None
-        online_pg: OnlinePg = request.getfixturevalue("online_pg")
-        online_pg.use_in(plat.repo, schema=name)
-    elif online == "redis":
-        local_redis: LocalRedis = request.getfixturevalue("local_redis")  # type: ignore[union-attr]
-        db = int(name[-2:], 16) % 14 + 2  # a database of its own (0 and 1: the unit tests')
-        local_redis.flush(db)
-        local_redis.use_in(plat.repo, db)
-        # Feast's Redis store has no vector search: a Redis user declares no vector view.
-        views = plat.repo / "products.py"
-        text = views.read_text()
-        views.write_text(text[: text.index("# History of product documents")])
-    elif online != "sqlite":
-        raise ValueError(f"unknown online store {online!r}")
+    use_online_store(plat, online, request)
     deploy(stack.settings, plat.definition, timeout_s=120)
     feast_apply(plat.repo)
     yield plat

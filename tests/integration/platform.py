@@ -35,6 +35,7 @@ class Platform:
     definition: ConnectorDefinition
     env: dict[str, str]
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    online_store: str = "sqlite"  # which online store the repo writes (tests/integration/conftest.py)
 
     @property
     def repo(self) -> Path:
