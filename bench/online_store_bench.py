@@ -99,6 +99,7 @@ def feast_rate(store: FeatureStore, rows: int) -> float:
         df = pd.DataFrame(
             {
                 "customer_id": list(ids),
+                "email": [f"{i:064x}" for i in ids],
                 "country": "GB",
                 "segment": "silver",
                 "credit_limit": 1.0,

@@ -247,6 +247,7 @@ def main() -> None:
         df = pd.DataFrame(
             {
                 "customer_id": ids,
+                "email": [f"{i:064x}" for i in ids],  # as the processor stores it: a keyed hash (pii.email)
                 "country": "GB",
                 "segment": "gold",
                 "credit_limit": 5.0,
