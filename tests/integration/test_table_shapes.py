@@ -337,6 +337,17 @@ def test_a_partitioned_table_streams_snapshots_moves_rows_between_partitions_and
 
         health = cli("health", "--file", str(plat.definition.path), env=plat.env)
         assert f"OK    capture public.{table}" in health.stdout, health.stdout
+        assert f"OK    snapshot public.{table}" in health.stdout, health.stdout
+
+        # A detached partition's rows leave the root without a change event: verify finds, repair deletes.
+        with psycopg.connect(stack.app, autocommit=True) as conn:
+            conn.execute(f"ALTER TABLE {table} DETACH PARTITION {table}_12")
+        args = ["verify", "event_features", "--file", str(plat.definition.path)]
+        found = cli(*args, env=plat.env)
+        assert found.returncode == 1 and '{"event_id": 402}: not in Postgres' in found.stdout, found.stdout
+        repaired = cli(*args, "--repair", "--wait", "120", env=plat.env, timeout=300)
+        assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+        assert 402 not in online_events(plat, [402])
     finally:
         drop_platform(stack, plat, table)
 
