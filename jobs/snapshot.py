@@ -235,7 +235,9 @@ def notifications(consumer: Consumer, deadline: float) -> Iterator[dict[str, obj
             continue
 
 
-def _check_connector(connect_url: str, definition: ConnectorDefinition, tables: list[str], signal_id: str) -> None:
+def _check_connector(
+    connect_url: str, definition: ConnectorDefinition, tables: list[str], signal_id: str
+) -> None:
     """Raise at once if the connector or a task failed: the snapshot cannot go on."""
     try:
         status = connector_status(connect_url, definition.name)
@@ -284,7 +286,11 @@ def snapshot(
         started, last_note, next_status = False, time.monotonic(), time.monotonic() + STATUS_EVERY_S
         for note in notifications(consumer, time.monotonic() + wait_s):
             now = time.monotonic()
-            if note is None or note.get("aggregate_type") != INCREMENTAL or note.get("id") not in (None, signal_id):
+            if (
+                note is None
+                or note.get("aggregate_type") != INCREMENTAL
+                or note.get("id") not in (None, signal_id)
+            ):
                 if connect_url and now >= next_status:
                     next_status = now + STATUS_EVERY_S
                     _check_connector(connect_url, definition, tables, signal_id)
@@ -304,7 +310,9 @@ def snapshot(
             assert isinstance(extra, dict)
             logger.info("snapshot %s: %s %s", signal_id, kind, json.dumps(extra)[:200])
             if kind == "TABLE_SCAN_COMPLETED":
-                table = _requested(tables, str(extra.get("data_collection") or extra.get("scanned_collection")))
+                table = _requested(
+                    tables, str(extra.get("data_collection") or extra.get("scanned_collection"))
+                )
                 status = str(extra.get("status", "SUCCEEDED"))
                 if status not in ("SUCCEEDED", "EMPTY"):
                     _stop(conninfo, definition, tables)
@@ -312,7 +320,9 @@ def snapshot(
                         f"Debezium did not snapshot {table}: table scan {status} "
                         f"({_REASONS.get(status, 'see the Connect log')}); incremental snapshot {signal_id} "
                         "stopped, so later snapshots are not held up",
-                        _FIXES.get(status, "read the Connect log for the error, fix it, and request it again"),
+                        _FIXES.get(
+                            status, "read the Connect log for the error, fix it, and request it again"
+                        ),
                     )
                 scanned[table] = int(extra.get("total_rows_scanned") or 0)
             if kind == "COMPLETED":
@@ -363,20 +373,25 @@ def _table_name(collection: str) -> str:
 def last_snapshots(kafka: dict[str, Any], topic: str) -> dict[str, TableSnapshot]:
     """Per table, the latest incremental snapshot that included it, read from the notification topic
     (``notification.sink.topic.name``) from its start to its current end."""
+    return snapshot_outcomes(read_notifications(kafka, topic))
+
+
+def read_notifications(kafka: dict[str, Any], topic: str) -> list[dict[str, Any]]:
+    """Debezium's notifications on ``topic``, from its start to its current end, in the order written."""
+    notes: list[dict[str, Any]] = []
     consumer = observer(kafka, from_beginning=True)
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if metadata is None or metadata.error is not None:
-            return {}
+            return notes
         ends = {}
         for p in metadata.partitions:
             low, high = watermarks(consumer, TopicPartition(topic, p))
             if high > low:
                 ends[p] = high
         if not ends:
-            return {}
+            return notes
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        notes: list[dict[str, Any]] = []
         deadline = time.monotonic() + 60
         while ends and time.monotonic() < deadline:
             msg = consumer.poll(1.0)
@@ -390,15 +405,22 @@ def last_snapshots(kafka: dict[str, Any], topic: str) -> dict[str, TableSnapshot
                 continue
     finally:
         consumer.close()
-    return snapshot_outcomes(notes)
+    return notes
+
+
+_UNSCANNED = "completed without scanning it"
 
 
 def snapshot_outcomes(notes: list[dict[str, Any]]) -> dict[str, TableSnapshot]:
-    """Fold Debezium's incremental snapshot notifications, in the order written, into each table's latest
-    snapshot. A table a COMPLETED snapshot never scanned was skipped; one named by ABORTED was stopped."""
+    """Fold Debezium's incremental snapshot notifications into each table's latest snapshot. A table a
+    COMPLETED snapshot never scanned was skipped; one named by ABORTED was stopped.
+
+    ``notes`` may come from several partitions of the notification topic: Debezium keys a snapshot's
+    notes by its id (so they keep their order in one partition) but an ABORTED by a fresh id, so the fold
+    orders by Debezium's timestamp, keeping the given order among equal timestamps."""
     latest: dict[str, TableSnapshot] = {}
     tables_of: dict[str, list[str]] = {}
-    for note in notes:
+    for note in sorted(notes, key=lambda n: int(n.get("timestamp") or 0)):
         if note.get("aggregate_type") != INCREMENTAL:
             continue
         sid, kind = str(note.get("id")), str(note.get("type"))
@@ -429,11 +451,19 @@ def snapshot_outcomes(notes: list[dict[str, Any]]) -> dict[str, TableSnapshot]:
                 if latest[table].state == "scanned":
                     latest[table].state = "completed"
                 elif latest[table].state != "skipped":
-                    latest[table].state, latest[table].detail = "skipped", "completed without scanning it"
+                    latest[table].state, latest[table].detail = "skipped", _UNSCANNED
         elif kind == "ABORTED":
-            for table in [t for t in mine if not named or t in named]:
-                if latest[table].state not in ("scanned", "skipped"):
-                    latest[table].state, latest[table].detail = "stopped", "stopped before it was scanned"
+            # Debezium stops the named tables (all of the snapshot's without names); stopping its only table
+            # it first says COMPLETED, then ABORTED under an id of its own.
+            targets = named or mine
+            for table in [t for t in targets if t in latest]:
+                snap = latest[table]
+                if snap.state in ("running", "paused") or snap.detail == _UNSCANNED:
+                    snap.state, snap.detail, snap.last_note_ms = (
+                        "stopped",
+                        "stopped before it was scanned",
+                        when,
+                    )
         elif kind in ("PAUSED", "RESUMED"):
             for table in mine:
                 if latest[table].state in ("running", "paused"):

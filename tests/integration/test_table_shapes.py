@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 
 from connectors.deploy import deploy, remove
-from jobs.snapshot import _request, key_filters
+from jobs.snapshot import _request, key_filters, read_notifications
 from monitoring.health import HealthCheck
 from streams.sinks.base import UPSERT, SinkRow
 from streams.sinks.online import open_online_sink
@@ -505,7 +505,12 @@ def test_a_snapshot_debezium_skips_fails_fast_naming_the_table_and_a_later_one_c
         skipped = checks[f"snapshot public.{keyless}"]
         assert skipped.status == "fail" and "NO_PRIMARY_KEY" in skipped.summary, skipped
         assert f"featurectl snapshot public.{keyless}" in (skipped.action or "")
-        assert checks[f"snapshot public.{keyed}"].status == "ok", checks[f"snapshot public.{keyed}"]
+        notes = read_notifications(
+            plat.settings.kafka_client(), plat.definition.config["notification.sink.topic.name"]
+        )
+        assert checks[f"snapshot public.{keyed}"].status == "ok", (
+            f"{checks[f'snapshot public.{keyed}']}\n{ok.stderr}\n" + "\n".join(json.dumps(n) for n in notes)
+        )
     finally:
         remove(stack.settings, plat.definition)
         with psycopg.connect(stack.admin, autocommit=True) as conn:

@@ -18,7 +18,9 @@ def note(sid: str, kind: str, at: int, **extra: str) -> dict[str, Any]:
 
 
 def scan(sid: str, table: str, at: int, status: str = "SUCCEEDED", rows: str = "50") -> dict[str, Any]:
-    return note(sid, "TABLE_SCAN_COMPLETED", at, scanned_collection=table, status=status, total_rows_scanned=rows)
+    return note(
+        sid, "TABLE_SCAN_COMPLETED", at, scanned_collection=table, status=status, total_rows_scanned=rows
+    )
 
 
 def test_completed_skipped_stopped_and_running_snapshots() -> None:
@@ -61,3 +63,24 @@ def test_a_later_snapshot_replaces_an_earlier_outcome_and_an_abort_of_others_lea
     got = snapshot_outcomes(notes)
     assert got["public.customers"].state == "completed" and got["public.customers"].signal_id == "b"
     assert got["public.orders"].state == "stopped"
+
+
+def test_notes_read_across_partitions_fold_in_time_order_and_an_abort_under_its_own_id_stops_the_table() -> (
+    None
+):
+    """As Debezium 3 wrote them for a stalled snapshot stopped by ``featurectl snapshot --stall`` and one
+    requested after it (a 4-partition notification topic, read partition by partition)."""
+    later = [
+        note("ok", "STARTED", 40, data_collections="public.keyed"),
+        scan("ok", "public.keyed", 41),
+        note("ok", "COMPLETED", 41),
+    ]
+    abort = [note("f00d-uuid", "ABORTED", 31, data_collections="public.keyed")]
+    stalled = [
+        note("stall", "STARTED", 10, data_collections="public.keyed"),
+        note("stall", "IN_PROGRESS", 30, current_collection_in_progress="public.keyed"),
+        note("stall", "COMPLETED", 30),  # the table was stopped before its scan completed
+    ]
+    assert snapshot_outcomes(later + abort + stalled)["public.keyed"].state == "completed"
+    got = snapshot_outcomes(stalled + abort)["public.keyed"]
+    assert (got.state, got.signal_id, got.last_note_ms) == ("stopped", "stall", 31)
