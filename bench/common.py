@@ -12,7 +12,7 @@ from psycopg import sql
 
 from connectors.definition import ConnectorDefinition, load_definition
 from connectors.deploy import remove
-from featurectl.settings import PROJECT_ROOT, Settings, load_settings
+from core.settings import PROJECT_ROOT, Settings, load_settings
 from stack.launcher import LocalStack
 from stack.postgres import Postgres, ensure_publication
 
@@ -91,7 +91,7 @@ def use_online_store(settings: Settings, kind: str, schema: str) -> None:
     """
     import re
 
-    from featurectl.settings import ensure_secrets_file, export_store_secrets
+    from core.settings import ensure_secrets_file, export_store_secrets
     from stack.launcher import GENERATED_SECRETS
     from stack.online_postgres import OnlinePostgres
     from stack.redis import RedisServer
@@ -106,7 +106,7 @@ def use_online_store(settings: Settings, kind: str, schema: str) -> None:
         with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         block = (
-            "online_store:\n  type: onlinestore.pg_store.PgVectorOnlineStore\n"
+            "online_store:\n  type: stores.postgres.feast.PgVectorOnlineStore\n"
             f"  host: 127.0.0.1\n  port: {settings.online_pg_port}\n  database: {settings.online_pg_database}\n"
             f"  db_schema: {schema}\n  user: {settings.online_pg_user}\n"
             "  password: ${FEATURECTL_ONLINE_PG_PASSWORD}\n  sslmode: disable\n  vector_enabled: true\n"
@@ -114,7 +114,7 @@ def use_online_store(settings: Settings, kind: str, schema: str) -> None:
     elif kind == "redis":
         RedisServer(settings).start()
         block = (
-            "online_store:\n  type: onlinestore.redis_store.RedisOnlineStore\n"
+            "online_store:\n  type: stores.redis.feast.RedisOnlineStore\n"
             f"  connection_string: 127.0.0.1:{settings.redis_port},db=9,password=${{FEATURECTL_REDIS_PASSWORD}}\n"
         )
         views = settings.feature_repo / "products.py"  # Redis has no vector search: no vector view

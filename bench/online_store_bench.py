@@ -28,20 +28,20 @@ import psycopg
 from feast import FeatureStore
 from psycopg import sql
 
-from embeddings.spec import spec_for
-from featurectl.settings import (
+from core.settings import (
     PROJECT_ROOT,
     Settings,
     ensure_secrets_file,
     export_store_secrets,
     load_settings,
 )
+from embeddings.spec import spec_for
 from stack.launcher import GENERATED_SECRETS
 from stack.online_postgres import OnlinePostgres
 from stack.redis import RedisServer
-from streams.sinks.base import UPSERT, SinkRow
-from streams.sinks.online import open_online_sink
-from streams.store import feast_apply
+from stores.registry import open_online_sink
+from stores.repository import feast_apply
+from stores.sink import UPSERT, SinkRow
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 FEATURES = ["customer_profile:segment", "customer_profile:credit_limit", "customer_profile:country"]
@@ -190,7 +190,7 @@ def pg_schema(settings: Settings, online: OnlinePostgres) -> tuple[str, str]:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     s = settings
     pg_yaml = (
-        "online_store:\n  type: onlinestore.pg_store.PgVectorOnlineStore\n"
+        "online_store:\n  type: stores.postgres.feast.PgVectorOnlineStore\n"
         f"  host: 127.0.0.1\n  port: {s.online_pg_port}\n  database: {s.online_pg_database}\n  db_schema: {schema}\n"
         f"  user: {s.online_pg_user}\n  password: ${{FEATURECTL_ONLINE_PG_PASSWORD}}\n  sslmode: disable\n  vector_enabled: true\n"
     )
@@ -212,7 +212,7 @@ def main() -> None:
     redis_server.start()
     export_store_secrets(settings)
     redis_yaml = (
-        "online_store:\n  type: onlinestore.redis_store.RedisOnlineStore\n"
+        "online_store:\n  type: stores.redis.feast.RedisOnlineStore\n"
         f"  connection_string: 127.0.0.1:{settings.redis_port},db=9,password=${{FEATURECTL_REDIS_PASSWORD}}\n"
     )
     schema, pg_yaml = pg_schema(settings, online)

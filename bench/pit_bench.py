@@ -29,11 +29,11 @@ import pandas as pd
 from feast import FeatureStore
 
 from bench.common import use_parquet_history
-from featurectl.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from jobs.compact import compact
-from offlinestore.duckdb_store import TYPE as DUCKDB_STORE
-from streams.sinks.offline_parquet import ParquetOfflineSink
-from streams.store import feast_apply
+from stores.history.duckdb_store import TYPE as DUCKDB_STORE
+from stores.history.sink import ParquetOfflineSink
+from stores.repository import feast_apply
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -44,9 +44,9 @@ def history(store: FeatureStore, rows: int, entities: int, batch: int, dup: floa
     import pyarrow.parquet as pq
     from deltalake import write_deltalake
 
-    from jobs.history import is_delta
-    from streams.sinks.offline_delta import PARTITION, with_partition
-    from streams.sinks.offline_parquet import history_schema
+    from stores.history.delta import PARTITION, with_partition
+    from stores.history.reader import is_delta
+    from stores.history.sink import history_schema
 
     view = store.get_feature_view("customer_profile")
     directory = ParquetOfflineSink(store).directory(view)

@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import cleanup, handled, setup, use_parquet_history, wait_processed
 from connectors.deploy import deploy
-from onlinestore.sqlite import connect
+from stores.repository import feast_apply
+from stores.sqlite.db import connect
 from streams.processor import Processor, ProcessorConfig
-from streams.store import feast_apply
 
 
 def seed(conninfo: str, table: str, rows: int) -> list[int]:

@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import cleanup, drop_online_store, setup, use_online_store
 from connectors.deploy import deploy
-from featurectl.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from jobs.pg_backfill import PostgresBackfill
 from serving.feature_server import FeatureServer
+from stores.repository import feast_apply
 from streams.dlq import DeadLetterSink
-from streams.store import feast_apply
 from validation.suites import SuiteStore
 from validation.validator import BatchValidator
 

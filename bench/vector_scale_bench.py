@@ -6,7 +6,7 @@ Writing a million vectors one row at a time through a live HNSW index is slow (~
 bench/online_store_bench.py), so a load of that size goes the way pgvector recommends for bulk loads:
 the view's HNSW index dropped, every row written through the processor's sink (the same rows and
 bookkeeping the stream writes), then the index built once (``maintenance_work_mem`` raised for that
-session) with the plugin's own declaration (onlinestore/pg_store.py). Prints the load and build times,
+session) with the plugin's own declaration (stores/postgres/feast.py). Prints the load and build times,
 then top-10 p50/p99 through Feast's ``retrieve_online_documents_v2`` and recall@10 against an exact numpy
 search. Clustered vectors, as in online_store_bench.py. Starts the local online-store Postgres if needed.
 """
@@ -28,12 +28,12 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.online_store_bench import fill_vectors, pg_schema, repo, similarity, unit_vectors
+from core.settings import ensure_secrets_file, export_store_secrets, load_settings
 from embeddings.spec import spec_for
-from featurectl.settings import ensure_secrets_file, export_store_secrets, load_settings
-from onlinestore.pg_store import PgVectorOnlineStore
-from onlinestore.pg_tables import vector_index_name
 from stack.launcher import GENERATED_SECRETS
 from stack.online_postgres import OnlinePostgres
+from stores.postgres.feast import PgVectorOnlineStore
+from stores.postgres.tables import vector_index_name
 
 
 def main() -> None:

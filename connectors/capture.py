@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from connectors.definition import ConnectorDefinition
-from featurectl.errors import ConfigError
+from core.errors import ConfigError
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import requests
 
-from featurectl.errors import ConfigError, FeatureCtlError, TransientError
+from core.errors import ConfigError, FeatureCtlError, TransientError
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from featurectl.errors import ConfigError
-from featurectl.settings import Settings
+from core.errors import ConfigError
+from core.settings import Settings
 
 CONNECTORS_DIR = Path(__file__).resolve().parent
 DEFAULT_CONNECTOR = CONNECTORS_DIR / "shop-postgres.json"

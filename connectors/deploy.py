@@ -10,9 +10,9 @@ import psycopg
 
 from connectors.client import ConnectClient
 from connectors.definition import ConnectorDefinition
-from featurectl.errors import ConfigError, FeatureCtlError
-from featurectl.settings import Settings
-from stack.procs import wait_for
+from core.errors import ConfigError, FeatureCtlError
+from core.procs import wait_for
+from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from core.errors import ConfigError
 from embeddings.spec import DEFAULT_BACKEND, EmbeddingSpec
-from featurectl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 Vectors = npt.NDArray[np.float32]

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from featurectl.errors import ConfigError
+from core.errors import ConfigError
 
 OPSET = 17
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import ConfigError
 from embeddings.models import Vectors, resolve_model_dir
 from embeddings.onnx_bert import build_graph
-from featurectl.errors import ConfigError
 
 BATCH = 32  # texts per run; sorted by length first, so a run pads little
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from feast import FeatureStore
 
+from core.errors import ConfigError
 from embeddings.models import load_embedder
 from embeddings.spec import spec_for
-from featurectl.errors import ConfigError
 
 
 def search(

@@ -26,7 +26,7 @@ from typing import Any
 from feast import FeatureView
 from feast.types import Array, Float32, Float64
 
-from featurectl.errors import ConfigError
+from core.errors import ConfigError
 
 TEXT_TAG = "embedding.text"
 MODEL_TAG = "embedding.model"

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from featurectl.errors import ConfigError, FeatureCtlError
-from featurectl.settings import Settings, export_store_secrets, load_settings
+from core.errors import ConfigError, FeatureCtlError
+from core.settings import Settings, export_store_secrets, load_settings
 
 if TYPE_CHECKING:
     from serving.feature_server import FeatureServer
@@ -311,21 +311,14 @@ def feast_apply_cmd(ctx: click.Context, path: Path | None, no_source_check: bool
     new model; this fills it from the texts in the online store, with progress, while the
     processor keeps running. Plain `feast apply` leaves that to `featurectl embeddings backfill`.
     """
-    from embeddings.spec import spec_for
+    from stores.registry import vector_view_problems
+    from stores.repository import declared_views, feast_apply, open_store
     from streams.routes import check_views
-    from streams.sinks.online import VECTOR_STORES
-    from streams.store import declared_views, feast_apply, open_store
 
     settings = _settings(ctx)
     views = declared_views(settings.feature_repo)
     problems = check_views(views, settings.suites_dir)
-    if open_store(settings).config.online_store.type in ("redis", "onlinestore.redis_store.RedisOnlineStore"):
-        problems += [
-            f"feature view {v.name} has vector features, and Feast's Redis online store has no vector "
-            f"search: keep it on {VECTOR_STORES}"
-            for v in views
-            if spec_for(v) is not None
-        ]
+    problems += vector_view_problems(open_store(settings), views)
     if not no_source_check:
         from connectors.capture import source_problems
         from stack.postgres import Postgres
@@ -346,8 +339,8 @@ def feast_apply_cmd(ctx: click.Context, path: Path | None, no_source_check: bool
 
 
 def _backfill_pending(settings: Settings, views: tuple[str, ...] = ()) -> None:
-    from embeddings.backfill import pending_views, reembed
-    from streams.store import open_store
+    from stores.reembed import pending_views, reembed
+    from stores.repository import open_store
 
     store = open_store(settings)
     todo = views or tuple(pending_views(store))
@@ -377,8 +370,8 @@ def embeddings() -> None:
 @click.pass_context
 def embeddings_status(ctx: click.Context) -> None:
     """Each embedding view's declared model, vector count and backfill state."""
-    from embeddings.backfill import model_states
-    from streams.store import open_store
+    from stores.reembed import model_states
+    from stores.repository import open_store
 
     for st in model_states(open_store(_settings(ctx))):
         spec = st.spec
@@ -409,7 +402,7 @@ def embeddings_backfill(ctx: click.Context, views: tuple[str, ...]) -> None:
 def search_cmd(ctx: click.Context, view: str, text: str, top_k: int) -> None:
     """Entities of VIEW whose embedded text is nearest to TEXT (Feast retrieve_online_documents_v2)."""
     from embeddings.search import search
-    from streams.store import open_store
+    from stores.repository import open_store
 
     hits = search(open_store(_settings(ctx)), view, text, k=top_k)
     if not hits:
@@ -486,7 +479,7 @@ def _serve_metrics(settings: Settings) -> None:
     """Serve /metrics if the command was given ``--metrics-port``."""
     port = click.get_current_context().meta.get("metrics_port")
     if port is not None:
-        from monitoring.metrics import serve
+        from core.metrics import serve
 
         serve(port, settings.metrics_host)
 
@@ -540,8 +533,8 @@ def backfill_cmd(
     """Backfill VIEW's offline history from its Postgres table (resumable, idempotent)."""
     from jobs.pg_backfill import PostgresBackfill
     from stack.postgres import Postgres
+    from stores.repository import open_store
     from streams.dlq import DeadLetterSink
-    from streams.store import open_store
     from validation.suites import SuiteStore
     from validation.validator import BatchValidator
 
@@ -580,11 +573,11 @@ def materialize_cmd(
 
     For a new online store run `featurectl feast-apply` first (it creates the tables).
     """
-    from embeddings.backfill import reembed
+    from core.metrics import materialization_metrics
     from embeddings.spec import spec_for
     from jobs.materialize import Materializer
-    from monitoring.metrics import materialization_metrics
-    from streams.store import open_store
+    from stores.reembed import reembed
+    from stores.repository import open_store
 
     settings = _settings(ctx)
 
@@ -625,9 +618,9 @@ def compact_cmd(ctx: click.Context, views: tuple[str, ...], rows_per_file: int, 
     says so.
     """
     from jobs.compact import compact
-    from jobs.history import is_delta
     from jobs.lock import job_lock
-    from streams.store import open_store
+    from stores.history.reader import is_delta
+    from stores.repository import open_store
 
     settings = _settings(ctx)
     locks = settings.data_dir / "locks"
@@ -740,8 +733,8 @@ def verify_cmd(
     from jobs.snapshot import key_filters, snapshot
     from jobs.verify import Verifier, repair
     from stack.postgres import Postgres
+    from stores.repository import open_store
     from streams.routes import route_for
-    from streams.store import open_store
 
     settings = _settings(ctx)
     store = open_store(settings)
@@ -816,8 +809,8 @@ def process_cmd(ctx: click.Context, path: Path | None, group: str | None, accept
     import threading
 
     from monitoring.watch import source_watch
+    from stores.repository import open_store
     from streams.processor import Processor, ProcessorConfig
-    from streams.store import open_store
 
     settings = _settings(ctx)
     if settings.processor_nice:
@@ -845,11 +838,11 @@ def health_cmd(ctx: click.Context, path: Path | None, as_json: bool) -> None:
 
     Exits 1 when something needs action, saying what (see monitoring/health.py).
     """
-    from jobs.history import History
     from monitoring.health import HealthCheck
     from stack.postgres import Postgres
+    from stores.history.reader import History
+    from stores.repository import open_store
     from streams.routes import route_for, source_columns, source_keys
-    from streams.store import open_store
 
     settings = _settings(ctx)
     store = open_store(settings)
@@ -892,8 +885,8 @@ def online_reset(ctx: click.Context, yes: bool) -> None:
     Run it with every processor stopped, after the processor stopped saying the source's WAL positions
     went backwards; then start the processor and `featurectl snapshot` the captured tables.
     """
-    from streams.sinks.online import open_online_sink
-    from streams.store import open_store
+    from stores.registry import open_online_sink
+    from stores.repository import open_store
 
     if not yes:
         raise ConfigError("not reset: this empties the online store", "add --yes to confirm")
@@ -918,7 +911,7 @@ def dlq() -> None:
 @click.pass_context
 def dlq_list(ctx: click.Context, limit: int | None, as_json: bool) -> None:
     """Print the dead letters, oldest first."""
-    from streams.replay import list_dead_letters
+    from jobs.replay import list_dead_letters
 
     letters = list_dead_letters(_settings(ctx), limit)
     for _msg, letter in letters:
@@ -939,8 +932,8 @@ def dlq_list(ctx: click.Context, limit: int | None, as_json: bool) -> None:
 @click.pass_context
 def dlq_replay(ctx: click.Context) -> None:
     """Re-process dead letters not replayed before; rows are validated again with the current suites."""
-    from streams.replay import replay
-    from streams.store import open_store
+    from jobs.replay import replay
+    from stores.repository import open_store
 
     settings = _settings(ctx)
     result = replay(settings, open_store(settings))

@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 
 from connectors.definition import load_definition
 from connectors.deploy import deploy
-from featurectl.errors import FeatureCtlError
-from featurectl.settings import Settings
+from core.errors import FeatureCtlError
+from core.settings import Settings
 from stack.launcher import LocalStack
 from stack.postgres import Postgres
 from streams.events import ChangeEvent
@@ -215,7 +215,7 @@ def training_set(store: Any, customer_id: int) -> None:
     """Point-in-time join for labels at the customer's change times (and one before), from its history."""
     import pandas as pd
 
-    from jobs.history import History
+    from stores.history.reader import History
 
     history = History(store, store.get_feature_view("customer_profile"))
 
@@ -252,10 +252,10 @@ def training_set(store: Any, customer_id: int) -> None:
 
 
 def main(settings: Settings) -> None:
-    from embeddings.backfill import pending_views, reembed
+    from jobs.replay import list_dead_letters
+    from stores.reembed import pending_views, reembed
+    from stores.repository import feast_apply, open_store
     from streams.processor import Processor, ProcessorConfig
-    from streams.replay import list_dead_letters
-    from streams.store import feast_apply, open_store
 
     definition = load_definition()
     took = LocalStack(settings).up(definition)

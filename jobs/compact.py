@@ -24,7 +24,7 @@ must retry; our own readers (materialize, backfill) are locked out for the move 
 readable files hold every change at least once; the next run finishes the job. One run per view at a
 time (jobs/lock.py, taken by the CLI).
 
-A Delta history (jobs/history.py) is compacted one ``event_date`` partition (UTC day of event time) at a
+A Delta history (stores/history/reader.py) is compacted one ``event_date`` partition (UTC day of event time) at a
 time, and only the days held in more files than their bytes need (``target_bytes`` per file): the cost of a run follows what
 landed since the last one, not the size of the history. A day's rows, from the files of the snapshot
 read, are deduplicated as above and written back sorted by entity and time in one commit that replaces
@@ -51,10 +51,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 
-from featurectl.errors import ConfigError
-from jobs.history import History, first_of_groups, history_files, is_delta
-from streams.sinks.offline_delta import PARTITION, with_partition
-from streams.sinks.offline_parquet import ParquetOfflineSink, history_schema
+from core.errors import ConfigError
+from stores.history.delta import PARTITION, with_partition
+from stores.history.reader import History, first_of_groups, history_files, is_delta
+from stores.history.sink import ParquetOfflineSink, history_schema
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from featurectl.errors import FeatureCtlError
+from core.errors import FeatureCtlError
 
 
 class JobRunning(FeatureCtlError):

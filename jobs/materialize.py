@@ -11,7 +11,7 @@ file paths read (for a Delta history, the files its log lists) (kept per view in
 renamed into place, but a file can land after another stamped later (a slow flush, a second writer), and
 a time watermark would skip it for good. Names no longer present (compacted away) are dropped from the
 set, so it stays as small as the directory. Vectors recorded under another model than the one declared now are not
-materialised; the views concerned are re-embedded afterwards (embeddings/backfill.py).
+materialised; the views concerned are re-embedded afterwards (stores/reembed.py).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from feast import FeatureStore, FeatureView
 from tqdm import tqdm
 
 from embeddings.spec import spec_for
-from jobs.history import History, first_of_groups
-from streams.sinks.base import DELETE, UPSERT, SinkRow
-from streams.sinks.online import open_online_sink
+from stores.history.reader import History, first_of_groups
+from stores.registry import open_online_sink
+from stores.sink import DELETE, UPSERT, SinkRow
 
 logger = logging.getLogger(__name__)
 

@@ -48,14 +48,14 @@ from feast import FeatureStore, FeatureView
 from sqlalchemy.dialects import postgresql
 from tqdm import tqdm
 
-from featurectl.errors import ConfigError
-from jobs.history import History
+from core.errors import ConfigError
+from stores.history.reader import History
+from stores.history.sink import ParquetOfflineSink, history_schema
+from stores.registry import open_online_sink
+from stores.sink import UPSERT, SinkRow
 from streams.dlq import DeadLetter, DeadLetterSink
 from streams.embed import EmbeddingStep
 from streams.routes import Route, route_for, routes_for, table_policy
-from streams.sinks.base import UPSERT, SinkRow
-from streams.sinks.offline_parquet import ParquetOfflineSink, history_schema
-from streams.sinks.online import open_online_sink
 from streams.transform import absent_columns, absent_reason, row_from_image
 from validation.validator import BatchValidator, describe
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from featurectl.errors import ConfigError, FeatureCtlError
+from core.errors import ConfigError, FeatureCtlError
 
 logger = logging.getLogger(__name__)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -23,8 +23,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from psycopg import sql
 
 from connectors.definition import ConnectorDefinition
-from featurectl.errors import ConfigError, FeatureCtlError
-from monitoring.source import connector_status
+from connectors.status import connector_status
+from core.errors import ConfigError, FeatureCtlError
 from streams.offsets import watermarks
 from streams.tail import observer
 

@@ -12,7 +12,7 @@ missing online: the store does not equal the source for them, and their reason i
 
 Repair: entities whose stored state is wrong or missing are re-streamed with a Debezium incremental
 snapshot restricted to their keys (``additional-conditions``). Under the ordering model a snapshot
-read replaces a wrong row but never a change committed after it (streams/ordering.py), so repairing
+read replaces a wrong row but never a change committed after it (stores/ordering.py), so repairing
 while the processor runs is safe. Entities online but gone from Postgres are deleted under their
 stored version: a re-insert racing the repair has a higher version and wins.
 """
@@ -38,11 +38,11 @@ from feast.types import Array, FeastType, PrimitiveFeastType
 from tqdm import tqdm
 
 from embeddings.spec import text_hash
+from stores.feast_layout import FeastLayoutSink
+from stores.registry import open_online_sink
+from stores.sink import DELETE, SinkRow
 from streams import pii
 from streams.routes import Route, route_for
-from streams.sinks.base import DELETE, SinkRow
-from streams.sinks.online import open_online_sink
-from streams.sinks.online_feast import FeastLayoutSink
 
 logger = logging.getLogger(__name__)
 

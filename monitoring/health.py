@@ -32,11 +32,11 @@ from psycopg import sql
 from connectors.capture import CaptureProblem, capture_problems
 from connectors.definition import ConnectorDefinition
 from connectors.deploy import debezium_conninfo
-from featurectl.errors import FeatureCtlError
-from featurectl.settings import Settings
+from connectors.status import connector_status, slot_status
+from core.errors import FeatureCtlError
+from core.settings import Settings
 from jobs.snapshot import last_snapshots
 from monitoring.job_runs import last_runs
-from monitoring.source import connector_status, slot_status
 from monitoring.watch import wal_limit, wal_problem
 
 OK, WARN, FAIL = "ok", "warn", "fail"

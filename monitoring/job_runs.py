@@ -1,5 +1,5 @@
 """Each job's last runs, kept in ``<data_dir>/jobs/runs.json`` for ``featurectl health``, and counted
-in the job metrics (monitoring/metrics.py) for a job running on a schedule with ``--metrics-port``.
+in the job metrics (core/metrics.py) for a job running on a schedule with ``--metrics-port``.
 
 The file holds, per job, its last run and its last success; it is replaced atomically under an
 exclusive lock, so jobs ending at the same time do not lose each other's record.
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from monitoring import metrics
+from core import metrics
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """The source watch: a thread in the processor that probes the replication slot and the connector.
 
-Every ``interval_s`` it sets the slot and connector gauges (monitoring/metrics.py) and warns in the
+Every ``interval_s`` it sets the slot and connector gauges (core/metrics.py) and warns in the
 log, before Postgres acts, when the slot's retained WAL passes the warning threshold (``wal_limit``):
 with ``max_slot_wal_keep_size`` set, Postgres invalidates the slot at that size and the connector
 has to snapshot again; without it, the disk fills. A probe that fails is logged and retried; it
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from connectors.definition import ConnectorDefinition
 from connectors.deploy import debezium_conninfo
-from featurectl.errors import ConfigError, FeatureCtlError
-from featurectl.settings import Settings
-from monitoring import metrics
-from monitoring.source import ConnectorStatus, SlotStatus, connector_status, slot_status
+from connectors.status import ConnectorStatus, SlotStatus, connector_status, slot_status
+from core import metrics
+from core.errors import ConfigError, FeatureCtlError
+from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""Feast offline store plugins (``offline_store.type`` in feature_store.yaml)."""
+"""The old ``type:`` name of the offline store plugin, kept working (it lives in stores/history/)."""

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import requests
 
-from featurectl.errors import FeatureCtlError
+from core.errors import FeatureCtlError
+from core.procs import port_owner, wait_for
 from serving.feast_cli import ADDRESS_ENV
-from stack.procs import port_owner, wait_for
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,9 @@ import shutil
 
 import requests
 
-from featurectl.settings import Settings
-from stack import jvm, procs
+from core import procs
+from core.settings import Settings
+from stack import jvm
 from stack.jars import JvmJars
 
 logger = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from featurectl.errors import FeatureCtlError
-from featurectl.settings import Settings
+from core.errors import FeatureCtlError
+from core.settings import Settings
 from stack import system
 
 logger = logging.getLogger(__name__)

@@ -15,9 +15,10 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     UserScramCredentialUpsertion,
 )
 
-from featurectl.errors import FeatureCtlError
-from featurectl.settings import Settings
-from stack import jvm, procs
+from core import procs
+from core.errors import FeatureCtlError
+from core.settings import Settings
+from stack import jvm
 from stack.jars import JvmJars
 
 logger = logging.getLogger(__name__)

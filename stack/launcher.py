@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 import requests
 
 from connectors.definition import ConnectorDefinition, load_definition
-from featurectl.errors import FeatureCtlError
-from featurectl.settings import Settings, ensure_secrets_file
+from core.errors import FeatureCtlError
+from core.settings import Settings, ensure_secrets_file
 from stack.connect import ConnectWorker
 from stack.jars import ensure_jars, jars_for
 from stack.kafka import KafkaBroker

@@ -21,8 +21,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from featurectl.errors import ConfigError
-from featurectl.settings import Settings
+from core.errors import ConfigError
+from core.settings import Settings
 from stack.postgres import Postgres
 
 logger = logging.getLogger(__name__)

@@ -18,9 +18,10 @@ from pathlib import Path
 import psycopg
 
 from connectors.definition import ConnectorDefinition
-from featurectl.errors import FeatureCtlError
-from featurectl.settings import Settings
-from stack import procs, system
+from core import procs
+from core.errors import FeatureCtlError
+from core.settings import Settings
+from stack import system
 from stack.pg_location import OWNER_FILE, ClusterPlan, first_untraversable, plan_cluster
 
 logger = logging.getLogger(__name__)

@@ -10,9 +10,10 @@ import logging
 import socket
 from pathlib import Path
 
-from featurectl.errors import FeatureCtlError
-from featurectl.settings import Settings
-from stack import procs, system
+from core import procs
+from core.errors import FeatureCtlError
+from core.settings import Settings
+from stack import system
 
 logger = logging.getLogger(__name__)
 

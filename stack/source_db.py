@@ -20,8 +20,8 @@ from psycopg import sql
 
 from connectors.capture import identity_fix, published_tables, publishes_via_root, table_shape, via_root_fix
 from connectors.definition import ConnectorDefinition
-from featurectl.errors import ConfigError
-from featurectl.settings import Settings
+from core.errors import ConfigError
+from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 SQL_DIR = Path(__file__).with_name("sql")

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 
-from featurectl.errors import FeatureCtlError
+from core.errors import FeatureCtlError
 
 logger = logging.getLogger(__name__)
 _apt_updated = False

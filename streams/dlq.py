@@ -22,8 +22,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from featurectl.errors import TransientError
-from monitoring import metrics
+from core import metrics
+from core.errors import TransientError
 from streams import pii
 from streams.events import KafkaMessage
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from embeddings.models import Embedder, load_embedder
 from embeddings.spec import EmbeddingSpec, text_hash
-from streams.sinks.base import UPSERT, OnlineSink, SinkRow
+from stores.sink import UPSERT, OnlineSink, SinkRow
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from featurectl.errors import FeatureCtlError
+from core.errors import FeatureCtlError
 
 _fast_decode = msgspec.json.Decoder().decode
 
@@ -53,7 +53,7 @@ class ChangeEvent:
     tx_id: int | None
     snapshot: str | None
     table: str | None
-    sequence: tuple[int | None, int | None] | None = None  # Debezium source.sequence (streams/ordering.py)
+    sequence: tuple[int | None, int | None] | None = None  # Debezium source.sequence (stores/ordering.py)
 
     @property
     def is_tombstone(self) -> bool:

@@ -14,8 +14,8 @@ import sqlite3
 from confluent_kafka import KafkaException
 from google.protobuf.message import DecodeError
 
-from featurectl.errors import FeatureCtlError
-from onlinestore.sqlite import OperationalError as StoreOperationalError
+from core.errors import FeatureCtlError
+from stores.sqlite.db import OperationalError as StoreOperationalError
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -4,7 +4,7 @@ Kafka's group protocol hands a partition to one copy at a time only while every 
 that stalls (a batch longer than ``FEATURECTL_MAX_POLL_INTERVAL_MS``, a paused VM, a lost network) is
 dropped from the group and its partitions go to another copy, which re-reads them from the last commit,
 while the stalled copy may still be holding a batch it is about to write. Per-entity versions
-(streams/ordering.py) already keep its older rows out of the online store; fencing keeps the whole batch
+(stores/ordering.py) already keep its older rows out of the online store; fencing keeps the whole batch
 out, so a stale copy adds no duplicate history rows offline and no duplicate dead letters either.
 
 The protocol: each (topic, partition) has an epoch in the online store. A copy that is assigned
@@ -29,8 +29,8 @@ import socket
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
+from stores.sink import OnlineSink, Partition
 from streams.events import KafkaMessage
-from streams.sinks.base import OnlineSink, Partition
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from datetime import UTC, datetime
 
-from streams.sinks.base import SinkRow
+from stores.sink import SinkRow
 
 
 class Freshness:

@@ -2,7 +2,7 @@
 
 Offsets identify a record only within one topic's life: a topic deleted and created again (a wiped
 Kafka, a re-created connector) starts again at offset 0 under a new topic id. The Delta history marks
-the offsets it holds per incarnation (streams/sinks/offline_delta.py), so it asks here.
+the offsets it holds per incarnation (stores/history/delta.py), so it asks here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
 
-from featurectl.errors import TransientError
+from core.errors import TransientError
 
 
 class TopicIds:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from featurectl.errors import SourceChangedError
+from core.errors import SourceChangedError
 from streams.events import KafkaMessage
 from streams.faults import describe, is_transient
 from streams.pipeline import BatchStats, Pipeline

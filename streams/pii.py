@@ -31,7 +31,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from featurectl.errors import ConfigError
+from core.errors import ConfigError
 
 TAG_PREFIX = "pii."
 ALLOW_TAG = "embedding.allow_pii"
@@ -85,7 +85,7 @@ def set_hash_key(key: bytes | None) -> None:
 
 @functools.cache
 def _settings_key() -> bytes:
-    from featurectl.settings import load_settings
+    from core.settings import load_settings
 
     value = load_settings().secret("pii_hash_key")
     if not value:

@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from featurectl.errors import ConfigError
-from monitoring import metrics
+from core import metrics
+from core.errors import ConfigError
+from stores.ordering import last_of_each_instant, version_of
+from stores.sink import DELETE, UPSERT, OnlineSink, Sink, SinkRow
 from streams.dlq import DeadLetterSink
 from streams.embed import EmbeddingStep
 from streams.events import ChangeEvent, DecodeError, KafkaMessage, decode
 from streams.freshness import Freshness
-from streams.ordering import last_of_each_instant, version_of
 from streams.routes import Route, table_policy
-from streams.sinks.base import DELETE, UPSERT, OnlineSink, Sink, SinkRow
 from streams.toast import unavailable_columns, unresolved_reason
 from streams.transform import absent_columns, absent_reason, commit_time, feature_row
 from validation.validator import BatchValidator, describe

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from feast import FeatureStore
 
+from core import metrics
+from core.errors import ConfigError, FeatureCtlError, RetentionGapError, SourceChangedError
+from core.settings import Settings
 from embeddings.models import load_embedder
-from featurectl.errors import ConfigError, FeatureCtlError, RetentionGapError, SourceChangedError
-from featurectl.settings import Settings
-from monitoring import metrics
+from stores.history.sink import ParquetOfflineSink
+from stores.registry import open_online_sink
 from streams.dlq import DeadLetterSink
 from streams.fencing import Claims, owner_name
 from streams.incarnation import TopicIds
@@ -33,8 +35,6 @@ from streams.isolate import write_isolating
 from streams.offsets import Gap, next_offsets, rewind, start_offsets, watermarks
 from streams.pipeline import BatchStats, Pipeline
 from streams.routes import load_routes
-from streams.sinks.offline_parquet import ParquetOfflineSink
-from streams.sinks.online import open_online_sink
 from validation.suites import SuiteStore
 from validation.validator import BatchValidator
 

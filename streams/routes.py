@@ -21,8 +21,8 @@ from pathlib import Path
 from feast import FeatureStore, FeatureView
 from feast.types import FeastType, String
 
+from core.errors import ConfigError
 from embeddings.spec import EmbeddingSpec, spec_for
-from featurectl.errors import ConfigError
 from streams import pii
 
 logger = logging.getLogger(__name__)

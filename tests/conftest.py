@@ -13,17 +13,19 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from featurectl.settings import PROJECT_ROOT, Settings, ensure_secrets_file, load_settings
+from core.settings import PROJECT_ROOT, Settings, ensure_secrets_file, load_settings
 from stack.launcher import GENERATED_SECRETS
 from stack.online_postgres import OnlinePostgres
 from stack.redis import RedisServer
 
 # Under the same 0700 parent as the integration stack (tests/integration/conftest.py): the binaries
 # and the cluster must work where the postgres OS user cannot traverse the clone.
-ONLINE_DATA = PROJECT_ROOT / ".stack-test" / "online"
-ONLINE_PORT = 26433
-REDIS_DATA = PROJECT_ROOT / ".stack-test" / "redis"
-REDIS_PORT = 26380
+# Ports and directories overridable, so a second checkout can run its unit tests beside a running suite.
+_TEST_DIR = PROJECT_ROOT / os.environ.get("PYTEST_FEATURECTL_DIR", ".stack-test")
+ONLINE_DATA = _TEST_DIR / "online"
+ONLINE_PORT = int(os.environ.get("PYTEST_FEATURECTL_ONLINE_PORT", "26433"))
+REDIS_DATA = _TEST_DIR / "redis"
+REDIS_PORT = int(os.environ.get("PYTEST_FEATURECTL_REDIS_PORT", "26380"))
 
 
 @dataclass
@@ -39,7 +41,7 @@ class OnlinePg:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         return (
             "online_store:\n"
-            "  type: onlinestore.pg_store.PgVectorOnlineStore\n"
+            "  type: stores.postgres.feast.PgVectorOnlineStore\n"
             f"  host: 127.0.0.1\n  port: {s.online_pg_port}\n  database: {s.online_pg_database}\n"
             f"  db_schema: {schema}\n  user: {s.online_pg_user}\n"
             "  password: ${FEATURECTL_ONLINE_PG_PASSWORD}\n  sslmode: disable\n  vector_enabled: true\n"
@@ -96,7 +98,7 @@ class LocalRedis:
     def yaml(self, db: int) -> str:
         """An ``online_store:`` block for feature_store.yaml using Redis database ``db``."""
         return (
-            "online_store:\n  type: onlinestore.redis_store.RedisOnlineStore\n"
+            "online_store:\n  type: stores.redis.feast.RedisOnlineStore\n"
             f"  connection_string: 127.0.0.1:{self.server.settings.redis_port},db={db},"
             "password=${FEATURECTL_REDIS_PASSWORD}\n"
         )

@@ -15,7 +15,7 @@ import great_expectations as gx
 from great_expectations.exceptions.exceptions import GreatExpectationsError
 from great_expectations.expectations.expectation import Expectation
 
-from featurectl.errors import ConfigError
+from core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 SUITES_DIR = Path(__file__).resolve().parent / "suites"

@@ -20,10 +20,10 @@ from psycopg import sql
 
 from connectors.definition import load_definition
 from connectors.deploy import deploy, remove
-from featurectl.settings import PROJECT_ROOT, Settings, load_settings
+from core.settings import PROJECT_ROOT, Settings, load_settings
 from stack.launcher import LocalStack
 from stack.postgres import ensure_publication
-from streams.store import feast_apply
+from stores.repository import feast_apply
 from tests.conftest import LocalRedis, OnlinePg
 from tests.integration.helpers import Capture, unique
 from tests.integration.platform import Platform, make_platform

@@ -16,7 +16,7 @@ import pyarrow.dataset as ds
 
 from connectors.client import ConnectClient
 from connectors.definition import ConnectorDefinition
-from featurectl.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 from streams.events import ChangeEvent
 from streams.tail import tail
 

@@ -18,10 +18,10 @@ from confluent_kafka import Consumer, TopicPartition
 from feast import FeatureStore
 
 from connectors.definition import ConnectorDefinition, load_definition
-from featurectl.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
+from jobs.replay import list_dead_letters
 from stack.postgres import ensure_publication
 from streams.offsets import watermarks
-from streams.replay import list_dead_letters
 from tests.integration.helpers import cli_background
 
 SHOP_TABLES = ("public.customers", "public.products", "public.orders")

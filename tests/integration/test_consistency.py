@@ -27,14 +27,14 @@ from psycopg import sql
 
 from connectors.definition import ConnectorDefinition
 from connectors.deploy import deploy, remove
-from featurectl.settings import ensure_secrets_file
+from core.settings import ensure_secrets_file
 from jobs.materialize import Materializer
 from stack.launcher import GENERATED_SECRETS
 from stack.postgres import Postgres
+from stores.registry import open_online_sink
+from stores.repository import feast_apply
+from stores.sink import UPSERT, SinkRow
 from streams.processor import Processor, ProcessorConfig, build_pipeline
-from streams.sinks.base import UPSERT, SinkRow
-from streams.sinks.online import open_online_sink
-from streams.store import feast_apply
 from streams.toast import PLACEHOLDER
 from tests.integration.conftest import SCALAR_STORES, StackHandle, use_online_store
 from tests.integration.helpers import cli, cli_background, history_rows, read_until, unique, wait_until

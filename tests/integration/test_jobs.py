@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from featurectl.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from tests.integration.conftest import SCALAR_STORES, StackHandle
 from tests.integration.helpers import cli, history_rows, read_until, unique, wait_until
 from tests.integration.platform import Platform

@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
-from streams.store import feast_apply
+from stores.repository import feast_apply
 from tests.conftest import OnlinePg
 from tests.integration.conftest import StackHandle
 from tests.integration.helpers import cli, cli_background, history_rows, wait_until

@@ -214,7 +214,7 @@ customer_credit = FeatureView(
         '{"name": "customer_credit", "expectations": [{"type": "expect_column_values_to_not_be_null", '
         '"kwargs": {"column": "credit_limit"}}]}'
     )
-    from streams.store import feast_apply
+    from stores.repository import feast_apply
 
     feast_apply(platform.repo)
     # The processor re-reads the registry every few seconds; changes from then on reach the new view.

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import requests
 
-from featurectl.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from tests.integration.conftest import SCALAR_STORES, StackHandle
 from tests.integration.helpers import wait_until
 from tests.integration.platform import Platform

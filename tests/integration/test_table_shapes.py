@@ -20,9 +20,9 @@ from psycopg import sql
 from connectors.deploy import deploy, remove
 from jobs.snapshot import _request, key_filters, read_notifications
 from monitoring.health import HealthCheck
-from streams.sinks.base import UPSERT, SinkRow
-from streams.sinks.online import open_online_sink
-from streams.store import feast_apply
+from stores.registry import open_online_sink
+from stores.repository import feast_apply
+from stores.sink import UPSERT, SinkRow
 from tests.integration.conftest import StackHandle
 from tests.integration.helpers import cli, unique, wait_until
 from tests.integration.platform import Platform, make_platform
@@ -553,7 +553,7 @@ def test_a_table_without_a_replica_identity_is_never_published_and_reported_with
     stack: StackHandle, tmp_path: Path, identity: str
 ) -> None:
     from connectors.capture import capture_problems
-    from featurectl.errors import ConfigError
+    from core.errors import ConfigError
     from stack.source_db import publication_steps
 
     table, publication = unique("noid"), unique("pub")

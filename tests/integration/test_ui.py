@@ -15,8 +15,8 @@ from pathlib import Path
 import requests
 from feast import FeatureStore
 
-from featurectl.settings import PROJECT_ROOT
-from streams.store import feast_apply
+from core.settings import PROJECT_ROOT
+from stores.repository import feast_apply
 from tests.integration.helpers import wait_until
 from tests.integration.test_serving import free_port
 

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 from feast import FeatureStore
 
-from featurectl.settings import PROJECT_ROOT
-from onlinestore.sqlite import connect
-from streams.store import feast_apply
+from core.settings import PROJECT_ROOT
+from stores.registry import kinds
+from stores.repository import feast_apply
+from stores.sqlite.db import connect
 from tests.conftest import LocalRedis, OnlinePg
 
 PG_SCHEMA = "unit"
@@ -100,9 +101,10 @@ def redis_store(redis_feast_repo: FeatureStore, local_redis: LocalRedis) -> Iter
     local_redis.flush(db=1)
 
 
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
+@pytest.fixture(params=[kind.name for kind in kinds()])
 def fresh_store(request: pytest.FixtureRequest) -> FeatureStore:
-    """Each online store the processor supports, applied and empty (tests run once per store)."""
+    """Each online store folder under stores/, applied and empty (the contract suite every store runs:
+    a new store adds its folder and a ``<name>_store`` fixture here)."""
     return request.getfixturevalue(f"{request.param}_store")  # type: ignore[no-any-return]
 
 

@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import FencedError
 from embeddings.spec import EmbeddingSpec, text_hash
-from featurectl.errors import FencedError
-from onlinestore.vectors import StoredVector
-from streams.sinks.base import DELETE, OnlineSink, Sink, SinkRow
+from stores.sink import DELETE, OnlineSink, Sink, SinkRow, StoredVector
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from connectors.definition import CONNECTORS_DIR, DEFAULT_CONNECTOR
-from featurectl.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 from stack.jars import JvmJars
 from stack.kafka import KafkaBroker
 from stack.postgres import Postgres

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from connectors.definition import load_definition
-from featurectl.errors import ConfigError
-from featurectl.settings import Settings
+from core.errors import ConfigError
+from core.settings import Settings
 
 
 def test_shipped_definition_is_complete() -> None:

@@ -1,5 +1,5 @@
 """The Delta history: stream positions written once across processors, compaction by day, and Feast's
-point-in-time join over it through the DuckDB offline store (offlinestore/duckdb_store.py)."""
+point-in-time join over it through the DuckDB offline store (stores/history/duckdb_store.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from deltalake import DeltaTable
 from feast import FeatureStore
 
 from jobs.compact import compact
-from jobs.history import History
-from streams.sinks.base import DELETE, UPSERT, SinkRow
-from streams.sinks.offline_parquet import ParquetOfflineSink
+from stores.history.reader import History
+from stores.history.sink import ParquetOfflineSink
+from stores.sink import DELETE, UPSERT, SinkRow
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 VIEW = "customer_profile"
@@ -195,7 +195,7 @@ def test_a_history_table_that_cannot_be_written_is_a_transient_failure_naming_it
 ) -> None:
     """Storage trouble is never the rows' fault: the batch is retried (not dead-lettered), and the next
     attempt after the path is back writes normally."""
-    from featurectl.errors import TransientError
+    from core.errors import TransientError
     from streams.faults import is_transient
 
     sink = ParquetOfflineSink(sqlite_store, "w", incarnation=topic_id)

@@ -6,11 +6,11 @@ import pytest
 from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Array, Float32, Int64, String
 
+from core.errors import ConfigError
 from embeddings.models import load_embedder
 from embeddings.spec import EmbeddingSpec, spec_for
-from featurectl.errors import ConfigError
+from stores.sink import DELETE, UPSERT, SinkRow
 from streams.embed import EmbeddingStep
-from streams.sinks.base import DELETE, UPSERT, SinkRow
 from tests.unit.fakes import HashEmbedder, MemorySink
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -9,7 +9,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 
-from onlinestore.keys import fast_entity_key
+from stores.keys import fast_entity_key
 
 
 def feast_key(keys: dict[str, object], types: dict[str, ValueType]) -> bytes:

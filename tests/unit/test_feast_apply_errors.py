@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from featurectl.errors import FeatureCtlError
-from featurectl.settings import PROJECT_ROOT
-from streams.store import feast_apply
+from core.errors import FeatureCtlError
+from core.settings import PROJECT_ROOT
+from stores.repository import feast_apply
 
 
 def test_an_unreachable_online_store_is_named_not_the_declarations(tmp_path: Path) -> None:
@@ -16,7 +16,7 @@ def test_an_unreachable_online_store_is_named_not_the_declarations(tmp_path: Pat
     shutil.copytree(PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
     yaml = repo / "feature_store.yaml"
     unreachable = (
-        "online_store:\n  type: onlinestore.pg_store.PgVectorOnlineStore\n  host: 127.0.0.1\n  port: 1\n"
+        "online_store:\n  type: stores.postgres.feast.PgVectorOnlineStore\n  host: 127.0.0.1\n  port: 1\n"
         "  database: features\n  user: featurestore\n  password: x\n  sslmode: disable\n  vector_enabled: true\n"
     )
     yaml.write_text(re.sub(r"online_store:\n(?:[ #].*\n)+", unreachable, yaml.read_text()))

@@ -1,4 +1,4 @@
-"""One table of ordering cases (streams/ordering.py), checked against every enforcer of the rule.
+"""One table of ordering cases (stores/ordering.py), checked against every enforcer of the rule.
 
 The rule is enforced three times: in Python (``FeastLayoutSink._decide``, the only guard of the SQLite
 store, which decides under its write lock), in SQL (the Postgres store's version upsert, which holds
@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from feast import FeatureStore
 
-from featurectl.errors import SourceChangedError
-from streams.ordering import READ
-from streams.sinks.base import DELETE, UPSERT, SinkRow
-from streams.sinks.online import open_online_sink
-from streams.sinks.online_feast import FeastLayoutSink, Version
+from core.errors import SourceChangedError
+from stores.feast_layout import FeastLayoutSink, Version
+from stores.ordering import READ
+from stores.registry import open_online_sink
+from stores.sink import DELETE, UPSERT, SinkRow
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 VIEW = "customer_profile"

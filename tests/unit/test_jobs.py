@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from featurectl.errors import ConfigError
+from core.errors import ConfigError
 from jobs.lock import JobRunning, job_lock
 from jobs.schedule import parse_interval
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from featurectl.errors import ConfigError
-from featurectl.settings import Settings
-from monitoring import metrics
+from connectors.status import SlotStatus
+from core import metrics
+from core.errors import ConfigError
+from core.settings import Settings
 from monitoring.job_runs import last_runs, recorded
-from monitoring.source import SlotStatus
 from monitoring.watch import SourceWatch, wal_limit, wal_problem
 
 GIB = 1024**3

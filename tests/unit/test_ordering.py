@@ -1,4 +1,4 @@
-"""The ordering model (streams/ordering.py), on the positions Debezium 3.7 gave for a measured run.
+"""The ordering model (stores/ordering.py), on the positions Debezium 3.7 gave for a measured run.
 
 The run: txn 735 updates a product twice; txn 736 updates it, stays open across an incremental
 snapshot of the row (which reads the old price), then commits.
@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from stores.ordering import version_of
+from stores.sink import UPSERT, SinkRow
 from streams.events import decode
-from streams.ordering import version_of
-from streams.sinks.base import UPSERT, SinkRow
 from tests.unit.fakes import MemorySink, Msg
 
 

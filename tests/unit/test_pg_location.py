@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from featurectl.errors import FeatureCtlError
-from featurectl.settings import Settings
+from core.errors import FeatureCtlError
+from core.settings import Settings
 from stack.pg_location import first_untraversable, plan_cluster
 from stack.postgres import Postgres
 

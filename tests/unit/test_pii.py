@@ -13,7 +13,7 @@ from feast import Entity, FeatureView, Field, PushSource
 from feast.infra.offline_stores.file_source import FileSource
 from feast.types import Array, Float32, Int64, String
 
-from featurectl.errors import ConfigError
+from core.errors import ConfigError
 from streams import pii
 from streams.dlq import DeadLetter
 from streams.pipeline import Pipeline

@@ -3,9 +3,9 @@ from typing import Any
 import pytest
 from feast.types import Float64, Int64, String, UnixTimestamp
 
+from stores.sink import DELETE, UPSERT
 from streams.pipeline import Pipeline
 from streams.routes import Route
-from streams.sinks.base import DELETE, UPSERT
 from tests.unit.fakes import MemoryDeadLetters, MemorySink, Msg, change, customer
 from validation.suites import SUITES_DIR, SuiteStore
 from validation.validator import BatchValidator

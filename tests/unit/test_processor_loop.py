@@ -4,7 +4,7 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from featurectl.settings import Settings
+from core.settings import Settings
 from streams.pipeline import Pipeline
 from streams.processor import Processor, ProcessorConfig
 from tests.unit.fakes import MemoryDeadLetters, MemorySink, change, customer
@@ -242,7 +242,7 @@ def test_changes_deleted_by_retention_before_the_group_read_them_stop_the_proces
 
     import pytest
 
-    from featurectl.errors import RetentionGapError
+    from core.errors import RetentionGapError
 
     stop = threading.Event()
     online = MemorySink()
@@ -333,8 +333,8 @@ def test_a_batch_retried_because_the_dead_letters_failed_adds_no_history_row_twi
 
     import pyarrow.dataset as ds
 
-    from featurectl.errors import TransientError
-    from streams.sinks.offline_parquet import ParquetOfflineSink
+    from core.errors import TransientError
+    from stores.history.sink import ParquetOfflineSink
 
     class FailingDeadLetters(MemoryDeadLetters):
         """A dead-letter topic that refuses the first two flushes (after the stores have written)."""

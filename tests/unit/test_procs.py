@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from featurectl.errors import FeatureCtlError
-from stack import procs
+from core import procs
+from core.errors import FeatureCtlError
 
 
 def test_stale_pid_file_is_detected_and_removed(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.types import Int64, String
 
-from featurectl.settings import Settings
+from core.settings import Settings
 from streams.pipeline import Pipeline
 from streams.processor import Processor, ProcessorConfig
 from streams.routes import check_views, routes_for

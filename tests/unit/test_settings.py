@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from featurectl.errors import ConfigError
-from featurectl.settings import ensure_secrets_file, load_settings
+from core.errors import ConfigError
+from core.settings import ensure_secrets_file, load_settings
 
 
 @pytest.fixture(autouse=True)

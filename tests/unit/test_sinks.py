@@ -7,11 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 from feast import FeatureStore
 
-from featurectl.errors import FencedError
-from streams.sinks.base import DELETE, UPSERT, SinkRow
-from streams.sinks.offline_parquet import ParquetOfflineSink
-from streams.sinks.online import open_online_sink
-from streams.sinks.online_feast import FeastLayoutSink
+from core.errors import FencedError
+from stores.feast_layout import FeastLayoutSink
+from stores.history.sink import ParquetOfflineSink
+from stores.registry import open_online_sink
+from stores.sink import DELETE, UPSERT, SinkRow
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -166,7 +166,7 @@ def test_a_truncate_is_a_barrier_for_older_rows_from_any_partition(
 def test_a_source_whose_positions_went_backwards_is_detected_not_skipped(
     fresh_store: FeatureStore, sink: FeastLayoutSink
 ) -> None:
-    from featurectl.errors import SourceChangedError
+    from core.errors import SourceChangedError
 
     sink.add([row(1, 5000, "gold")])  # committed at T0 + 5000 s
     sink.flush()

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from stores.sink import UPSERT
 from streams.pipeline import Pipeline
-from streams.sinks.base import UPSERT
 from streams.toast import PLACEHOLDER, is_unavailable
 from tests.unit.fakes import MemoryDeadLetters, MemorySink, change, customer
 from tests.unit.test_pipeline import ROUTE

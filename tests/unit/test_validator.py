@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from featurectl.errors import ConfigError
+from core.errors import ConfigError
 from validation.suites import SUITES_DIR, SuiteStore
 from validation.validator import BatchValidator
 

@@ -10,7 +10,7 @@ import pytest
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 
-from onlinestore.values import _fast, value_bytes
+from stores.values import _fast, value_bytes
 
 
 def feast_bytes(values: list[Any], value_type: ValueType) -> list[bytes]:

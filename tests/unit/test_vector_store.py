@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from feast import FeatureStore
 
+from core.errors import ConfigError, TransientError
 from embeddings.spec import spec_for
-from featurectl.errors import ConfigError, TransientError
-from streams.sinks.base import DELETE, UPSERT, SinkRow
-from streams.sinks.online import open_online_sink
-from streams.sinks.online_feast import FeastLayoutSink
+from stores.feast_layout import FeastLayoutSink
+from stores.registry import open_online_sink
+from stores.sink import DELETE, UPSERT, SinkRow
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 VIEW = "product_documents"

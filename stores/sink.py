@@ -17,11 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from embeddings.spec import EmbeddingSpec
-    from onlinestore.vectors import StoredVector
 
 UPSERT = "upsert"
 DELETE = "delete"
 Partition = tuple[str, int]  # (topic, partition)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVector:
+    """An entity's stored vector and what it was computed from."""
+
+    text_hash: str
+    version: int
+    vector: bytes  # float32, little-endian
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +41,7 @@ class SinkRow:
     keys: dict[str, Any]  # join key -> value
     features: dict[str, Any]  # feature -> value; empty for a delete
     event_time: datetime  # Postgres commit time
-    version: int  # per-entity order, first part: commit position (streams/ordering.py)
+    version: int  # per-entity order, first part: commit position (stores/ordering.py)
     cdc_op: str  # c, u, r, d
     source: str  # topic[partition] offset=N, for logs and lineage
     model: str | None = None  # fingerprint of the model that computed the row's vector features

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import psutil
 
-from featurectl.errors import FeatureCtlError
+from core.errors import FeatureCtlError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from featurectl.errors import ConfigError
+from core.errors import ConfigError
 
 ENV_PREFIX = "FEATURECTL_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """The Postgres (pgvector) online store as a sink: Feast's table layout, the version guard in SQL.
 
-Same contract as the SQLite sink (streams/sinks/online_sqlite.py), for a store that many processors
+Same contract as the SQLite sink (stores/sqlite/sink.py), for a store that many processors
 on many hosts write at once. One transaction per flush, in READ COMMITTED:
 
 1. the partition fences of this writer (``FOR SHARE``: a claim by another processor waits for this
@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,15 +38,15 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type
 from psycopg import sql
 
+from core.errors import ConfigError, TransientError
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
-from featurectl.errors import ConfigError, TransientError
-from onlinestore.pg_store import TYPE as PG_STORE_TYPE
-from onlinestore.pg_tables import BARRIERS, FENCES, MODELS, TEXTS, VERSIONS, ensure_tables
-from onlinestore.values import value_bytes
-from onlinestore.vectors import StoredVector
-from streams.ordering import epoch_us
-from streams.sinks.base import DELETE, Partition, SinkRow
-from streams.sinks.online_feast import FeastLayoutSink, Version, fenced
+from stores.feast_layout import Decision, FeastLayoutSink, Version, fenced
+from stores.ordering import epoch_us
+from stores.postgres import KIND
+from stores.postgres.feast import TYPE as PG_STORE_TYPE
+from stores.postgres.tables import BARRIERS, FENCES, MODELS, TEXTS, VERSIONS, ensure_tables
+from stores.sink import DELETE, Partition, SinkRow, StoredVector
+from stores.values import value_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +68,12 @@ class PostgresOnlineSink(FeastLayoutSink):
     def __init__(self, store: FeatureStore) -> None:
         super().__init__(store)
         config = store.config.online_store
-        if config.type not in ("postgres", PG_STORE_TYPE):
+        if config.type not in KIND.types:
             raise ConfigError(
                 f"online store type {config.type!r} is not a Postgres store", f"use `type: {PG_STORE_TYPE}`"
             )
         self.vectors_enabled = bool(config.vector_enabled)
-        self.indexed = config.type == PG_STORE_TYPE
+        self.indexed = KIND.indexes_vectors(config.type)
         self._pending: list[SinkRow] = []
         self._barriers: dict[str, Version] = {}
         self._held: dict[Partition, int] = {}
@@ -96,17 +97,11 @@ class PostgresOnlineSink(FeastLayoutSink):
         return self._conn
 
     # --- buffering ------------------------------------------------------------------------------
-    def add(self, rows: Sequence[SinkRow]) -> None:
-        self._pending.extend(rows)
-
     def discard(self) -> None:
         self._pending.clear()
         self._barriers.clear()
         if self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             self._conn.rollback()
-
-    def add_barrier(self, view: str, version: Version) -> None:
-        self._barriers[view] = max(version, self._barriers.get(view, version))
 
     # --- fencing --------------------------------------------------------------------------------
     def claim(self, partitions: Sequence[Partition], owner: str) -> dict[Partition, int]:
@@ -142,31 +137,26 @@ class PostgresOnlineSink(FeastLayoutSink):
             raise fenced(lost)
 
     # --- the write ------------------------------------------------------------------------------
-    def flush(self) -> list[SinkRow]:
-        self.superseded, self.last_skipped = [], []
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
         try:
             with self._conn.transaction(), self._conn.cursor() as cur:
-                applied = self._flush(cur)
+                yield cur
         except psycopg.errors.DeadlockDetected as exc:  # rolled back whole: retry the batch
             raise TransientError(
                 f"the online store chose this flush as a deadlock victim: {exc}", "none: retried"
             ) from exc
         except psycopg.errors.SerializationFailure as exc:
             raise TransientError(f"the online store asked for a retry: {exc}", "none: retried") from exc
-        self._pending.clear()
-        self._barriers.clear()
-        return applied
 
-    def _flush(self, cur: Any) -> list[SinkRow]:
-        self._check_fences(cur)
-        if not self._pending and not self._barriers:
-            return []
-        latest, views = self._latest(self._pending)
-        raised = dict(self._barriers)
-        barriers = self._write_barriers(cur, {view for view, _ in latest} | set(raised))
-        current = self._current_versions(cur, sorted(latest))
-        decision = self._decide(latest, current, barriers)
-        self.superseded = decision.superseded
+    def _write(
+        self,
+        cur: Any,
+        decision: Decision,
+        views: dict[str, FeatureView],
+        latest: dict[tuple[str, bytes], tuple[SinkRow, FeatureView]],
+        current: dict[tuple[str, bytes], tuple[Version, int | None]],
+    ) -> None:
         key_of = {id(row): key for (_, key), (row, _) in latest.items()}
         won = self._write_versions(cur, decision.applied, key_of, current)
         lost = {id(r) for r in decision.applied if (r.view, key_of[id(r)]) not in won}
@@ -181,10 +171,6 @@ class PostgresOnlineSink(FeastLayoutSink):
             self._delete(cur, views[view_name], keys)
         for view_name, items in decision.upserts.items():
             self._upsert(cur, views[view_name], items)
-        for view_name in raised:
-            self._clear_below_barrier(cur, view_name, barriers[view_name])
-        self._log_skipped(decision.skipped)
-        return decision.applied
 
     def _write_barriers(self, cur: Any, views: set[str]) -> dict[str, Version]:
         for view, (version, minor) in sorted(self._barriers.items()):
@@ -360,16 +346,16 @@ class PostgresOnlineSink(FeastLayoutSink):
             ),
         )
 
-    def _clear_below_barrier(self, cur: Any, view_name: str, barrier: Version) -> None:
+    def _clear_below_barrier(self, cur: Any, view: FeatureView, barrier: Version) -> None:
         """A TRUNCATE: every entity of the view stored below the barrier is deleted (any writer's)."""
         cur.execute(
             f"UPDATE {VERSIONS} SET deleted = true WHERE view = %s AND NOT deleted "
             "AND (version, version_minor) < (%s, %s) RETURNING entity_key",
-            (view_name, *barrier),
+            (view.name, *barrier),
         )
         keys = [bytes(k) for (k,) in cur.fetchall()]
         if keys:
-            self._delete(cur, self._view(view_name), keys)
+            self._delete(cur, view, keys)
 
     # --- reads ----------------------------------------------------------------------------------
     def current_features(self, view: str, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:

@@ -32,7 +32,7 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 
-from featurectl.errors import ConfigError, TransientError
+from core.errors import ConfigError, TransientError
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable

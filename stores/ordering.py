@@ -45,10 +45,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from featurectl.errors import SourceChangedError
-from streams.events import ChangeEvent
+from core.errors import SourceChangedError
 
 Version = tuple[int, int]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -62,7 +61,18 @@ RECOVERY = (
 )
 
 
-def version_of(event: ChangeEvent) -> Version:
+class Positioned(Protocol):
+    """What a version is read from: a decoded change event (streams/events.py ChangeEvent)."""
+
+    @property
+    def op(self) -> str: ...
+    @property
+    def sequence(self) -> tuple[int | None, int | None] | None: ...
+    @property
+    def lsn(self) -> int | None: ...
+
+
+def version_of(event: Positioned) -> Version:
     """The version of ``event``'s row, as the module docstring defines it."""
     commit_before, position = event.sequence if event.sequence else (None, None)
     lsn = event.lsn if event.lsn is not None else position

@@ -14,23 +14,16 @@ against it so a processor that has not yet seen a model change never writes a ve
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from embeddings.spec import EmbeddingSpec
+from stores.sink import StoredVector
 
 MODELS = "featurectl_embeddings"
 _CHUNK = 400  # stay under SQLite's bound-parameter limit
-
-
-@dataclass(frozen=True, slots=True)
-class StoredVector:
-    text_hash: str
-    version: int
-    vector: bytes  # float32, little-endian
 
 
 def table_prefix(project: str, view: str) -> str:

@@ -1,6 +1,6 @@
 """The processor's bookkeeping tables in a Postgres online store, next to Feast's feature tables.
 
-Same meaning as the SQLite store's (onlinestore/sqlite.py): per entity the version of the last
+Same meaning as the SQLite store's (stores/sqlite/db.py): per entity the version of the last
 change applied, deletes included (tombstones); a TRUNCATE barrier per view; the epoch of each
 partition's owner (streams/fencing.py); the model each vector view declared at its last ``feast
 apply``; and per entity the hash of the text its stored vector was computed from. Feast never reads

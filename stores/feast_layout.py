@@ -1,8 +1,13 @@
-"""What every online sink writing a Feast store layout shares: views, entity keys and the apply rule.
+"""What every online sink writing a Feast store layout shares: views, entity keys, the apply rule and
+the flush skeleton.
 
-Each store's sink (SQLite, Postgres) does its own atomic transaction; the decisions inside it are
-the same everywhere and live here: the last change per entity of a batch, and whether a change
-applies over the stored version and the view's TRUNCATE barrier (streams/ordering.py).
+The flush is one skeleton for every store (``FeastLayoutSink.flush``): fences -> barriers -> stored
+versions -> decide -> write (rows, vectors, versions) -> clear below raised barriers, inside the store's
+atomic step (``_transaction``). The decisions are the same everywhere and live here: the last change
+per entity of a batch, and whether a change applies over the stored version and the view's TRUNCATE
+barrier (stores/ordering.py). Each store (stores/<name>/sink.py) supplies the pieces; where its own
+guard runs inside the store (the SQL guard, the Lua script) it may still refuse a row the pre-read let
+through, and its ``_write`` moves that row to the skipped ones.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +25,11 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 
-from featurectl.errors import FencedError
-from onlinestore.keys import fast_entity_key
-from streams.ordering import check_not_rewound, epoch_us
-from streams.sinks.base import DELETE, OnlineSink, SinkRow
-from streams.store import RegistryViews
+from core.errors import FencedError
+from stores.keys import fast_entity_key
+from stores.ordering import check_not_rewound, epoch_us
+from stores.repository import RegistryViews
+from stores.sink import DELETE, OnlineSink, SinkRow
 
 logger = logging.getLogger(__name__)
 Version = tuple[int, int]
@@ -123,7 +129,7 @@ class FeastLayoutSink(OnlineSink):
     ) -> Decision:
         """Which rows apply: a row older than the stored version or the view's barrier does not.
 
-        Raises SourceChangedError (streams/ordering.py) for an older row committed clearly later."""
+        Raises SourceChangedError (stores/ordering.py) for an older row committed clearly later."""
         out = Decision()
         for (view_name, key), (row, _) in latest.items():
             stored, stored_us = current.get((view_name, key), (NONE, None))
@@ -141,9 +147,86 @@ class FeastLayoutSink(OnlineSink):
             out.applied.append(row)
         return out
 
+    # --- the flush: one skeleton, each store's pieces ------------------------------------------------
+    _pending: list[SinkRow]
+    _barriers: dict[str, Version]
+
+    def add(self, rows: Sequence[SinkRow]) -> None:
+        self._pending.extend(rows)
+
+    def add_barrier(self, view: str, version: Version) -> None:
+        self._barriers[view] = max(version, self._barriers.get(view, version))
+
+    def flush(self) -> list[SinkRow]:
+        """Write what was added as one atomic step of the store; return the rows that changed state."""
+        self.superseded, self.last_skipped = [], []
+        if not self._pending and not self._barriers:
+            self._check_idle()  # nothing online, but a refused batch must not reach the other sinks either
+            return []
+        latest, views = self._latest(self._pending)
+        self._check_views(views)
+        raised = dict(self._barriers)
+        with self._transaction() as tx:
+            self._check_fences(tx)
+            barriers = self._write_barriers(tx, {view for view, _ in latest} | set(raised))
+            current = self._current_versions(tx, sorted(latest))
+            decision = self._decide(latest, current, barriers)
+            self._write(tx, decision, views, latest, current)
+            for view_name in sorted(raised):
+                view = views.get(view_name) or self._view(view_name)
+                self._clear_below_barrier(tx, view, barriers.get(view_name, raised[view_name]))
+        self._pending.clear()
+        self._barriers.clear()
+        self.superseded = decision.superseded
+        self._log_skipped(decision.skipped)
+        return decision.applied
+
+    def _check_idle(self) -> None:
+        """An empty flush: refuse it (FencedError) if a held partition was claimed since."""
+        with self._transaction() as tx:
+            self._check_fences(tx)
+
+    def _check_views(self, views: dict[str, FeatureView]) -> None:
+        """Refuse views this store cannot hold (ConfigError), before anything is written."""
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Any]:
+        """The store's atomic step, yielding what the pieces below write through; all or nothing where
+        the store has transactions. A retryable conflict is raised as TransientError."""
+
+    @abstractmethod
+    def _check_fences(self, tx: Any) -> None:
+        """Raise FencedError (nothing written) if a held partition was claimed since (streams/fencing.py)."""
+
+    @abstractmethod
+    def _write_barriers(self, tx: Any, views: set[str]) -> dict[str, Version]:
+        """Store the pending TRUNCATE barriers (never lowering one); return those of ``views``."""
+
+    @abstractmethod
+    def _current_versions(
+        self, tx: Any, idents: list[tuple[str, bytes]]
+    ) -> dict[tuple[str, bytes], tuple[Version, int | None]]:
+        """Stored (version, commit time in µs) per (view, entity key)."""
+
+    @abstractmethod
+    def _write(
+        self,
+        tx: Any,
+        decision: Decision,
+        views: dict[str, FeatureView],
+        latest: dict[tuple[str, bytes], tuple[SinkRow, FeatureView]],
+        current: dict[tuple[str, bytes], tuple[Version, int | None]],
+    ) -> None:
+        """Write the decision: deletes, upserts, vectors and versions. A row the store's own guard refuses
+        moves from ``decision.applied`` to ``decision.skipped``."""
+
+    def _clear_below_barrier(self, tx: Any, view: FeatureView, barrier: Version) -> None:
+        """A TRUNCATE raised in this flush: delete every entity of ``view`` stored below ``barrier``, any
+        writer's. Optional: a store whose rows of ``view`` all come through this flush needs nothing."""
+
     @abstractmethod
     def stored_orders(self, view: str, keys: Sequence[dict[str, Any]]) -> list[Version | None]:
-        """Each entity's stored version (streams/ordering.py), or None if the store has none."""
+        """Each entity's stored version (stores/ordering.py), or None if the store has none."""
 
     @abstractmethod
     def reset(self) -> int:

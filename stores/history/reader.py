@@ -20,7 +20,7 @@ import pyarrow.dataset as ds
 from feast import FeatureStore, FeatureView, FileSource
 from feast.data_format import DeltaFormat
 
-from featurectl.errors import ConfigError
+from core.errors import ConfigError
 
 
 def history_files(directory: Path) -> list[str]:
@@ -49,7 +49,7 @@ class History:
     """One view's history, read as its live Parquet files (see the module docstring)."""
 
     def __init__(self, store: FeatureStore, view: FeatureView) -> None:
-        from streams.sinks.offline_parquet import history_schema
+        from stores.history.sink import history_schema
 
         self.view = view
         self.path = history_path(store, view)

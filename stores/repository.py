@@ -10,8 +10,8 @@ from pathlib import Path
 
 from feast import FeatureStore, FeatureView
 
-from featurectl.errors import ConfigError, FeatureCtlError
-from featurectl.settings import Settings
+from core.errors import ConfigError, FeatureCtlError
+from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +69,15 @@ def feast_apply(repo: Path) -> None:
         output = (result.stdout + result.stderr)[-3000:]
         unreachable = any(
             word in output
-            for word in ("Connection refused", "connection refused", "OperationalError", "ConnectionError",
-                         "could not connect", "Name or service not known", "timed out")
+            for word in (
+                "Connection refused",
+                "connection refused",
+                "OperationalError",
+                "ConnectionError",
+                "could not connect",
+                "Name or service not known",
+                "timed out",
+            )
         )
         raise FeatureCtlError(
             f"feast apply failed in {repo}:\n{output}",
@@ -85,8 +92,8 @@ def feast_apply(repo: Path) -> None:
 def create_history_tables(store: FeatureStore) -> list[str]:
     """Create the empty Delta table of each view whose history is one and does not exist yet, so a
     point-in-time join over a view nothing was written to yet reads no rows instead of failing."""
-    from jobs.history import History
-    from streams.sinks.offline_delta import create
+    from stores.history.delta import create
+    from stores.history.reader import History
 
     created = []
     for view in store.list_feature_views():

@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from feast import FeatureStore
 
-from featurectl.errors import TransientError
-from featurectl.settings import Settings
+from core.errors import TransientError
+from core.settings import Settings
 from jobs.pg_backfill import BACKFILL_TOPIC_PREFIX, PostgresBackfill
 from streams.dlq import DeadLetter
 from streams.events import KafkaMessage

@@ -4,9 +4,9 @@ One file per feature view per flush, where the view's batch source points, so th
 not depend on the size of the history (Feast's own push to a file source rewrites the whole file). The
 FileSource's format decides the layout: a directory of Parquet files (the default), or a Delta table
 (``file_format=DeltaFormat()``: atomic commits, stream positions written once across processors, for a
-history many hosts append to: streams/sinks/offline_delta.py). Deletes are kept as history rows with
+history many hosts append to: stores/history/delta.py). Deletes are kept as history rows with
 null features, so a point-in-time query after a delete finds no value. Of one transaction's changes to
-an entity (same event time) only the last reaches the sink (the pipeline: streams/ordering.py
+an entity (same event time) only the last reaches the sink (the pipeline: stores/ordering.py
 ``last_of_each_instant``).
 
 Duplicates (a Parquet directory; a Delta table gets none from re-delivery). A row's identity is (view,
@@ -35,12 +35,12 @@ import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 from feast.types import Array, FeastType, PrimitiveFeastType
 
-from featurectl.errors import ConfigError
-from jobs.history import history_path, is_delta
-from streams.ordering import entity_ident
-from streams.sinks.base import Sink, SinkRow
-from streams.sinks.offline_delta import DeltaHistory, Incarnation
-from streams.store import RegistryViews
+from core.errors import ConfigError
+from stores.history.delta import DeltaHistory, Incarnation
+from stores.history.reader import history_path, is_delta
+from stores.ordering import entity_ident
+from stores.repository import RegistryViews
+from stores.sink import Sink, SinkRow
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ META_COLUMNS: dict[str, pa.DataType] = {
     "cdc_op": pa.string(),
     "cdc_deleted": pa.bool_(),
     "cdc_version": pa.int64(),
-    "cdc_version_minor": pa.int64(),  # with cdc_version: the row's version (streams/ordering.py)
+    "cdc_version_minor": pa.int64(),  # with cdc_version: the row's version (stores/ordering.py)
     "cdc_source": pa.string(),
     # Which model computed the row's vector features (history spans model changes).
     "cdc_embedding_model": pa.string(),

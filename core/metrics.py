@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from featurectl.errors import FeatureCtlError
+from core.errors import FeatureCtlError
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ transaction (``BEGIN IMMEDIATE``: the version check and the write are atomic aga
 writer) it skips rows older than the stored version, upserts the rest and deletes deleted entities. Re-applying
 a row is harmless, and an old change replayed after a newer one (or after a delete) is ignored.
 
-Vector features go to the view's vector table of its declared model (onlinestore.vectors), in the
+Vector features go to the view's vector table of its declared model (stores.sqlite.vectors), in the
 same transaction; a vector whose text is unchanged is not rewritten. A vector computed with a model
 other than the one declared at the last ``feast apply`` is refused with a TransientError: the
 processor re-reads the registry and re-embeds the batch with the declared model.
@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,22 +29,22 @@ from feast.infra.online_stores.helpers import compute_table_id
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type
 
+from core.errors import ConfigError, TransientError
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
-from featurectl.errors import ConfigError, TransientError
-from onlinestore.feast_store import TYPE as VECTOR_STORE_TYPE
-from onlinestore.sqlite import BARRIERS, FENCES, VERSIONS, connect, ensure_versions_table
-from onlinestore.values import value_bytes
-from onlinestore.vectors import (
-    StoredVector,
+from stores.feast_layout import Decision, FeastLayoutSink, fenced
+from stores.ordering import epoch_us
+from stores.sink import DELETE, Partition, SinkRow, StoredVector
+from stores.sqlite import KIND
+from stores.sqlite.db import BARRIERS, FENCES, VERSIONS, connect, ensure_versions_table
+from stores.sqlite.feast import TYPE as VECTOR_STORE_TYPE
+from stores.sqlite.vectors import (
     VectorTable,
     declared_fingerprint,
     delete_keys,
     ensure_models_table,
     vector_tables,
 )
-from streams.ordering import epoch_us
-from streams.sinks.base import DELETE, Partition, SinkRow
-from streams.sinks.online_feast import FeastLayoutSink, fenced
+from stores.values import value_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +54,13 @@ class SqliteOnlineSink(FeastLayoutSink):
 
     def __init__(self, store: FeatureStore) -> None:
         config = store.config
-        if config.online_store.type not in ("sqlite", VECTOR_STORE_TYPE):
+        if config.online_store.type not in KIND.types:
             raise ConfigError(
-                f"online store type {config.online_store.type!r} is not supported by the stream processor yet",
-                f"use `type: {VECTOR_STORE_TYPE}` in feature_store.yaml "
-                "(production stores need a sink in streams/sinks/)",
+                f"online store type {config.online_store.type!r} is not a SQLite store",
+                f"use `type: {VECTOR_STORE_TYPE}` in feature_store.yaml",
             )
         super().__init__(store)
-        self.vectors_enabled = config.online_store.type == VECTOR_STORE_TYPE
+        self.vectors_enabled = KIND.indexes_vectors(config.online_store.type)
         path = Path(config.online_store.path)
         self.path = path if path.is_absolute() else Path(config.repo_path or ".") / path
         self._pending: list[SinkRow] = []
@@ -72,15 +72,9 @@ class SqliteOnlineSink(FeastLayoutSink):
         ensure_models_table(self._conn)
         self._conn.commit()
 
-    def add(self, rows: Sequence[SinkRow]) -> None:
-        self._pending.extend(rows)
-
     def discard(self) -> None:
         self._pending.clear()
         self._barriers.clear()
-
-    def add_barrier(self, view: str, version: tuple[int, int]) -> None:
-        self._barriers[view] = max(version, self._barriers.get(view, version))
 
     def claim(self, partitions: Sequence[Partition], owner: str) -> dict[Partition, int]:
         now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -103,7 +97,10 @@ class SqliteOnlineSink(FeastLayoutSink):
     def hold(self, epochs: Mapping[Partition, int]) -> None:
         self._held = dict(epochs)
 
-    def _check_fences(self) -> None:
+    def _check_idle(self) -> None:
+        self._check_fences(self._conn)  # a read: no write lock for an empty flush
+
+    def _check_fences(self, tx: Any) -> None:
         """Inside the write transaction: refuse the flush if a held partition was claimed since."""
         if not self._held:
             return
@@ -121,53 +118,52 @@ class SqliteOnlineSink(FeastLayoutSink):
         if lost:
             raise fenced(lost)
 
-    def flush(self) -> list[SinkRow]:
-        self.superseded, self.last_skipped = [], []
-        if not self._pending and not self._barriers:
-            self._check_fences()  # nothing online, but a refused batch must not reach the other sinks either
-            return []
-        latest, views = self._latest(self._pending)
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
         # BEGIN IMMEDIATE takes the write lock before the stored versions are read, so the check and
         # the write are one atomic step: another writer (materialize, replay, a processor that lost
         # its partitions) waits for this transaction and cannot slip a newer row in between.
         self._conn.execute("BEGIN IMMEDIATE")
         with self._conn:  # one transaction: all or nothing
-            self._check_fences()
-            barriers = self._write_barriers({view for view, _ in latest})
-            current = self._current_versions(list(latest))
-            decision = self._decide(latest, current, barriers)
-            self.superseded, applied = decision.superseded, decision.applied
-            for view_name, keys in decision.deletes.items():
-                table = compute_table_id(self.project, views[view_name], self.versioning)
-                self._conn.executemany(f'DELETE FROM "{table}" WHERE entity_key = ?', [(k,) for k in keys])
-            key_of = {id(row): key for (_, key), (row, _) in latest.items()}
-            for view_name, items in decision.upserts.items():
-                self._upsert(views[view_name], items)
-            self._write_vectors(views, latest, applied)
-            self._conn.executemany(
-                f"INSERT INTO {VERSIONS} (view, entity_key, version, version_minor, event_us, deleted, join_keys) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (view, entity_key) DO UPDATE SET "
-                "version = excluded.version, version_minor = excluded.version_minor, "
-                "event_us = excluded.event_us, deleted = excluded.deleted",
-                [
-                    (
-                        r.view,
-                        key_of[id(r)],
-                        r.version,
-                        r.version_minor,
-                        epoch_us(r.event_time),
-                        int(r.op == DELETE),
-                        # Read only for a new entity: an existing one's row keeps its join_keys.
-                        "" if (r.view, key_of[id(r)]) in current else json.dumps(r.keys, default=str),
-                    )
-                    for r in applied
-                ],
-            )
-        self._pending.clear()
-        self._log_skipped(decision.skipped)
-        return applied
+            yield self._conn
 
-    def _write_barriers(self, views: set[str]) -> dict[str, tuple[int, int]]:
+    def _write(
+        self,
+        tx: Any,
+        decision: Decision,
+        views: dict[str, FeatureView],
+        latest: dict[tuple[str, bytes], tuple[SinkRow, FeatureView]],
+        current: dict[tuple[str, bytes], tuple[tuple[int, int], int | None]],
+    ) -> None:
+        applied = decision.applied
+        for view_name, keys in decision.deletes.items():
+            table = compute_table_id(self.project, views[view_name], self.versioning)
+            self._conn.executemany(f'DELETE FROM "{table}" WHERE entity_key = ?', [(k,) for k in keys])
+        key_of = {id(row): key for (_, key), (row, _) in latest.items()}
+        for view_name, items in decision.upserts.items():
+            self._upsert(views[view_name], items)
+        self._write_vectors(views, latest, applied)
+        self._conn.executemany(
+            f"INSERT INTO {VERSIONS} (view, entity_key, version, version_minor, event_us, deleted, join_keys) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (view, entity_key) DO UPDATE SET "
+            "version = excluded.version, version_minor = excluded.version_minor, "
+            "event_us = excluded.event_us, deleted = excluded.deleted",
+            [
+                (
+                    r.view,
+                    key_of[id(r)],
+                    r.version,
+                    r.version_minor,
+                    epoch_us(r.event_time),
+                    int(r.op == DELETE),
+                    # Read only for a new entity: an existing one's row keeps its join_keys.
+                    "" if (r.view, key_of[id(r)]) in current else json.dumps(r.keys, default=str),
+                )
+                for r in applied
+            ],
+        )
+
+    def _write_barriers(self, tx: Any, views: set[str]) -> dict[str, tuple[int, int]]:
         """Store the pending TRUNCATE barriers (never lowering one); return those of ``views`` and the new ones."""
         for view, (version, minor) in self._barriers.items():
             self._conn.execute(
@@ -187,7 +183,7 @@ class SqliteOnlineSink(FeastLayoutSink):
         return {view: (version, minor) for view, version, minor in rows}
 
     def _current_versions(
-        self, idents: list[tuple[str, bytes]]
+        self, tx: Any, idents: list[tuple[str, bytes]]
     ) -> dict[tuple[str, bytes], tuple[tuple[int, int], int | None]]:
         """Stored (version, commit time in µs) per entity."""
         out: dict[tuple[str, bytes], tuple[tuple[int, int], int | None]] = {}
@@ -327,10 +323,10 @@ class SqliteOnlineSink(FeastLayoutSink):
         )
 
     def stored_orders(self, view: str, keys: Sequence[dict[str, Any]]) -> list[tuple[int, int] | None]:
-        """Each entity's stored version (streams/ordering.py), or None if the store has none."""
+        """Each entity's stored version (stores/ordering.py), or None if the store has none."""
         feature_view = self._view(view)
         idents = [(view, self._entity_key(feature_view, k)) for k in keys]
-        current = self._current_versions(idents)
+        current = self._current_versions(self._conn, idents)
         return [current[i][0] if i in current else None for i in idents]
 
     def reset(self) -> int:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,14 +35,15 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from core.errors import ConfigError, FencedError
 from embeddings.spec import EmbeddingSpec, spec_for
-from featurectl.errors import ConfigError, FencedError
-from onlinestore.values import value_bytes
-from onlinestore.vectors import StoredVector
-from streams.ordering import epoch_us
-from streams.sinks.base import DELETE, Partition, SinkRow
-from streams.sinks.online import REDIS_TYPE, VECTOR_STORES
-from streams.sinks.online_feast import FENCED_FIX, FeastLayoutSink, Version
+from stores.feast_layout import FENCED_FIX, Decision, FeastLayoutSink, Version
+from stores.ordering import epoch_us
+from stores.redis import KIND
+from stores.redis.feast import TYPE as REDIS_TYPE
+from stores.registry import vector_types
+from stores.sink import DELETE, Partition, SinkRow, StoredVector
+from stores.values import value_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ class RedisOnlineSink(FeastLayoutSink):
     def __init__(self, store: FeatureStore) -> None:
         super().__init__(store)
         config = store.config.online_store
-        if config.type not in ("redis", REDIS_TYPE):
+        if config.type not in KIND.types:
             raise ConfigError(f"online store type {config.type!r} is not Redis", f"use `type: {REDIS_TYPE}`")
         if str(getattr(config.redis_type, "value", config.redis_type)) != "redis":
             raise ConfigError(
@@ -136,19 +138,13 @@ class RedisOnlineSink(FeastLayoutSink):
         if spec_for(view) is not None or any(f.vector_index for f in view.features):
             raise ConfigError(
                 f"feature view {view.name} has vector features, and Feast's Redis online store has no vector search",
-                f"keep the view on an online store that indexes vectors: {VECTOR_STORES}",
+                f"keep the view on an online store that indexes vectors: {vector_types()}",
             )
 
     # --- buffering and fencing ------------------------------------------------------------------
-    def add(self, rows: Sequence[SinkRow]) -> None:
-        self._pending.extend(rows)
-
     def discard(self) -> None:
         self._pending.clear()
         self._barriers.clear()
-
-    def add_barrier(self, view: str, version: Version) -> None:
-        self._barriers[view] = max(version, self._barriers.get(view, version))
 
     def claim(self, partitions: Sequence[Partition], owner: str) -> dict[Partition, int]:
         with self._client.pipeline(transaction=True) as pipe:
@@ -178,7 +174,7 @@ class RedisOnlineSink(FeastLayoutSink):
             FENCED_FIX,
         )
 
-    def _check_fences(self) -> None:
+    def _check_fences(self, tx: Any = None) -> None:
         if not self._held:
             return
         fields = [f"{t}|{p}" for t, p in sorted(self._held)]
@@ -188,20 +184,24 @@ class RedisOnlineSink(FeastLayoutSink):
                 raise self._refuse(field, epoch)
 
     # --- the write ------------------------------------------------------------------------------
-    def flush(self) -> list[SinkRow]:
-        self.superseded, self.last_skipped = [], []
-        if not self._pending and not self._barriers:
-            self._check_fences()
-            return []
-        latest, views = self._latest(self._pending)
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # Redis has no transaction over reads and writes here: the Lua script is the atomic step, one
+        # entity at a time, and checks the fences and the version guard again itself.
+        yield None
+
+    def _check_views(self, views: dict[str, FeatureView]) -> None:
         for view in views.values():
             self._check_vectors(view)
-        raised = dict(self._barriers)
-        barriers = self._write_barriers()
-        current = self._current_versions(views, list(latest))
-        decision = self._decide(latest, current, barriers)
-        if not decision.applied:
-            self._check_fences()
+
+    def _write(
+        self,
+        tx: Any,
+        decision: Decision,
+        views: dict[str, FeatureView],
+        latest: dict[tuple[str, bytes], tuple[SinkRow, FeatureView]],
+        current: dict[tuple[str, bytes], tuple[Version, int | None]],
+    ) -> None:
         fence_args = self._fence_args()
         with self._client.pipeline(transaction=False) as pipe:
             for row in decision.applied:
@@ -219,13 +219,7 @@ class RedisOnlineSink(FeastLayoutSink):
                 decision.skipped.append(row)
         if fenced is not None:
             raise fenced
-        for view_name, barrier in raised.items():
-            self._clear_below_barrier(views.get(view_name) or self._view(view_name), barrier, fence_args)
-        self.superseded = decision.superseded
-        self._pending.clear()
-        self._barriers.clear()
-        self._log_skipped(decision.skipped)
-        return applied
+        decision.applied = applied
 
     def _call(self, pipe: Any, view: FeatureView, row: SinkRow, fence_args: list[Any]) -> None:
         fields = self._feature_fields(view)
@@ -262,7 +256,7 @@ class RedisOnlineSink(FeastLayoutSink):
             client=pipe,
         )
 
-    def _write_barriers(self) -> dict[str, Version]:
+    def _write_barriers(self, tx: Any, views: set[str]) -> dict[str, Version]:
         for view, (version, minor) in self._barriers.items():
             current = self._client.hget(self._barrier_key, view)
             held = tuple(int(x) for x in current.decode().split(":")) if current else (-1, -1)
@@ -274,8 +268,9 @@ class RedisOnlineSink(FeastLayoutSink):
             out[name.decode()] = (int(version), int(minor))
         return out
 
-    def _clear_below_barrier(self, view: FeatureView, barrier: Version, fence_args: list[Any]) -> None:
+    def _clear_below_barrier(self, tx: Any, view: FeatureView, barrier: Version) -> None:
         """A TRUNCATE: every live entity of the view stored below the barrier gets a delete at the barrier."""
+        fence_args = self._fence_args()
         live = self._client.smembers(f"{self._prefix}:live:{view.name}")
         if not live:
             return
@@ -303,7 +298,7 @@ class RedisOnlineSink(FeastLayoutSink):
             pipe.execute()
 
     def _current_versions(
-        self, views: dict[str, FeatureView], idents: list[tuple[str, bytes]]
+        self, tx: Any, idents: list[tuple[str, bytes]]
     ) -> dict[tuple[str, bytes], tuple[Version, int | None]]:
         with self._client.pipeline(transaction=False) as pipe:
             for view_name, key in idents:
@@ -346,7 +341,7 @@ class RedisOnlineSink(FeastLayoutSink):
     def stored_orders(self, view: str, keys: Sequence[dict[str, Any]]) -> list[Version | None]:
         feature_view = self._view(view)
         idents = [(view, self._entity_key(feature_view, k)) for k in keys]
-        current = self._current_versions({view: feature_view}, idents)
+        current = self._current_versions(None, idents)
         return [current[i][0] if i in current else None for i in idents]
 
     def live_keys(self, view: str) -> list[dict[str, Any]]:

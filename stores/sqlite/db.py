@@ -25,7 +25,7 @@ from feast.infra.online_stores.sqlite import (
     convert_timestamp,
 )
 
-from featurectl.errors import ConfigError
+from core.errors import ConfigError
 
 
 def _driver() -> ModuleType:
@@ -71,13 +71,13 @@ FENCES = "featurectl_fences"
 
 
 def ensure_versions_table(conn: Any) -> None:
-    """The version (streams/ordering.py) of the last change applied to each entity of each view, deletes included."""
+    """The version (stores/ordering.py) of the last change applied to each entity of each view, deletes included."""
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {VERSIONS} (view TEXT NOT NULL, entity_key BLOB NOT NULL, "
         "version INTEGER NOT NULL, version_minor INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL, "
         "join_keys TEXT NOT NULL, PRIMARY KEY (view, entity_key))"
     )
-    # A TRUNCATE per view: rows older than it are refused (streams/ordering.py).
+    # A TRUNCATE per view: rows older than it are refused (stores/ordering.py).
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {BARRIERS} (view TEXT PRIMARY KEY, version INTEGER NOT NULL, "
         "version_minor INTEGER NOT NULL)"

@@ -1,0 +1,235 @@
+"""Feast's Postgres online store with an HNSW index per embedding view and model, as a Feast plugin.
+
+feature_store.yaml selects it by import path (the rest are Feast's own ``postgres`` settings)::
+
+    online_store:
+      type: stores.postgres.feast.PgVectorOnlineStore
+      host: 127.0.0.1
+      port: 25433
+      database: features
+      user: featurestore
+      password: ${FEATURECTL_ONLINE_PG_PASSWORD}
+      sslmode: disable
+      vector_enabled: true
+
+The tables are Feast's, unchanged (``<project>_<view>``, one row per entity and feature, vectors in
+``vector_value``), so a model service with stock Feast and ``type: postgres`` reads the same
+features. What this adds:
+
+- ``update`` (``feast apply``) also creates the processor's bookkeeping (stores/postgres/tables.py)
+  and, per embedding view, a table of its distinct vectors kept by a trigger, with an HNSW index; Feast
+  creates none, so its search scans every vector. (An index over every vector row lost unique vectors
+  among repeated ones: stores/postgres/tables.py ``distinct_vectors_table``.) A changed model (backend, name or dimension) deletes the view's
+  vectors of the old model at once, rebuilds the index for the new dimension and records the
+  declaration, so vectors of two models are never stored or served together.
+- ``retrieve_online_documents_v2`` takes the nearest distinct vectors from the HNSW index, then the
+  entities holding them (Feast's own query groups by entity first, which no index can serve).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from feast import Entity, FeatureView, RepoConfig
+from feast.infra.key_encoding_utils import deserialize_entity_key
+from feast.infra.online_stores.helpers import compute_table_id
+from feast.infra.online_stores.postgres_online_store.postgres import (
+    PostgreSQLOnlineStore,
+    PostgreSQLOnlineStoreConfig,
+)
+from feast.infra.utils.postgres.connection_utils import _get_conn, _get_connection_pool
+from feast.infra.utils.postgres.postgres_config import ConnectionType
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from psycopg import Connection, sql
+from pydantic import Field
+
+from embeddings.spec import EmbeddingSpec, spec_for
+from stores.documents import Document, in_entity_key_order, query_spec
+from stores.postgres.tables import (
+    MODELS,
+    OPERATORS,
+    TEXTS,
+    distinct_vectors_table,
+    drop_vector_sync,
+    ensure_tables,
+    legacy_vector_index_name,
+    vector_index_name,
+    vector_sync_ddl,
+)
+
+TYPE = "stores.postgres.feast.PgVectorOnlineStore"
+OLD_TYPE = "onlinestore.pg_store.PgVectorOnlineStore"  # the name before stores/: onlinestore/, offlinestore/ keep it working
+
+
+class PgVectorOnlineStoreConfig(PostgreSQLOnlineStoreConfig):
+    """Feast's ``postgres`` online store settings; ``vector_enabled: true`` for embedding views."""
+
+    type: Literal["stores.postgres.feast.PgVectorOnlineStore", "onlinestore.pg_store.PgVectorOnlineStore"] = (
+        TYPE  # type: ignore[assignment]
+    )
+    hnsw_ef_search: int = Field(100, ge=1, le=1000)
+    """HNSW candidates per similarity query (pgvector's ``hnsw.ef_search``; at least 2 x top_k is used):
+    higher finds more of the true nearest neighbours, slower. bench/online_store_bench.py prints recall@10."""
+    hnsw_m: int = Field(16, ge=2, le=100)
+    """Links per node of the HNSW index (pgvector's ``m``), used when the index is created."""
+    hnsw_ef_construction: int = Field(64, ge=4, le=1000)
+    """Candidates while building the index (pgvector's ``ef_construction``), used when it is created."""
+
+
+class PgVectorOnlineStore(PostgreSQLOnlineStore):
+    """Postgres online store whose embedding views are searched through an HNSW index."""
+
+    @contextlib.contextmanager
+    def _get_conn(self, config: RepoConfig, autocommit: bool = False) -> Iterator[Connection]:
+        """Feast's connection handling, minus its check that the store type is literally ``postgres``."""
+        if config.online_store.conn_type == ConnectionType.pool:
+            if not self._conn_pool:
+                self._conn_pool = _get_connection_pool(config.online_store)
+                self._conn_pool.open()
+            connection = self._conn_pool.getconn()
+            connection.set_autocommit(autocommit)
+            try:
+                yield connection
+            finally:
+                self._conn_pool.putconn(connection)
+        else:
+            if not self._conn or self._conn.closed:
+                self._conn = _get_conn(config.online_store)
+            self._conn.set_autocommit(autocommit)
+            yield self._conn
+
+    def update(
+        self,
+        config: RepoConfig,
+        tables_to_delete: Sequence[FeatureView],
+        tables_to_keep: Sequence[FeatureView],
+        entities_to_delete: Sequence[Entity],
+        entities_to_keep: Sequence[Entity],
+        partial: bool,
+    ) -> None:
+        super().update(
+            config, tables_to_delete, tables_to_keep, entities_to_delete, entities_to_keep, partial
+        )
+        versioning = config.registry.enable_online_feature_view_versioning
+        with self._get_conn(config) as conn, conn.cursor() as cur:
+            ensure_tables(cur)
+            for view in tables_to_keep:
+                spec = spec_for(view)
+                table = compute_table_id(config.project, view, versioning)
+                if spec is None:
+                    cur.execute(drop_vector_sync(table))
+                    cur.execute(f"DELETE FROM {MODELS} WHERE view = %s", (view.name,))
+                    continue
+                if not config.online_store.vector_enabled:
+                    raise ValueError(
+                        f"feature view {view.name} declares an embedding, but the online store has no vectors: "
+                        "set `vector_enabled: true` under online_store in feature_store.yaml"
+                    )
+                self._declare(cur, table, spec, config.online_store)
+            for view in tables_to_delete:
+                cur.execute(drop_vector_sync(compute_table_id(config.project, view, versioning), False))
+                cur.execute(f"DELETE FROM {MODELS} WHERE view = %s", (view.name,))
+                cur.execute(f"DELETE FROM {TEXTS} WHERE view = %s", (view.name,))
+            conn.commit()
+
+    @staticmethod
+    def _declare(cur: Any, table: str, spec: EmbeddingSpec, options: Any) -> None:
+        """Record the view's model; on a change drop the old model's vectors and index first. Then make
+        sure the distinct vectors, their trigger and their HNSW index exist (stores/postgres/tables.py)."""
+        cur.execute(f"SELECT fingerprint FROM {MODELS} WHERE view = %s FOR UPDATE", (spec.view,))
+        row = cur.fetchone()
+        if row is None or row[0] != spec.fingerprint:
+            # The old model's vectors must never answer a query embedded with the new one. Their
+            # rows go (the other features stay); the text hashes go, so every text is re-embedded.
+            # The distinct vectors go first, whole (their dimension may change), without a trigger per row.
+            cur.execute(drop_vector_sync(table))
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE feature_name = %s").format(sql.Identifier(table)), (spec.field,)
+            )
+            cur.execute(f"DELETE FROM {TEXTS} WHERE view = %s", (spec.view,))
+            cur.execute(
+                f"INSERT INTO {MODELS} (view, fingerprint, model, backend, dim, declared_at, backfilled_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, NULL) ON CONFLICT (view) DO UPDATE SET "
+                "fingerprint = EXCLUDED.fingerprint, model = EXCLUDED.model, backend = EXCLUDED.backend, "
+                "dim = EXCLUDED.dim, declared_at = EXCLUDED.declared_at, backfilled_at = NULL",
+                (spec.view, spec.fingerprint, spec.model, spec.backend, spec.dim, datetime.now(UTC)),
+            )
+        # The index of earlier releases, over every vector row (duplicates too), serves no query now.
+        cur.execute(
+            sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(legacy_vector_index_name(table)))
+        )
+        cur.execute(vector_sync_ddl(table, spec.field, spec.dim))
+        _, opclass = OPERATORS[spec.metric]
+        cur.execute(
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (vector {}) WITH (m = {}, ef_construction = {})"
+            ).format(
+                sql.Identifier(vector_index_name(table)),
+                sql.Identifier(distinct_vectors_table(table)),
+                sql.SQL(opclass),
+                sql.Literal(getattr(options, "hnsw_m", 16)),
+                sql.Literal(getattr(options, "hnsw_ef_construction", 64)),
+            )
+        )
+
+    def retrieve_online_documents(self, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError(
+            "this online store answers similarity queries through retrieve_online_documents_v2 "
+            "(FeatureStore.retrieve_online_documents_v2(features=[...], query=<vector>, top_k=k))"
+        )
+
+    def retrieve_online_documents_v2(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        requested_features: list[str],
+        embedding: list[float] | None,
+        top_k: int,
+        distance_metric: str | None = None,
+        query_string: str | None = None,
+        filters: Any = None,
+        include_feature_view_version_metadata: bool = False,
+    ) -> list[Document]:
+        """The ``top_k`` entities whose vectors are nearest ``embedding`` (HNSW: approximate), with ``distance``."""
+        spec = query_spec(table, embedding, query_string, filters)
+        if top_k <= 0:
+            return []
+        name = compute_table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
+        operator, _ = OPERATORS[spec.metric]
+        # The k nearest distinct vectors hold at least k entities, and the k nearest entities are among
+        # theirs. The field is a literal, so the planner can use the partial index on the vector hash.
+        query = sql.SQL(
+            "WITH near AS (SELECT vec_hash, vector {op} %(q)s::vector({dim}) AS distance FROM {vt} "
+            "ORDER BY vector {op} %(q)s::vector({dim}) LIMIT %(k)s), "
+            "hits AS (SELECT f.entity_key, n.distance FROM near n JOIN {t} f ON f.feature_name = {field} "
+            "AND md5(f.vector_value::text)::uuid = n.vec_hash ORDER BY n.distance LIMIT %(k)s) "
+            "SELECT h.entity_key, h.distance, f.feature_name, f.value, f.event_ts FROM hits h "
+            "JOIN {t} f ON f.entity_key = h.entity_key AND f.feature_name = ANY(%(features)s)"
+        ).format(
+            op=sql.SQL(operator),
+            dim=sql.Literal(spec.dim),
+            t=sql.Identifier(name),
+            vt=sql.Identifier(distinct_vectors_table(name)),
+            field=sql.Literal(spec.field),
+        )
+        wanted = sorted({*requested_features, spec.field})  # the vector row says the entity is live
+        found: dict[bytes, tuple[float, datetime | None, dict[str, ValueProto]]] = {}
+        # A transaction of its own: SET LOCAL applies to this query only.
+        with self._get_conn(config) as conn, conn.transaction(), conn.cursor() as cur:
+            # HNSW returns at most ef_search candidates; ask for enough to fill top_k.
+            ef_search = max(getattr(config.online_store, "hnsw_ef_search", 100), 2 * top_k)
+            cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef_search)))
+            cur.execute(query, {"q": str(list(embedding or [])), "k": top_k, "features": wanted})
+            for raw_key, distance, feature, value, event_ts in cur:
+                held = found.setdefault(bytes(raw_key), (float(distance), event_ts, {}))
+                held[2][feature] = ValueProto.FromString(bytes(value))
+        results: list[Document] = []
+        for key, (distance, event_ts, values) in found.items():
+            row = {name: v for name, v in values.items() if name in requested_features}
+            row["distance"] = ValueProto(float_val=distance)
+            entity = deserialize_entity_key(key, config.entity_key_serialization_version)
+            results.append((event_ts, entity, row))
+        return in_entity_key_order(results)

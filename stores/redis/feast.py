@@ -1,0 +1,42 @@
+"""Feast's Redis online store, reading an absent entity as absent, as a Feast plugin.
+
+feature_store.yaml selects it by import path (the rest are Feast's own ``redis`` settings)::
+
+    online_store:
+      type: stores.redis.feast.RedisOnlineStore
+      connection_string: 127.0.0.1:26379,password=${FEATURECTL_REDIS_PASSWORD}
+
+The layout is Feast's, unchanged (stock ``type: redis`` reads the same hashes). The one difference:
+Feast 0.67 answers an entity whose hash holds nothing of the view (never written, or deleted by the
+processor) with empty values and status PRESENT; this store answers it as it does for every other
+store, NOT_FOUND, by looking at the view's ``_ts:<view>`` field that every write sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import ByteString, Literal
+
+from feast.infra.online_stores.redis import RedisOnlineStore as FeastRedisOnlineStore
+from feast.infra.online_stores.redis import RedisOnlineStoreConfig as FeastRedisConfig
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+TYPE = "stores.redis.feast.RedisOnlineStore"
+OLD_TYPE = "onlinestore.redis_store.RedisOnlineStore"  # the name before stores/: onlinestore/, offlinestore/ keep it working
+
+
+class RedisOnlineStoreConfig(FeastRedisConfig):
+    """Feast's ``redis`` online store settings (Feast finds the plugin's config by this name)."""
+
+    type: Literal["stores.redis.feast.RedisOnlineStore", "onlinestore.redis_store.RedisOnlineStore"] = TYPE  # type: ignore[assignment]
+
+
+class RedisOnlineStore(FeastRedisOnlineStore):
+    def _get_features_for_entity(
+        self, values: Sequence[ByteString | None], feature_view: str, requested_features: list[str]
+    ) -> tuple[datetime | None, dict[str, ValueProto] | None]:
+        held = dict(zip(requested_features, values, strict=False))
+        if not held.get(f"_ts:{feature_view}"):
+            return None, None  # the view holds nothing for this entity
+        return super()._get_features_for_entity(values, feature_view, requested_features)

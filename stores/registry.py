@@ -1,0 +1,129 @@
+"""Which online store feature_store.yaml declares, and what it can do: one folder per store.
+
+Each store is a package ``stores/<name>/`` whose ``__init__`` declares ``KIND`` (an OnlineStoreKind):
+the ``type:`` values of feature_store.yaml it answers to, whether each indexes vectors, its sink and
+its re-embedding. Adding a store means adding a folder; nothing else names the stores. The Feast
+plugin itself (``stores/<name>/feast.py``) is what Feast loads from the ``type:``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from stores.feast_layout import FeastLayoutSink
+    from stores.reembed import VectorStore
+
+
+@dataclass(frozen=True)
+class OnlineStoreKind:
+    """An online store: its folder's declaration of what it is and what it can do."""
+
+    name: str  # the folder, stores/<name>/
+    label: str  # for people: "Postgres + pgvector"
+    types: dict[str, bool]  # feature_store.yaml `type:` -> whether it indexes vectors (canonical first)
+    sink: str  # "module:Class" of its OnlineSink
+    vectors: str | None = None  # "module:Class" of its VectorStore (re-embedding), if it holds vectors
+    hosts: str = "one host"  # who may write and read it at once
+    extras: tuple[str, ...] = field(default_factory=tuple)  # pip extras its drivers come from
+
+    @property
+    def canonical(self) -> str:
+        return next(iter(self.types))
+
+    def indexes_vectors(self, type_: str) -> bool:
+        return self.types.get(type_, False)
+
+    def open_sink(self, store: FeatureStore) -> FeastLayoutSink:
+        """This store's sink for ``store`` (ConfigError naming the missing driver and its install)."""
+        cls: Any = _load(self, self.sink)
+        sink: FeastLayoutSink = cls(store)
+        return sink
+
+    def vector_store(self, store: FeatureStore) -> VectorStore | None:
+        """Its re-embedding side, None when the store keeps no vectors."""
+        if self.vectors is None:
+            return None
+        cls: Any = _load(self, self.vectors)
+        vectors: VectorStore = cls(store)
+        return vectors
+
+
+def _load(kind: OnlineStoreKind, target: str) -> object:
+    module, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ImportError as exc:
+        extra = f".[{','.join(kind.extras)}]" if kind.extras else "."
+        raise ConfigError(
+            f"the {kind.label} online store needs {exc.name}", f"pip install -e '{extra}'"
+        ) from None
+
+
+@cache
+def kinds() -> tuple[OnlineStoreKind, ...]:
+    """Every store folder under stores/ that declares a KIND."""
+    import stores
+
+    found = []
+    for info in pkgutil.iter_modules(stores.__path__):
+        if info.ispkg:
+            kind = getattr(importlib.import_module(f"stores.{info.name}"), "KIND", None)
+            if isinstance(kind, OnlineStoreKind):
+                found.append(kind)
+    return tuple(sorted(found, key=lambda k: k.name))
+
+
+def supported() -> str:
+    """The `type:` values the processor writes, for error messages."""
+    return ", ".join(f"{t} ({k.label})" for k in kinds() for t in k.types)
+
+
+def vector_types() -> str:
+    """The `type:` values that index vectors, for error messages."""
+    return " or ".join(f"{t} ({k.label})" for k in kinds() for t, v in k.types.items() if v)
+
+
+def kind_of(store: FeatureStore) -> OnlineStoreKind:
+    """The store folder of ``store``'s online store; ConfigError naming the supported types otherwise."""
+    type_ = store.config.online_store.type
+    for kind in kinds():
+        if type_ in kind.types:
+            return kind
+    raise ConfigError(
+        f"online store type {type_!r} is not supported by the stream processor",
+        f"use one of: {supported()} in feature_store.yaml",
+    )
+
+
+def indexes_vectors(store: FeatureStore) -> bool:
+    """Whether ``store``'s online store keeps and searches vectors."""
+    return kind_of(store).indexes_vectors(store.config.online_store.type)
+
+
+def vector_view_problems(store: FeatureStore, views: list[Any]) -> list[str]:
+    """A problem per view with a vector field when ``store``'s online store keeps no vectors."""
+    from embeddings.spec import spec_for
+
+    kind = kind_of(store)
+    if kind.vectors is not None:
+        return []
+    return [
+        f"feature view {v.name} has vector features, and the {kind.label} online store has no vector "
+        f"search: keep it on {vector_types()}"
+        for v in views
+        if spec_for(v) is not None
+    ]
+
+
+def open_online_sink(store: FeatureStore) -> FeastLayoutSink:
+    """A sink writing ``store``'s online store; ConfigError naming the supported types otherwise."""
+    return kind_of(store).open_sink(store)

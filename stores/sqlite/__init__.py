@@ -1,0 +1,19 @@
+"""The SQLite online store: Feast's SQLite layout plus a sqlite-vec index per embedding view.
+
+``feast.py`` the Feast plugin; ``db.py`` connections and the bookkeeping tables; ``vectors.py`` the
+vector tables; ``sink.py`` the processor's writer; ``reembed.py`` re-embedding after a model change.
+"""
+
+from stores.registry import OnlineStoreKind
+
+KIND = OnlineStoreKind(
+    name="sqlite",
+    label="SQLite + sqlite-vec, one host",
+    types={
+        "stores.sqlite.feast.VecSqliteOnlineStore": True,
+        "onlinestore.feast_store.VecSqliteOnlineStore": True,  # the name before stores/ (kept working)
+        "sqlite": False,  # Feast's own SQLite store: same tables, no vector index
+    },
+    sink="stores.sqlite.sink:SqliteOnlineSink",
+    vectors="stores.sqlite.reembed:SqliteVectors",
+)
