@@ -13,7 +13,7 @@ customer_profile_history = FileSource(
     path="data/offline/customer_profile",
     timestamp_field="event_timestamp",
     created_timestamp_column="ingested_at",
-    file_format=DeltaFormat(),  # a Delta table: atomic appends from many processors (README "Offline store")
+    file_format=DeltaFormat(),  # a Delta table: atomic appends from many processors (docs/stores.md, the offline history)
 )
 
 # Push source over that history: the processor is the pusher, writing both stores itself.

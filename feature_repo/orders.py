@@ -13,7 +13,7 @@ order_status_history = FileSource(
     path="data/offline/order_status",
     timestamp_field="event_timestamp",
     created_timestamp_column="ingested_at",
-    file_format=DeltaFormat(),  # a Delta table: atomic appends from many processors (README "Offline store")
+    file_format=DeltaFormat(),  # a Delta table: atomic appends from many processors (docs/stores.md, the offline history)
 )
 
 # Push source over that history.

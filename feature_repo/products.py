@@ -13,7 +13,7 @@ product_details_history = FileSource(
     path="data/offline/product_details",
     timestamp_field="event_timestamp",
     created_timestamp_column="ingested_at",
-    file_format=DeltaFormat(),  # a Delta table: atomic appends from many processors (README "Offline store")
+    file_format=DeltaFormat(),  # a Delta table: atomic appends from many processors (docs/stores.md, the offline history)
 )
 
 # Push source over that history.
@@ -44,7 +44,7 @@ product_documents_history = FileSource(
     path="data/offline/product_documents",
     timestamp_field="event_timestamp",
     created_timestamp_column="ingested_at",
-    file_format=DeltaFormat(),  # a Delta table: atomic appends from many processors (README "Offline store")
+    file_format=DeltaFormat(),  # a Delta table: atomic appends from many processors (docs/stores.md, the offline history)
 )
 
 # Push source over that history.

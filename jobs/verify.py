@@ -37,6 +37,8 @@ from feast import FeatureStore, FeatureView
 from feast.types import Array, FeastType, PrimitiveFeastType
 from tqdm import tqdm
 
+from connectors.definition import ConnectorDefinition
+from core.settings import Settings
 from embeddings.spec import text_hash
 from stores.feast_layout import FeastLayoutSink
 from stores.registry import open_online_sink
@@ -267,3 +269,59 @@ def _ident(keys: dict[str, Any]) -> str:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def verify_views(
+    settings: Settings,
+    store: FeatureStore,
+    definition: ConnectorDefinition,
+    views: list[FeatureView],
+    conninfo: str,
+    chunk: int = 5000,
+    do_repair: bool = False,
+    wait_s: float = 600,
+    show: int = 20,
+    echo: Callable[[str], None] = print,
+) -> int:
+    """Verify ``views`` (every CDC view when empty) against Postgres, and with ``do_repair`` re-stream
+    the mismatched keys and delete those Postgres lacks, then check them again. Returns the number of
+    mismatches left; reports each view through ``echo``."""
+    from connectors.deploy import debezium_conninfo
+    from jobs.snapshot import key_filters, snapshot
+
+    selected = views or [v for v in store.list_feature_views() if v.tags.get("cdc.table")]
+    # Repairs signal as Debezium's role (INSERT on the signal table only), not a superuser.
+    signaller = debezium_conninfo(settings) if do_repair else ""
+    remaining = 0
+    for view in selected:
+        verifier = Verifier(store, conninfo, view, chunk)
+        report = verifier.run()
+        echo(f"{view.name} ({report.table}): {report.checked} rows, {len(report.mismatches)} mismatches")
+        for mismatch in report.mismatches[:show]:
+            echo(f"  {mismatch}")
+        if report.mismatches and do_repair:
+            route = route_for(view)
+            assert route is not None
+
+            def restream(conditions: dict[str, str], table: str = route.table) -> object:
+                return snapshot(
+                    settings.kafka_client(),
+                    signaller,
+                    definition,
+                    [table],
+                    wait_s,
+                    conditions,
+                    connect_url=settings.connect_rest_url,
+                )
+
+            def filters(table: str, columns: list[str], keys: list[tuple[Any, ...]]) -> list[str]:
+                return key_filters(signaller, definition, table, columns, keys)
+
+            streamed, deleted = repair(report, store, route, restream, filters)
+            echo(f"  repair: {streamed} re-streamed, {deleted} deleted; checking them again")
+            report = verifier.recheck(report, wait_s)
+            echo(f"  after repair: {len(report.mismatches)} mismatches")
+            for mismatch in report.mismatches[:show]:
+                echo(f"  {mismatch}")
+        remaining += len(report.mismatches)
+    return remaining

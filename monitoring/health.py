@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from feast import FeatureStore
 from psycopg import sql
 
 from connectors.capture import CaptureProblem, capture_problems
@@ -38,6 +39,8 @@ from core.settings import Settings
 from jobs.snapshot import last_snapshots
 from monitoring.job_runs import last_runs
 from monitoring.watch import wal_limit, wal_problem
+from stores.history.reader import History
+from streams.routes import route_for, source_columns, source_keys
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -96,6 +99,26 @@ class HealthCheck:
         self.app_conninfo = app_conninfo
         self.lag_alert = lag_alert
         self._consumer: Consumer | None = None
+
+    @classmethod
+    def for_repository(
+        cls, settings: Settings, store: FeatureStore, definition: ConnectorDefinition, app_conninfo: str
+    ) -> HealthCheck:
+        """The checks of a Feast repository: every CDC view's history, every captured table's columns."""
+        views = [
+            (view.name, History(store, view).last_change)
+            for view in store.list_feature_views()
+            if view.tags.get("cdc.table")
+        ]
+        routes = [r for r in (route_for(v) for v in store.list_feature_views()) if r is not None]
+        return cls(
+            settings,
+            definition,
+            views,
+            app_conninfo,
+            sources=source_columns(routes),
+            keys=source_keys(routes),
+        )
 
     def run(self) -> Health:
         checks: list[Check] = []

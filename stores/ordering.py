@@ -27,7 +27,7 @@ start over) would make every later change of an existing entity look older. With
 entity's later change has both a higher version and a later commit time (row locks serialise its
 writers), so a streamed change with a *lower* version but a commit time more than ``REWIND_SLACK_US``
 *later* than the stored change can only come from another cluster: the store raises
-SourceChangedError, the processor stops, and README says how to recover. Re-deliveries, replays and
+SourceChangedError, the processor stops, and docs/processor.md says how to recover. Re-deliveries, replays and
 materialisations carry old commit times and are simply skipped as older.
 
 History (the offline store) keeps every committed state of an entity, but not a transaction's

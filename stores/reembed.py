@@ -136,7 +136,7 @@ def reembed(
     if vectors is None:
         raise ConfigError(
             f"feature view {view_name}: the online store {store.config.online_store.type} keeps no vectors",
-            "keep embedding views on a store that indexes vectors (README, online stores)",
+            "keep embedding views on a store that indexes vectors (docs/stores.md)",
         )
     try:
         if vectors.declared(view_name) != spec.fingerprint:

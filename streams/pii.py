@@ -19,7 +19,7 @@ they apply to must be a String. A view whose embedding reads a column some view 
 PII is refused unless it lists the column in ``embedding.allow_pii`` (streams/routes.py); it then embeds
 and stores that column as it is, having said so.
 
-Debezium's ``column.exclude.list`` keeps a column no view needs out of Kafka altogether (README).
+Debezium's ``column.exclude.list`` keeps a column no view needs out of Kafka altogether (docs/processor.md).
 """
 
 from __future__ import annotations

@@ -44,7 +44,15 @@ TEST_ENV = {
 # Set for the whole session, so CLI subprocesses reach the test stack too.
 os.environ.update(TEST_ENV)
 
-pytestmark = pytest.mark.integration
+INTEGRATION_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration (pytest ignores ``pytestmark`` in a conftest), so
+    ``-m "not integration"`` runs the rest without the stack."""
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @dataclass

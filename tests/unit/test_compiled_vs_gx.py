@@ -25,9 +25,9 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from validation.compiled import Fallback, compile_expectation
 
 # Batches (each as object columns and with inferred dtypes) x len(CONFIGS) verdicts. GX needs ~0.1 s per
-# batch on a quiet machine (0.36 s measured in CI), so CI runs 100 (~70 s); FEATURECTL_DIFF_BATCHES=5000 runs a
+# batch on a quiet machine (0.36 s measured in CI), so CI runs 100 (~70 s); PYTEST_FEATURECTL_DIFF_BATCHES=5000 runs a
 # longer one.
-BATCHES = int(os.environ.get("FEATURECTL_DIFF_BATCHES", "100"))
+BATCHES = int(os.environ.get("PYTEST_FEATURECTL_DIFF_BATCHES", "100"))
 SEED = 20261123
 
 CONFIGS: list[tuple[str, dict[str, Any]]] = [

@@ -1,5 +1,5 @@
-"""The layering of the top-level packages (ARCHITECTURE.md, "Where each rule lives"): every import
-points down, so there is no cycle, `streams` never imports `jobs`, and nothing imports the CLI."""
+"""The layering of the top-level packages (ARCHITECTURE.md, "The layers"): every import points down,
+so there is no cycle, `streams` never imports `jobs`, and nothing outside the CLI imports it."""
 
 from __future__ import annotations
 
@@ -54,11 +54,11 @@ def test_imports_point_down_only() -> None:
     assert not upward, "\n".join(upward)
 
 
-def test_nothing_imports_the_cli() -> None:
+def test_nothing_outside_the_cli_imports_it() -> None:
     found = [
         str(p.relative_to(ROOT))
         for p in sources()
-        if p.name != "cli.py"
+        if p.relative_to(ROOT).parts[0] != "featurectl"
         and any(n == "featurectl.cli" or n.startswith("featurectl.cli.") for n in imports(p))
     ]
     assert not found, f"{found} import the CLI: move what they need below it"

@@ -1,0 +1,92 @@
+"""`featurectl stack`: the local services (Postgres, Kafka, Connect, the production stores)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from featurectl.options import (
+    settings_of,
+)
+
+
+@click.group()
+def stack() -> None:
+    """The local stack: Postgres, Kafka (KRaft) and Kafka Connect with Debezium, as local processes."""
+
+
+WITH_EXTRAS = click.option(
+    "--with",
+    "extras",
+    multiple=True,
+    type=click.Choice(["online-postgres", "redis"]),
+    help="Also run this production store locally (repeatable; or FEATURECTL_STACK_EXTRAS): "
+    "online-postgres = Postgres with pgvector, redis = Redis, as the online store.",
+)
+
+
+@stack.command("install")
+@WITH_EXTRAS
+@click.pass_context
+def stack_install(ctx: click.Context, extras: tuple[str, ...]) -> None:
+    """Install what the stack needs (Postgres package, Kafka/Connect/Debezium jars) without starting it."""
+    from stack.launcher import LocalStack
+
+    LocalStack(settings_of(ctx)).install(extras)
+
+
+@stack.command("up")
+@WITH_EXTRAS
+@click.pass_context
+def stack_up(ctx: click.Context, extras: tuple[str, ...]) -> None:
+    """Start every service that is not running yet (idempotent)."""
+    from stack.launcher import LocalStack
+
+    took = LocalStack(settings_of(ctx)).up(extras=extras)
+    click.echo(f"stack up ({took:.1f}s)")
+
+
+@stack.command("down")
+@click.option(
+    "--wipe", is_flag=True, help="Also delete the data directory (database, topics, logs, secrets)."
+)
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    type=click.Choice(["postgres", "kafka", "connect", "online-postgres", "redis"]),
+    help="Stop only these services (repeatable).",
+)
+@click.pass_context
+def stack_down(ctx: click.Context, wipe: bool, services: tuple[str, ...]) -> None:
+    """Stop what `up` started (gracefully, then harder); keeps data unless --wipe."""
+    from stack.launcher import LocalStack
+
+    stopped = LocalStack(settings_of(ctx)).down(wipe=wipe, services=services)
+    click.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@stack.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def stack_status(ctx: click.Context, as_json: bool) -> None:
+    """Every service and connector with its state. Exits 1 if any service is not RUNNING."""
+    from stack.launcher import LocalStack
+
+    status = LocalStack(settings_of(ctx)).status()
+    if as_json:
+        click.echo(json.dumps(status.as_dict(), indent=2))
+    else:
+        for s in status.services:
+            pid = f"pid {s.pid}" if s.pid else ""
+            click.echo(f"{s.name:<15} {s.state:<10} {s.address:<28} {pid} {s.detail}".rstrip())
+        for c in status.connectors:
+            tasks = ", ".join(f"task {t['id']} {t['state']}" for t in c["tasks"])  # type: ignore[attr-defined]
+            click.echo(f"connector       {c['state']:<10} {c['name']:<28} {tasks}")
+    if any(s.state != "RUNNING" for s in status.services):
+        sys.exit(1)
+
+
+COMMANDS = [stack]

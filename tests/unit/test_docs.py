@@ -1,0 +1,67 @@
+"""The documentation matches the code: generated reference pages are current, links resolve, and the
+module paths the docs name exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from featurectl.reference import DOCS, PAGES
+
+ROOT = Path(__file__).resolve().parents[2]
+NOT_MODULES = {"featurectl.dlq", "featurectl.env"}  # a topic and a file that read like module paths
+PAGES_MD = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *sorted(DOCS.glob("*.md"))]
+
+
+@pytest.mark.parametrize("name", sorted(PAGES))
+def test_generated_reference_pages_are_current(name: str) -> None:
+    assert (DOCS / name).read_text() == PAGES[name](), (
+        f"docs/{name} differs from the code: run `.venv/bin/python -m featurectl.reference` and commit it"
+    )
+
+
+@pytest.mark.parametrize("page", PAGES_MD, ids=lambda p: str(p.relative_to(ROOT)))
+def test_links_and_named_files_exist(page: Path) -> None:
+    text = page.read_text()
+    missing = []
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if not target.startswith(("http://", "https://", "mailto:")) and not (page.parent / target).exists():
+            missing.append(f"link {target}")
+    # Paths of this repository's code the text names, e.g. `stores/postgres/sink.py` or streams/events.py.
+    for path in set(re.findall(r"(?<![\w/.-])((?:[a-z_]+/)+[a-z_]+\.(?:py|json|sql|yaml|yml|md))\b", text)):
+        if (
+            path.split("/")[0] in {p.name for p in ROOT.iterdir() if p.is_dir()}
+            and not (ROOT / path).exists()
+        ):
+            missing.append(f"file {path}")
+    assert not missing, f"{page.relative_to(ROOT)} names what does not exist: {missing}"
+
+
+def test_docs_name_only_modules_that_exist() -> None:
+    """Dotted module paths (``stores.postgres.feast.PgVectorOnlineStore``) in the docs import."""
+    import importlib
+
+    tops = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    wrong = []
+    for page in PAGES_MD:
+        for dotted in set(re.findall(r"`((?:[a-z_]+\.)+[A-Za-z_]+)`", page.read_text())):
+            if dotted.split(".")[0] not in tops:
+                continue
+            if dotted in NOT_MODULES:
+                continue
+            module, _, attr = dotted.rpartition(".")
+            try:
+                found = hasattr(importlib.import_module(module), attr)
+            except ImportError:
+                found = False
+            if not found:
+                try:
+                    importlib.import_module(dotted)
+                    found = True
+                except ImportError:
+                    found = False
+            if not found:
+                wrong.append(f"{page.name}: {dotted}")
+    assert not wrong, wrong
