@@ -32,7 +32,7 @@ from bench.common import use_parquet_history
 from core.settings import PROJECT_ROOT
 from jobs.compact import compact
 from stores.history.duckdb_store import TYPE as DUCKDB_STORE
-from stores.history.sink import ParquetOfflineSink
+from stores.history.sink import HistorySink
 from stores.repository import feast_apply
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -49,7 +49,7 @@ def history(store: FeatureStore, rows: int, entities: int, batch: int, dup: floa
     from stores.history.sink import history_schema
 
     view = store.get_feature_view("customer_profile")
-    directory = ParquetOfflineSink(store).directory(view)
+    directory = HistorySink(store).directory(view)
     directory.mkdir(parents=True, exist_ok=True)
     delta = is_delta(view)
     schema = history_schema(view)

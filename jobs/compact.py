@@ -54,7 +54,7 @@ from feast import FeatureStore, FeatureView
 from core.errors import ConfigError
 from stores.history.delta import PARTITION, with_partition
 from stores.history.reader import History, first_of_groups, history_files, is_delta
-from stores.history.sink import ParquetOfflineSink, history_schema
+from stores.history.sink import HistorySink, history_schema
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def compact(
     if is_delta(view):
         return compact_delta(store, view, keep_s=keep_s)
     report = CompactReport(view.name)
-    directory = ParquetOfflineSink(store).directory(view)
+    directory = HistorySink(store).directory(view)
     _empty_trash(directory / TRASH, keep_s)
     names = sorted(history_files(directory)) if directory.exists() else []
     report.files_before = len(names)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from feast import FeatureStore, FeatureView
 from tqdm import tqdm
@@ -45,6 +46,17 @@ class MaterializeReport:
     vectors_dropped: int = 0
     files: int = 0  # history files read
     watermark: str | None = None  # the latest ingested_at read (informational)
+
+
+def latest_of_each_entity(table: pa.Table, keys: list[str]) -> pa.Table:
+    """Each entity's last history row: by commit time, then version (stores/ordering.py; within one
+    source a later version never has an earlier commit time). Columnar: one sort of the history."""
+    for name in ("cdc_version", "cdc_version_minor"):  # files older than the column: version 0
+        table = table.append_column(f"_{name}", pc.fill_null(table.column(name), 0))
+    ordered = table.sort_by(
+        [(k, "ascending") for k in [*keys, "event_timestamp", "_cdc_version", "_cdc_version_minor"]]
+    )
+    return first_of_groups(ordered, keys, last=True)
 
 
 class Materializer:
@@ -75,12 +87,7 @@ class Materializer:
         # Python objects, so the cost is one sort of the history, not a dict operation per history row.
         table = dataset.to_table()
         report.history_rows = table.num_rows
-        for name in ("cdc_version", "cdc_version_minor"):  # files older than the column: version 0
-            table = table.append_column(f"_{name}", pc.fill_null(table.column(name), 0))
-        ordered = table.sort_by(
-            [(k, "ascending") for k in [*keys, "event_timestamp", "_cdc_version", "_cdc_version_minor"]]
-        )
-        latest = first_of_groups(ordered, keys, last=True).to_pylist()
+        latest = latest_of_each_entity(table, keys).to_pylist()
         stamps = pc.max(table.column("ingested_at")).as_py() if table.num_rows else None
         watermark: datetime | None = stamps
         report.entities = len(latest)

@@ -50,14 +50,15 @@ from tqdm import tqdm
 
 from core.errors import ConfigError
 from stores.history.reader import History
-from stores.history.sink import ParquetOfflineSink, history_schema
+from stores.history.sink import HistorySink, history_schema
 from stores.registry import open_online_sink
 from stores.sink import UPSERT, SinkRow
+from streams.check import check
 from streams.dlq import DeadLetter, DeadLetterSink
 from streams.embed import EmbeddingStep
 from streams.routes import Route, route_for, routes_for, table_policy
 from streams.transform import absent_columns, absent_reason, row_from_image
-from validation.validator import BatchValidator, describe
+from validation.validator import BatchValidator
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +163,9 @@ BEYOND = "__beyond_python"
 def _as_read(column: sa.Column[Any]) -> list[sa.ColumnElement[Any]]:
     """How a column is selected so that ``_debezium_encoding`` gives what Debezium sends for it."""
     kind = column.type
-    if isinstance(kind, sa.Interval | postgresql.INTERVAL):  # interval.handling.mode=string: Debezium's own ISO 8601 form
+    if isinstance(
+        kind, sa.Interval | postgresql.INTERVAL
+    ):  # interval.handling.mode=string: Debezium's own ISO 8601 form
         parts = [
             sa.cast(sa.func.extract(f, column), sa.Integer)
             for f in ("year", "month", "day", "hour", "minute")
@@ -252,7 +255,7 @@ class PostgresBackfill:
         self.dead_letters = dead_letters
         self.chunk = chunk
         self.timestamp_column = timestamp_column
-        self.offline = ParquetOfflineSink(store, writer_id="backfill")
+        self.offline = HistorySink(store, writer_id="backfill")
         self.online = open_online_sink(store)  # only to reuse stored vectors of unchanged texts
         self.embedding = EmbeddingStep(self.online)
 
@@ -373,28 +376,30 @@ class PostgresBackfill:
         if absent:  # the table's columns, not a row's: every row of it lacks them
             raise ConfigError(*absent_reason(self.route.table, absent))
         rows = [row_from_image(image, self.route, handled=h) for image, h in zip(images, done, strict=True)]
-        verdict = self.validator.validate(self.view.name, rows, self.route.features)
-        for i, failures in verdict.invalid.items():
+
+        def message_of(i: int) -> SourceRow:
             keys = {c: images[i].get(c) for _, c in self.route.keys}
             # The row state and its event time: what ``replay`` needs to write it as the backfill would have.
             value = {"after": images[i], "event_time": times[i].isoformat()}
-            message = SourceRow(
+            return SourceRow(
                 self.route.table, json.dumps(keys, default=str), json.dumps(value, default=str), done[i]
             )
-            self.dead_letters.add(
-                message,
-                describe(failures),
-                [f.as_dict() for f in failures],
-                self.view.name,
-                attempt,
-                kind="expectations",
-                pii_policy=self.pii_policy,
-            )
-        report.dead_lettered += len(verdict.invalid)
-        latest = self._latest([rows[i] for i in verdict.valid])
-        stored = self._as_stored([rows[i] for i in verdict.valid])
+
+        valid = check(
+            self.validator,
+            self.dead_letters,
+            self.view.name,
+            rows,
+            self.route.features,
+            message_of,
+            attempt,
+            self.pii_policy,
+        )
+        report.dead_lettered += len(rows) - len(valid)
+        latest = self._latest([rows[i] for i in valid])
+        stored = self._as_stored([rows[i] for i in valid])
         changed: list[SinkRow] = []
-        for n, i in enumerate(verdict.valid):
+        for n, i in enumerate(valid):
             row = rows[i]
             keys = {k: row[k] for k in self.route.join_keys}
             features = {k: v for k, v in row.items() if k not in keys}

@@ -26,6 +26,7 @@ from core import metrics
 from core.errors import ConfigError
 from stores.ordering import last_of_each_instant, version_of
 from stores.sink import DELETE, UPSERT, OnlineSink, Sink, SinkRow
+from streams.check import check
 from streams.dlq import DeadLetterSink
 from streams.embed import EmbeddingStep
 from streams.events import ChangeEvent, DecodeError, KafkaMessage, decode
@@ -33,7 +34,7 @@ from streams.freshness import Freshness
 from streams.routes import Route, table_policy
 from streams.toast import unavailable_columns, unresolved_reason
 from streams.transform import absent_columns, absent_reason, commit_time, feature_row
-from validation.validator import BatchValidator, describe
+from validation.validator import BatchValidator
 
 logger = logging.getLogger(__name__)
 
@@ -162,27 +163,26 @@ class Pipeline:
             deletes = [p for p in items if p.event.op == "d"]
             started = time.perf_counter()
             try:
-                verdict = self.validator.validate(view, [p.row for p in upserts], items[0].route.features)
+                valid = check(
+                    self.validator,
+                    self.dead_letters,
+                    view,
+                    [p.row for p in upserts],
+                    items[0].route.features,
+                    [p.msg for p in upserts].__getitem__,
+                    attempt,
+                    policy,
+                )
             except ConfigError as exc:
                 for p in upserts:
                     self.dead_letters.add(
                         p.msg, str(exc), view=view, attempt=attempt, kind="view_config", pii_policy=policy
                     )
                 stats.dead_letters += len(upserts)
-                upserts, verdict = [], None
-            if verdict is not None:
-                for idx, failures in verdict.invalid.items():
-                    self.dead_letters.add(
-                        upserts[idx].msg,
-                        describe(failures),
-                        [f.as_dict() for f in failures],
-                        view,
-                        attempt,
-                        kind="expectations",
-                        pii_policy=policy,
-                    )
-                stats.dead_letters += len(verdict.invalid)
-                upserts = [upserts[i] for i in verdict.valid]
+                upserts = []
+            else:
+                stats.dead_letters += len(upserts) - len(valid)
+                upserts = [upserts[i] for i in valid]
             self._checks_s += self._observe("validate", started)
             rows: list[SinkRow] = []
             sources: list[_Pending] = []

@@ -26,7 +26,7 @@ from core import metrics
 from core.errors import ConfigError, FeatureCtlError, RetentionGapError, SourceChangedError
 from core.settings import Settings
 from embeddings.models import load_embedder
-from stores.history.sink import ParquetOfflineSink
+from stores.history.sink import HistorySink
 from stores.registry import open_online_sink
 from streams.dlq import DeadLetterSink
 from streams.fencing import Claims, owner_name
@@ -75,7 +75,7 @@ def build_pipeline(settings: Settings, store: FeatureStore, live: bool = True) -
     return Pipeline(
         online=open_online_sink(store),
         # Live positions are written to a Delta history once, whichever processor reads them again.
-        offline=ParquetOfflineSink(
+        offline=HistorySink(
             store,
             writer_id=uuid.uuid4().hex[:8],
             incarnation=TopicIds(settings.kafka_client()) if live else None,

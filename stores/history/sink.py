@@ -1,4 +1,5 @@
-"""The Feast offline store (file source) as a sink: each flush appends new Parquet files.
+"""The offline history as a sink (HistorySink): each flush appends to each view's Delta table (the
+default) or Parquet directory.
 
 One file per feature view per flush, where the view's batch source points, so the cost of a write does
 not depend on the size of the history (Feast's own push to a file source rewrites the whole file). The
@@ -91,7 +92,7 @@ def history_schema(view: FeatureView) -> pa.Schema:
     return pa.schema(fields)
 
 
-class ParquetOfflineSink(Sink):
+class HistorySink(Sink):
     """Appends feature history to each view's FileSource: a Parquet directory or a Delta table.
 
     ``incarnation`` (the live processor's: topic -> Kafka topic id) turns on Delta's once-per-position

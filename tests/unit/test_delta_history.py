@@ -14,7 +14,7 @@ from feast import FeatureStore
 
 from jobs.compact import compact
 from stores.history.reader import History
-from stores.history.sink import ParquetOfflineSink
+from stores.history.sink import HistorySink
 from stores.sink import DELETE, UPSERT, SinkRow
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -41,7 +41,7 @@ def topic_id(_topic: str) -> str:
 
 
 def test_a_batch_re_read_by_another_processor_is_written_once(sqlite_store: FeatureStore) -> None:
-    first, second = (ParquetOfflineSink(sqlite_store, w, incarnation=topic_id) for w in ("a", "b"))
+    first, second = (HistorySink(sqlite_store, w, incarnation=topic_id) for w in ("a", "b"))
     batch = [row(1, 10, "silver", T0), row(2, 11, "gold", T0), row(1, 12, "gold", T0 + timedelta(seconds=1))]
     first.add(batch)
     assert len(first.flush()) == 3
@@ -54,15 +54,15 @@ def test_a_batch_re_read_by_another_processor_is_written_once(sqlite_store: Feat
 
 
 def test_replayed_rows_and_a_new_topic_incarnation_are_written_again(sqlite_store: FeatureStore) -> None:
-    live = ParquetOfflineSink(sqlite_store, "live", incarnation=topic_id)
+    live = HistorySink(sqlite_store, "live", incarnation=topic_id)
     live.add([row(1, 10, "silver", T0), row(2, 11, "gold", T0)])
     live.flush()
     # A dead letter at offset 5 of the same partition, replayed later: no marks, so it is written.
-    replay = ParquetOfflineSink(sqlite_store, "replay")
+    replay = HistorySink(sqlite_store, "replay")
     replay.add([row(4, 5, "replayed", T0)])
     assert len(replay.flush()) == 1
     # The topic was deleted and created again: offsets restart, under a new topic id.
-    reborn = ParquetOfflineSink(sqlite_store, "reborn", incarnation=lambda _t: "incarnation-2")
+    reborn = HistorySink(sqlite_store, "reborn", incarnation=lambda _t: "incarnation-2")
     reborn.add([row(5, 0, "after the wipe", T0 + timedelta(seconds=5))])
     assert len(reborn.flush()) == 1
     assert {r["segment"] for r in history_rows(sqlite_store)} == {
@@ -78,7 +78,7 @@ def test_two_processors_committing_the_same_positions_at_once_write_them_once(
 ) -> None:
     """The stalled owner committed while the new owner held a snapshot from before: Delta's conflict check
     on the application transaction makes the new owner re-read the marks instead of writing twice."""
-    stale, winner = (ParquetOfflineSink(sqlite_store, w, incarnation=topic_id) for w in ("stale", "winner"))
+    stale, winner = (HistorySink(sqlite_store, w, incarnation=topic_id) for w in ("stale", "winner"))
     stale.add([row(9, 1, "first", T0)])
     stale.flush()
     stale._delta[VIEW]._load()  # `stale` holds the table at this version
@@ -97,7 +97,7 @@ def test_compaction_rewrites_crowded_days_once_per_change_and_keeps_the_training
     sqlite_store: FeatureStore,
 ) -> None:
     view = sqlite_store.get_feature_view(VIEW)
-    sink = ParquetOfflineSink(sqlite_store, "w")  # no marks: replays and re-runs may write a row twice
+    sink = HistorySink(sqlite_store, "w")  # no marks: replays and re-runs may write a row twice
     day2 = T0 + timedelta(days=1)
     batches = [
         [row(1, 1, "a", T0), row(2, 2, "a", T0 + timedelta(minutes=1))],
@@ -150,7 +150,7 @@ def test_compaction_keeps_a_row_appended_to_the_day_it_is_rewriting(
     import jobs.compact as compact_module
 
     view = sqlite_store.get_feature_view(VIEW)
-    sink = ParquetOfflineSink(sqlite_store, "w", incarnation=topic_id)
+    sink = HistorySink(sqlite_store, "w", incarnation=topic_id)
     for i in range(3):
         sink.add([row(i, i, "early", T0 + timedelta(minutes=i))])
         sink.flush()
@@ -174,7 +174,7 @@ def test_a_feature_added_later_reads_as_null_in_older_history(sqlite_store: Feat
 
     view = sqlite_store.get_feature_view(VIEW)
     history = History(sqlite_store, view)
-    sink = ParquetOfflineSink(sqlite_store, "w")
+    sink = HistorySink(sqlite_store, "w")
     sink.add([row(1, 1, "old", T0)])
     sink.flush()
     # A later declaration adds a column: the next append merges it into the table's schema.
@@ -198,7 +198,7 @@ def test_a_history_table_that_cannot_be_written_is_a_transient_failure_naming_it
     from core.errors import TransientError
     from streams.faults import is_transient
 
-    sink = ParquetOfflineSink(sqlite_store, "w", incarnation=topic_id)
+    sink = HistorySink(sqlite_store, "w", incarnation=topic_id)
     sink.add([row(1, 1, "first", T0)])
     sink.flush()
     path = History(sqlite_store, sqlite_store.get_feature_view(VIEW)).path
@@ -223,7 +223,7 @@ def test_materialize_reads_a_delta_history_and_incrementally_only_new_commits(
     from jobs.materialize import Materializer
 
     view = sqlite_store.get_feature_view(VIEW)
-    sink = ParquetOfflineSink(sqlite_store, "w", incarnation=topic_id)
+    sink = HistorySink(sqlite_store, "w", incarnation=topic_id)
     sink.add([row(1, 1, "a", T0), row(2, 2, "b", T0 + timedelta(days=1))])  # two day partitions
     sink.flush()
     jobs = Materializer(sqlite_store, tmp_path / "jobs")

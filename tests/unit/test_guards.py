@@ -1,9 +1,11 @@
 """One table of ordering cases (stores/ordering.py), checked against every enforcer of the rule.
 
-The rule is enforced three times: in Python (``FeastLayoutSink._decide``, the only guard of the SQLite
-store, which decides under its write lock), in SQL (the Postgres store's version upsert, which holds
-even against a stale pre-read by another writer) and in Lua (the Redis store's per-entity script). Each
-case is run through each guard on its own, and through the whole flush of each store.
+The rule is enforced by three guards: in Python (``FeastLayoutSink._decide``, the only guard of the
+SQLite store, which decides under its write lock), in SQL (the Postgres store's version upsert, which
+holds even against a stale pre-read by another writer) and in Lua (the Redis store's per-entity
+script). Each case is run through each guard on its own, through the whole flush of every store folder
+(``fresh_store``), and, where the history has the states it names, through the Arrow rewrites of
+``materialize`` and ``compact``.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ CASES = [
     Case("a row from before a truncate", (15, 0), "barrier", barrier=(20, 0)),
     Case("a row at the truncate's own position", (20, 0), "applies", barrier=(20, 0)),
     Case("a row after the truncate", (21, 0), "applies", barrier=(20, 0)),
-    Case("a change above the barrier but under the stored", (22, 0), "older", stored=(25, 0), barrier=(20, 0)),
+    Case(
+        "a change above the barrier but under the stored", (22, 0), "older", stored=(25, 0), barrier=(20, 0)
+    ),
     Case("positions near 2**53", (BIG + 1, 0), "applies", stored=(BIG, 0)),
     Case("positions near 2**53, older by one", (BIG, 0), "older", stored=(BIG + 1, 0)),
     Case("an older position committed hours later", (5, 0), "rewound", stored=(10, 0), later_commit=True),
@@ -172,3 +176,55 @@ def test_every_store_flushes_by_the_rule(case: Case, fresh_store: FeatureStore) 
             assert after == (None if case.op == DELETE else "incoming")
     finally:
         sink.close()
+
+
+# --- the Arrow rewrites of the history -------------------------------------------------------------
+# History keeps every committed state, so its rewrites choose among rows of one entity: `materialize`
+# its last row (what goes online), `compact` the highest version among rows of one instant. A TRUNCATE
+# barrier and a rewound source are online-store states with no history row: those cases are the
+# guards' alone.
+HISTORY_CASES = [c for c in CASES if c.barrier is None and c.outcome != "rewound"]
+
+
+def history_of(case: Case) -> Any:
+    """The history of one entity: the stored change (if any), then the incoming one, as rows."""
+    import pyarrow as pa
+
+    rows = [at(case.stored, 1, "stored", DELETE if case.stored_deleted else UPSERT)] if case.stored else []
+    rows.append(incoming(case, 1))
+    return pa.Table.from_pylist(
+        [
+            {
+                "customer_id": r.keys["customer_id"],
+                "segment": r.features.get("segment"),
+                "event_timestamp": r.event_time,
+                "cdc_version": r.version,
+                "cdc_version_minor": r.version_minor,
+                "cdc_deleted": r.op == DELETE,
+                "ingested_at": T0,
+            }
+            for r in rows
+        ]
+    )
+
+
+@pytest.mark.parametrize("case", HISTORY_CASES, ids=[c.name.replace(" ", "-") for c in HISTORY_CASES])
+def test_the_arrow_rewrites(case: Case) -> None:
+    from jobs.compact import CompactReport, _dedup
+    from jobs.materialize import latest_of_each_entity
+
+    table = history_of(case)
+    rule_keeps = (case.incoming if case.outcome == "applies" else case.stored) or case.incoming
+    last = latest_of_each_entity(table, ["customer_id"]).to_pylist()
+    assert [(r["cdc_version"], r["cdc_version_minor"]) for r in last] == [rule_keeps], "materialize"
+
+    kept = {
+        (r["cdc_version"], r["cdc_version_minor"])
+        for r in _dedup(table, ["customer_id"], CompactReport("v")).to_pylist()
+    }
+    same_instant = (
+        case.stored is not None and at(case.stored, 1, "").event_time == incoming(case, 1).event_time
+    )
+    # One instant: only the version the rule keeps stays; two instants: both committed states stay.
+    both = {case.incoming} if case.stored is None else {case.incoming, case.stored}
+    assert kept == ({rule_keeps} if same_instant else both), "compact"

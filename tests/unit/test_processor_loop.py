@@ -334,7 +334,7 @@ def test_a_batch_retried_because_the_dead_letters_failed_adds_no_history_row_twi
     import pyarrow.dataset as ds
 
     from core.errors import TransientError
-    from stores.history.sink import ParquetOfflineSink
+    from stores.history.sink import HistorySink
 
     class FailingDeadLetters(MemoryDeadLetters):
         """A dead-letter topic that refuses the first two flushes (after the stores have written)."""
@@ -348,7 +348,7 @@ def test_a_batch_retried_because_the_dead_letters_failed_adds_no_history_row_twi
             return super().flush()
 
     stop = threading.Event()
-    offline, dead = ParquetOfflineSink(fresh_store), FailingDeadLetters()
+    offline, dead = HistorySink(fresh_store), FailingDeadLetters()
     pipeline = Pipeline(MemorySink(), offline, dead, BatchValidator(SuiteStore(SUITES_DIR)))  # type: ignore[arg-type]
     consumer = FakeConsumer(
         [

@@ -9,7 +9,7 @@ from feast import FeatureStore
 
 from core.errors import FencedError
 from stores.feast_layout import FeastLayoutSink
-from stores.history.sink import ParquetOfflineSink
+from stores.history.sink import HistorySink
 from stores.registry import open_online_sink
 from stores.sink import DELETE, UPSERT, SinkRow
 
@@ -101,7 +101,7 @@ def test_delete_removes_the_entity_and_its_tombstone_blocks_older_replays(
 
 def test_offline_sink_appends_a_file_per_flush_with_history_columns(parquet_dir_store: FeatureStore) -> None:
     """A Parquet-directory history (tests/unit/test_delta_history.py has the Delta table's)."""
-    sink = ParquetOfflineSink(parquet_dir_store, writer_id="w")
+    sink = HistorySink(parquet_dir_store, writer_id="w")
     sink.add([row(1, 1, "silver")])
     sink.flush()
     sink.add([row(1, 2, "gold"), row(1, 3, op=DELETE)])
@@ -248,7 +248,7 @@ def test_incremental_materialize_reads_a_file_that_landed_after_a_later_stamped_
     materialize run: the next incremental run still reads it (a time watermark skipped it for good). Parquet directories only: a Delta table gets files by commits."""
     from jobs.materialize import Materializer
 
-    slow, fast = ParquetOfflineSink(parquet_dir_store, "slow"), ParquetOfflineSink(parquet_dir_store, "fast")
+    slow, fast = HistorySink(parquet_dir_store, "slow"), HistorySink(parquet_dir_store, "fast")
     slow.add([row(1, 10, "from the slow writer")])
     stamped_early = slow._table(
         parquet_dir_store.get_feature_view("customer_profile"), slow._pending["customer_profile"], T0
@@ -303,7 +303,7 @@ def test_compaction_removes_duplicates_and_superseded_rows_and_keeps_the_trainin
             )
         ],
     ):
-        sink = ParquetOfflineSink(fresh_store)  # each batch by another processor: re-deliveries after crashes
+        sink = HistorySink(fresh_store)  # each batch by another processor: re-deliveries after crashes
         sink.add(batch)
         sink.flush()
     entity_df = pd.DataFrame(
