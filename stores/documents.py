@@ -49,3 +49,14 @@ def in_entity_key_order(results: list[Document]) -> list[Document]:
         results,
         key=lambda r: tuple(getattr(v, str(v.WhichOneof("val"))) for v in r[1].entity_values),  # type: ignore[union-attr]
     )
+
+
+class V2DocumentsOnly:
+    """Mixed into a vector store's Feast plugin: similarity queries go through
+    ``retrieve_online_documents_v2`` only (the v1 call has another contract)."""
+
+    def retrieve_online_documents(self, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError(
+            "this online store answers similarity queries through retrieve_online_documents_v2 "
+            "(FeatureStore.retrieve_online_documents_v2(features=[...], query=<vector>, top_k=k))"
+        )

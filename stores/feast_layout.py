@@ -49,6 +49,10 @@ def fenced(lost: list[str]) -> FencedError:
 
 
 NONE: Version = (-1, -1)
+# Per (view, entity key): a batch's last change of each entity and its view; the stored version and
+# commit time (µs) of each entity.
+Latest = dict[tuple[str, bytes], tuple[SinkRow, FeatureView]]
+Stored = dict[tuple[str, bytes], tuple[Version, int | None]]
 
 
 @dataclass
@@ -107,11 +111,9 @@ class FeastLayoutSink(OnlineSink):
         proto = EntityKeyProto(join_keys=names, entity_values=values)
         return serialize_entity_key(proto, entity_key_serialization_version=self.key_version)
 
-    def _latest(
-        self, rows: Sequence[SinkRow]
-    ) -> tuple[dict[tuple[str, bytes], tuple[SinkRow, FeatureView]], dict[str, FeatureView]]:
+    def _latest(self, rows: Sequence[SinkRow]) -> tuple[Latest, dict[str, FeatureView]]:
         """Within a batch only each entity's latest change matters: (view, key) -> (row, view)."""
-        latest: dict[tuple[str, bytes], tuple[SinkRow, FeatureView]] = {}
+        latest: Latest = {}
         views: dict[str, FeatureView] = {}
         for row in rows:
             view = views.get(row.view) or views.setdefault(row.view, self._view(row.view))
@@ -123,8 +125,8 @@ class FeastLayoutSink(OnlineSink):
 
     @staticmethod
     def _decide(
-        latest: dict[tuple[str, bytes], tuple[SinkRow, FeatureView]],
-        current: dict[tuple[str, bytes], tuple[Version, int | None]],
+        latest: Latest,
+        current: Stored,
         barriers: dict[str, Version],
     ) -> Decision:
         """Which rows apply: a row older than the stored version or the view's barrier does not.
@@ -203,9 +205,7 @@ class FeastLayoutSink(OnlineSink):
         """Store the pending TRUNCATE barriers (never lowering one); return those of ``views``."""
 
     @abstractmethod
-    def _current_versions(
-        self, tx: Any, idents: list[tuple[str, bytes]]
-    ) -> dict[tuple[str, bytes], tuple[Version, int | None]]:
+    def _current_versions(self, tx: Any, idents: list[tuple[str, bytes]]) -> Stored:
         """Stored (version, commit time in µs) per (view, entity key)."""
 
     @abstractmethod
@@ -214,8 +214,8 @@ class FeastLayoutSink(OnlineSink):
         tx: Any,
         decision: Decision,
         views: dict[str, FeatureView],
-        latest: dict[tuple[str, bytes], tuple[SinkRow, FeatureView]],
-        current: dict[tuple[str, bytes], tuple[Version, int | None]],
+        latest: Latest,
+        current: Stored,
     ) -> None:
         """Write the decision: deletes, upserts, vectors and versions. A row the store's own guard refuses
         moves from ``decision.applied`` to ``decision.skipped``."""

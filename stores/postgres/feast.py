@@ -47,7 +47,7 @@ from psycopg import Connection, sql
 from pydantic import Field
 
 from embeddings.spec import EmbeddingSpec, spec_for
-from stores.documents import Document, in_entity_key_order, query_spec
+from stores.documents import Document, V2DocumentsOnly, in_entity_key_order, query_spec
 from stores.postgres.tables import (
     MODELS,
     OPERATORS,
@@ -79,7 +79,7 @@ class PgVectorOnlineStoreConfig(PostgreSQLOnlineStoreConfig):
     """Candidates while building the index (pgvector's ``ef_construction``), used when it is created."""
 
 
-class PgVectorOnlineStore(PostgreSQLOnlineStore):
+class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
     """Postgres online store whose embedding views are searched through an HNSW index."""
 
     @contextlib.contextmanager
@@ -173,12 +173,6 @@ class PgVectorOnlineStore(PostgreSQLOnlineStore):
                 sql.Literal(getattr(options, "hnsw_m", 16)),
                 sql.Literal(getattr(options, "hnsw_ef_construction", 64)),
             )
-        )
-
-    def retrieve_online_documents(self, *args: Any, **kwargs: Any) -> Any:
-        raise ValueError(
-            "this online store answers similarity queries through retrieve_online_documents_v2 "
-            "(FeatureStore.retrieve_online_documents_v2(features=[...], query=<vector>, top_k=k))"
         )
 
     def retrieve_online_documents_v2(

@@ -40,7 +40,7 @@ from psycopg import sql
 
 from core.errors import ConfigError, TransientError
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
-from stores.feast_layout import Decision, FeastLayoutSink, Version, fenced
+from stores.feast_layout import Decision, FeastLayoutSink, Latest, Stored, Version, fenced
 from stores.ordering import epoch_us
 from stores.postgres import KIND
 from stores.postgres.feast import TYPE as PG_STORE_TYPE
@@ -154,8 +154,8 @@ class PostgresOnlineSink(FeastLayoutSink):
         cur: Any,
         decision: Decision,
         views: dict[str, FeatureView],
-        latest: dict[tuple[str, bytes], tuple[SinkRow, FeatureView]],
-        current: dict[tuple[str, bytes], tuple[Version, int | None]],
+        latest: Latest,
+        current: Stored,
     ) -> None:
         key_of = {id(row): key for (_, key), (row, _) in latest.items()}
         won = self._write_versions(cur, decision.applied, key_of, current)
@@ -188,14 +188,12 @@ class PostgresOnlineSink(FeastLayoutSink):
         )
         return {view: (version, minor) for view, version, minor in cur.fetchall()}
 
-    def _current_versions(
-        self, cur: Any, idents: list[tuple[str, bytes]], lock: bool = True
-    ) -> dict[tuple[str, bytes], tuple[Version, int | None]]:
+    def _current_versions(self, cur: Any, idents: list[tuple[str, bytes]], lock: bool = True) -> Stored:
         """Stored (version, commit time in µs) per entity, row-locked in key order when ``lock``."""
         by_view: dict[str, list[bytes]] = {}
         for view, key in idents:
             by_view.setdefault(view, []).append(key)
-        out: dict[tuple[str, bytes], tuple[Version, int | None]] = {}
+        out: Stored = {}
         for view, keys in sorted(by_view.items()):
             cur.execute(
                 f"SELECT entity_key, version, version_minor, event_us FROM {VERSIONS} "

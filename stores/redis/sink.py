@@ -37,7 +37,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from core.errors import ConfigError, FencedError
 from embeddings.spec import EmbeddingSpec, spec_for
-from stores.feast_layout import FENCED_FIX, Decision, FeastLayoutSink, Version
+from stores.feast_layout import FENCED_FIX, Decision, FeastLayoutSink, Latest, Stored, Version
 from stores.ordering import epoch_us
 from stores.redis import KIND
 from stores.redis.feast import TYPE as REDIS_TYPE
@@ -199,8 +199,8 @@ class RedisOnlineSink(FeastLayoutSink):
         tx: Any,
         decision: Decision,
         views: dict[str, FeatureView],
-        latest: dict[tuple[str, bytes], tuple[SinkRow, FeatureView]],
-        current: dict[tuple[str, bytes], tuple[Version, int | None]],
+        latest: Latest,
+        current: Stored,
     ) -> None:
         fence_args = self._fence_args()
         with self._client.pipeline(transaction=False) as pipe:
@@ -297,14 +297,12 @@ class RedisOnlineSink(FeastLayoutSink):
                 self._call(pipe, view, row, fence_args)
             pipe.execute()
 
-    def _current_versions(
-        self, tx: Any, idents: list[tuple[str, bytes]]
-    ) -> dict[tuple[str, bytes], tuple[Version, int | None]]:
+    def _current_versions(self, tx: Any, idents: list[tuple[str, bytes]]) -> Stored:
         with self._client.pipeline(transaction=False) as pipe:
             for view_name, key in idents:
                 pipe.hget(key + self.project.encode(), f"_ver:{view_name}")
             replies = pipe.execute() if idents else []
-        out: dict[tuple[str, bytes], tuple[Version, int | None]] = {}
+        out: Stored = {}
         for ident, raw in zip(idents, replies, strict=True):
             parsed = _parse_version(raw)
             if parsed is not None:

@@ -29,7 +29,7 @@ from feast.protos.feast.types.Value_pb2 import FloatList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from embeddings.spec import spec_for
-from stores.documents import in_entity_key_order, query_spec
+from stores.documents import V2DocumentsOnly, in_entity_key_order, query_spec
 from stores.sqlite.db import OperationalError, connect
 from stores.sqlite.vectors import VectorTable, as_floats, declare_model, forget_view
 
@@ -49,7 +49,7 @@ def _vector_value(blob: bytes) -> ValueProto:
     return ValueProto(float_list_val=FloatList(val=as_floats(blob)))
 
 
-class VecSqliteOnlineStore(SqliteOnlineStore):
+class VecSqliteOnlineStore(V2DocumentsOnly, SqliteOnlineStore):
     """SQLite online store whose embedding views are searchable by similarity."""
 
     def _get_conn(self, config: RepoConfig) -> Any:
@@ -119,12 +119,6 @@ class VecSqliteOnlineStore(SqliteOnlineStore):
             if features is not None and stored is not None:
                 features[spec.field] = _vector_value(stored.vector)
         return rows
-
-    def retrieve_online_documents(self, *args: Any, **kwargs: Any) -> Any:
-        raise ValueError(
-            "this online store answers similarity queries through retrieve_online_documents_v2 "
-            "(FeatureStore.retrieve_online_documents_v2(features=[...], query=<vector>, top_k=k))"
-        )
 
     def retrieve_online_documents_v2(
         self,

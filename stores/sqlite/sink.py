@@ -31,7 +31,7 @@ from feast.type_map import feast_value_type_to_python_type
 
 from core.errors import ConfigError, TransientError
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
-from stores.feast_layout import Decision, FeastLayoutSink, fenced
+from stores.feast_layout import Decision, FeastLayoutSink, Latest, Stored, fenced
 from stores.ordering import epoch_us
 from stores.sink import DELETE, Partition, SinkRow, StoredVector
 from stores.sqlite import KIND
@@ -132,8 +132,8 @@ class SqliteOnlineSink(FeastLayoutSink):
         tx: Any,
         decision: Decision,
         views: dict[str, FeatureView],
-        latest: dict[tuple[str, bytes], tuple[SinkRow, FeatureView]],
-        current: dict[tuple[str, bytes], tuple[tuple[int, int], int | None]],
+        latest: Latest,
+        current: Stored,
     ) -> None:
         applied = decision.applied
         for view_name, keys in decision.deletes.items():
@@ -182,11 +182,9 @@ class SqliteOnlineSink(FeastLayoutSink):
         )
         return {view: (version, minor) for view, version, minor in rows}
 
-    def _current_versions(
-        self, tx: Any, idents: list[tuple[str, bytes]]
-    ) -> dict[tuple[str, bytes], tuple[tuple[int, int], int | None]]:
+    def _current_versions(self, tx: Any, idents: list[tuple[str, bytes]]) -> Stored:
         """Stored (version, commit time in µs) per entity."""
-        out: dict[tuple[str, bytes], tuple[tuple[int, int], int | None]] = {}
+        out: Stored = {}
         by_view: dict[str, list[bytes]] = {}
         for view, key in idents:
             by_view.setdefault(view, []).append(key)
@@ -215,7 +213,7 @@ class SqliteOnlineSink(FeastLayoutSink):
     def _write_vectors(
         self,
         views: dict[str, FeatureView],
-        latest: dict[tuple[str, bytes], tuple[SinkRow, FeatureView]],
+        latest: Latest,
         applied: list[SinkRow],
     ) -> None:
         """Vectors of the applied rows into each view's declared-model table; deletes from every table."""
