@@ -41,6 +41,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -251,3 +252,26 @@ def _crowded_days(table: Any, target_bytes: int) -> list[str]:
         files[key] = files.get(key, 0) + 1
         size[key] = size.get(key, 0) + int(n)
     return sorted(d for d, n in files.items() if n > max(1, -(-size[d] // target_bytes)))
+
+
+def compact_views(
+    store: FeatureStore, locks: Path, views: Sequence[str], rows_per_file: int, echo: Callable[[str], None]
+) -> None:
+    """Compact ``views`` (default: all), each under the locks of the jobs that read its history."""
+    from jobs.lock import job_lock
+
+    for view in [store.get_feature_view(v) for v in views] or store.list_feature_views():
+        # Our own readers of the history must not have its files moved under them.
+        with job_lock(locks, "materialize"), job_lock(locks, f"backfill-{view.name}"):
+            report = compact(store, view, rows_per_file)
+        days = (
+            f"{report.days} day(s) rewritten, {report.days_deferred} left for the next run "
+            f"(still receiving rows), {report.vacuumed} replaced file(s) vacuumed; "
+            if is_delta(view)
+            else ""
+        )
+        echo(
+            f"compact {view.name}: {days}{report.files_before} files -> {report.files_after}, "
+            f"{report.rows_before} rows -> {report.rows_after} "
+            f"({report.duplicates} duplicates, {report.superseded} superseded within a transaction)"
+        )

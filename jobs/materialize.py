@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -137,3 +138,25 @@ class Materializer:
         )
         tmp.replace(state)  # a crash leaves the previous state: the next run re-reads, never skips
         return report
+
+
+def materialize_views(
+    store: FeatureStore, state_dir: Path, views: Sequence[str], incremental: bool, echo: Callable[[str], None]
+) -> None:
+    """Materialize ``views`` (default: all), then re-embed each embedding view that got entities (the
+    history may hold another model's vectors, which are dropped on the way)."""
+    from core.metrics import materialization_metrics
+    from stores.reembed import reembed
+
+    materializer = Materializer(store, state_dir)
+    for view in [store.get_feature_view(v) for v in views] or store.list_feature_views():
+        with materialization_metrics(view.name):
+            report = materializer.run(view, incremental)
+        echo(
+            f"materialize {view.name}: {report.files} history files, {report.history_rows} rows, "
+            f"{report.entities} entities, "
+            f"{report.applied} applied online (older than the online state: skipped)"
+        )
+        if spec_for(view) is not None and report.entities:
+            result = reembed(store, view.name)
+            echo(f"  {view.name}: {result.embedded} texts re-embedded, {result.vectors} vectors")

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from core.errors import ConfigError
-from core.settings import Settings
 from featurectl.options import (
     CONNECTOR_FILE,
     definition_of,
@@ -30,56 +28,15 @@ def feast_apply_cmd(ctx: click.Context, path: Path | None, no_source_check: bool
     new model; this fills it from the texts in the online store, with progress, while the
     processor keeps running. Plain `feast apply` leaves that to `featurectl embeddings backfill`.
     """
-    from stores.registry import vector_view_problems
-    from stores.repository import declared_views, feast_apply, open_store
-    from streams.routes import check_views
+    from jobs.apply import apply
 
     settings = settings_of(ctx)
-    views = declared_views(settings.feature_repo)
-    problems = check_views(views, settings.suites_dir)
-    problems += vector_view_problems(open_store(settings), views)
+    source = None
     if not no_source_check:
-        from connectors.capture import source_problems
         from stack.postgres import Postgres
-        from streams.routes import route_for, source_columns, source_keys
 
-        routes = [r for r in (route_for(v) for v in views) if r is not None]
-        conninfo = Postgres(settings).app_conninfo()
-        problems += source_problems(
-            conninfo, definition_of(path), source_columns(routes), source_keys(routes)
-        )
-    if problems:
-        raise ConfigError(
-            "not applied: the stream processor could not materialise these views:\n  - "
-            + "\n  - ".join(problems),
-            "fix each view's tags or suite as its line says, then run `featurectl feast-apply` again",
-        )
-    feast_apply(settings.feature_repo)
-    click.echo("feature repository applied")
-    _backfill_pending(settings)
-
-
-def _backfill_pending(settings: Settings, views: tuple[str, ...] = ()) -> None:
-    from stores.reembed import pending_views, reembed
-    from stores.repository import open_store
-
-    store = open_store(settings)
-    todo = views or tuple(pending_views(store))
-    if not todo:
-        click.echo("every embedding view is backfilled for its declared model")
-    for view in todo:
-        shown = [0]
-
-        def progress(done: int, total: int, view: str = view, shown: list[int] = shown) -> None:
-            if done == total or done - shown[0] >= max(total // 10, 1):
-                click.echo(f"  {view}: {done}/{total} texts re-embedded", err=True)
-                shown[0] = done
-
-        result = reembed(store, view, progress=progress)
-        click.echo(
-            f"{view}: {result.vectors} vectors of model {result.model} "
-            f"({result.embedded} texts embedded in {result.passes} pass(es), {result.seconds:.1f}s)"
-        )
+        source = (Postgres(settings).app_conninfo(), definition_of(path))
+    apply(settings, source, click.echo)
 
 
 @click.group()
@@ -112,7 +69,9 @@ def embeddings_status(ctx: click.Context) -> None:
 @click.pass_context
 def embeddings_backfill(ctx: click.Context, views: tuple[str, ...]) -> None:
     """Re-embed VIEWS (default: every view whose declared model is not backfilled). Idempotent."""
-    _backfill_pending(settings_of(ctx), views)
+    from jobs.apply import reembed_pending
+
+    reembed_pending(settings_of(ctx), views, click.echo)
 
 
 @click.command("search")

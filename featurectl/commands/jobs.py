@@ -74,28 +74,13 @@ def materialize_cmd(
 
     For a new online store run `featurectl feast-apply` first (it creates the tables).
     """
-    from core.metrics import materialization_metrics
-    from embeddings.spec import spec_for
-    from jobs.materialize import Materializer
-    from stores.reembed import reembed
+    from jobs.materialize import materialize_views
     from stores.repository import open_store
 
     settings = settings_of(ctx)
 
     def job() -> None:
-        store = open_store(settings)
-        materializer = Materializer(store, settings.data_dir / "jobs")
-        for view in [store.get_feature_view(v) for v in views] or store.list_feature_views():
-            with materialization_metrics(view.name):
-                report = materializer.run(view, incremental)
-            click.echo(
-                f"materialize {view.name}: {report.files} history files, {report.history_rows} rows, "
-                f"{report.entities} entities, "
-                f"{report.applied} applied online (older than the online state: skipped)"
-            )
-            if spec_for(view) is not None and report.entities:
-                result = reembed(store, view.name)
-                click.echo(f"  {view.name}: {result.embedded} texts re-embedded, {result.vectors} vectors")
+        materialize_views(open_store(settings), settings.data_dir / "jobs", views, incremental, click.echo)
 
     run_job(settings, "materialize", schedule, job)
 
@@ -118,31 +103,13 @@ def compact_cmd(ctx: click.Context, views: tuple[str, ...], rows_per_file: int, 
     the next run). Waits for nothing: if a materialize or a backfill of a view is running, it stops and
     says so.
     """
-    from jobs.compact import compact
-    from jobs.lock import job_lock
-    from stores.history.reader import is_delta
+    from jobs.compact import compact_views
     from stores.repository import open_store
 
     settings = settings_of(ctx)
-    locks = settings.data_dir / "locks"
 
     def job() -> None:
-        store = open_store(settings)
-        for view in [store.get_feature_view(v) for v in views] or store.list_feature_views():
-            # Our own readers of the history must not have its files moved under them.
-            with job_lock(locks, "materialize"), job_lock(locks, f"backfill-{view.name}"):
-                report = compact(store, view, rows_per_file)
-            days = (
-                f"{report.days} day(s) rewritten, {report.days_deferred} left for the next run "
-                f"(still receiving rows), {report.vacuumed} replaced file(s) vacuumed; "
-                if is_delta(view)
-                else ""
-            )
-            click.echo(
-                f"compact {view.name}: {days}{report.files_before} files -> {report.files_after}, "
-                f"{report.rows_before} rows -> {report.rows_after} "
-                f"({report.duplicates} duplicates, {report.superseded} superseded within a transaction)"
-            )
+        compact_views(open_store(settings), settings.data_dir / "locks", views, rows_per_file, click.echo)
 
     run_job(settings, "compact", schedule, job)
 
