@@ -46,7 +46,7 @@ def history(store: FeatureStore, rows: int, entities: int, batch: int, dup: floa
 
     from stores.history.delta import PARTITION, with_partition
     from stores.history.reader import is_delta
-    from stores.history.sink import history_schema
+    from stores.history.schema import history_schema
 
     view = store.get_feature_view("customer_profile")
     directory = HistorySink(store).directory(view)

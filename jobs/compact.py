@@ -55,7 +55,8 @@ from feast import FeatureStore, FeatureView
 from core.errors import ConfigError
 from stores.history.delta import PARTITION, with_partition
 from stores.history.reader import History, first_of_groups, history_files, is_delta
-from stores.history.sink import HistorySink, history_schema
+from stores.history.schema import history_schema
+from stores.history.sink import HistorySink
 
 logger = logging.getLogger(__name__)
 

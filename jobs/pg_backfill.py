@@ -50,7 +50,8 @@ from tqdm import tqdm
 
 from core.errors import ConfigError
 from stores.history.reader import History
-from stores.history.sink import HistorySink, history_schema
+from stores.history.schema import history_schema
+from stores.history.sink import HistorySink
 from stores.registry import open_online_sink
 from stores.sink import UPSERT, SinkRow
 from streams.check import check

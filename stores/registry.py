@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
     from stores.feast_layout import FeastLayoutSink
-    from stores.reembed import VectorStore
+    from stores.vector_store import VectorStore
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from feast import FeatureStore, FeatureView, FileSource
 from feast.data_format import DeltaFormat
 
 from core.errors import ConfigError
+from stores.history.schema import history_schema
 
 
 def history_files(directory: Path) -> list[str]:
@@ -49,7 +50,6 @@ class History:
     """One view's history, read as its live Parquet files (see the module docstring)."""
 
     def __init__(self, store: FeatureStore, view: FeatureView) -> None:
-        from stores.history.sink import history_schema
 
         self.view = view
         self.path = history_path(store, view)

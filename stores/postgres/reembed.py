@@ -21,7 +21,7 @@ from psycopg import sql
 from embeddings.spec import EmbeddingSpec, text_hash
 from stores.postgres.sink import PostgresOnlineSink, _vector_text
 from stores.postgres.tables import MODELS, TEXTS, VERSIONS
-from stores.reembed import ModelState, Stale
+from stores.vector_store import ModelState, Stale
 
 
 class PostgresVectors:

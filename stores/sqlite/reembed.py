@@ -15,7 +15,6 @@ from feast.infra.online_stores.helpers import compute_table_id
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from embeddings.spec import EmbeddingSpec, text_hash
-from stores.reembed import ModelState, Stale
 from stores.sqlite.db import VERSIONS, connect, ensure_versions_table
 from stores.sqlite.vectors import (
     MODELS,
@@ -24,6 +23,7 @@ from stores.sqlite.vectors import (
     ensure_models_table,
     mark_backfilled,
 )
+from stores.vector_store import ModelState, Stale
 
 
 def online_db(store: FeatureStore) -> Path:

@@ -1,0 +1,56 @@
+"""The Arrow schema of the offline history: each view's entity columns, its features, and the columns
+the history adds to them (when, what and from where)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from feast import FeatureView
+from feast.types import Array, FeastType, PrimitiveFeastType
+
+from core.errors import ConfigError
+
+_ARROW = {
+    "INT64": pa.int64(),
+    "INT32": pa.int32(),
+    "FLOAT64": pa.float64(),
+    "FLOAT32": pa.float32(),
+    "STRING": pa.string(),
+    "BOOL": pa.bool_(),
+    "BYTES": pa.binary(),
+    "UNIX_TIMESTAMP": pa.timestamp("us", tz="UTC"),
+}
+
+
+def arrow_type(dtype: FeastType) -> pa.DataType:
+    if isinstance(dtype, Array):
+        return pa.list_(arrow_type(dtype.base_type))
+    if isinstance(dtype, PrimitiveFeastType) and dtype.name in _ARROW:
+        return _ARROW[dtype.name]
+    raise ConfigError(
+        f"feature type {dtype} has no Parquet mapping", "use a primitive Feast type or an Array of one"
+    )
+
+
+# The columns the sink adds to each view's features: when, what and from where.
+META_COLUMNS: dict[str, pa.DataType] = {
+    "event_timestamp": pa.timestamp("us", tz="UTC"),
+    "ingested_at": pa.timestamp("us", tz="UTC"),
+    "cdc_op": pa.string(),
+    "cdc_deleted": pa.bool_(),
+    "cdc_version": pa.int64(),
+    "cdc_version_minor": pa.int64(),  # with cdc_version: the row's version (stores/ordering.py)
+    "cdc_source": pa.string(),
+    # Which model computed the row's vector features (history spans model changes).
+    "cdc_embedding_model": pa.string(),
+}
+
+
+def history_schema(view: FeatureView) -> pa.Schema:
+    """The Arrow schema of a view's history files: entity columns, features, META_COLUMNS.
+
+    Readers pass it to ``pyarrow.dataset`` so files written before a column existed read as nulls.
+    """
+    fields = [pa.field(c.name, arrow_type(c.dtype)) for c in view.entity_columns]
+    fields += [pa.field(f.name, arrow_type(f.dtype)) for f in view.features]
+    fields += [pa.field(name, typ) for name, typ in META_COLUMNS.items()]
+    return pa.schema(fields)
