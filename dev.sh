@@ -56,8 +56,9 @@ case "${1:-}" in
     .venv/bin/ruff check .
     log "mypy"
     .venv/bin/mypy
-    log "pytest (unit, then integration against the real local stack)"
-    exec .venv/bin/pytest
+    log "pytest (integration against the real local stack, then unit)"
+    # The slowest tests are listed at the end: where CI time goes.
+    exec .venv/bin/pytest --durations=25
     ;;
   *)
     echo "usage: ./dev.sh demo | ./dev.sh test" >&2
