@@ -63,23 +63,24 @@ def history(store: FeatureStore, rows: int, entities: int, batch: int, dup: floa
         sl = slice(start, min(start + batch, rows))
         n = sl.stop - sl.start
         when = [T0 + timedelta(microseconds=int(s)) for s in micros[sl]]
-        table = pa.table(
-            {
-                "customer_id": ids[sl],
-                "country": ["GB"] * n,
-                "segment": rng.choice(["standard", "silver", "gold"], n),
-                "credit_limit": rng.random(n) * 1000,
-                "birth_date": [None] * n,
-                "event_timestamp": when,
-                "ingested_at": when,
-                "cdc_op": ["u"] * n,
-                "cdc_deleted": [False] * n,
-                "cdc_version": np.arange(sl.start, sl.stop) * 100,
-                "cdc_version_minor": np.arange(sl.start, sl.stop) * 100,
-                "cdc_source": ["bench"] * n,
-                "cdc_embedding_model": [None] * n,
-            }
-        ).cast(schema)
+        columns = {
+            "customer_id": ids[sl],
+            "country": ["GB"] * n,
+            "segment": rng.choice(["standard", "silver", "gold"], n),
+            "credit_limit": rng.random(n) * 1000,
+            "birth_date": [None] * n,
+            "event_timestamp": when,
+            "ingested_at": when,
+            "cdc_op": ["u"] * n,
+            "cdc_deleted": [False] * n,
+            "cdc_version": np.arange(sl.start, sl.stop) * 100,
+            "cdc_version_minor": np.arange(sl.start, sl.stop) * 100,
+            "cdc_source": ["bench"] * n,
+            "cdc_embedding_model": [None] * n,
+        }
+        # Features the view gained since this bench was written (e.g. email) are null here.
+        columns.update({f.name: [None] * n for f in schema if f.name not in columns})
+        table = pa.table({name: columns[name] for name in schema.names}).cast(schema)
         copies = 2 if rng.random() < dup else 1  # the batch re-delivered and written again
         for copy in range(copies):
             if delta:
