@@ -3,6 +3,7 @@
 Shared by every online store: ``sink.py`` (the sink contract and its rows), ``feast_layout.py`` (the
 flush skeleton over Feast's table layout), ``ordering.py`` (what may overwrite what), ``keys.py`` and
 ``values.py`` (Feast's serialisation), ``documents.py`` (vector search results), ``reembed.py``
-(re-embedding after a model change, over each store's ``vector_store.py`` contract), ``registry.py`` (which store a feature_store.yaml names) and
-``repository.py`` (opening the Feast repository).
+(re-embedding after a model change) over ``vector_store.py`` (what a store keeping vectors supplies),
+``registry.py`` (which store a feature_store.yaml names) and ``repository.py`` (opening the Feast
+repository).
 """
