@@ -1,7 +1,7 @@
 """Stream processor benchmark: end-to-end throughput and commit-to-online freshness, against Feast's
 own ``store.push`` into the same online store, measured in the same run.
 
-    .venv/bin/python bench/processor_bench.py [--rows 20000] [--rate 200] [--seconds 30]
+    .venv/bin/python bench/processor_bench.py [--rows 20000] [--rate 200] [--seconds 30] [--online-store sqlite]
 
 Needs the local stack (``featurectl stack up``; the script starts it if needed). It works on a
 table of its own (shaped like ``customers``), a copy of the feature repository pointed at it, and its
@@ -32,8 +32,17 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cleanup, handled, setup, use_parquet_history, wait_processed
+from bench.common import (
+    cleanup,
+    drop_online_store,
+    handled,
+    setup,
+    use_online_store,
+    use_parquet_history,
+    wait_processed,
+)
 from connectors.deploy import deploy
+from core import metrics
 from stores.repository import feast_apply
 from stores.sqlite.db import connect
 from streams.processor import Processor, ProcessorConfig
@@ -140,6 +149,14 @@ def sqlite_floor(path: Path, entities: int, features: int) -> float:
     return entities / elapsed
 
 
+STAGES = ("transform", "validate", "embed", "online_write", "offline_write", "dead_letter_write", "commit")
+
+
+def stage_seconds() -> dict[str, float]:
+    """Seconds the processor has spent in each stage so far (its featurectl_stage_duration_seconds sums)."""
+    return {stage: metrics.STAGE_DURATION.labels(stage)._sum.get() for stage in STAGES}
+
+
 def bulk_updates(conninfo: str, table: str, ids: list[int], rounds: int) -> int:
     """``rounds`` passes over ``ids``, 200 rows per transaction; returns rows changed."""
     changed = 0
@@ -168,6 +185,12 @@ def main() -> None:
         default="delta",
         help="history layout: Delta tables (feature_repo's) or Parquet directories (the old one)",
     )
+    ap.add_argument(
+        "--online-store",
+        choices=["sqlite", "postgres", "redis"],
+        default="sqlite",
+        help="the online store both the processor and the Feast push anchor write",
+    )
     args = ap.parse_args()
     # SIGTERM (a job runner stopping us) must still run the cleanup below: connector, slot, table.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -179,6 +202,7 @@ def main() -> None:
     )
     if args.offline_format == "parquet":
         use_parquet_history(settings.feature_repo)
+    use_online_store(settings, args.online_store, name)
     app = pg.app_conninfo()
     try:
         deploy(settings, definition)
@@ -195,8 +219,9 @@ def main() -> None:
         worker.start()
         existing = len(ids)
         startup = wait_processed(processor, 1)  # group join, assignment, model load: not throughput
-        first = handled(processor)
+        first, stages_before = handled(processor), stage_seconds()
         catch_up = wait_processed(processor, existing)
+        stages = {k: v - stages_before[k] for k, v in stage_seconds().items()}
         catchup_rate = (handled(processor) - first) / catch_up
 
         # 2. Sustained end to end: bulk updates in Postgres, until the processor has applied them all.
@@ -262,13 +287,15 @@ def main() -> None:
         push_rate = len(df) / (time.monotonic() - t2)
 
         view = store.get_feature_view("customer_profile")
-        online_path = Path(str(store.config.repo_path)) / str(store.config.online_store.path)
-        floor_rate = sqlite_floor(online_path, len(ids), len(view.features))
+        floor_rate = float("nan")
+        if args.online_store == "sqlite":
+            online_path = Path(str(store.config.repo_path)) / str(store.config.online_store.path)
+            floor_rate = sqlite_floor(online_path, len(ids), len(view.features))
 
         print("\n== stream processor benchmark ==")
         print(
             f"command: .venv/bin/python bench/processor_bench.py --rows {args.rows} --rate {args.rate} "
-            f"--seconds {args.seconds} --offline-format {args.offline_format}"
+            f"--seconds {args.seconds} --offline-format {args.offline_format} --online-store {args.online_store}"
         )
         print(
             f"catch-up from Kafka: {existing} rows in {catch_up:.1f}s after the first = {catchup_rate:,.0f} "
@@ -284,7 +311,8 @@ def main() -> None:
             "once the batch's history is written too"
         )
         print(
-            f"anchor: Feast store.push(to=ONLINE) into the same SQLite store, 1000-row pushes: {push_rate:,.0f} rows/s"
+            f"anchor: Feast store.push(to=ONLINE) into the same {args.online_store} store, 1000-row pushes: "
+            f"{push_rate:,.0f} rows/s"
         )
         print(f"processor end-to-end / Feast push: {e2e_rate / push_rate:.2f}x")
         print("\n| stage | rows/s | ratio |")
@@ -300,16 +328,32 @@ def main() -> None:
             f"| processor catch-up from Kafka | {catchup_rate:,.0f} | {catchup_rate / push_rate:.2f}x Feast push |"
         )
         print(f"| Feast store.push(ONLINE), 1000-row pushes: the anchor | {push_rate:,.0f} | 1.00 |")
-        print(
-            f"| the online store's SQL alone ({len(view.features)} feature rows + 1 version row per entity): "
-            f"the SQLite floor | {floor_rate:,.0f} | {floor_rate / push_rate:.2f}x Feast push |"
-        )
+        if args.online_store == "sqlite":
+            print(
+                f"| the online store's SQL alone ({len(view.features)} feature rows + 1 version row per entity): "
+                f"the SQLite floor | {floor_rate:,.0f} | {floor_rate / push_rate:.2f}x Feast push |"
+            )
         print(
             f"| freshness at {args.rate}/s, commit -> online p50 / p99 | {p50:.0f} / {p99:.0f} ms | "
             f"batch end {end50:.0f} / {end99:.0f} ms |"
         )
+        busy = sum(stages.values())
+        print(
+            f"\nwhere the catch-up's {catch_up:.1f}s went (the processor's stage timers; the rest is polling):"
+        )
+        print("| stage | seconds | share | µs per row |")
+        print("|---|---:|---:|---:|")
+        for stage, took in stages.items():
+            print(f"| {stage} | {took:.2f} | {took / catch_up:.0%} | {1e6 * took / existing:.0f} |")
+        print(
+            f"| (outside the stages: consume, claims, bookkeeping) | {catch_up - busy:.2f} | "
+            f"{(catch_up - busy) / catch_up:.0%} | {1e6 * (catch_up - busy) / existing:.0f} |"
+        )
     finally:
-        cleanup(settings, pg, definition, name, root)
+        try:
+            drop_online_store(settings, args.online_store, name)
+        finally:
+            cleanup(settings, pg, definition, name, root)
 
 
 if __name__ == "__main__":

@@ -148,7 +148,10 @@ class Settings(BaseSettings):
     dlq_topic: str = Field(
         "featurectl.dlq", description="Dead-letter topic for records that cannot be materialised."
     )
-    batch_max_rows: int = Field(1000, description="Largest micro-batch the processor polls.")
+    batch_max_rows: int = Field(
+        5000,
+        description="Largest micro-batch the processor polls (under load; at low rates a batch is what arrived).",
+    )
     batch_linger_ms: int = Field(
         0,
         description="Extra wait for more messages once a batch has some (0: hand on what has arrived).",

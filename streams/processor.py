@@ -48,7 +48,7 @@ IDLE_S = 0.5  # longest a consume waits while nothing arrives (the loop then che
 class ProcessorConfig:
     topic_prefix: str
     group_id: str
-    max_batch: int = 1000
+    max_batch: int = 5000
     linger_s: float = 0.0
     registry_refresh_s: float = 5.0
     report_every_s: float = 10.0

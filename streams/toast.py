@@ -43,6 +43,8 @@ _STRINGS = frozenset(
 _UUID = str(uuid.UUID(bytes=hashlib.md5(_BYTES).digest(), version=3))
 _LISTS = ([b for b in _BYTES], *([s] for s in (*_STRINGS, _UUID)))
 _MAP = {PLACEHOLDER: PLACEHOLDER}
+_PLAIN = (int, float)  # bool is an int
+_NONE: frozenset[str] = frozenset()
 
 
 def is_unavailable(raw: Any) -> bool:
@@ -69,8 +71,14 @@ def _json_equals(text: str, expected: Any) -> bool:
 def unavailable_columns(image: dict[str, Any] | None, columns: Iterable[str]) -> frozenset[str]:
     """The ``columns`` whose value in ``image`` is a placeholder (empty for nearly every event)."""
     if not image:
-        return frozenset()
-    return frozenset(c for c in columns if is_unavailable(image.get(c)))
+        return _NONE
+    # Numbers, booleans and nulls are never the placeholder: only other values pay for the check.
+    found = [
+        c
+        for c in columns
+        if (v := image.get(c)) is not None and not isinstance(v, _PLAIN) and is_unavailable(v)
+    ]
+    return frozenset(found) if found else _NONE
 
 
 def unresolved_reason(table: str, columns: Iterable[str]) -> str:

@@ -84,7 +84,9 @@ class VecSqliteOnlineStore(V2DocumentsOnly, SqliteOnlineStore):
                     f"value_text TEXT, {value_num} vector_value BLOB, event_ts timestamp, created_ts timestamp, "
                     "PRIMARY KEY(entity_key, feature_name))"
                 )
-                conn.execute(f'CREATE INDEX IF NOT EXISTS "{name}_ek" ON "{name}" (entity_key)')
+                # Feast also indexes entity_key alone: redundant (the primary key's index answers
+                # `entity_key IN (...)`, the only lookup), and it halved the rate of new entities.
+                conn.execute(f'DROP INDEX IF EXISTS "{name}_ek"')
             for view in tables_to_delete:
                 conn.execute(f'DROP TABLE IF EXISTS "{compute_table_id(config.project, view, versioning)}"')
             for view in tables_to_keep:
