@@ -1,6 +1,6 @@
 """Top-10 similarity on the Postgres + pgvector online store at a million vectors, loaded like a backfill.
 
-    .venv/bin/python bench/vector_scale_bench.py [--vectors 1000000] [--queries 100]
+    .venv/bin/python bench/vector_scale_bench.py [--vectors 1000000] [--queries 100] [--ef-search 100,200]
 
 Writing a million vectors one row at a time through a live HNSW index is slow (~550 vectors/s here,
 bench/online_store_bench.py), so a load of that size goes the way pgvector recommends for bulk loads:
@@ -41,6 +41,11 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--maintenance-work-mem", default="3GB")
+    parser.add_argument(
+        "--ef-search",
+        default="100",
+        help="hnsw_ef_search values to measure, comma-separated (recall against latency)",
+    )
     args = parser.parse_args()
     settings = load_settings()
     ensure_secrets_file(settings.secrets_file, GENERATED_SECRETS)
@@ -73,8 +78,12 @@ def main() -> None:
             conn.commit()
         built = time.perf_counter() - start
         print(f"HNSW index built (m=16, ef_construction=64): {built:.0f} s", flush=True)
-        latency, recall = similarity(store, vectors, args.queries)
-        print(f"top-10 of {args.vectors:,} (ef_search 100): p50/p99 {latency}, recall@10 {recall:.2f}")
+        for ef_search in (int(x) for x in args.ef_search.split(",")):
+            store.config.online_store.hnsw_ef_search = ef_search
+            latency, recall = similarity(store, vectors, args.queries)
+            print(
+                f"top-10 of {args.vectors:,} (ef_search {ef_search}): p50/p99 {latency}, recall@10 {recall:.2f}"
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
         with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:

@@ -203,9 +203,10 @@ class RedisOnlineSink(FeastLayoutSink):
         current: Stored,
     ) -> None:
         fence_args = self._fence_args()
+        encoded = self._encode(views, decision.applied)
         with self._client.pipeline(transaction=False) as pipe:
             for row in decision.applied:
-                self._call(pipe, views[row.view], row, fence_args)
+                self._call(pipe, views[row.view], row, fence_args, encoded.get(id(row)))
             replies = pipe.execute() if decision.applied else []
         applied: list[SinkRow] = []
         fenced: FencedError | None = None
@@ -221,7 +222,34 @@ class RedisOnlineSink(FeastLayoutSink):
             raise fenced
         decision.applied = applied
 
-    def _call(self, pipe: Any, view: FeatureView, row: SinkRow, fence_args: list[Any]) -> None:
+    @staticmethod
+    def _encode(views: dict[str, FeatureView], rows: list[SinkRow]) -> dict[int, list[bytes]]:
+        """Each upsert's serialised feature values, in the view's feature order: converted a feature
+        column at a time (one call per feature, not per value)."""
+        by_view: dict[str, list[SinkRow]] = {}
+        for row in rows:
+            if row.op != DELETE:
+                by_view.setdefault(row.view, []).append(row)
+        out: dict[int, list[bytes]] = {}
+        for name, group in by_view.items():
+            columns = [
+                value_bytes([r.features.get(f.name) for r in group], f.dtype.to_value_type())
+                for f in views[name].features
+            ]
+            for i, row in enumerate(group):
+                out[id(row)] = [column[i] for column in columns]
+        return out
+
+    def _call(
+        self,
+        pipe: Any,
+        view: FeatureView,
+        row: SinkRow,
+        fence_args: list[Any],
+        values: Sequence[bytes] | None = None,
+    ) -> None:
+        """Queue the entity's Lua call on ``pipe``; ``values``: an upsert's encoded features, from
+        ``_encode`` for a whole batch (computed here if not given)."""
         fields = self._feature_fields(view)
         key = self._hash_key(view, row.keys)
         deletions = [*fields.values(), f"_ts:{view.name}".encode(), f"_jk:{view.name}".encode()]
@@ -230,9 +258,10 @@ class RedisOnlineSink(FeastLayoutSink):
             ts = Timestamp()
             ts.FromDatetime(row.event_time)
             pairs += [f"_ts:{view.name}", ts.SerializeToString()]
-            for feature in view.features:
-                value = row.features.get(feature.name)
-                pairs += [fields[feature.name], value_bytes([value], feature.dtype.to_value_type())[0]]
+            if values is None:
+                values = self._encode({view.name: view}, [row])[id(row)]
+            for feature, raw in zip(view.features, values, strict=True):
+                pairs += [fields[feature.name], raw]
         self._apply(
             keys=[
                 key,

@@ -32,7 +32,7 @@ SMALL: dict[str, list[str]] = {
     "serving_bench": ["--rows", "100", "--requests", "20"],
     "pit_bench": ["--history", "2000", "--entities", "200", "--labels", "200"],
     "embedding_bench": ["--texts", "20", "--sizes", "100", "--queries", "5"],
-    "vector_scale_bench": ["--vectors", "300", "--queries", "5"],
+    "vector_scale_bench": ["--vectors", "300", "--queries", "5", "--ef-search", "40,100"],
 }
 TIMEOUT_S = 900
 
