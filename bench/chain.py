@@ -1,0 +1,179 @@
+"""The whole chain in one command: every bench, then one table of the figures a user asks about.
+
+    .venv/bin/python -m bench.chain            # full size, one bench at a time (~1 h with 1M vectors)
+    .venv/bin/python -m bench.chain --small    # seconds per bench, two at a time: does everything run?
+    .venv/bin/python -m bench.chain --vectors 100000   # a smaller vector store
+
+Runs the processor bench and the serving bench on each online store (SQLite, Redis, Postgres), the
+vector bench on Postgres + pgvector, and the online-store, point-in-time and embedding benches; prints
+each bench's own output (with the command that produced it), then the chain table: the Debezium ceiling,
+the processor (end to end, catch-up) against Feast's push into the same store, freshness, lookups idle
+and under ingest, vectors. Figures come from the benches' printed lines; a line this script cannot find
+is an error (exit 1), so a bench whose output changed is noticed (CI runs ``--small``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+STORES = ("sqlite", "redis", "postgres")
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    args: tuple[str, ...]
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", f"bench.{self.name}", *self.args]
+
+
+def runs(small: bool, vectors: int) -> list[Run]:
+    processor = (
+        ["--rows", "300", "--rate", "50", "--seconds", "2"]
+        if small
+        else ["--rows", "30000", "--rate", "1000", "--seconds", "10"]
+    )
+    serving = ["--rows", "100", "--requests", "20"] if small else []
+    out = [Run("processor_bench", (*processor, "--online-store", s)) for s in STORES]
+    out += [Run("serving_bench", (*serving, "--online-store", s)) for s in STORES]
+    out.append(
+        Run(
+            "vector_scale_bench",
+            ("--vectors", "300", "--queries", "5", "--ef-search", "40,100")
+            if small
+            else ("--vectors", str(vectors), "--ef-search", "100,200,400"),
+        )
+    )
+    out.append(
+        Run("online_store_bench", ("--rows", "200", "--vectors", "100", "--queries", "10") if small else ())
+    )
+    out.append(
+        Run("pit_bench", ("--history", "2000", "--entities", "200", "--labels", "200") if small else ())
+    )
+    out.append(Run("embedding_bench", ("--texts", "20", "--sizes", "100", "--queries", "5") if small else ()))
+    return out
+
+
+def _find(pattern: str, text: str, where: str, missing: list[str]) -> tuple[str, ...]:
+    found = re.search(pattern, text, re.MULTILINE)
+    if found is None:
+        missing.append(f"{where}: no line matching {pattern!r}")
+        return ("?",) * re.compile(pattern).groups
+    return found.groups()
+
+
+def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
+    """The chain table's lines, and the figures not found (each names its bench and pattern)."""
+    missing: list[str] = []
+    cols: dict[str, dict[str, str]] = {s: {} for s in STORES}
+    for run, out in outputs.items():
+        store = run.args[-1] if "--online-store" in run.args else ""
+        if run.name == "processor_bench":
+            c = cols[store]
+            (c["ceiling"],) = _find(
+                r"^\| Debezium -> Kafka -> bare consumer.*? \| ([\d,.]+|nan) \|", out, run.name, missing
+            )
+            c["e2e"], c["e2e_ratio"] = _find(
+                r"^\| processor end to end .*? \| ([\d,]+) \| ([\d.]+) of the ceiling", out, run.name, missing
+            )
+            c["catch"], c["catch_ratio"] = _find(
+                r"^\| processor catch-up from Kafka \| ([\d,]+) \| ([\d.]+)x Feast push",
+                out,
+                run.name,
+                missing,
+            )
+            (c["push"],) = _find(r"^\| Feast store\.push\(ONLINE\).*? \| ([\d,]+) \|", out, run.name, missing)
+            c["fresh"] = "{} / {} ms".format(
+                *_find(r"^\| freshness at .*? \| (\d+) / (\d+) ms", out, run.name, missing)
+            )
+        elif run.name == "serving_bench":
+            c = cols[store]
+            for case, label in (
+                ("HTTP, 1 entity", "http1"),
+                ("HTTP, 100 entities", "http100"),
+                ("in-process, 100 entities", "sdk100"),
+            ):
+                idle, busy = _find(
+                    rf"^\s+{re.escape(case)}\s+idle: p50 [\d.]+ ms, p99 ([\d.]+) ms\s+processor writing: p50 [\d.]+ ms, p99 ([\d.]+) ms",
+                    out,
+                    run.name,
+                    missing,
+                )
+                c[label] = f"{idle} / {busy} ms"
+    lines = [
+        "| | " + " | ".join(STORES) + " |",
+        "|---|" + "---:|" * len(STORES),
+    ]
+
+    def row(label: str, cell: str) -> None:
+        lines.append(
+            f"| {label} | " + " | ".join(cell.format(**cols[s]) if cols[s] else "" for s in STORES) + " |"
+        )
+
+    row("Debezium -> Kafka -> bare consumer (the ceiling), rows/s", "{ceiling}")
+    row("processor end to end, commit -> online, rows/s (of the ceiling)", "{e2e} ({e2e_ratio})")
+    row("processor catch-up, rows/s (x Feast push)", "{catch} ({catch_ratio}x)")
+    row("Feast store.push(ONLINE) into the same store (anchor), rows/s", "{push}")
+    row("freshness at the bench's rate, commit -> online p50 / p99", "{fresh}")
+    row("lookup p99, HTTP 1 entity: idle / under ingest", "{http1}")
+    row("lookup p99, HTTP 100 entities: idle / under ingest", "{http100}")
+    row("lookup p99, in-process SDK 100 entities: idle / under ingest", "{sdk100}")
+    for run, out in outputs.items():
+        if run.name == "vector_scale_bench":
+            (load,) = _find(
+                r"written through the sink, no index: .*?\(([\d,]+) vectors/s\)", out, run.name, missing
+            )
+            lines.append(f"\nvectors (Postgres + pgvector): loaded through the sink at {load} vectors/s")
+            for size, ef, p50, p99, recall in re.findall(
+                r"^top-10 of ([\d,]+) \(ef_search (\d+)\): p50/p99\s+([\d.]+) /\s+([\d.]+) ms, recall@10 ([\d.]+)",
+                out,
+                re.MULTILINE,
+            ):
+                lines.append(
+                    f"  top-10 of {size}, ef_search {ef}: p50 {p50} ms, p99 {p99} ms, recall@10 {recall}"
+                )
+            if "top-10 of" not in out:
+                missing.append("vector_scale_bench: no top-10 line")
+    return lines, missing
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--small", action="store_true", help="seconds per bench, two at a time: a smoke run")
+    ap.add_argument("--vectors", type=int, default=1_000_000, help="vectors in the vector bench (full mode)")
+    args = ap.parse_args()
+    plan = runs(args.small, args.vectors)
+    started = time.monotonic()
+
+    def run(r: Run) -> tuple[Run, subprocess.CompletedProcess[str]]:
+        print(f"running: {' '.join(r.command)}", file=sys.stderr, flush=True)
+        return r, subprocess.run(r.command, capture_output=True, text=True)
+
+    # Full mode one at a time: benches on one machine would measure each other.
+    with ThreadPoolExecutor(max_workers=2 if args.small else 1) as pool:
+        done = list(pool.map(run, plan))
+    failed = []
+    for r, result in done:
+        print(f"\n===== {' '.join(r.command[2:])} (exit {result.returncode})\n{result.stdout}")
+        if result.returncode != 0:
+            failed.append(f"{r.name} {' '.join(r.args)}: exit {result.returncode}\n{result.stderr[-3000:]}")
+    lines, missing = table({r: res.stdout for r, res in done if res.returncode == 0})
+    print(f"\n===== the chain ({time.monotonic() - started:.0f} s in all)")
+    print(f"command: {' '.join([sys.executable, '-m', 'bench.chain', *sys.argv[1:]])}")
+    print("\n".join(lines))
+    problems = failed + missing
+    if problems:
+        print("\nnot measured:\n" + "\n".join(problems), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
