@@ -62,6 +62,11 @@ def runs(small: bool, vectors: int) -> list[Run]:
     return out
 
 
+class _Unknown(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
 def _find(pattern: str, text: str, where: str, missing: list[str]) -> tuple[str, ...]:
     found = re.search(pattern, text, re.MULTILINE)
     if found is None:
@@ -114,9 +119,9 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
     ]
 
     def row(label: str, cell: str) -> None:
-        lines.append(
-            f"| {label} | " + " | ".join(cell.format(**cols[s]) if cols[s] else "" for s in STORES) + " |"
-        )
+        # A figure whose bench failed (or printed nothing for it) shows as "?"; the failure is reported.
+        cells = [cell.format_map(_Unknown(cols[s])) for s in STORES]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     row("Debezium -> Kafka -> bare consumer (the ceiling), rows/s", "{ceiling}")
     row("processor end to end, commit -> online, rows/s (of the ceiling)", "{e2e} ({e2e_ratio})")
@@ -145,6 +150,16 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
     return lines, missing
 
 
+def prepare() -> None:
+    """Start the local stack and both production online stores once, before any bench: benches run side
+    by side in ``--small`` mode, and two of them starting the same server at once race for its port."""
+    from core.settings import load_settings
+    from stack.launcher import EXTRAS, LocalStack
+
+    settings = load_settings()
+    LocalStack(settings).up(extras=EXTRAS)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true", help="seconds per bench, two at a time: a smoke run")
@@ -152,6 +167,7 @@ def main() -> None:
     args = ap.parse_args()
     plan = runs(args.small, args.vectors)
     started = time.monotonic()
+    prepare()
 
     def run(r: Run) -> tuple[Run, subprocess.CompletedProcess[str]]:
         print(f"running: {' '.join(r.command)}", file=sys.stderr, flush=True)
