@@ -116,6 +116,38 @@ MATERIALIZATION_DURATION = Histogram(
     registry=REGISTRY,
 )
 
+# --- feature drift (monitoring/drift/report.py), set by each `featurectl drift` run ----------------
+FEATURE_DRIFT = Gauge(
+    "featurectl_feature_drift",
+    "A feature's drift score against its view's reference (metric: psi, ks, wasserstein, ...)",
+    ["feature_view", "feature", "metric"],
+    registry=REGISTRY,
+)
+FEATURE_DRIFTING = Gauge(
+    "featurectl_feature_drifting",
+    "1 when any drift score of the feature passed its threshold in the last check",
+    ["feature_view", "feature"],
+    registry=REGISTRY,
+)
+FEATURE_NULL_RATIO = Gauge(
+    "featurectl_feature_null_ratio",
+    "Share of null values of a feature in the drift check's current window",
+    ["feature_view", "feature"],
+    registry=REGISTRY,
+)
+DRIFT_ROWS = Gauge(
+    "featurectl_drift_rows",
+    "Changes in the drift check's samples (sample: current or reference)",
+    ["feature_view", "sample"],
+    registry=REGISTRY,
+)
+DRIFT_CHECKED = Gauge(
+    "featurectl_drift_checked_timestamp_seconds",
+    "Unix time of a view's last drift check",
+    ["feature_view"],
+    registry=REGISTRY,
+)
+
 # --- the source: replication slot and connector (monitoring/watch.py) ----------------------------
 SLOT_RETAINED_WAL = Gauge(
     "featurectl_replication_slot_retained_wal_bytes",

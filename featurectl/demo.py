@@ -2,7 +2,8 @@
 
 Stack up, connector deployed, `feast apply`, the stream processor running, a demo workload
 changing rows (one of them bad), the change events as a consumer sees them, the online features
-read back through Feast, and what went to the dead-letter topic.
+read back through Feast, what went to the dead-letter topic, and a drift check that finds a planted
+shift (a burst of updates multiplying credit limits) and names the feature.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,54 @@ def training_set(store: Any, customer_id: int) -> None:
         )
 
 
+def drift_check(settings: Settings, store: Any, conninfo: str, tag: str) -> list[str]:
+    """Plant a shift and find it: 300 new customers (part of the reference), then a burst of updates
+    multiplying their credit limits by five; `featurectl drift` over the burst's window names the feature."""
+    from monitoring.drift.run import run_drift
+    from monitoring.drift.samples import read_window
+
+    view = store.get_feature_view("customer_profile")
+
+    def changes_since(since: datetime) -> int:
+        return int(read_window(store, view, since, datetime.now(UTC) + timedelta(minutes=1)).num_rows)
+
+    def land(since: datetime, n: int, what: str) -> None:
+        deadline = time.monotonic() + 120
+        while changes_since(since) < n:
+            if time.monotonic() > deadline:
+                raise FeatureCtlError(
+                    f"{what} did not reach the history in 120s", "see the processor's log above"
+                )
+            time.sleep(0.2)
+
+    before = datetime.now(UTC)
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(
+            "INSERT INTO customers (email, full_name, country, segment, credit_limit) "
+            "SELECT 'drift-' || %s || '-' || g || '@example.com', 'Drift ' || g, (ARRAY['DE','FR','US'])[g % 3 + 1], "
+            "'silver', round((1000 + 300 * sin(g * 1.7))::numeric, 2) FROM generate_series(1, 300) g",
+            (tag,),
+        )
+    land(before, 300, "the 300 new customers")
+    shift = datetime.now(UTC)
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(
+            "UPDATE customers SET credit_limit = credit_limit * 5 WHERE email LIKE %s", (f"drift-{tag}-%",)
+        )
+    land(shift, 300, "the burst of 300 updates")
+    end = datetime.now(UTC)
+    window = f"{(end - shift).total_seconds():.3f}s"
+    print(
+        f"\ndrift check (`featurectl drift customer_profile --window {window}`) after a burst of 300 updates "
+        "multiplying credit limits by 5:"
+    )
+    drifting = run_drift(
+        settings, store, ["customer_profile"], window, end, False, None, lambda line: print(f"  {line}")
+    )
+    print(f"  found: {', '.join(drifting) or 'nothing'}")
+    return drifting
+
+
 def main(settings: Settings) -> None:
     from jobs.replay import list_dead_letters
     from stores.reembed import pending_views, reembed
@@ -355,8 +404,15 @@ def main(settings: Settings) -> None:
             print(
                 f"    kept: email={after.get('email')!r} full_name={after.get('full_name')!r} (pii {letter.pii})"
             )
+        freshness = processor.pipeline.freshness.summary()
+        drifting = drift_check(settings, store, Postgres(settings).app_conninfo(), tag)
+        if "customer_profile.credit_limit" not in drifting:
+            raise FeatureCtlError(
+                "the drift check did not find the planted shift of customer_profile.credit_limit",
+                "see the drift table above: a threshold (drift.threshold.* tags) may be too loose",
+            )
         print(
-            f"\ncommit-to-online freshness: {processor.pipeline.freshness.summary()} "
+            f"\ncommit-to-online freshness: {freshness} "
             "(a first run includes topic creation and the processor's cold start; "
             "steady state: bench/processor_bench.py)"
         )

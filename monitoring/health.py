@@ -13,6 +13,7 @@ Each check answers one question and says what to do when the answer is bad:
   view <name>          when the last change of each CDC view reached its history
   dead letters         how many records were dead-lettered in the last hour
   job <name>           did each job's last run succeed?
+  drift <view>         did the last `featurectl drift` find features moved from their reference?
 ``fail`` means something needs action now (the command exits 1); ``warn`` means look soon.
 """
 
@@ -37,6 +38,7 @@ from connectors.status import connector_status, slot_status
 from core.errors import FeatureCtlError
 from core.settings import Settings
 from jobs.snapshot import last_snapshots
+from monitoring.drift.report import load_last
 from monitoring.job_runs import last_runs
 from monitoring.watch import wal_limit, wal_problem
 from stores.history.reader import History
@@ -133,6 +135,7 @@ class HealthCheck:
             ("views", self._views),
             ("dead letters", self._dead_letters),
             ("jobs", self._jobs),
+            ("drift", self._drift),
         ):
             checks += _guard(name, probe)
         if self._consumer is not None:
@@ -330,7 +333,13 @@ class HealthCheck:
                 )
             elif snap.state == "paused":
                 out.append(
-                    Check(f"snapshot {table}", WARN, f"{what} is paused", "resume it with a resume-snapshot signal", data)
+                    Check(
+                        f"snapshot {table}",
+                        WARN,
+                        f"{what} is paused",
+                        "resume it with a resume-snapshot signal",
+                        data,
+                    )
                 )
             elif silent_s > self.snapshot_stall_s:
                 out.append(
@@ -391,6 +400,29 @@ class HealthCheck:
                 )
             ]
         return [Check("dead letters", OK, "none in the last hour", data=data)]
+
+    def _drift(self) -> list[Check]:
+        """Views whose last drift check (`featurectl drift`) found features moved: warn (look soon)."""
+        out = []
+        for view, last in sorted(load_last(self.settings.data_dir).items()):
+            checked = datetime.fromtimestamp(float(last["checked_at"]), UTC)
+            drifting = list(last.get("drifting") or [])
+            data = {"drifting": drifting, "checked_at": checked.isoformat()}
+            if drifting:
+                out.append(
+                    Check(
+                        f"drift {view}",
+                        WARN,
+                        f"{', '.join(drifting)} drifted from the reference (checked {checked:%Y-%m-%d %H:%M:%S}Z)",
+                        f"see `featurectl drift {view} --html report.html`; retrain, or move the reference",
+                        data,
+                    )
+                )
+            else:
+                out.append(
+                    Check(f"drift {view}", OK, f"no drift (checked {checked:%Y-%m-%d %H:%M:%S}Z)", data=data)
+                )
+        return out
 
     def _jobs(self) -> list[Check]:
         runs = last_runs(self.settings.data_dir)

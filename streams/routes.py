@@ -173,9 +173,15 @@ def check_views(views: list[FeatureView], suites_dir: Path) -> list[str]:
 
     The same messages the processor would give, for `featurectl feast-apply` to refuse before applying.
     """
+    from monitoring.drift.spec import drift_spec
     from validation.suites import SuiteStore
 
     problems: list[str] = []
+    for view in views:
+        try:
+            drift_spec(view)
+        except ConfigError as exc:
+            problems.append(str(exc))
     suites = SuiteStore(suites_dir)
     for table_routes in routes_for(views).values():
         for route in table_routes:

@@ -1,5 +1,5 @@
 """One module per command group: each parses, calls the package that does the work, and prints."""
 
-from featurectl.commands import connector, features, jobs, operations, serving, source, stack
+from featurectl.commands import connector, features, jobs, operations, quality, serving, source, stack
 
-GROUPS = (stack, source, connector, features, serving, jobs, operations)
+GROUPS = (stack, source, connector, features, serving, jobs, quality, operations)

@@ -14,10 +14,12 @@ way, as its visible ``*.parquet`` files (stores/history/reader.py). Any other so
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import duckdb
 import ibis
 import pandas as pd
 import pyarrow as pa
@@ -32,11 +34,14 @@ from feast.infra.offline_stores.ibis import (
     pull_latest_from_table_or_query_ibis,
 )
 from feast.infra.offline_stores.offline_store import RetrievalJob
+from feast.infra.offline_stores.offline_utils import get_timestamp_filter_sql
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import RepoConfig
 from ibis.expr.types import Table
 
 from stores.history.reader import history_files
+
+logger = logging.getLogger(__name__)
 
 TYPE = "stores.history.duckdb_store.DeltaDuckDBOfflineStore"
 OLD_TYPE = "offlinestore.duckdb_store.DeltaDuckDBOfflineStore"  # the name before stores/: onlinestore/, offlinestore/ keep it working
@@ -76,8 +81,108 @@ def read_source(data_source: DataSource, repo_path: str) -> Table:
     return feast_duckdb._read_data_source(data_source, repo_path)
 
 
+def _live_files(data_source: FileSource, repo_path: str | None) -> list[str] | None:
+    """The Parquet files ``data_source`` reads now, or None for a source ``read_source`` leaves to Feast."""
+    if data_source.path.startswith(("s3://", "gs://", "az://")):
+        return None
+    path = _path(data_source, repo_path)
+    if isinstance(data_source.file_format, DeltaFormat):
+        from deltalake import DeltaTable
+
+        return list(DeltaTable(str(path)).file_uris())
+    if path.is_dir() and (
+        data_source.file_format is None or isinstance(data_source.file_format, ParquetFormat)
+    ):
+        return [str(path / n) for n in sorted(history_files(path))]
+    return None
+
+
+def monitoring_from(config: RepoConfig, data_source: DataSource) -> str | None:
+    """A DuckDB FROM expression over the rows a view held: its history's live files, tombstones left out.
+
+    Feast's monitoring reads a Delta source with ``delta_scan`` (the extension this store avoids) and
+    would count a delete's tombstone (every feature null) as a row with null features. None when the
+    source has no files yet.
+    """
+    assert isinstance(data_source, FileSource)
+    files = _live_files(data_source, str(config.repo_path))
+    if files is None:
+        return feast_duckdb._duckdb_sql_from_expression(config, data_source)
+    if not files:
+        return None
+    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    return (
+        f"(SELECT * FROM read_parquet([{listed}], union_by_name = true) "
+        "WHERE NOT coalesce(cdc_deleted, false))"
+    )
+
+
 class DeltaDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
-    """Feast's DuckDB offline store with ``read_source`` (module docstring)."""
+    """Feast's DuckDB offline store with ``read_source`` (module docstring), and Feast's monitoring
+    (``feast monitor run``, the UI's Monitoring page) over the same files (``monitoring_from``)."""
+
+    @staticmethod
+    def compute_monitoring_metrics(
+        config: RepoConfig,
+        data_source: DataSource,
+        feature_columns: list[tuple[str, str]],
+        timestamp_field: str,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+        histogram_bins: int = 20,
+        top_n: int = 10,
+    ) -> list[dict[str, Any]]:
+        from_expr = monitoring_from(config, data_source)
+        if from_expr is None:
+            return []
+        ts_filter = get_timestamp_filter_sql(
+            start_date, end_date, timestamp_field, tz=UTC, cast_style="timestamp", date_time_separator=" "
+        )
+        conn = duckdb.connect()
+        try:
+            columns = dict(
+                conn.execute(f"SELECT column_name, column_type FROM (DESCRIBE {from_expr})").fetchall()
+            )
+            # Feast classifies an Array (an embedding, a list of tags) by its base type, then casts the
+            # list to DOUBLE, which fails: vectors get their own drift metric (monitoring/drift.py).
+            listed = {n for n, t in columns.items() if t.endswith("[]")}
+            for name in sorted(listed & {n for n, _ in feature_columns}):
+                logger.info(
+                    "monitoring: %s is a list column; Feast's metrics skip it (vectors: featurectl drift)",
+                    name,
+                )
+            numeric = [n for n, t in feature_columns if t == "numeric" and n not in listed]
+            results: list[dict[str, Any]] = []
+            if numeric:
+                results += feast_duckdb._duckdb_numeric_stats(
+                    conn, from_expr, numeric, ts_filter, histogram_bins
+                )
+            for name in (n for n, t in feature_columns if t == "categorical" and n not in listed):
+                results.append(
+                    feast_duckdb._duckdb_categorical_stats(conn, from_expr, name, ts_filter, top_n)
+                )
+            return results
+        finally:
+            conn.close()
+
+    @staticmethod
+    def get_monitoring_max_timestamp(
+        config: RepoConfig, data_source: DataSource, timestamp_field: str
+    ) -> datetime | None:
+        from_expr = monitoring_from(config, data_source)
+        if from_expr is None:
+            return None
+        conn = duckdb.connect()
+        try:
+            row = conn.execute(f'SELECT max("{timestamp_field}") FROM {from_expr} AS _src').fetchone()
+        finally:
+            conn.close()
+        value = None if row is None else row[0]
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if isinstance(value, date):
+            return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        return None
 
     @staticmethod
     def pull_latest_from_table_or_query(

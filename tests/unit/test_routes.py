@@ -71,6 +71,14 @@ def test_check_views_gives_the_processors_reasons_before_apply(tmp_path: Path) -
     assert any("no expectation suite for feature view 'no_suite'" in p for p in problems)
 
 
+def test_check_views_refuses_a_malformed_drift_declaration(tmp_path: Path) -> None:
+    (tmp_path / "good.json").write_text('{"name": "good", "expectations": []}')
+    good = view("good", "customer_id=id")
+    good.tags["drift.reference"] = "last month"
+    (problem,) = check_views([good], tmp_path)
+    assert "drift.reference='last month'" in problem and "window:<duration>" in problem
+
+
 class FlakyRegistry:
     """A store whose registry read fails, or lists nothing, as a file caught mid-rewrite can."""
 
