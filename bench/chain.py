@@ -5,7 +5,7 @@
     .venv/bin/python -m bench.chain --vectors 100000   # a smaller vector store
 
 Runs the processor bench and the serving bench on each online store (SQLite, Redis, Postgres), the
-vector bench on Postgres + pgvector, and the online-store, point-in-time and embedding benches; prints
+vector bench on Postgres + pgvector, and the online-store, point-in-time, drift and embedding benches; prints
 each bench's own output (with the command that produced it), then the chain table: the Debezium ceiling,
 the processor (end to end, catch-up) against Feast's push into the same store, freshness, lookups idle
 and under ingest, vectors. Figures come from the benches' printed lines; a line this script cannot find
@@ -58,6 +58,7 @@ def runs(small: bool, vectors: int) -> list[Run]:
     out.append(
         Run("pit_bench", ("--history", "2000", "--entities", "200", "--labels", "200") if small else ())
     )
+    out.append(Run("drift_bench", ("--history", "20000", "--entities", "2000") if small else ()))
     out.append(Run("embedding_bench", ("--texts", "20", "--sizes", "100", "--queries", "5") if small else ()))
     return out
 
@@ -147,6 +148,18 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
                 )
             if "top-10 of" not in out:
                 missing.append("vector_scale_bench: no top-10 line")
+        if run.name == "drift_bench":
+            rows, secs, rate = _find(
+                r"^drift check: ([\d,]+) current \+ [\d,]+ reference rows.*?, ([\d.]+) s \(([\d,]+) rows/s\)",
+                out,
+                run.name,
+                missing,
+            )
+            (ratio,) = _find(r"^Feast compute_monitoring_metrics.*?\(([\d.]+)x\)", out, run.name, missing)
+            lines.append(
+                f"\ndrift check over the history: {secs} s for a window of {rows} changes and its 30-day reference "
+                f"({rate} rows/s; {ratio}x Feast's monitoring compute of the same ranges)"
+            )
     return lines, missing
 
 
