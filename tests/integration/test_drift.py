@@ -67,8 +67,6 @@ def test_a_planted_shift_is_named_by_drift_metrics_health_and_the_report(
         monitored.stdout + monitored.stderr
     )
     assert "Features computed: 0" not in monitored.stdout, monitored.stdout
-    auto = feast(platform.repo, "monitor", "run")
-    assert auto.returncode == 0 and "Status: completed" in auto.stdout, auto.stdout + auto.stderr
     # The Monitoring page of `featurectl ui` reads the same metrics through the REST API `feast ui` mounts.
     ui = FeastUi(platform.repo, "127.0.0.1", free_port(), log=tmp_path / "ui.log")
     ui.start()
