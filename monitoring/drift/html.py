@@ -29,7 +29,7 @@ def _bars(labels: list[str], ref: np.ndarray, cur: np.ndarray, title: str) -> st
         return "<p>no values</p>"
     top = max(float(ref.max(initial=0)), float(cur.max(initial=0)), 1e-9)
     slot = (_W - 40) / n
-    bar = max(slot / 2 - 1, 1)
+    bar = min(max(slot / 2 - 1, 1), 40)  # a few categories: bars, not slabs
     parts = [f'<svg width="{_W}" height="{_H + 40}" role="img" aria-label="{escape(title)}">']
     for i in range(n):
         x = 30 + i * slot
@@ -77,7 +77,10 @@ def _picture(kind: str, ref: np.ndarray | list[object], cur: np.ndarray | list[o
     def cosines(v: np.ndarray) -> np.ndarray:
         return np.asarray(v @ centre / np.maximum(np.linalg.norm(v, axis=1), 1e-12))
 
-    return _picture("numeric", cosines(a_vec), cosines(b_vec), f"{name}: cosine to the reference centroid")
+    caption = "<p>each vector's cosine to the reference's centroid</p>"
+    return caption + _picture(
+        "numeric", cosines(a_vec), cosines(b_vec), f"{name}: cosine to the reference centroid"
+    )
 
 
 def _values(kind: str, sample: Sample, name: str) -> np.ndarray | list[object]:
