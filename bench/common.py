@@ -15,6 +15,7 @@ from connectors.deploy import remove
 from core.settings import PROJECT_ROOT, Settings, load_settings
 from stack.launcher import LocalStack
 from stack.postgres import Postgres, ensure_publication
+from stores.repository import copy_repo
 
 
 def setup(
@@ -31,9 +32,7 @@ def setup(
             )
         )
         conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.Identifier(name)))
-    shutil.copytree(
-        PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("data")
-    )
+    copy_repo(PROJECT_ROOT / "feature_repo", root / "feature_repo")
     views = root / "feature_repo" / views_file
     text = views.read_text()
     assert text.count(tags_before) == 1, f"{tags_before!r} must appear once in {views_file}"

@@ -27,7 +27,7 @@ from core.settings import PROJECT_ROOT
 from monitoring.drift.report import check_view
 from monitoring.drift.spec import drift_spec, parse_duration
 from stores.history.duckdb_store import DeltaDuckDBOfflineStore
-from stores.repository import feast_apply
+from stores.repository import copy_repo, feast_apply
 
 
 def main() -> None:
@@ -41,9 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="drift-bench-"))
     try:
-        shutil.copytree(
-            PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("data")
-        )
+        copy_repo(PROJECT_ROOT / "feature_repo", root / "feature_repo")
         repo = root / "feature_repo"
         feast_apply(repo)
         store = FeatureStore(repo_path=str(repo))

@@ -41,7 +41,7 @@ from connectors.deploy import deploy
 from core.settings import PROJECT_ROOT
 from embeddings.models import load_embedder
 from embeddings.spec import spec_for
-from stores.repository import feast_apply
+from stores.repository import copy_repo, feast_apply
 from stores.sink import UPSERT, SinkRow
 from stores.sqlite.sink import SqliteOnlineSink
 from stores.sqlite.vectors import VectorTable
@@ -213,7 +213,7 @@ def query_latency(sizes: list[int], queries: int) -> None:
     """p50/p99 of a top-10 query through Feast, through raw sqlite-vec, and a numpy scan, per size."""
     root = Path(tempfile.mkdtemp(prefix="featurectl-vecbench-"))
     try:
-        shutil.copytree(PROJECT_ROOT / "feature_repo", root / "repo", ignore=shutil.ignore_patterns("data"))
+        copy_repo(PROJECT_ROOT / "feature_repo", root / "repo")
         feast_apply(root / "repo")
         store = FeatureStore(repo_path=str(root / "repo"))
         spec = spec_for(store.get_feature_view(VIEW))

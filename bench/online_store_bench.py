@@ -40,7 +40,7 @@ from stack.launcher import GENERATED_SECRETS
 from stack.online_postgres import OnlinePostgres
 from stack.redis import RedisServer
 from stores.registry import open_online_sink
-from stores.repository import feast_apply
+from stores.repository import copy_repo, feast_apply
 from stores.sink import UPSERT, SinkRow
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -54,9 +54,7 @@ def pct(samples: list[float]) -> str:
 
 def repo(root: Path, name: str, online_yaml: str | None) -> FeatureStore:
     target = root / name / "feature_repo"
-    shutil.copytree(
-        PROJECT_ROOT / "feature_repo", target, ignore=shutil.ignore_patterns("data", "__pycache__")
-    )
+    copy_repo(PROJECT_ROOT / "feature_repo", target)
     if online_yaml:
         import re
 

@@ -33,7 +33,7 @@ from core.settings import PROJECT_ROOT
 from jobs.compact import compact
 from stores.history.duckdb_store import TYPE as DUCKDB_STORE
 from stores.history.sink import HistorySink
-from stores.repository import feast_apply
+from stores.repository import copy_repo, feast_apply
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -126,9 +126,7 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pit-bench-"))
     try:
-        shutil.copytree(
-            PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("data")
-        )
+        copy_repo(PROJECT_ROOT / "feature_repo", root / "feature_repo")
         repo = root / "feature_repo"
         if args.format == "parquet":
             use_parquet_history(repo)

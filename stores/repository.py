@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,16 @@ from core.errors import ConfigError, FeatureCtlError
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# What Feast and featurectl generate inside a feature repository: never part of a copy of its declarations.
+GENERATED = ("data", "__pycache__", "feast_monitoring")
+
+
+def copy_repo(source: Path, target: Path) -> Path:
+    """Copy the feature repository ``source`` (declarations and feature_store.yaml, not its stores,
+    caches or monitoring metrics) to ``target``; returns ``target``."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*GENERATED))
+    return target
 
 
 def open_store(settings: Settings) -> FeatureStore:

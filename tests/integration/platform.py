@@ -21,6 +21,7 @@ from connectors.definition import ConnectorDefinition, load_definition
 from core.settings import PROJECT_ROOT, Settings
 from jobs.replay import list_dead_letters
 from stack.postgres import ensure_publication
+from stores.repository import copy_repo
 from streams.offsets import watermarks
 from tests.integration.helpers import cli_background
 
@@ -115,11 +116,7 @@ def make_platform(
     tables: tuple[str, ...] = SHOP_TABLES,
 ) -> Platform:
     """Copy the feature repo and suites, create a publication and a connector definition over ``tables``."""
-    shutil.copytree(
-        PROJECT_ROOT / "feature_repo",
-        root / "feature_repo",
-        ignore=shutil.ignore_patterns("data", "__pycache__"),
-    )
+    copy_repo(PROJECT_ROOT / "feature_repo", root / "feature_repo")
     shutil.copytree(PROJECT_ROOT / "validation" / "suites", root / "suites")
     definition = load_definition().derive(name, list(tables), root / f"{name}.json", signals)
     with psycopg.connect(admin, autocommit=True) as conn:

@@ -6,7 +6,6 @@ Needs only the Feast repository (registry and SQLite files), not the stack.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,14 +15,14 @@ import requests
 from feast import FeatureStore
 
 from core.settings import PROJECT_ROOT
-from stores.repository import feast_apply
+from stores.repository import copy_repo, feast_apply
 from tests.integration.helpers import wait_until
 from tests.integration.test_serving import free_port
 
 
 def test_feast_ui_lists_every_feature_view_with_its_cdc_tags(tmp_path: Path) -> None:
     repo = tmp_path / "feature_repo"
-    shutil.copytree(PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    copy_repo(PROJECT_ROOT / "feature_repo", repo)
     feast_apply(repo)
     declared = {v.name: v.tags for v in FeatureStore(repo_path=str(repo)).list_feature_views()}
     assert declared, "the project's repository declares feature views"

@@ -7,7 +7,7 @@ from feast import FeatureStore
 
 from core.settings import PROJECT_ROOT
 from stores.registry import kinds
-from stores.repository import feast_apply
+from stores.repository import copy_repo, feast_apply
 from stores.sqlite.db import connect
 from tests.conftest import LocalRedis, OnlinePg
 
@@ -16,7 +16,7 @@ PG_SCHEMA = "unit"
 
 def _copy_repo(tmp_path_factory: pytest.TempPathFactory, delta: bool = True) -> Path:
     root = tmp_path_factory.mktemp("repo") / "feature_repo"
-    shutil.copytree(PROJECT_ROOT / "feature_repo", root, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    copy_repo(PROJECT_ROOT / "feature_repo", root)
     if not delta:  # histories as plain Parquet directories (FileSource's default format)
         for module in root.glob("*.py"):
             text = module.read_text()

@@ -3,7 +3,6 @@ each kind of reference (a rolling window, a Feast saved dataset), and the verdic
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +18,7 @@ from core.settings import PROJECT_ROOT
 from monitoring.drift.report import check_view
 from monitoring.drift.spec import Reference, drift_spec
 from stores.history.sink import HistorySink
-from stores.repository import feast_apply
+from stores.repository import copy_repo, feast_apply
 from stores.sink import DELETE, UPSERT, SinkRow
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
@@ -30,9 +29,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> FeatureStore:
     """customer_profile's history: 30 days of credit limits around 1,000, then a last day around 3,000,
     and 500 deletes in the last day (tombstones: never a value)."""
     root = tmp_path_factory.mktemp("drift")
-    shutil.copytree(
-        PROJECT_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("data")
-    )
+    copy_repo(PROJECT_ROOT / "feature_repo", root / "feature_repo")
     feast_apply(root / "feature_repo")
     fs = FeatureStore(repo_path=str(root / "feature_repo"))
     sink = HistorySink(fs)

@@ -1,19 +1,18 @@
 """`feast apply` failures name their real cause."""
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from core.errors import FeatureCtlError
 from core.settings import PROJECT_ROOT
-from stores.repository import feast_apply
+from stores.repository import copy_repo, feast_apply
 
 
 def test_an_unreachable_online_store_is_named_not_the_declarations(tmp_path: Path) -> None:
     repo = tmp_path / "feature_repo"
-    shutil.copytree(PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    copy_repo(PROJECT_ROOT / "feature_repo", repo)
     yaml = repo / "feature_store.yaml"
     unreachable = (
         "online_store:\n  type: stores.postgres.feast.PgVectorOnlineStore\n  host: 127.0.0.1\n  port: 1\n"
