@@ -276,7 +276,7 @@ def drift_check(settings: Settings, store: Any, conninfo: str, tag: str) -> list
     with psycopg.connect(conninfo) as conn:
         conn.execute(
             "INSERT INTO customers (email, full_name, country, segment, credit_limit) "
-            "SELECT 'drift-' || %s || '-' || g || '@example.com', 'Drift ' || g, (ARRAY['DE','FR','US'])[g % 3 + 1], "
+            "SELECT 'drift-' || %s || '-' || g || '@example.com', 'Drift ' || g, (ARRAY['DE','FR','US'])[g %% 3 + 1], "
             "'silver', round((1000 + 300 * sin(g * 1.7))::numeric, 2) FROM generate_series(1, 300) g",
             (tag,),
         )
