@@ -25,9 +25,9 @@ from feast import FeatureStore
 from bench.pit_bench import T0, history
 from core.settings import PROJECT_ROOT
 from monitoring.drift.report import check_view
-from monitoring.drift.spec import drift_spec, parse_duration
 from stores.history.duckdb_store import DeltaDuckDBOfflineStore
 from stores.repository import copy_repo, feast_apply
+from validation.drift_spec import drift_spec, parse_duration
 
 
 def main() -> None:

@@ -173,7 +173,7 @@ def check_views(views: list[FeatureView], suites_dir: Path) -> list[str]:
 
     The same messages the processor would give, for `featurectl feast-apply` to refuse before applying.
     """
-    from monitoring.drift.spec import drift_spec
+    from validation.drift_spec import drift_spec
     from validation.suites import SuiteStore
 
     problems: list[str] = []

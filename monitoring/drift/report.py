@@ -32,7 +32,7 @@ from feast.types import Array, FeastType, PrimitiveFeastType
 
 from core import metrics
 from monitoring.drift import samples, scores
-from monitoring.drift.spec import KS_ALPHA, DriftSpec
+from validation.drift_spec import KS_ALPHA, DriftSpec
 
 DRIFT, OK, FEW, SKIPPED = "drift", "ok", "too few rows", "not scored"
 _NUMERIC = {"INT32", "INT64", "FLOAT32", "FLOAT64", "UNIX_TIMESTAMP"}

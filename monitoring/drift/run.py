@@ -14,7 +14,7 @@ from core.errors import ConfigError
 from core.settings import Settings
 from monitoring.drift import report
 from monitoring.drift.samples import Sample
-from monitoring.drift.spec import drift_spec, parse_duration
+from validation.drift_spec import drift_spec, parse_duration
 
 logger = logging.getLogger(__name__)
 

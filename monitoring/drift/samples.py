@@ -19,8 +19,8 @@ import pyarrow.dataset as ds
 from feast import FeatureStore, FeatureView
 
 from core.errors import ConfigError
-from monitoring.drift.spec import DriftSpec, Reference
 from stores.history.reader import History
+from validation.drift_spec import DriftSpec, Reference
 
 logger = logging.getLogger(__name__)
 

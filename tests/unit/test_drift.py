@@ -16,7 +16,7 @@ from scipy.stats import ks_2samp, wasserstein_distance
 from core.errors import ConfigError
 from monitoring.drift import scores
 from monitoring.drift.report import DRIFT, FEW, OK, SKIPPED, score_feature
-from monitoring.drift.spec import DEFAULT_THRESHOLDS, DriftSpec, Reference, drift_spec
+from validation.drift_spec import DEFAULT_THRESHOLDS, DriftSpec, Reference, drift_spec
 
 RNG = np.random.default_rng(20261124)
 SPEC = DriftSpec("v", Reference("window", span=timedelta(days=30)), timedelta(days=1))

@@ -16,10 +16,10 @@ from feast.infra.offline_stores.file_source import SavedDatasetFileStorage
 from core.errors import ConfigError
 from core.settings import PROJECT_ROOT
 from monitoring.drift.report import check_view
-from monitoring.drift.spec import Reference, drift_spec
 from stores.history.sink import HistorySink
 from stores.repository import copy_repo, feast_apply
 from stores.sink import DELETE, UPSERT, SinkRow
+from validation.drift_spec import Reference, drift_spec
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 

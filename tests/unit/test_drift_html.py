@@ -14,7 +14,7 @@ from PIL import Image
 from monitoring.drift.html import _CUR, _REF, write_html
 from monitoring.drift.report import ViewDrift, score_feature
 from monitoring.drift.samples import Sample
-from monitoring.drift.spec import DriftSpec, Reference
+from validation.drift_spec import DriftSpec, Reference
 
 SPEC = DriftSpec("orders", Reference("window", span=timedelta(days=30)), timedelta(days=1))
 
@@ -38,8 +38,17 @@ def test_the_report_renders_reference_and_current_side_by_side(tmp_path: Path) -
     browser = shutil.which("chromium-headless-shell") or shutil.which("chromium")
     assert browser, "chromium-headless-shell is missing: ./dev.sh test installs it (Debian package)"
     shot = tmp_path / "drift.png"
-    args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=800,1400"]
-    subprocess.run([*args, f"--screenshot={shot}", page.as_uri()], check=True, capture_output=True, timeout=120)
+    args = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--window-size=800,1400",
+    ]
+    subprocess.run(
+        [*args, f"--screenshot={shot}", page.as_uri()], check=True, capture_output=True, timeout=120
+    )
     dom = subprocess.run(
         [*args, "--dump-dom", page.as_uri()], check=True, capture_output=True, text=True, timeout=120
     ).stdout

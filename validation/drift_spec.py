@@ -1,4 +1,5 @@
-"""What a feature view declares about its drift check, in its Feast tags (checked by ``feast-apply``).
+"""What a feature view declares about its drift check, in its Feast tags (checked by ``feast-apply``;
+scored by monitoring/drift/).
 
     tags={
         "drift.reference": "window:30d",      # or "baseline", or "training:<saved dataset>"
