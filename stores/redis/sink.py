@@ -1,22 +1,24 @@
-"""Feast's Redis online store as a sink: Feast's layout, the version guard and deletes atomic per entity.
+"""Feast's Redis online store as a sink: Feast's layout, the version guard and deletes atomic in Redis.
 
 Feast keeps one hash per entity key (serialised key + project), shared by every view of that entity:
 ``mmh3("<view>:<feature>")`` -> ValueProto bytes and ``_ts:<view>`` -> the event time. Feast's own
-write reads ``_ts`` and then writes (not atomic) and never deletes. Here one Lua script per entity
-(atomic in Redis) checks, then writes, touching only its own view's fields:
+write reads ``_ts`` and then writes (not atomic) and never deletes. Here one Lua script call per chunk of
+up to ``CHUNK`` entities of one view (atomic in Redis) checks, then writes, touching only its own view's
+fields:
 
 - the writer's partition fences (``featurectl:<project>:fences``, streams/fencing.py): a claim since
-  the batch was read refuses the write;
+  the batch was read refuses the whole chunk before it writes anything;
 - the view's TRUNCATE barrier (``featurectl:<project>:barriers``);
-- the entity's stored version, ``_ver:<view>`` in the entity's own hash (``version:minor:event_us:deleted``,
-  kept after a delete: the tombstone); an older change is refused;
+- each entity's stored version, ``_ver:<view>`` in the entity's own hash (``version:minor:event_us:deleted``,
+  kept after a delete: the tombstone); an older change is refused, that entity alone;
 - then HSET of the view's fields (and ``_jk:<view>``, its join keys) or, for a delete, HDEL of them.
 
-Atomicity is per entity, not per batch: a flush refused by a fence part way has written the earlier
-entities while this writer still owned their partitions, and the new owner re-applies the batch from
-the committed offset (versions make that idempotent). Versions are compared as Lua numbers (doubles):
-exact below 2**53, i.e. for WAL positions up to 8 PiB. Vector features are refused: Feast's Redis store
-has no vector search.
+Atomicity is per chunk, not per flush: a flush refused by a fence part way has written the earlier
+chunks while this writer still owned their partitions, and the new owner re-applies the batch from
+the committed offset (versions make that idempotent). One call per chunk instead of one per entity is
+what makes the guarded write cheaper than Feast's unguarded one (bench/online_store_bench.py). Versions
+are compared as Lua numbers (doubles): exact below 2**53, i.e. for WAL positions up to 8 PiB. Vector
+features are refused: Feast's Redis store has no vector search.
 """
 
 from __future__ import annotations
@@ -47,42 +49,67 @@ from stores.values import value_bytes
 
 logger = logging.getLogger(__name__)
 
-# KEYS: entity hash, fences, barriers, live set of the view, known set of the view.
-# ARGV: view, version, minor, event_us, op, join keys, n fences, n x (field, epoch), n deletes,
-#       n x field to delete, then field/value pairs to set.
+# Entities per script call: Redis runs a script alone, so a chunk bounds how long others wait (~1 ms).
+CHUNK = 256
+
+# One call per chunk of one view's entities (atomic in Redis as a whole).
+# KEYS: fences, barriers, live set of the view, known set of the view, then one entity hash per entity.
+# ARGV: view, n fences, n x (field, epoch), then per entity: version, minor, event_us, op, join keys, n,
+#       then n fields to delete (op 'd') or n/2 field/value pairs to set (op 'u').
+# Returns {'fenced', field, epoch} before writing anything, or one verdict per entity: ok|older|barrier.
 APPLY = """
 local function lt(v1, m1, v2, m2) return v1 < v2 or (v1 == v2 and m1 < m2) end
-local view, v, m = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local i = 8
-for _ = 1, tonumber(ARGV[7]) do
-  local cur = redis.call('HGET', KEYS[2], ARGV[i])
+local function parse(s) local a, b = string.match(s, '^(-?%d+):(-?%d+)'); return tonumber(a), tonumber(b) end
+local view = ARGV[1]
+local i = 3
+for _ = 1, tonumber(ARGV[2]) do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
   if cur and tonumber(cur) > tonumber(ARGV[i + 1]) then return {'fenced', ARGV[i], cur} end
   i = i + 2
 end
-local b = redis.call('HGET', KEYS[3], view)
-if b then
-  local bv, bm = string.match(b, '^(-?%d+):(-?%d+)')
-  if lt(v, m, tonumber(bv), tonumber(bm)) then return {'barrier', b} end
+local b = redis.call('HGET', KEYS[2], view)
+local bv, bm
+if b then bv, bm = parse(b) end
+local vfield, jfield = '_ver:' .. view, '_jk:' .. view
+local out = {}
+for k = 5, #KEYS do
+  local key = KEYS[k]
+  local v, m = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  local stamp = ARGV[i] .. ':' .. ARGV[i + 1] .. ':' .. ARGV[i + 2]
+  local op, jk, n = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
+  local first = i + 6
+  i = first + n
+  local verdict = 'ok'
+  if b and lt(v, m, bv, bm) then
+    verdict = 'barrier'
+  else
+    local s = redis.call('HGET', key, vfield)
+    if s then
+      local sv, sm = parse(s)
+      if lt(v, m, sv, sm) then verdict = 'older' end
+    end
+  end
+  if verdict == 'ok' then
+    if op == 'd' then
+      if n > 0 then redis.call('HDEL', key, unpack(ARGV, first, i - 1)) end
+      redis.call('HSET', key, vfield, stamp .. ':1')
+      redis.call('SREM', KEYS[3], key)
+    else
+      redis.call('HSET', key, vfield, stamp .. ':0', jfield, jk, unpack(ARGV, first, i - 1))
+      redis.call('SADD', KEYS[3], key)
+    end
+    redis.call('SADD', KEYS[4], key)
+  end
+  out[#out + 1] = verdict
 end
-local s = redis.call('HGET', KEYS[1], '_ver:' .. view)
-if s then
-  local sv, sm = string.match(s, '^(-?%d+):(-?%d+)')
-  if lt(v, m, tonumber(sv), tonumber(sm)) then return {'older', s} end
-end
-local ndel = tonumber(ARGV[i]); i = i + 1
-local ver = ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[4]
-if ARGV[5] == 'd' then
-  for j = i, i + ndel - 1 do redis.call('HDEL', KEYS[1], ARGV[j]) end
-  redis.call('HSET', KEYS[1], '_ver:' .. view, ver .. ':1')
-  redis.call('SREM', KEYS[4], KEYS[1])
-else
-  local fields = {'_ver:' .. view, ver .. ':0', '_jk:' .. view, ARGV[6]}
-  for j = i + ndel, #ARGV do fields[#fields + 1] = ARGV[j] end
-  redis.call('HSET', KEYS[1], unpack(fields))
-  redis.call('SADD', KEYS[4], KEYS[1])
-end
-redis.call('SADD', KEYS[5], KEYS[1])
-return {'ok'}
+return out
+"""
+
+# Each KEYS[i]'s field ARGV[i] (its view's stored version), false where none.
+VERSIONS = """
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('HGET', KEYS[i], ARGV[i]) end
+return out
 """
 
 
@@ -110,6 +137,7 @@ class RedisOnlineSink(FeastLayoutSink):
             )
         self._client = RedisOnlineStore()._get_client(config)
         self._apply = self._client.register_script(APPLY)
+        self._versions = self._client.register_script(VERSIONS)
         self._pending: list[SinkRow] = []
         self._barriers: dict[str, Version] = {}
         self._held: dict[Partition, int] = {}
@@ -186,8 +214,8 @@ class RedisOnlineSink(FeastLayoutSink):
     # --- the write ------------------------------------------------------------------------------
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        # Redis has no transaction over reads and writes here: the Lua script is the atomic step, one
-        # entity at a time, and checks the fences and the version guard again itself.
+        # Redis has no transaction over reads and writes here: the Lua script is the atomic step, a chunk
+        # of entities at a time, and checks the fences and the version guard again itself.
         yield None
 
     def _check_views(self, views: dict[str, FeatureView]) -> None:
@@ -202,25 +230,42 @@ class RedisOnlineSink(FeastLayoutSink):
         latest: Latest,
         current: Stored,
     ) -> None:
-        fence_args = self._fence_args()
-        encoded = self._encode(views, decision.applied)
-        with self._client.pipeline(transaction=False) as pipe:
-            for row in decision.applied:
-                self._call(pipe, views[row.view], row, fence_args, encoded.get(id(row)))
-            replies = pipe.execute() if decision.applied else []
-        applied: list[SinkRow] = []
-        fenced: FencedError | None = None
-        for row, reply in zip(decision.applied, replies, strict=True):
-            verdict = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-            if verdict == "ok":
-                applied.append(row)
-            elif verdict == "fenced":
-                fenced = fenced or self._refuse(reply[1].decode(), reply[2])
-            else:  # another writer stored a newer version (or a barrier) since the pre-read
-                decision.skipped.append(row)
-        if fenced is not None:
-            raise fenced
+        keys = {id(row): key for (_, key), (row, _) in latest.items()}  # Feast's entity keys, computed once
+        verdicts = self._apply_rows(views, decision.applied, keys)
+        applied = [row for row, verdict in zip(decision.applied, verdicts, strict=True) if verdict == "ok"]
+        # Not ok: another writer stored a newer version (or a barrier) since the pre-read.
+        decision.skipped += [row for row, verdict in zip(decision.applied, verdicts, strict=True) if verdict != "ok"]
         decision.applied = applied
+
+    def _apply_rows(
+        self, views: dict[str, FeatureView], rows: list[SinkRow], keys: Mapping[int, bytes] | None = None
+    ) -> list[str]:
+        """Run the script over ``rows`` (one call per chunk of one view's entities, pipelined); each row's
+        verdict, in order. ``keys``: Feast's entity key per ``id(row)`` where already known. Raises FencedError if a held partition was claimed: the chunks before the one
+        refused stay written (this writer still owned their partitions when they ran)."""
+        fence_args = self._fence_args()
+        encoded = self._encode(views, rows)
+        by_view: dict[str, list[int]] = {}
+        for index, row in enumerate(rows):
+            by_view.setdefault(row.view, []).append(index)
+        chunks = [
+            indexes[start : start + CHUNK]
+            for indexes in by_view.values()
+            for start in range(0, len(indexes), CHUNK)
+        ]
+        with self._client.pipeline(transaction=False) as pipe:
+            for chunk in chunks:
+                view = views[rows[chunk[0]].view]
+                self._call(pipe, view, [rows[i] for i in chunk], fence_args, encoded, keys or {})
+            replies = pipe.execute() if chunks else []
+        verdicts = [""] * len(rows)
+        for chunk, reply in zip(chunks, replies, strict=True):
+            head = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+            if head == "fenced":
+                raise self._refuse(reply[1].decode(), reply[2])
+            for index, verdict in zip(chunk, reply, strict=True):
+                verdicts[index] = verdict.decode() if isinstance(verdict, bytes) else verdict
+        return verdicts
 
     @staticmethod
     def _encode(views: dict[str, FeatureView], rows: list[SinkRow]) -> dict[int, list[bytes]]:
@@ -244,46 +289,41 @@ class RedisOnlineSink(FeastLayoutSink):
         self,
         pipe: Any,
         view: FeatureView,
-        row: SinkRow,
+        rows: Sequence[SinkRow],
         fence_args: list[Any],
-        values: Sequence[bytes] | None = None,
+        encoded: Mapping[int, Sequence[bytes]],
+        keys: Mapping[int, bytes],
     ) -> None:
-        """Queue the entity's Lua call on ``pipe``; ``values``: an upsert's encoded features, from
-        ``_encode`` for a whole batch (computed here if not given)."""
+        """Queue one script call for ``rows`` (all of ``view``) on ``pipe``; ``encoded``: the upserts'
+        feature values from ``_encode``; ``keys``: entity keys known already (by ``id(row)``)."""
         fields = self._feature_fields(view)
-        key = self._hash_key(view, row.keys)
-        deletions = [*fields.values(), f"_ts:{view.name}".encode(), f"_jk:{view.name}".encode()]
-        pairs: list[Any] = []
-        if row.op != DELETE:
-            ts = Timestamp()
-            ts.FromDatetime(row.event_time)
-            pairs += [f"_ts:{view.name}", ts.SerializeToString()]
-            if values is None:
-                values = self._encode({view.name: view}, [row])[id(row)]
-            for feature, raw in zip(view.features, values, strict=True):
-                pairs += [fields[feature.name], raw]
-        self._apply(
-            keys=[
-                key,
-                self._fences,
-                self._barrier_key,
-                f"{self._prefix}:live:{view.name}",
-                f"{self._prefix}:known:{view.name}",
-            ],
-            args=[
-                view.name,
-                row.version,
-                row.version_minor,
-                epoch_us(row.event_time),
-                "d" if row.op == DELETE else "u",
-                json.dumps(row.keys, default=str),
-                *fence_args,
-                len(deletions) if row.op == DELETE else 0,
-                *(deletions if row.op == DELETE else []),
-                *pairs,
-            ],
-            client=pipe,
-        )
+        field_names = [fields[f.name] for f in view.features]
+        ts_field = f"_ts:{view.name}".encode()
+        deletions = [*field_names, ts_field, f"_jk:{view.name}".encode()]
+        project = self.project.encode()
+        script_keys: list[Any] = [
+            self._fences,
+            self._barrier_key,
+            f"{self._prefix}:live:{view.name}",
+            f"{self._prefix}:known:{view.name}",
+        ]
+        args: list[Any] = [view.name, *fence_args]
+        for row in rows:
+            key = keys.get(id(row))
+            script_keys.append(key + project if key is not None else self._hash_key(view, row.keys))
+            event_us = epoch_us(row.event_time)
+            head = [row.version, row.version_minor, event_us]
+            if row.op == DELETE:
+                args += [*head, "d", "", len(deletions), *deletions]
+                continue
+            # Feast's _ts field: a protobuf Timestamp (what Timestamp.FromDatetime makes, without its cost).
+            ts = Timestamp(seconds=event_us // 1_000_000, nanos=event_us % 1_000_000 * 1000)
+            values = encoded[id(row)]
+            args += [*head, "u", json.dumps(row.keys, default=str), 2 * len(values) + 2]
+            args += [ts_field, ts.SerializeToString()]
+            for name, raw in zip(field_names, values, strict=True):
+                args += [name, raw]
+        self._apply(keys=script_keys, args=args, client=pipe)
 
     def _write_barriers(self, tx: Any, views: set[str]) -> dict[str, Version]:
         for view, (version, minor) in self._barriers.items():
@@ -299,7 +339,6 @@ class RedisOnlineSink(FeastLayoutSink):
 
     def _clear_below_barrier(self, tx: Any, view: FeatureView, barrier: Version) -> None:
         """A TRUNCATE: every live entity of the view stored below the barrier gets a delete at the barrier."""
-        fence_args = self._fence_args()
         live = self._client.smembers(f"{self._prefix}:live:{view.name}")
         if not live:
             return
@@ -307,33 +346,29 @@ class RedisOnlineSink(FeastLayoutSink):
             for key in live:
                 pipe.hget(key, f"_jk:{view.name}")
             joins = pipe.execute()
-        with self._client.pipeline(transaction=False) as pipe:
-            for join in joins:
-                if join is None:
-                    continue
-                row = SinkRow(
-                    view.name,
-                    DELETE,
-                    json.loads(join),
-                    {},
-                    datetime.now(UTC),
-                    barrier[0],
-                    "t",
-                    "truncate",
-                    None,
-                    barrier[1],
-                )
-                self._call(pipe, view, row, fence_args)
-            pipe.execute()
+        now = datetime.now(UTC)
+        rows = [
+            SinkRow(view.name, DELETE, json.loads(join), {}, now, barrier[0], "t", "truncate", None, barrier[1])
+            for join in joins
+            if join is not None
+        ]
+        self._apply_rows({view.name: view}, rows)
 
     def _current_versions(self, tx: Any, idents: list[tuple[str, bytes]]) -> Stored:
+        # One script call (a command per CHUNK keys, not one HGET each): the pre-read costs one round trip.
+        replies: list[Any] = []
+        project = self.project.encode()
         with self._client.pipeline(transaction=False) as pipe:
-            for view_name, key in idents:
-                pipe.hget(key + self.project.encode(), f"_ver:{view_name}")
-            replies = pipe.execute() if idents else []
+            for start in range(0, len(idents), CHUNK):
+                chunk = idents[start : start + CHUNK]
+                self._versions(
+                    keys=[key + project for _, key in chunk], args=[f"_ver:{v}" for v, _ in chunk], client=pipe
+                )
+            for reply in pipe.execute() if idents else []:
+                replies += reply
         out: Stored = {}
         for ident, raw in zip(idents, replies, strict=True):
-            parsed = _parse_version(raw)
+            parsed = _parse_version(raw or None)
             if parsed is not None:
                 out[ident] = (parsed[0], parsed[1])
         return out

@@ -2,7 +2,7 @@
 
 The rule is enforced by three guards: in Python (``FeastLayoutSink._decide``, the only guard of the
 SQLite store, which decides under its write lock), in SQL (the Postgres store's version upsert, which
-holds even against a stale pre-read by another writer) and in Lua (the Redis store's per-entity
+holds even against a stale pre-read by another writer) and in Lua (the Redis store's
 script). Each case is run through each guard on its own, through the whole flush of every store folder
 (``fresh_store``), and, where the history has the states it names, through the Arrow rewrites of
 ``materialize`` and ``compact``.
@@ -144,10 +144,8 @@ def test_the_lua_guard_alone(case: Case, redis_store: FeatureStore) -> None:
     try:
         seed(sink, case, [1])
         row = incoming(case, 1)
-        with sink._client.pipeline(transaction=False) as pipe:  # type: ignore[attr-defined]
-            sink._call(pipe, sink._view(VIEW), row, sink._fence_args())  # type: ignore[attr-defined]
-            verdict = pipe.execute()[0][0]
-        verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
+        view = sink._view(VIEW)
+        verdict = sink._apply_rows({VIEW: view}, [row])[0]  # type: ignore[attr-defined]
         want = {"applies": "ok", "barrier": "barrier"}.get(case.outcome, "older")
         assert verdict == want
     finally:
