@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -19,10 +20,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
@@ -65,7 +67,9 @@ def component(proc: psutil.Process) -> str | None:
     except psutil.Error:
         return None
     if proc.pid == os.getpid():
-        return "bench client + Postgres writer thread"
+        return "bench client"
+    if "multiprocessing" in line and proc.ppid() == os.getpid():
+        return "Postgres writer (bench)"
     if "postgres" in proc.name() or "/postgresql/" in line:
         return "Postgres"
     if "ConnectDistributed" in line or "connect-distributed" in line:
@@ -92,6 +96,24 @@ def cpu_seconds() -> dict[str, float]:
             continue
         out[name] = out.get(name, 0.0) + times.user + times.system
     return out
+
+
+def write_changes(conninfo: str, table: str, ids: list[int], changes: Any, stop: Any) -> None:
+    """Bulk updates, 200 rows per transaction, as fast as Postgres takes them, until ``stop`` is set;
+    ``changes`` counts the rows changed (runs in a process of its own)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        r = 2
+        while not stop.is_set():
+            for i in range(0, len(ids), 200):
+                if stop.is_set():
+                    break
+                conn.execute(
+                    sql.SQL("UPDATE {} SET credit_limit = %s WHERE id = ANY(%s)").format(sql.Identifier(table)),
+                    (r, ids[i : i + 200]),
+                )
+                with changes.get_lock():
+                    changes.value += len(ids[i : i + 200])
+            r += 1
 
 
 def measure(url: str, store: FeatureStore, ids: list[int], requests_n: int) -> dict[str, str]:
@@ -152,7 +174,8 @@ def main() -> None:
     )
     processor: subprocess.Popen[bytes] | None = None
     server: FeatureServer | None = None
-    stop = threading.Event()
+    writer: BaseProcess | None = None
+    stop: Any = None
     try:
         use_online_store(settings, args.online_store, name)
         deploy(settings, definition)
@@ -200,35 +223,23 @@ def main() -> None:
         server.start()
         idle = measure(server.url, store, ids, args.requests)
 
-        changes = [0]
-
-        def write() -> None:  # bulk updates, 200 rows per transaction, as fast as Postgres takes them
-            with psycopg.connect(pg.app_conninfo(), autocommit=True) as conn:
-                r = 2
-                while not stop.is_set():
-                    for i in range(0, len(ids), 200):
-                        if stop.is_set():
-                            break
-                        conn.execute(
-                            sql.SQL("UPDATE {} SET credit_limit = %s WHERE id = ANY(%s)").format(
-                                sql.Identifier(name)
-                            ),
-                            (r, ids[i : i + 200]),
-                        )
-                        changes[0] += len(ids[i : i + 200])
-                    r += 1
-
-        writer = threading.Thread(target=write, daemon=True)
+        # The writer is a process of its own, as the application writing to Postgres would be: as a thread
+        # of this client it shared the client's GIL, and its share landed in the measured lookups' latency.
+        spawn = multiprocessing.get_context("spawn")
+        changes, stop = spawn.Value("q", 0), spawn.Event()
+        writer = spawn.Process(
+            target=write_changes, args=(pg.app_conninfo(), name, ids, changes, stop), name="bench-writer"
+        )
         writer.start()
         # Measure only once the processor is applying the writer's changes.
         while store.get_online_features(
             features=FEATURES[1:2], entity_rows=[{"customer_id": ids[0]}]
         ).to_dict()["credit_limit"] == [1.0]:
             time.sleep(0.1)
-        busy_start, changed_before, cpu_before = time.monotonic(), changes[0], cpu_seconds()
+        busy_start, changed_before, cpu_before = time.monotonic(), changes.value, cpu_seconds()
         busy = measure(server.url, store, ids, args.requests)
         busy_s = time.monotonic() - busy_start
-        rate = (changes[0] - changed_before) / busy_s
+        rate = (changes.value - changed_before) / busy_s
         cpu_after = cpu_seconds()
         cores = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / busy_s for k in cpu_after}
         stop.set()
@@ -274,7 +285,11 @@ def main() -> None:
             f"({second.written} written)"
         )
     finally:
-        stop.set()
+        if writer is not None:
+            stop.set()
+            writer.join(30)
+            if writer.is_alive():
+                writer.kill()
         if server:
             server.stop()
         if processor and processor.poll() is None:

@@ -95,8 +95,10 @@ def ensure_port_free(port: int, service: str, setting: str) -> None:
         )
 
 
-def spawn(daemon: Daemon, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
-    """Start ``argv`` detached (own session, output to the daemon's log) and record its pid."""
+def spawn(daemon: Daemon, argv: Sequence[str], env: dict[str, str] | None = None, nice: int = 0) -> int:
+    """Start ``argv`` detached (own session, output to the daemon's log) and record its pid. ``nice`` > 0
+    lowers its CPU priority: the process's niceness (every thread it starts inherits it) and its
+    session's autogroup's, which is what Linux weighs between sessions when autogroups are on."""
     daemon.log_file.parent.mkdir(parents=True, exist_ok=True)
     daemon.pid_file.parent.mkdir(parents=True, exist_ok=True)
     with open(daemon.log_file, "ab") as log:
@@ -107,10 +109,21 @@ def spawn(daemon: Daemon, argv: Sequence[str], env: dict[str, str] | None = None
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             env={**os.environ, **(env or {})},
+            # Runs in the child after setsid, before exec: the new session's autogroup is the child's own.
+            preexec_fn=(lambda: _lower_priority(nice)) if nice > 0 else None,
         )
     daemon.pid_file.write_text(f"{proc.pid}\n")
-    logger.info("%s: started pid %d, log %s", daemon.name, proc.pid, daemon.log_file)
+    logger.info("%s: started pid %d%s, log %s", daemon.name, proc.pid, f" at nice {nice}" if nice else "", daemon.log_file)
     return proc.pid
+
+
+def _lower_priority(nice: int) -> None:
+    os.nice(nice)
+    try:  # absent on kernels without autogroups (then the niceness alone counts)
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(nice))
+    except OSError:
+        pass
 
 
 def alive(pid: int) -> bool:

@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     postgres_version: int = Field(15, description="PostgreSQL major version (Debian package).")
     kafka_heap: str = Field("512m", description="Max heap of the Kafka broker JVM (-Xmx).")
     connect_heap: str = Field("768m", description="Max heap of the Kafka Connect JVM (-Xmx).")
+    connect_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="CPU niceness of the local Kafka Connect (Debezium), its own and its session's (autogroup): "
+        "on a host shared with `featurectl serve`, lookups get the CPU first and capture lags instead; "
+        "0 = equal shares.",
+    )
     startup_timeout_s: float = Field(120.0, description="How long `stack up` waits for each service.")
 
     # --- Postgres ----------------------------------------------------------------------------

@@ -81,7 +81,7 @@ class ConnectWorker:
         )
         # The secrets connectors reference (connectors/definition.py SECRET_REFERENCES), in its environment only.
         env = {SECRET_ENV[field]: self.settings.require_secret(field) for field in SECRET_ENV}
-        pid = procs.spawn(self.daemon, argv, env)
+        pid = procs.spawn(self.daemon, argv, env, nice=self.settings.connect_nice)
         procs.wait_for(
             self.ready,
             self.settings.startup_timeout_s,

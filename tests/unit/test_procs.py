@@ -62,3 +62,16 @@ def test_kafka_cluster_ids_never_start_with_a_dash_which_the_storage_tool_reads_
     ids = [new_cluster_id() for _ in range(2000)]  # a random id starts with "-" 1 time in 64
     assert not [i for i in ids if i.startswith("-")]
     assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
+
+
+def test_a_daemon_spawned_nice_runs_behind_the_callers_session(tmp_path: Path) -> None:
+    """Kafka Connect is spawned nice (settings.connect_nice): its threads and its session's autogroup (what
+    Linux weighs between sessions) both yield the CPU to `featurectl serve` on a shared host."""
+    d = procs.Daemon("sleeper", tmp_path / "s.pid", tmp_path / "s.log", marker=str(tmp_path))
+    pid = procs.spawn(d, [sys.executable, "-c", f"import time; time.sleep(30)  # {tmp_path}"], nice=7)
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 7
+        if Path("/proc/self/autogroup").exists():
+            assert Path(f"/proc/{pid}/autogroup").read_text().rstrip().endswith("nice 7")
+    finally:
+        assert procs.stop(d, grace_s=5)
