@@ -48,7 +48,13 @@ case "${1:-}" in
   test)
     # The tests also run the production online stores (Postgres + pgvector, Redis) and Prometheus
     # (with promtool: the alert rules' unit tests) for real.
-    setup --with online-postgres --with redis --with prometheus
+    setup --with online-postgres --with redis --with prometheus --spark
+    # The Spark offline store's test (tests/unit/test_spark_store.py) runs Spark in local mode: the `spark`
+    # extra, installed for the tests only (the demo does not need it); its Delta jars come with --spark above.
+    if ! .venv/bin/python -c 'import pyspark' 2>/dev/null; then
+      log "installing the spark extra (pyspark) into .venv"
+      .venv/bin/pip install -q -e '.[spark]'
+    fi
     # A headless browser renders the drift report in tests/unit/test_drift_html.py (Debian package).
     .venv/bin/python -c 'from stack.system import ensure_command; ensure_command("chromium-headless-shell", "chromium-headless-shell")'
     # tests/unit/test_compose.py builds Docker Compose's own loader (compose-go) with Go.

@@ -12,6 +12,7 @@ is the anchor: Parquet files in a directory joined by Feast's own file (dask) st
 
     .venv/bin/python -m bench.pit_bench --history 10000000 --labels 100000 --batch 10000
     .venv/bin/python -m bench.pit_bench --format parquet --store dask --history 1000000 --labels 100000
+    .venv/bin/python -m bench.pit_bench --store spark --history 10000000 --labels 100000 --batch 10000
 """
 
 from __future__ import annotations
@@ -95,14 +96,34 @@ def history(store: FeatureStore, rows: int, entities: int, batch: int, dup: floa
     return files
 
 
+KEYS = ("customer_id", "event_timestamp")
+
+
+def spark_store(repo: Path) -> FeatureStore:
+    """The same repository read by the Spark offline store (local mode, this host's cores)."""
+    yaml = repo / "feature_store.yaml"
+    spark_yaml = repo / "feature_store.spark.yaml"
+    spark_yaml.write_text(
+        yaml.read_text().replace(
+            f"type: {DUCKDB_STORE}",
+            "type: stores.history.spark_store.DeltaSparkOfflineStore\n  spark_conf:\n"
+            '    spark.ui.enabled: "false"\n    spark.driver.memory: 4g',
+        )
+    )
+    return FeatureStore(repo_path=str(repo), fs_yaml_file=spark_yaml)
+
+
 def join(store: FeatureStore, labels: pd.DataFrame) -> tuple[float, pd.DataFrame]:
     start = time.perf_counter()
     df = store.get_historical_features(
         labels, ["customer_profile:segment", "customer_profile:credit_limit"]
     ).to_df()
-    return time.perf_counter() - start, df.sort_values(["customer_id", "event_timestamp"]).reset_index(
-        drop=True
-    )
+    took = time.perf_counter() - start
+    if df["event_timestamp"].dt.tz is None:  # Feast's Spark store returns UTC times without their zone
+        df["event_timestamp"] = df["event_timestamp"].dt.tz_localize("UTC")
+    df["event_timestamp"] = df["event_timestamp"].astype("datetime64[us, UTC]")  # Spark's are in ns
+    df = df[["customer_id", "event_timestamp", *sorted(c for c in df.columns if c not in KEYS)]]
+    return took, df.sort_values(list(df.columns), na_position="first").reset_index(drop=True)
 
 
 def main() -> None:
@@ -116,7 +137,11 @@ def main() -> None:
     parser.add_argument("--dup", type=float, default=0.05, help="share of batches written twice")
     parser.add_argument("--format", choices=["delta", "parquet"], default="delta", help="history layout")
     parser.add_argument(
-        "--store", choices=["duckdb", "dask"], default="duckdb", help="Feast offline store doing the join"
+        "--store",
+        choices=["duckdb", "dask", "spark"],
+        default="duckdb",
+        help="Feast offline store doing the join (spark: local[*], with the DuckDB join of the same history "
+        "beside it; needs the spark extra and `featurectl stack install --spark`)",
     )
     parser.add_argument(
         "--skip-before",
@@ -136,6 +161,7 @@ def main() -> None:
         feast_apply(repo)
         store = FeatureStore(repo_path=str(root / "feature_repo"))
         files = history(store, args.history, args.entities, args.batch, args.dup)
+        joiner = spark_store(repo) if args.store == "spark" else store
         rng = np.random.default_rng(11)
         labels = pd.DataFrame(
             {
@@ -147,15 +173,22 @@ def main() -> None:
         )
         before_s, before = float("nan"), None
         if not args.skip_before:
-            join(store, labels.head(10))  # warm-up: imports and dask start-up are not the join's cost
-            before_s, before = join(store, labels)
+            join(joiner, labels.head(10))  # warm-up: imports, dask or Spark start-up are not the join's cost
+            before_s, before = join(joiner, labels)
         start = time.perf_counter()
         report = compact(store, store.get_feature_view("customer_profile"))
         compact_s = time.perf_counter() - start
         if args.skip_before:
-            join(store, labels.head(10))  # the same warm-up, on the compacted history
-        after_s, after = join(store, labels)
+            join(joiner, labels.head(10))  # the same warm-up, on the compacted history
+        after_s, after = join(joiner, labels)
         same = before is None or before.equals(after)
+        beside = ""
+        if joiner is not store:  # the anchor: DuckDB over the same compacted history, same labels
+            join(store, labels.head(10))
+            duck_s, duck = join(store, labels)
+            equal = duck.equals(after)
+            same = same and equal
+            beside = f"DuckDB store, same history and labels: {duck_s:.1f} s; training sets equal: {equal}"
         print(f"command: {' '.join([Path(sys.executable).name, '-m', 'bench.pit_bench', *sys.argv[1:]])}")
         print(
             f"history ({args.format}, joined by {args.store}): {report.rows_before:,} rows in {files:,} "
@@ -165,6 +198,8 @@ def main() -> None:
         print(f"compaction: {compact_s:.1f} s -> {report.files_after} file(s), {report.rows_after:,} rows")
         print(f"point-in-time join after compaction:  {after_s:.1f} s")
         print(f"training sets equal: {'not compared' if before is None else same}")
+        if beside:
+            print(beside)
         if not same:
             sys.exit(1)
     finally:

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "featurectl",
         description="Cache for the JVM jars downloaded from Maven Central (shared by all checkouts).",
     )
+    delta_spark_version: str = Field(
+        "4.4.0",
+        description="Delta Lake's Spark jars (delta-spark for Spark 4.2, delta-storage) the Spark offline store "
+        "reads the history with; `featurectl stack install --spark` fetches them from Maven Central.",
+    )
     pg_clusters_dir: Path = Field(
         Path("/var/lib/featurectl/postgres"),
         description="When featurectl runs as root: where local Postgres clusters live, one directory "
@@ -236,6 +241,11 @@ class Settings(BaseSettings):
     prometheus_scrape_interval_s: float = Field(
         15.0, gt=0, description="Scrape and rule-evaluation interval of the local Prometheus."
     )
+
+    @property
+    def delta_jars_dir(self) -> Path:
+        """Where `featurectl stack install --spark` puts Delta Lake's Spark jars (stores/history/spark_store.py)."""
+        return self.cache_dir / "jvm" / f"delta-spark-{self.delta_spark_version}"
 
     @property
     def bootstrap_servers(self) -> str:

@@ -30,12 +30,23 @@ WITH_EXTRAS = click.option(
 
 @stack.command("install")
 @WITH_EXTRAS
+@click.option(
+    "--spark",
+    is_flag=True,
+    help="Also fetch Delta Lake's Spark jars, for the Spark offline store (needs the `spark` extra: "
+    "pip install '.[spark]').",
+)
 @click.pass_context
-def stack_install(ctx: click.Context, extras: tuple[str, ...]) -> None:
+def stack_install(ctx: click.Context, extras: tuple[str, ...], spark: bool) -> None:
     """Install what the stack needs (Postgres package, Kafka/Connect/Debezium jars) without starting it."""
     from stack.launcher import LocalStack
 
-    LocalStack(settings_of(ctx)).install(extras)
+    settings = settings_of(ctx)
+    LocalStack(settings).install(extras)
+    if spark:
+        from stack.spark import ensure_delta_jars
+
+        ensure_delta_jars(settings)
 
 
 @stack.command("up")

@@ -8,6 +8,10 @@ and DuckDB reads them with its built-in Parquet reader (``union_by_name``: files
 was added read it as null). A Parquet-directory history (the default FileSource format) is read the same
 way, as its visible ``*.parquet`` files (stores/history/reader.py). Any other source goes to Feast's own reader.
 
+One change in the join too: rows of one entity at one instant (event time and ingestion time: a transaction
+that changed the row twice, written in one flush) tie in Feast's ordering, and the engine picks one; here the
+highest version is the row (``one_row_per_instant``), as ``featurectl compact`` keeps it.
+
     offline_store:
       type: stores.history.duckdb_store.DeltaDuckDBOfflineStore
 """
@@ -40,6 +44,7 @@ from feast.repo_config import RepoConfig
 from ibis.expr.types import Table
 
 from stores.history.reader import history_files
+from stores.history.schema import VERSION_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +84,23 @@ def read_source(data_source: DataSource, repo_path: str) -> Table:
         names = sorted(history_files(path))
         return ibis.read_parquet([str(path / n) for n in names], union_by_name=True)
     return feast_duckdb._read_data_source(data_source, repo_path)
+
+
+def one_row_per_instant(table: Table, keys: list[str], event_ts: str, created_ts: str | None) -> Table:
+    """One row per entity and instant (event time, ingestion time): the highest version.
+
+    Feast's join orders a label's candidate rows by event time, then created time; two rows of one instant
+    (a transaction that changed the row twice, written in one flush) tie, and which one it keeps is up to
+    the engine. The last change of the transaction, the highest version, is the row's state.
+    """
+    order = [ibis.desc(table[c]) for c in VERSION_COLUMNS if c in table.columns]
+    if not order:
+        return table  # not a featurectl history: nothing to order the instant's rows by
+    instant = [*keys, event_ts, *([created_ts] if created_ts else [])]
+    rank = ibis.row_number().over(ibis.window(group_by=instant, order_by=order))
+    return (
+        table.mutate(_featurectl_rank=rank).filter(lambda t: t._featurectl_rank == 0).drop("_featurectl_rank")
+    )
 
 
 def _live_files(data_source: FileSource, repo_path: str | None) -> list[str] | None:
@@ -221,6 +243,21 @@ class DeltaDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
         full_feature_names: bool = False,
         filter_by_created_timestamp: bool = False,
     ) -> RetrievalJob:
+        keys = {
+            v.batch_source.name: [c.name for c in v.entity_columns] for v in feature_views if v.batch_source
+        }
+
+        def read_history(data_source: DataSource, repo_path: str) -> Table:
+            table = read_source(data_source, repo_path)
+            if data_source.name not in keys:
+                return table
+            return one_row_per_instant(
+                table,
+                keys[data_source.name],
+                data_source.timestamp_field,
+                data_source.created_timestamp_column,
+            )
+
         return get_historical_features_ibis(
             config=config,
             feature_views=feature_views,
@@ -229,7 +266,7 @@ class DeltaDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             registry=registry,
             project=project,
             full_feature_names=full_feature_names,
-            data_source_reader=read_source,
+            data_source_reader=read_history,
             data_source_writer=feast_duckdb._write_data_source,
             staging_location=config.offline_store.staging_location,
             staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,

@@ -44,6 +44,10 @@ META_COLUMNS: dict[str, pa.DataType] = {
     "cdc_embedding_model": pa.string(),
 }
 
+# Among a view's rows of one entity and instant (event time and ingestion time: changes of one transaction
+# written in one flush), the highest version is the entity's state (stores/ordering.py).
+VERSION_COLUMNS = ("cdc_version", "cdc_version_minor")
+
 
 def history_schema(view: FeatureView) -> pa.Schema:
     """The Arrow schema of a view's history files: entity columns, features, META_COLUMNS.
