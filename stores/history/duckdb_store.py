@@ -9,8 +9,10 @@ was added read it as null). A Parquet-directory history (the default FileSource 
 way, as its visible ``*.parquet`` files (stores/history/reader.py). Any other source goes to Feast's own reader.
 
 One change in the join too: rows of one entity at one instant (event time and ingestion time: a transaction
-that changed the row twice, written in one flush) tie in Feast's ordering, and the engine picks one; here the
-highest version is the row (``one_row_per_instant``), as ``featurectl compact`` keeps it.
+that changed the row twice, appended in one commit) tie in Feast's ordering, and the engine picks one; here the
+highest version is the row (``one_row_per_instant``), as ``featurectl compact`` keeps it. The processor and
+the backfill append only a transaction's last state (stores/ordering.py ``last_of_each_instant``); this
+holds the join to the same rule for a history appended any other way.
 
     offline_store:
       type: stores.history.duckdb_store.DeltaDuckDBOfflineStore
@@ -90,7 +92,7 @@ def one_row_per_instant(table: Table, keys: list[str], event_ts: str, created_ts
     """One row per entity and instant (event time, ingestion time): the highest version.
 
     Feast's join orders a label's candidate rows by event time, then created time; two rows of one instant
-    (a transaction that changed the row twice, written in one flush) tie, and which one it keeps is up to
+    (a transaction that changed the row twice, appended in one commit) tie, and which one it keeps is up to
     the engine. The last change of the transaction, the highest version, is the row's state.
     """
     order = [ibis.desc(table[c]) for c in VERSION_COLUMNS if c in table.columns]

@@ -91,8 +91,8 @@ class HistorySparkSource(SparkSource):
     """A Delta history read by Spark, one row per entity and instant (event time, ingestion time).
 
     Feast's Spark join keeps, per label, the rows at the latest event time and then at the latest created
-    time, and joins them back: two rows of one instant (a transaction that changed the row twice, written
-    in one flush) would each give the label a row, so the training set would hold the label twice. Here,
+    time, and joins them back: two rows of one instant (a transaction that changed the row twice, appended
+    in one commit) would each give the label a row, so the training set would hold the label twice. Here,
     as in the DuckDB store and ``featurectl compact``, the instant's highest version is the one row.
     """
 

@@ -238,16 +238,16 @@ def test_materialize_reads_a_delta_history_and_incrementally_only_new_commits(
 
 
 def test_a_training_set_has_the_last_of_a_transactions_changes_to_a_row(sqlite_store: FeatureStore) -> None:
-    """A transaction changed each of 40 rows three times: one commit time, one flush, so three history rows
-    per entity tie on Feast's ordering (event time, ingestion time). The training set has the last change
-    (the highest version) for each, in the order the processor writes them."""
+    """A transaction changed each of 40 rows three times, and all three changes were appended in one commit
+    (the processor keeps only the last, stores/ordering.py; another writer may not): three history rows per
+    entity tie on Feast's ordering (event time, ingestion time). The training set has the last change."""
     sink = HistorySink(sqlite_store, "w")
     changes = [
         row(cid, 1000 + 3 * cid + step, segment, T0, minor=0)
         for cid in range(40)
         for step, segment in enumerate(["first", "second", "last"])
     ]
-    # In version order, as the processor appends them: Feast's join alone then kept the first (its tie).
+    # In version order: Feast's join alone then kept the first (its pick among the tie).
     sink.add(changes)
     sink.flush()
     labels = pd.DataFrame({"customer_id": range(40), "event_timestamp": T0 + timedelta(minutes=1)})
