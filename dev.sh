@@ -51,7 +51,9 @@ case "${1:-}" in
     setup --with online-postgres --with redis --with prometheus --spark
     # The Spark offline store's test (tests/unit/test_spark_store.py) runs Spark in local mode: the `spark`
     # extra, installed for the tests only (the demo does not need it); its Delta jars come with --spark above.
-    if ! .venv/bin/python -c 'import pyspark' 2>/dev/null; then
+    # google.rpc: Spark Connect's dependencies, without which importing Great Expectations exits a `python -c`
+    # process (pyproject.toml, the spark extra); a venv with a bare pyspark gets them here.
+    if ! .venv/bin/python -c 'import pyspark, google.rpc, grpc_status, zstandard' 2>/dev/null; then
       log "installing the spark extra (pyspark) into .venv"
       .venv/bin/pip install -q -e '.[spark]'
     fi

@@ -5,6 +5,8 @@ changed rows twice at one instant, and labels that fall exactly on a change."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -145,3 +147,17 @@ def test_without_delta_jars_the_store_names_the_install_command(
     assert conf is not None
     assert conf["spark.master"] == "yarn" and "spark.jars" not in conf
     assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+
+
+def test_with_pyspark_installed_a_python_c_process_importing_great_expectations_runs_on() -> None:
+    """Great Expectations imports pyspark.sql.connect when pyspark is installed; without Spark Connect's
+    dependencies pyspark then calls sys.exit(0) in a process whose main module is ``-c`` (it takes it for a
+    doctest run): every `featurectl process` started that way exited at once, silently, with status 0.
+    The spark extra brings those dependencies (pyproject.toml)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import pyspark, great_expectations; print('still running')"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "still running", done.stderr[-2000:]
