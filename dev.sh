@@ -46,9 +46,10 @@ case "${1:-}" in
     exec .venv/bin/featurectl demo
     ;;
   test)
-    # The tests also run the production online stores (Postgres + pgvector, Redis) and Prometheus
-    # (with promtool: the alert rules' unit tests) for real.
-    setup --with online-postgres --with redis --with prometheus --spark
+    # The tests also run the production online stores (Postgres + pgvector, Redis), Prometheus (with
+    # promtool: the alert rules' unit tests) and Airflow (its own virtualenv: the DAGs of jobs/airflow_dags/)
+    # for real.
+    setup --with online-postgres --with redis --with prometheus --spark --airflow
     # The Spark offline store's test (tests/unit/test_spark_store.py) runs Spark in local mode: the `spark`
     # extra, installed for the tests only (the demo does not need it); its Delta jars come with --spark above.
     # google.rpc: Spark Connect's dependencies, without which importing Great Expectations exits a `python -c`

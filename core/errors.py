@@ -7,6 +7,13 @@ Every error a user can see carries what failed and what to do about it. ``transi
 
 from __future__ import annotations
 
+EXIT_FAILED = 1
+"""Exit status of a command that failed for good: a terminal error, or a finding (drift, a mismatch)."""
+EXIT_TRANSIENT = 75
+"""Exit status of a command that failed transiently (``EX_TEMPFAIL``, sysexits.h): the same command may
+succeed when run again later (a service still starting, another run of the job holding its lock).
+Schedulers retry on it (jobs/airflow_dags/featurectl_dags.py) and give up on ``EXIT_FAILED``."""
+
 
 class FeatureCtlError(Exception):
     """Base class for every error featurectl raises on purpose.

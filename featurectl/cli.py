@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from core.errors import FeatureCtlError
+from core.errors import EXIT_FAILED, EXIT_TRANSIENT, FeatureCtlError
 from core.settings import export_store_secrets, load_settings
 from featurectl.commands import GROUPS
 
@@ -61,7 +61,8 @@ def main() -> None:
         cli(standalone_mode=False)
     except FeatureCtlError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        # Schedulers (Airflow, cron wrappers) retry a transient failure and give up on the others.
+        sys.exit(EXIT_TRANSIENT if exc.transient else EXIT_FAILED)
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as exc:

@@ -14,11 +14,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.errors import FeatureCtlError
+from core.errors import TransientError
 
 
-class JobRunning(FeatureCtlError):
-    """Another run of the same job holds its lock."""
+class JobRunning(TransientError):
+    """Another run of the same job holds its lock: transient, a later run gets it (exit 75, schedulers retry)."""
 
 
 @contextmanager

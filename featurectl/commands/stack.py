@@ -36,8 +36,14 @@ WITH_EXTRAS = click.option(
     help="Also fetch Delta Lake's Spark jars, for the Spark offline store (needs the `spark` extra: "
     "pip install '.[spark]').",
 )
+@click.option(
+    "--airflow",
+    is_flag=True,
+    help="Also install Apache Airflow in a virtualenv of its own (in the cache), to run jobs/airflow_dags/ "
+    "locally; prints its `airflow` executable.",
+)
 @click.pass_context
-def stack_install(ctx: click.Context, extras: tuple[str, ...], spark: bool) -> None:
+def stack_install(ctx: click.Context, extras: tuple[str, ...], spark: bool, airflow: bool) -> None:
     """Install what the stack needs (Postgres package, Kafka/Connect/Debezium jars) without starting it."""
     from stack.launcher import LocalStack
 
@@ -47,6 +53,10 @@ def stack_install(ctx: click.Context, extras: tuple[str, ...], spark: bool) -> N
         from stack.spark import ensure_delta_jars
 
         ensure_delta_jars(settings)
+    if airflow:
+        from stack.airflow import ensure_airflow
+
+        click.echo(f"airflow: {ensure_airflow(settings)}")
 
 
 @stack.command("up")
