@@ -27,7 +27,8 @@ The DAGs (set their schedules with cron expressions or presets; ``none`` = only 
 
 Where featurectl is: FEATURECTL_HOME (the checkout; default: the checkout this file is in, if it is in one)
 and FEATURECTL_BIN (default ``$FEATURECTL_HOME/.venv/bin/featurectl``). Every other FEATURECTL_* variable of
-the Airflow worker reaches the commands (docs/settings.md). Retries: FEATURECTL_AIRFLOW_RETRIES (default 3),
+the Airflow worker reaches the commands (docs/settings.md); these FEATURECTL_HOME, FEATURECTL_BIN and
+FEATURECTL_AIRFLOW_* variables are this file's own and do not. Retries: FEATURECTL_AIRFLOW_RETRIES (default 3),
 FEATURECTL_AIRFLOW_RETRY_DELAY_S (default 300).
 """
 
@@ -68,6 +69,13 @@ HOME = os.environ.get("FEATURECTL_HOME") or str(_checkout() or "")
 BIN = os.environ.get("FEATURECTL_BIN") or (f"{HOME}/.venv/bin/featurectl" if HOME else "featurectl")
 
 
+def command_env() -> dict[str, str]:
+    """The worker's environment less this file's own variables: featurectl refuses FEATURECTL_* variables
+    that are not its settings (a misspelt setting must not pass unnoticed)."""
+    own = ("FEATURECTL_HOME", "FEATURECTL_BIN")
+    return {k: v for k, v in os.environ.items() if k not in own and not k.startswith("FEATURECTL_AIRFLOW_")}
+
+
 class FeaturectlOperator(BaseOperator):  # type: ignore[misc]  # Airflow is not in featurectl's environment
     """Runs ``featurectl <args>`` in FEATURECTL_HOME; its exit code decides the task's state (module doc)."""
 
@@ -85,7 +93,7 @@ class FeaturectlOperator(BaseOperator):  # type: ignore[misc]  # Airflow is not 
                 "environment to the directory where `./dev.sh` was run"
             )
         command = [BIN, *self.args]
-        result = SubprocessHook().run_command(command=command, env=dict(os.environ), cwd=HOME)
+        result = SubprocessHook().run_command(command=command, env=command_env(), cwd=HOME)
         what = f"`{' '.join(command)}` exited {result.exit_code}: {result.output}"
         if result.exit_code == 0:
             return str(result.output)

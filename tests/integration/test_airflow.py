@@ -2,7 +2,7 @@
 its own (`featurectl stack install --airflow`), its DAGs run with `airflow dags test` against the test stack.
 
 The DAGs parse; a maintenance run (backfill, materialize, compact, verify) succeeds task by task and leaves
-the online store equal to Postgres; a job whose lock another run holds is retried and then fails its task;
+the online store equal to Postgres; a job whose lock another run holds is retried, then fails its task and the tasks after it do not run;
 a verify that finds a mismatch fails its task at once (a finding is not retried) and the run.
 """
 
@@ -74,6 +74,12 @@ def dag_run(airflow: Airflow, dag_id: str, env: dict[str, str]) -> tuple[int, di
     return done.returncode, {t["task_id"]: t["state"] for t in table}, log
 
 
+def said(log: str) -> str:
+    """What the featurectl commands printed about their failures, from an Airflow run's log."""
+    lines = [line for line in log.splitlines() if re.search(r"exited \d+|error|fix:", line)]
+    return "\n".join(lines[-40:]) or log[-5000:]
+
+
 def test_the_dags_parse_without_import_errors(airflow: Airflow) -> None:
     env = {"FEATURECTL_AIRFLOW_SNAPSHOT_TABLES": "public.customers"}
     errors = airflow("dags", "list-import-errors", "--local", "-o", "plain", env=env)
@@ -101,24 +107,26 @@ def test_a_maintenance_run_succeeds_task_by_task_and_failing_jobs_fail_their_tas
         "materialize": "success",
         "compact": "success",
         "verify": "success",
-    }, (states, log[-5000:])
+    }, (states, said(log))
     online = platform.online("customer_profile", "customer_id", ids, ["segment", "credit_limit"])
     assert online["credit_limit"] == [40.0 + i for i in range(5)] and set(online["segment"]) == {"gold"}
 
-    # compact's lock held by another run: compact exits 75 (transient), is tried 3 times, then fails its task.
-    with job_lock(platform.settings.data_dir / "locks", "compact"):
-        code, states, log = dag_run(
-            airflow, "featurectl_maintenance", {**env, "FEATURECTL_AIRFLOW_BACKFILL_VIEWS": ""}
-        )
-    assert code != 0 and states["compact"] == "failed" and states["verify"] == "upstream_failed", states
-    assert log.count("compact` exited 75") == 3, log[-5000:]
+    # materialize's lock held by another run: the task exits 75 (transient), is tried 3 times (2 retries),
+    # then fails, and the tasks after it do not run.
+    no_backfill = {**env, "FEATURECTL_AIRFLOW_BACKFILL_VIEWS": ""}
+    with job_lock(platform.settings.data_dir / "locks", "materialize"):
+        code, states, log = dag_run(airflow, "featurectl_maintenance", no_backfill)
+    assert code != 0 and states == {
+        "materialize": "failed",
+        "compact": "upstream_failed",
+        "verify": "upstream_failed",
+    }, (states, said(log))
+    assert log.count("materialize customer_profile --incremental` exited 75") == 3, said(log)
 
     # A row changed in Postgres that nothing streamed (no processor runs): verify finds it, its task fails
     # on the first try although retries are allowed, and so does the run.
     with psycopg.connect(stack.app, autocommit=True) as conn:
         conn.execute("UPDATE customers SET credit_limit = 1 WHERE id = %s", (ids[0],))
-    code, states, log = dag_run(
-        airflow, "featurectl_maintenance", {**env, "FEATURECTL_AIRFLOW_BACKFILL_VIEWS": ""}
-    )
-    assert code != 0 and states["compact"] == "success" and states["verify"] == "failed", states
-    assert log.count("verify customer_profile` exited 1") == 1 and "not retried" in log, log[-5000:]
+    code, states, log = dag_run(airflow, "featurectl_maintenance", no_backfill)
+    assert code != 0 and states["compact"] == "success" and states["verify"] == "failed", (states, said(log))
+    assert log.count("verify customer_profile` exited 1") == 1 and "not retried" in log, said(log)
