@@ -20,12 +20,15 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from feast import FeatureStore
 from feast.data_source import PushMode
 from psycopg import sql
@@ -41,11 +44,14 @@ from bench.common import (
     use_parquet_history,
     wait_processed,
 )
+from connectors.definition import ConnectorDefinition
 from connectors.deploy import deploy
 from core import metrics
+from core.settings import Settings
 from stores.repository import feast_apply
 from stores.sqlite.db import connect
 from streams.processor import Processor, ProcessorConfig
+from streams.workers import Workers
 
 
 def seed(conninfo: str, table: str, rows: int) -> list[int]:
@@ -174,6 +180,97 @@ def bulk_updates(conninfo: str, table: str, ids: list[int], rounds: int) -> int:
     return changed
 
 
+class GroupProgress:
+    """Rows a consumer group has committed on one topic, read as the group's offsets: what ``--workers``
+    processes have finished with (offsets are committed only after the sinks flushed)."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.group, self.topic = group, topic
+        self.parts: list[TopicPartition] = []
+
+    def _partitions(self) -> list[TopicPartition]:
+        if not self.parts:  # the topic appears with Debezium's first change of the table
+            meta = self.consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+            if meta is not None and meta.error is None:
+                self.parts = [TopicPartition(self.topic, p) for p in meta.partitions]
+        return self.parts
+
+    def committed(self) -> int:
+        parts = self._partitions()
+        return sum(max(tp.offset, 0) for tp in self.consumer.committed(parts, timeout=10)) if parts else 0
+
+    def produced(self) -> int:
+        return sum(self.consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in self._partitions())
+
+    def members_with_partitions(self) -> int:
+        desc = self.admin.describe_consumer_groups([self.group])[self.group].result(timeout=10)
+        return sum(1 for m in desc.members if m.assignment.topic_partitions)
+
+    def wait(self, probe: Callable[[], bool], what: str, timeout_s: float = 1800) -> float:
+        """Seconds until ``probe()``; exits the benchmark past the deadline."""
+        start = time.monotonic()
+        while not probe():
+            if time.monotonic() - start > timeout_s:
+                raise SystemExit(f"timed out after {timeout_s}s waiting for {what}")
+            time.sleep(0.05)
+        return time.monotonic() - start
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def _worker(settings: Settings, topic_prefix: str, index: int, ready: Callable[[], None]) -> None:
+    """One ``--workers`` process (as ``featurectl process --workers N`` runs it, without the metrics server)."""
+    logging.basicConfig(level=logging.WARNING)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    store = FeatureStore(repo_path=str(settings.feature_repo))
+    Processor(settings, store, ProcessorConfig.from_settings(settings, topic_prefix)).run(stop, ready)
+
+
+def worker_run(
+    settings: Settings, definition: ConnectorDefinition, table: str, count: int, app: str, ids: list[int]
+) -> tuple[float, float, float, float, float]:
+    """Catch-up and end to end with ``count`` worker processes sharing the group.
+
+    Returns (catch-up rows/s, end-to-end rows/s, Postgres commit rows/s, ceiling rows/s, start-up s)."""
+    topic = definition.topic_for(f"public.{table}")
+    progress = GroupProgress(settings.bootstrap_servers, settings.processor_group, topic)
+    try:
+        progress.wait(lambda: progress.produced() >= len(ids), "the seeded rows to reach Kafka", 600)
+        target = progress.produced()
+        workers = Workers(partial(_worker, settings, definition.topic_prefix), count)
+        supervisor = threading.Thread(target=workers.wait, daemon=True)
+        t0 = time.monotonic()
+        workers.start()
+        supervisor.start()
+        # All joined (they join together: streams/workers.py) before the clock starts, as the
+        # single-process run starts it after its first row.
+        progress.wait(lambda: progress.members_with_partitions() == count, f"{count} workers to join", 600)
+        startup = time.monotonic() - t0
+        start_rows = progress.committed()
+        took = progress.wait(lambda: progress.committed() >= target, "the catch-up")
+        catchup_rate = (target - start_rows) / took
+
+        ceiling = KafkaCeiling(settings.bootstrap_servers, topic, 2 * len(ids))
+        ceiling.start()
+        ceiling.assigned.wait(30)
+        t1 = time.monotonic()
+        changed = bulk_updates(app, table, ids, rounds=2)
+        commit_rate = changed / (time.monotonic() - t1)
+        progress.wait(lambda: progress.committed() >= target + changed, "the bulk updates")
+        e2e_rate = changed / (time.monotonic() - t1)
+        ceiling.done.wait(300)
+        kafka_rate = ceiling.seen / (ceiling.finished_at - t1) if ceiling.finished_at else float("nan")
+        workers.stop()
+        supervisor.join(120)
+        return catchup_rate, e2e_rate, commit_rate, kafka_rate, startup
+    finally:
+        progress.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=20000, help="customers changed per throughput round")
@@ -190,6 +287,13 @@ def main() -> None:
         choices=["sqlite", "postgres", "redis"],
         default="sqlite",
         help="the online store both the processor and the Feast push anchor write",
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processor processes sharing the group for the catch-up and end-to-end runs "
+        "(featurectl process --workers N); the freshness run uses one",
     )
     args = ap.parse_args()
     # SIGTERM (a job runner stopping us) must still run the cleanup below: connector, slot, table.
@@ -210,37 +314,49 @@ def main() -> None:
         store = FeatureStore(repo_path=str(settings.feature_repo))
         ids = seed(app, name, args.rows)
 
+        stages: dict[str, float] = {}
+        if args.workers > 1:
+            # 1-2. Catch-up and end to end with N processes (their stage timers live in each process).
+            catchup_rate, e2e_rate, commit_rate, kafka_rate, startup = worker_run(
+                settings, definition, name, args.workers, app, ids
+            )
+            existing, changed = len(ids), 2 * len(ids)
+            catch_up = existing / catchup_rate
+            e2e_total = changed / e2e_rate
         processor = Processor(
             settings, store, ProcessorConfig.from_settings(settings, definition.topic_prefix)
         )
-        # 1. Catch-up: changes already in Kafka (the seeded rows).
         stop = threading.Event()
         worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
         worker.start()
-        existing = len(ids)
-        startup = wait_processed(processor, 1)  # group join, assignment, model load: not throughput
-        first, stages_before = handled(processor), stage_seconds()
-        catch_up = wait_processed(processor, existing)
-        stages = {k: v - stages_before[k] for k, v in stage_seconds().items()}
-        catchup_rate = (handled(processor) - first) / catch_up
+        if args.workers == 1:
+            # 1. Catch-up: changes already in Kafka (the seeded rows).
+            existing = len(ids)
+            startup = wait_processed(processor, 1)  # group join, assignment, model load: not throughput
+            first, stages_before = handled(processor), stage_seconds()
+            catch_up = wait_processed(processor, existing)
+            stages = {k: v - stages_before[k] for k, v in stage_seconds().items()}
+            catchup_rate = (handled(processor) - first) / catch_up
 
-        # 2. Sustained end to end: bulk updates in Postgres, until the processor has applied them all.
-        #    In the same run: how fast Postgres commits them, and how fast they can be read from Kafka
-        #    at all (a bare consumer that only decodes JSON: the ceiling Debezium and Kafka set).
-        ceiling = KafkaCeiling(
-            settings.bootstrap_servers, definition.topic_for(f"public.{name}"), 2 * len(ids)
-        )
-        ceiling.start()
-        ceiling.assigned.wait(30)
-        before = handled(processor)
-        t1 = time.monotonic()
-        changed = bulk_updates(app, name, ids, rounds=2)
-        commit_rate = changed / (time.monotonic() - t1)
-        wait_processed(processor, before + changed)
-        e2e_total = time.monotonic() - t1
-        e2e_rate = changed / e2e_total
-        ceiling.done.wait(300)
-        kafka_rate = ceiling.seen / (ceiling.finished_at - t1) if ceiling.finished_at else float("nan")
+            # 2. Sustained end to end: bulk updates in Postgres, until the processor has applied them all.
+            #    In the same run: how fast Postgres commits them, and how fast they can be read from Kafka
+            #    at all (a bare consumer that only decodes JSON: the ceiling Debezium and Kafka set).
+            ceiling = KafkaCeiling(
+                settings.bootstrap_servers, definition.topic_for(f"public.{name}"), 2 * len(ids)
+            )
+            ceiling.start()
+            ceiling.assigned.wait(30)
+            before = handled(processor)
+            t1 = time.monotonic()
+            changed = bulk_updates(app, name, ids, rounds=2)
+            commit_rate = changed / (time.monotonic() - t1)
+            wait_processed(processor, before + changed)
+            e2e_total = time.monotonic() - t1
+            e2e_rate = changed / e2e_total
+            ceiling.done.wait(300)
+            kafka_rate = ceiling.seen / (ceiling.finished_at - t1) if ceiling.finished_at else float("nan")
+        elif not processor.assigned.wait(300):  # it starts at the group's offsets, where the workers left
+            raise SystemExit("the freshness run's processor got no partitions in 300s")
 
         # 3. Freshness at a steady moderate rate: single-row commits, paced.
         processor.pipeline.freshness.samples.clear()
@@ -295,11 +411,13 @@ def main() -> None:
         print("\n== stream processor benchmark ==")
         print(
             f"command: .venv/bin/python bench/processor_bench.py --rows {args.rows} --rate {args.rate} "
-            f"--seconds {args.seconds} --offline-format {args.offline_format} --online-store {args.online_store}"
+            f"--seconds {args.seconds} --offline-format {args.offline_format} --online-store {args.online_store} "
+            f"--workers {args.workers}"
         )
         print(
             f"catch-up from Kafka: {existing} rows in {catch_up:.1f}s after the first = {catchup_rate:,.0f} "
-            f"rows/s (decode + validation + online + offline + commit); start-up {startup:.1f}s"
+            f"rows/s (decode + validation + online + offline + commit) with {args.workers} processor "
+            f"process(es); start-up {startup:.1f}s"
         )
         print(
             f"end to end (Postgres commit -> online), bulk updates: {changed} rows in {e2e_total:.1f}s "
@@ -337,6 +455,9 @@ def main() -> None:
             f"| freshness at {args.rate}/s, commit -> online p50 / p99 | {p50:.0f} / {p99:.0f} ms | "
             f"batch end {end50:.0f} / {end99:.0f} ms |"
         )
+        if not stages:
+            print("\n(the stage timers live in each worker process: --workers 1 prints where the time goes)")
+            return
         busy = sum(stages.values())
         print(
             f"\nwhere the catch-up's {catch_up:.1f}s went (the processor's stage timers; the rest is polling):"

@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
 from typing import TYPE_CHECKING
 
 import click
 
 from core.errors import EXIT_FAILED, EXIT_TRANSIENT, FeatureCtlError
 from core.settings import export_store_secrets, load_settings
+from featurectl import logs
 from featurectl.commands import GROUPS
 
 if TYPE_CHECKING:
@@ -21,28 +21,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("featurectl")
 
 
-def _quiet_libraries(record: logging.LogRecord) -> bool:
-    noisy = record.name.startswith(("great_expectations", "feast", "py.warnings"))
-    return record.levelno >= logging.ERROR or not noisy
-
-
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
     """Postgres CDC through Debezium and Kafka into a Feast feature store."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Libraries that narrate every registry refresh and validation run (and reset their own
-    # loggers' levels on import): filter at the handler, keeping their warnings.
-    if not verbose:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_quiet_libraries)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    logs.configure(verbose)
     # What featurectl and the services it starts write (stores, history, Kafka logs, secrets) holds
     # source rows: readable by its owner only, from creation. Directories the postgres OS user must
     # traverse are given their modes explicitly (stack/postgres.py).

@@ -16,7 +16,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -173,8 +173,11 @@ class Processor:
                 )
         self.pipeline.routes = routes
 
-    def run(self, stop: threading.Event) -> None:
-        """Process until ``stop`` is set; the last batch is flushed and committed before returning."""
+    def run(self, stop: threading.Event, ready: Callable[[], None] | None = None) -> None:
+        """Process until ``stop`` is set; the last batch is flushed and committed before returning.
+
+        ``ready``, if given, is called once everything is loaded, right before joining the group (it may
+        block: streams/workers.py holds workers there until all have loaded)."""
         pattern = f"^{re.escape(self.config.topic_prefix)}\\..*"
         if re.match(pattern, self.settings.dlq_topic):
             # Its own dead letters would come back as input: a loop that never ends.
@@ -189,6 +192,8 @@ class Processor:
         # every full collection the per-batch dicts and rows trigger (measured: ~15% of a batch's time).
         gc.collect()
         gc.freeze()
+        if ready is not None:
+            ready()
         consumer = self.consumer = self._consumer()
         consumer.subscribe(
             [pattern], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -14,9 +17,10 @@ from featurectl.options import (
     CONNECTOR_FILE,
     METRICS_PORT,
     definition_of,
-    serve_metrics,
     settings_of,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @click.command("process")
@@ -28,36 +32,104 @@ from featurectl.options import (
     help="Read on past changes the topics' retention deleted unread (each gap is logged); "
     "then repair with `featurectl verify --repair`.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processor processes on this host sharing the group's partitions (about one core each; "
+    "Postgres and Redis stores: SQLite serialises its writers). Worker i serves metrics on "
+    "--metrics-port + 10*i.",
+)
 @METRICS_PORT
 @click.pass_context
-def process_cmd(ctx: click.Context, path: Path | None, group: str | None, accept_gaps: bool) -> None:
+def process_cmd(
+    ctx: click.Context, path: Path | None, group: str | None, accept_gaps: bool, workers: int
+) -> None:
     """Run the stream processor in the foreground (Ctrl-C/SIGTERM: finish the batch, commit, exit 0).
 
-    Run several copies with the same group to share the topics' partitions. Stops with an error if
-    changes were deleted by retention before it read them (see --accept-gaps).
+    Run several copies with the same group to share the topics' partitions, on one host with
+    --workers N (a worker killed by a signal is started again; one that fails stops them all).
+    Stops with an error if changes were deleted by retention before it read them (see --accept-gaps).
     """
-    import signal
-    import threading
+    import functools
 
-    from monitoring.watch import source_watch
-    from stores.repository import open_store
-    from streams.processor import Processor, ProcessorConfig
+    from streams.processor import ProcessorConfig
+    from streams.workers import run_workers
 
     settings = settings_of(ctx)
     if settings.processor_nice:
         os.nice(settings.processor_nice)  # lookups before ingest on a shared host (settings.processor_nice)
+    config = ProcessorConfig.from_settings(settings, definition_of(path).topic_prefix, group, accept_gaps)
+    port: int | None = ctx.meta.get("metrics_port")
+    if workers == 1:
+        _run_processor(settings, path, config, port, watch=True)
+        return
+    verbose = bool(ctx.find_root().params.get("verbose"))
+    sys.exit(run_workers(functools.partial(_worker, settings, path, config, port, verbose), workers))
+
+
+def _worker(
+    settings: Any,
+    path: Path | None,
+    config: Any,
+    port: int | None,
+    verbose: bool,
+    index: int,
+    ready: Callable[[], None],
+) -> None:
+    """One of ``process --workers N``, in a spawned interpreter: set up as the CLI would, then run."""
+    from core.errors import EXIT_FAILED, EXIT_TRANSIENT, FeatureCtlError
+    from featurectl import logs
+
+    logs.configure(verbose)
+    os.umask(0o077)
+    try:
+        if index == 0:
+            from stores.registry import kind_of
+            from stores.repository import open_store
+
+            if kind_of(open_store(settings)).name == "sqlite":
+                logger.warning(
+                    "--workers on the SQLite online store: its writers take turns, so more workers add "
+                    "no throughput (docs/processor.md); the Postgres and Redis stores scale with workers"
+                )
+        _run_processor(settings, path, config, None if port is None else port + 10 * index, index == 0, ready)
+    except FeatureCtlError as exc:
+        logger.error("worker %d: %s", index, exc)
+        sys.exit(EXIT_TRANSIENT if exc.transient else EXIT_FAILED)
+
+
+def _run_processor(
+    settings: Any,
+    path: Path | None,
+    config: Any,
+    port: int | None,
+    watch: bool,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """The processor until SIGTERM/SIGINT; with ``watch``, the source watch beside it (one per host)."""
+    import signal
+    import threading
+
+    from core.metrics import serve
+    from monitoring.watch import source_watch
+    from stores.repository import open_store
+    from streams.processor import Processor
+
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    definition = definition_of(path)
-    config = ProcessorConfig.from_settings(settings, definition.topic_prefix, group, accept_gaps)
-    serve_metrics(settings)
-    watch = source_watch(settings, definition)
-    watch.start()
+    if port is not None:
+        serve(port, settings.metrics_host)
+    source = source_watch(settings, definition_of(path)) if watch else None
+    if source is not None:
+        source.start()
     try:
-        Processor(settings, open_store(settings), config).run(stop)
+        Processor(settings, open_store(settings), config).run(stop, ready)
     finally:
-        watch.stop()
+        if source is not None:
+            source.stop()
 
 
 @click.command("health")

@@ -8,7 +8,9 @@ import threading
 from collections import defaultdict
 from typing import Any
 
+import psutil
 import psycopg
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -177,6 +179,57 @@ def test_two_processors_share_partitions_and_hand_over_on_stop(
     assert_online_equals_postgres(stack, platform, work)
     assert_offline_has_every_change(platform, work)
     assert "processor stopped after" in platform.log("a") and b.poll() is None
+
+
+@pytest.mark.parametrize("platform", ["postgres"], indirect=True)
+def test_workers_share_the_partitions_and_a_worker_killed_mid_workload_comes_back_losing_nothing(
+    stack: StackHandle, platform: Platform
+) -> None:
+    """``featurectl process --workers 2``: two processes of one group, as two hosts would be."""
+    with psycopg.connect(stack.app, autocommit=True) as conn:  # make sure the customers topic exists
+        insert_customer(conn, "gold", 1.0)
+    admin = AdminClient({"bootstrap.servers": stack.settings.bootstrap_servers})
+    wait_until(
+        lambda: platform.topic("public.customers") in admin.list_topics(timeout=5).topics, 30, "the topic"
+    )
+    parent = platform.start_processor("w", "--workers", "2")
+    group = platform.env["FEATURECTL_PROCESSOR_GROUP"]
+
+    def members(count: int) -> list[set[tuple[str, int]]] | None:
+        m = _members(admin, group)
+        return m if len(m) == count and all(m) else None
+
+    def is_worker(p: psutil.Process) -> bool:
+        try:
+            return "spawn_main" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:  # gone, or killed and not yet reaped by the supervisor
+            return False
+
+    def workers() -> list[psutil.Process]:
+        return [c for c in psutil.Process(parent.pid).children() if is_worker(c)]
+
+    shared = wait_until(lambda: members(2), 120, "both workers to own partitions")
+    assert not (shared[0] & shared[1])  # each partition has one owner
+    first = wait_until(lambda: w if len(w := workers()) == 2 else None, 30, "two worker processes")
+
+    work = Workload(stack.app, rows=200, updates=1800)
+    work.start()
+    assert work.halfway.wait(120) and work.error is None
+    first[0].send_signal(signal.SIGKILL)  # its uncommitted batch is read again by whoever owns it next
+    wait_until(
+        lambda: len(w := workers()) == 2 and first[0].pid not in {p.pid for p in w}, 60, "a new worker"
+    )
+    wait_until(lambda: members(2), 120, "the new worker to own partitions again")
+    work.join(300)
+    assert work.error is None
+    assert_online_equals_postgres(stack, platform, work)
+    assert_offline_has_every_change(platform, work)
+    assert parent.poll() is None and "was killed by signal 9; starting it again" in platform.log("w")
+
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(60) == 0  # each worker finished its batch, committed and left
+    assert not any(is_worker(p) for p in first[1:])
+    assert platform.log("w").count("processor stopped after") >= 2
 
 
 def test_changes_deleted_by_retention_before_the_processor_read_them_stop_it_with_the_recovery(
