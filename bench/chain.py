@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 STORES = ("sqlite", "redis", "postgres")
+WORKERS = {"sqlite": "1", "redis": "2", "postgres": "2"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,9 @@ def runs(small: bool, vectors: int) -> list[Run]:
         else ["--rows", "30000", "--rate", "1000", "--seconds", "10"]
     )
     serving = ["--rows", "100", "--requests", "20"] if small else []
-    out = [Run("processor_bench", (*processor, "--online-store", s)) for s in STORES]
+    # Postgres and Redis take writers side by side: two processes (featurectl process --workers 2), one per
+    # core. SQLite serialises its writers, where a second process measured no gain (docs/performance.md).
+    out = [Run("processor_bench", (*processor, "--workers", WORKERS[s], "--online-store", s)) for s in STORES]
     out += [Run("serving_bench", (*serving, "--online-store", s)) for s in STORES]
     out.append(
         Run(
@@ -84,6 +87,7 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
         store = run.args[-1] if "--online-store" in run.args else ""
         if run.name == "processor_bench":
             c = cols[store]
+            (c["workers"],) = _find(r"^command: .*--workers (\d+)", out, run.name, missing)
             (c["ceiling"],) = _find(
                 r"^\| Debezium -> Kafka -> bare consumer.*? \| ([\d,.]+|nan) \|", out, run.name, missing
             )
@@ -125,6 +129,7 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     row("Debezium -> Kafka -> bare consumer (the ceiling), rows/s", "{ceiling}")
+    row("processor processes (featurectl process --workers)", "{workers}")
     row("processor end to end, commit -> online, rows/s (of the ceiling)", "{e2e} ({e2e_ratio})")
     row("processor catch-up, rows/s (x Feast push)", "{catch} ({catch_ratio}x)")
     row("Feast store.push(ONLINE) into the same store (anchor), rows/s", "{push}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import random
 import signal
 import sys
@@ -24,11 +25,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 from feast import FeatureStore
 from feast.data_source import PushMode
 from psycopg import sql
@@ -180,95 +181,85 @@ def bulk_updates(conninfo: str, table: str, ids: list[int], rounds: int) -> int:
     return changed
 
 
-class GroupProgress:
-    """Rows a consumer group has committed on one topic, read as the group's offsets: what ``--workers``
-    processes have finished with (offsets are committed only after the sinks flushed)."""
-
-    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-        self.admin = AdminClient({"bootstrap.servers": bootstrap})
-        self.group, self.topic = group, topic
-        self.parts: list[TopicPartition] = []
-
-    def _partitions(self) -> list[TopicPartition]:
-        if not self.parts:  # the topic appears with Debezium's first change of the table
-            meta = self.consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
-            if meta is not None and meta.error is None:
-                self.parts = [TopicPartition(self.topic, p) for p in meta.partitions]
-        return self.parts
-
-    def committed(self) -> int:
-        parts = self._partitions()
-        return sum(max(tp.offset, 0) for tp in self.consumer.committed(parts, timeout=10)) if parts else 0
-
-    def produced(self) -> int:
-        return sum(self.consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in self._partitions())
-
-    def members_with_partitions(self) -> int:
-        desc = self.admin.describe_consumer_groups([self.group])[self.group].result(timeout=10)
-        return sum(1 for m in desc.members if m.assignment.topic_partitions)
-
-    def wait(self, probe: Callable[[], bool], what: str, timeout_s: float = 1800) -> float:
-        """Seconds until ``probe()``; exits the benchmark past the deadline."""
-        start = time.monotonic()
-        while not probe():
-            if time.monotonic() - start > timeout_s:
-                raise SystemExit(f"timed out after {timeout_s}s waiting for {what}")
-            time.sleep(0.05)
-        return time.monotonic() - start
-
-    def close(self) -> None:
-        self.consumer.close()
+# The workers' counters are shared memory made in the workers' own (spawn) context.
+_SPAWN = multiprocessing.get_context("spawn")
 
 
-def _worker(settings: Settings, topic_prefix: str, index: int, ready: Callable[[], None]) -> None:
-    """One ``--workers`` process (as ``featurectl process --workers N`` runs it, without the metrics server)."""
+class WorkerTally:
+    """Rows ``--workers`` processes have handled (written to the stores or dead-lettered), summed; read
+    like a Processor by ``handled`` and ``wait_processed``. Reading it once the workers are gone exits."""
+
+    def __init__(self, rows: list[Any], running: Callable[[], bool]) -> None:
+        self.rows, self.running = rows, running
+        self.dead_lettered = 0  # counted in rows
+
+    @property
+    def processed(self) -> int:
+        if not self.running():
+            raise SystemExit("the workers exited before the run's end (their log is above)")
+        return sum(int(v.value) for v in self.rows)
+
+
+def _worker(
+    settings: Settings, topic_prefix: str, rows: list[Any], index: int, ready: Callable[[], None]
+) -> None:
+    """One ``--workers`` process (as ``featurectl process --workers N`` runs it, without the metrics
+    server), publishing how many rows it has handled in ``rows[index]``."""
     logging.basicConfig(level=logging.WARNING)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     store = FeatureStore(repo_path=str(settings.feature_repo))
-    Processor(settings, store, ProcessorConfig.from_settings(settings, topic_prefix)).run(stop, ready)
+    processor = Processor(settings, store, ProcessorConfig.from_settings(settings, topic_prefix))
+
+    def publish() -> None:
+        while True:
+            rows[index].value = handled(processor)
+            time.sleep(0.01)
+
+    threading.Thread(target=publish, daemon=True).start()
+    processor.run(stop, ready)
 
 
 def worker_run(
     settings: Settings, definition: ConnectorDefinition, table: str, count: int, app: str, ids: list[int]
-) -> tuple[float, float, float, float, float]:
-    """Catch-up and end to end with ``count`` worker processes sharing the group.
+) -> tuple[float, float, float, float, float, float, float]:
+    """Catch-up and end to end with ``count`` worker processes sharing the group, measured as the
+    single-process run measures its processor.
 
-    Returns (catch-up rows/s, end-to-end rows/s, Postgres commit rows/s, ceiling rows/s, start-up s)."""
-    topic = definition.topic_for(f"public.{table}")
-    progress = GroupProgress(settings.bootstrap_servers, settings.processor_group, topic)
+    Returns rows/s of (catch-up, end to end, Postgres commits, the ceiling), and seconds of (start-up,
+    catch-up, end to end)."""
+    rows = [_SPAWN.Value("q", 0, lock=False) for _ in range(count)]
+    workers = Workers(partial(_worker, settings, definition.topic_prefix, rows), count)
+    supervisor = threading.Thread(target=workers.wait, daemon=True)
+    tally = WorkerTally(rows, supervisor.is_alive)
     try:
-        progress.wait(lambda: progress.produced() >= len(ids), "the seeded rows to reach Kafka", 600)
-        target = progress.produced()
-        workers = Workers(partial(_worker, settings, definition.topic_prefix), count)
-        supervisor = threading.Thread(target=workers.wait, daemon=True)
-        t0 = time.monotonic()
         workers.start()
         supervisor.start()
-        # All joined (they join together: streams/workers.py) before the clock starts, as the
-        # single-process run starts it after its first row.
-        progress.wait(lambda: progress.members_with_partitions() == count, f"{count} workers to join", 600)
-        startup = time.monotonic() - t0
-        start_rows = progress.committed()
-        took = progress.wait(lambda: progress.committed() >= target, "the catch-up")
-        catchup_rate = (target - start_rows) / took
+        # 1. Catch-up: they load, join the group together (streams/workers.py), then share the backlog.
+        startup = wait_processed(tally, 1)
+        first = handled(tally)
+        catch_up = wait_processed(tally, len(ids))
+        catchup_rate = (handled(tally) - first) / catch_up
 
-        ceiling = KafkaCeiling(settings.bootstrap_servers, topic, 2 * len(ids))
+        # 2. End to end, the ceiling beside it, as in the single-process run.
+        ceiling = KafkaCeiling(
+            settings.bootstrap_servers, definition.topic_for(f"public.{table}"), 2 * len(ids)
+        )
         ceiling.start()
         ceiling.assigned.wait(30)
+        before = handled(tally)
         t1 = time.monotonic()
         changed = bulk_updates(app, table, ids, rounds=2)
         commit_rate = changed / (time.monotonic() - t1)
-        progress.wait(lambda: progress.committed() >= target + changed, "the bulk updates")
-        e2e_rate = changed / (time.monotonic() - t1)
+        wait_processed(tally, before + changed)
+        e2e_total = time.monotonic() - t1
         ceiling.done.wait(300)
         kafka_rate = ceiling.seen / (ceiling.finished_at - t1) if ceiling.finished_at else float("nan")
-        workers.stop()
-        supervisor.join(120)
-        return catchup_rate, e2e_rate, commit_rate, kafka_rate, startup
+        return catchup_rate, changed / e2e_total, commit_rate, kafka_rate, startup, catch_up, e2e_total
     finally:
-        progress.close()
+        workers.stop()  # spawned workers are not daemons: the bench would wait for them at exit
+        if supervisor.is_alive():
+            supervisor.join(120)
 
 
 def main() -> None:
@@ -317,12 +308,10 @@ def main() -> None:
         stages: dict[str, float] = {}
         if args.workers > 1:
             # 1-2. Catch-up and end to end with N processes (their stage timers live in each process).
-            catchup_rate, e2e_rate, commit_rate, kafka_rate, startup = worker_run(
+            catchup_rate, e2e_rate, commit_rate, kafka_rate, startup, catch_up, e2e_total = worker_run(
                 settings, definition, name, args.workers, app, ids
             )
             existing, changed = len(ids), 2 * len(ids)
-            catch_up = existing / catchup_rate
-            e2e_total = changed / e2e_rate
         processor = Processor(
             settings, store, ProcessorConfig.from_settings(settings, definition.topic_prefix)
         )
