@@ -5,7 +5,8 @@
     .venv/bin/python -m bench.chain --vectors 100000   # a smaller vector store
 
 Runs the processor bench and the serving bench on each online store (SQLite, Redis, Postgres), the
-vector bench on Postgres + pgvector, and the online-store, point-in-time, drift and embedding benches; prints
+vector bench on Postgres + pgvector (and how hard its data is against real embeddings), and the online-store,
+point-in-time, drift and embedding benches; prints
 each bench's own output (with the command that produced it), then the chain table: the Debezium ceiling,
 the processor (end to end, catch-up) against Feast's push into the same store, freshness, lookups idle
 and under ingest, vectors. Figures come from the benches' printed lines; a line this script cannot find
@@ -55,6 +56,7 @@ def runs(small: bool, vectors: int) -> list[Run]:
             else ("--vectors", str(vectors), "--ef-search", "100,200,400"),
         )
     )
+    out.append(Run("vector_data_bench", ("--texts", "500", "--queries", "20") if small else ()))
     out.append(
         Run("online_store_bench", ("--rows", "200", "--vectors", "100", "--queries", "10") if small else ())
     )
@@ -153,6 +155,14 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
                 )
             if "top-10 of" not in out:
                 missing.append("vector_scale_bench: no top-10 line")
+        if run.name == "vector_data_bench":
+            for kind in ("real", "synthetic"):
+                cos, lid = _find(
+                    rf"^\| {kind}: .*? \| ([\d./]+) \| [\d.]+ \| ([\d.]+) \|", out, run.name, missing
+                )
+                lines.append(
+                    f"  the {kind} vectors' hardness: cosine of the 1st/10th/100th nearest {cos}, LID@20 {lid}"
+                )
         if run.name == "drift_bench":
             rows, secs, rate = _find(
                 r"^drift check: ([\d,]+) current \+ [\d,]+ reference rows.*?, ([\d.]+) s \(([\d,]+) rows/s\)",

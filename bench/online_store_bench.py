@@ -166,9 +166,10 @@ def fill_vectors(store: FeatureStore, vectors: np.ndarray, have: int) -> float:
     return took
 
 
-def similarity(store: FeatureStore, vectors: np.ndarray, queries: int) -> tuple[str, float]:
-    """top-10 p50/p99 and recall@10 against an exact numpy search."""
-    qs = unit_vectors(queries, vectors.shape[1], 99)
+def similarity(store: FeatureStore, vectors: np.ndarray, queries: int | np.ndarray) -> tuple[str, float]:
+    """top-10 p50/p99 and recall@10 against an exact numpy search; ``queries``: a count of synthetic
+    query vectors, or the query vectors themselves."""
+    qs = unit_vectors(queries, vectors.shape[1], 99) if isinstance(queries, int) else queries
     samples, recall = [], []
     for q in qs:
         t = time.perf_counter()

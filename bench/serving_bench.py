@@ -108,7 +108,9 @@ def write_changes(conninfo: str, table: str, ids: list[int], changes: Any, stop:
                 if stop.is_set():
                     break
                 conn.execute(
-                    sql.SQL("UPDATE {} SET credit_limit = %s WHERE id = ANY(%s)").format(sql.Identifier(table)),
+                    sql.SQL("UPDATE {} SET credit_limit = %s WHERE id = ANY(%s)").format(
+                        sql.Identifier(table)
+                    ),
                     (r, ids[i : i + 200]),
                 )
                 with changes.get_lock():

@@ -1,6 +1,7 @@
 """Top-10 similarity on the Postgres + pgvector online store at a million vectors, loaded like a backfill.
 
     .venv/bin/python bench/vector_scale_bench.py [--vectors 1000000] [--queries 100] [--ef-search 100,200]
+        [--m 16] [--ef-construction 64] [--data synthetic|docstrings]
 
 Writing a million vectors one row at a time through a live HNSW index is slow (~550 vectors/s here,
 bench/online_store_bench.py), so a load of that size goes the way pgvector recommends for bulk loads:
@@ -8,7 +9,9 @@ the view's HNSW index dropped, every row written through the processor's sink (t
 bookkeeping the stream writes), then the index built once (``maintenance_work_mem`` raised for that
 session) with the plugin's own declaration (stores/postgres/feast.py). Prints the load and build times,
 then top-10 p50/p99 through Feast's ``retrieve_online_documents_v2`` and recall@10 against an exact numpy
-search. Clustered vectors, as in online_store_bench.py. Starts the local online-store Postgres if needed.
+search. Clustered synthetic vectors, as in online_store_bench.py, or real sentence embeddings (``--data
+docstrings``: easier for HNSW; bench/vector_data_bench.py measures by how much). Starts the local
+online-store Postgres if needed.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import psycopg
 from feast.infra.online_stores.helpers import compute_table_id
 from psycopg import sql
@@ -28,6 +32,7 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.online_store_bench import fill_vectors, pg_schema, repo, similarity, unit_vectors
+from bench.vector_data_bench import docstring_vectors
 from core.settings import ensure_secrets_file, export_store_secrets, load_settings
 from embeddings.spec import spec_for
 from stack.launcher import GENERATED_SECRETS
@@ -42,6 +47,20 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--maintenance-work-mem", default="3GB")
     parser.add_argument(
+        "--data",
+        choices=("synthetic", "docstrings"),
+        default="synthetic",
+        help="synthetic: clustered random unit vectors; docstrings: real sentences (the installed packages' "
+        "docstrings, up to ~185,000) embedded with the project's model (bench/vector_data_bench.py)",
+    )
+    parser.add_argument("--m", type=int, default=16, help="HNSW links per node (the store's hnsw_m)")
+    parser.add_argument(
+        "--ef-construction",
+        type=int,
+        default=64,
+        help="HNSW build candidates (the store's hnsw_ef_construction)",
+    )
+    parser.add_argument(
         "--ef-search",
         default="100",
         help="hnsw_ef_search values to measure, comma-separated (recall against latency)",
@@ -54,6 +73,7 @@ def main() -> None:
     online.bootstrap()
     export_store_secrets(settings)
     schema, pg_yaml = pg_schema(settings, online)
+    pg_yaml += f"  hnsw_m: {args.m}\n  hnsw_ef_construction: {args.ef_construction}\n"
     root = Path(tempfile.mkdtemp(prefix="vector-bench-"))
     try:
         store = repo(root, "postgres", pg_yaml)
@@ -64,7 +84,11 @@ def main() -> None:
         conninfo = f"{online.store_conninfo()} options=-csearch_path={schema},public"
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(vector_index_name(table))))
-        vectors = unit_vectors(args.vectors, 384, 7)
+        queries: int | np.ndarray = args.queries
+        if args.data == "docstrings":
+            vectors, queries = docstring_vectors(args.vectors, args.queries, settings.cache_dir / "bench")
+        else:
+            vectors = unit_vectors(args.vectors, 384, 7)
         print(f"command: {shlex.join([sys.executable, *sys.argv])}", flush=True)
         loaded = fill_vectors(store, vectors, 0)
         print(f"{args.vectors:,} vectors written through the sink, no index: {loaded:.0f} s "
@@ -77,10 +101,13 @@ def main() -> None:
             PgVectorOnlineStore._declare(cur, table, spec, store.config.online_store)
             conn.commit()
         built = time.perf_counter() - start
-        print(f"HNSW index built (m=16, ef_construction=64): {built:.0f} s", flush=True)
+        print(
+            f"HNSW index built (m={args.m}, ef_construction={args.ef_construction}): {built:.0f} s",
+            flush=True,
+        )
         for ef_search in (int(x) for x in args.ef_search.split(",")):
             store.config.online_store.hnsw_ef_search = ef_search
-            latency, recall = similarity(store, vectors, args.queries)
+            latency, recall = similarity(store, vectors, queries)
             print(
                 f"top-10 of {args.vectors:,} (ef_search {ef_search}): p50/p99 {latency}, recall@10 {recall:.2f}"
             )

@@ -54,5 +54,11 @@ def test_every_bench_runs_and_the_chain_table_is_built(bench_env: dict[str, str]
     )
     chain = out[out.index("===== the chain") :]
     print(chain)
-    for line in ("processor catch-up", "processor processes", "lookup p99, HTTP 1 entity", "top-10 of 300, ef_search 100"):
+    for line in (
+        "processor catch-up",
+        "processor processes",
+        "vectors' hardness",
+        "lookup p99, HTTP 1 entity",
+        "top-10 of 300, ef_search 100",
+    ):
         assert line in chain, f"the chain table lacks {line!r}:\n{chain}"
