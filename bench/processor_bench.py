@@ -220,6 +220,28 @@ def _worker(
     processor.run(stop, ready)
 
 
+def end_to_end(
+    settings: Settings, definition: ConnectorDefinition, app: str, table: str, ids: list[int], counted: Any
+) -> tuple[float, float, float, float]:
+    """Sustained end to end: bulk updates of ``ids`` in Postgres until ``counted`` (a processor, or the
+    workers' tally) has applied them all. In the same run: how fast Postgres commits them, and how fast they
+    can be read from Kafka at all (a bare consumer that only decodes JSON: the ceiling Debezium and Kafka set).
+
+    Returns rows/s of (end to end, Postgres commits, the ceiling) and the end to end's seconds."""
+    ceiling = KafkaCeiling(settings.bootstrap_servers, definition.topic_for(f"public.{table}"), 2 * len(ids))
+    ceiling.start()
+    ceiling.assigned.wait(30)
+    before = handled(counted)
+    t1 = time.monotonic()
+    changed = bulk_updates(app, table, ids, rounds=2)
+    commit_rate = changed / (time.monotonic() - t1)
+    wait_processed(counted, before + changed)
+    e2e_total = time.monotonic() - t1
+    ceiling.done.wait(300)
+    kafka_rate = ceiling.seen / (ceiling.finished_at - t1) if ceiling.finished_at else float("nan")
+    return changed / e2e_total, commit_rate, kafka_rate, e2e_total
+
+
 def worker_run(
     settings: Settings, definition: ConnectorDefinition, table: str, count: int, app: str, ids: list[int]
 ) -> tuple[float, float, float, float, float, float, float]:
@@ -242,20 +264,10 @@ def worker_run(
         catchup_rate = (handled(tally) - first) / catch_up
 
         # 2. End to end, the ceiling beside it, as in the single-process run.
-        ceiling = KafkaCeiling(
-            settings.bootstrap_servers, definition.topic_for(f"public.{table}"), 2 * len(ids)
+        e2e_rate, commit_rate, kafka_rate, e2e_total = end_to_end(
+            settings, definition, app, table, ids, tally
         )
-        ceiling.start()
-        ceiling.assigned.wait(30)
-        before = handled(tally)
-        t1 = time.monotonic()
-        changed = bulk_updates(app, table, ids, rounds=2)
-        commit_rate = changed / (time.monotonic() - t1)
-        wait_processed(tally, before + changed)
-        e2e_total = time.monotonic() - t1
-        ceiling.done.wait(300)
-        kafka_rate = ceiling.seen / (ceiling.finished_at - t1) if ceiling.finished_at else float("nan")
-        return catchup_rate, changed / e2e_total, commit_rate, kafka_rate, startup, catch_up, e2e_total
+        return catchup_rate, e2e_rate, commit_rate, kafka_rate, startup, catch_up, e2e_total
     finally:
         workers.stop()  # spawned workers are not daemons: the bench would wait for them at exit
         if supervisor.is_alive():
@@ -306,12 +318,12 @@ def main() -> None:
         ids = seed(app, name, args.rows)
 
         stages: dict[str, float] = {}
+        existing, changed = len(ids), 2 * len(ids)  # the seeded rows; end_to_end's two passes over them
         if args.workers > 1:
             # 1-2. Catch-up and end to end with N processes (their stage timers live in each process).
             catchup_rate, e2e_rate, commit_rate, kafka_rate, startup, catch_up, e2e_total = worker_run(
                 settings, definition, name, args.workers, app, ids
             )
-            existing, changed = len(ids), 2 * len(ids)
         processor = Processor(
             settings, store, ProcessorConfig.from_settings(settings, definition.topic_prefix)
         )
@@ -320,30 +332,16 @@ def main() -> None:
         worker.start()
         if args.workers == 1:
             # 1. Catch-up: changes already in Kafka (the seeded rows).
-            existing = len(ids)
             startup = wait_processed(processor, 1)  # group join, assignment, model load: not throughput
             first, stages_before = handled(processor), stage_seconds()
             catch_up = wait_processed(processor, existing)
             stages = {k: v - stages_before[k] for k, v in stage_seconds().items()}
             catchup_rate = (handled(processor) - first) / catch_up
 
-            # 2. Sustained end to end: bulk updates in Postgres, until the processor has applied them all.
-            #    In the same run: how fast Postgres commits them, and how fast they can be read from Kafka
-            #    at all (a bare consumer that only decodes JSON: the ceiling Debezium and Kafka set).
-            ceiling = KafkaCeiling(
-                settings.bootstrap_servers, definition.topic_for(f"public.{name}"), 2 * len(ids)
+            # 2. Sustained end to end, the ceiling beside it.
+            e2e_rate, commit_rate, kafka_rate, e2e_total = end_to_end(
+                settings, definition, app, name, ids, processor
             )
-            ceiling.start()
-            ceiling.assigned.wait(30)
-            before = handled(processor)
-            t1 = time.monotonic()
-            changed = bulk_updates(app, name, ids, rounds=2)
-            commit_rate = changed / (time.monotonic() - t1)
-            wait_processed(processor, before + changed)
-            e2e_total = time.monotonic() - t1
-            e2e_rate = changed / e2e_total
-            ceiling.done.wait(300)
-            kafka_rate = ceiling.seen / (ceiling.finished_at - t1) if ceiling.finished_at else float("nan")
         elif not processor.assigned.wait(300):  # it starts at the group's offsets, where the workers left
             raise SystemExit("the freshness run's processor got no partitions in 300s")
 
