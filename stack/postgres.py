@@ -329,7 +329,8 @@ class Postgres:
         from stack.source_db import SourceInit
 
         init = SourceInit(self.settings, self.admin_conninfo, connector, demo_schema=True)
-        init.apply(init.plan())
+        with init.exclusive():
+            init.apply(init.plan())
         logger.info(
             "postgres: database %s ready (roles %s, %s)",
             self.settings.pg_database,

@@ -11,7 +11,8 @@ catalogs, so a dry run prints exactly the statements ``apply`` would execute.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,8 @@ SQL_DIR = Path(__file__).with_name("sql")
 DEMO_SQL = SQL_DIR / "shop.sql"
 CDC_SQL = SQL_DIR / "cdc.sql"
 CDC_SCHEMA = "cdc"
+# pg_advisory_lock key held while a plan is made and applied (any constant no other tool uses: "fctl").
+INIT_LOCK = 0x6663746C
 Conn = psycopg.Connection[tuple[object, ...]]
 
 
@@ -191,6 +194,18 @@ class SourceInit:
         plan.warnings += warnings
 
     # --- applying -------------------------------------------------------------------------------------
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Plan and apply inside this: one ``stack up``/``db init`` at a time per cluster.
+
+        Two at once (bench runs, hosts starting together) would plan the same CREATE ROLE, and their
+        GRANTs on one table update one catalog row: Postgres fails the second with "tuple concurrently
+        updated" instead of waiting. The second waits on an advisory lock, then plans what is left.
+        """
+        with psycopg.connect(self.admin("postgres"), autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (INIT_LOCK,))
+            yield  # closing the session releases the lock, whatever happened inside
+
     def render(self, plan: Plan) -> list[str]:
         """The plan as SQL text (passwords redacted), for ``--dry-run``."""
         with psycopg.connect(self.admin("postgres")) as conn:

@@ -54,15 +54,17 @@ def db_init(
         demo_schema=with_demo_schema,
         reset_passwords=reset_passwords,
     )
-    plan = init.plan()
     if dry_run:
+        plan = init.plan()
         for statement in init.render(plan):
             click.echo(statement + "\n")
         for warning in plan.warnings:
             click.echo(f"-- warning: {warning}")
         click.echo(f"-- dry run: {len(plan.steps)} statement(s) not executed")
         return
-    init.apply(plan)
+    with init.exclusive():
+        plan = init.plan()
+        init.apply(plan)
     for warning in plan.warnings:
         click.echo(f"warning: {warning}")
     click.echo(f"database {settings.pg_database} ready ({len(plan.steps)} statement(s) run)")

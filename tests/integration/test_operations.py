@@ -7,6 +7,7 @@ import hmac
 import json
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -309,6 +310,23 @@ def test_db_init_on_an_existing_database_creates_only_what_is_missing(
     ) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (app,)
     assert state()["roles"][0][2] is True  # CREATEDB kept: attributes are never changed
+
+
+def test_stack_ups_started_together_all_succeed(stack: StackHandle) -> None:
+    """Hosts or bench runs calling ``stack up`` at once: each bootstrap's GRANTs used to race on the same
+    catalog rows and one failed with "tuple concurrently updated"."""
+    definition = load_definition()
+
+    def bootstrap(_: int) -> str | None:
+        try:
+            stack.stack.postgres.bootstrap(definition)
+            return None
+        except psycopg.Error as exc:
+            return repr(exc)
+
+    with ThreadPoolExecutor(4) as pool:
+        failures = [f for f in pool.map(bootstrap, range(40)) if f is not None]
+    assert failures == []
 
 
 def test_a_pii_column_is_hashed_online_offline_and_in_a_dead_letter(
