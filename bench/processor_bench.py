@@ -201,13 +201,16 @@ class WorkerTally:
 
 
 def _worker(
-    settings: Settings, topic_prefix: str, rows: list[Any], index: int, ready: Callable[[], None]
+    settings: Settings,
+    topic_prefix: str,
+    rows: list[Any],
+    index: int,
+    ready: Callable[[], None],
+    stop: threading.Event,
 ) -> None:
     """One ``--workers`` process (as ``featurectl process --workers N`` runs it, without the metrics
     server), publishing how many rows it has handled in ``rows[index]``."""
     logging.basicConfig(level=logging.WARNING)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     store = FeatureStore(repo_path=str(settings.feature_repo))
     processor = Processor(settings, store, ProcessorConfig.from_settings(settings, topic_prefix))
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -112,6 +114,8 @@ class Processor:
             self.settings.kafka_client(
                 **{
                     "group.id": self.config.group_id,
+                    # Names the process in the group's member list (kafka-consumer-groups --describe --members).
+                    "client.id": f"featurectl-processor-{socket.gethostname()}-{os.getpid()}",
                     "enable.auto.commit": False,  # committed by hand, after the sinks flushed
                     # Never jump silently: a partition without a usable committed offset gets its start
                     # from _on_assign, and one that falls behind retention while running is an error.

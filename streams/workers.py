@@ -8,14 +8,16 @@ Contract of ``Workers``:
 - Start-up: every worker loads what it needs (Feast, suites, models: seconds), then waits until all
   have loaded before joining the group, so they join together instead of the first taking every
   partition and handing most of them back seconds later.
-- A worker killed by a signal (kill -9, the OOM killer) is started again after a back-off (1 s,
-  doubling to 30 s, reset after a minute of life); the group gives its partitions to the others
-  meanwhile, and its uncommitted batch is read again (at-least-once, idempotent sinks).
+- A worker killed by a signal (kill -9, the OOM killer), or one that exits 0 without the supervisor
+  asking (someone sent it alone a SIGTERM), is started again after a back-off (1 s, doubling to 30 s,
+  reset after a minute of life); the group gives its partitions to the others meanwhile, and its
+  uncommitted batch is read again (at-least-once, idempotent sinks).
 - A worker that exits with an error (it logged why: a configuration error, the source database
   replaced, a retention gap) stops them all: ``wait`` returns that exit code. Restarting it would
   fail the same way; a service manager's restart policy decides what happens next.
 - ``stop`` asks every worker to finish its batch, commit and leave (SIGTERM), and ``wait`` returns 0
-  once they have.
+  once they have. A worker catches SIGTERM from its first instruction: one still loading when asked
+  leaves as soon as it has loaded, cleanly and logged, rather than dying mid-import.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-# What a worker runs: ``target(index, ready)``, where ``ready()`` blocks until every worker has
-# loaded (call it right before joining the group). It returns when the worker should exit; an
-# exception or a non-zero ``SystemExit`` is its failure.
-WorkerTarget = Callable[[int, Callable[[], None]], None]
+# What a worker runs: ``target(index, ready, stop)``, where ``ready()`` blocks until every worker has
+# loaded (call it right before joining the group) and ``stop`` is set by SIGTERM/SIGINT. It returns
+# once ``stop`` is set; an exception or a non-zero ``SystemExit`` is its failure.
+WorkerTarget = Callable[[int, Callable[[], None], threading.Event], None]
 
 RESTART_MIN_S, RESTART_MAX_S, STABLE_S = 1.0, 30.0, 60.0
 # spawn, not fork: the parent may hold threads and sockets (a metrics server, Kafka clients) that a
@@ -51,11 +53,15 @@ def _child(
     loaded: multiprocessing.synchronize.Event,
     go: multiprocessing.synchronize.Event,
 ) -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
     def ready() -> None:
         loaded.set()
         go.wait()
 
-    target(index, ready)
+    target(index, ready, stop)
 
 
 @dataclass
@@ -135,17 +141,18 @@ class Workers:
                 code = proc.exitcode
                 proc.close()
                 slot.proc = None
-                if self._stopping.is_set() or code == 0:
+                if self._stopping.is_set():
+                    if code != 0:  # the stop is going on regardless, but say the worker did not finish cleanly
+                        logger.warning("worker %d exited with status %s while stopping", slot.index, code)
                     continue
-                if code is not None and code < 0:  # killed by a signal: the others carry on meanwhile
+                if code is not None and code <= 0:  # killed, or stopped alone: the others carry on meanwhile
                     if now - slot.started_at > STABLE_S:
                         slot.backoff_s = RESTART_MIN_S
                     slot.restart_at = now + slot.backoff_s
                     logger.warning(
-                        "worker %d was killed by signal %d; starting it again in %.0fs (its partitions go to "
-                        "the others meanwhile)",
+                        "worker %d %s; starting it again in %.0fs (its partitions go to the others meanwhile)",
                         slot.index,
-                        -code,
+                        f"was killed by signal {-code}" if code else "exited without being asked to",
                         slot.backoff_s,
                     )
                     slot.backoff_s = min(slot.backoff_s * 2, RESTART_MAX_S)

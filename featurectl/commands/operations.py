@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ def _worker(
     verbose: bool,
     index: int,
     ready: Callable[[], None],
+    stop: threading.Event,
 ) -> None:
     """One of ``process --workers N``, in a spawned interpreter: set up as the CLI would, then run."""
     from core.errors import EXIT_FAILED, EXIT_TRANSIENT, FeatureCtlError
@@ -94,7 +96,8 @@ def _worker(
                     "--workers on the SQLite online store: its writers take turns, so more workers add "
                     "no throughput (docs/processor.md); the Postgres and Redis stores scale with workers"
                 )
-        _run_processor(settings, path, config, None if port is None else port + 10 * index, index == 0, ready)
+        worker_port = None if port is None else port + 10 * index
+        _run_processor(settings, path, config, worker_port, watch=index == 0, ready=ready, stop=stop)
     except FeatureCtlError as exc:
         logger.error("worker %d: %s", index, exc)
         sys.exit(EXIT_TRANSIENT if exc.transient else EXIT_FAILED)
@@ -107,19 +110,21 @@ def _run_processor(
     port: int | None,
     watch: bool,
     ready: Callable[[], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
-    """The processor until SIGTERM/SIGINT; with ``watch``, the source watch beside it (one per host)."""
+    """The processor until SIGTERM/SIGINT (or ``stop``, a worker's, already wired to them); with ``watch``,
+    the source watch beside it (one per host)."""
     import signal
-    import threading
 
     from core.metrics import serve
     from monitoring.watch import source_watch
     from stores.repository import open_store
     from streams.processor import Processor
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    if stop is None:
+        stop = event = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: event.set())
     if port is not None:
         serve(port, settings.metrics_host)
     source = source_watch(settings, definition_of(path)) if watch else None

@@ -134,9 +134,14 @@ def test_kill_9_mid_workload_then_restart_loses_nothing(stack: StackHandle, plat
     assert_offline_has_every_change(platform, work)
 
 
-def _members(admin: AdminClient, group: str) -> list[set[tuple[str, int]]]:
+def _owners(admin: AdminClient, group: str) -> dict[str, set[tuple[str, int]]]:
+    """Each member's partitions, by its client.id (streams/processor.py: it ends with the process's pid)."""
     desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
-    return [{(tp.topic, tp.partition) for tp in m.assignment.topic_partitions} for m in desc.members]
+    return {m.client_id: {(tp.topic, tp.partition) for tp in m.assignment.topic_partitions} for m in desc.members}
+
+
+def _members(admin: AdminClient, group: str) -> list[set[tuple[str, int]]]:
+    return list(_owners(admin, group).values())
 
 
 @ONLINE_STORES
@@ -216,10 +221,17 @@ def test_workers_share_the_partitions_and_a_worker_killed_mid_workload_comes_bac
     work.start()
     assert work.halfway.wait(120) and work.error is None
     first[0].send_signal(signal.SIGKILL)  # its uncommitted batch is read again by whoever owns it next
-    wait_until(
-        lambda: len(w := workers()) == 2 and first[0].pid not in {p.pid for p in w}, 60, "a new worker"
+    (new,) = wait_until(
+        lambda: n if len(w := workers()) == 2 and (n := [p for p in w if p not in first]) else None,
+        60,
+        "a new worker",
     )
-    wait_until(lambda: members(2), 120, "the new worker to own partitions again")
+
+    def new_owns_partitions() -> bool:  # the killed one stays listed until its session times out
+        owners = _owners(admin, group)
+        return len(owners) == 2 and any(c.endswith(f"-{new.pid}") and p for c, p in owners.items())
+
+    wait_until(new_owns_partitions, 120, "the new worker to own partitions")
     work.join(300)
     assert work.error is None
     assert_online_equals_postgres(stack, platform, work)

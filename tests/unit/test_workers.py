@@ -18,10 +18,9 @@ from streams.workers import Workers
 from tests.integration.helpers import wait_until
 
 
-def _worker(folder: Path, index: int, ready: Callable[[], None]) -> None:
+def _worker(folder: Path, index: int, ready: Callable[[], None], stop: threading.Event) -> None:
     """Loads (worker 1 slowly), marks when it joined, runs until SIGTERM, marks that it stopped."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    (folder / f"loading-{index}-{os.getpid()}").write_text(str(time.time()))
     time.sleep(1.5 if index == 1 else 0.0)
     (folder / f"loaded-{index}-{os.getpid()}").write_text(str(time.time()))
     ready()
@@ -30,11 +29,11 @@ def _worker(folder: Path, index: int, ready: Callable[[], None]) -> None:
     (folder / f"stopped-{index}-{os.getpid()}").write_text("")
 
 
-def _failing_worker(folder: Path, index: int, ready: Callable[[], None]) -> None:
+def _failing_worker(folder: Path, index: int, ready: Callable[[], None], stop: threading.Event) -> None:
     if index == 2:
         ready()
         raise SystemExit(3)
-    _worker(folder, index, ready)
+    _worker(folder, index, ready, stop)
 
 
 @pytest.fixture
@@ -100,3 +99,26 @@ def test_a_worker_that_fails_stops_them_all_with_its_status(tmp_path: Path, supe
     assert status == [3]
     assert sorted(marks(tmp_path, "stopped")) == [0, 1]  # the others were stopped cleanly, not killed
     assert workers.pids == [None, None, None]
+
+
+def test_a_worker_asked_to_stop_while_it_still_loads_finishes_cleanly(tmp_path: Path, supervised: list) -> None:  # type: ignore[type-arg]
+    workers = Workers(partial(_worker, tmp_path), 2)
+    status = start(workers, supervised)
+    wait_until(lambda: 1 in marks(tmp_path, "loading"), 60, "worker 1 to be loading")
+    assert 1 not in marks(tmp_path, "loaded")
+    workers.stop()  # before the fix, SIGTERM's default action killed worker 1 mid-load, unlogged
+    wait_until(lambda: status or None, 30, "the supervisor to return")
+    assert status == [0]
+    assert sorted(marks(tmp_path, "stopped")) == [0, 1]
+
+
+def test_a_worker_that_exits_without_being_asked_to_is_started_again(tmp_path: Path, supervised: list) -> None:  # type: ignore[type-arg]
+    workers = Workers(partial(_worker, tmp_path), 2)
+    start(workers, supervised)
+    wait_until(lambda: len(marks(tmp_path, "joined")) == 2, 60, "both joined")
+    first = workers.pids
+    assert first[1] is not None
+    os.kill(first[1], signal.SIGTERM)  # someone stopped this one worker alone: it exits 0
+    wait_until(lambda: marks(tmp_path, "stopped").get(1), 30, "worker 1 to stop")
+    wait_until(lambda: len(marks(tmp_path, "joined").get(1, [])) == 2, 60, "a new worker 1 to join")
+    assert workers.restarts == 1 and workers.pids[0] == first[0]
