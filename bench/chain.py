@@ -51,9 +51,9 @@ def runs(small: bool, vectors: int) -> list[Run]:
     out.append(
         Run(
             "vector_scale_bench",
-            ("--vectors", "300", "--queries", "5", "--ef-search", "40,100")
+            ("--vectors", "300", "--queries", "5", "--ef-search", "40,100", "--writing", "200")
             if small
-            else ("--vectors", str(vectors), "--ef-search", "100,200,400"),
+            else ("--vectors", str(vectors), "--ef-search", "100,200,400", "--writing", "1000"),
         )
     )
     out.append(Run("vector_data_bench", ("--texts", "500", "--queries", "20") if small else ()))
@@ -155,6 +155,19 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
                 )
             if "top-10 of" not in out:
                 missing.append("vector_scale_bench: no top-10 line")
+            writing = re.findall(
+                r"^top-10 of ([\d,]+) while ([\d,]+) vectors/s are written \(ef_search (\d+)\): "
+                r"p50/p99\s+([\d.]+) /\s+([\d.]+) ms, recall@10 ([\d.]+)",
+                out,
+                re.MULTILINE,
+            )
+            for size, rate, ef, p50, p99, recall in writing:
+                lines.append(
+                    f"  top-10 of {size} while {rate} vectors/s are written, ef_search {ef}: p50 {p50} ms, "
+                    f"p99 {p99} ms, recall@10 {recall}"
+                )
+            if not writing:
+                missing.append("vector_scale_bench: no top-10 line under writing")
         if run.name == "vector_data_bench":
             for kind in ("real", "synthetic"):
                 cos, lid = _find(

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -130,6 +131,20 @@ def unit_vectors(n: int, dim: int, seed: int, topics: int = 500) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def vector_row(product_id: int, vector: np.ndarray, fingerprint: str) -> SinkRow:
+    """product_documents' row for ``product_id`` with ``vector``, as the processor's sink receives it."""
+    features = {
+        "name": f"p{product_id}",
+        "description": f"d{product_id}",
+        "category": "c",
+        "price": 1.0,
+        "embedding": vector.tolist(),
+    }
+    return SinkRow(
+        "product_documents", UPSERT, {"product_id": product_id}, features, T0, 10, "u", "bench", fingerprint
+    )
+
+
 def fill_vectors(store: FeatureStore, vectors: np.ndarray, have: int) -> float:
     """Write vectors ``have..len`` as product_documents rows through the sink; seconds taken."""
     spec = spec_for(store.get_feature_view("product_documents"))
@@ -137,28 +152,9 @@ def fill_vectors(store: FeatureStore, vectors: np.ndarray, have: int) -> float:
     sink = open_online_sink(store)
     started = time.perf_counter()
     for start in range(have, len(vectors), 1000):
-        batch = []
-        for i in range(start, min(len(vectors), start + 1000)):
-            features = {
-                "name": f"p{i}",
-                "description": f"d{i}",
-                "category": "c",
-                "price": 1.0,
-                "embedding": vectors[i].tolist(),
-            }
-            batch.append(
-                SinkRow(
-                    "product_documents",
-                    UPSERT,
-                    {"product_id": i},
-                    features,
-                    T0,
-                    10,
-                    "u",
-                    "bench",
-                    spec.fingerprint,
-                )
-            )
+        batch = [
+            vector_row(i, vectors[i], spec.fingerprint) for i in range(start, min(len(vectors), start + 1000))
+        ]
         sink.add(batch)
         sink.flush()
     took = time.perf_counter() - started
@@ -166,9 +162,16 @@ def fill_vectors(store: FeatureStore, vectors: np.ndarray, have: int) -> float:
     return took
 
 
-def similarity(store: FeatureStore, vectors: np.ndarray, queries: int | np.ndarray) -> tuple[str, float]:
+def similarity(
+    store: FeatureStore,
+    vectors: np.ndarray,
+    queries: int | np.ndarray,
+    added: Callable[[], tuple[np.ndarray, int]] | None = None,
+) -> tuple[str, float]:
     """top-10 p50/p99 and recall@10 against an exact numpy search; ``queries``: a count of synthetic
-    query vectors, or the query vectors themselves."""
+    query vectors, or the query vectors themselves. Product i holds ``vectors[i]``; ``added``, when vectors
+    are being written meanwhile, returns those written so far and the first one's product id (the exact
+    search includes them, so recall counts one written during a query as missed if it belongs: conservative)."""
     qs = unit_vectors(queries, vectors.shape[1], 99) if isinstance(queries, int) else queries
     samples, recall = [], []
     for q in qs:
@@ -177,7 +180,12 @@ def similarity(store: FeatureStore, vectors: np.ndarray, queries: int | np.ndarr
             features=["product_documents:name"], query=q.tolist(), top_k=10
         ).to_dict()
         samples.append(time.perf_counter() - t)
-        exact = set(np.argsort(-(vectors @ q))[:10].tolist())
+        scores, ids = vectors @ q, np.arange(len(vectors))
+        if added is not None:
+            more, first_id = added()
+            scores = np.concatenate([scores, more @ q])
+            ids = np.concatenate([ids, first_id + np.arange(len(more))])
+        exact = set(ids[np.argsort(-scores)[:10]].tolist())
         recall.append(len(exact & set(got["product_id"])) / 10)
     return pct(samples), float(np.mean(recall))
 

@@ -1,7 +1,7 @@
 """Top-10 similarity on the Postgres + pgvector online store at a million vectors, loaded like a backfill.
 
     .venv/bin/python bench/vector_scale_bench.py [--vectors 1000000] [--queries 100] [--ef-search 100,200]
-        [--m 16] [--ef-construction 64] [--data synthetic|docstrings]
+        [--m 16] [--ef-construction 64] [--data synthetic|docstrings] [--writing 1000]
 
 Writing a million vectors one row at a time through a live HNSW index is slow (~550 vectors/s here,
 bench/online_store_bench.py), so a load of that size goes the way pgvector recommends for bulk loads:
@@ -12,11 +12,19 @@ then top-10 p50/p99 through Feast's ``retrieve_online_documents_v2`` and recall@
 search. Clustered synthetic vectors, as in online_store_bench.py, or real sentence embeddings (``--data
 docstrings``: easier for HNSW; bench/vector_data_bench.py measures by how much). Starts the local
 online-store Postgres if needed.
+
+``--writing RATE`` then measures the same queries while another process writes up to RATE new vectors/s
+through the sink into the same view, the HNSW index live (as the processor does when products change; the
+model's own CPU is not in it), and prints the rate it reached. The written vectors are generated the same way
+on both sides (``written_vectors``), so the exact search includes the ones written so far.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import multiprocessing.sharedctypes
+import multiprocessing.synchronize
 import shlex
 import shutil
 import sys
@@ -31,7 +39,9 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.online_store_bench import fill_vectors, pg_schema, repo, similarity, unit_vectors
+from feast import FeatureStore
+
+from bench.online_store_bench import fill_vectors, pg_schema, repo, similarity, unit_vectors, vector_row
 from bench.vector_data_bench import docstring_vectors
 from core.settings import ensure_secrets_file, export_store_secrets, load_settings
 from embeddings.spec import spec_for
@@ -39,6 +49,39 @@ from stack.launcher import GENERATED_SECRETS
 from stack.online_postgres import OnlinePostgres
 from stores.postgres.feast import PgVectorOnlineStore
 from stores.postgres.tables import vector_index_name
+from stores.registry import open_online_sink
+
+WRITES_PER_S = 10  # the writer's flushes per second: batches of RATE/10 vectors, as a processor's batches
+
+
+def written_vectors(start: int, stop: int, batch: int) -> np.ndarray:
+    """The writer's vectors ``start..stop`` (multiples of ``batch``): synthetic clusters, seeded per batch."""
+    parts = [unit_vectors(batch, 384, 1000 + i) for i in range(start, stop, batch)]
+    return np.concatenate(parts) if parts else np.empty((0, 384), dtype=np.float32)
+
+
+def write_new_vectors(
+    repo_path: str,
+    first_id: int,
+    rate: int,
+    stop: multiprocessing.synchronize.Event,
+    written: multiprocessing.sharedctypes.Synchronized[int],
+) -> None:
+    """Writes new products ``first_id, first_id + 1, ...`` through the sink at ``rate`` vectors/s until ``stop``
+    (``written_vectors``); ``written`` counts them."""
+    store = FeatureStore(repo_path=repo_path)
+    spec = spec_for(store.get_feature_view("product_documents"))
+    assert spec is not None
+    sink = open_online_sink(store)
+    batch, started, done = max(1, rate // WRITES_PER_S), time.perf_counter(), 0
+    while not stop.is_set():
+        new = written_vectors(done, done + batch, batch)
+        sink.add([vector_row(first_id + done + j, new[j], spec.fingerprint) for j in range(batch)])
+        sink.flush()
+        done += batch
+        written.value = done
+        stop.wait(max(0.0, started + done / rate - time.perf_counter()))
+    sink.close()
 
 
 def main() -> None:
@@ -59,6 +102,12 @@ def main() -> None:
         type=int,
         default=64,
         help="HNSW build candidates (the store's hnsw_ef_construction)",
+    )
+    parser.add_argument(
+        "--writing",
+        type=int,
+        default=0,
+        help="also measure while this many new vectors/s are written into the view (0: idle only)",
     )
     parser.add_argument(
         "--ef-search",
@@ -111,6 +160,39 @@ def main() -> None:
             print(
                 f"top-10 of {args.vectors:,} (ef_search {ef_search}): p50/p99 {latency}, recall@10 {recall:.2f}"
             )
+        if args.writing:
+            ctx = multiprocessing.get_context("spawn")
+            stop, written = ctx.Event(), ctx.Value("q", 0)
+            writer = ctx.Process(
+                target=write_new_vectors,
+                args=(str(store.repo_path), len(vectors), args.writing, stop, written),
+            )
+            writer.start()
+            try:
+                deadline = time.monotonic() + 120
+                while written.value == 0 and writer.is_alive() and time.monotonic() < deadline:
+                    time.sleep(0.1)  # the writer has loaded Feast and written its first batch
+                batch, known = max(1, args.writing // WRITES_PER_S), np.empty((0, 384), dtype=np.float32)
+
+                def added() -> tuple[np.ndarray, int]:
+                    nonlocal known
+                    known = np.concatenate([known, written_vectors(len(known), written.value, batch)])
+                    return known, len(vectors)
+
+                for ef_search in (int(x) for x in args.ef_search.split(",")):
+                    store.config.online_store.hnsw_ef_search = ef_search
+                    before, start = written.value, time.perf_counter()
+                    latency, recall = similarity(store, vectors, queries, added)
+                    rate = (written.value - before) / (time.perf_counter() - start)
+                    print(
+                        f"top-10 of {args.vectors:,} while {rate:,.0f} vectors/s are written (ef_search "
+                        f"{ef_search}): p50/p99 {latency}, recall@10 {recall:.2f}"
+                    )
+            finally:
+                stop.set()
+                writer.join(60)
+            if writer.exitcode != 0:
+                sys.exit(f"the writer failed (exit {writer.exitcode}): its traceback is above")
     finally:
         shutil.rmtree(root, ignore_errors=True)
         with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:

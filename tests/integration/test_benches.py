@@ -60,5 +60,6 @@ def test_every_bench_runs_and_the_chain_table_is_built(bench_env: dict[str, str]
         "vectors' hardness",
         "lookup p99, HTTP 1 entity",
         "top-10 of 300, ef_search 100",
+        "vectors/s are written, ef_search 100",
     ):
         assert line in chain, f"the chain table lacks {line!r}:\n{chain}"
