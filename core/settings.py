@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     stack_extras: str = Field(
         "",
         description="Extra services `featurectl stack up` runs, comma-separated: online-postgres "
-        "(Postgres with pgvector) and redis, production online stores; prometheus (monitoring). "
+        "(Postgres with pgvector), redis and milvus, production online stores; prometheus (monitoring). "
         "Also `stack up --with NAME`.",
     )
     online_pg_port: int = Field(25433, description="Port of the local online-store Postgres (pgvector).")
@@ -134,6 +134,7 @@ class Settings(BaseSettings):
         description="Password of online_pg_user; feature_store.yaml reads it as ${FEATURECTL_ONLINE_PG_PASSWORD}.",
     )
     redis_port: int = Field(26379, description="Port of the local Redis online store (not 6379).")
+    milvus_port: int = Field(29530, description="Port of the local Milvus online store, milvus-lite (not 19530).")
     redis_password: SecretStr | None = Field(
         None,
         description="Password of the local Redis (requirepass); feature_store.yaml reads ${FEATURECTL_REDIS_PASSWORD}.",

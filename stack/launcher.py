@@ -5,8 +5,9 @@ both). ``up`` is idempotent: what runs already is left alone. ``down`` stops in 
 by pid, gracefully and then harder, and keeps data unless asked to wipe.
 
 Extras (``FEATURECTL_STACK_EXTRAS`` or ``stack up --with``) are production stores run locally:
-``online-postgres`` (Postgres + pgvector online store, stack/online_postgres.py) and ``redis``
-(stack/redis.py); and ``prometheus`` (stack/prometheus.py, also ``FEATURECTL_MONITORING=1``). ``down`` and
+``online-postgres`` (Postgres + pgvector online store, stack/online_postgres.py), ``redis``
+(stack/redis.py) and ``milvus`` (milvus-lite, stack/milvus.py; also started when the feature repo's
+feature_store.yaml declares the Milvus online store); and ``prometheus`` (stack/prometheus.py, also ``FEATURECTL_MONITORING=1``). ``down`` and
 ``status`` cover every extra that runs, whichever way it was started.
 """
 
@@ -25,6 +26,7 @@ from core.settings import Settings, ensure_secrets_file
 from stack.connect import ConnectWorker
 from stack.jars import ensure_jars, jars_for
 from stack.kafka import KafkaBroker
+from stack.milvus import MilvusServer
 from stack.online_postgres import OnlinePostgres
 from stack.postgres import Postgres
 from stack.prometheus import PrometheusServer
@@ -42,8 +44,8 @@ GENERATED_SECRETS = (
     "pii_hash_key",
 )
 CORE = ("connect", "kafka", "postgres")  # stop order
-EXTRAS = ("online-postgres", "redis", "prometheus")
-STORE_EXTRAS = ("online-postgres", "redis")  # the production online stores among the extras
+EXTRAS = ("online-postgres", "redis", "milvus", "prometheus")
+STORE_EXTRAS = ("online-postgres", "redis", "milvus")  # the production online stores among the extras
 
 
 @dataclass
@@ -64,6 +66,26 @@ class StackStatus:
         return asdict(self)
 
 
+Service = Postgres | KafkaBroker | ConnectWorker | RedisServer | MilvusServer | PrometheusServer
+
+
+def _declares_milvus(settings: Settings) -> bool:
+    """Whether the feature repo's feature_store.yaml puts the online store in a local Milvus."""
+    import yaml
+
+    path = settings.feature_repo / "feature_store.yaml"
+    try:
+        online = (yaml.safe_load(path.read_text()) or {}).get("online_store") or {}
+    except (OSError, yaml.YAMLError):
+        return False  # feast-apply reports a broken file; the stack starts without it
+    if not isinstance(online, dict) or online.get("type") != "stores.milvus.feast.MilvusOnlineStore":
+        return False
+    # The local server's address (a uri, or Feast's host and port, 19530 by default); anything else is the
+    # user's own Milvus.
+    address = str(online.get("uri") or f"{online.get('host', '')}:{online.get('port', 19530)}")
+    return address.replace("localhost", "127.0.0.1").endswith(f"127.0.0.1:{settings.milvus_port}")
+
+
 class LocalStack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -73,6 +95,7 @@ class LocalStack:
         self.connect = ConnectWorker(settings, self.jars)
         self.online_postgres = OnlinePostgres(settings)
         self.redis = RedisServer(settings)
+        self.milvus = MilvusServer(settings)
         self.prometheus = PrometheusServer(settings)
 
     def extras(self, requested: tuple[str, ...] = ()) -> list[str]:
@@ -80,6 +103,8 @@ class LocalStack:
         names = [n.strip() for n in self.settings.stack_extras.split(",") if n.strip()] + list(requested)
         if self.settings.monitoring:
             names.append("prometheus")
+        if _declares_milvus(self.settings):
+            names.append("milvus")
         unknown = sorted(set(names) - set(EXTRAS))
         if unknown:
             raise FeatureCtlError(
@@ -88,13 +113,14 @@ class LocalStack:
             )
         return [n for n in EXTRAS if n in names]
 
-    def service(self, name: str) -> Postgres | KafkaBroker | ConnectWorker | RedisServer | PrometheusServer:
-        services: dict[str, Postgres | KafkaBroker | ConnectWorker | RedisServer | PrometheusServer] = {
+    def service(self, name: str) -> Service:
+        services: dict[str, Service] = {
             "postgres": self.postgres,
             "kafka": self.kafka,
             "connect": self.connect,
             "online-postgres": self.online_postgres,
             "redis": self.redis,
+            "milvus": self.milvus,
             "prometheus": self.prometheus,
         }
         return services[name]
@@ -106,6 +132,8 @@ class LocalStack:
             self.online_postgres.ensure_installed()
         if "redis" in self.extras(extras):
             self.redis.ensure_installed()
+        if "milvus" in self.extras(extras):
+            self.milvus.ensure_installed()
         if "prometheus" in self.extras(extras):
             self.prometheus.ensure_installed()
         self.jars = ensure_jars(self.settings)
@@ -132,6 +160,8 @@ class LocalStack:
             self.online_postgres.bootstrap()
         if "redis" in wanted:
             self.redis.start()
+        if "milvus" in wanted:
+            self.milvus.start()
         self.kafka.start()
         self.connect.start()
         if "prometheus" in wanted:
@@ -150,6 +180,7 @@ class LocalStack:
             # Clusters may live outside the data directory (stack.pg_location).
             self.online_postgres.wipe()
             self.redis.wipe()
+            self.milvus.wipe()
             self.prometheus.wipe()
             self.postgres.wipe()
             shutil.rmtree(self.settings.data_dir, ignore_errors=True)
@@ -179,6 +210,8 @@ class LocalStack:
             checks.append((online.name, online.pid(), f"127.0.0.1:{s.online_pg_port}", online.ready))
         if "redis" in self.extras() or self.redis.pid() is not None:
             checks.append((self.redis.name, self.redis.pid(), f"127.0.0.1:{s.redis_port}", self.redis.ready))
+        if "milvus" in self.extras() or self.milvus.pid() is not None:
+            checks.append((self.milvus.name, self.milvus.pid(), self.milvus.uri, self.milvus.ready))
         prom = self.prometheus
         if "prometheus" in self.extras() or prom.pid() is not None:
             checks.append((prom.name, prom.pid(), prom.url, prom.ready))

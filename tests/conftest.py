@@ -15,6 +15,7 @@ from psycopg import sql
 
 from core.settings import PROJECT_ROOT, Settings, ensure_secrets_file, load_settings
 from stack.launcher import GENERATED_SECRETS
+from stack.milvus import MilvusServer
 from stack.online_postgres import OnlinePostgres
 from stack.redis import RedisServer
 
@@ -26,6 +27,8 @@ ONLINE_DATA = _TEST_DIR / "online"
 ONLINE_PORT = int(os.environ.get("PYTEST_FEATURECTL_ONLINE_PORT", "26433"))
 REDIS_DATA = _TEST_DIR / "redis"
 REDIS_PORT = int(os.environ.get("PYTEST_FEATURECTL_REDIS_PORT", "26380"))
+MILVUS_DATA = _TEST_DIR / "milvus"
+MILVUS_PORT = int(os.environ.get("PYTEST_FEATURECTL_MILVUS_PORT", "29531"))
 
 
 @dataclass
@@ -130,4 +133,57 @@ def local_redis() -> Iterator[LocalRedis]:
     server.start()
     os.environ["FEATURECTL_REDIS_PASSWORD"] = secrets["redis_password"]
     yield LocalRedis(server)
+    server.stop()
+
+
+@dataclass
+class LocalMilvus:
+    server: MilvusServer
+
+    def yaml(self, database: str) -> str:
+        """An ``online_store:`` block for feature_store.yaml using Milvus database ``database`` (created)."""
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=self.server.uri)
+        try:
+            if database not in client.list_databases():
+                client.create_database(database)
+        finally:
+            client.close()
+        return (
+            "online_store:\n  type: stores.milvus.feast.MilvusOnlineStore\n"
+            f"  host: http://127.0.0.1\n  port: {self.server.settings.milvus_port}\n"
+            f"  db_name: {database}\n  vector_enabled: true\n"
+        )
+
+    def use_in(self, repo: Path, database: str) -> None:
+        path = repo / "feature_store.yaml"
+        path.write_text(re.sub(r"online_store:\n(?:[ #].*\n)+", self.yaml(database), path.read_text()))
+
+    def empty(self, database: str) -> None:
+        """Every row of every collection of ``database`` deleted (the collections stay, as applied)."""
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=self.server.uri, db_name=database)
+        try:
+            for name in client.list_collections():
+                key = next(f["name"] for f in client.describe_collection(name)["fields"] if f.get("is_primary"))
+                client.delete(name, filter=f'{key} != ""')
+        finally:
+            client.close()
+
+
+@pytest.fixture(scope="session")
+def local_milvus() -> Iterator[LocalMilvus]:
+    """milvus-lite's server on a port of its own, for the session (stack/milvus.py)."""
+    parent = MILVUS_DATA.parent
+    parent.mkdir(exist_ok=True)
+    parent.chmod(0o700)
+    settings = load_settings(data_dir=MILVUS_DATA, milvus_port=MILVUS_PORT)
+    server = MilvusServer(settings)
+    server.stop()
+    shutil.rmtree(MILVUS_DATA, ignore_errors=True)
+    MILVUS_DATA.mkdir()
+    server.start()
+    yield LocalMilvus(server)
     server.stop()

@@ -21,9 +21,10 @@ WITH_EXTRAS = click.option(
     "--with",
     "extras",
     multiple=True,
-    type=click.Choice(["online-postgres", "redis", "prometheus"]),
+    type=click.Choice(["online-postgres", "redis", "milvus", "prometheus"]),
     help="Also run this service locally (repeatable; or FEATURECTL_STACK_EXTRAS): online-postgres = Postgres "
-    "with pgvector, redis = Redis, as the online store; prometheus = Prometheus with the alert rules, scraping "
+    "with pgvector, redis = Redis, milvus = milvus-lite (also when feature_store.yaml declares it), as the online "
+    "store; prometheus = Prometheus with the alert rules, scraping "
     "featurectl's /metrics ports (or FEATURECTL_MONITORING=1).",
 )
 
@@ -78,7 +79,7 @@ def stack_up(ctx: click.Context, extras: tuple[str, ...]) -> None:
     "--service",
     "services",
     multiple=True,
-    type=click.Choice(["postgres", "kafka", "connect", "online-postgres", "redis", "prometheus"]),
+    type=click.Choice(["postgres", "kafka", "connect", "online-postgres", "redis", "milvus", "prometheus"]),
     help="Stop only these services (repeatable).",
 )
 @click.pass_context

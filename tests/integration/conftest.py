@@ -24,7 +24,7 @@ from core.settings import PROJECT_ROOT, Settings, load_settings
 from stack.launcher import LocalStack
 from stack.postgres import ensure_publication
 from stores.repository import feast_apply
-from tests.conftest import LocalRedis, OnlinePg
+from tests.conftest import LocalMilvus, LocalRedis, OnlinePg
 from tests.integration.helpers import Capture, unique
 from tests.integration.platform import Platform, make_platform
 
@@ -128,10 +128,13 @@ def capture(stack: StackHandle, tmp_path: Path) -> Iterator[Callable[..., Captur
             print(f"cleanup of {cap.definition.name} failed: {exc}", file=sys.stderr)
 
 
-ONLINE_STORES = pytest.mark.parametrize("platform", ["sqlite", "postgres"], indirect=True)
+ONLINE_STORES = pytest.mark.parametrize("platform", ["sqlite", "postgres", "milvus"], indirect=True)
 """Put on a test to run it once per online store that indexes vectors."""
 SCALAR_STORES = pytest.mark.parametrize("platform", ["sqlite", "postgres", "redis"], indirect=True)
-"""Put on a test of scalar features to run it once per online store the processor supports."""
+"""Put on a test of scalar features to run it once per online store the processor supports (Milvus, which
+holds vectors too, runs ONLINE_STORES and the tests marked WITH_MILVUS: the CI's time is bounded)."""
+WITH_MILVUS = pytest.mark.parametrize("platform", ["sqlite", "postgres", "redis", "milvus"], indirect=True)
+"""SCALAR_STORES and Milvus: for the guarantees the Milvus sink keeps without transactions (stores/milvus/sink.py)."""
 
 
 @pytest.fixture
@@ -172,6 +175,10 @@ def use_online_store(plat: Platform, online: str, request: pytest.FixtureRequest
         views = plat.repo / "products.py"
         text = views.read_text()
         views.write_text(text[: text.index("# History of product documents")])
+    elif online == "milvus":
+        assert request is not None
+        local_milvus: LocalMilvus = request.getfixturevalue("local_milvus")
+        local_milvus.use_in(plat.repo, plat.name)
     elif online != "sqlite":
         raise ValueError(f"unknown online store {online!r}")
 

@@ -21,9 +21,14 @@ from core.settings import PROJECT_ROOT, load_settings
 from stack.launcher import LocalStack
 from tests.integration.conftest import StackHandle
 
-# The benches start their own online Postgres and Redis when asked (bench/common.py use_online_store):
+# The benches start their own online Postgres, Redis and Milvus when asked (bench/common.py use_online_store):
 # ports of their own, so they never meet the test stores or a developer's default stack.
-BENCH_ENV = {"FEATURECTL_ONLINE_PG_PORT": "26434", "FEATURECTL_REDIS_PORT": "26381"}
+BENCH_ENV = {
+    "FEATURECTL_ONLINE_PG_PORT": "26434",
+    "FEATURECTL_REDIS_PORT": "26381",
+    "FEATURECTL_MILVUS_PORT": "29532",
+}
+BENCH_STORES = ("online-postgres", "redis", "milvus")
 TIMEOUT_S = 1200
 
 
@@ -34,9 +39,9 @@ def bench_env(stack: StackHandle) -> Iterator[dict[str, str]]:
     bench_stores = LocalStack(load_settings(**overrides))
     # Before too: a run killed mid-bench leaves its Redis on the bench's port, which the next run would
     # find taken. After: stopped and wiped, so runs leave nothing behind.
-    bench_stores.down(services=("online-postgres", "redis"), wipe=True)
+    bench_stores.down(services=BENCH_STORES, wipe=True)
     yield env
-    bench_stores.down(services=("online-postgres", "redis"), wipe=True)
+    bench_stores.down(services=BENCH_STORES, wipe=True)
 
 
 def test_every_bench_runs_and_the_chain_table_is_built(bench_env: dict[str, str]) -> None:
@@ -61,5 +66,7 @@ def test_every_bench_runs_and_the_chain_table_is_built(bench_env: dict[str, str]
         "lookup p99, HTTP 1 entity",
         "top-10 of 300, ef_search 100",
         "vectors/s are written, ef_search 100",
+        "commit in Postgres -> searchable",
+        "  milvus: ",
     ):
         assert line in chain, f"the chain table lacks {line!r}:\n{chain}"

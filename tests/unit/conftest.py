@@ -9,7 +9,7 @@ from core.settings import PROJECT_ROOT
 from stores.registry import kinds
 from stores.repository import copy_repo, feast_apply
 from stores.sqlite.db import connect
-from tests.conftest import LocalRedis, OnlinePg
+from tests.conftest import LocalMilvus, LocalRedis, OnlinePg
 
 PG_SCHEMA = "unit"
 
@@ -83,6 +83,25 @@ def redis_feast_repo(
     local_redis.use_in(root, db=1)
     feast_apply(root)
     yield FeatureStore(repo_path=str(root))
+
+
+@pytest.fixture(scope="session")
+def milvus_feast_repo(
+    tmp_path_factory: pytest.TempPathFactory, local_milvus: LocalMilvus
+) -> Iterator[FeatureStore]:
+    """The same repository with the Milvus online store (a real milvus-lite server), applied."""
+    root = _copy_repo(tmp_path_factory)
+    local_milvus.use_in(root, "unit")
+    feast_apply(root)
+    yield FeatureStore(repo_path=str(root))
+
+
+@pytest.fixture
+def milvus_store(milvus_feast_repo: FeatureStore, local_milvus: LocalMilvus) -> Iterator[FeatureStore]:
+    local_milvus.empty("unit")
+    yield milvus_feast_repo
+    shutil.rmtree(Path(str(milvus_feast_repo.repo_path)) / "data" / "offline", ignore_errors=True)
+    local_milvus.empty("unit")
 
 
 @pytest.fixture

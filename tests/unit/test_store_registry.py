@@ -23,7 +23,7 @@ def store_of(type_: str) -> Any:
 
 def test_every_store_folder_declares_itself() -> None:
     folders = sorted(p.parent.name for p in (ROOT / "stores").glob("*/feast.py"))  # history/ is offline
-    assert [k.name for k in kinds()] == folders == ["postgres", "redis", "sqlite"]
+    assert [k.name for k in kinds()] == folders == ["milvus", "postgres", "redis", "sqlite"]
     for kind in kinds():
         assert kind.sink.startswith(f"stores.{kind.name}.") and (kind.vectors or "").startswith(
             "" if kind.vectors is None else f"stores.{kind.name}."
@@ -42,6 +42,7 @@ def test_every_store_folder_declares_itself() -> None:
         ("stores.redis.feast.RedisOnlineStore", "redis", False),
         ("onlinestore.redis_store.RedisOnlineStore", "redis", False),
         ("redis", "redis", False),
+        ("stores.milvus.feast.MilvusOnlineStore", "milvus", True),
     ],
 )
 def test_the_type_picks_the_folder(type_: str, folder: str, vectors: bool) -> None:
@@ -58,6 +59,7 @@ def test_the_type_picks_the_folder(type_: str, folder: str, vectors: bool) -> No
         "onlinestore.pg_store.PgVectorOnlineStore",
         "stores.redis.feast.RedisOnlineStore",
         "onlinestore.redis_store.RedisOnlineStore",
+        "stores.milvus.feast.MilvusOnlineStore",
     ],
 )
 def test_feast_loads_old_and_new_type_names(type_: str) -> None:

@@ -45,7 +45,7 @@ def product(
     return SinkRow(VIEW, op, {"product_id": pid}, features, T0, version, "u", f"t[0] offset={version}", model)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "milvus"])
 def fresh_store(request: pytest.FixtureRequest) -> FeatureStore:
     """The online stores that index vectors (Redis refuses vector views: test_redis_refuses_vector_views)."""
     return request.getfixturevalue(f"{request.param}_store")  # type: ignore[no-any-return]
