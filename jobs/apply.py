@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from aggregations.spec import aggregation_problems
 from connectors.definition import ConnectorDefinition
 from core.errors import ConfigError
 from core.settings import Settings
@@ -20,6 +21,7 @@ def apply_problems(settings: Settings, source: tuple[str, ConnectorDefinition] |
     views = declared_views(settings.feature_repo)
     problems = check_views(views, settings.suites_dir)
     problems += vector_view_problems(open_store(settings), views)
+    problems += aggregation_problems(views)
     if source is not None:
         from connectors.capture import source_problems
 

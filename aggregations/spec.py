@@ -1,0 +1,193 @@
+"""An aggregation feature view as a data engineer declares it in feature_repo/, parsed and checked.
+
+Feast-native: a FeatureView whose tags name the source table and its columns, and whose fields each say
+what they aggregate in a field tag::
+
+    FeatureView(
+        name="customer_orders",
+        entities=[customer],
+        schema=[
+            Field(name="customer_id", dtype=Int64),
+            Field(name="orders_24h", dtype=Int64, tags={"aggregation": "count() over 24h"}),
+            Field(name="spent_7d", dtype=Float64, tags={"aggregation": "sum(amount) over 7d"}),
+            Field(name="products_30d", dtype=Int64, tags={"aggregation": "count_distinct(product_id) over 30d"}),
+            Field(name="last_statuses", dtype=Array(String), tags={"aggregation": "last(status, 5) over 30d"}),
+        ],
+        tags={
+            "aggregation.table": "public.orders",
+            "aggregation.key": "customer_id=customer_id",  # join key = the table's column (not its primary key)
+            "aggregation.time": "ordered_at",              # the event-time column
+        },
+        ...
+    )
+
+The value each feature holds is defined once, in aggregations/semantics.py.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from core.errors import ConfigError
+
+TABLE_TAG, KEY_TAG, TIME_TAG, FIELD_TAG = (
+    "aggregation.table",
+    "aggregation.key",
+    "aggregation.time",
+    "aggregation",
+)
+FUNCTIONS = ("count", "sum", "avg", "min", "max", "count_distinct", "last")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_EXPRESSION = re.compile(
+    r"^\s*(?P<function>\w+)\s*\(\s*(?P<column>\w*)\s*(?:,\s*(?P<k>\d+)\s*)?\)\s+over\s+(?P<n>\d+)\s*(?P<unit>[smhd])\s*$"
+)
+# What each function's feature must be declared as (Feast dtype names), so a lookup gets what it expects.
+_DTYPES = {
+    "count": ("Int64",),
+    "count_distinct": ("Int64",),
+    "sum": ("Float64",),
+    "avg": ("Float64",),
+    "min": ("Float64", "Int64", "String", "UnixTimestamp"),
+    "max": ("Float64", "Int64", "String", "UnixTimestamp"),
+    "last": ("Array(String)", "Array(Int64)", "Array(Float64)"),
+}
+EXAMPLE = (
+    'tags={"aggregation": "sum(amount) over 7d"} (functions: '
+    + ", ".join(FUNCTIONS)
+    + "; windows: 30s, 15m, 24h, 7d)"
+)
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """One aggregated feature: ``function(column[, k]) over window``."""
+
+    name: str
+    function: str
+    column: str | None
+    window: timedelta
+    k: int = 0  # last(k)
+
+    @property
+    def text(self) -> str:
+        args = ", ".join(x for x in (self.column or "", str(self.k) if self.k else "") if x)
+        return f"{self.function}({args}) over {self.window}"
+
+
+@dataclass(frozen=True)
+class AggregationView:
+    """A feature view of aggregations over one source table, keyed by one of its columns."""
+
+    view: str
+    table: str
+    join_key: str
+    key_column: str
+    time_column: str
+    aggregations: tuple[Aggregation, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The table's columns the aggregations read (besides the key and the event time)."""
+        return tuple(sorted({a.column for a in self.aggregations if a.column}))
+
+    @property
+    def longest(self) -> timedelta:
+        return max(a.window for a in self.aggregations)
+
+
+def aggregation_problems(views: list[Any]) -> list[str]:
+    """A line per view whose aggregation declaration is broken, or that the processor cannot fill yet.
+
+    The declaration, its checks and the exact state (state.py) exist; the processor does not materialise
+    aggregation views yet, and a view nothing fills would serve NULL as if it were a value: refused."""
+    problems = []
+    for view in views:
+        try:
+            spec = aggregation_view(view)
+        except ConfigError as exc:
+            problems.append(f"{exc.problem} (fix: {exc.fix})")
+            continue
+        if spec is not None:
+            problems.append(
+                f"feature view {view.name} declares aggregations ({', '.join(a.name for a in spec.aggregations)}), "
+                "which the stream processor does not materialise yet: its features would stay empty. "
+                "(fix: keep the declaration out of feature_repo/ until a release materialises them; "
+                "docs/aggregations.md)"
+            )
+    return problems
+
+
+def parse_expression(name: str, text: str, where: str) -> Aggregation:
+    """``count() over 24h`` and the like; ConfigError naming the field, the text and the grammar."""
+    found = _EXPRESSION.match(text)
+    if found is None:
+        raise ConfigError(f"{where}: field {name} aggregates {text!r}, which is not `function(column) over window`",
+                          f"write it as {EXAMPLE}")  # fmt: skip
+    function, column, k = found["function"], found["column"] or None, int(found["k"] or 0)
+    if function not in FUNCTIONS:
+        raise ConfigError(f"{where}: field {name}: unknown aggregation function {function!r}",
+                          f"use one of {', '.join(FUNCTIONS)}")  # fmt: skip
+    if function == "count" and column:
+        raise ConfigError(f"{where}: field {name}: count() counts rows and takes no column",
+                          "write count() over <window>, or count_distinct(column) for distinct values")  # fmt: skip
+    if function != "count" and not column:
+        raise ConfigError(f"{where}: field {name}: {function}() needs the column it aggregates",
+                          f"write {function}(<column>) over <window>")  # fmt: skip
+    if (function == "last") != bool(k):
+        raise ConfigError(f"{where}: field {name}: " + ("last() needs how many values: last(column, k)"
+                          if function == "last" else f"{function}() takes one column, no count"),
+                          "write last(status, 5) over 30d for the 5 latest values")  # fmt: skip
+    window = timedelta(**{_UNITS[found["unit"]]: int(found["n"])})
+    if window <= timedelta(0):
+        raise ConfigError(f"{where}: field {name}: the window must be longer than 0", "e.g. over 24h")
+    return Aggregation(name, function, column, window, k)
+
+
+def _dtype_name(dtype: Any) -> str:
+    text = str(dtype)
+    return (
+        text.replace("PrimitiveFeastType.", "").title().replace("Unix_Timestamp", "UnixTimestamp")
+        if "(" not in text
+        else text
+    )
+
+
+def aggregation_view(view: Any) -> AggregationView | None:
+    """The aggregations ``view`` declares (None when it declares none); ConfigError for a broken declaration."""
+    table = view.tags.get(TABLE_TAG)
+    fields = [f for f in view.features if FIELD_TAG in (f.tags or {})]
+    if not table and not fields:
+        return None
+    where = f"feature view {view.name}"
+    missing = [t for t in (TABLE_TAG, KEY_TAG, TIME_TAG) if not view.tags.get(t)]
+    if missing:
+        raise ConfigError(f"{where} declares aggregations without the tag(s) {', '.join(missing)}",
+                          f'add tags {{"{TABLE_TAG}": "public.orders", "{KEY_TAG}": "customer_id=customer_id", '
+                          f'"{TIME_TAG}": "ordered_at"}}')  # fmt: skip
+    if "cdc.table" in view.tags:
+        raise ConfigError(f"{where} is both a row view (cdc.table) and an aggregation view ({TABLE_TAG})",
+                          "declare the aggregations in a view of their own")  # fmt: skip
+    join_key, sep, key_column = view.tags[KEY_TAG].partition("=")
+    join_key, key_column = join_key.strip(), (key_column.strip() if sep else join_key.strip())
+    if [join_key] != list(view.join_keys):
+        raise ConfigError(f"{where}: {KEY_TAG} names join key {join_key!r}, the view's entity has {view.join_keys}",
+                          f'write "{KEY_TAG}": "<join key>=<column of {table}>" with the view\'s one join key')  # fmt: skip
+    plain = [f.name for f in view.features if FIELD_TAG not in (f.tags or {})]
+    if plain:
+        raise ConfigError(f"{where}: field(s) {', '.join(plain)} declare no aggregation",
+                          f"give each feature of an aggregation view a tag, e.g. {EXAMPLE}")  # fmt: skip
+    aggregations = []
+    for f in fields:
+        agg = parse_expression(f.name, f.tags[FIELD_TAG], where)
+        declared = _dtype_name(f.dtype)
+        if declared not in _DTYPES[agg.function]:
+            raise ConfigError(f"{where}: field {f.name} is {declared}, and {agg.function}() gives "
+                              f"{' or '.join(_DTYPES[agg.function])}",
+                              f"declare Field(name={f.name!r}, dtype={_DTYPES[agg.function][0]})")  # fmt: skip
+        aggregations.append(agg)
+    return AggregationView(
+        view.name, str(table), join_key, key_column, view.tags[TIME_TAG].strip(), tuple(aggregations)
+    )

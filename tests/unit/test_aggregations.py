@@ -1,0 +1,228 @@
+"""Aggregations: the declaration's errors, and the retractable state against the brute-force oracle
+(aggregations/semantics.py) over random change logs: inserts, updates, deletes, key moves, backdated and
+future event times, duplicate deliveries, at window edges exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from feast import Entity, FeatureView, Field
+from feast.types import Array, Float64, Int64, String
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregations.semantics import Change, oracle
+from aggregations.spec import Aggregation, aggregation_problems, aggregation_view, parse_expression
+from aggregations.state import AggregationState
+from core.errors import ConfigError
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+US = timedelta(microseconds=1)
+AGGS = [
+    parse_expression("orders_1h", "count() over 1h", "t"),
+    parse_expression("spent_30m", "sum(amount) over 30m", "t"),
+    parse_expression("avg_2h", "avg(amount) over 2h", "t"),
+    parse_expression("min_1h", "min(amount) over 1h", "t"),
+    parse_expression("max_1h", "max(amount) over 1h", "t"),
+    parse_expression("products_1h", "count_distinct(product_id) over 1h", "t"),
+    parse_expression("last_statuses", "last(status, 3) over 2h", "t"),
+]
+LONGEST = max(a.window for a in AGGS)
+
+# One change: which row, deleted or not, its customer, event time (minutes from T0, backdated or ahead of
+# its commit), amount (an exact decimal, as the processor decodes Debezium's numeric, or NULL), status, product.
+change_spec = st.tuples(
+    st.integers(0, 4),
+    st.booleans(),
+    st.sampled_from(["a", "b", "c"]),
+    st.integers(-30, 150),
+    st.one_of(st.none(), st.decimals(min_value=-100, max_value=100, places=2)),
+    st.sampled_from(["new", "paid", "shipped", None]),
+    st.integers(1, 4),
+)
+
+
+def build_log(specs: list[tuple[Any, ...]], gaps: list[int]) -> list[Change]:
+    """Changes in commit order: version i, committed ``gaps`` seconds apart."""
+    log, committed = [], T0
+    for i, ((row, deleted, key, minutes, amount, status, product), gap) in enumerate(
+        zip(specs, gaps, strict=False)
+    ):
+        committed += timedelta(seconds=gap)
+        log.append(
+            Change(
+                (row,), (1000 + i, 0), committed, deleted,
+                None if deleted else key,
+                None if deleted else T0 + timedelta(minutes=minutes),
+                () if deleted else (("amount", amount), ("status", status), ("product_id", product)),
+            )
+        )  # fmt: skip
+    return log
+
+
+def read_times(log: list[Change], after: datetime) -> list[datetime]:
+    """Every window edge the log makes (an event time, just before it, a window's length after it, and a
+    microsecond either side), from ``after`` on."""
+    times = {after}
+    for c in log:
+        if c.event_time is None:
+            continue
+        for agg in AGGS:
+            for t in (c.event_time, c.event_time + agg.window):
+                times.update((t - US, t, t + US))
+    return sorted(t for t in times if t >= after)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    specs=st.lists(change_spec, min_size=1, max_size=25),
+    gaps=st.lists(st.integers(0, 900), min_size=25, max_size=25),
+    redeliver=st.lists(st.integers(0, 24), max_size=10),
+)
+def test_the_state_equals_the_oracle_at_every_window_edge(
+    specs: list[tuple[Any, ...]], gaps: list[int], redeliver: list[int]
+) -> None:
+    log = build_log(specs, gaps)
+    # Delivered in order, some changes again later (a redelivery, a snapshot re-read, a replay).
+    deliveries = list(log) + [log[i] for i in redeliver if i < len(log)]
+    state = AggregationState()
+    for applied, change in enumerate(deliveries, start=1):
+        state.apply(change)
+        now = max(c.committed for c in deliveries[:applied])
+        for at in (now, now + timedelta(minutes=45)):
+            for key in ("a", "b", "c"):
+                for agg in AGGS:
+                    assert state.value(key, agg, at) == oracle(deliveries[:applied], key, at, agg), (
+                        agg.text,
+                        key,
+                        at,
+                    )
+    now = max(c.committed for c in log)
+    evicted = AggregationState(rows=dict(state.rows), by_key={k: dict(v) for k, v in state.by_key.items()})
+    evicted.evict(now, LONGEST)
+    for at in read_times(log, now):
+        for key in ("a", "b", "c"):
+            for agg in AGGS:
+                expected = oracle(log, key, at, agg)
+                assert state.value(key, agg, at) == expected, (agg.text, key, at)
+                assert evicted.value(key, agg, at) == expected, ("after evict", agg.text, key, at)
+
+
+def test_a_sum_after_adds_and_retracts_is_exact() -> None:
+    """0.1 + 0.2 - 0.1 - 0.2 is 0 (a float running sum leaves 5.55e-17)."""
+    agg = parse_expression("s", "sum(amount) over 1h", "t")
+    state = AggregationState()
+    for i, amount in enumerate(["0.1", "0.2"]):
+        state.apply(Change((i,), (i, 0), T0, False, "a", T0, (("amount", amount),)))
+    assert state.value("a", agg, T0) == Decimal("0.3")
+    for i in range(2):
+        state.apply(Change((i,), (10 + i, 0), T0, True))
+    assert state.value("a", agg, T0) is None
+    state.apply(Change((5,), (20, 0), T0, False, "a", T0, (("amount", "0"),)))
+    assert state.value("a", agg, T0) == 0
+
+
+def test_min_max_distinct_and_last_are_exact_after_the_extreme_is_deleted() -> None:
+    state = AggregationState()
+    amounts = {1: Decimal("5"), 2: Decimal("50"), 3: Decimal("7")}
+    for row, amount in amounts.items():
+        state.apply(
+            Change((row,), (row, 0), T0, False, "a", T0 + timedelta(minutes=row), (("amount", amount),))
+        )
+    at = T0 + timedelta(minutes=10)
+    top = Aggregation("m", "max", "amount", timedelta(hours=1))
+    assert state.value("a", top, at) == Decimal("50")
+    state.apply(Change((2,), (9, 0), T0, True))  # the maximum deleted: no daily correction needed
+    assert state.value("a", top, at) == Decimal("7")
+    last = Aggregation("l", "last", "amount", timedelta(hours=1), 2)
+    assert state.value("a", last, at) == [Decimal("7"), Decimal("5")]
+
+
+def test_a_window_slides_past_old_rows_with_no_new_change() -> None:
+    state = AggregationState()
+    state.apply(Change((1,), (1, 0), T0, False, "a", T0, (("amount", "1"),)))
+    count = Aggregation("c", "count", None, timedelta(hours=24))
+    assert state.value("a", count, T0 + timedelta(hours=24) - US) == 1
+    assert (
+        state.value("a", count, T0 + timedelta(hours=24)) == 0
+    )  # (T - 24h, T]: exactly 24 h later it is out
+
+
+def view_with(fields: list[Field], **tags: str) -> FeatureView:
+    customer = Entity(name="customer", join_keys=["customer_id"])
+    return FeatureView(
+        name="customer_orders",
+        entities=[customer],
+        schema=[Field(name="customer_id", dtype=Int64), *fields],
+        tags=tags,
+    )
+
+
+TAGS = {
+    "aggregation.table": "public.orders",
+    "aggregation.key": "customer_id=customer_id",
+    "aggregation.time": "ordered_at",
+}
+
+
+def test_a_declared_aggregation_view_is_parsed() -> None:
+    view = view_with(
+        [
+            Field(name="orders_24h", dtype=Int64, tags={"aggregation": "count() over 24h"}),
+            Field(name="spent_7d", dtype=Float64, tags={"aggregation": "sum(amount) over 7d"}),
+            Field(
+                name="last_statuses", dtype=Array(String), tags={"aggregation": "last(status, 5) over 30d"}
+            ),
+        ],
+        **TAGS,
+    )
+    spec = aggregation_view(view)
+    assert spec is not None
+    assert (spec.table, spec.key_column, spec.time_column) == ("public.orders", "customer_id", "ordered_at")
+    assert [a.text for a in spec.aggregations] == [
+        "count() over 1 day, 0:00:00",
+        "sum(amount) over 7 days, 0:00:00",
+        "last(status, 5) over 30 days, 0:00:00",
+    ]
+    assert spec.columns == ("amount", "status") and spec.longest == timedelta(days=30)
+
+
+@pytest.mark.parametrize(
+    ("field", "tags", "message"),
+    [
+        (Field(name="x", dtype=Int64, tags={"aggregation": "count(amount) over 1h"}), TAGS, "takes no column"),
+        (Field(name="x", dtype=Float64, tags={"aggregation": "sum() over 1h"}), TAGS, "needs the column"),
+        (Field(name="x", dtype=Float64, tags={"aggregation": "median(amount) over 1h"}), TAGS, "unknown aggregation"),
+        (Field(name="x", dtype=Float64, tags={"aggregation": "sum(amount) for a week"}), TAGS, "is not `function"),
+        (Field(name="x", dtype=Int64, tags={"aggregation": "sum(amount) over 1h"}), TAGS, "gives Float64"),
+        (Field(name="x", dtype=Array(String), tags={"aggregation": "last(status) over 1h"}), TAGS, "last(column, k)"),
+        (Field(name="x", dtype=Int64, tags={"aggregation": "count() over 1h"}),
+         {"aggregation.table": "public.orders"}, "without the tag(s) aggregation.key, aggregation.time"),
+        (Field(name="x", dtype=Int64), TAGS, "declare no aggregation"),
+    ],
+)  # fmt: skip
+def test_a_broken_declaration_names_the_problem_and_the_fix(
+    field: Field, tags: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        aggregation_view(view_with([field], **tags))
+    assert message in str(err.value)
+
+
+def test_feast_apply_refuses_aggregation_views_until_the_processor_fills_them() -> None:
+    """A view nothing fills would serve NULL as a value: `featurectl feast-apply` lists it (jobs/apply.py)."""
+    good = view_with(
+        [Field(name="orders_24h", dtype=Int64, tags={"aggregation": "count() over 24h"})], **TAGS
+    )
+    broken = view_with([Field(name="x", dtype=Int64, tags={"aggregation": "sum() over 1h"})], **TAGS)
+    plain = view_with([Field(name="segment", dtype=String)])
+    problems = aggregation_problems([good, broken, plain])
+    assert len(problems) == 2
+    assert (
+        "declares aggregations (orders_24h), which the stream processor does not materialise yet"
+        in problems[0]
+    )
+    assert "needs the column it aggregates" in problems[1] and "fix:" in problems[1]
