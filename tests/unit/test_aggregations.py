@@ -14,6 +14,7 @@ from feast.types import Array, Float64, Int64, String
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregations.offline import values_at
 from aggregations.semantics import Change, oracle
 from aggregations.spec import Aggregation, aggregation_problems, aggregation_view, parse_expression
 from aggregations.state import AggregationState
@@ -226,3 +227,51 @@ def test_feast_apply_refuses_aggregation_views_until_the_processor_fills_them() 
         in problems[0]
     )
     assert "needs the column it aggregates" in problems[1] and "fix:" in problems[1]
+
+
+def history_table(con: Any, log: list[Change]) -> None:
+    """The change log as a history relation (aggregations/offline.py's columns), one row per delivery."""
+    con.execute(
+        "CREATE OR REPLACE TABLE history (_row BIGINT, _key VARCHAR, _event_time TIMESTAMPTZ, _committed TIMESTAMPTZ, "
+        "_deleted BOOLEAN, _version BIGINT, _minor BIGINT, amount DECIMAL(12, 2), status VARCHAR, product_id BIGINT)"
+    )
+    con.executemany(
+        "INSERT INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            # A delete's history row may carry its old image (key, time): it must never count anyway.
+            (c.row[0], "a" if c.deleted else c.key, c.event_time or T0, c.committed, c.deleted, c.version[0], c.version[1],
+             *(dict(c.values).get(n) for n in ("amount", "status", "product_id")))
+            for c in log
+        ],
+    )  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    specs=st.lists(change_spec, min_size=1, max_size=20),
+    gaps=st.lists(st.integers(0, 900), min_size=20, max_size=20),
+    redeliver=st.lists(st.integers(0, 19), max_size=6),
+    picks=st.lists(st.integers(0, 10_000), min_size=30, max_size=30),
+)
+def test_the_offline_values_equal_the_oracle_at_label_times(
+    specs: list[tuple[Any, ...]], gaps: list[int], redeliver: list[int], picks: list[int]
+) -> None:
+    import duckdb
+
+    log = build_log(specs, gaps)
+    deliveries = log + [log[i] for i in redeliver if i < len(log)]  # the history may hold a change twice
+    edges = (
+        read_times(log, T0 - timedelta(hours=1))
+        + [c.committed for c in log]
+        + [c.committed - US for c in log]
+    )
+    labels = [(key, edges[p % len(edges)]) for p in picks for key in ("a",)] + [
+        (key, edges[p % len(edges)]) for p in picks[:10] for key in ("b", "c")
+    ]
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    history_table(con, deliveries)
+    got = values_at(con, "history", labels, AGGS)
+    for (key, at), values in zip(labels, got, strict=True):
+        for agg in AGGS:
+            assert values[agg.name] == oracle(log, key, at, agg), (agg.text, key, at)
