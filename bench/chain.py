@@ -65,7 +65,12 @@ def runs(small: bool, vectors: int) -> list[Run]:
     )
     out.append(Run("drift_bench", ("--history", "20000", "--entities", "2000") if small else ()))
     out.append(Run("embedding_bench", ("--texts", "20", "--sizes", "100", "--queries", "5") if small else ()))
-    out.append(Run("search_freshness_bench", ("--rows", "5", "--rate", "5") if small else ("--rows", "200")))
+    out.append(
+        Run(
+            "search_freshness_bench",
+            ("--rows", "3", "--rate", "5", "--stores", "milvus") if small else ("--rows", "200"),
+        )
+    )
     return out
 
 
@@ -178,7 +183,9 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
                     f"  the {kind} vectors' hardness: cosine of the 1st/10th/100th nearest {cos}, LID@20 {lid}"
                 )
         if run.name == "search_freshness_bench":
-            lines.append("\ncommit in Postgres -> searchable (retrieve_online_documents_v2 finds the row), p50 / p99:")
+            lines.append(
+                "\ncommit in Postgres -> searchable (retrieve_online_documents_v2 finds the row), p50 / p99:"
+            )
             found = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \| \d+ \|$", out, re.MULTILINE)
             for store, p50, p99 in found:
                 lines.append(f"  {store}: {p50} / {p99} ms")

@@ -121,13 +121,11 @@ def use_online_store(settings: Settings, kind: str, schema: str) -> None:
         text = views.read_text()
         views.write_text(text[: text.index("# History of product documents")])
     elif kind == "milvus":
-        from pymilvus import MilvusClient
-
         from stack.milvus import MilvusServer
 
         server = MilvusServer(settings)
         server.start()
-        client = MilvusClient(uri=server.uri)
+        client = server.client()
         if schema not in client.list_databases():
             client.create_database(schema)
         client.close()
@@ -156,14 +154,12 @@ def drop_online_store(settings: Settings, kind: str, schema: str) -> None:
         ) as r:
             r.flushdb()
     elif kind == "milvus":
-        from pymilvus import MilvusClient
-
         from stack.milvus import MilvusServer
 
-        client = MilvusClient(uri=MilvusServer(settings).uri, db_name=schema)
+        client = MilvusServer(settings).client(schema)
         for collection in client.list_collections():
             client.drop_collection(collection)
         client.close()
-        client = MilvusClient(uri=MilvusServer(settings).uri)
+        client = MilvusServer(settings).client()
         client.drop_database(schema)
         client.close()

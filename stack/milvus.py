@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from typing import Any
 
 from core import procs
 from core.errors import FeatureCtlError
@@ -88,6 +89,14 @@ class MilvusServer:
             return True
         except Exception:
             return False
+
+    def client(self, db_name: str | None = None, wait_s: float = 60.0) -> Any:
+        """A client of this server, once it answers (polled up to ``wait_s``: milvus-lite, a Python process,
+        can stall for seconds on a busy 2-core host, and one 5-second connect is not a verdict)."""
+        from pymilvus import MilvusClient
+
+        procs.wait_for(self.ready, wait_s, "milvus to answer")
+        return MilvusClient(uri=self.uri, timeout=30, **({"db_name": db_name} if db_name else {}))
 
     def stop(self) -> bool:
         return procs.stop(self.daemon)

@@ -142,9 +142,7 @@ class LocalMilvus:
 
     def yaml(self, database: str) -> str:
         """An ``online_store:`` block for feature_store.yaml using Milvus database ``database`` (created)."""
-        from pymilvus import MilvusClient
-
-        client = MilvusClient(uri=self.server.uri)
+        client = self.server.client()
         try:
             if database not in client.list_databases():
                 client.create_database(database)
@@ -162,12 +160,12 @@ class LocalMilvus:
 
     def empty(self, database: str) -> None:
         """Every row of every collection of ``database`` deleted (the collections stay, as applied)."""
-        from pymilvus import MilvusClient
-
-        client = MilvusClient(uri=self.server.uri, db_name=database)
+        client = self.server.client(database)
         try:
             for name in client.list_collections():
-                key = next(f["name"] for f in client.describe_collection(name)["fields"] if f.get("is_primary"))
+                key = next(
+                    f["name"] for f in client.describe_collection(name)["fields"] if f.get("is_primary")
+                )
                 client.delete(name, filter=f'{key} != ""')
         finally:
             client.close()

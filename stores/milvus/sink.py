@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -59,6 +60,7 @@ from stores.sink import DELETE, Partition, SinkRow, StoredVector
 
 logger = logging.getLogger(__name__)
 _NO_VECTOR = [0.0] * PLACEHOLDER_DIM
+CONNECT_S = 30.0
 
 
 def connect(store: FeatureStore) -> Any:
@@ -66,15 +68,23 @@ def connect(store: FeatureStore) -> Any:
     config = store.config.online_store
     if config.type not in KIND.types:
         raise ConfigError(f"online store type {config.type!r} is not Milvus", f"use `type: {TYPE}`")
-    try:
-        return MilvusOnlineStore()._connect(store.config)  # type: ignore[no-untyped-call]
-    except Exception as exc:
-        where = config.uri or f"{config.host}:{config.port}"
-        raise ConfigError(
-            f"Milvus at {where} does not answer: {exc}",
-            "start it (`featurectl stack up` starts milvus-lite when feature_store.yaml asks for Milvus) or "
-            "fix host/port (or uri) under online_store in feature_store.yaml",
-        ) from None
+    deadline = time.monotonic() + CONNECT_S
+    while True:
+        try:
+            return MilvusOnlineStore()._connect(store.config)  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            if time.monotonic() < deadline:  # a busy server misses one connect; a down one all of them
+                logger.info("Milvus did not answer (%s); retrying", exc)
+                time.sleep(1)
+                continue
+            error = exc
+            break
+    where = config.uri or f"{config.host}:{config.port}"
+    raise ConfigError(
+        f"Milvus at {where} does not answer after {CONNECT_S:.0f} s: {error}",
+        "start it (`featurectl stack up` starts milvus-lite when feature_store.yaml asks for Milvus) or "
+        "fix host/port (or uri) under online_store in feature_store.yaml",
+    ) from None
 
 
 def _local(where: str) -> bool:
