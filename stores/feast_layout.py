@@ -224,9 +224,13 @@ class FeastLayoutSink(OnlineSink):
         """A TRUNCATE raised in this flush: delete every entity of ``view`` stored below ``barrier``, any
         writer's. Optional: a store whose rows of ``view`` all come through this flush needs nothing."""
 
-    @abstractmethod
     def stored_orders(self, view: str, keys: Sequence[dict[str, Any]]) -> list[Version | None]:
-        """Each entity's stored version (stores/ordering.py), or None if the store has none."""
+        """Each entity's stored version (stores/ordering.py), or None if the store has none. This default
+        reads outside a transaction (Redis, Milvus); a store whose reads need one overrides it."""
+        feature_view = self._view(view)
+        idents = [(view, self._entity_key(feature_view, k)) for k in keys]
+        current = self._current_versions(None, idents)
+        return [current[i][0] if i in current else None for i in idents]
 
     @abstractmethod
     def reset(self) -> int:

@@ -407,12 +407,6 @@ class MilvusOnlineSink(FeastLayoutSink):
             out.append(StoredVector(hit[TEXT_HASH], int(hit.get(TEXT_VERSION) or 0), vector))
         return out
 
-    def stored_orders(self, view: str, keys: Sequence[dict[str, Any]]) -> list[Version | None]:
-        feature_view = self._view(view)
-        idents = [(view, self._entity_key(feature_view, k)) for k in keys]
-        current = self._current_versions(None, idents)
-        return [current[i][0] if i in current else None for i in idents]
-
     def live_keys(self, view: str) -> list[dict[str, Any]]:
         return [keys for keys, _ in self._live(view)]
 

@@ -400,12 +400,6 @@ class RedisOnlineSink(FeastLayoutSink):
     ) -> list[StoredVector | None]:
         return [None] * len(keys)
 
-    def stored_orders(self, view: str, keys: Sequence[dict[str, Any]]) -> list[Version | None]:
-        feature_view = self._view(view)
-        idents = [(view, self._entity_key(feature_view, k)) for k in keys]
-        current = self._current_versions(None, idents)
-        return [current[i][0] if i in current else None for i in idents]
-
     def live_keys(self, view: str) -> list[dict[str, Any]]:
         live = list(self._client.smembers(f"{self._prefix}:live:{view}"))
         with self._client.pipeline(transaction=False) as pipe:
