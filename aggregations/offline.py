@@ -34,7 +34,7 @@ def _expression(agg: Aggregation, index: int) -> list[str]:
         return [f"count(DISTINCT {col}) AS {alias}"]
     if agg.function == "last":
         order = "h._event_time DESC, h._version DESC, h._minor DESC, h._row DESC"
-        return [f"list({col} ORDER BY {order}) FILTER (WHERE h._row IS NOT NULL) AS {alias}"]
+        return [f"list({col} ORDER BY {order}) FILTER (WHERE {col} IS NOT NULL) AS {alias}"]
     raise ValueError(f"unknown function {agg.function!r}")
 
 

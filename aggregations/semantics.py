@@ -19,8 +19,8 @@ is k and whose event time lies in the *window ending at T*:
   ``count`` counts rows):
   ``count`` rows; ``sum`` exact (decimal arithmetic: no float drift after an add and a retract; NULL when no
   value); ``avg`` = exact sum / count of values (NULL when none); ``min``/``max``; ``count_distinct`` distinct
-  values; ``last(k)`` the values of the k rows with the latest event times, latest first (ties: the higher row
-  version first, then the row key), as a list.
+  values; ``last(k)`` the values of the k rows with the latest event times among those with a value, latest
+  first (ties: the higher row version first, then the row key), as a list.
 
 The oracle below computes this from the whole change log, for tests to compare every implementation with.
 """
@@ -97,9 +97,10 @@ def compute(agg: Aggregation, rows: Sequence[Contribution]) -> Any:
         return max(present) if present else None
     if agg.function == "count_distinct":
         return len(set(present))
-    if agg.function == "last":
-        latest = sorted(rows, key=lambda r: (r.event_time, r.version, r.row), reverse=True)
-        return [r.values.get(agg.column or "") for r in latest[: agg.k]]
+    if agg.function == "last":  # of the rows with a value: a list holds no NULL (nor can Feast serve one)
+        valued = [r for r in rows if r.values.get(agg.column or "") is not None]
+        latest = sorted(valued, key=lambda r: (r.event_time, r.version, r.row), reverse=True)
+        return [r.values[agg.column or ""] for r in latest[: agg.k]]
     raise ValueError(f"unknown function {agg.function!r}")
 
 

@@ -27,7 +27,7 @@ The value each feature holds is defined once, in aggregations/semantics.py.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -70,6 +70,7 @@ class Aggregation:
     column: str | None
     window: timedelta
     k: int = 0  # last(k)
+    dtype: Any = field(default=None, compare=False)  # the feature's Feast type (set from the view's field)
 
     @property
     def text(self) -> str:
@@ -98,11 +99,10 @@ class AggregationView:
         return max(a.window for a in self.aggregations)
 
 
-def aggregation_problems(views: list[Any]) -> list[str]:
-    """A line per view whose aggregation declaration is broken, or that the processor cannot fill yet.
-
-    The declaration, its checks and the exact state (state.py) exist; the processor does not materialise
-    aggregation views yet, and a view nothing fills would serve NULL as if it were a value: refused."""
+def aggregation_problems(views: list[Any], unsupported_by: str | None = None) -> list[str]:
+    """A line per view whose aggregation declaration is broken, or (``unsupported_by``: the online store,
+    described with its fix) that the online store cannot serve: a view nothing computes would serve NULL
+    as if it were a value."""
     problems = []
     for view in views:
         try:
@@ -110,12 +110,10 @@ def aggregation_problems(views: list[Any]) -> list[str]:
         except ConfigError as exc:
             problems.append(f"{exc.problem} (fix: {exc.fix})")
             continue
-        if spec is not None:
+        if spec is not None and unsupported_by is not None:
             problems.append(
                 f"feature view {view.name} declares aggregations ({', '.join(a.name for a in spec.aggregations)}), "
-                "which the stream processor does not materialise yet: its features would stay empty. "
-                "(fix: keep the declaration out of feature_repo/ until a release materialises them; "
-                "docs/aggregations.md)"
+                f"which are not computed by {unsupported_by} (docs/aggregations.md)"
             )
     return problems
 
@@ -187,7 +185,7 @@ def aggregation_view(view: Any) -> AggregationView | None:
             raise ConfigError(f"{where}: field {f.name} is {declared}, and {agg.function}() gives "
                               f"{' or '.join(_DTYPES[agg.function])}",
                               f"declare Field(name={f.name!r}, dtype={_DTYPES[agg.function][0]})")  # fmt: skip
-        aggregations.append(agg)
+        aggregations.append(replace(agg, dtype=f.dtype))
     return AggregationView(
         view.name, str(table), join_key, key_column, view.tags[TIME_TAG].strip(), tuple(aggregations)
     )

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aggregations.spec import aggregation_problems
 from connectors.definition import ConnectorDefinition
 from core.errors import ConfigError
 from core.settings import Settings
 from stores.reembed import pending_views, reembed
-from stores.registry import vector_view_problems
+from stores.registry import aggregation_view_problems, vector_view_problems
 from stores.repository import declared_views, feast_apply, open_store
 from streams.routes import check_views, route_for, source_columns, source_keys
 
@@ -21,7 +20,7 @@ def apply_problems(settings: Settings, source: tuple[str, ConnectorDefinition] |
     views = declared_views(settings.feature_repo)
     problems = check_views(views, settings.suites_dir)
     problems += vector_view_problems(open_store(settings), views)
-    problems += aggregation_problems(views)
+    problems += aggregation_view_problems(open_store(settings), views)
     if source is not None:
         from connectors.capture import source_problems
 

@@ -262,6 +262,10 @@ def compact_views(
     from jobs.lock import job_lock
 
     for view in [store.get_feature_view(v) for v in views] or store.list_feature_views():
+        if "aggregation.table" in view.tags:
+            # One row per source row and instant, not per entity: compact's identity does not fit it yet.
+            echo(f"compact {view.name}: skipped (an aggregation view's history is not compacted yet)")
+            continue
         # Our own readers of the history must not have its files moved under them.
         with job_lock(locks, "materialize"), job_lock(locks, f"backfill-{view.name}"):
             report = compact(store, view, rows_per_file)

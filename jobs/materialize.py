@@ -150,6 +150,13 @@ def materialize_views(
 
     materializer = Materializer(store, state_dir)
     for view in [store.get_feature_view(v) for v in views] or store.list_feature_views():
+        if "aggregation.table" in view.tags:
+            # Its history holds source rows, not the view's values: the online store computes those at
+            # read time from the contributions the processor (or a snapshot of its table) writes.
+            echo(
+                f"materialize {view.name}: skipped (an aggregation view: `featurectl snapshot <table>` refills it)"
+            )
+            continue
         with materialization_metrics(view.name):
             report = materializer.run(view, incremental)
         echo(

@@ -25,6 +25,8 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 
+from aggregations import rows as aggregation_rows
+from aggregations.spec import AggregationView, aggregation_view
 from core.errors import FencedError
 from stores.keys import fast_entity_key
 from stores.ordering import check_not_rewound, epoch_us
@@ -79,6 +81,14 @@ class FeastLayoutSink(OnlineSink):
         self._registry = RegistryViews(store)
         # Per view: the declaration the entity key types were taken from, and those types.
         self._key_types: dict[str, tuple[FeatureView, dict[str, ValueType]]] = {}
+        self._aggregations: dict[str, tuple[FeatureView, AggregationView | None]] = {}
+
+    def _aggregation(self, view: FeatureView) -> AggregationView | None:
+        """The aggregations ``view`` declares (its rows are contributions: aggregations/rows.py), or None."""
+        held = self._aggregations.get(view.name)
+        if held is None or held[0] is not view:
+            held = self._aggregations[view.name] = (view, aggregation_view(view))
+        return held[1]
 
     def _view(self, name: str) -> FeatureView:
         """The view from the (cached) registry; the last good copy if a registry read fails."""
@@ -96,7 +106,10 @@ class FeastLayoutSink(OnlineSink):
         return view
 
     def _entity_key(self, view: FeatureView, keys: dict[str, Any]) -> bytes:
-        """Feast's serialised entity key (what its online stores key rows by)."""
+        """Feast's serialised entity key (what its online stores key rows by); for an aggregation view's
+        contribution, its source row's key."""
+        if aggregation_rows.ROW in keys and "aggregation.table" in view.tags:
+            return aggregation_rows.row_entity_key(keys[aggregation_rows.ROW])
         cached = self._key_types.get(view.name)
         if cached is None or cached[0] is not view:
             cached = (view, {c.name: c.dtype.to_value_type() for c in view.entity_columns})

@@ -34,6 +34,8 @@ class OnlineStoreKind:
     vectors: str | None = None  # "module:Class" of its VectorStore (re-embedding), if it holds vectors
     hosts: str = "one host"  # who may write and read it at once
     extras: tuple[str, ...] = field(default_factory=tuple)  # pip extras its drivers come from
+    # The types whose Feast reader computes aggregation views at read time (stores/contributions.py).
+    aggregating: tuple[str, ...] = ()
 
     @property
     def canonical(self) -> str:
@@ -122,6 +124,20 @@ def vector_view_problems(store: FeatureStore, views: list[Any]) -> list[str]:
         for v in views
         if spec_for(v) is not None
     ]
+
+
+def aggregation_view_problems(store: FeatureStore, views: list[Any]) -> list[str]:
+    """A problem per aggregation view (aggregations/spec.py) the configured online store cannot serve, and
+    per broken aggregation declaration."""
+    from aggregations.spec import aggregation_problems
+
+    kind = kind_of(store)
+    type_ = store.config.online_store.type
+    stores = " or ".join(t for k in kinds() for t in k.aggregating)
+    return aggregation_problems(
+        views,
+        None if type_ in kind.aggregating else f"the {kind.label} online store (type {type_}); use {stores}",
+    )
 
 
 def open_online_sink(store: FeatureStore) -> FeastLayoutSink:

@@ -91,6 +91,8 @@ class OnlineSink(Sink):
     # Of the last flush's skipped rows, those committed at the same instant as the stored change: an
     # earlier change of the same transaction (re-delivered). History must not get them either.
     superseded: list[SinkRow]
+    # Whether it stores aggregation views' contributions and its Feast reader computes them (stores/contributions.py).
+    aggregates: bool = False
 
     @abstractmethod
     def add_barrier(self, view: str, version: tuple[int, int]) -> None:

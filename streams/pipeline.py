@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aggregations import rows as aggregation_rows
+from aggregations.spec import AggregationView
 from core import metrics
 from core.errors import ConfigError
 from stores.ordering import last_of_each_instant, version_of
@@ -121,10 +123,16 @@ class Pipeline:
                     self._truncate(event, route)
                 continue
             for route in routes:
-                if route.error:  # a broken declaration stops its own view only
+                error = route.error
+                if route.aggregation is not None and not self.online.aggregates:
+                    error = (
+                        f"feature view {route.view} declares aggregations, which the {type(self.online).__name__} "
+                        "online store does not compute; fix: serve it from a store that does (docs/aggregations.md)"
+                    )
+                if error:  # a broken declaration stops its own view only
                     self.dead_letters.add(
                         msg,
-                        route.error,
+                        error,
                         view=route.view,
                         attempt=attempt,
                         kind="view_config",
@@ -146,6 +154,8 @@ class Pipeline:
                     continue
                 missing = unavailable_columns(event.after, route.feature_names)
                 row = feature_row(event, route, handled)
+                if route.aggregation is not None:  # a contribution is keyed by its source row
+                    row[aggregation_rows.ROW] = aggregation_rows.row_ident(event.key) if event.key else None
                 by_view[route.view].append(_Pending(msg, event, route, row, missing))
         self._write_views(by_view, stats, attempt)
         metrics.STAGE_DURATION.labels("transform").observe(time.perf_counter() - started - self._checks_s)
@@ -162,16 +172,21 @@ class Pipeline:
             upserts = [p for p in items if p.event.op != "d"]
             deletes = [p for p in items if p.event.op == "d"]
             started = time.perf_counter()
+            spec = items[0].route.aggregation
             try:
-                valid = check(
-                    self.validator,
-                    self.dead_letters,
-                    view,
-                    [p.row for p in upserts],
-                    items[0].route.features,
-                    [p.msg for p in upserts].__getitem__,
-                    attempt,
-                    policy,
+                valid = (
+                    self._type_check(spec, upserts, attempt, policy)
+                    if spec
+                    else check(
+                        self.validator,
+                        self.dead_letters,
+                        view,
+                        [p.row for p in upserts],
+                        items[0].route.features,
+                        [p.msg for p in upserts].__getitem__,
+                        attempt,
+                        policy,
+                    )
                 )
             except ConfigError as exc:
                 for p in upserts:
@@ -192,7 +207,10 @@ class Pipeline:
                 if any(v is None for v in keys.values()):
                     self.dead_letters.add(
                         p.msg,
-                        f"no value for join key(s) {join_keys}",
+                        f"no value for join key(s) {join_keys}"
+                        if spec is None
+                        else f"aggregation view {view} needs the source row's primary key (the message key); "
+                        f"fix: give {p.route.table} a primary key, or set message.key.columns in the connector",
                         view=view,
                         attempt=attempt,
                         kind="join_key",
@@ -218,11 +236,11 @@ class Pipeline:
                     )
                 )
                 sources.append(p)
-            spec = items[0].route.embedding
-            if spec is not None and self.embedding is not None:
+            embedding = items[0].route.embedding
+            if embedding is not None and self.embedding is not None:
                 started = time.perf_counter()
                 try:
-                    rows = self.embedding.apply(spec, rows)
+                    rows = self.embedding.apply(embedding, rows)
                 except ConfigError as exc:  # the declared model cannot be loaded: park the rows
                     for p, r in zip(sources, rows, strict=True):
                         if r.op != DELETE:
@@ -241,6 +259,22 @@ class Pipeline:
             self.online.add(rows)
             self.offline.add(last_of_each_instant(rows))  # a transaction's intermediate states: not history
             stats.rows += len(rows)
+
+    def _type_check(
+        self, spec: AggregationView, items: list[_Pending], attempt: int, policy: dict[str, str]
+    ) -> list[int]:
+        """The indexes of ``items`` that can be contributions; the others go to the dead letters with why."""
+        valid = []
+        for i, p in enumerate(items):
+            problem = aggregation_rows.type_problem(spec, p.row)
+            if problem is None:
+                valid.append(i)
+                continue
+            self.dead_letters.add(
+                p.msg, f"aggregation view {spec.view}: {problem}", view=spec.view, attempt=attempt,
+                kind="expectations", pii_policy=policy,
+            )  # fmt: skip
+        return valid
 
     def _fill_unchanged(
         self, view: str, items: list[_Pending], stats: BatchStats, attempt: int, policy: dict[str, str]

@@ -21,6 +21,8 @@ from pathlib import Path
 from feast import FeatureStore, FeatureView
 from feast.types import FeastType, String
 
+from aggregations import rows as aggregation_rows
+from aggregations.spec import AggregationView, aggregation_view
 from core.errors import ConfigError
 from embeddings.spec import EmbeddingSpec, spec_for
 from streams import pii
@@ -43,6 +45,8 @@ class Route:
     error: str | None = None  # why the view's declaration cannot be materialised (a broken route)
     pii: tuple[tuple[str, str], ...] = ()  # (source column, handling) this view declares (streams/pii.py)
     allow_pii: frozenset[str] = frozenset()  # PII columns its embedding may read (embedding.allow_pii)
+    # An aggregation view's route: its rows are contributions keyed by the source row (aggregations/rows.py).
+    aggregation: AggregationView | None = None
 
     @property
     def join_keys(self) -> list[str]:
@@ -92,6 +96,25 @@ def route_for(view: FeatureView) -> Route | None:
     )
 
 
+def aggregation_route(view: FeatureView) -> Route | None:
+    """The route of an aggregation view (aggregations/spec.py), or None if ``view`` declares none.
+
+    Its one join key is the source row (``_row``, from the change's message key, set by the pipeline);
+    its features are the key, event-time and aggregated columns of the source table."""
+    spec = aggregation_view(view)
+    if spec is None:
+        return None
+    key_dtype = {c.name: c.dtype for c in view.entity_columns}[spec.join_key]
+    return Route(
+        view.name,
+        spec.table,
+        ((aggregation_rows.ROW, aggregation_rows.ROW),),
+        aggregation_rows.source_features(spec, key_dtype),
+        ((aggregation_rows.ROW, String),),
+        aggregation=spec,
+    )
+
+
 def _check_pii(
     view: str,
     handling: dict[str, str],
@@ -125,13 +148,30 @@ def routes_for(views: list[FeatureView]) -> dict[str, list[Route]]:
     routes: dict[str, list[Route]] = {}
     for view in views:
         try:
-            route = route_for(view)
+            route = route_for(view) or aggregation_route(view)
         except ConfigError as exc:
-            table = view.tags.get(TABLE_TAG, "")
+            table = view.tags.get(TABLE_TAG) or view.tags.get("aggregation.table", "")
             route = Route(view.name, table, (), (), (), None, str(exc))
         if route:
             routes.setdefault(route.table, []).append(route)
-    return {table: _refuse_pii_embeddings(rs) for table, rs in routes.items()}
+    return {table: _refuse_pii_aggregations(_refuse_pii_embeddings(rs)) for table, rs in routes.items()}
+
+
+def _refuse_pii_aggregations(routes: list[Route]) -> list[Route]:
+    """An aggregation reading a column a view of the table declares PII is broken: it would store and
+    serve the raw value (last(email, 5)) or a function of it."""
+    declared = table_policy(routes)
+    out = []
+    for route in routes:
+        exposed = sorted(set(route.aggregation.columns) & set(declared)) if route.aggregation else []
+        if exposed:
+            error = (
+                f"feature view {route.view} aggregates {exposed}, declared PII by a view of {route.table}"
+                "\n  fix: aggregate other columns (PII handling applies to row features only)"
+            )
+            route = Route(route.view, route.table, (), (), (), None, error)
+        out.append(route)
+    return out
 
 
 def _refuse_pii_embeddings(routes: list[Route]) -> list[Route]:
@@ -188,6 +228,8 @@ def check_views(views: list[FeatureView], suites_dir: Path) -> list[str]:
             if route.error:
                 problems.append(route.error)
                 continue
+            if route.aggregation is not None:
+                continue  # no suite: contributions are type-checked (aggregations/rows.py type_problem)
             try:
                 suites.get(route.view)
             except ConfigError as exc:
@@ -199,7 +241,7 @@ def source_columns(routes: list[Route]) -> dict[str, set[str]]:
     """Per captured table, the source columns its views read (keys and features)."""
     out: dict[str, set[str]] = {}
     for route in routes:
-        out.setdefault(route.table, set()).update(c for _, c in route.keys)
+        out.setdefault(route.table, set()).update(c for _, c in route.keys if not route.aggregation)
         out[route.table].update(route.feature_names)
     return out
 
@@ -208,5 +250,6 @@ def source_keys(routes: list[Route]) -> dict[str, set[str]]:
     """Per captured table, the source columns of its views' join keys."""
     out: dict[str, set[str]] = {}
     for route in routes:
-        out.setdefault(route.table, set()).update(c for _, c in route.keys)
+        if route.aggregation is None:  # an aggregation's row key is the table's own primary key
+            out.setdefault(route.table, set()).update(c for _, c in route.keys)
     return out

@@ -31,6 +31,16 @@ MILVUS_DATA = _TEST_DIR / "milvus"
 MILVUS_PORT = int(os.environ.get("PYTEST_FEATURECTL_MILVUS_PORT", "29531"))
 
 
+def without_aggregation_views(repo: Path) -> None:
+    """For a store whose Feast reader does not compute aggregation views: its user declares none
+    (`featurectl feast-apply` refuses them there; docs/aggregations.md)."""
+    path = repo / "orders.py"
+    text = path.read_text()
+    marker = "# Each change of an order as the aggregation view sees it"
+    if marker in text:
+        path.write_text(text[: text.index(marker)])
+
+
 @dataclass
 class OnlinePg:
     service: OnlinePostgres
@@ -109,6 +119,7 @@ class LocalRedis:
     def use_in(self, repo: Path, db: int) -> None:
         path = repo / "feature_store.yaml"
         path.write_text(re.sub(r"online_store:\n(?:[ #].*\n)+", self.yaml(db), path.read_text()))
+        without_aggregation_views(repo)
 
     def flush(self, db: int) -> None:
         import redis
@@ -157,6 +168,7 @@ class LocalMilvus:
     def use_in(self, repo: Path, database: str) -> None:
         path = repo / "feature_store.yaml"
         path.write_text(re.sub(r"online_store:\n(?:[ #].*\n)+", self.yaml(database), path.read_text()))
+        without_aggregation_views(repo)
 
     def empty(self, database: str) -> None:
         """Every row of every collection of ``database`` deleted (the collections stay, as applied)."""

@@ -121,6 +121,20 @@ def _live_files(data_source: FileSource, repo_path: str | None) -> list[str] | N
     return None
 
 
+def _files_if_any(data_source: Any, repo_path: str | None) -> list[str]:
+    """The live files of a history, none when nothing was appended to it yet."""
+    try:
+        return _live_files(data_source, repo_path) or []
+    except Exception as exc:  # deltalake's TableNotFoundError: no commit yet
+        if (
+            "no log files" in str(exc).lower()
+            or "not a delta table" in str(exc).lower()
+            or "TableNotFound" in type(exc).__name__
+        ):
+            return []
+        raise
+
+
 def monitoring_from(config: RepoConfig, data_source: DataSource) -> str | None:
     """A DuckDB FROM expression over the rows a view held: its history's live files, tombstones left out.
 
@@ -245,6 +259,29 @@ class DeltaDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
         full_feature_names: bool = False,
         filter_by_created_timestamp: bool = False,
     ) -> RetrievalJob:
+        aggregated = [v for v in feature_views if "aggregation.table" in v.tags]
+        if aggregated:  # computed from their histories of source rows (stores/history/aggregations.py)
+            from stores.history.aggregations import AggregationJob
+
+            if not isinstance(entity_df, pd.DataFrame):
+                raise ValueError(
+                    f"aggregation views {[v.name for v in aggregated]} need the entity rows as a DataFrame, not SQL"
+                )
+            names = {v.name for v in aggregated}
+            others = [v for v in feature_views if v.name not in names]
+            other_refs = [r for r in feature_refs if r.split(":", 1)[0] not in names]
+            base = (
+                DeltaDuckDBOfflineStore.get_historical_features(
+                    config, others, other_refs, entity_df, registry, project, full_feature_names,
+                    filter_by_created_timestamp,
+                )
+                if others
+                else None
+            )  # fmt: skip
+            return AggregationJob(
+                entity_df, base, aggregated, feature_refs, full_feature_names,
+                lambda v: _files_if_any(v.batch_source, str(config.repo_path)),
+            )  # fmt: skip
         keys = {
             v.batch_source.name: [c.name for c in v.entity_columns] for v in feature_views if v.batch_source
         }

@@ -3,6 +3,8 @@ the history adds to them (when, what and from where)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 from feast import FeatureView
 from feast.types import Array, FeastType, PrimitiveFeastType
@@ -53,8 +55,32 @@ def history_schema(view: FeatureView) -> pa.Schema:
     """The Arrow schema of a view's history files: entity columns, features, META_COLUMNS.
 
     Readers pass it to ``pyarrow.dataset`` so files written before a column existed read as nulls.
+    An aggregation view's history holds its contributions instead (aggregation_columns).
     """
+    from aggregations.spec import aggregation_view
+
+    spec = aggregation_view(view)
+    if spec is not None:
+        keys = {c.name: c.dtype for c in view.entity_columns}
+        return pa.schema(
+            [pa.field(name, typ) for name, typ in aggregation_columns(spec, arrow_type(keys[spec.join_key]))]
+            + [pa.field(name, typ) for name, typ in META_COLUMNS.items()]
+        )
     fields = [pa.field(c.name, arrow_type(c.dtype)) for c in view.entity_columns]
     fields += [pa.field(f.name, arrow_type(f.dtype)) for f in view.features]
     fields += [pa.field(name, typ) for name, typ in META_COLUMNS.items()]
     return pa.schema(fields)
+
+
+def aggregation_columns(spec: Any, key_type: pa.DataType) -> list[tuple[str, pa.DataType]]:
+    """An aggregation view's history columns: each change of a source row (its key as JSON text), its
+    aggregation key, event time, and the aggregated columns as Debezium sent them, as text (decimals exact:
+    aggregations/offline.py types them per function)."""
+    from aggregations.rows import ROW
+
+    columns = [
+        (ROW, pa.string()),
+        (spec.key_column, key_type),
+        (spec.time_column, pa.timestamp("us", tz="UTC")),
+    ]
+    return columns + [(c, pa.string()) for c in spec.columns if c not in (spec.key_column, spec.time_column)]

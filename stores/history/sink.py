@@ -35,9 +35,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 
+from aggregations.rows import ROW, history_text
 from stores.history.delta import DeltaHistory, Incarnation
 from stores.history.reader import history_path, is_delta
-from stores.history.schema import history_schema
+from stores.history.schema import META_COLUMNS, history_schema
 from stores.ordering import entity_ident
 from stores.repository import RegistryViews
 from stores.sink import Sink, SinkRow
@@ -135,8 +136,19 @@ class HistorySink(Sink):
         return [r for r, k in zip(rows, kept, strict=True) if k]
 
     def _table(self, view: FeatureView, rows: list[SinkRow], ingested_at: datetime) -> pa.Table:
-        columns: dict[str, Any] = {c.name: [r.keys.get(c.name) for r in rows] for c in view.entity_columns}
-        columns.update({f.name: [r.features.get(f.name) for r in rows] for f in view.features})
+        schema = history_schema(view)
+        columns: dict[str, Any]
+        if ROW in schema.names:  # an aggregation view: its contributions (stores/history/schema.py)
+            columns = {ROW: [r.keys.get(ROW) for r in rows]}
+            for name in schema.names[1:]:
+                if name in META_COLUMNS:
+                    break
+                textual = schema.field(name).type == pa.string()
+                columns[name] = [history_text(r.features.get(name)) if textual else r.features.get(name)
+                                 for r in rows]  # fmt: skip
+        else:
+            columns = {c.name: [r.keys.get(c.name) for r in rows] for c in view.entity_columns}
+            columns.update({f.name: [r.features.get(f.name) for r in rows] for f in view.features})
         columns.update(
             {
                 "event_timestamp": [r.event_time for r in rows],
@@ -149,7 +161,7 @@ class HistorySink(Sink):
                 "cdc_embedding_model": [r.model for r in rows],
             }
         )
-        return pa.Table.from_pydict(columns, schema=history_schema(view))
+        return pa.Table.from_pydict(columns, schema=schema)
 
 
 def _identity(row: SinkRow) -> tuple[Any, ...]:

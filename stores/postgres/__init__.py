@@ -18,5 +18,6 @@ KIND = OnlineStoreKind(
     sink="stores.postgres.sink:PostgresOnlineSink",
     vectors="stores.postgres.reembed:PostgresVectors",
     hosts="any number of hosts",
+    aggregating=("stores.postgres.feast.PgVectorOnlineStore", "onlinestore.pg_store.PgVectorOnlineStore"),
     extras=("stores",),
 )

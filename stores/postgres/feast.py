@@ -42,11 +42,14 @@ from feast.infra.online_stores.postgres_online_store.postgres import (
 )
 from feast.infra.utils.postgres.connection_utils import _get_conn, _get_connection_pool
 from feast.infra.utils.postgres.postgres_config import ConnectionType
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from psycopg import Connection, sql
 from pydantic import Field
 
+from aggregations.spec import aggregation_view
 from embeddings.spec import EmbeddingSpec, spec_for
+from stores import contributions
 from stores.documents import Document, V2DocumentsOnly, in_entity_key_order, query_spec
 from stores.postgres.tables import (
     MODELS,
@@ -133,7 +136,32 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
                 cur.execute(drop_vector_sync(compute_table_id(config.project, view, versioning), False))
                 cur.execute(f"DELETE FROM {MODELS} WHERE view = %s", (view.name,))
                 cur.execute(f"DELETE FROM {TEXTS} WHERE view = %s", (view.name,))
+                cur.execute(f"DELETE FROM {contributions.TABLE} WHERE view = %s", (view.name,))
             conn.commit()
+
+    def online_read(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        entity_keys: list[EntityKeyProto],
+        requested_features: list[str] | None = None,
+    ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
+        """Feast's read; an aggregation view's values computed now from its contributions (stores/contributions.py)."""
+        aggregated = aggregation_view(table)
+        if aggregated is None:
+            return super().online_read(config, table, entity_keys, requested_features)
+        with self._get_conn(config) as conn, conn.cursor() as cur:
+
+            def execute(query: str, params: list[Any]) -> list[Any]:
+                cur.execute(query, params)
+                return cur.fetchall()
+
+            # One statement per 500 keys, each its own snapshot (READ COMMITTED): a key's rows are consistent.
+            answer = contributions.online_read(
+                execute, "%s", table, aggregated, entity_keys, requested_features
+            )
+            conn.commit()
+        return answer
 
     @staticmethod
     def _declare(cur: Any, table: str, spec: EmbeddingSpec, options: Any) -> None:

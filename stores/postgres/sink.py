@@ -40,11 +40,12 @@ from psycopg import sql
 
 from core.errors import ConfigError, TransientError
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
+from stores import contributions
 from stores.feast_layout import Decision, FeastLayoutSink, Latest, Stored, Version, fenced
 from stores.ordering import epoch_us
 from stores.postgres import KIND
 from stores.postgres.feast import TYPE as PG_STORE_TYPE
-from stores.postgres.tables import BARRIERS, FENCES, MODELS, TEXTS, VERSIONS, ensure_tables
+from stores.postgres.tables import BARRIERS, CONTRIBUTIONS, FENCES, MODELS, TEXTS, VERSIONS, ensure_tables
 from stores.sink import DELETE, Partition, SinkRow, StoredVector
 from stores.values import value_bytes
 
@@ -74,6 +75,8 @@ class PostgresOnlineSink(FeastLayoutSink):
             )
         self.vectors_enabled = bool(config.vector_enabled)
         self.indexed = KIND.indexes_vectors(config.type)
+        self.aggregates = config.type in KIND.aggregating
+        self._evicted: dict[str, float] = {}  # view -> when its expired contributions were last dropped
         self._pending: list[SinkRow] = []
         self._barriers: dict[str, Version] = {}
         self._held: dict[Partition, int] = {}
@@ -252,12 +255,25 @@ class PostgresOnlineSink(FeastLayoutSink):
         return sql.Identifier(compute_table_id(self.project, view, self.versioning))
 
     def _delete(self, cur: Any, view: FeatureView, keys: list[bytes]) -> None:
+        if self._aggregation(view) is not None:
+            rows = [contributions.ident_of(k) for k in keys]
+            cur.execute(
+                f"DELETE FROM {CONTRIBUTIONS} WHERE view = %s AND source_row = ANY(%s)", (view.name, rows)
+            )
+            return
         cur.execute(sql.SQL("DELETE FROM {} WHERE entity_key = ANY(%s)").format(self._table(view)), (keys,))
         if spec_for(view) is not None:
             cur.execute(f"DELETE FROM {TEXTS} WHERE view = %s AND entity_key = ANY(%s)", (view.name, keys))
 
     def _upsert(self, cur: Any, view: FeatureView, items: list[tuple[bytes, SinkRow]]) -> None:
         """One statement for all rows of a view; the vector feature also in ``vector_value``."""
+        aggregated = self._aggregation(view)
+        if aggregated is not None:
+            cur.executemany(
+                contributions.upsert_sql("%s"), contributions.records(aggregated, [r for _, r in items])
+            )
+            self._evict(cur, aggregated)
+            return
         spec = self._spec(view)
         created = datetime.now(UTC)
         keys, names, values, texts, vectors, event_ts = [], [], [], [], [], []
@@ -358,9 +374,25 @@ class PostgresOnlineSink(FeastLayoutSink):
         if keys:
             self._delete(cur, view, keys)
 
+    def _evict(self, cur: Any, spec: Any) -> None:
+        """Drop contributions no window can reach any more, at most once a minute per view (in the flush)."""
+        now = contributions.now()
+        if now.timestamp() - self._evicted.get(spec.view, 0.0) < 60:
+            return
+        self._evicted[spec.view] = now.timestamp()
+        cur.execute(contributions.evict_sql("%s"), (spec.view, contributions.evict_before(spec, now)))
+
     # --- reads ----------------------------------------------------------------------------------
     def current_features(self, view: str, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
         feature_view = self._view(view)
+        if self._aggregation(feature_view) is not None:  # a contribution's raw values
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                cur.execute(
+                    f"SELECT source_row, vals FROM {CONTRIBUTIONS} WHERE view = %s AND source_row = ANY(%s)",
+                    (view, [k["_row"] for k in keys]),
+                )
+                held = {row: json.loads(vals) for row, vals in cur.fetchall()}
+            return [held.get(k["_row"]) for k in keys]
         spec = spec_for(feature_view)
         serialised = [self._entity_key(feature_view, k) for k in keys]
         found: dict[bytes, dict[str, Any]] = {}
@@ -419,7 +451,7 @@ class PostgresOnlineSink(FeastLayoutSink):
             held = int(cur.fetchone()[0])  # type: ignore[index]
             for view in self.store.list_feature_views():
                 cur.execute(sql.SQL("DELETE FROM {}").format(self._table(view)))
-            for table in (VERSIONS, BARRIERS, TEXTS):
+            for table in (VERSIONS, BARRIERS, TEXTS, CONTRIBUTIONS):
                 cur.execute(f"DELETE FROM {table}")
         return held
 

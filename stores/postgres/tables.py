@@ -18,6 +18,7 @@ BARRIERS = "featurectl_barriers"
 FENCES = "featurectl_fences"
 MODELS = "featurectl_embeddings"
 TEXTS = "featurectl_vector_texts"
+CONTRIBUTIONS = "featurectl_contributions"  # aggregation views' (stores/contributions.py)
 
 DDL = f"""
 CREATE TABLE IF NOT EXISTS {VERSIONS} (
@@ -35,6 +36,10 @@ CREATE TABLE IF NOT EXISTS {MODELS} (
 CREATE TABLE IF NOT EXISTS {TEXTS} (
     view TEXT NOT NULL, entity_key BYTEA NOT NULL, fingerprint TEXT NOT NULL, text_hash TEXT NOT NULL,
     version BIGINT NOT NULL, PRIMARY KEY (view, entity_key));
+CREATE TABLE IF NOT EXISTS {CONTRIBUTIONS} (
+    view TEXT NOT NULL, source_row TEXT NOT NULL, agg_key TEXT, event_us BIGINT, version BIGINT NOT NULL,
+    version_minor INTEGER NOT NULL, vals TEXT NOT NULL, PRIMARY KEY (view, source_row));
+CREATE INDEX IF NOT EXISTS {CONTRIBUTIONS}_by_key ON {CONTRIBUTIONS} (view, agg_key, event_us);
 """
 
 

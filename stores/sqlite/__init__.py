@@ -16,4 +16,5 @@ KIND = OnlineStoreKind(
     },
     sink="stores.sqlite.sink:SqliteOnlineSink",
     vectors="stores.sqlite.reembed:SqliteVectors",
+    aggregating=("stores.sqlite.feast.VecSqliteOnlineStore", "onlinestore.feast_store.VecSqliteOnlineStore"),
 )

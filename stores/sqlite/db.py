@@ -92,3 +92,18 @@ def ensure_versions_table(conn: Any) -> None:
         conn.execute(f"ALTER TABLE {VERSIONS} ADD COLUMN version_minor INTEGER NOT NULL DEFAULT 0")
     if "event_us" not in columns:  # commit time of the stored change: detects a source that went back
         conn.execute(f"ALTER TABLE {VERSIONS} ADD COLUMN event_us INTEGER")
+
+
+CONTRIBUTIONS = "featurectl_contributions"
+
+
+def ensure_contributions_table(conn: Any) -> None:
+    """Aggregation views' contributions (aggregations/rows.py): one per source row, found by key and time."""
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {CONTRIBUTIONS} (view TEXT NOT NULL, source_row TEXT NOT NULL, agg_key TEXT, "
+        "event_us INTEGER, version INTEGER NOT NULL, version_minor INTEGER NOT NULL, vals TEXT NOT NULL, "
+        "PRIMARY KEY (view, source_row))"
+    )
+    conn.execute(
+        f"CREATE INDEX IF NOT EXISTS {CONTRIBUTIONS}_by_key ON {CONTRIBUTIONS} (view, agg_key, event_us)"
+    )

@@ -28,9 +28,11 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import FloatList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
+from aggregations.spec import aggregation_view
 from embeddings.spec import spec_for
+from stores import contributions
 from stores.documents import V2DocumentsOnly, in_entity_key_order, query_spec
-from stores.sqlite.db import OperationalError, connect
+from stores.sqlite.db import OperationalError, connect, ensure_contributions_table
 from stores.sqlite.vectors import VectorTable, as_floats, declare_model, forget_view
 
 TYPE = "stores.sqlite.feast.VecSqliteOnlineStore"
@@ -100,6 +102,9 @@ class VecSqliteOnlineStore(V2DocumentsOnly, SqliteOnlineStore):
                 table.drop_others(conn)
             for view in tables_to_delete:
                 forget_view(conn, config.project, view.name)
+            ensure_contributions_table(conn)
+            for view in tables_to_delete:  # an aggregation view's contributions go with it
+                conn.execute(f"DELETE FROM {contributions.TABLE} WHERE view = ?", (view.name,))
 
     def online_read(
         self,
@@ -108,6 +113,17 @@ class VecSqliteOnlineStore(V2DocumentsOnly, SqliteOnlineStore):
         entity_keys: list[EntityKeyProto],
         requested_features: list[str] | None = None,
     ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
+        aggregated = aggregation_view(table)
+        if aggregated is not None:  # computed now, from the key's contributions (stores/contributions.py)
+            conn = self._get_conn(config)
+            return contributions.online_read(
+                lambda query, params: conn.execute(query, params).fetchall(),
+                "?",
+                table,
+                aggregated,
+                entity_keys,
+                requested_features,
+            )
         spec = spec_for(table)
         if spec is None or (requested_features is not None and spec.field not in requested_features):
             return super().online_read(config, table, entity_keys, requested_features)

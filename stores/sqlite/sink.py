@@ -32,11 +32,20 @@ from feast.type_map import feast_value_type_to_python_type
 
 from core.errors import ConfigError, TransientError
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
+from stores import contributions
 from stores.feast_layout import Decision, FeastLayoutSink, Latest, Stored, fenced
 from stores.ordering import epoch_us
 from stores.sink import DELETE, Partition, SinkRow, StoredVector
 from stores.sqlite import KIND
-from stores.sqlite.db import BARRIERS, FENCES, VERSIONS, connect, ensure_versions_table
+from stores.sqlite.db import (
+    BARRIERS,
+    CONTRIBUTIONS,
+    FENCES,
+    VERSIONS,
+    connect,
+    ensure_contributions_table,
+    ensure_versions_table,
+)
 from stores.sqlite.feast import TYPE as VECTOR_STORE_TYPE
 from stores.sqlite.vectors import (
     VectorTable,
@@ -64,6 +73,7 @@ class SqliteOnlineSink(FeastLayoutSink):
             )
         super().__init__(store)
         self.vectors_enabled = KIND.indexes_vectors(config.online_store.type)
+        self.aggregates = config.online_store.type in KIND.aggregating
         path = Path(config.online_store.path)
         self.path = path if path.is_absolute() else Path(config.repo_path or ".") / path
         self._pending: list[SinkRow] = []
@@ -73,7 +83,9 @@ class SqliteOnlineSink(FeastLayoutSink):
         self._conn = connect(self.path)
         ensure_versions_table(self._conn)
         ensure_models_table(self._conn)
+        ensure_contributions_table(self._conn)
         self._conn.commit()
+        self._evicted: dict[str, float] = {}  # view -> when its expired contributions were last dropped
 
     def discard(self) -> None:
         self._pending.clear()
@@ -140,10 +152,22 @@ class SqliteOnlineSink(FeastLayoutSink):
     ) -> None:
         applied = decision.applied
         for view_name, keys in decision.deletes.items():
+            if self._aggregation(views[view_name]) is not None:
+                self._conn.executemany(
+                    contributions.delete_sql("?"), [(view_name, contributions.ident_of(k)) for k in keys]
+                )
+                continue
             table = compute_table_id(self.project, views[view_name], self.versioning)
             self._conn.executemany(f'DELETE FROM "{table}" WHERE entity_key = ?', [(k,) for k in keys])
         key_of = {id(row): key for (_, key), (row, _) in latest.items()}
         for view_name, items in decision.upserts.items():
+            spec = self._aggregation(views[view_name])
+            if spec is not None:
+                self._conn.executemany(
+                    contributions.upsert_sql("?"), contributions.records(spec, [r for _, r in items])
+                )
+                self._evict(spec)
+                continue
             self._upsert(views[view_name], items)
         self._write_vectors(views, latest, applied)
         self._conn.executemany(
@@ -260,9 +284,27 @@ class SqliteOnlineSink(FeastLayoutSink):
             table.delete(self._conn, cleared)
             table.put(self._conn, put)
 
+    def _evict(self, spec: Any) -> None:
+        """Drop contributions no window can reach any more, at most once a minute per view (inside the
+        flush's transaction)."""
+        now = contributions.now()
+        if now.timestamp() - self._evicted.get(spec.view, 0.0) < 60:
+            return
+        self._evicted[spec.view] = now.timestamp()
+        self._conn.execute(contributions.evict_sql("?"), (spec.view, contributions.evict_before(spec, now)))
+
     def current_features(self, view: str, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
         """Each entity's stored feature values, decoded as Feast reads them; None if it has none."""
         feature_view = self._view(view)
+        if self._aggregation(feature_view) is not None:  # a contribution's raw values
+            held = {}
+            for key in keys:
+                vals = self._conn.execute(
+                    f"SELECT vals FROM {CONTRIBUTIONS} WHERE view = ? AND source_row = ?", (view, key["_row"])
+                ).fetchone()
+                if vals is not None:
+                    held[key["_row"]] = json.loads(vals[0])
+            return [held.get(k["_row"]) for k in keys]
         table = compute_table_id(self.project, feature_view, self.versioning)
         serialised = [self._entity_key(feature_view, k) for k in keys]
         found: dict[bytes, dict[str, Any]] = {}
@@ -348,6 +390,7 @@ class SqliteOnlineSink(FeastLayoutSink):
                     self._conn.execute(f'DELETE FROM "{name}"')
             self._conn.execute(f"DELETE FROM {VERSIONS}")
             self._conn.execute(f"DELETE FROM {BARRIERS}")
+            self._conn.execute(f"DELETE FROM {CONTRIBUTIONS}")
         return int(held)
 
     def live_keys(self, view: str) -> list[dict[str, Any]]:

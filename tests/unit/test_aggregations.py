@@ -213,20 +213,21 @@ def test_a_broken_declaration_names_the_problem_and_the_fix(
     assert message in str(err.value)
 
 
-def test_feast_apply_refuses_aggregation_views_until_the_processor_fills_them() -> None:
-    """A view nothing fills would serve NULL as a value: `featurectl feast-apply` lists it (jobs/apply.py)."""
+def test_feast_apply_refuses_aggregation_views_a_store_cannot_serve() -> None:
+    """A view nothing computes would serve NULL as a value: `featurectl feast-apply` lists it (jobs/apply.py),
+    and a broken declaration on any store."""
     good = view_with(
         [Field(name="orders_24h", dtype=Int64, tags={"aggregation": "count() over 24h"})], **TAGS
     )
     broken = view_with([Field(name="x", dtype=Int64, tags={"aggregation": "sum() over 1h"})], **TAGS)
     plain = view_with([Field(name="segment", dtype=String)])
-    problems = aggregation_problems([good, broken, plain])
+    problems = aggregation_problems([good, broken, plain], "the Redis online store; use X")
     assert len(problems) == 2
     assert (
-        "declares aggregations (orders_24h), which the stream processor does not materialise yet"
-        in problems[0]
+        "declares aggregations (orders_24h), which are not computed by the Redis online store" in problems[0]
     )
     assert "needs the column it aggregates" in problems[1] and "fix:" in problems[1]
+    assert aggregation_problems([good, plain]) == []  # a store that computes them
 
 
 def history_table(con: Any, log: list[Change]) -> None:
