@@ -252,6 +252,54 @@ def training_set(store: Any, customer_id: int) -> None:
         )
 
 
+def orders_per_customer(store: Any, conninfo: str, customer_id: int, product_id: int, processor: Any) -> None:
+    """An aggregation feature (feature_repo/orders.py `customer_orders`) changing as orders change and as
+    time passes: orders in the last 24 h, amount spent in 7 days and the last statuses, per customer."""
+    import psycopg
+
+    names = ["orders_24h", "spent_7d", "last_statuses"]
+
+    def read() -> dict[str, list[Any]]:
+        return store.get_online_features(  # type: ignore[no-any-return]
+            features=[f"customer_orders:{n}" for n in names], entity_rows=[{"customer_id": customer_id}]
+        ).to_dict()
+
+    def show(what: str, features: dict[str, list[Any]], waited: float) -> None:
+        values = "  ".join(f"{n}={features[n][0]!r}" for n in names)
+        print(f"  {what:<44} {values}  ({waited:.2f}s)")
+
+    def progress() -> str:
+        return f"{processor.processed} rows written"
+
+    print(
+        "\naggregation features via FeatureStore.get_online_features (customer_orders, computed at read time):"
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+
+        def order(amount: str, ago: str, status: str) -> int:
+            row = conn.execute(
+                "INSERT INTO orders (customer_id, product_id, quantity, amount, status, ordered_at) "
+                "VALUES (%s, %s, 1, %s, %s, now() - %s::interval) RETURNING id",
+                (customer_id, product_id, amount, status, ago),
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        order("25.00", "2 hours", "paid")
+        leaving = order("10.00", "23 hours 59 minutes", "placed")  # leaves the 24 h window in a minute
+        old = order("99.90", "3 days", "shipped")
+        features, waited = wait_online(read, lambda f: f["orders_24h"][0] == 2, 120, progress)
+        show("3 orders inserted (one 3 days old):", features, waited)
+        conn.execute("UPDATE orders SET amount = 15.00, status = 'returned' WHERE id = %s", (leaving,))
+        features, waited = wait_online(read, lambda f: f["spent_7d"][0] == 139.9, 60, progress)
+        show("one order's amount and status updated:", features, waited)
+        conn.execute("DELETE FROM orders WHERE id = %s", (old,))
+        features, waited = wait_online(read, lambda f: f["spent_7d"][0] == 40.0, 60, progress)
+        show("the 3-day-old order deleted:", features, waited)
+    features, waited = wait_online(read, lambda f: f["orders_24h"][0] == 1, 120, progress)
+    show("no change, time passes (one order turns 24 h):", features, waited)
+
+
 def drift_check(settings: Settings, store: Any, conninfo: str, tag: str) -> list[str]:
     """Plant a shift and find it: 300 new customers (part of the reference), then a burst of updates
     multiplying their credit limits by five; `featurectl drift` over the burst's window names the feature."""
@@ -385,6 +433,9 @@ def main(settings: Settings) -> None:
         print(f"  order {ids['order']} (deleted in Postgres): status={order['status'][0]}")
 
         training_set(store, ids["customer"])
+        orders_per_customer(
+            store, Postgres(settings).app_conninfo(), ids["customer"], ids["product"], processor
+        )
         over_http(settings, ids["customer"], ids["product"])
         similar(store, [ids["product"], ids["product_2"], ids["product_3"]], processor)
 
