@@ -67,6 +67,14 @@ def runs(small: bool, vectors: int) -> list[Run]:
     out.append(Run("embedding_bench", ("--texts", "20", "--sizes", "100", "--queries", "5") if small else ()))
     out.append(
         Run(
+            "aggregation_bench",
+            ("--orders", "2000", "--customers", "50", "--requests", "20", "--seconds", "2", "--rate", "50")
+            if small
+            else ("--orders", "100000", "--customers", "1000"),
+        )
+    )
+    out.append(
+        Run(
             "search_freshness_bench",
             ("--rows", "3", "--rate", "5", "--stores", "milvus") if small else ("--rows", "200"),
         )
@@ -191,6 +199,33 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
                 lines.append(f"  {store}: {p50} / {p99} ms")
             if not found:
                 missing.append("search_freshness_bench: no store line")
+        if run.name == "aggregation_bench":
+            (orders,) = _find(r"^\| of which orders/s \| ([\d,]+) \|", out, run.name, missing)
+            fresh = _find(r"^\| freshness at .*? p50 / p99 \| (\d+) / (\d+) ms \|", out, run.name, missing)
+            one = _find(
+                r"^\| lookup p50 / p99, 1 customer \((\d+) orders.*? \| ([\d.]+) / ([\d.]+) ms \|",
+                out,
+                run.name,
+                missing,
+            )
+            row = _find(
+                r"^\| anchor: row view lookup p50 / p99, 1 order \| ([\d.]+) / ([\d.]+) ms \|",
+                out,
+                run.name,
+                missing,
+            )
+            stored = _find(
+                r"^\| contributions stored / orders within 30 d .*? \| ([\d,]+) / ([\d,]+) \|",
+                out,
+                run.name,
+                missing,
+            )
+            lines.append(
+                f"\naggregation view (SQLite; orders -> order_status + customer_orders): catch-up {orders} orders/s, "
+                f"commit -> value readable p50 / p99 {fresh[0]} / {fresh[1]} ms; lookup of 1 customer ({one[0]} orders "
+                f"in 30 d, computed at read time) p50 / p99 {one[1]} / {one[2]} ms vs a row view's {row[0]} / {row[1]} ms; "
+                f"state {stored[0]} contributions for {stored[1]} orders within the longest window"
+            )
         if run.name == "drift_bench":
             rows, secs, rate = _find(
                 r"^drift check: ([\d,]+) current \+ [\d,]+ reference rows.*?, ([\d.]+) s \(([\d,]+) rows/s\)",

@@ -166,6 +166,7 @@ def over_http(settings: Settings, customer_id: int, product_id: int) -> None:
                 "customer_profile:segment",
                 "customer_profile:credit_limit",
                 "product_details:price",
+                "customer_orders:orders_24h",
             ],
             "entities": {"customer_id": [customer_id, 10**9], "product_id": [product_id, product_id]},
         }
@@ -286,7 +287,7 @@ def orders_per_customer(store: Any, conninfo: str, customer_id: int, product_id:
             return int(row[0])
 
         order("25.00", "2 hours", "paid")
-        leaving = order("10.00", "23 hours 59 minutes", "placed")  # leaves the 24 h window in a minute
+        leaving = order("10.00", "23 hours 59 minutes 30 seconds", "placed")  # leaves the 24 h window in 30 s
         old = order("99.90", "3 days", "shipped")
         features, waited = wait_online(read, lambda f: f["orders_24h"][0] == 2, 120, progress)
         show("3 orders inserted (one 3 days old):", features, waited)

@@ -231,6 +231,12 @@ class PostgresBackfill:
         self.store = store
         self.view: FeatureView = store.get_feature_view(view_name)
         route = route_for(self.view)
+        if route is None and "aggregation.table" in self.view.tags:
+            raise ConfigError(
+                f"feature view {view_name} is an aggregation view: it is computed from its table's changes, "
+                "not backfilled row by row",
+                f"re-read its table through the processor: featurectl snapshot {self.view.tags['aggregation.table']}",
+            )
         if route is None:
             raise ConfigError(
                 f"feature view {view_name} has no cdc.table tag, so it has no source table to backfill from",

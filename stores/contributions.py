@@ -28,12 +28,20 @@ def ident_of(entity_key: bytes) -> str:
     return bytes(entity_key)[_PREFIX:].decode()
 
 
-def records(spec: AggregationView, rows: Iterable[SinkRow]) -> list[tuple[Any, ...]]:
-    """(view, source_row, agg_key, event_us, version, version_minor, vals) of upserted contributions."""
-    out = []
+def records(
+    spec: AggregationView, rows: Iterable[SinkRow], now: datetime | None = None
+) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]]]:
+    """(view, source_row, agg_key, event_us, version, version_minor, vals) of upserted contributions, and the
+    (view, source_row) of those already past every window ending now or later: no read can reach them, so they
+    are not stored (a stored earlier version of the row is deleted); their versions are, by the caller."""
+    out, expired = [], []
+    floor = (now or datetime.now(UTC)) - spec.longest
     for row in rows:
         key = row.features.get(spec.key_column)
         when = row.features.get(spec.time_column)
+        if when is not None and when <= floor:
+            expired.append((spec.view, row.keys[aggregation_rows.ROW]))
+            continue
         out.append(
             (
                 spec.view,
@@ -45,7 +53,7 @@ def records(spec: AggregationView, rows: Iterable[SinkRow]) -> list[tuple[Any, .
                 json.dumps(aggregation_rows.stored_values(spec, row.features), separators=(",", ":")),
             )
         )
-    return out
+    return out, expired
 
 
 def upsert_sql(mark: str) -> str:

@@ -269,9 +269,9 @@ class PostgresOnlineSink(FeastLayoutSink):
         """One statement for all rows of a view; the vector feature also in ``vector_value``."""
         aggregated = self._aggregation(view)
         if aggregated is not None:
-            cur.executemany(
-                contributions.upsert_sql("%s"), contributions.records(aggregated, [r for _, r in items])
-            )
+            stored, expired = contributions.records(aggregated, [r for _, r in items])
+            cur.executemany(contributions.upsert_sql("%s"), stored)
+            cur.executemany(contributions.delete_sql("%s"), expired)
             self._evict(cur, aggregated)
             return
         spec = self._spec(view)

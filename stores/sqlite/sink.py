@@ -163,9 +163,9 @@ class SqliteOnlineSink(FeastLayoutSink):
         for view_name, items in decision.upserts.items():
             spec = self._aggregation(views[view_name])
             if spec is not None:
-                self._conn.executemany(
-                    contributions.upsert_sql("?"), contributions.records(spec, [r for _, r in items])
-                )
+                stored, expired = contributions.records(spec, [r for _, r in items])
+                self._conn.executemany(contributions.upsert_sql("?"), stored)
+                self._conn.executemany(contributions.delete_sql("?"), expired)
                 self._evict(spec)
                 continue
             self._upsert(views[view_name], items)

@@ -68,5 +68,6 @@ def test_every_bench_runs_and_the_chain_table_is_built(bench_env: dict[str, str]
         "vectors/s are written, ef_search 100",
         "commit in Postgres -> searchable",
         "  milvus: ",
+        "aggregation view (SQLite",
     ):
         assert line in chain, f"the chain table lacks {line!r}:\n{chain}"
