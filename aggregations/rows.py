@@ -149,17 +149,19 @@ def values(
         if at - spec.longest < when <= at
     ]
     out: dict[str, Any] = {}
+    by_window: dict[Any, list[Any]] = {}
     for agg in spec.aggregations:
+        # The rows in this window, found once per window (in_window: semantics.py's bounds).
+        inside = by_window.get(agg.window)
+        if inside is None:
+            inside = by_window[agg.window] = [r for r in rows if in_window(r[2], at, agg)]
         dtype = dtypes.get(agg.name)
+        column = agg.column
         contributions = [
             Contribution(
-                (ident,),
-                version,
-                when,
-                {agg.column: typed(agg, raw.get(agg.column), dtype)} if agg.column else {},
+                (ident,), version, when, {column: typed(agg, raw.get(column), dtype)} if column else {}
             )
-            for ident, version, when, raw in rows
-            if in_window(when, at, agg)
+            for ident, version, when, raw in inside
         ]
         out[agg.name] = compute(agg, contributions)
     return out

@@ -135,19 +135,14 @@ def online_read(
     for i in range(0, len(distinct), 500):
         chunk = distinct[i : i + 500]
         stored.update(by_key(execute(read_sql(mark, len(chunk)), read_params(spec, chunk, at))))
-    out: list[tuple[datetime | None, dict[str, Any] | None]] = []
-    for key in keys:
-        if key is None:
-            out.append((None, None))
-            continue
-        computed = aggregation_rows.values(spec, dtypes, stored.get(key, []), at)
-        protos = {}
-        for name in wanted:
-            value = aggregation_rows.outward(computed[name])
-            protos[name] = (
-                ValueProto()
-                if value is None
-                else python_values_to_proto_values([value], dtypes[name].to_value_type())[0]
-            )
-        out.append((at, protos))
-    return out
+    computed = {key: aggregation_rows.values(spec, dtypes, stored.get(key, []), at) for key in distinct}
+    protos: dict[str, dict[str, Any]] = {key: {} for key in distinct}
+    for name in wanted:  # one conversion per feature for every key (Feast's converter is per list)
+        present = [key for key in distinct if computed[key][name] is not None]
+        outgoing = [aggregation_rows.outward(computed[key][name]) for key in present]
+        converted = python_values_to_proto_values(outgoing, dtypes[name].to_value_type()) if outgoing else []
+        for key, proto in zip(present, converted, strict=True):
+            protos[key][name] = proto
+        for key in distinct:
+            protos[key].setdefault(name, ValueProto())
+    return [(None, None) if key is None else (at, dict(protos[key])) for key in keys]
