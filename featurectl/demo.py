@@ -138,7 +138,7 @@ def wait_online(
                 "see the processor's log lines above",
             )
         if now - last_report >= 5:
-            print(f"  waiting for the processor to reach the workload: {progress()}")
+            print(f"  waiting: {progress()}")
             last_report = now
         time.sleep(0.1)
 
@@ -297,7 +297,9 @@ def orders_per_customer(store: Any, conninfo: str, customer_id: int, product_id:
         conn.execute("DELETE FROM orders WHERE id = %s", (old,))
         features, waited = wait_online(read, lambda f: f["spent_7d"][0] == 40.0, 60, progress)
         show("the 3-day-old order deleted:", features, waited)
-    features, waited = wait_online(read, lambda f: f["orders_24h"][0] == 1, 120, progress)
+    features, waited = wait_online(
+        read, lambda f: f["orders_24h"][0] == 1, 120, lambda: "no change: the 24 h window slides at read time"
+    )
     show("no change, time passes (one order turns 24 h):", features, waited)
 
 
