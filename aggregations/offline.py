@@ -19,22 +19,40 @@ from typing import Any
 from aggregations.spec import Aggregation
 
 
+def _predicate(agg: Aggregation) -> str:
+    """The filter of ``agg`` in SQL (semantics.passes), or TRUE."""
+    condition = agg.where
+    if condition is None:
+        return "TRUE"
+    col = f'h."{condition.column}"'
+    if condition.op in ("is null", "is not null"):
+        return f"{col} {condition.op.upper()}"
+    op = "<>" if condition.op == "!=" else condition.op
+    if condition.numeric:
+        return f"TRY_CAST({col} AS DECIMAL(38, 10)) {op} {condition.value}"
+    text = str(condition.value).replace("'", "''")
+    return f"CAST({col} AS VARCHAR) {op} '{text}'"
+
+
 def _expression(agg: Aggregation, index: int) -> list[str]:
     col = f'h."{agg.column}"' if agg.column else ""
     alias = f"a{index}"
+    where = f" FILTER (WHERE {_predicate(agg)})"
     if agg.function == "count":
-        return [f"count(h._row) AS {alias}"]
+        return [f"count(h._row){where} AS {alias}"]
     if agg.function == "sum":
-        return [f"sum({col}) AS {alias}"]
+        return [f"sum({col}){where} AS {alias}"]
     if agg.function == "avg":  # divided in Python: DuckDB's decimal division gives a double
-        return [f"sum({col}) AS {alias}_sum", f"count({col}) AS {alias}_n"]
+        return [f"sum({col}){where} AS {alias}_sum", f"count({col}){where} AS {alias}_n"]
     if agg.function in ("min", "max"):
-        return [f"{agg.function}({col}) AS {alias}"]
+        return [f"{agg.function}({col}){where} AS {alias}"]
     if agg.function == "count_distinct":
-        return [f"count(DISTINCT {col}) AS {alias}"]
+        return [f"count(DISTINCT {col}){where} AS {alias}"]
     if agg.function == "last":
         order = "h._event_time DESC, h._version DESC, h._minor DESC, h._row DESC"
-        return [f"list({col} ORDER BY {order}) FILTER (WHERE {col} IS NOT NULL) AS {alias}"]
+        return [
+            f"list({col} ORDER BY {order}) FILTER (WHERE {col} IS NOT NULL AND {_predicate(agg)}) AS {alias}"
+        ]
     raise ValueError(f"unknown function {agg.function!r}")
 
 

@@ -156,14 +156,19 @@ def values(
         if inside is None:
             inside = by_window[agg.window] = [r for r in rows if in_window(r[2], at, agg)]
         dtype = dtypes.get(agg.name)
-        column = agg.column
         contributions = [
-            Contribution(
-                (ident,), version, when, {column: typed(agg, raw.get(column), dtype)} if column else {}
-            )
+            Contribution((ident,), version, when, _held(agg, raw, dtype))
             for ident, version, when, raw in inside
         ]
         out[agg.name] = compute(agg, contributions)
+    return out
+
+
+def _held(agg: Aggregation, raw: Mapping[str, Any], dtype: FeastType | None) -> dict[str, Any]:
+    """What ``agg`` reads of a contribution: its filter's column as sent, its column typed for the function."""
+    out = {agg.where.column: raw.get(agg.where.column)} if agg.where else {}
+    if agg.column:
+        out[agg.column] = typed(agg, raw.get(agg.column), dtype)
     return out
 
 

@@ -15,6 +15,8 @@ is k and whose event time lies in the *window ending at T*:
   store serves at that instant, and nothing depends on a hop size. It costs read-time work over the rows in
   the window (the state keeps them; state.py), where a sawtooth could serve a pre-combined tile. A row with an
   event time after T (future-dated) is not in the window yet; it enters when T reaches it, with no new change.
+- *the filter* (optional, ``... where status = 'paid'``): only rows whose image passes it count, by SQL's
+  rules (a NULL passes only ``is null``; numbers compared exactly).
 - *the functions*, over the row values in the window (a NULL value is skipped, as SQL aggregates skip it;
   ``count`` counts rows):
   ``count`` rows; ``sum`` exact (decimal arithmetic: no float drift after an add and a retract; NULL when no
@@ -27,13 +29,14 @@ The oracle below computes this from the whole change log, for tests to compare e
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from aggregations.spec import Aggregation
+from aggregations.spec import Aggregation, Filter
 
 Version = tuple[int, int]
 
@@ -81,8 +84,37 @@ def in_window(event_time: datetime, at: datetime, agg: Aggregation) -> bool:
     return at - agg.window < event_time <= at
 
 
+def passes(condition: Filter, value: Any) -> bool:
+    """Whether a row whose ``condition.column`` holds ``value`` counts: SQL's rules (NULL passes only ``is
+    null``); a numeric filter compares exact numbers (a value that is not one does not pass), a text filter
+    the value's text."""
+    if condition.op == "is null":
+        return value is None
+    if condition.op == "is not null":
+        return value is not None
+    if value is None:
+        return False
+    left: Any
+    right: Any
+    if condition.numeric:
+        try:
+            left, right = exact(value), Decimal(str(condition.value))
+        except (ArithmeticError, ValueError, TypeError):
+            return False
+    else:
+        left, right = (value if isinstance(value, str) else str(value)), condition.value
+    return bool(_COMPARE[condition.op](left, right))
+
+
+_COMPARE = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
+            ">=": operator.ge}  # fmt: skip
+
+
 def compute(agg: Aggregation, rows: Sequence[Contribution]) -> Any:
-    """The function of ``agg`` over ``rows`` (already those in the window)."""
+    """The function of ``agg`` over ``rows`` (already those in the window), of those passing its filter."""
+    if agg.where is not None:
+        condition = agg.where
+        rows = [r for r in rows if passes(condition, r.values.get(condition.column))]
     if agg.function == "count":
         return len(rows)
     values = [r.values.get(agg.column) for r in rows] if agg.column else []

@@ -12,6 +12,7 @@ what they aggregate in a field tag::
             Field(name="spent_7d", dtype=Float64, tags={"aggregation": "sum(amount) over 7d"}),
             Field(name="products_30d", dtype=Int64, tags={"aggregation": "count_distinct(product_id) over 30d"}),
             Field(name="last_statuses", dtype=Array(String), tags={"aggregation": "last(status, 5) over 30d"}),
+            Field(name="paid_7d", dtype=Int64, tags={"aggregation": "count() over 7d where status = 'paid'"}),
         ],
         tags={
             "aggregation.table": "public.orders",
@@ -42,7 +43,14 @@ TABLE_TAG, KEY_TAG, TIME_TAG, FIELD_TAG = (
 FUNCTIONS = ("count", "sum", "avg", "min", "max", "count_distinct", "last")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _EXPRESSION = re.compile(
-    r"^\s*(?P<function>\w+)\s*\(\s*(?P<column>\w*)\s*(?:,\s*(?P<k>\d+)\s*)?\)\s+over\s+(?P<n>\d+)\s*(?P<unit>[smhd])\s*$"
+    r"^\s*(?P<function>\w+)\s*\(\s*(?P<column>\w*)\s*(?:,\s*(?P<k>\d+)\s*)?\)\s+over\s+(?P<n>\d+)\s*(?P<unit>[smhd])"
+    r"(?:\s+where\s+(?P<filter>.+?))?\s*$"
+)
+# The optional filter: one comparison of a column with a number or a quoted text, or a NULL test.
+_FILTER = re.compile(
+    r"^(?P<column>\w+)\s*(?:(?P<op>=|!=|<=|>=|<|>)\s*(?:(?P<number>-?\d+(?:\.\d+)?)|'(?P<text>[^']*)')"
+    r"|\s+(?P<null>is\s+null|is\s+not\s+null))$",
+    re.IGNORECASE,
 )
 # What each function's feature must be declared as (Feast dtype names), so a lookup gets what it expects.
 _DTYPES = {
@@ -62,6 +70,22 @@ EXAMPLE = (
 
 
 @dataclass(frozen=True)
+class Filter:
+    """``column op value``: a row counts only if it holds (SQL's rules: a NULL value passes only ``is null``)."""
+
+    column: str
+    op: str  # =, !=, <, <=, >, >=, "is null", "is not null"
+    value: str | None = None  # the literal, as written
+    numeric: bool = False  # compared as exact numbers (else as text)
+
+    @property
+    def text(self) -> str:
+        if self.value is None:
+            return f"{self.column} {self.op}"
+        return f"{self.column} {self.op} {self.value if self.numeric else repr(self.value)}"
+
+
+@dataclass(frozen=True)
 class Aggregation:
     """One aggregated feature: ``function(column[, k]) over window``."""
 
@@ -71,11 +95,14 @@ class Aggregation:
     window: timedelta
     k: int = 0  # last(k)
     dtype: Any = field(default=None, compare=False)  # the feature's Feast type (set from the view's field)
+    where: Filter | None = None  # only rows whose image passes it count
 
     @property
     def text(self) -> str:
         args = ", ".join(x for x in (self.column or "", str(self.k) if self.k else "") if x)
-        return f"{self.function}({args}) over {self.window}"
+        return f"{self.function}({args}) over {self.window}" + (
+            f" where {self.where.text}" if self.where else ""
+        )
 
 
 @dataclass(frozen=True)
@@ -91,8 +118,13 @@ class AggregationView:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """The table's columns the aggregations read (besides the key and the event time)."""
-        return tuple(sorted({a.column for a in self.aggregations if a.column}))
+        """The table's columns the aggregations and their filters read (besides the key and the event time)."""
+        return tuple(
+            sorted(
+                {a.column for a in self.aggregations if a.column}
+                | {a.where.column for a in self.aggregations if a.where}
+            )
+        )
 
     @property
     def longest(self) -> timedelta:
@@ -141,7 +173,20 @@ def parse_expression(name: str, text: str, where: str) -> Aggregation:
     window = timedelta(**{_UNITS[found["unit"]]: int(found["n"])})
     if window <= timedelta(0):
         raise ConfigError(f"{where}: field {name}: the window must be longer than 0", "e.g. over 24h")
-    return Aggregation(name, function, column, window, k)
+    condition = None
+    if found["filter"]:
+        cond = _FILTER.match(found["filter"].strip())
+        if cond is None:
+            raise ConfigError(f"{where}: field {name}: filter {found['filter']!r} is not `column op value`",
+                              "write e.g. `count() over 24h where status = 'paid'` or `... where amount >= 100` or "
+                              "`... where coupon is not null` (one comparison: =, !=, <, <=, >, >=)")  # fmt: skip
+        if cond["null"]:
+            condition = Filter(cond["column"], " ".join(cond["null"].lower().split()))
+        elif cond["number"] is not None:
+            condition = Filter(cond["column"], cond["op"], cond["number"], numeric=True)
+        else:
+            condition = Filter(cond["column"], cond["op"], cond["text"])
+    return Aggregation(name, function, column, window, k, where=condition)
 
 
 def _dtype_name(dtype: Any) -> str:

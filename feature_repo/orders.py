@@ -62,6 +62,9 @@ customer_orders = FeatureView(
         Field(name="largest_order_30d", dtype=Float64, tags={"aggregation": "max(amount) over 30d"}),
         Field(name="products_30d", dtype=Int64, tags={"aggregation": "count_distinct(product_id) over 30d"}),
         Field(name="last_statuses", dtype=Array(String), tags={"aggregation": "last(status, 5) over 30d"}),
+        Field(
+            name="paid_orders_7d", dtype=Int64, tags={"aggregation": "count() over 7d where status = 'paid'"}
+        ),
     ],
     source=customer_orders_history,
     online=True,

@@ -25,7 +25,9 @@ from tests.integration.test_processor import insert_customer
 from tests.integration.test_serving import start_server, stop_server
 
 VIEW = "customer_orders"
-NAMES = ["orders_24h", "spent_7d", "avg_order_7d", "largest_order_30d", "products_30d", "last_statuses"]
+NAMES = [
+    "orders_24h", "spent_7d", "avg_order_7d", "largest_order_30d", "products_30d", "last_statuses", "paid_orders_7d",
+]  # fmt: skip
 
 # What each feature is, in SQL over the orders as Postgres holds them at %(at)s (docs/aggregations.md).
 SQL = """
@@ -36,7 +38,8 @@ SELECT c.id,
     max(o.amount) FILTER (WHERE o.ordered_at > %(at)s - interval '30 days' AND o.ordered_at <= %(at)s),
     count(DISTINCT o.product_id) FILTER (WHERE o.ordered_at > %(at)s - interval '30 days' AND o.ordered_at <= %(at)s),
     (array_agg(o.status ORDER BY o.ordered_at DESC) FILTER (
-        WHERE o.ordered_at > %(at)s - interval '30 days' AND o.ordered_at <= %(at)s AND o.status IS NOT NULL))[1:5]
+        WHERE o.ordered_at > %(at)s - interval '30 days' AND o.ordered_at <= %(at)s AND o.status IS NOT NULL))[1:5],
+    count(o.id) FILTER (WHERE o.ordered_at > %(at)s - interval '7 days' AND o.ordered_at <= %(at)s AND o.status = 'paid')
 FROM customers c LEFT JOIN orders o ON o.customer_id = c.id
 WHERE c.id = ANY(%(ids)s) GROUP BY c.id ORDER BY c.id
 """
@@ -44,10 +47,10 @@ WHERE c.id = ANY(%(ids)s) GROUP BY c.id ORDER BY c.id
 
 def in_sql(conn: psycopg.Connection[Any], ids: list[int], at: datetime) -> list[list[Any]]:
     out = []
-    for _, count, total, avg, top, distinct, statuses in conn.execute(SQL, {"at": at, "ids": ids}):
+    for _, count, total, avg, top, distinct, statuses, paid in conn.execute(SQL, {"at": at, "ids": ids}):
         out.append([
             count, None if total is None else float(total), None if avg is None else float(avg),
-            None if top is None else float(top), distinct, list(statuses or []),
+            None if top is None else float(top), distinct, list(statuses or []), paid,
         ])  # fmt: skip
     return out
 

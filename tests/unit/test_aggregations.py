@@ -30,6 +30,10 @@ AGGS = [
     parse_expression("max_1h", "max(amount) over 1h", "t"),
     parse_expression("products_1h", "count_distinct(product_id) over 1h", "t"),
     parse_expression("last_statuses", "last(status, 3) over 2h", "t"),
+    parse_expression("paid_1h", "count() over 1h where status = 'paid'", "t"),
+    parse_expression("big_30m", "sum(amount) over 30m where amount >= 10", "t"),
+    parse_expression("unknown_2h", "count() over 2h where status is null", "t"),
+    parse_expression("not_new", "last(product_id, 2) over 1h where status != 'new'", "t"),
 ]
 LONGEST = max(a.window for a in AGGS)
 
