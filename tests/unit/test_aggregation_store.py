@@ -244,7 +244,11 @@ def test_get_online_features_serves_values_as_of_the_read(
     assert got["last_statuses"] == [["paid", "shipped"], ["paid"], []]
     # A training set at the same instant, with a row view's feature beside it, and one before any order.
     labels = pd.DataFrame(
-        {"customer_id": [1, 2, 9, 1], "order_id": [1, 4, 2, 1], "event_timestamp": [now + US] * 3 + [now - US]}
+        {
+            "customer_id": [1, 2, 9, 1],
+            "order_id": [1, 4, 2, 1],
+            "event_timestamp": [now + US] * 3 + [now - US],
+        }
     )
     training = store.get_historical_features(
         entity_df=labels,
@@ -293,3 +297,34 @@ def test_a_store_that_does_not_compute_aggregations_dead_letters_them_with_the_r
     pipe.flush()
     reasons = [reason for _, reason, _, view, _ in dead.flushed if view == VIEW]
     assert reasons and "does not compute" in reasons[0] and "fix:" in reasons[0]
+
+
+def test_a_rebalance_leaves_the_values_exact(agg_store: FeatureStore, validator: BatchValidator) -> None:
+    """Processor A read a batch, stalled; B claimed the partition and wrote the same orders and later changes:
+    A's flush is refused whole (its contributions included), and what B wrote stands."""
+    from core.errors import FencedError
+
+    store = agg_store
+    a, b = open_online_sink(store), open_online_sink(store)
+    a.reset()
+    now = datetime.now(UTC)
+    a.hold(a.claim([("shop.public.orders", 0)], "processor A"))
+    stale = Pipeline(a, NullSink(), MemoryDeadLetters(), validator, routes=load_routes(store))
+    owner = Pipeline(b, NullSink(), MemoryDeadLetters(), validator, routes=load_routes(store))
+    b.hold(b.claim([("shop.public.orders", 0)], "processor B"))
+    log = [
+        Change((1,), (1000, 0), now, False, 1, now, (("amount", "5.00"), ("status", "paid"), ("product_id", 1))),
+        Change((1,), (1010, 0), now, False, 2, now, (("amount", "5.00"), ("status", "paid"), ("product_id", 1))),
+    ]  # fmt: skip
+    stale.process([order_event(0, log[0], now)])
+    owner.process([order_event(n, c, now) for n, c in enumerate(log)])  # re-read, then the move
+    owner.flush()
+    with pytest.raises(FencedError):
+        stale.flush()  # A wakes up: refused, nothing written
+    stale.discard()
+    got = store.get_online_features(
+        features=[f"{VIEW}:orders_24h"], entity_rows=[{"customer_id": 1}, {"customer_id": 2}]
+    ).to_dict()
+    assert got["orders_24h"] == [0, 1]
+    a.close()
+    b.close()
