@@ -142,6 +142,15 @@ def test_aggregations_equal_sql_in_postgres_online_offline_as_time_passes_and_af
         ]  # fmt: skip
         ids = [insert_customer(conn) for _ in range(3)]
         a, b, c = ids
+
+        def clean_up() -> (
+            None
+        ):  # the products would reach later tests' snapshots (test_embeddings counts them)
+            with psycopg.connect(stack.app, autocommit=True) as done:
+                done.execute("DELETE FROM orders WHERE customer_id = ANY(%s)", (ids,))
+                done.execute("DELETE FROM products WHERE id = ANY(%s)", (products,))
+
+        request.addfinalizer(clean_up)
         # A customer's orders across the windows; one about to leave the 24 h window with no change.
         o1 = order(conn, a, products[0], "10.10", timedelta(hours=1), "placed")
         o2 = order(conn, a, products[1], "0.20", timedelta(hours=30), "paid")

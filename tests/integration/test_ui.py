@@ -54,7 +54,10 @@ def test_feast_ui_lists_every_feature_view_with_its_cdc_tags(tmp_path: Path) -> 
         served = {v["spec"]["name"]: v["spec"].get("tags", {}) for v in body["featureViews"]}
         assert served == declared
         for name, tags in served.items():
-            assert tags.get("cdc.table") and tags.get("cdc.key"), f"{name} lacks its cdc.* tags: {tags}"
+            fed = (tags.get("cdc.table") and tags.get("cdc.key")) or (  # a row view, or an aggregation view
+                tags.get("aggregation.table") and tags.get("aggregation.key")
+            )
+            assert fed, f"{name} lacks its cdc.* (or aggregation.*) tags: {tags}"
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
