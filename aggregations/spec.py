@@ -198,6 +198,12 @@ def _dtype_name(dtype: Any) -> str:
     )
 
 
+def is_aggregation_view(view: Any) -> bool:
+    """Whether ``view`` is an aggregation view (its ``aggregation.table`` tag), without parsing it: for the
+    jobs that treat such views apart (their history and online values are computed, not copied)."""
+    return TABLE_TAG in view.tags
+
+
 def aggregation_view(view: Any) -> AggregationView | None:
     """The aggregations ``view`` declares (None when it declares none); ConfigError for a broken declaration."""
     table = view.tags.get(TABLE_TAG)

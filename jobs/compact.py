@@ -52,6 +52,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 
+from aggregations.spec import is_aggregation_view
 from core.errors import ConfigError
 from stores.history.delta import PARTITION, with_partition
 from stores.history.reader import History, first_of_groups, history_files, is_delta
@@ -262,7 +263,7 @@ def compact_views(
     from jobs.lock import job_lock
 
     for view in [store.get_feature_view(v) for v in views] or store.list_feature_views():
-        if "aggregation.table" in view.tags:
+        if is_aggregation_view(view):
             # One row per source row and instant, not per entity: compact's identity does not fit it yet.
             echo(f"compact {view.name}: skipped (an aggregation view's history is not compacted yet)")
             continue

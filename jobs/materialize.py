@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from feast import FeatureStore, FeatureView
 from tqdm import tqdm
 
+from aggregations.spec import is_aggregation_view
 from embeddings.spec import spec_for
 from stores.history.reader import History, first_of_groups
 from stores.registry import open_online_sink
@@ -150,7 +151,7 @@ def materialize_views(
 
     materializer = Materializer(store, state_dir)
     for view in [store.get_feature_view(v) for v in views] or store.list_feature_views():
-        if "aggregation.table" in view.tags:
+        if is_aggregation_view(view):
             # Its history holds source rows, not the view's values: the online store computes those at
             # read time from the contributions the processor (or a snapshot of its table) writes.
             echo(

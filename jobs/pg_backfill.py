@@ -48,6 +48,7 @@ from feast import FeatureStore, FeatureView
 from sqlalchemy.dialects import postgresql
 from tqdm import tqdm
 
+from aggregations.spec import is_aggregation_view
 from core.errors import ConfigError
 from stores.history.reader import History
 from stores.history.schema import history_schema
@@ -231,7 +232,7 @@ class PostgresBackfill:
         self.store = store
         self.view: FeatureView = store.get_feature_view(view_name)
         route = route_for(self.view)
-        if route is None and "aggregation.table" in self.view.tags:
+        if route is None and is_aggregation_view(self.view):
             raise ConfigError(
                 f"feature view {view_name} is an aggregation view: it is computed from its table's changes, "
                 "not backfilled row by row",

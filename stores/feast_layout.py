@@ -26,7 +26,7 @@ from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 
 from aggregations import rows as aggregation_rows
-from aggregations.spec import AggregationView, aggregation_view
+from aggregations.spec import AggregationView, aggregation_view, is_aggregation_view
 from core.errors import FencedError
 from stores.keys import fast_entity_key
 from stores.ordering import check_not_rewound, epoch_us
@@ -108,7 +108,7 @@ class FeastLayoutSink(OnlineSink):
     def _entity_key(self, view: FeatureView, keys: dict[str, Any]) -> bytes:
         """Feast's serialised entity key (what its online stores key rows by); for an aggregation view's
         contribution, its source row's key."""
-        if aggregation_rows.ROW in keys and "aggregation.table" in view.tags:
+        if aggregation_rows.ROW in keys and is_aggregation_view(view):
             return aggregation_rows.row_entity_key(keys[aggregation_rows.ROW])
         cached = self._key_types.get(view.name)
         if cached is None or cached[0] is not view:

@@ -45,6 +45,7 @@ from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import RepoConfig
 from ibis.expr.types import Table
 
+from aggregations.spec import is_aggregation_view
 from stores.history.reader import history_files
 from stores.history.schema import VERSION_COLUMNS
 
@@ -259,7 +260,7 @@ class DeltaDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
         full_feature_names: bool = False,
         filter_by_created_timestamp: bool = False,
     ) -> RetrievalJob:
-        aggregated = [v for v in feature_views if "aggregation.table" in v.tags]
+        aggregated = [v for v in feature_views if is_aggregation_view(v)]
         if aggregated:  # computed from their histories of source rows (stores/history/aggregations.py)
             from stores.history.aggregations import AggregationJob
 
