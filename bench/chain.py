@@ -183,7 +183,7 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
             if not writing:
                 missing.append("vector_scale_bench: no top-10 line under writing")
         if run.name == "vector_data_bench":
-            for kind in ("real", "synthetic"):
+            for kind in ("real", "structured", "isotropic"):
                 cos, lid = _find(
                     rf"^\| {kind}: .*? \| ([\d./]+) \| [\d.]+ \| ([\d.]+) \|", out, run.name, missing
                 )

@@ -6,7 +6,7 @@ Recall of an HNSW index depends on the data as much as on the index: points whos
 are all about as near as each other (high local intrinsic dimensionality) are hard for any graph search.
 This embeds real English sentences (the docstrings of the installed Python packages: no download) with
 the project's model, and prints for them and for the benches' synthetic vectors (bench/online_store_bench.py
-``unit_vectors``, same count) the mean cosine of the 1st, 10th and 100th nearest neighbour, the relative
+``structured_vectors``, the vector bench's default, and ``unit_vectors``; same count) the mean cosine of the 1st, 10th and 100th nearest neighbour, the relative
 contrast (mean distance / nearest distance) and the LID (maximum-likelihood estimate over the 20 nearest).
 Exact, with numpy: no store, no stack. The embeddings are cached (``~/.cache/featurectl/bench``), and
 bench/vector_scale_bench.py ``--data docstrings`` loads them into the store.
@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.online_store_bench import unit_vectors
+from bench.online_store_bench import structured_vectors, unit_vectors
 from core.settings import load_settings
 from embeddings.onnx_embedder import OnnxEmbedder
 
@@ -105,14 +105,22 @@ def main() -> None:
     print(f"command: {shlex.join([sys.executable, *sys.argv])}", flush=True)
     base, queries = docstring_vectors(args.texts, args.queries, load_settings().cache_dir / "bench")
     real = np.concatenate([base, queries])
-    synthetic = unit_vectors(len(real), real.shape[1], 7)
+    structured = structured_vectors(len(real), real.shape[1], 7)
+    isotropic = unit_vectors(len(real), real.shape[1], 7)
     n = args.texts
     print(
         f"\n| {n:,} vectors, {args.queries} queries | cosine of the 1st/10th/100th nearest | relative contrast | LID@20 |"
     )
     print("|---|---|---:|---:|")
     print(f"| real: {MODEL} on docstring sentences | {hardness(real[:n], real[n:])} |")
-    print(f"| synthetic: the benches' unit_vectors (500 topics) | {hardness(synthetic[:n], synthetic[n:])} |")
+    print(
+        f"| structured: the vector bench's default (structured_vectors: 500 topics, rank 24) "
+        f"| {hardness(structured[:n], structured[n:])} |"
+    )
+    print(
+        f"| isotropic: --data isotropic (unit_vectors: 500 topics, noise in every dimension) "
+        f"| {hardness(isotropic[:n], isotropic[n:])} |"
+    )
     print("(higher LID and lower contrast: harder for HNSW at the same ef_search)")
 
 

@@ -1,7 +1,7 @@
 """Top-10 similarity on the Postgres + pgvector online store at a million vectors, loaded like a backfill.
 
     .venv/bin/python bench/vector_scale_bench.py [--vectors 1000000] [--queries 100] [--ef-search 100,200]
-        [--m 16] [--ef-construction 64] [--data synthetic|docstrings] [--writing 1000]
+        [--m 16] [--ef-construction 64] [--data structured|isotropic|docstrings] [--writing 1000]
 
 Writing a million vectors one row at a time through a live HNSW index is slow (~550 vectors/s here,
 bench/online_store_bench.py), so a load of that size goes the way pgvector recommends for bulk loads:
@@ -9,9 +9,11 @@ the view's HNSW index dropped, every row written through the processor's sink (t
 bookkeeping the stream writes), then the index built once (``maintenance_work_mem`` raised for that
 session) with the plugin's own declaration (stores/postgres/feast.py). Prints the load and build times,
 then top-10 p50/p99 through Feast's ``retrieve_online_documents_v2`` and recall@10 against an exact numpy
-search. Clustered synthetic vectors, as in online_store_bench.py, or real sentence embeddings (``--data
-docstrings``: easier for HNSW; bench/vector_data_bench.py measures by how much). Starts the local
-online-store Postgres if needed.
+search. The data: synthetic vectors as hard for the index as real sentence embeddings (``structured``, the
+default: their neighbour cosines and local intrinsic dimensionality match the project's model on real
+sentences, bench/vector_data_bench.py), the older isotropic clusters (``--data isotropic``: far harder than
+any text, a stress case), or real sentence embeddings (``--data docstrings``, up to ~185,000 here). Starts
+the local online-store Postgres if needed.
 
 ``--writing RATE`` then measures the same queries while another process writes up to RATE new vectors/s
 through the sink into the same view, the HNSW index live (as the processor does when products change; the
@@ -27,6 +29,7 @@ import multiprocessing.sharedctypes
 import multiprocessing.synchronize
 import shlex
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -41,22 +44,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from feast import FeatureStore
 
-from bench.online_store_bench import fill_vectors, pg_schema, repo, similarity, unit_vectors, vector_row
+from bench.online_store_bench import (
+    fill_vectors,
+    pg_schema,
+    repo,
+    similarity,
+    structured_vectors,
+    unit_vectors,
+    vector_row,
+)
+from bench.online_store_bench import (
+    pg_yaml as online_pg_yaml,
+)
 from bench.vector_data_bench import docstring_vectors
 from core.settings import ensure_secrets_file, export_store_secrets, load_settings
 from embeddings.spec import spec_for
 from stack.launcher import GENERATED_SECRETS
 from stack.online_postgres import OnlinePostgres
 from stores.postgres.feast import PgVectorOnlineStore
-from stores.postgres.tables import vector_index_name
+from stores.postgres.tables import distinct_vectors_table, vector_index_name
 from stores.registry import open_online_sink
 
 WRITES_PER_S = 10  # the writer's flushes per second: batches of RATE/10 vectors, as a processor's batches
 
 
-def written_vectors(start: int, stop: int, batch: int) -> np.ndarray:
-    """The writer's vectors ``start..stop`` (multiples of ``batch``): synthetic clusters, seeded per batch."""
-    parts = [unit_vectors(batch, 384, 1000 + i) for i in range(start, stop, batch)]
+# Synthetic data: the generator per --data choice (bench/online_store_bench.py says how hard each is).
+SYNTHETIC = {"structured": structured_vectors, "isotropic": unit_vectors}
+
+
+def written_vectors(start: int, stop: int, batch: int, data: str = "structured") -> np.ndarray:
+    """The writer's vectors ``start..stop`` (multiples of ``batch``): generated as ``data`` (a SYNTHETIC
+    kind; docstrings runs write structured ones), seeded per batch."""
+    generate = SYNTHETIC.get(data, structured_vectors)
+    parts = [generate(batch, 384, 1000 + i) for i in range(start, stop, batch)]
     return np.concatenate(parts) if parts else np.empty((0, 384), dtype=np.float32)
 
 
@@ -64,6 +84,7 @@ def write_new_vectors(
     repo_path: str,
     first_id: int,
     rate: int,
+    data: str,
     stop: multiprocessing.synchronize.Event,
     written: multiprocessing.sharedctypes.Synchronized[int],
 ) -> None:
@@ -75,13 +96,44 @@ def write_new_vectors(
     sink = open_online_sink(store)
     batch, started, done = max(1, rate // WRITES_PER_S), time.perf_counter(), 0
     while not stop.is_set():
-        new = written_vectors(done, done + batch, batch)
+        new = written_vectors(done, done + batch, batch, data)
         sink.add([vector_row(first_id + done + j, new[j], spec.fingerprint) for j in range(batch)])
         sink.flush()
         done += batch
         written.value = done
         stop.wait(max(0.0, started + done / rate - time.perf_counter()))
     sink.close()
+
+
+def split(store: FeatureStore, conninfo: str, table: str, queries: np.ndarray, ef_search: int) -> str:
+    """Where a top-10 query's time goes, p50 ms over ``queries``: the HNSW scan inside the server (``EXPLAIN
+    ANALYZE`` of the nearest-vectors step alone), the plugin's ``retrieve_online_documents_v2`` (its round
+    trips, the join to the entities, decoding), and Feast's ``FeatureStore`` method around it."""
+    view = store.get_feature_view("product_documents")
+    online, config = store._get_provider().online_store, store.config
+    scan, plugin, feast_api = [], [], []
+    explain = sql.SQL(
+        "EXPLAIN (ANALYZE, FORMAT JSON) SELECT vec_hash FROM {} ORDER BY vector <=> %s::vector(384) LIMIT 10"
+    ).format(sql.Identifier(distinct_vectors_table(table)))
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef_search)))
+        for q in queries:
+            plan = conn.execute(explain, (str(q.tolist()),)).fetchone()
+            assert plan is not None
+            scan.append(plan[0][0]["Execution Time"])
+            t = time.perf_counter()
+            online.retrieve_online_documents_v2(config, view, ["name"], q.tolist(), 10)
+            plugin.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            store.retrieve_online_documents_v2(
+                features=["product_documents:name"], query=q.tolist(), top_k=10
+            )
+            feast_api.append((time.perf_counter() - t) * 1000)
+    median = statistics.median
+    return (
+        f"HNSW scan in the server {median(scan):.2f} ms, the plugin's search {median(plugin):.2f} ms, "
+        f"through Feast {median(feast_api):.2f} ms"
+    )
 
 
 def main() -> None:
@@ -91,10 +143,12 @@ def main() -> None:
     parser.add_argument("--maintenance-work-mem", default="3GB")
     parser.add_argument(
         "--data",
-        choices=("synthetic", "docstrings"),
-        default="synthetic",
-        help="synthetic: clustered random unit vectors; docstrings: real sentences (the installed packages' "
-        "docstrings, up to ~185,000) embedded with the project's model (bench/vector_data_bench.py)",
+        choices=("structured", "isotropic", "docstrings"),
+        default="structured",
+        help="structured: synthetic vectors as hard for the index as real sentence embeddings (LID@20 ~7); "
+        "isotropic: the older synthetic set, far harder (LID@20 ~34); docstrings: real sentences (the "
+        "installed packages' docstrings, up to ~185,000) embedded with the project's model "
+        "(bench/vector_data_bench.py)",
     )
     parser.add_argument("--m", type=int, default=16, help="HNSW links per node (the store's hnsw_m)")
     parser.add_argument(
@@ -114,6 +168,14 @@ def main() -> None:
         default="100",
         help="hnsw_ef_search values to measure, comma-separated (recall against latency)",
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the loaded schema at the end (its name is printed)"
+    )
+    parser.add_argument(
+        "--reuse",
+        metavar="SCHEMA",
+        help="measure a schema kept by an earlier --keep run of the same --vectors/--data (no load, no build)",
+    )
     args = parser.parse_args()
     settings = load_settings()
     ensure_secrets_file(settings.secrets_file, GENERATED_SECRETS)
@@ -121,7 +183,9 @@ def main() -> None:
     online.start()
     online.bootstrap()
     export_store_secrets(settings)
-    schema, pg_yaml = pg_schema(settings, online)
+    schema, pg_yaml = (
+        (args.reuse, online_pg_yaml(settings, args.reuse)) if args.reuse else pg_schema(settings, online)
+    )
     pg_yaml += f"  hnsw_m: {args.m}\n  hnsw_ef_construction: {args.ef_construction}\n"
     root = Path(tempfile.mkdtemp(prefix="vector-bench-"))
     try:
@@ -131,41 +195,49 @@ def main() -> None:
         assert spec is not None
         table = compute_table_id(store.config.project, view)
         conninfo = f"{online.store_conninfo()} options=-csearch_path={schema},public"
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(vector_index_name(table))))
-        queries: int | np.ndarray = args.queries
+        if not args.reuse:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(vector_index_name(table)))
+                )
         if args.data == "docstrings":
             vectors, queries = docstring_vectors(args.vectors, args.queries, settings.cache_dir / "bench")
         else:
-            vectors = unit_vectors(args.vectors, 384, 7)
+            vectors = SYNTHETIC[args.data](args.vectors, 384, 7)
+            queries = SYNTHETIC[args.data](args.queries, 384, 99)
         print(f"command: {shlex.join([sys.executable, *sys.argv])}", flush=True)
-        loaded = fill_vectors(store, vectors, 0)
-        print(f"{args.vectors:,} vectors written through the sink, no index: {loaded:.0f} s "
-              f"({args.vectors / loaded:,.0f} vectors/s)", flush=True)  # fmt: skip
-        start = time.perf_counter()
-        with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(args.maintenance_work_mem))
+        print(f"data: {args.data}", flush=True)
+        if args.reuse:
+            print(f"reusing schema {schema}: its vectors and index as an earlier run loaded them", flush=True)
+        else:
+            loaded = fill_vectors(store, vectors, 0)
+            print(f"{args.vectors:,} vectors written through the sink, no index: {loaded:.0f} s "
+                  f"({args.vectors / loaded:,.0f} vectors/s)", flush=True)  # fmt: skip
+            start = time.perf_counter()
+            with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
+                cur.execute(
+                    sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(args.maintenance_work_mem))
+                )
+                PgVectorOnlineStore._declare(cur, table, spec, store.config.online_store)
+                conn.commit()
+            built = time.perf_counter() - start
+            print(
+                f"HNSW index built (m={args.m}, ef_construction={args.ef_construction}): {built:.0f} s",
+                flush=True,
             )
-            PgVectorOnlineStore._declare(cur, table, spec, store.config.online_store)
-            conn.commit()
-        built = time.perf_counter() - start
-        print(
-            f"HNSW index built (m={args.m}, ef_construction={args.ef_construction}): {built:.0f} s",
-            flush=True,
-        )
         for ef_search in (int(x) for x in args.ef_search.split(",")):
             store.config.online_store.hnsw_ef_search = ef_search
             latency, recall = similarity(store, vectors, queries)
             print(
                 f"top-10 of {args.vectors:,} (ef_search {ef_search}): p50/p99 {latency}, recall@10 {recall:.2f}"
             )
+            print(f"  where a query's time goes (p50): {split(store, conninfo, table, queries, ef_search)}")
         if args.writing:
             ctx = multiprocessing.get_context("spawn")
             stop, written = ctx.Event(), ctx.Value("q", 0)
             writer = ctx.Process(
                 target=write_new_vectors,
-                args=(str(store.repo_path), len(vectors), args.writing, stop, written),
+                args=(str(store.repo_path), len(vectors), args.writing, args.data, stop, written),
             )
             writer.start()
             try:
@@ -176,7 +248,9 @@ def main() -> None:
 
                 def added() -> tuple[np.ndarray, int]:
                     nonlocal known
-                    known = np.concatenate([known, written_vectors(len(known), written.value, batch)])
+                    known = np.concatenate(
+                        [known, written_vectors(len(known), written.value, batch, args.data)]
+                    )
                     return known, len(vectors)
 
                 for ef_search in (int(x) for x in args.ef_search.split(",")):
@@ -195,8 +269,13 @@ def main() -> None:
                 sys.exit(f"the writer failed (exit {writer.exitcode}): its traceback is above")
     finally:
         shutil.rmtree(root, ignore_errors=True)
-        with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        if args.keep or args.reuse:
+            print(
+                f"schema {schema} kept: --reuse {schema} measures it again; DROP SCHEMA {schema} CASCADE removes it"
+            )
+        else:
+            with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 if __name__ == "__main__":

@@ -133,6 +133,14 @@ class Settings(BaseSettings):
         None,
         description="Password of online_pg_user; feature_store.yaml reads it as ${FEATURECTL_ONLINE_PG_PASSWORD}.",
     )
+    online_pg_shared_buffers: str = Field(
+        "auto",
+        pattern=r"^(auto|\d+(kB|MB|GB|TB))$",
+        description="shared_buffers of the local online-store Postgres: `auto` is a quarter of the host's memory "
+        "(PostgreSQL's own starting point), or a size such as `2GB`. A vector view's HNSW index answers much "
+        "faster from the server's buffers than from the OS cache: give it about 2 GB per million 384-d vectors "
+        "(docs/performance.md). Read when the server starts.",
+    )
     redis_port: int = Field(26379, description="Port of the local Redis online store (not 6379).")
     milvus_port: int = Field(29530, description="Port of the local Milvus online store, milvus-lite (not 19530).")
     redis_password: SecretStr | None = Field(

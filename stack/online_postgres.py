@@ -100,13 +100,23 @@ class OnlinePostgres(Postgres):
 
     def _server_settings(self) -> str:
         return (
-            "shared_buffers = '256MB'\n"
+            f"shared_buffers = '{self.shared_buffers()}'\n"
             # HNSW builds over 1M vectors need room, or they spill and take many times longer.
             "maintenance_work_mem = '512MB'\n"
             "max_connections = 200\n"
             "log_min_messages = warning\n"
             "log_connections = off\n"
         )
+
+    def shared_buffers(self) -> str:
+        """The server's shared_buffers: the setting, or (``auto``) a quarter of the host's memory. An HNSW
+        scan reads a page per visited node; from the OS cache each costs a copy into the buffers, and a 1M
+        vector index (~2 GB) evicts itself from 256 MB on every query (docs/performance.md)."""
+        size = self.settings.online_pg_shared_buffers
+        if size != "auto":
+            return size
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return f"{max(128, memory // 4 // 2**20)}MB"
 
     def bootstrap(self, connector: object = None) -> None:
         """The store's role (no superuser) and database, and pgvector in it; safe on every ``up``."""

@@ -29,6 +29,7 @@ features. What this adds:
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -82,8 +83,37 @@ class PgVectorOnlineStoreConfig(PostgreSQLOnlineStoreConfig):
     """Candidates while building the index (pgvector's ``ef_construction``), used when it is created."""
 
 
+def search_query(table: str, spec: EmbeddingSpec) -> sql.Composed:
+    """The similarity search over feature table ``table`` (parameters ``q``: the query vector as text, ``k``,
+    ``features``): the k nearest distinct vectors, the entities holding them, their features.
+
+    The k nearest distinct vectors hold at least k entities, and the k nearest entities are among theirs.
+    The field is a literal, so the planner can use the partial index on the vector hash (stores/postgres/
+    tables.py ``vector_hash_index``: why a costed function and not md5 inline)."""
+    operator, _ = OPERATORS[spec.metric]
+    return sql.SQL(
+        "WITH near AS (SELECT vec_hash, vector {op} %(q)s::vector({dim}) AS distance FROM {vt} "
+        "ORDER BY vector {op} %(q)s::vector({dim}) LIMIT %(k)s), "
+        "hits AS (SELECT f.entity_key, n.distance FROM near n JOIN {t} f ON f.feature_name = {field} "
+        "AND featurectl_vector_hash(f.vector_value) = n.vec_hash ORDER BY n.distance LIMIT %(k)s) "
+        "SELECT h.entity_key, h.distance, f.feature_name, f.value, f.event_ts FROM hits h "
+        "JOIN {t} f ON f.entity_key = h.entity_key AND f.feature_name = ANY(%(features)s)"
+    ).format(
+        op=sql.SQL(operator),
+        dim=sql.Literal(spec.dim),
+        t=sql.Identifier(table),
+        vt=sql.Identifier(distinct_vectors_table(table)),
+        field=sql.Literal(spec.field),
+    )
+
+
 class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
     """Postgres online store whose embedding views are searched through an HNSW index."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # hnsw.ef_search as last set on each connection of this store (a connection the pool replaces is new).
+        self._ef_search: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
 
     @contextlib.contextmanager
     def _get_conn(self, config: RepoConfig, autocommit: bool = False) -> Iterator[Connection]:
@@ -220,30 +250,18 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
         if top_k <= 0:
             return []
         name = compute_table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
-        operator, _ = OPERATORS[spec.metric]
-        # The k nearest distinct vectors hold at least k entities, and the k nearest entities are among
-        # theirs. The field is a literal, so the planner can use the partial index on the vector hash.
-        query = sql.SQL(
-            "WITH near AS (SELECT vec_hash, vector {op} %(q)s::vector({dim}) AS distance FROM {vt} "
-            "ORDER BY vector {op} %(q)s::vector({dim}) LIMIT %(k)s), "
-            "hits AS (SELECT f.entity_key, n.distance FROM near n JOIN {t} f ON f.feature_name = {field} "
-            "AND md5(f.vector_value::text)::uuid = n.vec_hash ORDER BY n.distance LIMIT %(k)s) "
-            "SELECT h.entity_key, h.distance, f.feature_name, f.value, f.event_ts FROM hits h "
-            "JOIN {t} f ON f.entity_key = h.entity_key AND f.feature_name = ANY(%(features)s)"
-        ).format(
-            op=sql.SQL(operator),
-            dim=sql.Literal(spec.dim),
-            t=sql.Identifier(name),
-            vt=sql.Identifier(distinct_vectors_table(name)),
-            field=sql.Literal(spec.field),
-        )
+        query = search_query(name, spec)
         wanted = sorted({*requested_features, spec.field})  # the vector row says the entity is live
         found: dict[bytes, tuple[float, datetime | None, dict[str, ValueProto]]] = {}
-        # A transaction of its own: SET LOCAL applies to this query only.
-        with self._get_conn(config) as conn, conn.transaction(), conn.cursor() as cur:
-            # HNSW returns at most ef_search candidates; ask for enough to fill top_k.
-            ef_search = max(getattr(config.online_store, "hnsw_ef_search", 100), 2 * top_k)
-            cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef_search)))
+        # HNSW returns at most ef_search candidates; ask for enough to fill top_k.
+        ef_search = max(getattr(config.online_store, "hnsw_ef_search", 100), 2 * top_k)
+        # One round trip: the query alone, in autocommit. ef_search is a setting of the connection, set when
+        # it differs from the one this connection last got (a SET LOCAL needs BEGIN, SET, the query and COMMIT:
+        # four round trips, ~0.5 ms of a 2 ms search). The store's connections serve this plugin only.
+        with self._get_conn(config, autocommit=True) as conn, conn.cursor() as cur:
+            if self._ef_search.get(conn) != ef_search:
+                cur.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef_search)))
+                self._ef_search[conn] = ef_search
             cur.execute(query, {"q": str(list(embedding or [])), "k": top_k, "features": wanted})
             for raw_key, distance, feature, value, event_ts in cur:
                 held = found.setdefault(bytes(raw_key), (float(distance), event_ts, {}))

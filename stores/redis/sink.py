@@ -234,7 +234,9 @@ class RedisOnlineSink(FeastLayoutSink):
         verdicts = self._apply_rows(views, decision.applied, keys)
         applied = [row for row, verdict in zip(decision.applied, verdicts, strict=True) if verdict == "ok"]
         # Not ok: another writer stored a newer version (or a barrier) since the pre-read.
-        decision.skipped += [row for row, verdict in zip(decision.applied, verdicts, strict=True) if verdict != "ok"]
+        decision.skipped += [
+            row for row, verdict in zip(decision.applied, verdicts, strict=True) if verdict != "ok"
+        ]
         decision.applied = applied
 
     def _apply_rows(
@@ -348,7 +350,9 @@ class RedisOnlineSink(FeastLayoutSink):
             joins = pipe.execute()
         now = datetime.now(UTC)
         rows = [
-            SinkRow(view.name, DELETE, json.loads(join), {}, now, barrier[0], "t", "truncate", None, barrier[1])
+            SinkRow(
+                view.name, DELETE, json.loads(join), {}, now, barrier[0], "t", "truncate", None, barrier[1]
+            )
             for join in joins
             if join is not None
         ]
@@ -362,7 +366,9 @@ class RedisOnlineSink(FeastLayoutSink):
             for start in range(0, len(idents), CHUNK):
                 chunk = idents[start : start + CHUNK]
                 self._versions(
-                    keys=[key + project for _, key in chunk], args=[f"_ver:{v}" for v, _ in chunk], client=pipe
+                    keys=[key + project for _, key in chunk],
+                    args=[f"_ver:{v}" for v, _ in chunk],
+                    client=pipe,
                 )
             for reply in pipe.execute() if idents else []:
                 replies += reply
