@@ -47,6 +47,9 @@ RESTART_MIN_S, RESTART_MAX_S, STABLE_S = 1.0, 30.0, 60.0
 _CTX = multiprocessing.get_context("spawn")
 
 
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def _child(
     target: WorkerTarget,
     index: int,
@@ -54,8 +57,10 @@ def _child(
     go: multiprocessing.synchronize.Event,
 ) -> None:
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in _STOP_SIGNALS:
         signal.signal(sig, lambda *_: stop.set())
+    # Blocked since the parent spawned this process (Workers._start): one that came meanwhile is delivered now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
     def ready() -> None:
         loaded.set()
@@ -109,7 +114,14 @@ class Workers:
             args=(self.target, slot.index, slot.loaded, self._go),
             name=f"featurectl-worker-{slot.index}",
         )
-        proc.start()
+        # The child inherits the signal mask through fork and exec: with the stop signals blocked, a stop
+        # during its interpreter's start (imports, unpickling) waits for _child's handler instead of killing it
+        # unlogged before it could write anything.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         slot.proc, slot.started_at, slot.restart_at = proc, time.monotonic(), None
         logger.info("worker %d started (pid %s)", slot.index, proc.pid)
 
@@ -142,7 +154,9 @@ class Workers:
                 proc.close()
                 slot.proc = None
                 if self._stopping.is_set():
-                    if code != 0:  # the stop is going on regardless, but say the worker did not finish cleanly
+                    if (
+                        code != 0
+                    ):  # the stop is going on regardless, but say the worker did not finish cleanly
                         logger.warning("worker %d exited with status %s while stopping", slot.index, code)
                     continue
                 if code is not None and code <= 0:  # killed, or stopped alone: the others carry on meanwhile

@@ -101,7 +101,9 @@ def test_a_worker_that_fails_stops_them_all_with_its_status(tmp_path: Path, supe
     assert workers.pids == [None, None, None]
 
 
-def test_a_worker_asked_to_stop_while_it_still_loads_finishes_cleanly(tmp_path: Path, supervised: list) -> None:  # type: ignore[type-arg]
+def test_a_worker_asked_to_stop_while_it_still_loads_finishes_cleanly(
+    tmp_path: Path, supervised: list
+) -> None:  # type: ignore[type-arg]
     workers = Workers(partial(_worker, tmp_path), 2)
     status = start(workers, supervised)
     wait_until(lambda: 1 in marks(tmp_path, "loading"), 60, "worker 1 to be loading")
@@ -112,7 +114,9 @@ def test_a_worker_asked_to_stop_while_it_still_loads_finishes_cleanly(tmp_path: 
     assert sorted(marks(tmp_path, "stopped")) == [0, 1]
 
 
-def test_a_worker_that_exits_without_being_asked_to_is_started_again(tmp_path: Path, supervised: list) -> None:  # type: ignore[type-arg]
+def test_a_worker_that_exits_without_being_asked_to_is_started_again(
+    tmp_path: Path, supervised: list
+) -> None:  # type: ignore[type-arg]
     workers = Workers(partial(_worker, tmp_path), 2)
     start(workers, supervised)
     wait_until(lambda: len(marks(tmp_path, "joined")) == 2, 60, "both joined")
@@ -122,3 +126,16 @@ def test_a_worker_that_exits_without_being_asked_to_is_started_again(tmp_path: P
     wait_until(lambda: marks(tmp_path, "stopped").get(1), 30, "worker 1 to stop")
     wait_until(lambda: len(marks(tmp_path, "joined").get(1, [])) == 2, 60, "a new worker 1 to join")
     assert workers.restarts == 1 and workers.pids[0] == first[0]
+
+
+def test_workers_stopped_while_their_interpreters_start_still_finish_cleanly(
+    tmp_path: Path, supervised: list
+) -> None:  # type: ignore[type-arg]
+    """A stop right after the start reaches workers before their handler exists (the interpreter is still
+    importing): each must still run, see the stop and leave cleanly, not die of the signal unlogged."""
+    workers = Workers(partial(_worker, tmp_path), 2)
+    status = start(workers, supervised)
+    workers.stop()
+    wait_until(lambda: status or None, 60, "the supervisor to return")
+    assert status == [0]
+    assert sorted(marks(tmp_path, "stopped")) == [0, 1]
