@@ -154,9 +154,8 @@ class Workers:
                 proc.close()
                 slot.proc = None
                 if self._stopping.is_set():
-                    if (
-                        code != 0
-                    ):  # the stop is going on regardless, but say the worker did not finish cleanly
+                    # The stop is going on regardless, but say the worker did not finish cleanly.
+                    if code != 0:
                         logger.warning("worker %d exited with status %s while stopping", slot.index, code)
                     continue
                 if code is not None and code <= 0:  # killed, or stopped alone: the others carry on meanwhile
