@@ -1,7 +1,8 @@
 """Top-10 similarity on the Postgres + pgvector online store at a million vectors, loaded like a backfill.
 
     .venv/bin/python bench/vector_scale_bench.py [--vectors 1000000] [--queries 100] [--ef-search 100,200]
-        [--m 16] [--ef-construction 64] [--data structured|isotropic|docstrings] [--writing 1000]
+        [--m 16] [--ef-construction 64] [--vector-type vector|halfvec] [--data structured|isotropic|docstrings]
+        [--writing 1000]
 
 Writing a million vectors one row at a time through a live HNSW index is slow (~550 vectors/s here,
 bench/online_store_bench.py), so a load of that size goes the way pgvector recommends for bulk loads:
@@ -158,6 +159,12 @@ def main() -> None:
         help="HNSW build candidates (the store's hnsw_ef_construction)",
     )
     parser.add_argument(
+        "--vector-type",
+        choices=("vector", "halfvec"),
+        default="vector",
+        help="how the index stores its vectors (the store's vector_type): 32-bit vector or 16-bit halfvec",
+    )
+    parser.add_argument(
         "--writing",
         type=int,
         default=0,
@@ -186,7 +193,9 @@ def main() -> None:
     schema, pg_yaml = (
         (args.reuse, online_pg_yaml(settings, args.reuse)) if args.reuse else pg_schema(settings, online)
     )
-    pg_yaml += f"  hnsw_m: {args.m}\n  hnsw_ef_construction: {args.ef_construction}\n"
+    pg_yaml += (
+        f"  hnsw_m: {args.m}\n  hnsw_ef_construction: {args.ef_construction}\n  vector_type: {args.vector_type}\n"
+    )
     root = Path(tempfile.mkdtemp(prefix="vector-bench-"))
     try:
         store = repo(root, "postgres", pg_yaml)
@@ -222,7 +231,8 @@ def main() -> None:
                 conn.commit()
             built = time.perf_counter() - start
             print(
-                f"HNSW index built (m={args.m}, ef_construction={args.ef_construction}): {built:.0f} s",
+                f"HNSW index built (m={args.m}, ef_construction={args.ef_construction}, {args.vector_type}): "
+                f"{built:.0f} s",
                 flush=True,
             )
         for ef_search in (int(x) for x in args.ef_search.split(",")):

@@ -78,20 +78,25 @@ def distinct_vectors_table(table: str) -> str:
     return f"{table}__vectors"
 
 
-def vector_sync_ddl(table: str, field: str, dim: int) -> sql.Composed:
+def vector_sync_ddl(table: str, field: str, dim: int, vector_type: str = "vector") -> sql.Composed:
     """The trigger keeping ``distinct_vectors_table(table)`` equal to the distinct vectors ``table`` holds,
     whoever writes it (the processor, re-embedding, Feast itself), and the index a search joins back by.
+    The distinct vectors are stored as ``vector_type`` (``VECTOR_TYPES``); the feature table keeps Feast's
+    full-precision ``vector``.
 
     A vector is keyed by the md5 of its text form (``VECTOR_HASH``). A transaction-level advisory lock per key
     serialises the last holder's removal against a new holder's arrival, so a vector in use is never dropped."""
     t, vt = sql.Identifier(table), sql.Identifier(distinct_vectors_table(table))
     fn = sql.Identifier(f"{table}__vectors_sync")
+    if vector_type not in VECTOR_TYPES:
+        raise ValueError(f"vector_type {vector_type!r}: use one of {', '.join(VECTOR_TYPES)}")
     values = {"t": t, "vt": vt, "fn": fn, "field": sql.Literal(field), "dim": sql.Literal(dim),
+              "type": sql.SQL(vector_type),
               "hash_index": sql.Identifier(vector_hash_index(table)),
               "old_hash_index": sql.Identifier(f"{table}__vector_hash")}  # fmt: skip
     return sql.SQL(
         """
-CREATE TABLE IF NOT EXISTS {vt} (vec_hash uuid PRIMARY KEY, vector vector({dim}) NOT NULL);
+CREATE TABLE IF NOT EXISTS {vt} (vec_hash uuid PRIMARY KEY, vector {type}({dim}) NOT NULL);
 CREATE OR REPLACE FUNCTION featurectl_vector_hash(v anyelement) RETURNS uuid LANGUAGE plpgsql
     IMMUTABLE STRICT PARALLEL SAFE COST 10000 AS $$ BEGIN RETURN md5(v::text)::uuid; END $$;
 CREATE INDEX IF NOT EXISTS {hash_index} ON {t} (featurectl_vector_hash(vector_value)) WHERE feature_name = {field};
@@ -118,7 +123,7 @@ BEGIN
     END IF;
     IF new_hash IS NOT NULL THEN
         PERFORM pg_advisory_xact_lock(hashtextextended(new_hash::text, 0));
-        INSERT INTO {vt} (vec_hash, vector) VALUES (new_hash, NEW.vector_value::vector({dim}))
+        INSERT INTO {vt} (vec_hash, vector) VALUES (new_hash, NEW.vector_value::{type}({dim}))
             ON CONFLICT (vec_hash) DO NOTHING;
     END IF;
     IF old_hash IS NOT NULL THEN
@@ -137,7 +142,7 @@ DROP TRIGGER IF EXISTS featurectl_vectors_truncate ON {t};
 CREATE TRIGGER featurectl_vectors_truncate AFTER TRUNCATE ON {t}
     FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
 INSERT INTO {vt} (vec_hash, vector)
-    SELECT DISTINCT ON (1) md5(vector_value::text)::uuid, vector_value::vector({dim}) FROM {t}
+    SELECT DISTINCT ON (1) md5(vector_value::text)::uuid, vector_value::{type}({dim}) FROM {t}
     WHERE feature_name = {field} AND vector_value IS NOT NULL
     ON CONFLICT (vec_hash) DO NOTHING;
 """
@@ -167,9 +172,26 @@ def drop_vector_sync(table: str, table_exists: bool = True) -> sql.Composed:
     )
 
 
-# Feast's metric names (embeddings/spec.py METRICS values) -> pgvector's operator and operator class.
+# Feast's metric names (embeddings/spec.py METRICS values) -> pgvector's operator and operator class suffix
+# (the class is ``<vector type>_<suffix>``: vector_cosine_ops, halfvec_cosine_ops).
 OPERATORS = {
-    "cosine": ("<=>", "vector_cosine_ops"),
-    "l2": ("<->", "vector_l2_ops"),
-    "l1": ("<+>", "vector_l1_ops"),
+    "cosine": ("<=>", "cosine_ops"),
+    "l2": ("<->", "l2_ops"),
+    "l1": ("<+>", "l1_ops"),
 }
+
+# How the HNSW index's copy of each distinct vector is stored: pgvector's 32-bit ``vector`` or 16-bit
+# ``halfvec`` (half the index's pages; distances to ~3 significant digits).
+VECTOR_TYPES = ("vector", "halfvec")
+
+
+def distinct_vectors_type(cur: Any, table: str) -> str | None:
+    """The type of ``distinct_vectors_table(table)``'s vectors as created (``vector``, ``halfvec``), or None
+    when the table does not exist."""
+    cur.execute(
+        "SELECT t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attname = 'vector' AND NOT a.attisdropped",
+        (sql.Identifier(distinct_vectors_table(table)).as_string(None),),
+    )
+    row = cur.fetchone()
+    return None if row is None else str(row[0])

@@ -246,3 +246,67 @@ def test_a_small_catalogue_is_searched_through_the_vector_hash_index(postgres_st
         n["Node Type"] for n in nodes
     ]
     assert len(nearest(postgres_store, unit(3), k=10)) == 10
+
+
+def test_a_change_of_vector_type_rebuilds_the_index_with_every_vector_and_searches_it(
+    postgres_store: FeatureStore,
+) -> None:
+    """``vector_type: halfvec`` (16-bit copies in the index) at ``feast apply``: the vectors written before are
+    all in the rebuilt index, new ones join it, the search goes through the HNSW index (a query cast to the
+    wrong type scans every row), the ranking is the same and distances agree to 16-bit precision; until the
+    apply, the store serves as it is; back to ``vector`` the same."""
+    from feast.infra.online_stores.helpers import compute_table_id
+
+    from stores.postgres.feast import search_query
+    from stores.postgres.tables import distinct_vectors_type, vector_index_name
+
+    fp = fingerprint(postgres_store)
+    view = postgres_store.get_feature_view(VIEW)
+    spec = spec_for(view)
+    assert spec is not None
+    table = compute_table_id(postgres_store.config.project, view)
+    online, config = postgres_store._get_provider().online_store, postgres_store.config
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(40, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    sink = open_online_sink(postgres_store)
+    sink.add([product(pid, 1, vectors[pid].tolist(), f"p{pid}", model=fp) for pid in range(20)])
+    sink.flush()
+
+    def search(query: np.ndarray) -> list[tuple[int, float]]:
+        got = postgres_store.retrieve_online_documents_v2(
+            features=[f"{VIEW}:name"], query=query.tolist(), top_k=5
+        ).to_dict()
+        return sorted(zip(got["product_id"], got["distance"], strict=True), key=lambda hit: hit[1])
+
+    def stored_type_and_plan() -> tuple[str | None, list[str]]:
+        with online._get_conn(config, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute("SET enable_seqscan = off")  # 40 rows: the planner would scan them all (also fine)
+            params = {"q": str(vectors[0].tolist()), "k": 5, "features": ["embedding", "name"]}
+            cur.execute(b"EXPLAIN (FORMAT JSON) " + search_query(table, spec).as_bytes(conn), params)
+            row = cur.fetchone()
+            cur.execute("RESET enable_seqscan")
+            assert row is not None
+            indexes = [n.get("Index Name", "") for n in _plan_nodes(row[0][0]["Plan"])]
+            return distinct_vectors_type(cur, table), indexes
+
+    try:
+        config.online_store.vector_type = "halfvec"
+        assert [pid for pid, _ in search(vectors[7])][:1] == [7]  # not applied yet: served as stored
+        online.update(config, [], [view], [], [], partial=True)
+        stored, indexes = stored_type_and_plan()
+        assert stored == "halfvec" and vector_index_name(table) in indexes, indexes
+        sink.add([product(pid, 1, vectors[pid].tolist(), f"p{pid}", model=fp) for pid in range(20, 40)])
+        sink.flush()
+        for pid in (0, 7, 19, 20, 39):  # written before the change, and after
+            hits = search(vectors[pid])
+            exact = np.sort(1 - vectors @ vectors[pid])[:5]
+            assert hits[0][0] == pid, hits
+            assert [d for _, d in hits] == pytest.approx(exact, abs=2e-3)
+    finally:
+        config.online_store.vector_type = "vector"
+        online.update(config, [], [view], [], [], partial=True)
+        sink.close()
+    stored, indexes = stored_type_and_plan()
+    assert stored == "vector" and vector_index_name(table) in indexes, indexes
+    assert [pid for pid, _ in search(vectors[39])][:1] == [39]
