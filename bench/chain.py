@@ -1,6 +1,6 @@
 """The whole chain in one command: every bench, then one table of the figures a user asks about.
 
-    .venv/bin/python -m bench.chain            # full size, one bench at a time (~1 h with 1M vectors)
+    .venv/bin/python -m bench.chain            # full size, one bench at a time (~1 h with 1M vectors, m 32)
     .venv/bin/python -m bench.chain --small    # seconds per bench, two at a time: does everything run?
     .venv/bin/python -m bench.chain --vectors 100000   # a smaller vector store
 
@@ -53,7 +53,16 @@ def runs(small: bool, vectors: int) -> list[Run]:
             "vector_scale_bench",
             ("--vectors", "300", "--queries", "5", "--ef-search", "40,100", "--writing", "200")
             if small
-            else ("--vectors", str(vectors), "--ef-search", "100,200,400", "--writing", "1000"),
+            else (
+                "--vectors",
+                str(vectors),
+                "--ef-search",
+                "100,200,400",
+                "--writing",
+                "1000",
+                # From half a million up, the graph docs/stores.md advises (recall@10 >= 0.95 at a million).
+                *(("--m", "32", "--ef-construction", "128") if vectors >= 500_000 else ()),
+            ),
         )
     )
     out.append(Run("vector_data_bench", ("--texts", "500", "--queries", "20") if small else ()))
