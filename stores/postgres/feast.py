@@ -84,8 +84,8 @@ class PgVectorOnlineStoreConfig(PostgreSQLOnlineStoreConfig):
     """Candidates while building the index (pgvector's ``ef_construction``), used when it is created."""
     vector_type: Literal["vector", "halfvec"] = "vector"
     """How the index's copy of each distinct vector is stored: ``vector`` (32-bit floats) or ``halfvec``
-    (16-bit: half the index's size, faster searches, distances to ~3 significant digits; the feature rows
-    keep 32-bit vectors). A change takes effect at ``feast apply``, which rebuilds the index."""
+    (16-bit: an index ~40% smaller, scans 10-25% faster, distances to ~3 significant digits; the feature rows
+    keep 32-bit vectors; docs/performance.md). A change takes effect at ``feast apply``, which rebuilds the index."""
 
 
 def search_query(table: str, spec: EmbeddingSpec) -> sql.Composed:
