@@ -41,7 +41,9 @@ def runs(small: bool, vectors: int) -> list[Run]:
     processor = (
         ["--rows", "300", "--rate", "50", "--seconds", "2"]
         if small
-        else ["--rows", "30000", "--rate", "1000", "--seconds", "10"]
+        # 100,000: with two workers 30,000 rows drained in 2-3 s, where one rebalance or one worker finishing
+        # first moved the catch-up 10.5k-21k rows/s between two runs (Redis, 2026-11-25 and -26).
+        else ["--rows", "100000", "--rate", "1000", "--seconds", "10"]
     )
     # A p99 of 300 lookups is their third slowest, which moved 8-15 ms run to run (Redis, under ingest); 1,000
     # estimate it better (docs/performance.md).
@@ -53,11 +55,25 @@ def runs(small: bool, vectors: int) -> list[Run]:
     out.append(
         Run(
             "vector_scale_bench",
-            ("--vectors", "300", "--queries", "5", "--ef-search", "40,100", "--writing", "200")
+            (
+                "--vectors",
+                "300",
+                "--queries",
+                "5",
+                "--warm-up",
+                "20",
+                "--ef-search",
+                "40,100",
+                "--writing",
+                "200",
+            )
             if small
             else (
                 "--vectors",
                 str(vectors),
+                # A p99 of 100 queries is their slowest but one; 300 estimate it better.
+                "--queries",
+                "300",
                 "--ef-search",
                 "100,200,400",
                 "--writing",
