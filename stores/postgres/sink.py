@@ -225,7 +225,7 @@ class PostgresOnlineSink(FeastLayoutSink):
         ordered = sorted(applied, key=lambda r: (r.view, key_of[id(r)]))
         cur.execute(
             f"INSERT INTO {VERSIONS} AS v (view, entity_key, version, version_minor, event_us, deleted, join_keys) "
-            "SELECT u.* FROM unnest(%b::text[], %b::bytea[], %b::bigint[], %b::int[], %b::bigint[], %b::bool[], "
+            "SELECT u.* FROM unnest(%b::text[], %b::bytea[], %b::bigint[], %b::bigint[], %b::bigint[], %b::bool[], "
             "%b::text[]) AS u(view, entity_key, version, version_minor, event_us, deleted, join_keys) "
             # The view's TRUNCATE barrier (locked FOR SHARE by this flush): nothing older than it is written.
             f"LEFT JOIN {BARRIERS} b ON b.view = u.view "

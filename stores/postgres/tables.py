@@ -23,10 +23,10 @@ CONTRIBUTIONS = "featurectl_contributions"  # aggregation views' (stores/contrib
 DDL = f"""
 CREATE TABLE IF NOT EXISTS {VERSIONS} (
     view TEXT NOT NULL, entity_key BYTEA NOT NULL, version BIGINT NOT NULL,
-    version_minor INTEGER NOT NULL, event_us BIGINT, deleted BOOLEAN NOT NULL, join_keys TEXT NOT NULL,
+    version_minor BIGINT NOT NULL, event_us BIGINT, deleted BOOLEAN NOT NULL, join_keys TEXT NOT NULL,
     PRIMARY KEY (view, entity_key));
 CREATE TABLE IF NOT EXISTS {BARRIERS} (
-    view TEXT PRIMARY KEY, version BIGINT NOT NULL, version_minor INTEGER NOT NULL);
+    view TEXT PRIMARY KEY, version BIGINT NOT NULL, version_minor BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS {FENCES} (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, epoch BIGINT NOT NULL, owner TEXT NOT NULL,
     claimed_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (topic, partition));
@@ -38,14 +38,28 @@ CREATE TABLE IF NOT EXISTS {TEXTS} (
     version BIGINT NOT NULL, PRIMARY KEY (view, entity_key));
 CREATE TABLE IF NOT EXISTS {CONTRIBUTIONS} (
     view TEXT NOT NULL, source_row TEXT NOT NULL, agg_key TEXT, event_us BIGINT, version BIGINT NOT NULL,
-    version_minor INTEGER NOT NULL, vals TEXT NOT NULL, PRIMARY KEY (view, source_row));
+    version_minor BIGINT NOT NULL, vals TEXT NOT NULL, PRIMARY KEY (view, source_row));
 CREATE INDEX IF NOT EXISTS {CONTRIBUTIONS}_by_key ON {CONTRIBUTIONS} (view, agg_key, event_us);
 """
 
 
 def ensure_tables(cur: Any) -> None:
-    """Create the bookkeeping tables if missing (in the connection's search_path schema)."""
+    """Create the bookkeeping tables if missing (in the connection's search_path schema), and widen a
+    ``version_minor`` column created 32-bit by an earlier release to 64 bits.
+
+    A version's minor part is a WAL position (stores/ordering.py): past 2 GiB of WAL, which every
+    production database passes, a 32-bit column refused every write ("integer out of range") and the
+    processor sent each change to the dead-letter topic. The ALTER rewrites the table once."""
     cur.execute(DDL)
+    cur.execute(
+        "SELECT table_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = ANY(%s) AND column_name = 'version_minor' AND data_type = 'integer'",
+        ([VERSIONS, BARRIERS, CONTRIBUTIONS],),
+    )
+    for (table,) in cur.fetchall():
+        cur.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN version_minor TYPE BIGINT").format(sql.Identifier(table))
+        )
 
 
 def vector_index_name(table: str) -> str:

@@ -26,6 +26,7 @@ from stores.sink import DELETE, UPSERT, SinkRow
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 VIEW = "customer_profile"
 BIG = 2**52  # WAL positions near Lua's exact-integer limit (2**53) still compare exactly
+WAL = 2_597_805_984  # a source past 2 GiB of WAL (this host's, 2026-11-26): beyond a 32-bit integer
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,10 @@ CASES = [
         "a change above the barrier but under the stored", (22, 0), "older", stored=(25, 0), barrier=(20, 0)
     ),
     Case("positions near 2**53", (BIG + 1, 0), "applies", stored=(BIG, 0)),
+    # The change position (a WAL position) past 2 GiB, as on every production source.
+    Case("a change position past 2 GiB of WAL", (WAL + 900, WAL + 700), "applies", stored=(WAL, WAL + 100)),
+    Case("an earlier change past 2 GiB of WAL", (WAL, WAL + 50), "older", stored=(WAL, WAL + 100)),
+    Case("a truncate past 2 GiB of WAL", (WAL, WAL + 50), "barrier", barrier=(WAL + 10, WAL + 20)),
     Case("positions near 2**53, older by one", (BIG, 0), "older", stored=(BIG + 1, 0)),
     Case("an older position committed hours later", (5, 0), "rewound", stored=(10, 0), later_commit=True),
 ]
@@ -226,3 +231,39 @@ def test_the_arrow_rewrites(case: Case) -> None:
     # One instant: only the version the rule keeps stays; two instants: both committed states stay.
     both = {case.incoming} if case.stored is None else {case.incoming, case.stored}
     assert kept == ({rule_keeps} if same_instant else both), "compact"
+
+
+def test_a_store_made_by_an_earlier_release_takes_positions_past_2_gib(online_pg: Any) -> None:
+    """Tables created with a 32-bit ``version_minor`` are widened when a sink or `feast apply` opens them."""
+    import psycopg
+    from psycopg import sql
+
+    from stores.postgres.tables import BARRIERS, CONTRIBUTIONS, VERSIONS, ensure_tables
+
+    schema = "guards_migration"
+    with psycopg.connect(online_pg.service.store_conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(schema)))
+        # The earlier release's tables, as it created them.
+        conn.execute(
+            f"CREATE TABLE {VERSIONS} (view TEXT NOT NULL, entity_key BYTEA NOT NULL, version BIGINT NOT NULL, "
+            "version_minor INTEGER NOT NULL, event_us BIGINT, deleted BOOLEAN NOT NULL, join_keys TEXT NOT NULL, "
+            "PRIMARY KEY (view, entity_key))"
+        )
+        conn.execute(f"INSERT INTO {VERSIONS} VALUES ('v', 'k', 5, 7, 0, false, '{{}}')")
+        conn.execute(
+            f"CREATE TABLE {BARRIERS} (view TEXT PRIMARY KEY, version BIGINT NOT NULL, version_minor INTEGER NOT NULL)"
+        )
+        with conn.cursor() as cur:
+            ensure_tables(cur)
+            ensure_tables(cur)  # idempotent
+            cur.execute(
+                "SELECT table_name, data_type FROM information_schema.columns WHERE table_schema = %s "
+                "AND column_name = 'version_minor' ORDER BY table_name",
+                (schema,),
+            )
+            assert dict(cur.fetchall()) == {t: "bigint" for t in (BARRIERS, CONTRIBUTIONS, VERSIONS)}
+            cur.execute(f"UPDATE {VERSIONS} SET version_minor = %s RETURNING version, version_minor", (WAL,))
+            assert cur.fetchall() == [(5, WAL)]  # the stored row kept, the position now fits
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
