@@ -26,7 +26,6 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
 import requests
 from feast import FeatureStore
@@ -35,6 +34,7 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import cleanup, drop_online_store, setup, use_online_store
+from bench.cpu import CpuShares
 from connectors.deploy import deploy
 from core.settings import PROJECT_ROOT
 from jobs.pg_backfill import PostgresBackfill
@@ -58,44 +58,6 @@ def pct(samples: list[float]) -> str:
     ordered = sorted(samples)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     return f"p50 {statistics.median(ordered):.1f} ms, p99 {p99:.1f} ms"
-
-
-def component(proc: psutil.Process) -> str | None:
-    """Which part of the stack a process is (None: not one of ours)."""
-    try:
-        line = " ".join(proc.cmdline())
-    except psutil.Error:
-        return None
-    if proc.pid == os.getpid():
-        return "bench client"
-    if "multiprocessing" in line and proc.ppid() == os.getpid():
-        return "Postgres writer (bench)"
-    if "postgres" in proc.name() or "/postgresql/" in line:
-        return "Postgres"
-    if "ConnectDistributed" in line or "connect-distributed" in line:
-        return "Kafka Connect (Debezium)"
-    if "kafka.Kafka" in line:
-        return "Kafka broker"
-    if "feast serve" in line or ("feast" in line and "serve" in line):
-        return "feast serve"
-    if "featurectl.cli" in line and "process" in line:
-        return "processor"
-    return None
-
-
-def cpu_seconds() -> dict[str, float]:
-    """CPU seconds so far per stack component (children of `feast serve` count as feast serve)."""
-    out: dict[str, float] = {}
-    for proc in psutil.process_iter():
-        name = component(proc)
-        if name is None:
-            continue
-        try:
-            times = proc.cpu_times()
-        except psutil.Error:
-            continue
-        out[name] = out.get(name, 0.0) + times.user + times.system
-    return out
 
 
 def write_changes(conninfo: str, table: str, ids: list[int], changes: Any, stop: Any) -> None:
@@ -238,12 +200,13 @@ def main() -> None:
             features=FEATURES[1:2], entity_rows=[{"customer_id": ids[0]}]
         ).to_dict()["credit_limit"] == [1.0]:
             time.sleep(0.1)
-        busy_start, changed_before, cpu_before = time.monotonic(), changes.value, cpu_seconds()
+        cpu = CpuShares(children="Postgres writer (bench)")
+        busy_start, changed_before = time.monotonic(), changes.value
+        cpu.start()
         busy = measure(server.url, store, ids, args.requests)
         busy_s = time.monotonic() - busy_start
         rate = (changes.value - changed_before) / busy_s
-        cpu_after = cpu_seconds()
-        cores = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / busy_s for k in cpu_after}
+        cpu.stop()
         stop.set()
         writer.join(30)
 
@@ -272,11 +235,7 @@ def main() -> None:
         print(
             f"  (while measuring 'processor writing', Postgres committed {rate:,.0f} row changes/s into the stream)"
         )
-        print(
-            f"  CPU while measuring 'processor writing' ({psutil.cpu_count()} cores, cores in use per component): "
-            + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cores.items(), key=lambda kv: -kv[1]))
-            + f"; all of them {sum(cores.values()):.2f}"
-        )
+        print(f"  CPU while measuring 'processor writing' ({cpu})")
         print(
             "  anchor (ARCHITECTURE.md, same kind of machine): feast serve p50 2.5 ms, p99 4.8 ms for 1 entity x 9 features"
         )
