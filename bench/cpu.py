@@ -39,9 +39,9 @@ def component(proc: psutil.Process, children: str, own: str = "bench client") ->
     return None
 
 
-def cpu_seconds(children: str, own: str = "bench client") -> dict[str, float]:
-    """CPU seconds so far per stack component (children of `feast serve` count as feast serve)."""
-    out: dict[str, float] = {}
+def cpu_seconds(children: str, own: str = "bench client") -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of each stack process, by pid: (its component, seconds)."""
+    out: dict[int, tuple[str, float]] = {}
     for proc in psutil.process_iter():
         name = component(proc, children, own)
         if name is None:
@@ -50,7 +50,7 @@ def cpu_seconds(children: str, own: str = "bench client") -> dict[str, float]:
             times = proc.cpu_times()
         except psutil.Error:
             continue
-        out[name] = out.get(name, 0.0) + times.user + times.system
+        out[proc.pid] = (name, times.user + times.system)
     return out
 
 
@@ -66,8 +66,12 @@ class CpuShares:
 
     def stop(self) -> dict[str, float]:
         elapsed, after = time.monotonic() - self._t, cpu_seconds(self.children, self.own)
-        # A process that exited meanwhile (a worker) drops out of ``after``: its share is not counted.
-        self.cores = {k: max(0.0, after[k] - self._before.get(k, 0.0)) / elapsed for k in after}
+        # Per process: one that exited meanwhile (a backend, a worker) is not counted (its last seconds
+        # are lost, not subtracted from the others of its component); one that started counts whole.
+        self.cores = {}
+        for pid, (name, seconds) in after.items():
+            start = self._before.get(pid, (name, 0.0))[1]
+            self.cores[name] = self.cores.get(name, 0.0) + (seconds - start) / elapsed
         return self.cores
 
     def __str__(self) -> str:
