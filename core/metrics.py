@@ -12,6 +12,7 @@ directly from it, which works in either mode (``Gauge.set_function`` does not: n
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -194,6 +195,25 @@ WATCH_UP = Gauge(
 )
 
 CONNECT_STATES = ("RUNNING", "PAUSED", "STOPPED", "FAILED", "UNASSIGNED", "RESTARTING")
+
+
+def observe_many(histogram: Histogram, values: Iterable[float]) -> None:
+    """``histogram.observe(v)`` for each of ``values``, as one increment per bucket: observing a batch's
+    rows one by one was ~5% of the processor's time (each observe locks and writes mmap'd values in
+    multiprocess mode). prometheus-client has no bulk observe; this uses its bucket and sum values,
+    checked against ``observe`` by tests/unit/test_metrics.py."""
+    bounds = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    total = 0.0
+    for value in values:
+        counts[bisect.bisect_left(bounds, value)] += 1  # observe's bucket: the first bound >= value
+        total += value
+    if not any(counts):
+        return
+    histogram._sum.inc(total)
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def set_state(gauge: Gauge, current: str, labels: Iterable[str]) -> None:

@@ -403,9 +403,6 @@ def _count_online(applied: list[SinkRow], skipped: Sequence[SinkRow]) -> None:
         per_view[row.view].append((now - row.event_time).total_seconds() if row.cdc_op != "r" else -1.0)
     for view, ages in per_view.items():
         metrics.ROWS_WRITTEN.labels(view).inc(len(ages))
-        histogram = metrics.COMMIT_TO_ONLINE.labels(view)
-        for age in ages:
-            if age >= 0:
-                histogram.observe(age)
+        metrics.observe_many(metrics.COMMIT_TO_ONLINE.labels(view), [age for age in ages if age >= 0])
     for row in skipped:
         metrics.ROWS_SKIPPED_OLDER.labels(row.view).inc()
