@@ -11,6 +11,7 @@ goes through Feast; tests/unit/test_value_bytes.py holds the two byte-equal.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,11 @@ _FIELDS: dict[ValueType, tuple[str, type, tuple[int, int] | None]] = {
     ValueType.BOOL: ("bool_val", bool, None),
 }
 
+# ``double_val`` is field 5, fixed 64-bit: tag (5 << 3) | 1, then the IEEE bytes, little-endian. A oneof
+# member, so 0.0 is written too.
+_DOUBLE_TAG = b"\x29"
+_pack_double = struct.Struct("<d").pack
+
 
 def value_bytes(values: Sequence[Any], value_type: ValueType) -> list[bytes]:
     """Each value serialised as Feast's ``ValueProto`` of ``value_type`` (Feast's own rules throughout)."""
@@ -43,22 +49,31 @@ def _fast(values: Sequence[Any], value_type: ValueType) -> list[bytes] | None:
         return None
     field, kind, bounds = spec
     out: list[bytes] = []
+    # A column's values repeat (countries, segments, flags): each distinct one is serialised once. All
+    # values are exactly ``kind`` here (checked below), so 1 and True never share an entry.
+    made: dict[Any, bytes] = {}
     for value in values:
         if value is None:
             out.append(b"")
         elif not _exactly(value, kind):
             return None  # a bool in an int column, numpy scalars, ...: Feast decides
-        elif bounds is not None and not bounds[0] <= value <= bounds[1]:
-            return None  # Feast's error, not ours
-        elif kind is float and math.isnan(value):
-            out.append(b"")  # pd.isnull(NaN): Feast stores no value
-        elif kind is str:
-            try:
-                out.append(ValueProto(string_val=value).SerializeToString())
-            except (UnicodeEncodeError, ValueError):  # a lone surrogate: Feast's behaviour
-                return None
+        elif kind is float:
+            if math.isnan(value):
+                out.append(b"")  # pd.isnull(NaN): Feast stores no value
+            elif value_type is ValueType.DOUBLE:
+                out.append(_DOUBLE_TAG + _pack_double(value))  # the protobuf's exact bytes, 6x cheaper
+            else:
+                out.append(ValueProto(**{field: value}).SerializeToString())
         else:
-            out.append(ValueProto(**{field: value}).SerializeToString())
+            raw = made.get(value)
+            if raw is None:
+                if bounds is not None and not bounds[0] <= value <= bounds[1]:
+                    return None  # Feast's error, not ours
+                try:
+                    raw = made[value] = ValueProto(**{field: value}).SerializeToString()
+                except (UnicodeEncodeError, ValueError):  # a lone surrogate: Feast's behaviour
+                    return None
+            out.append(raw)
     return out
 
 
