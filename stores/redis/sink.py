@@ -135,7 +135,10 @@ def _join_keys(keys: dict[str, Any]) -> bytes:
     """An entity's join keys as JSON (read back by ``json.loads``): msgspec for ints and strings, the
     usual case and 10x cheaper; ``json.dumps`` with ``str`` for anything else, as before."""
     if all(type(v) is int or type(v) is str for v in keys.values()):
-        return _JSON.encode(keys)
+        try:
+            return _JSON.encode(keys)
+        except UnicodeEncodeError:  # a lone surrogate: json escapes it
+            pass
     return json.dumps(keys, default=str).encode()
 
 
