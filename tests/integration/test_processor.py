@@ -156,9 +156,17 @@ def test_offline_history_is_point_in_time_correct(stack: StackHandle, platform: 
             .to_df()
         )
         df = df.sort_values("event_timestamp").reset_index(drop=True)
-        return [df] if len(df) == 3 and df["segment"].tolist()[:2] == ["standard", "gold"] else None
+        # The history is appended just after the online write, so the delete can be online before its
+        # tombstone is in the history: wait for all three changes, then check their values.
+        return (
+            [df]
+            if len(df) == 3
+            and df["segment"].tolist()[:2] == ["standard", "gold"]
+            and pd.isna(df["segment"][2])
+            else None
+        )
 
-    [df] = wait_until(history, 60, "the history in the offline store")
+    [df] = wait_until(history, 60, "the three changes (insert, update, delete) in the offline store")
     assert df["credit_limit"].tolist()[:2] == [100.0, 500.0]
     assert pd.isna(df["segment"][2]) and pd.isna(df["credit_limit"][2])  # deleted: no value after the delete
 
