@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import cleanup, drop_online_store, setup, use_online_store
 from bench.cpu import CpuShares
 from connectors.deploy import deploy
+from core import procs
 from core.settings import PROJECT_ROOT
 from jobs.pg_backfill import PostgresBackfill
 from serving.feature_server import FeatureServer
@@ -63,6 +64,7 @@ def pct(samples: list[float]) -> str:
 def write_changes(conninfo: str, table: str, ids: list[int], changes: Any, stop: Any) -> None:
     """Bulk updates, 200 rows per transaction, as fast as Postgres takes them, until ``stop`` is set;
     ``changes`` counts the rows changed (runs in a process of its own)."""
+    procs.make_normal()  # the application's writes are not latency-critical (the client is real-time)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         r = 2
         while not stop.is_set():
@@ -183,8 +185,20 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("the processor did not catch up with the seeded rows in 300 s")
             time.sleep(0.2)
-        server = FeatureServer(settings.feature_repo, "127.0.0.1", free_port(), log=root / "serve.log")
+        prio = settings.serving_rt_priority
+        server = FeatureServer(
+            settings.feature_repo, "127.0.0.1", free_port(), log=root / "serve.log", rt_priority=prio
+        )
         server.start()
+        # This client is the model service: on a host shared with ingest it runs as `featurectl serve`
+        # does (docs/performance.md, lookups under ingest), or its own waits for a core land in the
+        # figures, the in-process ones above all.
+        scheduling = (
+            f"feast serve{', the local Redis' if args.online_store == 'redis' else ''} and this client "
+            f"SCHED_RR at priority {prio}"
+            if prio and procs.make_realtime(prio) and procs.is_realtime(server.proc.pid)  # type: ignore[union-attr]
+            else "normal scheduling (FEATURECTL_SERVING_RT_PRIORITY=0 or not privileged)"
+        )
         idle = measure(server.url, store, ids, args.requests)
 
         # The writer is a process of its own, as the application writing to Postgres would be: as a thread
@@ -209,6 +223,7 @@ def main() -> None:
         cpu.stop()
         stop.set()
         writer.join(30)
+        procs.make_normal()  # the backfill below is throughput work
 
         validator = BatchValidator(SuiteStore(settings.suites_dir))
         dlq = DeadLetterSink(settings.kafka_client(), settings.dlq_topic)
@@ -230,6 +245,7 @@ def main() -> None:
             f"lookups of {len(FEATURES)} features, {args.requests} requests per case after {WARMUP} not measured, "
             f"{args.online_store} online store"
         )
+        print(f"  scheduling: {scheduling}")
         for case in idle:
             print(f"  {case:<24} idle: {idle[case]:<28} processor writing: {busy[case]}")
         print(

@@ -142,7 +142,9 @@ class Settings(BaseSettings):
         "(docs/performance.md). Read when the server starts.",
     )
     redis_port: int = Field(26379, description="Port of the local Redis online store (not 6379).")
-    milvus_port: int = Field(29530, description="Port of the local Milvus online store, milvus-lite (not 19530).")
+    milvus_port: int = Field(
+        29530, description="Port of the local Milvus online store, milvus-lite (not 19530)."
+    )
     redis_password: SecretStr | None = Field(
         None,
         description="Password of the local Redis (requirepass); feature_store.yaml reads ${FEATURECTL_REDIS_PASSWORD}.",
@@ -154,6 +156,15 @@ class Settings(BaseSettings):
     # --- serving ---------------------------------------------------------------------------
     serve_host: str = Field("127.0.0.1", description="Address the Feast feature server listens on.")
     serve_port: int = Field(6566, description="Port of the Feast feature server (`featurectl serve`).")
+    serving_rt_priority: int = Field(
+        1,
+        ge=0,
+        le=99,
+        description="Real-time (SCHED_RR) priority of what a lookup waits on: `featurectl serve`'s feature "
+        "server and the local Redis. On a host where ingest keeps the cores busy, lookups then never wait "
+        "for a core (needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO; without, a warning says so); "
+        "0 = normal scheduling.",
+    )
     ui_host: str = Field("127.0.0.1", description="Address Feast's web UI listens on (`featurectl ui`).")
     ui_port: int = Field(8888, description="Port of Feast's web UI (`featurectl ui`; Feast's own default).")
 

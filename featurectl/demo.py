@@ -156,6 +156,7 @@ def over_http(settings: Settings, customer_id: int, product_id: int) -> None:
         settings.serve_host,
         settings.serve_port,
         log=settings.data_dir / "logs" / "feature-server.log",
+        rt_priority=settings.serving_rt_priority,
     )
     started = not server.healthy()  # a `featurectl serve` already running is used as it is
     if started:

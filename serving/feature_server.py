@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 
 from core.errors import FeatureCtlError
-from core.procs import port_owner, wait_for
+from core.procs import port_owner, realtime_preexec, wait_for, warn_unless_realtime
 from serving.feast_cli import ADDRESS_ENV
 
 logger = logging.getLogger(__name__)
@@ -37,12 +37,15 @@ class FeatureServer:
         registry_ttl_s: int = 5,
         log: Path | None = None,
         metrics_port: int | None = None,
+        rt_priority: int = 0,
     ) -> None:
         self.repo = repo
         self.host = host
         self.port = port
         self.metrics_port = metrics_port  # Feast's own server metrics (serving/feast_cli.py), on ``host``
         self.registry_ttl_s = registry_ttl_s
+        # > 0: SCHED_RR at this priority, for the server and the worker it forks (settings.serving_rt_priority).
+        self.rt_priority = rt_priority
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -95,9 +98,17 @@ class FeatureServer:
             argv.append("--metrics")
             env[ADDRESS_ENV] = f"{self.host}:{self.metrics_port}"
         self.proc = subprocess.Popen(
-            argv, cwd=self.repo, stdout=out, stderr=subprocess.STDOUT if out else None, env=env
+            argv,
+            cwd=self.repo,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            env=env,
+            # Inherited by gunicorn's worker (a fork) and its threads: the whole lookup path.
+            preexec_fn=realtime_preexec(self.rt_priority) if self.rt_priority > 0 else None,
         )
         wait_for(self.healthy, timeout_s, f"`feast {self.command}` at {self.url}", check=self._alive)
+        if self.rt_priority > 0:
+            warn_unless_realtime(self.proc.pid, f"feast {self.command}", self.rt_priority)
         logger.info(
             "feast %s ready at %s (repo %s, pid %d)", self.command, self.url, self.repo, self.proc.pid
         )

@@ -62,7 +62,11 @@ class RedisServer:
         self.home.chmod(0o700)
         (self.settings.data_dir / "logs").mkdir(exist_ok=True)
         conf = self._config()
-        pid = procs.spawn(self.daemon, ["redis-server", str(conf)])
+        # Every lookup of a Redis online store waits on this one thread: real-time, so a lookup never
+        # waits behind ingest for a core (core/procs.py, settings.serving_rt_priority).
+        pid = procs.spawn(
+            self.daemon, ["redis-server", str(conf)], rt_priority=self.settings.serving_rt_priority
+        )
         procs.wait_for(
             self.ready,
             self.settings.startup_timeout_s,

@@ -29,6 +29,7 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
         host or settings.serve_host,
         port or settings.serve_port,
         metrics_port=ctx.meta.get("metrics_port"),  # Feast's own server metrics, on the same address
+        rt_priority=settings.serving_rt_priority,
     )
     run_server(
         server,

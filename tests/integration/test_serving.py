@@ -15,6 +15,7 @@ import psycopg
 import pytest
 import requests
 
+from core import procs
 from core.settings import PROJECT_ROOT
 from tests.integration.conftest import SCALAR_STORES, StackHandle
 from tests.integration.helpers import wait_until
@@ -151,6 +152,12 @@ def test_http_lookups_see_changes_while_the_processor_writes(
         return {p.pid for p in psutil.Process(server.pid).children(recursive=True) if p.status() != "zombie"}
 
     before = workers()
+    # Lookups never wait behind ingest for a core: the feature server and its worker run real-time
+    # (settings.serving_rt_priority; CI runs as root), as does the local Redis a lookup waits on.
+    assert before and all(procs.is_realtime(pid) for pid in before)
+    if platform.online_store == "redis":
+        redis_pid = request.getfixturevalue("local_redis").server.pid()
+        assert redis_pid and procs.is_realtime(redis_pid)
     session = requests.Session()
     for i in range(1100):
         r = session.post(

@@ -75,3 +75,45 @@ def test_a_daemon_spawned_nice_runs_behind_the_callers_session(tmp_path: Path) -
             assert Path(f"/proc/{pid}/autogroup").read_text().rstrip().endswith("nice 7")
     finally:
         assert procs.stop(d, grace_s=5)
+
+
+def test_a_daemon_spawned_realtime_runs_sched_rr_and_its_forks_and_threads_do_not(tmp_path: Path) -> None:
+    """The local Redis is spawned real-time (settings.serving_rt_priority): a lookup never waits behind
+    ingest for a core. Its AOF rewrite child and background threads are throughput work: reset on fork."""
+    d = procs.Daemon("sleeper", tmp_path / "s.pid", tmp_path / "s.log", marker=str(tmp_path))
+    pid = procs.spawn(d, [sys.executable, "-c", f"import time; time.sleep(30)  # {tmp_path}"], rt_priority=1)
+    try:
+        assert procs.is_realtime(pid)  # CI runs as root (CAP_SYS_NICE)
+        assert os.sched_getscheduler(pid) == os.SCHED_RR | os.SCHED_RESET_ON_FORK
+        assert os.sched_getparam(pid).sched_priority == 1
+    finally:
+        assert procs.stop(d, grace_s=5)
+
+
+def test_without_the_privilege_a_realtime_spawn_runs_normal_and_the_warning_names_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refused(*_: object) -> None:  # what an unprivileged user gets (no CAP_SYS_NICE, RLIMIT_RTPRIO 0)
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refused)  # the forked child runs this module's os too
+    d = procs.Daemon("sleeper", tmp_path / "s.pid", tmp_path / "s.log", marker=str(tmp_path))
+    pid = procs.spawn(d, [sys.executable, "-c", f"import time; time.sleep(30)  # {tmp_path}"], rt_priority=1)
+    try:
+        assert procs.alive(pid) and not procs.is_realtime(pid)
+        assert "runs with normal scheduling" in caplog.text
+        assert "CAP_SYS_NICE" in caplog.text and "FEATURECTL_SERVING_RT_PRIORITY=0" in caplog.text
+        assert procs.make_realtime(1) is False
+    finally:
+        assert procs.stop(d, grace_s=5)
+
+
+def test_make_realtime_and_back_to_normal_for_a_running_process() -> None:
+    """A model service doing in-process lookups on a shared host makes itself real-time like the server."""
+    assert not procs.is_realtime(os.getpid())
+    try:
+        assert procs.make_realtime(1)
+        assert procs.is_realtime(os.getpid())
+    finally:
+        procs.make_normal()
+    assert not procs.is_realtime(os.getpid())
