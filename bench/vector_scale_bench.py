@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/vector_scale_bench.py [--vectors 1000000] [--queries 100] [--ef-search 100,200]
         [--warm-up 200]
-        [--m 16] [--ef-construction 64] [--vector-type vector|halfvec] [--data structured|isotropic|docstrings]
+        [--m 16] [--ef-construction 64] [--vector-type vector|halfvec] [--quantization none|binary]
+        [--rerank 200] [--data structured|isotropic|docstrings]
         [--writing 1000]
 
 Writing a million vectors one row at a time through a live HNSW index is slow (~550 vectors/s here,
@@ -151,7 +152,15 @@ def warm_up(store: FeatureStore, vectors: np.ndarray, count: int) -> str:
     return pct(samples)
 
 
-def split(store: FeatureStore, conninfo: str, table: str, queries: np.ndarray, ef_search: int) -> str:
+def split(
+    store: FeatureStore,
+    conninfo: str,
+    table: str,
+    queries: np.ndarray,
+    ef_search: int,
+    quantization: str,
+    rerank: int,
+) -> str:
     """Where a top-10 query's time goes, p50 ms over ``queries``: the HNSW scan inside the server (``EXPLAIN
     ANALYZE`` of the nearest-vectors step alone), the plugin's ``retrieve_online_documents_v2`` (its round
     trips, the join to the entities, decoding), Feast's ``FeatureStore`` method around it, and that method with
@@ -162,9 +171,16 @@ def split(store: FeatureStore, conninfo: str, table: str, queries: np.ndarray, e
     plugin: list[float] = []
     feast_api: list[float] = []
     feast_cached: list[float] = []
+    # The nearest-vectors step of stores/postgres/feast.py search_query (binary: the candidates re-ranked).
     explain = sql.SQL(
-        "EXPLAIN (ANALYZE, FORMAT JSON) SELECT vec_hash FROM {} ORDER BY vector <=> %s::vector(384) LIMIT 10"
+        "EXPLAIN (ANALYZE, FORMAT JSON) SELECT vec_hash FROM (SELECT vec_hash, vector FROM {} ORDER BY "
+        "binary_quantize(vector)::bit(384) <~> binary_quantize(%(q)s::vector(384))::bit(384) LIMIT %(c)s) c "
+        "ORDER BY vector <=> %(q)s::vector(384) LIMIT 10"
+        if quantization == "binary"
+        else "EXPLAIN (ANALYZE, FORMAT JSON) SELECT vec_hash FROM {} ORDER BY vector <=> %(q)s::vector(384) LIMIT 10"
     ).format(sql.Identifier(distinct_vectors_table(table)))
+    if quantization == "binary":
+        ef_search = max(ef_search, rerank)  # as the plugin sets it
 
     def through_feast(q: np.ndarray) -> float:
         t = time.perf_counter()
@@ -174,7 +190,7 @@ def split(store: FeatureStore, conninfo: str, table: str, queries: np.ndarray, e
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef_search)))
         for q in queries:
-            plan = conn.execute(explain, (str(q.tolist()),)).fetchone()
+            plan = conn.execute(explain, {"q": str(q.tolist()), "c": max(rerank, 10)}).fetchone()
             assert plan is not None
             scan.append(plan[0][0]["Execution Time"])
             t = time.perf_counter()
@@ -227,6 +243,16 @@ def main() -> None:
         help="how the index stores its vectors (the store's vector_type): 32-bit vector or 16-bit halfvec",
     )
     parser.add_argument(
+        "--quantization",
+        choices=("none", "binary"),
+        default="none",
+        help="what the index navigates by (the store's quantization): the vectors, or their sign bits "
+        "(binary_quantize, Hamming) with the nearest --rerank candidates ranked exactly",
+    )
+    parser.add_argument(
+        "--rerank", type=int, default=200, help="candidates re-ranked per search with --quantization binary"
+    )
+    parser.add_argument(
         "--writing",
         type=int,
         default=0,
@@ -255,7 +281,10 @@ def main() -> None:
     schema, pg_yaml = (
         (args.reuse, online_pg_yaml(settings, args.reuse)) if args.reuse else pg_schema(settings, online)
     )
-    pg_yaml += f"  hnsw_m: {args.m}\n  hnsw_ef_construction: {args.ef_construction}\n  vector_type: {args.vector_type}\n"
+    pg_yaml += (
+        f"  hnsw_m: {args.m}\n  hnsw_ef_construction: {args.ef_construction}\n  vector_type: {args.vector_type}\n"
+        f"  quantization: {args.quantization}\n  rerank_candidates: {args.rerank}\n"
+    )
     root = Path(tempfile.mkdtemp(prefix="vector-bench-"))
     try:
         store = repo(root, "postgres", pg_yaml)
@@ -291,7 +320,10 @@ def main() -> None:
                 conn.commit()
             built = time.perf_counter() - start
             print(
-                f"HNSW index built (m={args.m}, ef_construction={args.ef_construction}, {args.vector_type}): "
+                f"HNSW index built (m={args.m}, ef_construction={args.ef_construction}, {args.vector_type}, "
+                f"quantization {args.quantization}"
+                + (f", {args.rerank} candidates re-ranked" if args.quantization == "binary" else "")
+                + "): "
                 f"{built:.0f} s",
                 flush=True,
             )
@@ -307,7 +339,9 @@ def main() -> None:
             print(
                 f"top-10 of {args.vectors:,} (ef_search {ef_search}): p50/p99 {latency}, recall@10 {recall:.2f}"
             )
-            print(f"  where a query's time goes (p50): {split(store, conninfo, table, queries, ef_search)}")
+            print(
+                f"  where a query's time goes (p50): {split(store, conninfo, table, queries, ef_search, args.quantization, args.rerank)}"
+            )
         if args.writing:
             ctx = multiprocessing.get_context("spawn")
             stop, written = ctx.Event(), ctx.Value("q", 0)

@@ -194,6 +194,47 @@ OPERATORS = {
     "l1": ("<+>", "l1_ops"),
 }
 
+# What the HNSW index navigates by: the vectors (``none``) or one bit per dimension (``binary``, re-ranked exactly).
+QUANTIZATIONS = ("none", "binary")
+
+
+def vector_index_ddl(
+    table: str, dim: int, metric: str, vector_type: str, quantization: str, m: int, ef_construction: int
+) -> sql.Composed:
+    """The HNSW index of ``distinct_vectors_table(table)`` (``vector_index_name``), if missing: over the vectors
+    (``vector_type``'s operator class for ``metric``) or, ``binary``, over their sign bits (pgvector's
+    ``binary_quantize``, Hamming distance), the expression ``search_query`` orders by."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization {quantization!r}: use one of {', '.join(QUANTIZATIONS)}")
+    _, ops = OPERATORS[metric]
+    column = (
+        sql.SQL("(binary_quantize(vector)::bit({}))").format(sql.Literal(dim))
+        if quantization == "binary"
+        else sql.SQL("vector")
+    )
+    opclass = "bit_hamming_ops" if quantization == "binary" else f"{vector_type}_{ops}"
+    return sql.SQL(
+        "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw ({} {}) WITH (m = {}, ef_construction = {})"
+    ).format(
+        sql.Identifier(vector_index_name(table)),
+        sql.Identifier(distinct_vectors_table(table)),
+        column,
+        sql.SQL(opclass),
+        sql.Literal(m),
+        sql.Literal(ef_construction),
+    )
+
+
+def vector_index_quantization(cur: Any, table: str) -> str | None:
+    """How the view's HNSW index was built (``QUANTIZATIONS``), or None when there is none."""
+    cur.execute(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = %s",
+        (vector_index_name(table),),
+    )
+    row = cur.fetchone()
+    return None if row is None else ("binary" if "binary_quantize" in row[0] else "none")
+
+
 # How the HNSW index's copy of each distinct vector is stored: pgvector's 32-bit ``vector`` or 16-bit
 # ``halfvec`` (half the index's pages; distances to ~3 significant digits).
 VECTOR_TYPES = ("vector", "halfvec")

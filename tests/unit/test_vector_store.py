@@ -310,3 +310,72 @@ def test_a_change_of_vector_type_rebuilds_the_index_with_every_vector_and_search
     stored, indexes = stored_type_and_plan()
     assert stored == "vector" and vector_index_name(table) in indexes, indexes
     assert [pid for pid, _ in search(vectors[39])][:1] == [39]
+
+
+def test_binary_quantization_searches_the_sign_bits_and_ranks_by_exact_distance(
+    postgres_store: FeatureStore,
+) -> None:
+    """``quantization: binary`` at ``feast apply``: the index is rebuilt over the vectors' sign bits (Hamming) with
+    every vector written before, new ones join it, a search goes through it and returns the exact nearest with
+    their exact cosine distances (the candidates re-ranked on the stored vectors), not Hamming ones; back to
+    ``none`` the index is over the vectors again."""
+    from feast.infra.online_stores.helpers import compute_table_id
+
+    from stores.postgres.feast import search_query
+    from stores.postgres.tables import vector_index_name, vector_index_quantization
+
+    fp = fingerprint(postgres_store)
+    view = postgres_store.get_feature_view(VIEW)
+    spec = spec_for(view)
+    assert spec is not None
+    table = compute_table_id(postgres_store.config.project, view)
+    online, config = postgres_store._get_provider().online_store, postgres_store.config
+    rng = np.random.default_rng(11)
+    # 8 topics of 10 products each: a product's nearest are its topic's, as with text embeddings.
+    centres = rng.normal(size=(8, 384))
+    vectors = (np.repeat(centres, 10, axis=0) + 0.3 * rng.normal(size=(80, 384))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    sink = open_online_sink(postgres_store)
+    sink.add([product(pid, 1, vectors[pid].tolist(), f"p{pid}", model=fp) for pid in range(40)])
+    sink.flush()
+
+    def search(query: np.ndarray) -> list[tuple[int, float]]:
+        got = postgres_store.retrieve_online_documents_v2(
+            features=[f"{VIEW}:name"], query=query.tolist(), top_k=5
+        ).to_dict()
+        return sorted(zip(got["product_id"], got["distance"], strict=True), key=lambda hit: hit[1])
+
+    def built_and_plan(quantization: str) -> tuple[str | None, list[str]]:
+        with online._get_conn(config, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute("SET enable_seqscan = off")  # 80 rows: the planner would scan them all (also fine)
+            params = {"q": str(vectors[0].tolist()), "k": 5, "c": 20, "features": ["embedding", "name"]}
+            cur.execute(
+                b"EXPLAIN (FORMAT JSON) " + search_query(table, spec, quantization).as_bytes(conn), params
+            )
+            row = cur.fetchone()
+            cur.execute("RESET enable_seqscan")
+            assert row is not None
+            indexes = [n.get("Index Name", "") for n in _plan_nodes(row[0][0]["Plan"])]
+            return vector_index_quantization(cur, table), indexes
+
+    try:
+        config.online_store.quantization = "binary"
+        config.online_store.rerank_candidates = 20
+        online.update(config, [], [view], [], [], partial=True)
+        built, indexes = built_and_plan("binary")
+        assert built == "binary" and vector_index_name(table) in indexes, indexes
+        sink.add([product(pid, 1, vectors[pid].tolist(), f"p{pid}", model=fp) for pid in range(40, 80)])
+        sink.flush()
+        for pid in (0, 13, 39, 40, 79):  # written before the change, and after
+            hits = search(vectors[pid])
+            distances = 1 - vectors @ vectors[pid]
+            exact = np.argsort(distances)[:5]
+            assert [p for p, _ in hits] == exact.tolist(), hits
+            assert [d for _, d in hits] == pytest.approx(distances[exact], abs=1e-5)
+    finally:
+        config.online_store.quantization = "none"
+        online.update(config, [], [view], [], [], partial=True)
+        sink.close()
+    built, indexes = built_and_plan("none")
+    assert built == "none" and vector_index_name(table) in indexes, indexes
+    assert [pid for pid, _ in search(vectors[79])][:1] == [79]
