@@ -201,6 +201,32 @@ def _plan_nodes(plan: dict) -> list[dict]:  # type: ignore[type-arg]
     return [plan, *(n for child in plan.get("Plans", []) for n in _plan_nodes(child))]
 
 
+def _search_indexes(store: FeatureStore, query: np.ndarray, quantization: str = "none") -> list[str]:
+    """The indexes the plugin's similarity search (stores/postgres/feast.py ``search_query``) plans to use for
+    ``query``, sequential scans disabled (a small table would be scanned whole, which is also fine)."""
+    from feast.infra.online_stores.helpers import compute_table_id
+
+    from stores.postgres.feast import search_query
+
+    view = store.get_feature_view(VIEW)
+    spec = spec_for(view)
+    assert spec is not None
+    table = compute_table_id(store.config.project, view)
+    with (
+        store._get_provider().online_store._get_conn(store.config, autocommit=True) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("SET enable_seqscan = off")
+        params = {"q": str(query.tolist()), "k": 5, "c": 20, "features": ["embedding", "name"]}
+        cur.execute(
+            b"EXPLAIN (FORMAT JSON) " + search_query(table, spec, quantization).as_bytes(conn), params
+        )
+        row = cur.fetchone()
+        cur.execute("RESET enable_seqscan")
+    assert row is not None
+    return [n.get("Index Name", "") for n in _plan_nodes(row[0][0]["Plan"])]
+
+
 def test_a_small_catalogue_is_searched_through_the_vector_hash_index(postgres_store: FeatureStore) -> None:
     """From the nearest vectors to the entities holding them, the search must look each vector up by its
     hash: the planner once hashed every product's vector per neighbour instead (a small table's cheap-looking
@@ -257,7 +283,6 @@ def test_a_change_of_vector_type_rebuilds_the_index_with_every_vector_and_search
     apply, the store serves as it is; back to ``vector`` the same."""
     from feast.infra.online_stores.helpers import compute_table_id
 
-    from stores.postgres.feast import search_query
     from stores.postgres.tables import distinct_vectors_type, vector_index_name
 
     fp = fingerprint(postgres_store)
@@ -280,14 +305,8 @@ def test_a_change_of_vector_type_rebuilds_the_index_with_every_vector_and_search
         return sorted(zip(got["product_id"], got["distance"], strict=True), key=lambda hit: hit[1])
 
     def stored_type_and_plan() -> tuple[str | None, list[str]]:
+        indexes = _search_indexes(postgres_store, vectors[0])
         with online._get_conn(config, autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute("SET enable_seqscan = off")  # 40 rows: the planner would scan them all (also fine)
-            params = {"q": str(vectors[0].tolist()), "k": 5, "features": ["embedding", "name"]}
-            cur.execute(b"EXPLAIN (FORMAT JSON) " + search_query(table, spec).as_bytes(conn), params)
-            row = cur.fetchone()
-            cur.execute("RESET enable_seqscan")
-            assert row is not None
-            indexes = [n.get("Index Name", "") for n in _plan_nodes(row[0][0]["Plan"])]
             return distinct_vectors_type(cur, table), indexes
 
     try:
@@ -321,7 +340,6 @@ def test_binary_quantization_searches_the_sign_bits_and_ranks_by_exact_distance(
     ``none`` the index is over the vectors again."""
     from feast.infra.online_stores.helpers import compute_table_id
 
-    from stores.postgres.feast import search_query
     from stores.postgres.tables import vector_index_name, vector_index_quantization
 
     fp = fingerprint(postgres_store)
@@ -346,16 +364,8 @@ def test_binary_quantization_searches_the_sign_bits_and_ranks_by_exact_distance(
         return sorted(zip(got["product_id"], got["distance"], strict=True), key=lambda hit: hit[1])
 
     def built_and_plan(quantization: str) -> tuple[str | None, list[str]]:
+        indexes = _search_indexes(postgres_store, vectors[0], quantization)
         with online._get_conn(config, autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute("SET enable_seqscan = off")  # 80 rows: the planner would scan them all (also fine)
-            params = {"q": str(vectors[0].tolist()), "k": 5, "c": 20, "features": ["embedding", "name"]}
-            cur.execute(
-                b"EXPLAIN (FORMAT JSON) " + search_query(table, spec, quantization).as_bytes(conn), params
-            )
-            row = cur.fetchone()
-            cur.execute("RESET enable_seqscan")
-            assert row is not None
-            indexes = [n.get("Index Name", "") for n in _plan_nodes(row[0][0]["Plan"])]
             return vector_index_quantization(cur, table), indexes
 
     try:
