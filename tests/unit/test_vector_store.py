@@ -201,6 +201,14 @@ def _plan_nodes(plan: dict) -> list[dict]:  # type: ignore[type-arg]
     return [plan, *(n for child in plan.get("Plans", []) for n in _plan_nodes(child))]
 
 
+def _top5(store: FeatureStore, query: np.ndarray) -> list[tuple[int, float]]:
+    """The 5 nearest products to ``query`` through Feast, as (product_id, distance), nearest first."""
+    got = store.retrieve_online_documents_v2(
+        features=[f"{VIEW}:name"], query=query.tolist(), top_k=5
+    ).to_dict()
+    return sorted(zip(got["product_id"], got["distance"], strict=True), key=lambda hit: hit[1])
+
+
 def _search_indexes(store: FeatureStore, query: np.ndarray, quantization: str = "none") -> list[str]:
     """The indexes the plugin's similarity search (stores/postgres/feast.py ``search_query``) plans to use for
     ``query``, sequential scans disabled (a small table would be scanned whole, which is also fine)."""
@@ -299,10 +307,7 @@ def test_a_change_of_vector_type_rebuilds_the_index_with_every_vector_and_search
     sink.flush()
 
     def search(query: np.ndarray) -> list[tuple[int, float]]:
-        got = postgres_store.retrieve_online_documents_v2(
-            features=[f"{VIEW}:name"], query=query.tolist(), top_k=5
-        ).to_dict()
-        return sorted(zip(got["product_id"], got["distance"], strict=True), key=lambda hit: hit[1])
+        return _top5(postgres_store, query)
 
     def stored_type_and_plan() -> tuple[str | None, list[str]]:
         indexes = _search_indexes(postgres_store, vectors[0])
@@ -358,10 +363,7 @@ def test_binary_quantization_searches_the_sign_bits_and_ranks_by_exact_distance(
     sink.flush()
 
     def search(query: np.ndarray) -> list[tuple[int, float]]:
-        got = postgres_store.retrieve_online_documents_v2(
-            features=[f"{VIEW}:name"], query=query.tolist(), top_k=5
-        ).to_dict()
-        return sorted(zip(got["product_id"], got["distance"], strict=True), key=lambda hit: hit[1])
+        return _top5(postgres_store, query)
 
     def built_and_plan(quantization: str) -> tuple[str | None, list[str]]:
         indexes = _search_indexes(postgres_store, vectors[0], quantization)
