@@ -5,6 +5,8 @@
         [--m 16] [--ef-construction 64] [--vector-type vector|halfvec] [--quantization none|binary]
         [--rerank 200] [--data structured|isotropic|docstrings]
         [--writing 1000]
+        [--vector-index external --index "USING vchordrq (vector vector_cosine_ops) WITH (options = ...)"
+         --search-setting vchordrq.probes=10 --extension vchord]
 
 Writing a million vectors one row at a time through a live HNSW index is slow (~550 vectors/s here,
 bench/online_store_bench.py), so a load of that size goes the way pgvector recommends for bulk loads:
@@ -17,6 +19,10 @@ default: their neighbour cosines and local intrinsic dimensionality match the pr
 sentences, bench/vector_data_bench.py), the older isotropic clusters (``--data isotropic``: far harder than
 any text, a stress case), or real sentence embeddings (``--data docstrings``, up to ~185,000 here). Starts
 the local online-store Postgres if needed.
+
+``--vector-index external --index SQL``: the plugin makes no index and the bench creates ``CREATE INDEX ... ON
+<distinct vectors> SQL`` after the load instead (e.g. VectorChord's ``vchordrq``, whose extension must be
+installed in the server and preloaded; ``--extension`` creates it), searched with the ``--search-setting``s.
 
 ``--writing RATE`` then measures the same queries while another process writes up to RATE new vectors/s
 through the sink into the same view, the HNSW index live (as the processor does when products change; the
@@ -161,7 +167,7 @@ def split(
     quantization: str,
     rerank: int,
 ) -> str:
-    """Where a top-10 query's time goes, p50 ms over ``queries``: the HNSW scan inside the server (``EXPLAIN
+    """Where a top-10 query's time goes, p50 ms over ``queries``: the index scan inside the server (``EXPLAIN
     ANALYZE`` of the nearest-vectors step alone), the plugin's ``retrieve_online_documents_v2`` (its round
     trips, the join to the entities, decoding), Feast's ``FeatureStore`` method around it, and that method with
     its view lookup cached (``feast_view_cached``)."""
@@ -189,6 +195,8 @@ def split(
 
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef_search)))
+        for name, value in store.config.online_store.search_settings.items():  # as the plugin sets them
+            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
         for q in queries:
             plan = conn.execute(explain, {"q": str(q.tolist()), "c": max(rerank, 10)}).fetchone()
             assert plan is not None
@@ -203,7 +211,7 @@ def split(
         feast_cached.extend(through_feast(q) for q in queries)
     median = statistics.median
     return (
-        f"HNSW scan in the server {median(scan):.2f} ms, the plugin's search {median(plugin):.2f} ms, "
+        f"index scan in the server {median(scan):.2f} ms, the plugin's search {median(plugin):.2f} ms, "
         f"through Feast {median(feast_api):.2f} ms (its view lookup cached, as Feast does for "
         f"get_online_features: {median(feast_cached):.2f} ms)"
     )
@@ -253,6 +261,31 @@ def main() -> None:
         "--rerank", type=int, default=200, help="candidates re-ranked per search with --quantization binary"
     )
     parser.add_argument(
+        "--vector-index",
+        choices=("hnsw", "external"),
+        default="hnsw",
+        help="who indexes the vectors (the store's vector_index): the plugin's HNSW, or the index --index creates",
+    )
+    parser.add_argument(
+        "--index",
+        metavar="SQL",
+        help="with --vector-index external: the index, as the tail of CREATE INDEX ... ON <distinct vectors> "
+        "(e.g. \"USING vchordrq (vector vector_cosine_ops) WITH (options = '[build.internal] lists = [2000]')\")",
+    )
+    parser.add_argument(
+        "--extension",
+        action="append",
+        default=[],
+        help="CREATE EXTENSION IF NOT EXISTS this (as the admin) first, e.g. vchord; repeatable",
+    )
+    parser.add_argument(
+        "--search-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a search_settings entry of the store (e.g. vchordrq.probes=10); repeatable",
+    )
+    parser.add_argument(
         "--writing",
         type=int,
         default=0,
@@ -272,19 +305,28 @@ def main() -> None:
         help="measure a schema kept by an earlier --keep run of the same --vectors/--data (no load, no build)",
     )
     args = parser.parse_args()
+    if (args.vector_index == "external") != bool(args.index or args.reuse):
+        parser.error("--index goes with --vector-index external (and is needed there, unless --reuse)")
+    search_settings = dict(item.split("=", 1) for item in args.search_setting)
     settings = load_settings()
     ensure_secrets_file(settings.secrets_file, GENERATED_SECRETS)
     online = OnlinePostgres(settings)
     online.start()
     online.bootstrap()
     export_store_secrets(settings)
+    for extension in args.extension:
+        with psycopg.connect(online.admin_conninfo(settings.online_pg_database), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)))
     schema, pg_yaml = (
         (args.reuse, online_pg_yaml(settings, args.reuse)) if args.reuse else pg_schema(settings, online)
     )
     pg_yaml += (
         f"  hnsw_m: {args.m}\n  hnsw_ef_construction: {args.ef_construction}\n  vector_type: {args.vector_type}\n"
         f"  quantization: {args.quantization}\n  rerank_candidates: {args.rerank}\n"
+        f"  vector_index: {args.vector_index}\n"
     )
+    if search_settings:
+        pg_yaml += "  search_settings:\n" + "".join(f"    {k}: '{v}'\n" for k, v in search_settings.items())
     root = Path(tempfile.mkdtemp(prefix="vector-bench-"))
     try:
         store = repo(root, "postgres", pg_yaml)
@@ -317,14 +359,26 @@ def main() -> None:
                     sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(args.maintenance_work_mem))
                 )
                 PgVectorOnlineStore._declare(cur, table, spec, store.config.online_store)
+                if args.index:  # external: the plugin made none
+                    cur.execute(
+                        sql.SQL("CREATE INDEX {} ON {} ").format(
+                            sql.Identifier(f"{table}__vectors_external"),
+                            sql.Identifier(distinct_vectors_table(table)),
+                        )
+                        + sql.SQL(args.index)
+                    )
                 conn.commit()
             built = time.perf_counter() - start
             print(
-                f"HNSW index built (m={args.m}, ef_construction={args.ef_construction}, {args.vector_type}, "
-                f"quantization {args.quantization}"
-                + (f", {args.rerank} candidates re-ranked" if args.quantization == "binary" else "")
-                + "): "
-                f"{built:.0f} s",
+                (
+                    f"index built ({args.index}): "
+                    if args.index
+                    else f"HNSW index built (m={args.m}, ef_construction={args.ef_construction}, {args.vector_type}, "
+                    f"quantization {args.quantization}"
+                    + (f", {args.rerank} candidates re-ranked" if args.quantization == "binary" else "")
+                    + "): "
+                )
+                + f"{built:.0f} s",
                 flush=True,
             )
         if args.warm_up:  # at the widest ef_search measured: it visits the most of the graph

@@ -24,16 +24,20 @@ features. What this adds:
   declaration, so vectors of two models are never stored or served together.
 - ``retrieve_online_documents_v2`` takes the nearest distinct vectors from the HNSW index, then the
   entities holding them (Feast's own query groups by entity first, which no index can serve).
+- ``vector_index: external``: no HNSW index; one you create on the distinct vectors (VectorChord's ``vchordrq``,
+  say) answers, with ``search_settings`` set on the plugin's connections.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import weakref
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import psycopg
 from feast import Entity, FeatureView, RepoConfig
 from feast.infra.key_encoding_utils import deserialize_entity_key
 from feast.infra.online_stores.helpers import compute_table_id
@@ -46,9 +50,10 @@ from feast.infra.utils.postgres.postgres_config import ConnectionType
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from psycopg import Connection, sql
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from aggregations.spec import aggregation_view
+from core.errors import ConfigError
 from embeddings.spec import EmbeddingSpec, spec_for
 from stores import contributions
 from stores.documents import Document, V2DocumentsOnly, in_entity_key_order, query_spec
@@ -60,6 +65,7 @@ from stores.postgres.tables import (
     distinct_vectors_type,
     drop_vector_sync,
     ensure_tables,
+    external_vector_indexes,
     legacy_vector_index_name,
     vector_index_ddl,
     vector_index_name,
@@ -68,6 +74,7 @@ from stores.postgres.tables import (
 )
 
 TYPE = "stores.postgres.feast.PgVectorOnlineStore"
+SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 OLD_TYPE = "onlinestore.pg_store.PgVectorOnlineStore"  # the name before stores/: onlinestore/, offlinestore/ keep it working
 
 
@@ -101,6 +108,33 @@ class PgVectorOnlineStoreConfig(PostgreSQLOnlineStoreConfig):
     top_k; ``hnsw_ef_search`` is raised to it when lower). More finds more of the true nearest, slower. 200:
     of real sentence embeddings (all-MiniLM-L6-v2, 20,000 sentences) the 100 nearest by Hamming hold 98.4% of
     the true top-10 and the 200 nearest 99.5% (docs/performance.md)."""
+    vector_index: Literal["hnsw", "external"] = "hnsw"
+    """Who indexes each embedding view's distinct vectors (the table ``<table>__vectors``, column ``vector``):
+    ``hnsw``, the plugin (pgvector's HNSW, the ``hnsw_*``, ``vector_type`` and ``quantization`` settings);
+    ``external``, you: ``feast apply`` drops the plugin's HNSW index and creates none, and an index you create
+    on that table answers the searches, e.g. VectorChord's ``vchordrq`` (IVF + RaBitQ over pgvector's types; on
+    the bench's million here its step in the server took 1.3 ms against HNSW's 5.8, through Feast p99 6.3 ms;
+    real text needs more lists probed, docs/performance.md). Your indexes on that table are re-created from their definitions whenever the plugin
+    rebuilds it (a model or ``vector_type`` change). docs/stores.md."""
+    search_settings: dict[str, str] = Field(default_factory=dict)
+    """Postgres settings the plugin sets on its connections before a similarity search, for the index that
+    answers it: e.g. ``vchordrq.probes: 10`` with ``vector_index: external``. Checked at ``feast apply``: a
+    name this Postgres does not know (a typo, or an extension not loaded) or a value it refuses is an error
+    there. ``hnsw.ef_search`` follows ``hnsw_ef_search`` unless set here."""
+
+    @field_validator("search_settings", mode="before")
+    @classmethod
+    def _setting_names(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # pydantic names the type it wanted
+        for name in value:
+            if not SETTING_NAME.fullmatch(name):
+                raise ValueError(
+                    f"search_settings: {name!r} is not a Postgres setting name (letters, digits and _, "
+                    "an extension's with its prefix: vchordrq.probes)"
+                )
+        # YAML reads 10 as a number and off as False: Postgres takes every value as text.
+        return {name: str(v).lower() if isinstance(v, bool) else str(v) for name, v in value.items()}
 
 
 def search_query(table: str, spec: EmbeddingSpec, quantization: str = "none") -> sql.Composed:
@@ -140,6 +174,30 @@ def search_query(table: str, spec: EmbeddingSpec, quantization: str = "none") ->
     )
 
 
+def check_search_settings(conn: Connection, settings: dict[str, str]) -> None:
+    """Raise ``ConfigError`` for a ``search_settings`` name this Postgres does not know (Postgres itself keeps
+    an unknown ``prefix.name`` as a placeholder that nothing reads) or a value it refuses. In a transaction the
+    caller rolls back."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT '[1]'::vector")  # loads pgvector in this session: its settings exist from then on
+        for name, value in settings.items():
+            try:
+                cur.execute("SELECT set_config(%s, %s::text, true)", (name, str(value)))
+                cur.execute("SELECT 1 FROM pg_settings WHERE name = %s", (name,))
+                known = cur.fetchone() is not None
+            except psycopg.Error as err:
+                raise ConfigError(
+                    f"online_store.search_settings: {name} = {value!r} was refused by Postgres: {err}",
+                    "fix it in feature_store.yaml",
+                ) from err
+            if not known:
+                raise ConfigError(
+                    f"online_store.search_settings: {name} is not a setting of this Postgres",
+                    "fix the name in feature_store.yaml, or load the extension that defines it "
+                    "(shared_preload_libraries; VectorChord needs it there)",
+                )
+
+
 class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
     """Postgres online store whose embedding views are searched through an HNSW index."""
 
@@ -147,6 +205,8 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
         super().__init__()
         # hnsw.ef_search as last set on each connection of this store (a connection the pool replaces is new).
         self._ef_search: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
+        # search_settings as last set on each connection.
+        self._settings: weakref.WeakKeyDictionary[Connection, dict[str, str]] = weakref.WeakKeyDictionary()
 
     @contextlib.contextmanager
     def _get_conn(self, config: RepoConfig, autocommit: bool = False) -> Iterator[Connection]:
@@ -180,27 +240,38 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
             config, tables_to_delete, tables_to_keep, entities_to_delete, entities_to_keep, partial
         )
         versioning = config.registry.enable_online_feature_view_versioning
+        settings = getattr(config.online_store, "search_settings", None)
+        if settings:
+            with self._get_conn(config) as conn:
+                try:
+                    check_search_settings(conn, settings)
+                finally:
+                    conn.rollback()  # set_config(..., true) lasted for the check only
         with self._get_conn(config) as conn, conn.cursor() as cur:
-            ensure_tables(cur)
-            for view in tables_to_keep:
-                spec = spec_for(view)
-                table = compute_table_id(config.project, view, versioning)
-                if spec is None:
-                    cur.execute(drop_vector_sync(table))
+            try:
+                ensure_tables(cur)
+                for view in tables_to_keep:
+                    spec = spec_for(view)
+                    table = compute_table_id(config.project, view, versioning)
+                    if spec is None:
+                        cur.execute(drop_vector_sync(table))
+                        cur.execute(f"DELETE FROM {MODELS} WHERE view = %s", (view.name,))
+                        continue
+                    if not config.online_store.vector_enabled:
+                        raise ValueError(
+                            f"feature view {view.name} declares an embedding, but the online store has no vectors: "
+                            "set `vector_enabled: true` under online_store in feature_store.yaml"
+                        )
+                    self._declare(cur, table, spec, config.online_store)
+                for view in tables_to_delete:
+                    cur.execute(drop_vector_sync(compute_table_id(config.project, view, versioning), False))
                     cur.execute(f"DELETE FROM {MODELS} WHERE view = %s", (view.name,))
-                    continue
-                if not config.online_store.vector_enabled:
-                    raise ValueError(
-                        f"feature view {view.name} declares an embedding, but the online store has no vectors: "
-                        "set `vector_enabled: true` under online_store in feature_store.yaml"
-                    )
-                self._declare(cur, table, spec, config.online_store)
-            for view in tables_to_delete:
-                cur.execute(drop_vector_sync(compute_table_id(config.project, view, versioning), False))
-                cur.execute(f"DELETE FROM {MODELS} WHERE view = %s", (view.name,))
-                cur.execute(f"DELETE FROM {TEXTS} WHERE view = %s", (view.name,))
-                cur.execute(f"DELETE FROM {contributions.TABLE} WHERE view = %s", (view.name,))
-            conn.commit()
+                    cur.execute(f"DELETE FROM {TEXTS} WHERE view = %s", (view.name,))
+                    cur.execute(f"DELETE FROM {contributions.TABLE} WHERE view = %s", (view.name,))
+                conn.commit()
+            except BaseException:
+                conn.rollback()  # the store's connection is reused: not left in a failed transaction
+                raise
 
     def online_read(
         self,
@@ -230,6 +301,8 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
     def _declare(cur: Any, table: str, spec: EmbeddingSpec, options: Any) -> None:
         """Record the view's model; on a change drop the old model's vectors and index first. Then make
         sure the distinct vectors, their trigger and their HNSW index exist (stores/postgres/tables.py)."""
+        # Indexes a DBA made on the distinct vectors go with the table when it is rebuilt below: re-created after.
+        theirs = external_vector_indexes(cur, table)
         cur.execute(f"SELECT fingerprint FROM {MODELS} WHERE view = %s FOR UPDATE", (spec.view,))
         row = cur.fetchone()
         if row is None or row[0] != spec.fingerprint:
@@ -258,6 +331,22 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
             # (searches meanwhile wait on the lock, and find every vector after).
             cur.execute(drop_vector_sync(table))
         cur.execute(vector_sync_ddl(table, spec.field, spec.dim, vector_type))
+        for name, definition in theirs:
+            cur.execute("SELECT to_regclass(%s)", (sql.Identifier(name).as_string(None),))
+            row = cur.fetchone()
+            if row is None or row[0] is None:
+                try:
+                    cur.execute(definition)
+                except psycopg.Error as err:
+                    raise ConfigError(
+                        f"feast apply rebuilt {distinct_vectors_table(table)} (a model or vector_type change), "
+                        f"and your index {name} on it could not be re-created: {err}",
+                        f"drop it before feast apply and create it again after ({definition})",
+                    ) from err
+        if getattr(options, "vector_index", "hnsw") == "external":
+            # Yours answers the searches: the plugin's would cost memory and every insert for nothing.
+            cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(vector_index_name(table))))
+            return
         quantization = getattr(options, "quantization", "none")
         if vector_index_quantization(cur, table) not in (None, quantization):
             # Built for the other quantization: rebuilt below (searches wait on the lock meanwhile).
@@ -310,6 +399,16 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
                 cur.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(ef_search)))
                 self._ef_search[conn] = ef_search
             params = {"q": str(list(embedding or [])), "k": top_k, "c": candidates, "features": wanted}
+            settings = getattr(config.online_store, "search_settings", None) or {}
+            if self._settings.get(conn, {}) != settings:  # likewise, once per connection and change
+                for name in self._settings.get(conn, {}).keys() - settings.keys():
+                    cur.execute(sql.SQL("RESET {}").format(sql.Identifier(name)))
+                if settings:
+                    cur.execute(
+                        "SELECT " + ", ".join(["set_config(%s, %s::text, false)"] * len(settings)),
+                        [part for name, value in settings.items() for part in (name, str(value))],
+                    )
+                self._settings[conn] = dict(settings)
             cur.execute(query, params)
             for raw_key, distance, feature, value, event_ts in cur:
                 held = found.setdefault(bytes(raw_key), (float(distance), event_ts, {}))

@@ -235,6 +235,23 @@ def vector_index_quantization(cur: Any, table: str) -> str | None:
     return None if row is None else ("binary" if "binary_quantize" in row[0] else "none")
 
 
+# Who indexes a view's distinct vectors: the plugin (pgvector's ``hnsw``), or the DBA (``external``: any index
+# on ``distinct_vectors_table``, e.g. VectorChord's ``vchordrq``; the plugin keeps it across table rebuilds).
+VECTOR_INDEXES = ("hnsw", "external")
+
+
+def external_vector_indexes(cur: Any, table: str) -> list[tuple[str, str]]:
+    """(name, ``CREATE INDEX`` statement) of each index on ``distinct_vectors_table(table)`` the plugin did not
+    make (neither the primary key nor ``vector_index_name``): indexes a DBA created, to re-create when the
+    plugin rebuilds the table. Empty when the table does not exist."""
+    cur.execute(
+        "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE i.indrelid = to_regclass(%s) AND NOT i.indisprimary AND c.relname <> %s ORDER BY c.relname",
+        (sql.Identifier(distinct_vectors_table(table)).as_string(None), vector_index_name(table)),
+    )
+    return [(str(name), str(definition)) for name, definition in cur.fetchall()]
+
+
 # How the HNSW index's copy of each distinct vector is stored: pgvector's 32-bit ``vector`` or 16-bit
 # ``halfvec`` (half the index's pages; distances to ~3 significant digits).
 VECTOR_TYPES = ("vector", "halfvec")

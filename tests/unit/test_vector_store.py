@@ -209,6 +209,15 @@ def _top5(store: FeatureStore, query: np.ndarray) -> list[tuple[int, float]]:
     return sorted(zip(got["product_id"], got["distance"], strict=True), key=lambda hit: hit[1])
 
 
+def _topic_vectors(seed: int, topics: int) -> np.ndarray:
+    """``topics`` topics of 10 unit vectors each, topic by topic: a vector's nearest are its topic's, as with text
+    embeddings."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(topics, 384))
+    vectors = (np.repeat(centres, 10, axis=0) + 0.3 * rng.normal(size=(10 * topics, 384))).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)  # type: ignore[no-any-return]
+
+
 def _search_indexes(store: FeatureStore, query: np.ndarray, quantization: str = "none") -> list[str]:
     """The indexes the plugin's similarity search (stores/postgres/feast.py ``search_query``) plans to use for
     ``query``, sequential scans disabled (a small table would be scanned whole, which is also fine)."""
@@ -353,11 +362,7 @@ def test_binary_quantization_searches_the_sign_bits_and_ranks_by_exact_distance(
     assert spec is not None
     table = compute_table_id(postgres_store.config.project, view)
     online, config = postgres_store._get_provider().online_store, postgres_store.config
-    rng = np.random.default_rng(11)
-    # 8 topics of 10 products each: a product's nearest are its topic's, as with text embeddings.
-    centres = rng.normal(size=(8, 384))
-    vectors = (np.repeat(centres, 10, axis=0) + 0.3 * rng.normal(size=(80, 384))).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = _topic_vectors(11, 8)
     sink = open_online_sink(postgres_store)
     sink.add([product(pid, 1, vectors[pid].tolist(), f"p{pid}", model=fp) for pid in range(40)])
     sink.flush()
@@ -391,3 +396,129 @@ def test_binary_quantization_searches_the_sign_bits_and_ranks_by_exact_distance(
     built, indexes = built_and_plan("none")
     assert built == "none" and vector_index_name(table) in indexes, indexes
     assert [pid for pid, _ in search(vectors[79])][:1] == [79]
+
+
+def test_an_external_index_answers_searches_with_its_settings_and_outlives_a_model_change(
+    postgres_store: FeatureStore,
+) -> None:
+    """``vector_index: external`` at ``feast apply``: the plugin's HNSW index goes and none is made; an index the
+    DBA creates on the distinct vectors (here pgvector's IVFFlat) answers the search with ``search_settings`` on
+    the plugin's connection (all lists probed: exact); a model change rebuilds the table and re-creates that
+    index; an index that cannot be re-created (wrong type after a ``vector_type`` change) fails the apply, naming
+    it, and leaves the store as it was; back to ``hnsw`` the plugin's index returns."""
+    from feast.infra.online_stores.helpers import compute_table_id
+
+    from stores.postgres.tables import (
+        MODELS,
+        distinct_vectors_table,
+        distinct_vectors_type,
+        vector_index_name,
+    )
+
+    fp = fingerprint(postgres_store)
+    view = postgres_store.get_feature_view(VIEW)
+    table = compute_table_id(postgres_store.config.project, view)
+    vt = distinct_vectors_table(table)
+    online, config = postgres_store._get_provider().online_store, postgres_store.config
+    vectors = _topic_vectors(5, 4)
+    sink = open_online_sink(postgres_store)
+    sink.add([product(pid, 1, vectors[pid].tolist(), f"p{pid}", model=fp) for pid in range(20)])
+    sink.flush()
+
+    def run(statement: str) -> list[tuple]:  # type: ignore[type-arg]
+        with online._get_conn(config, autocommit=True) as conn:
+            cur = conn.execute(statement)
+            return cur.fetchall() if cur.description else []
+
+    def indexes() -> set[str]:
+        return {row[0] for row in run(f"SELECT indexname FROM pg_indexes WHERE tablename = '{vt}'")}
+
+    def assert_exact(pids: tuple[int, ...], stored: int) -> None:
+        for pid in pids:
+            hits = _top5(postgres_store, vectors[pid])
+            distances = 1 - vectors[:stored] @ vectors[pid]
+            assert [p for p, _ in hits] == np.argsort(distances)[:5].tolist(), hits
+
+    try:
+        config.online_store.vector_index = "external"
+        config.online_store.search_settings = {"ivfflat.probes": 4}
+        online.update(config, [], [view], [], [], partial=True)
+        assert vector_index_name(table) not in indexes()
+        run(f'CREATE INDEX mine ON "{vt}" USING ivfflat (vector vector_cosine_ops) WITH (lists = 4)')
+        assert "mine" in _search_indexes(postgres_store, vectors[0])
+        assert_exact((0, 7, 19), 20)
+        assert run("SHOW ivfflat.probes") == [("4",)]  # on the search's connection (a singleton)
+        sink.add([product(pid, 1, vectors[pid].tolist(), f"p{pid}", model=fp) for pid in range(20, 40)])
+        sink.flush()
+        assert_exact((20, 39), 40)
+
+        run(f"UPDATE {MODELS} SET fingerprint = 'an older model' WHERE view = '{VIEW}'")
+        online.update(
+            config, [], [view], [], [], partial=True
+        )  # the old model's vectors go, with their table
+        assert run(f'SELECT count(*) FROM "{vt}"') == [(0,)] and "mine" in indexes()
+        sink.add([product(pid, 2, vectors[pid].tolist(), f"p{pid}", model=fp) for pid in range(40)])
+        sink.flush()
+        assert "mine" in _search_indexes(postgres_store, vectors[0])
+        assert_exact((3, 21), 40)
+
+        config.online_store.vector_type = "halfvec"  # mine is over 32-bit vectors: it cannot follow
+        with pytest.raises(
+            ConfigError, match=r"(?s)your index mine .* could not be re-created.*fix: drop it"
+        ):
+            online.update(config, [], [view], [], [], partial=True)
+        with online._get_conn(config, autocommit=True) as conn, conn.cursor() as cur:
+            assert distinct_vectors_type(cur, table) == "vector" and "mine" in indexes()
+        assert_exact((5,), 40)
+    finally:
+        config.online_store.vector_type = "vector"
+        config.online_store.vector_index = "hnsw"
+        config.online_store.search_settings = {}
+        online.update(config, [], [view], [], [], partial=True)
+        sink.close()
+    assert vector_index_name(table) in indexes()
+    assert [pid for pid, _ in _top5(postgres_store, vectors[39])][:1] == [39]
+    assert run("SHOW ivfflat.probes") == [("1",)]  # the setting left the connection with the config
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"vchordrq.probes": "10"}, r"(?s)vchordrq.probes is not a setting of this Postgres.*shared_preload"),
+        ({"hnsw.ef_search": "many"}, r"hnsw.ef_search = 'many' was refused by Postgres"),
+    ],
+)
+def test_a_search_setting_postgres_does_not_take_fails_feast_apply_naming_it(
+    postgres_store: FeatureStore, settings: dict[str, str], message: str
+) -> None:
+    """A typo, an extension not loaded, or a value Postgres refuses: an error at ``feast apply``, not searches
+    that silently run without the setting (Postgres keeps an unknown ``prefix.name`` as a placeholder)."""
+    online, config = postgres_store._get_provider().online_store, postgres_store.config
+    view = postgres_store.get_feature_view(VIEW)
+    sink = open_online_sink(postgres_store)
+    sink.add([product(1, 1, unit(0), "boots", model=fingerprint(postgres_store))])
+    sink.flush()
+    sink.close()
+    try:
+        config.online_store.search_settings = settings
+        with pytest.raises(ConfigError, match=message):
+            online.update(config, [], [view], [], [], partial=True)
+    finally:
+        config.online_store.search_settings = {}
+    assert nearest(postgres_store, unit(0)) == [(1, "boots")]  # its connection still serves
+
+
+def test_a_search_setting_name_that_is_not_a_name_is_refused_with_the_config() -> None:
+    from pydantic import ValidationError
+
+    from stores.postgres.feast import PgVectorOnlineStoreConfig
+
+    connection = {"host": "127.0.0.1", "database": "features", "user": "u", "password": "p"}
+    with pytest.raises(ValidationError, match=r"'ivfflat.probes; RESET ALL' is not a Postgres setting name"):
+        PgVectorOnlineStoreConfig.model_validate(
+            {**connection, "search_settings": {"ivfflat.probes; RESET ALL": 1}}
+        )
+    config = PgVectorOnlineStoreConfig.model_validate(
+        {**connection, "search_settings": {"vchordrq.probes": 10, "vchordrq.prefilter": False}}
+    )
+    assert config.search_settings == {"vchordrq.probes": "10", "vchordrq.prefilter": "false"}
