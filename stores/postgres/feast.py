@@ -114,8 +114,8 @@ class PgVectorOnlineStoreConfig(PostgreSQLOnlineStoreConfig):
     ``external``, you: ``feast apply`` drops the plugin's HNSW index and creates none, and an index you create
     on that table answers the searches, e.g. VectorChord's ``vchordrq`` (IVF + RaBitQ over pgvector's types; on
     the bench's million here its step in the server took 1.3 ms against HNSW's 5.8, through Feast p99 6.3 ms;
-    real text needs more lists probed, docs/performance.md). Your indexes on that table are re-created from their definitions whenever the plugin
-    rebuilds it (a model or ``vector_type`` change). docs/stores.md."""
+    real text needs more lists probed, docs/performance.md). Your indexes on that table are re-created from
+    their definitions whenever the plugin rebuilds it (a model or ``vector_type`` change). docs/stores.md."""
     search_settings: dict[str, str] = Field(default_factory=dict)
     """Postgres settings the plugin sets on its connections before a similarity search, for the index that
     answers it: e.g. ``vchordrq.probes: 10`` with ``vector_index: external``. Checked at ``feast apply``: a

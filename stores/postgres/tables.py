@@ -235,11 +235,6 @@ def vector_index_quantization(cur: Any, table: str) -> str | None:
     return None if row is None else ("binary" if "binary_quantize" in row[0] else "none")
 
 
-# Who indexes a view's distinct vectors: the plugin (pgvector's ``hnsw``), or the DBA (``external``: any index
-# on ``distinct_vectors_table``, e.g. VectorChord's ``vchordrq``; the plugin keeps it across table rebuilds).
-VECTOR_INDEXES = ("hnsw", "external")
-
-
 def external_vector_indexes(cur: Any, table: str) -> list[tuple[str, str]]:
     """(name, ``CREATE INDEX`` statement) of each index on ``distinct_vectors_table(table)`` the plugin did not
     make (neither the primary key nor ``vector_index_name``): indexes a DBA created, to re-create when the

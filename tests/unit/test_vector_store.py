@@ -431,7 +431,12 @@ def test_an_external_index_answers_searches_with_its_settings_and_outlives_a_mod
             return cur.fetchall() if cur.description else []
 
     def indexes() -> set[str]:
-        return {row[0] for row in run(f"SELECT indexname FROM pg_indexes WHERE tablename = '{vt}'")}
+        # This store's table (its schema first on the search path): other tests' schemas hold the same names.
+        rows = run(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            f"WHERE i.indrelid = to_regclass('\"{vt}\"')"
+        )
+        return {row[0] for row in rows}
 
     def assert_exact(pids: tuple[int, ...], stored: int) -> None:
         for pid in pids:
