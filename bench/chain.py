@@ -10,7 +10,9 @@ point-in-time, drift and embedding benches, and commit-to-searchable on pgvector
 each bench's own output (with the command that produced it), then the chain table: the Debezium ceiling,
 the processor (end to end, catch-up) against Feast's push into the same store, freshness, lookups idle
 and under ingest, vectors. Figures come from the benches' printed lines; a line this script cannot find
-is an error (exit 1), so a bench whose output changed is noticed (CI runs ``--small``).
+is an error (exit 1), so a bench whose output changed is noticed (CI runs ``--small``). A full run writes
+everything it printed to docs/runs/ under its commit, date and machine (bench/record.py), the record README's
+Performance table is written from.
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+
+from bench import record
 
 STORES = ("sqlite", "redis", "postgres")
 WORKERS = {"sqlite": "1", "redis": "2", "postgres": "2"}
+LABELS = {"sqlite": "SQLite", "redis": "Redis", "postgres": "Postgres"}
 
 
 @dataclass(frozen=True)
@@ -183,7 +189,7 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
                 )
                 c[label] = f"{idle} / {busy} ms"
     lines = [
-        "| | " + " | ".join(STORES) + " |",
+        "| | " + " | ".join(LABELS[s] for s in STORES) + " |",
         "|---|" + "---:|" * len(STORES),
     ]
 
@@ -306,10 +312,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true", help="seconds per bench, two at a time: a smoke run")
     ap.add_argument("--vectors", type=int, default=1_000_000, help="vectors in the vector bench (full mode)")
+    ap.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        help="also write what the chain prints, under its commit, date and machine, to this file (full mode: "
+        "docs/runs/chain-<date>-<commit>.txt unless given; README's table is written from such a record by "
+        "`python -m bench.record`)",
+    )
     args = ap.parse_args()
+    command = [sys.executable, "-m", "bench.chain", *sys.argv[1:]]
+    record_to = args.record or (None if args.small else record.default_path())
+    head = record.header(command)  # the commit measured: taken before the benches run
     plan = runs(args.small, args.vectors)
     started = time.monotonic()
     prepare()
+    printed: list[str] = []
+
+    def emit(text: str) -> None:
+        print(text, flush=True)
+        printed.append(text)
 
     def run(r: Run) -> tuple[Run, subprocess.CompletedProcess[str]]:
         print(f"running: {' '.join(r.command)}", file=sys.stderr, flush=True)
@@ -320,14 +342,18 @@ def main() -> None:
         done = list(pool.map(run, plan))
     failed = []
     for r, result in done:
-        print(f"\n===== {' '.join(r.command[2:])} (exit {result.returncode})\n{result.stdout}")
+        emit(f"\n===== {' '.join(r.command[2:])} (exit {result.returncode})\n{result.stdout}")
         if result.returncode != 0:
             failed.append(f"{r.name} {' '.join(r.args)}: exit {result.returncode}\n{result.stderr[-3000:]}")
     lines, missing = table({r: res.stdout for r, res in done if res.returncode == 0})
-    print(f"\n===== the chain ({time.monotonic() - started:.0f} s in all)")
-    print(f"command: {' '.join([sys.executable, '-m', 'bench.chain', *sys.argv[1:]])}")
-    print("\n".join(lines))
+    emit(f"\n{record.TABLE_START} ({time.monotonic() - started:.0f} s in all)")
+    emit(f"command: {' '.join(command)}")
+    emit("\n".join(lines))
     problems = failed + missing
+    if record_to is not None:
+        record_to.parent.mkdir(parents=True, exist_ok=True)
+        record_to.write_text(head + "\n".join(printed) + "\n")
+        print(f"\nrecorded in {record_to}", file=sys.stderr)
     if problems:
         print("\nnot measured:\n" + "\n".join(problems), file=sys.stderr)
         sys.exit(1)

@@ -3,6 +3,7 @@ server is run (locks, schedules, metrics, signals)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,8 @@ from core.settings import Settings
 
 if TYPE_CHECKING:
     from serving.feature_server import FeatureServer
+
+logger = logging.getLogger(__name__)
 
 
 def settings_of(ctx: click.Context) -> Settings:
@@ -90,6 +93,7 @@ def run_job(settings: Settings, name: str, schedule: str | None, job: Any) -> No
 
     def locked() -> None:
         with job_lock(settings.data_dir / "locks", name):
+            logger.info("%s: started (its lock held)", name)
             recorded(settings.data_dir, name, job)
 
     if schedule is None:

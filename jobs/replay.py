@@ -17,20 +17,20 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
-from feast import FeatureStore
 
 from core.errors import TransientError
 from core.settings import Settings
-from jobs.pg_backfill import BACKFILL_TOPIC_PREFIX, PostgresBackfill
 from streams.dlq import DeadLetter
-from streams.events import KafkaMessage
-from streams.isolate import write_isolating
 from streams.offsets import next_offsets, watermarks
-from streams.pipeline import BatchStats
-from streams.processor import build_pipeline
-from streams.routes import load_routes
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from streams.events import KafkaMessage
+    from streams.pipeline import BatchStats
 
 logger = logging.getLogger(__name__)
 REPLAY_GROUP = "featurectl-dlq-replay"
@@ -146,6 +146,12 @@ class ReplayResult:
 
 def replay(settings: Settings, store: FeatureStore, group: str = REPLAY_GROUP) -> ReplayResult:
     """Re-process every dead letter not yet replayed by ``group``."""
+    # Here, not at the top: `featurectl dlq list` reads dead letters without Feast or Great Expectations.
+    from jobs.pg_backfill import BACKFILL_TOPIC_PREFIX, PostgresBackfill
+    from streams.isolate import write_isolating
+    from streams.processor import build_pipeline
+    from streams.routes import load_routes
+
     consumer = Consumer(
         {
             **settings.kafka_client(),

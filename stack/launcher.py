@@ -24,6 +24,7 @@ from connectors.definition import ConnectorDefinition, load_definition
 from core.errors import FeatureCtlError
 from core.settings import Settings, ensure_secrets_file
 from stack.connect import ConnectWorker
+from stack.extras import ensure_extra
 from stack.jars import ensure_jars, jars_for
 from stack.kafka import KafkaBroker
 from stack.milvus import MilvusServer
@@ -46,6 +47,8 @@ GENERATED_SECRETS = (
 CORE = ("connect", "kafka", "postgres")  # stop order
 EXTRAS = ("online-postgres", "redis", "milvus", "prometheus")
 STORE_EXTRAS = ("online-postgres", "redis", "milvus")  # the production online stores among the extras
+PYTHON_EXTRAS = {"online-postgres": "stores", "redis": "stores", "milvus": "milvus"}
+"""The pyproject.toml extra a service's online store needs (its driver; for online-postgres also its server)."""
 
 
 @dataclass
@@ -126,8 +129,12 @@ class LocalStack:
         return services[name]
 
     def install(self, extras: tuple[str, ...] = ()) -> None:
-        """Everything ``up`` needs on disk: Postgres binaries and the JVM jars."""
+        """Everything ``up`` needs on disk: Postgres binaries, the JVM jars, and for each extra service the
+        Python packages its store needs (pyproject.toml's extra: the demo's install has none)."""
         self.postgres.ensure_installed()
+        for service, extra in PYTHON_EXTRAS.items():
+            if service in self.extras(extras):
+                ensure_extra(extra)
         if "online-postgres" in self.extras(extras):
             self.online_postgres.ensure_installed()
         if "redis" in self.extras(extras):

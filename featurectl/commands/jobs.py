@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -14,6 +15,8 @@ from featurectl.options import (
     run_job,
     settings_of,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @click.command("backfill")
@@ -32,16 +35,18 @@ def backfill_cmd(
     schedule: str | None,
 ) -> None:
     """Backfill VIEW's offline history from its Postgres table (resumable, idempotent)."""
-    from jobs.pg_backfill import PostgresBackfill
-    from stack.postgres import Postgres
-    from stores.repository import open_store
-    from streams.dlq import DeadLetterSink
-    from validation.suites import SuiteStore
-    from validation.validator import BatchValidator
-
     settings = settings_of(ctx)
 
     def job() -> None:
+        # Imported under the job's lock: a run that finds it held says so at once (Feast and Great
+        # Expectations take seconds to import).
+        from jobs.pg_backfill import PostgresBackfill
+        from stack.postgres import Postgres
+        from stores.repository import open_store
+        from streams.dlq import DeadLetterSink
+        from validation.suites import SuiteStore
+        from validation.validator import BatchValidator
+
         backfill = PostgresBackfill(
             open_store(settings),
             Postgres(settings).app_conninfo(),
@@ -74,12 +79,12 @@ def materialize_cmd(
 
     For a new online store run `featurectl feast-apply` first (it creates the tables).
     """
-    from jobs.materialize import materialize_views
-    from stores.repository import open_store
-
     settings = settings_of(ctx)
 
     def job() -> None:
+        from jobs.materialize import materialize_views
+        from stores.repository import open_store
+
         materialize_views(open_store(settings), settings.data_dir / "jobs", views, incremental, click.echo)
 
     run_job(settings, "materialize", schedule, job)
@@ -103,12 +108,12 @@ def compact_cmd(ctx: click.Context, views: tuple[str, ...], rows_per_file: int, 
     the next run). Waits for nothing: if a materialize or a backfill of a view is running, it stops and
     says so.
     """
-    from jobs.compact import compact_views
-    from stores.repository import open_store
-
     settings = settings_of(ctx)
 
     def job() -> None:
+        from jobs.compact import compact_views
+        from stores.repository import open_store
+
         compact_views(open_store(settings), settings.data_dir / "locks", views, rows_per_file, click.echo)
 
     run_job(settings, "compact", schedule, job)
@@ -145,13 +150,13 @@ def snapshot_cmd(
     schedule: str | None,
 ) -> None:
     """Re-stream TABLES (schema.table) through the live pipeline: a Debezium incremental snapshot."""
-    from connectors.deploy import debezium_conninfo
-    from jobs.snapshot import snapshot
-
     settings = settings_of(ctx)
     definition = definition_of(path)
 
     def job() -> None:
+        from connectors.deploy import debezium_conninfo
+        from jobs.snapshot import snapshot
+
         # Signalled as the least-privilege Debezium role (INSERT on the signal table only), not a superuser.
         signal_id = snapshot(
             settings.kafka_client(),
@@ -197,18 +202,23 @@ def verify_cmd(
     path: Path | None,
 ) -> None:
     """Compare the online store with Postgres row by row (VIEWS, or every CDC view); exit 1 on any mismatch."""
-    from jobs.verify import verify_views
     from stack.postgres import Postgres
-    from stores.repository import open_store
 
     settings = settings_of(ctx)
+    # What it needs besides the registry first: a missing password or connector file fails before Feast loads.
+    conninfo = Postgres(settings).app_conninfo()
+    definition = definition_of(path)
+    logger.info("verify: reading the feature registry %s", settings.feature_repo)
+    from jobs.verify import verify_views
+    from stores.repository import open_store
+
     store = open_store(settings)
     remaining = verify_views(
         settings,
         store,
-        definition_of(path),
+        definition,
         [store.get_feature_view(v) for v in views],
-        Postgres(settings).app_conninfo(),
+        conninfo,
         chunk,
         do_repair,
         wait_s,

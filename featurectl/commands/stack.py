@@ -34,8 +34,7 @@ WITH_EXTRAS = click.option(
 @click.option(
     "--spark",
     is_flag=True,
-    help="Also fetch Delta Lake's Spark jars, for the Spark offline store (needs the `spark` extra: "
-    "pip install '.[spark]').",
+    help="Also install the `spark` extra (pyspark) and fetch Delta Lake's Spark jars, for the Spark offline store.",
 )
 @click.option(
     "--airflow",

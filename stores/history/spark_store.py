@@ -47,7 +47,7 @@ try:
 except ImportError as exc:  # pyspark is an extra
     raise ConfigError(
         f"the Spark offline store needs pyspark ({exc})",
-        "pip install '.[spark]' and fetch Delta Lake's jars with `featurectl stack install --spark`",
+        "`featurectl stack install --spark` (pyspark and Delta Lake's jars)",
     ) from None
 
 TYPE = "stores.history.spark_store.DeltaSparkOfflineStore"

@@ -23,7 +23,7 @@ from connectors.deploy import deploy, remove
 from core.settings import PROJECT_ROOT, Settings, load_settings
 from stack.launcher import LocalStack
 from stack.postgres import ensure_publication
-from stores.repository import feast_apply
+from stores.repository import copy_repo, feast_apply
 from tests.conftest import LocalMilvus, LocalRedis, OnlinePg
 from tests.integration.helpers import Capture, unique
 from tests.integration.platform import Platform, make_platform
@@ -32,14 +32,16 @@ from tests.integration.platform import Platform, make_platform
 # range, and then a broker binding it fails with "Address already in use" (seen once in a test run).
 # The data directory sits under a 0700 directory, as a clone in root's home or `mktemp -d` does, so
 # every run proves the stack starts where the postgres OS user cannot traverse (issue 9).
-PRIVATE_PARENT = PROJECT_ROOT / ".stack-test"
+# A lane of tests/run.py with a stack of its own moves its folder and its ports (by an offset) together.
+PRIVATE_PARENT = PROJECT_ROOT / os.environ.get("PYTEST_FEATURECTL_DIR", ".stack-test")
+_OFFSET = int(os.environ.get("PYTEST_FEATURECTL_PORT_OFFSET", "0"))
 TEST_ENV = {
     "FEATURECTL_DATA_DIR": str(PRIVATE_PARENT / "data"),
-    "FEATURECTL_PG_PORT": "26432",
-    "FEATURECTL_KAFKA_PORT": "29192",
-    "FEATURECTL_KAFKA_CONTROLLER_PORT": "29193",
-    "FEATURECTL_CONNECT_PORT": "28183",
-    "FEATURECTL_KAFKA_SASL_PORT": "29194",
+    "FEATURECTL_PG_PORT": str(26432 + _OFFSET),
+    "FEATURECTL_KAFKA_PORT": str(29192 + _OFFSET),
+    "FEATURECTL_KAFKA_CONTROLLER_PORT": str(29193 + _OFFSET),
+    "FEATURECTL_CONNECT_PORT": str(28183 + _OFFSET),
+    "FEATURECTL_KAFKA_SASL_PORT": str(29194 + _OFFSET),
 }
 # Set for the whole session, so CLI subprocesses reach the test stack too.
 os.environ.update(TEST_ENV)
@@ -183,6 +185,16 @@ def use_online_store(plat: Platform, online: str, request: pytest.FixtureRequest
         raise ValueError(f"unknown online store {online!r}")
 
 
+@pytest.fixture(scope="session")
+def applied_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's feature repository copied and applied once for the session (SQLite online store, Delta
+    histories). A platform on SQLite copies its ``data/`` (registry, online tables, empty histories: nothing
+    in them names the folder) instead of running `feast apply` again, which costs seconds of CPU each time."""
+    root = copy_repo(PROJECT_ROOT / "feature_repo", tmp_path_factory.mktemp("applied") / "feature_repo")
+    feast_apply(root)
+    return root
+
+
 def _platform(
     stack: StackHandle,
     tmp_path: Path,
@@ -194,7 +206,11 @@ def _platform(
     plat = make_platform(stack.settings, stack.admin, tmp_path, name, signals)
     use_online_store(plat, online, request)
     deploy(stack.settings, plat.definition, timeout_s=120)
-    feast_apply(plat.repo)
+    if online == "sqlite" and request is not None:
+        applied: Path = request.getfixturevalue("applied_repo")
+        shutil.copytree(applied / "data", plat.repo / "data")
+    else:
+        feast_apply(plat.repo)
     yield plat
     plat.stop_all()
     try:

@@ -14,9 +14,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from bench.record import chain_table, readme_block
 from core.settings import PROJECT_ROOT, load_settings
 from stack.launcher import LocalStack
 from tests.integration.conftest import StackHandle
@@ -44,9 +46,10 @@ def bench_env(stack: StackHandle) -> Iterator[dict[str, str]]:
     bench_stores.down(services=BENCH_STORES, wipe=True)
 
 
-def test_every_bench_runs_and_the_chain_table_is_built(bench_env: dict[str, str]) -> None:
+def test_every_bench_runs_and_the_chain_table_is_built(bench_env: dict[str, str], tmp_path: Path) -> None:
+    kept = tmp_path / "chain.txt"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.chain", "--small"],
+        [sys.executable, "-m", "bench.chain", "--small", "--record", str(kept)],
         cwd=PROJECT_ROOT,
         env=bench_env,
         capture_output=True,
@@ -71,3 +74,9 @@ def test_every_bench_runs_and_the_chain_table_is_built(bench_env: dict[str, str]
         "aggregation view (SQLite",
     ):
         assert line in chain, f"the chain table lacks {line!r}:\n{chain}"
+    # The record holds what was printed under the commit, date and machine; README's block is built from it.
+    text = kept.read_text()
+    for field in ("commit: ", "date: ", "machine: ", "command: "):
+        assert f"\n{field}" in text, f"the record lacks its {field!r} line:\n{text[:500]}"
+    assert chain_table(kept) in out
+    assert "| processor catch-up" in readme_block(kept)

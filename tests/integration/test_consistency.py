@@ -336,7 +336,9 @@ def test_a_new_source_cluster_whose_positions_went_backwards_stops_the_processor
     )
 
     # The second cluster: same schema, roles and publication, its own WAL (positions start low).
-    second = stack.settings.model_copy(update={"data_dir": tmp_path / "second", "pg_port": 26532})
+    second = stack.settings.model_copy(
+        update={"data_dir": tmp_path / "second", "pg_port": stack.settings.pg_port + 100}
+    )
     # A restore keeps the roles' passwords: Connect resolves the Debezium one from its own environment.
     second.data_dir.mkdir(parents=True)
     shutil.copy(stack.settings.secrets_file, second.secrets_file)

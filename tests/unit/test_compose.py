@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Any
 import pytest
 
 from connectors.definition import CONNECTORS_DIR, DEFAULT_CONNECTOR
-from core.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings, load_settings
+from stack.go import find_go
 from stack.jars import JvmJars
 from stack.kafka import KafkaBroker
 from stack.postgres import Postgres
@@ -73,10 +73,20 @@ IDS = [c.profile or "base" for c in COMMANDS]
 @pytest.fixture(scope="session")
 def compose_load(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The loader program, built from tests/unit/compose_loader with Go (modules from the Go proxy)."""
-    go = shutil.which("go")
-    assert go, "these tests build Docker Compose's loader with Go: install Go >= 1.23 (`go version`)"
+    go = find_go(load_settings(), LOADER_SRC / "go.mod")
+    assert go, (
+        "these tests build Docker Compose's loader with Go as tests/unit/compose_loader/go.mod names it: "
+        "`./dev.sh test` installs one (or `.venv/bin/python -m stack.go`)"
+    )
     binary = tmp_path_factory.mktemp("compose") / "compose-load"
-    subprocess.run([go, "build", "-o", str(binary), "."], cwd=LOADER_SRC, check=True, timeout=600)
+    # GOTOOLCHAIN=local: build with this Go, never one downloaded at run time.
+    subprocess.run(
+        [str(go), "build", "-o", str(binary), "."],
+        cwd=LOADER_SRC,
+        check=True,
+        timeout=600,
+        env={**os.environ, "GOTOOLCHAIN": "local"},
+    )
     return binary
 
 

@@ -65,3 +65,18 @@ def test_docs_name_only_modules_that_exist() -> None:
             if not found:
                 wrong.append(f"{page.name}: {dotted}")
     assert not wrong, wrong
+
+
+def test_readme_performance_table_is_its_records() -> None:
+    """README's Performance table is the chain's record it names, which says its commit, date and machine."""
+    from bench.record import readme_block, readme_record
+
+    record, block = readme_record((ROOT / "README.md").read_text())
+    assert record.exists(), f"README's Performance table names {record}, which is not in the repository"
+    head = record.read_text().split("\n\n", 1)[0]
+    for field in ("commit: ", "date: ", "machine: ", "command: "):
+        assert f"\n{field}" in head, f"{record.name} lacks its {field!r} line"
+    assert block == readme_block(record), (
+        f"README's Performance table differs from {record.name}: run `.venv/bin/python -m bench.record "
+        f"{record.relative_to(ROOT)}` and commit it"
+    )
