@@ -206,3 +206,18 @@ def local_milvus() -> Iterator[LocalMilvus]:
     server.start()
     yield LocalMilvus(server)
     server.stop()
+
+
+_SUMMARIES: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collect the lines tests recorded as ``summary`` (record_property); pytest-xdist brings workers' here."""
+    if report.when == "call":
+        _SUMMARIES.extend(str(value) for name, value in report.user_properties if name == "summary")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print them at the end of the run: figures a check measured (the demo's install size)."""
+    for line in _SUMMARIES:
+        terminalreporter.write_line(line)

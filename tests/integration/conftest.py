@@ -130,6 +130,18 @@ def capture(stack: StackHandle, tmp_path: Path) -> Iterator[Callable[..., Captur
             print(f"cleanup of {cap.definition.name} failed: {exc}", file=sys.stderr)
 
 
+@pytest.fixture
+def made(stack: StackHandle) -> Iterator[list[tuple[str, int]]]:
+    """Rows a test adds to the shared shop tables, deleted afterwards: later tests search and snapshot them,
+    and `verify` of a shop view compares every row (a row the shipped suite rejects, left behind, is missing
+    online for every later test that verifies; the order of tests must not matter)."""
+    rows: list[tuple[str, int]] = []
+    yield rows
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        for table, rid in rows:
+            conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(sql.Identifier(table)), (rid,))
+
+
 ONLINE_STORES = pytest.mark.parametrize("platform", ["sqlite", "postgres", "milvus"], indirect=True)
 """Put on a test to run it once per online store that indexes vectors."""
 SCALAR_STORES = pytest.mark.parametrize("platform", ["sqlite", "postgres", "redis"], indirect=True)

@@ -68,16 +68,6 @@ def default_identity(stack: StackHandle) -> Iterator[None]:
         conn.execute("ALTER TABLE products REPLICA IDENTITY FULL")
 
 
-@pytest.fixture
-def made(stack: StackHandle) -> Iterator[list[tuple[str, int]]]:
-    """Rows a test adds to the shared shop tables, deleted afterwards (later tests search and snapshot them)."""
-    rows: list[tuple[str, int]] = []
-    yield rows
-    with psycopg.connect(stack.app, autocommit=True) as conn:
-        for table, rid in rows:
-            conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(sql.Identifier(table)), (rid,))
-
-
 def history(platform: Platform, view: str, product_id: int) -> list[dict[str, Any]]:
     rows = history_rows(platform.repo, view)
     return sorted((r for r in rows if r["product_id"] == product_id), key=lambda r: r["event_timestamp"])

@@ -46,8 +46,10 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def insert_customers(conninfo: str, n: int, bad: int = 0) -> None:
+def insert_customers(conninfo: str, n: int, bad: int = 0) -> list[int]:
+    """``n`` valid customers and ``bad`` ones the customer_profile suite rejects; returns the bad ones' ids."""
     tag = uuid.uuid4().hex[:8]
+    rejected = []
     with psycopg.connect(conninfo) as conn:
         conn.execute(
             "INSERT INTO customers (email, full_name, country) "
@@ -55,14 +57,18 @@ def insert_customers(conninfo: str, n: int, bad: int = 0) -> None:
             (tag, n),
         )
         for i in range(bad):  # credit_limit below zero: the customer_profile suite rejects it
-            conn.execute(
-                "INSERT INTO customers (email, full_name, country, credit_limit) VALUES (%s, 'Bad', 'GB', -10)",
+            row = conn.execute(
+                "INSERT INTO customers (email, full_name, country, credit_limit) VALUES (%s, 'Bad', 'GB', -10) "
+                "RETURNING id",
                 (f"ops-bad-{i}-{tag}@example.com",),
-            )
+            ).fetchone()
+            assert row
+            rejected.append(int(row[0]))
+    return rejected
 
 
 def test_metrics_move_as_rows_flow_the_slot_metric_follows_a_pause_and_health_names_it(
-    stack: StackHandle, platform: Platform
+    stack: StackHandle, platform: Platform, made: list[tuple[str, int]]
 ) -> None:
     port = free_port()
     platform.env["FEATURECTL_SOURCE_WATCH_INTERVAL_S"] = "1"
@@ -70,7 +76,7 @@ def test_metrics_move_as_rows_flow_the_slot_metric_follows_a_pause_and_health_na
     slot = platform.definition.slot_name
 
     # Rows flow: rows written and freshness observed per view, a dead letter counted by reason, lag to 0.
-    insert_customers(stack.app, 300, bad=1)
+    made.extend(("customers", rid) for rid in insert_customers(stack.app, 300, bad=1))
     topic = platform.topic("public.customers")
 
     def flowed() -> bool:

@@ -51,11 +51,14 @@ def test_insert_update_delete_reach_the_online_store(stack: StackHandle, platfor
 
 
 @SCALAR_STORES
-def test_bad_rows_are_dead_lettered_then_replayed_after_a_fix(stack: StackHandle, platform: Platform) -> None:
+def test_bad_rows_are_dead_lettered_then_replayed_after_a_fix(
+    stack: StackHandle, platform: Platform, made: list[tuple[str, int]]
+) -> None:
     platform.start_processor()
     with psycopg.connect(stack.app, autocommit=True) as conn:
         bad = insert_customer(conn, "vip", -5.0)
         good = insert_customer(conn, "gold", 10.0)
+        made.extend([("customers", bad), ("customers", good)])
     wait_until(
         lambda: platform.online("customer_profile", "customer_id", [good], CUSTOMER)["segment"] == ["gold"]
     )
