@@ -336,7 +336,7 @@ def test_stack_ups_started_together_all_succeed(stack: StackHandle) -> None:
 
 
 def test_a_pii_column_is_hashed_online_offline_and_in_a_dead_letter(
-    stack: StackHandle, platform: Platform
+    stack: StackHandle, platform: Platform, made: list[tuple[str, int]]
 ) -> None:
     """feature_repo/customers.py declares pii.email = hash and pii.full_name = mask."""
     key = stack.settings.require_secret("pii_hash_key").encode()
@@ -352,6 +352,7 @@ def test_a_pii_column_is_hashed_online_offline_and_in_a_dead_letter(
             for email, name, credit in ((good, "Greta Good", 5), (bad, "Bruno Bad", -10))
         ]
     good_id, bad_id = (int(r[0]) for r in ids if r)
+    made.extend([("customers", good_id), ("customers", bad_id)])
     digest = hmac.new(key, good.encode(), hashlib.sha256).hexdigest()
     wait_until(
         lambda: platform.online("customer_profile", "customer_id", [good_id], ["email"])["email"] == [digest],
