@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from connectors.definition import ConnectorDefinition
+from connectors.pgtypes import KeyColumn, key_problems
 from core.errors import ConfigError
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -231,13 +232,16 @@ def source_problems(
     definition: ConnectorDefinition,
     columns: dict[str, set[str]],
     keys: dict[str, set[str]] | None = None,
+    key_columns: list[KeyColumn] | None = None,
 ) -> list[str]:
-    """``capture_problems`` on a new connection; ConfigError naming the fix when Postgres is unreachable."""
+    """``capture_problems``, and the ``key_problems`` of ``key_columns`` (connectors/pgtypes.py), on a new
+    connection; ConfigError naming the fix when Postgres is unreachable."""
     if not columns:
         return []
     try:
         with psycopg.connect(conninfo, connect_timeout=10) as conn:
-            return [str(p) for p in capture_problems(conn, definition, columns, keys)]
+            problems = [str(p) for p in capture_problems(conn, definition, columns, keys)]
+            return problems + key_problems(conn, key_columns or [])
     except psycopg.OperationalError as exc:
         raise ConfigError(
             f"cannot check the views' tables in Postgres: {str(exc).strip()}",

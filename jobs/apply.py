@@ -11,7 +11,7 @@ from core.settings import Settings
 from stores.reembed import pending_views, reembed
 from stores.registry import aggregation_view_problems, vector_view_problems
 from stores.repository import declared_views, feast_apply, open_store
-from streams.routes import check_views, routes_for, source_columns, source_keys
+from streams.routes import check_views, key_columns, routes_for, source_columns, source_keys
 
 
 def apply_problems(settings: Settings, source: tuple[str, ConnectorDefinition] | None) -> list[str]:
@@ -26,7 +26,9 @@ def apply_problems(settings: Settings, source: tuple[str, ConnectorDefinition] |
 
         conninfo, definition = source
         routes = [r for rs in routes_for(views).values() for r in rs if not r.error]
-        problems += source_problems(conninfo, definition, source_columns(routes), source_keys(routes))
+        problems += source_problems(
+            conninfo, definition, source_columns(routes), source_keys(routes), key_columns(routes)
+        )
     return problems
 
 

@@ -7,7 +7,7 @@ text for embedding views, and appends the rows whose state differs from the late
 history holds for that key (one Parquet file per chunk, written atomically).
 
 Encoded as the stream encodes: every value is first put in the JSON encoding Debezium gives it
-(``_debezium_encoding``; json, jsonb, uuid and numeric read as Postgres's own text), then decoded by
+(``debezium_encoding``, connectors/encoding.py; json, jsonb, uuid and numeric read as Postgres's own text), then decoded by
 the stream's decoder, so for one row state a backfilled history row and a streamed one hold the same
 bytes (tested over every common Postgres type).
 
@@ -25,7 +25,6 @@ timestamp and its visibility (turn the setting on to close that).
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import math
@@ -33,11 +32,9 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import psycopg
 import pyarrow as pa
@@ -45,10 +42,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import sqlalchemy as sa
 from feast import FeatureStore, FeatureView
-from sqlalchemy.dialects import postgresql
 from tqdm import tqdm
 
 from aggregations.spec import is_aggregation_view
+from connectors.encoding import connect as connect_source
+from connectors.encoding import image_of, read_as
 from core.errors import ConfigError
 from stores.history.reader import History
 from stores.history.schema import history_schema
@@ -59,7 +57,7 @@ from streams.check import check
 from streams.dlq import DeadLetter, DeadLetterSink
 from streams.embed import EmbeddingStep
 from streams.routes import Route, route_for, routes_for, table_policy
-from streams.transform import absent_columns, absent_reason, row_from_image
+from streams.transform import absent_columns, absent_reason, keyless_reason, row_from_image
 from validation.validator import BatchValidator
 
 logger = logging.getLogger(__name__)
@@ -105,91 +103,6 @@ class SourceRow:
 
     def pii_handled(self) -> dict[str, str]:
         return self.handled
-
-
-def _debezium_encoding(value: Any) -> Any:
-    """A value as psycopg returns it, in the JSON encoding Debezium gives it with the connector's settings
-    (connectors/shop-postgres.json), so the stream's decoder turns both into the same feature value.
-
-    json, jsonb, uuid and numeric are selected as Postgres's own text (``_as_text``): that is what
-    pgoutput hands Debezium, so re-serialising a parsed value could only differ.
-    """
-    if isinstance(value, list):
-        return [_debezium_encoding(v) for v in value]
-    if isinstance(value, Decimal | UUID):
-        return str(value)
-    if isinstance(value, bytes | memoryview):  # binary.handling.mode=base64
-        return base64.b64encode(bytes(value)).decode()
-    if isinstance(value, datetime):  # time.precision.mode=isostring: UTC, "Z"
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return _iso_fraction(value.isoformat()) + "Z"
-    if isinstance(value, date):
-        return value.isoformat() + "Z"
-    if isinstance(value, time):  # a timetz in UTC, as Debezium gives it
-        if value.tzinfo is not None:
-            value = datetime.combine(date(2000, 1, 1), value).astimezone(UTC).time()
-        return _iso_fraction(value.replace(tzinfo=None).isoformat()) + "Z"
-    return value
-
-
-def _iso_fraction(text: str) -> str:
-    """Debezium prints a fraction of a second without trailing zeros ("12:00:00.1"), none if it is zero."""
-    body, _, fraction = text.partition(".")
-    fraction = fraction.rstrip("0")
-    return f"{body}.{fraction}" if fraction else body
-
-
-# Columns read as Postgres's text output (see _debezium_encoding).
-_TEXT_TYPES = (sa.JSON, postgresql.JSONB, postgresql.JSON, sa.Uuid, sa.Numeric)
-
-
-def _textual(kind: Any) -> bool:
-    return isinstance(kind, _TEXT_TYPES) and not isinstance(kind, sa.Float)  # Float subclasses Numeric
-
-
-def _as_text(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
-    if _textual(column.type):
-        return sa.cast(column, sa.Text).label(column.name)
-    if isinstance(column.type, sa.ARRAY) and _textual(column.type.item_type):
-        return sa.cast(column, postgresql.ARRAY(sa.Text)).label(column.name)
-    return column
-
-
-# A date or timestamp Python cannot hold (Postgres 'infinity', a year after 9999) is read as its text in a
-# column of this suffix instead (psycopg would fail the whole chunk): the view's type check then sends
-# the row to the dead-letter topic naming the column, as the stream does.
-BEYOND = "__beyond_python"
-
-
-def _as_read(column: sa.Column[Any]) -> list[sa.ColumnElement[Any]]:
-    """How a column is selected so that ``_debezium_encoding`` gives what Debezium sends for it."""
-    kind = column.type
-    if isinstance(
-        kind, sa.Interval | postgresql.INTERVAL
-    ):  # interval.handling.mode=string: Debezium's own ISO 8601 form
-        parts = [
-            sa.cast(sa.func.extract(f, column), sa.Integer)
-            for f in ("year", "month", "day", "hour", "minute")
-        ]
-        seconds = sa.func.trim_scale(sa.func.extract("second", column))
-        text = sa.func.format("P%sY%sM%sDT%sH%sM%sS", *parts, seconds)
-        return [sa.case((column.is_(None), None), else_=text).label(column.name)]
-    if isinstance(kind, postgresql.MONEY):  # Debezium: the amount as a plain decimal, not the locale's text
-        return [sa.cast(sa.cast(column, sa.Numeric), sa.Text).label(column.name)]
-    if isinstance(kind, postgresql.HSTORE):  # hstore.handling.mode=json
-        return [sa.func.hstore_to_json(column).label(column.name)]
-    if isinstance(kind, postgresql.ranges.AbstractRange | sa.types.NullType):
-        # Ranges, and types SQLAlchemy does not know (citext, ...): Postgres's text, as pgoutput sends it.
-        return [sa.cast(column, sa.Text).label(column.name)]
-    if isinstance(kind, sa.DateTime | sa.Date):
-        limit = sa.cast(sa.literal("10000-01-01"), column.type)
-        held = sa.and_(sa.func.isfinite(column), column < limit)
-        return [
-            sa.case((held, column)).label(column.name),
-            sa.case((sa.not_(held), sa.cast(column, sa.Text))).label(column.name + BEYOND),
-        ]
-    return [_as_text(column)]
 
 
 class Checkpoint:
@@ -255,7 +168,7 @@ class PostgresBackfill:
         def connect() -> psycopg.Connection[Any]:
             if conninfo is None:  # built for ``replay``, which reads no table
                 raise ConfigError(f"backfill of {view_name}: no source database given", "pass its conninfo")
-            return psycopg.connect(conninfo)
+            return connect_source(conninfo)
 
         self.engine = sa.create_engine("postgresql+psycopg://", creator=connect)
         self.checkpoint = Checkpoint(jobs_dir, view_name)
@@ -277,7 +190,7 @@ class PostgresBackfill:
             )
         key_cols = [table.c[column] for _, column in self.route.keys]
         report = BackfillReport(self.view.name, self.route.table)
-        columns = [read for c in table.c for read in _as_read(c)]
+        columns = [read for c in table.c for read in read_as(c)]
         with self.engine.connect() as conn:
             tracked = conn.execute(sa.text("SHOW track_commit_timestamp")).scalar_one() == "on"
         if tracked:
@@ -355,14 +268,7 @@ class PostgresBackfill:
 
     def _write_chunk(self, records: list[dict[str, Any]], report: BackfillReport) -> None:
         report.read += len(records)
-        images = []
-        for r in records:
-            image = {k: _debezium_encoding(v) for k, v in r.items() if k not in (COMMITTED, READ_AT)}
-            for name in [k for k in image if k.endswith(BEYOND)]:
-                beyond = image.pop(name)
-                if beyond is not None:
-                    image[name.removesuffix(BEYOND)] = beyond
-            images.append(image)
+        images = [image_of(r, skip=(COMMITTED, READ_AT)) for r in records]
         times = [
             _utc(r[self.timestamp_column] if self.timestamp_column else r.get(COMMITTED) or r[READ_AT])
             for r in records
@@ -404,6 +310,16 @@ class PostgresBackfill:
             self.pii_policy,
         )
         report.dead_lettered += len(rows) - len(valid)
+        keyless = [i for i in valid if any(rows[i][k] is None for k in self.route.join_keys)]
+        for i in keyless:  # as the stream does: a row with no key is a dead letter, never a crash
+            missing = [k for k in self.route.join_keys if rows[i][k] is None]
+            source_key = {c: images[i].get(c) for _, c in self.route.keys}
+            self.dead_letters.add(
+                message_of(i), keyless_reason(missing, source_key), view=self.view.name, attempt=attempt,
+                kind="join_key", pii_policy=self.pii_policy,
+            )  # fmt: skip
+        report.dead_lettered += len(keyless)
+        valid = [i for i in valid if i not in set(keyless)]
         latest = self._latest([rows[i] for i in valid])
         stored = self._as_stored([rows[i] for i in valid])
         changed: list[SinkRow] = []

@@ -24,27 +24,28 @@ import logging
 import math
 import sys
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from feast import FeatureStore, FeatureView
 from feast.types import Array, FeastType, PrimitiveFeastType
+from sqlalchemy.dialects import postgresql
 from tqdm import tqdm
 
 from connectors.definition import ConnectorDefinition
+from connectors.encoding import connect as connect_source
+from connectors.encoding import image_of, read_as
+from connectors.pgtypes import key_form, key_problems
 from core.settings import Settings
 from embeddings.spec import text_hash
 from stores.feast_layout import FeastLayoutSink
 from stores.registry import open_online_sink
 from stores.sink import DELETE, SinkRow
-from streams import pii
-from streams.routes import Route, route_for
+from streams.routes import Route, key_columns, route_for
+from streams.transform import row_from_image
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ class VerifyReport:
 
 
 def same(online: Any, source: Any, dtype: FeastType) -> bool:
-    """Whether an online value equals a Postgres value of a feature of ``dtype``, as the stream encodes it."""
+    """Whether an online value equals the value the stream makes of the Postgres row for a feature of
+    ``dtype`` (both decoded by streams/transform.py; timestamps to the second, what Feast keeps)."""
     if online is None or source is None:
         # Feast stores a float NaN as a missing value (its proto conversion treats NaN as null).
         return (online is None and source is None) or (online is None and _is_nan(source))
@@ -85,79 +87,104 @@ def same(online: Any, source: Any, dtype: FeastType) -> bool:
             same(o, s, dtype.base_type) for o, s in zip(online, source, strict=True)
         )
     kind = dtype.name if isinstance(dtype, PrimitiveFeastType) else str(dtype)
-    if kind in ("FLOAT64", "FLOAT32"):
-        a, b = float(online), float(source)
-        if math.isnan(a) or math.isnan(b):
-            return math.isnan(a) and math.isnan(b)
-        return a == b if kind == "FLOAT64" else math.isclose(a, b, rel_tol=1e-6)
-    if kind in ("INT64", "INT32"):
-        return bool(int(online) == int(source))
-    if kind == "UNIX_TIMESTAMP":
-        return _second(online) == _second(source)
-    if kind == "STRING":
-        if isinstance(source, dict | list):  # json/jsonb: equal by value, not by spacing
-            try:
-                return bool(json.loads(online) == source)
-            except (TypeError, ValueError):
-                return False
-        return str(online) == (str(source) if isinstance(source, uuid.UUID | Decimal) else source)
-    if kind == "BYTES":
-        return bytes(online) == bytes(source)
+    try:
+        if kind in ("FLOAT64", "FLOAT32"):
+            a, b = float(online), float(source)
+            if math.isnan(a) or math.isnan(b):
+                return math.isnan(a) and math.isnan(b)
+            return a == b if kind == "FLOAT64" else math.isclose(a, b, rel_tol=1e-6)
+        if kind in ("INT64", "INT32"):
+            return bool(int(online) == int(source))
+        if kind == "UNIX_TIMESTAMP":
+            return _second(online) == _second(source)
+        if kind == "BYTES":
+            return bytes(online) == bytes(source)
+    except (TypeError, ValueError, OverflowError):
+        return False  # a source value the stream dead-letters: never equal to what is online
     return bool(online == source)
 
 
 def _is_nan(value: Any) -> bool:
-    return isinstance(value, float | Decimal) and value != value
+    return isinstance(value, float) and value != value
 
 
 def _second(value: Any) -> datetime:
     if isinstance(value, datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-    elif isinstance(value, date):
-        moment = datetime(value.year, value.month, value.day, tzinfo=UTC)
     else:
         moment = datetime.fromtimestamp(float(value), UTC)
     return moment.astimezone(UTC).replace(microsecond=0)
 
 
+class _Typed(sa.types.UserDefinedType[Any]):
+    """A Postgres type by its ``format_type`` name, to cast key text to (any column type, domains too)."""
+
+    cache_ok = True
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+
+    def get_col_spec(self, **_: Any) -> str:
+        return self.spec
+
+
+def pg_text(value: Any) -> str:
+    """A key value as Postgres's input text for its column (bytes as ``\\x`` hex)."""
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+KEY_LABEL = "_featurectl_key"  # the key columns as text, for keyset pagination whatever their type
+
+
 class Verifier:
-    """Compares one view's online state with its source table. Constructing it connects nothing."""
+    """Compares one view's online state with its source table. Constructing it connects nothing.
+
+    Each source row is read as the backfill reads it (connectors/encoding.py) and decoded by the stream's
+    own decoder, so its keys and values are exactly what the processor would have stored for it."""
 
     def __init__(self, store: FeatureStore, conninfo: str, view: FeatureView, chunk: int = 5000) -> None:
         route = route_for(view)
         assert route is not None, f"{view.name} is not fed by CDC"
         self.store, self.view, self.route, self.chunk = store, view, route, chunk
-        self.engine = sa.create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(conninfo))
+        self.engine = sa.create_engine("postgresql+psycopg://", creator=lambda: connect_source(conninfo))
+
+    def key_problems(self) -> list[str]:
+        """Why the view's keys would be stored in a form no client asks with (connectors/pgtypes.py)."""
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            return key_problems(raw, key_columns([self.route]))
 
     def run(self, limit_keys: list[dict[str, Any]] | None = None) -> VerifyReport:
-        """Compare every row (or only ``limit_keys``); the report lists every mismatch."""
+        """Compare every row (or only ``limit_keys``, in chunks); the report lists every mismatch."""
         route = self.route
         report = VerifyReport(self.view.name, route.table)
         schema, _, name = route.table.partition(".")
         table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=self.engine)
         key_cols = [table.c[column] for _, column in route.keys]
+        labels = [f"{KEY_LABEL}{i}" for i in range(len(key_cols))]
+        columns = [read for c in table.c for read in read_as(c)]
+        columns += [sa.cast(c, sa.Text).label(label) for c, label in zip(key_cols, labels, strict=True)]
         sink = open_online_sink(self.store)
         seen: set[str] = set()
         try:
             with self.engine.connect() as conn:
-                total = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                types = [_Typed(t) for t in _format_types(conn, route.table, [c.name for c in key_cols])]
+                if limit_keys is None:
+                    total = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                    chunks: Iterator[Any] = self._pages(conn, columns, key_cols, labels, types)
+                else:
+                    total = len(limit_keys)
+                    chunks = self._selected(conn, columns, key_cols, types, limit_keys)
                 bar = tqdm(
                     total=total, unit="rows", desc=f"verify {self.view.name}", file=sys.stderr, mininterval=2
                 )
-                last: list[Any] | None = None
-                while True:
-                    query = sa.select(table).order_by(*key_cols).limit(self.chunk)
-                    if last is not None:
-                        query = query.where(sa.tuple_(*key_cols) > sa.tuple_(*last))
-                    if limit_keys is not None:
-                        query = query.where(
-                            sa.tuple_(*key_cols).in_([self._source_key(k) for k in limit_keys])
-                        )
-                    rows = [dict(r._mapping) for r in conn.execute(query)]
-                    if not rows:
-                        break
-                    self._compare(sink, rows, report, seen)
-                    last = [rows[-1][c.name] for c in key_cols]
+                for rows in chunks:
+                    self._compare(sink, rows, labels, report, seen)
                     bar.update(len(rows))
                 bar.close()
             live = sink.live_keys(self.view.name)
@@ -166,38 +193,121 @@ class Verifier:
                 ident = _ident(keys)
                 if ident not in seen and (wanted is None or ident in wanted):
                     report.mismatches.append(
-                        Mismatch(self.view.name, keys, "not in Postgres", "present online")
+                        Mismatch(
+                            self.view.name, keys, "not in Postgres", self._old_form(keys) or "present online"
+                        )
                     )
         finally:
             sink.close()
         return report
 
+    def _pages(
+        self,
+        conn: sa.Connection,
+        columns: list[Any],
+        key_cols: list[sa.Column[Any]],
+        labels: list[str],
+        types: list[_Typed],
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The whole table in key order, ``chunk`` rows per query (keyset pagination: bounded memory)."""
+        last: list[str] | None = None
+        while True:
+            query = sa.select(*columns).order_by(*key_cols).limit(self.chunk)
+            if last is not None:
+                after = [sa.cast(sa.literal(v, sa.Text), t) for v, t in zip(last, types, strict=True)]
+                query = query.where(sa.tuple_(*key_cols) > sa.tuple_(*after))
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+            if not rows:
+                return
+            yield rows
+            last = [rows[-1][label] for label in labels]
+
+    def _selected(
+        self,
+        conn: sa.Connection,
+        columns: list[Any],
+        key_cols: list[sa.Column[Any]],
+        types: list[_Typed],
+        limit_keys: list[dict[str, Any]],
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The rows of ``limit_keys``, ``chunk`` keys per query: each key column as one array parameter
+        (``(a, b) IN (SELECT unnest(:a::date[]), unnest(:b::bigint[]))``), so the statement's size does not
+        grow with the keys (a list of row literals exhausts Postgres's stack at a few thousand)."""
+        casts = dict(self.route.key_casts)
+        wanted = [
+            [pg_text(k[jk]) for jk, _ in self.route.keys]
+            for k in limit_keys
+            if all(k.get(jk) is not None and _in_form(k[jk], casts.get(jk)) for jk, _ in self.route.keys)
+        ]
+        for start in range(0, len(wanted), self.chunk):
+            part = wanted[start : start + self.chunk]
+            arrays = [
+                sa.func.unnest(
+                    sa.cast(
+                        sa.literal([k[i] for k in part], postgresql.ARRAY(sa.Text)), _Typed(t.spec + "[]")
+                    )
+                )
+                for i, t in enumerate(types)
+            ]
+            query = sa.select(*columns).where(sa.tuple_(*key_cols).in_(sa.select(*arrays)))
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+            if rows:
+                yield rows
+
+    def _old_form(self, keys: dict[str, Any]) -> str | None:
+        """What is wrong with an online key in a form this view no longer writes (a date key stored as
+        Debezium's ``2026-10-15Z`` before its ``::date`` was declared), or None."""
+        for join_key, cast in self.route.key_casts:
+            value = keys.get(join_key)
+            if cast and isinstance(value, str) and not _in_form(value, cast):
+                form = key_form(cast)(value)
+                return (
+                    f"stored under {join_key}={value!r}, Debezium's text, not the key clients ask with "
+                    f"({form!r}); --repair deletes it and re-streams the row under its right key"
+                )
+        return None
+
     def recheck(self, report: VerifyReport, timeout_s: float) -> VerifyReport:
         """Re-verify ``report``'s entities until they match or ``timeout_s`` passes (after a repair,
         the processor needs a moment to apply the re-streamed rows)."""
         deadline = time.monotonic() + timeout_s
-        keys = report.keys()
+        keys = [k for m in report.mismatches if m.kind != "unkeyable" for k in [m.keys]]
         while True:
             again = self.run(limit_keys=keys)
             if not again.mismatches or time.monotonic() >= deadline:
                 return again
             time.sleep(1.0)
 
-    def _source_key(self, keys: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(keys[join_key] for join_key, _ in self.route.keys)
-
     def _compare(
-        self, sink: FeastLayoutSink, rows: list[dict[str, Any]], report: VerifyReport, seen: set[str]
+        self,
+        sink: FeastLayoutSink,
+        records: list[dict[str, Any]],
+        labels: list[str],
+        report: VerifyReport,
+        seen: set[str],
     ) -> None:
         route = self.route
-        keys = [{jk: row[col] for jk, col in route.keys} for row in rows]
-        keys = [{k: str(v) if isinstance(v, uuid.UUID) else v for k, v in ks.items()} for ks in keys]
+        decoded = [row_from_image(image_of(r, skip=labels), route) for r in records]
+        keyed = [(r, {jk: r[jk] for jk in route.join_keys}) for r in decoded]
+        for row, ks in keyed:
+            if any(v is None for v in ks.values()):
+                report.checked += 1
+                source_key = {c: row.get(c) for _, c in route.keys}
+                report.mismatches.append(
+                    Mismatch(
+                        self.view.name,
+                        source_key,
+                        "unkeyable",
+                        "a key column's value has no key form (infinity, a year after 9999, an empty "
+                        "bytea): the stream dead-letters the row (`featurectl dlq list`)",
+                    )
+                )
+        keyed = [(r, ks) for r, ks in keyed if all(v is not None for v in ks.values())]
+        keys = [ks for _, ks in keyed]
         held = sink.current_features(self.view.name, keys)
         spec = route.embedding
-        vectors = sink.stored_vectors(spec, keys) if spec is not None else [None] * len(rows)
-        handling = dict(route.pii)  # the store holds PII columns handled (streams/pii.py): compare alike
-        for source_row, ks, online, vector in zip(rows, keys, held, vectors, strict=True):
-            row = {k: pii.apply(handling[k], v) if k in handling else v for k, v in source_row.items()}
+        vectors = sink.stored_vectors(spec, keys) if spec is not None else [None] * len(keys)
+        for (row, ks), online, vector in zip(keyed, held, vectors, strict=True):
             report.checked += 1
             seen.add(_ident(ks))
             if online is None:
@@ -219,6 +329,24 @@ class Verifier:
                 elif text is not None and (vector is None or vector.text_hash != text_hash(text)):
                     problem = "no vector" if vector is None else "the vector is of another text"
                     report.mismatches.append(Mismatch(self.view.name, ks, "vector", problem))
+
+
+def _in_form(value: Any, cast: str | None) -> bool:
+    """Whether a key value is in the form its declared cast gives (always, for an undeclared column)."""
+    return cast is None or key_form(cast)(value) == value
+
+
+def _format_types(conn: sa.Connection, table: str, columns: list[str]) -> list[str]:
+    found: dict[str, str] = dict(
+        conn.execute(
+            sa.text(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = to_regclass(:t) AND attnum > 0 AND NOT attisdropped"
+            ),
+            {"t": table},
+        ).all()
+    )
+    return [str(found[c]) for c in columns]
 
 
 def repair(
@@ -295,8 +423,14 @@ def verify_views(
     remaining = 0
     for view in selected:
         verifier = Verifier(store, conninfo, view, chunk)
+        wrong_keys = verifier.key_problems()
         report = verifier.run()
         echo(f"{view.name} ({report.table}): {report.checked} rows, {len(report.mismatches)} mismatches")
+        for problem in wrong_keys:  # the stream stores keys no client asks with until the view is fixed
+            echo(
+                f"  keys: {problem}; then `featurectl feast-apply` and `featurectl verify {view.name} --repair`"
+            )
+        remaining += len(wrong_keys)
         for mismatch in report.mismatches[:show]:
             echo(f"  {mismatch}")
         if report.mismatches and do_repair:

@@ -38,6 +38,9 @@ def java_command(jars: JvmJars, heap: str, main_class: str, config: Path, log4j_
         "-XX:MaxGCPauseMillis=20",
         "-XX:+ExitOnOutOfMemoryError",
         "-Djava.awt.headless=true",
+        # Debezium's replication session prints zoned text (a tstzrange) in the JVM's zone; the backfill and
+        # verify read in UTC (connectors/encoding.py), so the worker must too, whatever the host's zone.
+        "-Duser.timezone=UTC",
         f"-Dlog4j2.configurationFile={log4j_config}",
         "-cp",
         jars.classpath,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -36,7 +37,12 @@ _pack_double = struct.Struct("<d").pack
 
 
 def value_bytes(values: Sequence[Any], value_type: ValueType) -> list[bytes]:
-    """Each value serialised as Feast's ``ValueProto`` of ``value_type`` (Feast's own rules throughout)."""
+    """Each value serialised as Feast's ``ValueProto`` of ``value_type`` (Feast's own rules throughout,
+    but for timestamps before 1970, see ``_timestamps``)."""
+    if value_type is ValueType.UNIX_TIMESTAMP:
+        stamped = _timestamps(values)
+        if stamped is not None:
+            return stamped
     fast = _fast(values, value_type)
     if fast is not None:
         return fast
@@ -74,6 +80,28 @@ def _fast(values: Sequence[Any], value_type: ValueType) -> list[bytes] | None:
                 except (UnicodeEncodeError, ValueError):  # a lone surrogate: Feast's behaviour
                     return None
             out.append(raw)
+    return out
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+
+
+def _timestamps(values: Sequence[Any]) -> list[bytes] | None:
+    """``unix_timestamp_val`` of datetimes (naive ones are UTC, as in Feast): the whole seconds *at or
+    before* the instant. Feast's ``int(value.timestamp())`` rounds toward zero, which puts an instant
+    before 1970 with a fraction of a second in the *next* second (and goes through a float, which loses
+    microseconds far from 1970): the served value would then differ from the source and from the history.
+    None when a value is not a datetime (Feast decides)."""
+    out: list[bytes] = []
+    for value in values:
+        if value is None:
+            out.append(b"")
+        elif isinstance(value, datetime):
+            moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+            out.append(ValueProto(unix_timestamp_val=(moment - _EPOCH) // _SECOND).SerializeToString())
+        else:
+            return None
     return out
 
 

@@ -35,7 +35,7 @@ from streams.events import ChangeEvent, DecodeError, KafkaMessage, decode
 from streams.freshness import Freshness
 from streams.routes import Route, table_policy
 from streams.toast import unavailable_columns, unresolved_reason
-from streams.transform import absent_columns, absent_reason, commit_time, feature_row
+from streams.transform import absent_columns, absent_reason, commit_time, feature_row, keyless_reason
 from validation.validator import BatchValidator
 
 logger = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ class Pipeline:
                 if any(v is None for v in keys.values()):
                     self.dead_letters.add(
                         p.msg,
-                        f"no value for join key(s) {join_keys}"
+                        keyless_reason([k for k in join_keys if keys[k] is None], p.event.key)
                         if spec is None
                         else f"aggregation view {view} needs the source row's primary key (the message key); "
                         f"fix: give {p.route.table} a primary key, or set message.key.columns in the connector",

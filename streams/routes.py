@@ -2,7 +2,9 @@
 
 A feature view opts in with tags (see feature_repo/customers.py):
     cdc.table = "<schema>.<table>"          the captured table that feeds it
-    cdc.key   = "<join_key>=<column>[,...]" each entity join key and the source column it comes from
+    cdc.key   = "<join_key>=<column>[::<type>][,...]" each entity join key and the source column it comes
+                from; a date or time column declares its type (``day=day::date``) so its key is the form
+                clients ask with (connectors/pgtypes.py)
 Features are the table's columns of the same name, except a vector field, which the embedding step
 computes from text features (embeddings/spec.py). Routes are rebuilt from the registry on every
 refresh, so `feast apply` reaches a running processor.
@@ -19,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from feast import FeatureStore, FeatureView
-from feast.types import FeastType, String
+from feast.types import FeastType, PrimitiveFeastType, String
 
 from aggregations import rows as aggregation_rows
 from aggregations.spec import AggregationView, aggregation_view
+from connectors.pgtypes import CASTS, KeyColumn
 from core.errors import ConfigError
 from embeddings.spec import EmbeddingSpec, spec_for
 from streams import pii
@@ -47,6 +50,8 @@ class Route:
     allow_pii: frozenset[str] = frozenset()  # PII columns its embedding may read (embedding.allow_pii)
     # An aggregation view's route: its rows are contributions keyed by the source row (aggregations/rows.py).
     aggregation: AggregationView | None = None
+    key_casts: tuple[tuple[str, str | None], ...] = ()  # (join key, the declared ::type of its column)
+    key_declaration: str = ""  # the cdc.key tag as written
 
     @property
     def join_keys(self) -> list[str]:
@@ -64,7 +69,7 @@ def route_for(view: FeatureView) -> Route | None:
         return None
     spec = view.tags.get(KEY_TAG, "")
     try:
-        keys = tuple(
+        declared = tuple(
             (k.strip(), c.strip()) for k, c in (pair.split("=", 1) for pair in spec.split(",") if pair)
         )
     except ValueError:
@@ -72,6 +77,15 @@ def route_for(view: FeatureView) -> Route | None:
             f"feature view {view.name}: tag {KEY_TAG}={spec!r} is malformed",
             f"write it as {KEY_TAG}='<join_key>=<source column>', e.g. 'customer_id=id'",
         ) from None
+    keys = tuple((k, c.partition("::")[0].strip()) for k, c in declared)
+    casts = tuple((k, c.partition("::")[2].strip() or None) for k, c in declared)
+    unknown = sorted({cast for _, cast in casts if cast and cast not in CASTS})
+    if unknown:
+        raise ConfigError(
+            f"feature view {view.name}: tag {KEY_TAG}={spec!r} declares type(s) {unknown}, which a key does "
+            "not need",
+            f"declare only {', '.join(f'::{c}' for c in CASTS)} (date and time columns); other columns need none",
+        )
     join_keys = set(view.join_keys)
     if not keys or {k for k, _ in keys} != join_keys:
         raise ConfigError(
@@ -93,6 +107,8 @@ def route_for(view: FeatureView) -> Route | None:
         embedding,
         pii=tuple(sorted(handling.items())),
         allow_pii=frozenset(pii.allowed(view.tags)),
+        key_casts=casts,
+        key_declaration=spec,
     )
 
 
@@ -243,6 +259,32 @@ def source_columns(routes: list[Route]) -> dict[str, set[str]]:
     for route in routes:
         out.setdefault(route.table, set()).update(c for _, c in route.keys if not route.aggregation)
         out[route.table].update(route.feature_names)
+    return out
+
+
+def key_columns(routes: list[Route]) -> list[KeyColumn]:
+    """Each join key of the CDC views among ``routes`` with its column, entity type and declared cast, for
+    the catalog check of connectors/pgtypes.py."""
+    out = []
+    for route in routes:
+        if route.aggregation is not None or route.error:
+            continue
+        casts = dict(route.key_casts)
+        types = dict(route.key_types)
+        for join_key, column in route.keys:
+            dtype = types[join_key]
+            kind = dtype.name if isinstance(dtype, PrimitiveFeastType) else str(dtype)
+            out.append(
+                KeyColumn(
+                    route.view,
+                    route.table,
+                    join_key,
+                    column,
+                    kind,
+                    casts.get(join_key),
+                    route.key_declaration,
+                )
+            )
     return out
 
 

@@ -17,8 +17,9 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from feast.types import Array, FeastType, PrimitiveFeastType
+from feast.types import Array, Bytes, FeastType, PrimitiveFeastType
 
+from connectors.pgtypes import key_form
 from streams import pii
 from streams.events import ChangeEvent
 from streams.routes import Route
@@ -114,6 +115,26 @@ def converter(dtype: FeastType) -> Converter:
     return _safe(convert) if convert is not None else _identity
 
 
+def key_converter(dtype: FeastType, cast: str | None) -> Converter:
+    """The decoder of a join key: its declared column type's client form (connectors/pgtypes.py), else the
+    entity type's decoder."""
+    if cast:
+        return key_form(cast)
+    if dtype == Bytes:
+        decode = converter(dtype)
+        return lambda raw: decode(raw) or None  # Feast takes empty bytes for a missing key: no key
+    return converter(dtype)
+
+
+def keyless_reason(missing: list[str], key: Any) -> str:
+    """Why a row with no value for join keys ``missing`` is a dead letter (its change's key is ``key``)."""
+    return (
+        f"no value for join key(s) {missing} (the change's key is {json.dumps(key, default=str)}): a NULL key "
+        "column, a date or time beyond what a key can hold (infinity, a year after 9999), or an empty bytea "
+        "(Feast takes it for a missing key); fix: key the view by a column that always has such a value"
+    )
+
+
 def parse_time(text: str) -> datetime:
     """Debezium isostring values: timestamps end in Z, dates too ("1990-05-17Z")."""
     body = text[:-1] if text.endswith("Z") else text
@@ -191,8 +212,9 @@ def _plan(route: Route) -> Plan:
     held = _PLANS.get(id(route))
     if held is not None and held[0] is route:  # the route is held, so its id is not reused meanwhile
         return held[1]
+    casts = dict(route.key_casts)
     keys = tuple(
-        (join_key, column, converter(dtype))
+        (join_key, column, key_converter(dtype, casts.get(join_key)))
         for (join_key, column), (_, dtype) in zip(route.keys, route.key_types, strict=True)
     )
     handling = dict(route.pii)
