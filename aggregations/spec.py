@@ -18,6 +18,7 @@ what they aggregate in a field tag::
             "aggregation.table": "public.orders",
             "aggregation.key": "customer_id=customer_id",  # join key = the table's column (not its primary key)
             "aggregation.time": "ordered_at",              # the event-time column
+            "aggregation.suite": "order_status",           # the row view whose suite each order must pass
         },
         ...
     )
@@ -40,6 +41,9 @@ TABLE_TAG, KEY_TAG, TIME_TAG, FIELD_TAG = (
     "aggregation.time",
     "aggregation",
 )
+# The row view of the same table whose Great Expectations suite the source rows must pass: a row it rejects
+# is no contribution (streams/pipeline.py retracts it), so a rejected order never moves a sum.
+SUITE_TAG = "aggregation.suite"
 FUNCTIONS = ("count", "sum", "avg", "min", "max", "count_distinct", "last")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _EXPRESSION = re.compile(
@@ -115,6 +119,7 @@ class AggregationView:
     key_column: str
     time_column: str
     aggregations: tuple[Aggregation, ...]
+    suite_view: str = ""  # the row view whose suite validates the source rows (SUITE_TAG)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -238,5 +243,11 @@ def aggregation_view(view: Any) -> AggregationView | None:
                               f"declare Field(name={f.name!r}, dtype={_DTYPES[agg.function][0]})")  # fmt: skip
         aggregations.append(replace(agg, dtype=f.dtype))
     return AggregationView(
-        view.name, str(table), join_key, key_column, view.tags[TIME_TAG].strip(), tuple(aggregations)
+        view.name,
+        str(table),
+        join_key,
+        key_column,
+        view.tags[TIME_TAG].strip(),
+        tuple(aggregations),
+        view.tags.get(SUITE_TAG, "").strip(),
     )

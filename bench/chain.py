@@ -127,6 +127,7 @@ def runs(small: bool, vectors: int) -> list[Run]:
             else ("--orders", "100000", "--customers", "1000"),
         )
     )
+    out.append(Run("repair_bench", ("--rows", "300", "--shapes", "bigint_date") if small else ()))
     out.append(
         Run(
             "search_freshness_bench",

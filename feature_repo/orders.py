@@ -72,5 +72,6 @@ customer_orders = FeatureView(
         "aggregation.table": "public.orders",
         "aggregation.key": "customer_id=customer_id",  # the customer join key = orders.customer_id
         "aggregation.time": "ordered_at",  # windows are over when the order was placed
+        "aggregation.suite": "order_status",  # an order its suite rejects is left out of every aggregate
     },
 )

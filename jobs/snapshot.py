@@ -124,6 +124,12 @@ def signal_data_limit(conn: psycopg.Connection[Any], signal_table: str) -> int |
     return None if row[0] is None else int(row[0])
 
 
+# The signal table is captured like any table: a signal's row becomes a change event on Kafka, its data
+# JSON-escaped once more, and a message over the producer's max.request.size (1 MB) fails the connector's task
+# (RecordTooLargeException: every table's capture stops). A signal's data is held to this many characters.
+SIGNAL_DATA_MAX = 256_000
+
+
 def key_filters(
     conninfo: str,
     definition: ConnectorDefinition,
@@ -132,7 +138,8 @@ def key_filters(
     keys: list[tuple[Any, ...]],
 ) -> list[str]:
     """``additional-conditions`` filters selecting ``keys`` (values of ``columns``) from ``table``, as few
-    as fit the signal table: each filter's request is at most its ``data`` column's width when encoded.
+    as fit the signal table: each filter's request is at most its ``data`` column's width when encoded, and
+    never over ``SIGNAL_DATA_MAX`` characters (the signal's own change event must fit a Kafka message).
 
     The filter is ``(c1, c2) IN (VALUES (v1::type1, v2::type2), (...))``: any key shape (uuid, text,
     composite), and Postgres hashes the VALUES list, so thousands of keys cost one hash probe per row
@@ -160,7 +167,8 @@ def key_filters(
 
         head = "(" + ", ".join(sql.Identifier(c).as_string(conn) for c in columns) + ") IN (VALUES "
         filters: list[str] = []
-        budget = None if limit is None else limit - len(_request([table], {table: ""}))
+        width = SIGNAL_DATA_MAX if limit is None else min(limit, SIGNAL_DATA_MAX)
+        budget: int | None = width - len(_request([table], {table: ""}))
         rows: list[str] = []
         used = 0
 
@@ -177,7 +185,7 @@ def key_filters(
                 cost = encoded(text)
             if budget is not None and encoded(head) + cost + encoded(")") > budget:
                 raise ConfigError(
-                    f"the key {key} of {table} alone does not fit {signal_table}.data ({limit} characters)",
+                    f"the key {key} of {table} alone does not fit {signal_table}.data ({width} characters)",
                     f"widen it: ALTER TABLE {signal_table} ALTER COLUMN data TYPE text (`featurectl db init` "
                     "does so)",
                 )

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from feast import FeatureStore, FeatureView
 from feast.types import Array, FeastType, PrimitiveFeastType
@@ -39,6 +40,7 @@ from connectors.definition import ConnectorDefinition
 from connectors.encoding import connect as connect_source
 from connectors.encoding import image_of, read_as
 from connectors.pgtypes import key_form, key_problems
+from core.errors import FeatureCtlError
 from core.settings import Settings
 from embeddings.spec import text_hash
 from stores.feast_layout import FeastLayoutSink
@@ -415,47 +417,93 @@ def verify_views(
     the mismatched keys and delete those Postgres lacks, then check them again. Returns the number of
     mismatches left; reports each view through ``echo``."""
     from connectors.deploy import debezium_conninfo
-    from jobs.snapshot import key_filters, snapshot
 
     selected = views or [v for v in store.list_feature_views() if v.tags.get("cdc.table")]
     # Repairs signal as Debezium's role (INSERT on the signal table only), not a superuser.
     signaller = debezium_conninfo(settings) if do_repair else ""
     remaining = 0
     for view in selected:
-        verifier = Verifier(store, conninfo, view, chunk)
-        wrong_keys = verifier.key_problems()
-        report = verifier.run()
-        echo(f"{view.name} ({report.table}): {report.checked} rows, {len(report.mismatches)} mismatches")
-        for problem in wrong_keys:  # the stream stores keys no client asks with until the view is fixed
-            echo(
-                f"  keys: {problem}; then `featurectl feast-apply` and `featurectl verify {view.name} --repair`"
+        try:
+            remaining += _verify_view(
+                settings, store, definition, view, conninfo, chunk, do_repair, wait_s, show, echo, signaller
             )
-        remaining += len(wrong_keys)
-        for mismatch in report.mismatches[:show]:
+        except (psycopg.Error, sa.exc.DBAPIError) as exc:
+            raise FeatureCtlError(
+                f"verify {view.name}: Postgres refused a query: {_short(exc)}",
+                "check the view's table and the connection (`featurectl health`); `--chunk` smaller if it "
+                "names a limit",
+            ) from None
+    return remaining
+
+
+def _echo_mismatches(report: VerifyReport, show: int, echo: Callable[[str], None]) -> None:
+    """A count per kind, then the first ``show`` mismatches of each kind (a few keys stored in an old form
+    must not hide behind 100,000 that differ)."""
+    kinds: dict[str, list[Mismatch]] = {}
+    for mismatch in report.mismatches:
+        kinds.setdefault(mismatch.kind, []).append(mismatch)
+    if len(kinds) > 1:
+        echo("  by kind: " + ", ".join(f"{kind} {len(found)}" for kind, found in kinds.items()))
+    for found in kinds.values():
+        for mismatch in found[:show]:
             echo(f"  {mismatch}")
-        if report.mismatches and do_repair:
-            route = route_for(view)
-            assert route is not None
 
-            def restream(conditions: dict[str, str], table: str = route.table) -> object:
-                return snapshot(
-                    settings.kafka_client(),
-                    signaller,
-                    definition,
-                    [table],
-                    wait_s,
-                    conditions,
-                    connect_url=settings.connect_rest_url,
-                )
 
-            def filters(table: str, columns: list[str], keys: list[tuple[Any, ...]]) -> list[str]:
-                return key_filters(signaller, definition, table, columns, keys)
+def _short(exc: BaseException) -> str:
+    """The database's own one-line message, never the statement (it can hold thousands of keys)."""
+    original = getattr(exc, "orig", exc)
+    diag = getattr(original, "diag", None)
+    text = (getattr(diag, "message_primary", None) or str(original)).splitlines()[0]
+    return text if len(text) <= 200 else text[:197] + "..."
 
-            streamed, deleted = repair(report, store, route, restream, filters)
-            echo(f"  repair: {streamed} re-streamed, {deleted} deleted; checking them again")
-            report = verifier.recheck(report, wait_s)
-            echo(f"  after repair: {len(report.mismatches)} mismatches")
-            for mismatch in report.mismatches[:show]:
-                echo(f"  {mismatch}")
-        remaining += len(report.mismatches)
+
+def _verify_view(
+    settings: Settings,
+    store: FeatureStore,
+    definition: ConnectorDefinition,
+    view: FeatureView,
+    conninfo: str,
+    chunk: int,
+    do_repair: bool,
+    wait_s: float,
+    show: int,
+    echo: Callable[[str], None],
+    signaller: str,
+) -> int:
+    """One view of ``verify_views``: the mismatches left."""
+    from jobs.snapshot import key_filters, snapshot
+
+    remaining = 0
+    verifier = Verifier(store, conninfo, view, chunk)
+    wrong_keys = verifier.key_problems()
+    report = verifier.run()
+    echo(f"{view.name} ({report.table}): {report.checked} rows, {len(report.mismatches)} mismatches")
+    for problem in wrong_keys:  # the stream stores keys no client asks with until the view is fixed
+        echo(f"  keys: {problem}; then `featurectl feast-apply` and `featurectl verify {view.name} --repair`")
+    remaining += len(wrong_keys)
+    _echo_mismatches(report, show, echo)
+    if report.mismatches and do_repair:
+        route = route_for(view)
+        assert route is not None
+
+        def restream(conditions: dict[str, str], table: str = route.table) -> object:
+            return snapshot(
+                settings.kafka_client(),
+                signaller,
+                definition,
+                [table],
+                wait_s,
+                conditions,
+                connect_url=settings.connect_rest_url,
+            )
+
+        def filters(table: str, columns: list[str], keys: list[tuple[Any, ...]]) -> list[str]:
+            return key_filters(signaller, definition, table, columns, keys)
+
+        streamed, deleted = repair(report, store, route, restream, filters)
+        echo(f"  repair: {streamed} re-streamed, {deleted} deleted; checking them again")
+        report = verifier.recheck(report, wait_s)
+        echo(f"  after repair: {len(report.mismatches)} mismatches")
+        _echo_mismatches(report, show, echo)
+    remaining += len(report.mismatches)
     return remaining

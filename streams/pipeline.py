@@ -18,7 +18,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +36,7 @@ from streams.freshness import Freshness
 from streams.routes import Route, table_policy
 from streams.toast import unavailable_columns, unresolved_reason
 from streams.transform import absent_columns, absent_reason, commit_time, feature_row, keyless_reason
-from validation.validator import BatchValidator
+from validation.validator import BatchValidator, describe
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ class _Pending:
     route: Route
     row: dict[str, Any]
     unavailable: frozenset[str] = frozenset()  # features whose value the event lacks (unchanged TOAST)
+    retract: bool = False  # an aggregation's source row its suite rejects: its contribution is removed
+    rejected: bool = False  # set by the suite check of an aggregation view
 
 
 @dataclass
@@ -173,9 +175,12 @@ class Pipeline:
             deletes = [p for p in items if p.event.op == "d"]
             started = time.perf_counter()
             spec = items[0].route.aggregation
+            retracted: list[_Pending] = []
             try:
                 valid = (
-                    self._type_check(spec, upserts, attempt, policy)
+                    self._suite_check(
+                        spec, upserts, self._type_check(spec, upserts, attempt, policy), attempt, policy
+                    )
                     if spec
                     else check(
                         self.validator,
@@ -197,12 +202,14 @@ class Pipeline:
                 upserts = []
             else:
                 stats.dead_letters += len(upserts) - len(valid)
+                if spec:  # a row its suite or the type check rejects leaves every aggregate
+                    retracted = [replace(p, retract=True) for p in upserts if p.rejected]
                 upserts = [upserts[i] for i in valid]
             self._checks_s += self._observe("validate", started)
             rows: list[SinkRow] = []
             sources: list[_Pending] = []
             join_keys = items[0].route.join_keys  # one view, one route
-            for p in upserts + deletes:
+            for p in upserts + deletes + retracted:
                 keys = {k: p.row[k] for k in join_keys}
                 if any(v is None for v in keys.values()):
                     self.dead_letters.add(
@@ -218,7 +225,7 @@ class Pipeline:
                     )
                     stats.dead_letters += 1
                     continue
-                deleted = p.event.op == "d"
+                deleted = p.event.op == "d" or p.retract
                 features = {} if deleted else {k: v for k, v in p.row.items() if k not in keys}
                 version, minor = version_of(p.event)
                 rows.append(
@@ -270,11 +277,35 @@ class Pipeline:
             if problem is None:
                 valid.append(i)
                 continue
+            p.rejected = True
             self.dead_letters.add(
                 p.msg, f"aggregation view {spec.view}: {problem}", view=spec.view, attempt=attempt,
                 kind="expectations", pii_policy=policy,
             )  # fmt: skip
         return valid
+
+    def _suite_check(
+        self,
+        spec: AggregationView,
+        items: list[_Pending],
+        typed: list[int],
+        attempt: int,
+        policy: dict[str, str],
+    ) -> list[int]:
+        """Of ``typed`` (indexes of ``items``), those whose source row passes the suite of the row view the
+        aggregation declares (``aggregation.suite``), validated as that view validates it; the others are
+        dead-lettered for the aggregation view with the failed expectations, and marked ``rejected``."""
+        rows_route = next(r for r in self.routes.get(spec.table, []) if r.view == spec.suite_view)
+        rows = [feature_row(items[i].event, rows_route) for i in typed]
+        verdict = self.validator.validate(spec.suite_view, rows, rows_route.features)
+        for j, failures in verdict.invalid.items():
+            p = items[typed[j]]
+            p.rejected = True
+            self.dead_letters.add(
+                p.msg, f"rejected by the suite of {spec.suite_view} (aggregation.suite): {describe(failures)}",
+                [f.as_dict() for f in failures], spec.view, attempt, kind="expectations", pii_policy=policy,
+            )  # fmt: skip
+        return [typed[j] for j in verdict.valid]
 
     def _fill_unchanged(
         self, view: str, items: list[_Pending], stats: BatchStats, attempt: int, policy: dict[str, str]

@@ -24,7 +24,7 @@ from feast import FeatureStore, FeatureView
 from feast.types import FeastType, PrimitiveFeastType, String
 
 from aggregations import rows as aggregation_rows
-from aggregations.spec import AggregationView, aggregation_view
+from aggregations.spec import SUITE_TAG, AggregationView, aggregation_view
 from connectors.pgtypes import CASTS, KeyColumn
 from core.errors import ConfigError
 from embeddings.spec import EmbeddingSpec, spec_for
@@ -170,7 +170,35 @@ def routes_for(views: list[FeatureView]) -> dict[str, list[Route]]:
             route = Route(view.name, table, (), (), (), None, str(exc))
         if route:
             routes.setdefault(route.table, []).append(route)
-    return {table: _refuse_pii_aggregations(_refuse_pii_embeddings(rs)) for table, rs in routes.items()}
+    return {
+        table: _validate_aggregations(_refuse_pii_aggregations(_refuse_pii_embeddings(rs)))
+        for table, rs in routes.items()
+    }
+
+
+def _validate_aggregations(routes: list[Route]) -> list[Route]:
+    """An aggregation view's source rows must pass the suite of a row view of its table (its
+    ``aggregation.suite`` tag): a view without one is broken, so no unvalidated row ever moves a sum."""
+    rows = {r.view: r for r in routes if r.aggregation is None and not r.error}
+    out = []
+    for route in routes:
+        spec = route.aggregation
+        if spec is not None and spec.suite_view not in rows:
+            candidates = sorted(rows) or ["<a view with cdc.table = '" + route.table + "'>"]
+            problem = (
+                f"names {spec.suite_view!r}, which is not a working row view of {route.table}"
+                if spec.suite_view
+                else "declares no suite its source rows must pass, so a row every row view rejects would still "
+                "move its aggregates"
+            )
+            error = (
+                f"feature view {route.view} {problem}\n  fix: add the tag "
+                f'"{SUITE_TAG}": "{candidates[0]}" (the row view of {route.table} whose Great Expectations '
+                "suite each source row must pass; a row it rejects is left out of every aggregate)"
+            )
+            route = Route(route.view, route.table, (), (), (), None, error)
+        out.append(route)
+    return out
 
 
 def _refuse_pii_aggregations(routes: list[Route]) -> list[Route]:

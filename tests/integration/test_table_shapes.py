@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -737,5 +737,125 @@ def test_a_column_renamed_while_captured_dead_letters_its_rows_instead_of_writin
         assert all(f"column(s) region of public.{table} are not in the row" in d.reason for d in letters)
         # Never a NULL written for the renamed column: the entities keep their last right state.
         assert online_events(plat, [1, 2]) == {1: ("one", 1.0, "north"), 2: ("two", 2.0, "south")}
+    finally:
+        drop_platform(stack, plat, table)
+
+
+DAY_VIEW = """
+from datetime import timedelta
+from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.types import Float64, Int64, String
+
+event = Entity(name="event", join_keys=["event_id"], value_type=ValueType.INT64)
+day = Entity(name="day", join_keys=["day"], value_type=ValueType.STRING)
+
+account_events = FeatureView(
+    name="account_events", entities=[event, day], ttl=timedelta(0),
+    schema=[Field(name="event_id", dtype=Int64), Field(name="day", dtype=String),
+            Field(name="title", dtype=String), Field(name="amount", dtype=Float64)],
+    source=PushSource(name="account_events_push", batch_source=FileSource(
+        name="account_events_history", path="data/offline/account_events",
+        timestamp_field="event_timestamp", created_timestamp_column="ingested_at")),
+    tags={"cdc.table": "public.TABLE", "cdc.key": "KEY"},
+)
+"""
+EVENTS = 100_000  # one repair of 100,000 entities keyed by (bigint, date)
+
+
+def test_a_table_keyed_by_bigint_and_date_is_served_by_the_date_and_repaired_at_100k(
+    stack: StackHandle, tmp_path: Path
+) -> None:
+    """The README's "Adding a table" steps on a range-partitioned table keyed by (event_id bigint, day date): the
+    declaration without the date's cast is refused with the one to write; with it, every row is served under
+    the date as clients write it (2026-10-15, not Debezium's 2026-10-15Z), snapshotted and streamed; verify is
+    clean; then 100,000 planted wrong entities and keys stored in the old form are repaired by one
+    `verify --repair`, in chunked queries (a list of 100,000 row literals exhausts Postgres's stack)."""
+    table = unique("acct")
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (id bigint, day date, title text NOT NULL, amount numeric, "
+            "PRIMARY KEY (id, day)) PARTITION BY RANGE (day)"
+        )
+        for lo, hi in (("2026-01-01", "2026-07-01"), ("2026-07-01", "2027-01-01")):
+            conn.execute(
+                f"CREATE TABLE {table}_{lo[5:7]} PARTITION OF {table} FOR VALUES FROM ('{lo}') TO ('{hi}')"
+            )
+        conn.execute(
+            f"INSERT INTO {table} SELECT i, date '2026-01-01' + (i % 365), 'event ' || i, i * 0.5 "
+            f"FROM generate_series(1, {EVENTS}) i"
+        )
+    name = unique("dk")
+    plat = make_platform(
+        stack.settings, stack.admin, tmp_path, name, signals=True, tables=(f"public.{table}",)
+    )
+    try:
+        drop_shop_views(plat)
+        views = plat.repo / "events.py"
+        (plat.suites / "account_events.json").write_text(SUITE.format("account_events"))
+        deploy(stack.settings, plat.definition, timeout_s=120)
+        apply = ["feast-apply", "--file", str(plat.definition.path)]
+        views.write_text(DAY_VIEW.replace("TABLE", table).replace("KEY", "event_id=id,day=day"))
+        refused = cli(*apply, env=plat.env, timeout=300)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert f"key column public.{table}.day is a date column" in refused.stderr, refused.stderr
+        assert "fix: set cdc.key='event_id=id,day=day::date'" in refused.stderr, refused.stderr
+        views.write_text(DAY_VIEW.replace("TABLE", table).replace("KEY", "event_id=id,day=day::date"))
+        applied = cli(*apply, env=plat.env, timeout=300)
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        plat.start_processor()
+
+        def titles(keys: list[tuple[int, str]]) -> list[Any]:
+            rows = [{"event_id": i, "day": d} for i, d in keys]
+            got = plat.store().get_online_features(features=["account_events:title"], entity_rows=rows)
+            return list(got.to_dict()["title"])
+
+        def day_of(i: int) -> str:
+            return (datetime(2026, 1, 1) + timedelta(days=i % 365)).date().isoformat()
+
+        sample = [(i, day_of(i)) for i in (1, 2, 180, 181, 364, 365, EVENTS)]
+        topic = plat.topic(f"public.{table}")
+        wait_until(lambda: plat.caught_up([topic], EVENTS), 300, "the snapshot's 100,000 rows applied")
+        assert titles(sample) == [f"event {i}" for i, _ in sample]  # the day as clients write it
+        assert titles([(1, day_of(1) + "Z")]) == [None]
+        with psycopg.connect(stack.app, autocommit=True) as conn:
+            conn.execute(f"UPDATE {table} SET title = 'streamed' WHERE id = 2")
+            conn.execute(f"INSERT INTO {table} VALUES (0, '2026-10-15', 'new', 1)")
+        wait_until(lambda: titles([(2, day_of(2)), (0, "2026-10-15")]) == ["streamed", "new"], 120, "changes")
+
+        args = ["verify", "account_events", "--file", str(plat.definition.path)]
+        clean = cli(*args, env=plat.env, timeout=600)
+        assert clean.returncode == 0 and f"{EVENTS + 1} rows, 0 mismatches" in clean.stdout, clean.stdout
+
+        # Every entity wrong, and three rows under the keys Debezium's text made before the cast was declared.
+        planted = [{"event_id": i, "day": day_of(i)} for i in range(1, EVENTS + 1)]
+        plant_wrong_titles(plat, "account_events", planted, {"title": "wrong"})
+        sink = open_online_sink(plat.store())
+        try:
+            old = [{"event_id": i, "day": day_of(i) + "Z"} for i in (3, 4, 5)]
+            now = datetime.now(UTC)
+            sink.add(
+                [SinkRow("account_events", UPSERT, k, {"title": "old"}, now, 1, "r", "old") for k in old]
+            )
+            sink.flush()
+        finally:
+            sink.close()
+        found = cli(*args, "--show", "3", env=plat.env, timeout=600)
+        assert found.returncode == 1
+        assert f"{EVENTS + 1} rows, {EVENTS + 3} mismatches" in found.stdout, found.stdout
+        old_line = next(line for line in found.stdout.splitlines() if ": not in Postgres: " in line)
+        assert "Debezium's text, not the key clients ask with" in old_line, found.stdout
+
+        started = time.monotonic()
+        repaired = cli(*args, "--repair", "--wait", "600", "--show", "3", env=plat.env, timeout=1200)
+        took = time.monotonic() - started
+        assert repaired.returncode == 0, repaired.stdout[-3000:] + repaired.stderr[-3000:]
+        assert f"repair: {EVENTS} re-streamed, 3 deleted" in repaired.stdout, repaired.stdout
+        assert "after repair: 0 mismatches" in repaired.stdout
+        assert "Traceback" not in repaired.stderr
+        assert titles(sample[:-1]) == [f"event {i}" if i != 2 else "streamed" for i, _ in sample[:-1]]
+        assert titles([(3, day_of(3) + "Z")]) == [None]
+        print(
+            f"verify --repair of {EVENTS:,} entities keyed by (bigint, date): {took:.0f} s ({EVENTS / took:,.0f}/s)"
+        )
     finally:
         drop_platform(stack, plat, table)

@@ -12,6 +12,7 @@ unchanged: the stream, the backfill and verify render each type one way.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
@@ -125,6 +126,9 @@ FEATURE_COLUMNS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "c_float_arr": ("double precision[]", "Array(Float64)", ()),
     "c_bytea": ("bytea", "Bytes", ("bytea",)),
     "c_bool": ("boolean", "Bool", ()),
+    "c_inet": ("inet", "String", ("inet",)),
+    "c_cidr": ("cidr", "String", ("cidr",)),
+    "c_macaddr": ("macaddr", "String", ("macaddr",)),
 }
 
 
@@ -245,6 +249,9 @@ def feature_rows(n: int) -> list[dict[str, Any]]:
         "c_float_arr": st.lists(finite, max_size=4),
         "c_bytea": st.binary(max_size=64),
         "c_bool": st.booleans(),
+        "c_inet": st.ip_addresses().map(str),
+        "c_cidr": st.ip_addresses(v=4).map(lambda a: str(ipaddress.ip_network(f"{a}/20", strict=False))),
+        "c_macaddr": st.binary(min_size=6, max_size=6).map(lambda b: b.hex(":")),
     }
     columns = {c: drawn(s, n) for c, s in draw.items()}
     rows = [{c: columns[c][i] for c in draw} for i in range(n)]
@@ -430,6 +437,9 @@ AS_TEXT = {
     "c_tsrange": "c_tsrange::text",
     "c_enum": "c_enum::text",
     "c_citext": "c_citext::text",
+    "c_inet": "format('%s', c_inet)",  # the output function's text (inet's ::text cast adds /32)
+    "c_cidr": "c_cidr::text",
+    "c_macaddr": "c_macaddr::text",
 }
 
 
