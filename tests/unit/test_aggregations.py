@@ -280,3 +280,30 @@ def test_the_offline_values_equal_the_oracle_at_label_times(
     for (key, at), values in zip(labels, got, strict=True):
         for agg in AGGS:
             assert values[agg.name] == oracle(log, key, at, agg), (agg.text, key, at)
+
+
+def test_an_aggregation_view_without_a_working_suite_is_refused_with_the_tag_to_add() -> None:
+    """Its rows must pass a row view's suite (aggregation.suite): without one, or naming a view that is not a
+    working row view of its table, the view is broken (feast-apply lists it; the processor dead-letters)."""
+    from feast import Entity
+
+    from streams.routes import routes_for
+
+    field = Field(name="orders_24h", dtype=Int64, tags={"aggregation": "count() over 24h"})
+    order = Entity(name="order", join_keys=["order_id"])
+    rows = FeatureView(
+        name="order_status", entities=[order], schema=[Field(name="order_id", dtype=Int64)],
+        tags={"cdc.table": "public.orders", "cdc.key": "order_id=id"},
+    )  # fmt: skip
+    for tags, problem in (
+        (TAGS, "declares no suite its source rows must pass"),
+        (
+            {**TAGS, "aggregation.suite": "customer_profile"},
+            "names 'customer_profile', which is not a working row",
+        ),
+    ):
+        (route,) = [r for r in routes_for([view_with([field], **tags), rows])["public.orders"] if r.aggregation is None and r.view == "customer_orders"]  # fmt: skip
+        assert route.error is not None and problem in route.error
+        assert 'fix: add the tag "aggregation.suite": "order_status"' in route.error
+    (ok,) = [r for r in routes_for([view_with([field], **TAGS, **{"aggregation.suite": "order_status"}), rows])["public.orders"] if r.view == "customer_orders"]  # fmt: skip
+    assert ok.error is None and ok.aggregation is not None and ok.aggregation.suite_view == "order_status"
