@@ -70,7 +70,8 @@ def type_problem(spec: AggregationView, features: Mapping[str, Any]) -> str | No
         except (ValueError, TypeError, InvalidOperation, ArithmeticError):
             return (
                 f"column {agg.column} holds {raw!r}, which {agg.function}() of feature {agg.name} cannot "
-                f"use; fix: aggregate a numeric column, or declare the feature's dtype as the column's type"
+                f"use; fix: aggregate a numeric column of finite values (not NaN or an infinity), or declare the "
+                "feature's dtype as the column's type"
             )
     return None
 
@@ -81,9 +82,14 @@ def stored_values(spec: AggregationView, features: Mapping[str, Any]) -> dict[st
 
 
 def _number(raw: Any) -> Decimal:
+    """A finite number: NaN and the infinities (numeric's and float's, as Debezium spells them) have no sum,
+    average or order a model could use, so a row holding one is no contribution (a dead letter)."""
     if isinstance(raw, bool):
         raise TypeError("a boolean is not a number")
-    return exact(raw)
+    value = exact(raw)
+    if not value.is_finite():
+        raise ValueError(f"{raw!r} is not a finite number")
+    return value
 
 
 def _int(raw: Any) -> int:

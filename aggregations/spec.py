@@ -120,6 +120,7 @@ class AggregationView:
     time_column: str
     aggregations: tuple[Aggregation, ...]
     suite_view: str = ""  # the row view whose suite validates the source rows (SUITE_TAG)
+    key_cast: str | None = None  # the key column's declared type (``day=day::date``: connectors/pgtypes.py)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -226,6 +227,7 @@ def aggregation_view(view: Any) -> AggregationView | None:
                           "declare the aggregations in a view of their own")  # fmt: skip
     join_key, sep, key_column = view.tags[KEY_TAG].partition("=")
     join_key, key_column = join_key.strip(), (key_column.strip() if sep else join_key.strip())
+    key_column, _, cast = (part.strip() for part in key_column.partition("::"))
     if [join_key] != list(view.join_keys):
         raise ConfigError(f"{where}: {KEY_TAG} names join key {join_key!r}, the view's entity has {view.join_keys}",
                           f'write "{KEY_TAG}": "<join key>=<column of {table}>" with the view\'s one join key')  # fmt: skip
@@ -250,4 +252,5 @@ def aggregation_view(view: Any) -> AggregationView | None:
         view.tags[TIME_TAG].strip(),
         tuple(aggregations),
         view.tags.get(SUITE_TAG, "").strip(),
+        cast or None,
     )

@@ -68,8 +68,9 @@ from datetime import timedelta
 from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Int64, String
 
+{entities}
 repair_rows = FeatureView(
-    name="repair_rows", entities=[{entities}], ttl=timedelta(0),
+    name="repair_rows", entities=[{names}], ttl=timedelta(0),
     schema=[{fields}, Field(name="title", dtype=String)],
     source=PushSource(name="repair_rows_push", batch_source=FileSource(
         name="repair_rows_history", path="data/offline/repair_rows",
@@ -208,9 +209,14 @@ def setup_table(
     for module in ("customers.py", "orders.py", "products.py"):
         (repo / module).unlink()
     pairs = [pair.split(":") for pair in entities.split(",")]
-    declared = ", ".join(f'Entity(name="{k}", join_keys=["{k}"], value_type=ValueType.{t})' for k, t in pairs)
+    declared = "\n".join(
+        f'{k} = Entity(name="{k}", join_keys=["{k}"], value_type=ValueType.{t})' for k, t in pairs
+    )
     fields = ", ".join(f'Field(name="{k}", dtype={"Int64" if t == "INT64" else "String"})' for k, t in pairs)
-    (repo / "repair.py").write_text(VIEW.format(entities=declared, fields=fields, table=name, key=key))
+    names = ", ".join(k for k, _ in pairs)  # module-level entities: `feast apply` registers only those
+    (repo / "repair.py").write_text(
+        VIEW.format(entities=declared, names=names, fields=fields, table=name, key=key)
+    )
     suites = root / "suites"
     suites.mkdir()
     (suites / "repair_rows.json").write_text('{"name": "repair_rows", "expectations": []}')

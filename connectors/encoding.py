@@ -129,8 +129,8 @@ def read_as(column: sa.Column[Any]) -> list[sa.ColumnElement[Any]]:
     if isinstance(kind, postgresql.MONEY):  # Debezium: the amount as a plain decimal, not the locale's text
         return [sa.cast(sa.cast(column, sa.Numeric), sa.Text).label(column.name)]
     if isinstance(kind, postgresql.INET | postgresql.CIDR | postgresql.MACADDR | postgresql.MACADDR8):
-        # Postgres's output text, as pgoutput sends it (format's %s): inet's ::text cast adds "/32".
-        return [sa.func.format("%s", column).label(column.name)]
+        # Postgres's output text, as pgoutput sends it (format's %s; NULL stays NULL): inet's ::text adds "/32".
+        return [sa.case((column.is_(None), None), else_=sa.func.format("%s", column)).label(column.name)]
     if isinstance(kind, postgresql.HSTORE):  # hstore.handling.mode=json
         return [sa.func.hstore_to_json(column).label(column.name)]
     if isinstance(kind, postgresql.ranges.AbstractRange | sa.types.NullType):

@@ -198,7 +198,8 @@ class KeyColumn:
     column: str
     entity_type: str  # Feast's type name: INT64, STRING, ...
     cast: str | None  # the declared ::cast, if any
-    declaration: str  # the view's whole cdc.key tag, to quote in a fix
+    declaration: str  # the view's whole key tag, to quote in a fix
+    tag: str = "cdc.key"  # the tag that declares it (an aggregation view's: aggregation.key)
 
 
 def column_types(conn: psycopg.Connection[Any], table: str) -> dict[str, str]:
@@ -238,10 +239,10 @@ def key_problem(key: KeyColumn, base: str | None) -> str | None:
     if key.cast != cast:
         fixed = _redeclared(key, cast)
         if cast is None:
-            return f"{where} is {base}, not {key.cast}; fix: set cdc.key='{fixed}'"
+            return f"{where} is {base}, not {key.cast}; fix: set {key.tag}='{fixed}'"
         return (
             f"{where} is a {base} column: Debezium sends it as ISO text with a 'Z' ('2026-10-15Z'), which no "
-            f"client asks with; fix: set cdc.key='{fixed}' (the key is then {_EXAMPLES[cast]})"
+            f"client asks with; fix: set {key.tag}='{fixed}' (the key is then {_EXAMPLES[cast]})"
         )
     return None
 

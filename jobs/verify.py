@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import struct
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -94,7 +95,9 @@ def same(online: Any, source: Any, dtype: FeastType) -> bool:
             a, b = float(online), float(source)
             if math.isnan(a) or math.isnan(b):
                 return math.isnan(a) and math.isnan(b)
-            return a == b if kind == "FLOAT64" else math.isclose(a, b, rel_tol=1e-6)
+            # A Float32 holds the float32 nearest Postgres's real: compare as float32 (also subnormals,
+            # where Postgres prints 1e-45 for 1.4012985e-45 and a relative tolerance fails).
+            return a == b if kind == "FLOAT64" else _float32(a) == _float32(b)
         if kind in ("INT64", "INT32"):
             return bool(int(online) == int(source))
         if kind == "UNIX_TIMESTAMP":
@@ -104,6 +107,10 @@ def same(online: Any, source: Any, dtype: FeastType) -> bool:
     except (TypeError, ValueError, OverflowError):
         return False  # a source value the stream dead-letters: never equal to what is online
     return bool(online == source)
+
+
+def _float32(value: float) -> float:
+    return float(struct.unpack("<f", struct.pack("<f", value))[0])
 
 
 def _is_nan(value: Any) -> bool:

@@ -51,6 +51,8 @@ class Route:
     # An aggregation view's route: its rows are contributions keyed by the source row (aggregations/rows.py).
     aggregation: AggregationView | None = None
     key_casts: tuple[tuple[str, str | None], ...] = ()  # (join key, the declared ::type of its column)
+    # (feature, declared ::type): an aggregation's key column, decoded to the key clients ask with
+    feature_casts: tuple[tuple[str, str], ...] = ()
     key_declaration: str = ""  # the cdc.key tag as written
 
     @property
@@ -128,6 +130,7 @@ def aggregation_route(view: FeatureView) -> Route | None:
         aggregation_rows.source_features(spec, key_dtype),
         ((aggregation_rows.ROW, String),),
         aggregation=spec,
+        feature_casts=((spec.key_column, spec.key_cast),) if spec.key_cast else (),
     )
 
 
@@ -295,6 +298,16 @@ def key_columns(routes: list[Route]) -> list[KeyColumn]:
     the catalog check of connectors/pgtypes.py."""
     out = []
     for route in routes:
+        spec = route.aggregation
+        if spec is not None and not route.error:  # its join key is a column of its table too
+            dtype = dict(route.features)[spec.key_column]
+            kind = dtype.name if isinstance(dtype, PrimitiveFeastType) else str(dtype)
+            declared = f"{spec.join_key}={spec.key_column}" + (f"::{spec.key_cast}" if spec.key_cast else "")
+            out.append(
+                KeyColumn(
+                    route.view, route.table, spec.join_key, spec.key_column, kind, spec.key_cast, declared
+                )
+            )
         if route.aggregation is not None or route.error:
             continue
         casts = dict(route.key_casts)

@@ -218,7 +218,14 @@ def _plan(route: Route) -> Plan:
         for (join_key, column), (_, dtype) in zip(route.keys, route.key_types, strict=True)
     )
     handling = dict(route.pii)
-    plan = (keys, tuple((name, converter(dtype), handling.get(name)) for name, dtype in route.features))
+    cast = dict(route.feature_casts)
+    plan = (
+        keys,
+        tuple(
+            (name, key_form(cast[name]) if name in cast else converter(dtype), handling.get(name))
+            for name, dtype in route.features
+        ),
+    )
     if len(_PLANS) > 1024:  # routes are rebuilt on registry changes: forget old ones
         _PLANS.clear()
     _PLANS[id(route)] = (route, plan)

