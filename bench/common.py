@@ -32,12 +32,21 @@ def setup(
             )
         )
         conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.Identifier(name)))
-    copy_repo(PROJECT_ROOT / "feature_repo", root / "feature_repo")
+    settings, definition = repo_and_connector(settings, pg, root, name)
     views = root / "feature_repo" / views_file
     text = views.read_text()
     assert text.count(tags_before) == 1, f"{tags_before!r} must appear once in {views_file}"
     views.write_text(text.replace(tags_before, tags_before.replace(f"public.{like}", f"public.{name}")))
-    definition = load_definition().derive(name, [f"public.{name}"], root / "connector.json")
+    return settings, pg, definition
+
+
+def repo_and_connector(
+    settings: Settings, pg: Postgres, root: Path, name: str, signals: bool = False
+) -> tuple[Settings, ConnectorDefinition]:
+    """A copy of the feature repo under ``root``, a connector definition and publication over table ``name``
+    (and the signal table with ``signals``), and settings pointing at both, with a DLQ and group of its own."""
+    copy_repo(PROJECT_ROOT / "feature_repo", root / "feature_repo")
+    definition = load_definition().derive(name, [f"public.{name}"], root / "connector.json", signals)
     with psycopg.connect(pg.admin_conninfo(settings.pg_database), autocommit=True) as conn:
         ensure_publication(conn, definition)
     settings = settings.model_copy(
@@ -47,7 +56,7 @@ def setup(
             "processor_group": f"{name}-bench",
         }
     )
-    return settings, pg, definition
+    return settings, definition
 
 
 def use_parquet_history(repo: Path) -> None:

@@ -29,15 +29,14 @@ from confluent_kafka import Consumer, TopicPartition
 from feast import FeatureStore
 from psycopg import sql
 
-from bench.common import cleanup
-from connectors.definition import load_definition
+from bench.common import cleanup, repo_and_connector
 from connectors.deploy import deploy
 from connectors.pgtypes import client_key
 from core.settings import PROJECT_ROOT, Settings, load_settings
 from stack.launcher import LocalStack
-from stack.postgres import Postgres, ensure_publication
+from stack.postgres import Postgres
 from stores.registry import open_online_sink
-from stores.repository import copy_repo, feast_apply
+from stores.repository import feast_apply
 from stores.sink import UPSERT, SinkRow
 from streams.offsets import watermarks
 from streams.routes import route_for
@@ -194,17 +193,7 @@ def setup_table(
     with psycopg.connect(pg.app_conninfo(), autocommit=True) as conn:
         conn.execute(sql.SQL(f"CREATE TABLE {{}} ({columns})").format(sql.Identifier(name)))
         conn.execute(sql.SQL(f"INSERT INTO {{}} {insert}").format(sql.Identifier(name)))
-    copy_repo(PROJECT_ROOT / "feature_repo", root / "feature_repo")
-    definition = load_definition().derive(name, [f"public.{name}"], root / "connector.json", True)
-    with psycopg.connect(pg.admin_conninfo(settings.pg_database), autocommit=True) as conn:
-        ensure_publication(conn, definition)
-    settings = settings.model_copy(
-        update={
-            "feature_repo": root / "feature_repo",
-            "dlq_topic": f"dlq.{name}",
-            "processor_group": f"{name}-bench",
-        }
-    )
+    settings, definition = repo_and_connector(settings, pg, root, name, signals=True)
     repo = settings.feature_repo
     for module in ("customers.py", "orders.py", "products.py"):
         (repo / module).unlink()
