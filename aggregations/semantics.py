@@ -19,8 +19,9 @@ is k and whose event time lies in the *window ending at T*:
   rules (a NULL passes only ``is null``; numbers compared exactly).
 - *the functions*, over the row values in the window (a NULL value is skipped, as SQL aggregates skip it;
   ``count`` counts rows):
-  ``count`` rows; ``sum`` exact (decimal arithmetic: no float drift after an add and a retract; NULL when no
-  value); ``avg`` = exact sum / count of values (NULL when none); ``min``/``max``; ``count_distinct`` distinct
+  ``count`` rows; ``sum`` exact (decimal arithmetic with no rounding at all, so no float drift after an add
+  and a retract and no dependence on the order of the values; NULL when no value); ``avg`` = exact sum /
+  count of values, to 28 significant digits (NULL when none); ``min``/``max``; ``count_distinct`` distinct
   values; ``last(k)`` the values of the k rows with the latest event times among those with a value, latest
   first (ties: the higher row version first, then the row key), as a list.
 
@@ -33,7 +34,7 @@ import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Decimal, localcontext
 from typing import Any
 
 from aggregations.spec import Aggregation, Filter
@@ -120,9 +121,9 @@ def compute(agg: Aggregation, rows: Sequence[Contribution]) -> Any:
     values = [r.values.get(agg.column) for r in rows] if agg.column else []
     present = [v for v in values if v is not None]
     if agg.function == "sum":
-        return sum((exact(v) for v in present), Decimal(0)) if present else None
+        return exact_sum(present) if present else None
     if agg.function == "avg":
-        return sum((exact(v) for v in present), Decimal(0)) / len(present) if present else None
+        return exact_sum(present) / len(present) if present else None
     if agg.function == "min":
         return min(present) if present else None
     if agg.function == "max":
@@ -134,6 +135,14 @@ def compute(agg: Aggregation, rows: Sequence[Contribution]) -> Any:
         latest = sorted(valued, key=lambda r: (r.event_time, r.version, r.row), reverse=True)
         return [r.values[agg.column or ""] for r in latest[: agg.k]]
     raise ValueError(f"unknown function {agg.function!r}")
+
+
+def exact_sum(values: Iterable[Any]) -> Decimal:
+    """The sum of ``values`` without rounding (a double's 1e300 and 1e-300 add to their 601 digits): the
+    same whatever the order, so the online state and a training set's offline sum agree to the last digit.
+    Decimal's default context would round each addition to 28 digits, and the rounding depends on order."""
+    with localcontext(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN):
+        return sum((exact(v) for v in values), Decimal(0))
 
 
 def exact(value: Any) -> Decimal:

@@ -2,7 +2,7 @@
 are, what a read costs (values are computed at read time), and how much state a key keeps.
 
     .venv/bin/python -m bench.aggregation_bench [--orders 100000] [--customers 1000] [--rate 200] [--seconds 10]
-        [--requests 300] [--online-store sqlite|postgres]
+        [--requests 300] [--labels 2000] [--online-store sqlite|postgres]
 
 Works on a table of its own shaped like ``orders`` (bench/common.py), with both of the repo's order views
 reading it: the row view ``order_status`` and the aggregation view ``customer_orders``. The seeded orders'
@@ -71,6 +71,28 @@ def lookups(
     return percentiles(took)
 
 
+def training_set(store: FeatureStore, key: str, keys: int, features: list[str], labels: int) -> float:
+    """Seconds to build a training set of ``labels`` random keys at random times of the last 30 days."""
+    import random
+
+    import pandas as pd
+
+    rnd = random.Random(7)
+    now = pd.Timestamp.now(tz="UTC")
+    frame = pd.DataFrame(
+        {
+            key: [rnd.randint(1, keys) for _ in range(labels)],
+            "event_timestamp": [
+                now - pd.Timedelta(seconds=rnd.randint(0, 30 * 86400)) for _ in range(labels)
+            ],
+        }
+    )
+    start = time.perf_counter()
+    table = store.get_historical_features(entity_df=frame, features=features).to_arrow()
+    assert table.num_rows == labels
+    return time.perf_counter() - start
+
+
 def state(store: FeatureStore, conninfo: str, table: str) -> tuple[int, int, int, int]:
     """(contributions stored, orders within the longest window, most stored for one key, most in window for one)."""
     from stores.contributions import TABLE
@@ -108,6 +130,7 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=200, help="new orders per second in the freshness run")
     ap.add_argument("--seconds", type=int, default=10, help="length of the freshness run")
     ap.add_argument("--requests", type=int, default=300, help="lookups per case")
+    ap.add_argument("--labels", type=int, default=2000, help="labels of the training sets")
     ap.add_argument("--online-store", choices=["sqlite", "postgres"], default="sqlite")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -181,10 +204,18 @@ def main() -> None:
             store, ["order_status:status", "order_status:amount"], orders_hundred, max(args.requests // 10, 5)
         )
 
+        # 5. Training sets: labels at random times of the last 30 days, from the view's history, beside the
+        # row view's (Feast's point-in-time join over its history) for as many labels.
+        agg_train = training_set(store, "customer_id", args.customers, FEATURES, args.labels)
+        row_train = training_set(
+            store, "order_id", args.orders, ["order_status:status", "order_status:amount"], args.labels
+        )
+
         print("\n== aggregation view benchmark ==")
         print(
             f"command: .venv/bin/python -m bench.aggregation_bench --orders {args.orders} --customers {args.customers} "
-            f"--rate {args.rate} --seconds {args.seconds} --requests {args.requests} --online-store {args.online_store}"
+            f"--rate {args.rate} --seconds {args.seconds} --requests {args.requests} --labels {args.labels} "
+            f"--online-store {args.online_store}"
         )
         print("\n| | figure |")
         print("|---|---:|")
@@ -204,6 +235,8 @@ def main() -> None:
         print(f"| lookup p50 / p99, 100 customers | {agg100[0]:.1f} / {agg100[1]:.1f} ms |")
         print(f"| anchor: row view lookup p50 / p99, 1 order | {row1[0]:.1f} / {row1[1]:.1f} ms |")
         print(f"| anchor: row view lookup p50 / p99, 100 orders | {row100[0]:.1f} / {row100[1]:.1f} ms |")
+        print(f"| training set of {args.labels:,} customer labels, 7 aggregations | {agg_train:.2f} s |")
+        print(f"| anchor: training set of {args.labels:,} order labels, row view | {row_train:.2f} s |")
     finally:
         try:
             drop_online_store(settings, args.online_store, name)

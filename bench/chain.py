@@ -122,7 +122,20 @@ def runs(small: bool, vectors: int) -> list[Run]:
     out.append(
         Run(
             "aggregation_bench",
-            ("--orders", "2000", "--customers", "50", "--requests", "20", "--seconds", "2", "--rate", "50")
+            (
+                "--orders",
+                "2000",
+                "--customers",
+                "50",
+                "--requests",
+                "20",
+                "--seconds",
+                "2",
+                "--rate",
+                "50",
+                "--labels",
+                "100",
+            )
             if small
             else ("--orders", "100000", "--customers", "1000"),
         )
@@ -278,11 +291,24 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
                 run.name,
                 missing,
             )
+            agg_set = _find(
+                r"^\| training set of ([\d,]+) customer labels, 7 aggregations \| ([\d.]+) s \|",
+                out,
+                run.name,
+                missing,
+            )
+            row_set = _find(
+                r"^\| anchor: training set of [\d,]+ order labels, row view \| ([\d.]+) s \|",
+                out,
+                run.name,
+                missing,
+            )
             lines.append(
                 f"\naggregation view (SQLite; orders -> order_status + customer_orders): catch-up {orders} orders/s, "
                 f"commit -> value readable p50 / p99 {fresh[0]} / {fresh[1]} ms; lookup of 1 customer ({one[0]} orders "
                 f"in 30 d, computed at read time) p50 / p99 {one[1]} / {one[2]} ms vs a row view's {row[0]} / {row[1]} ms; "
-                f"state {stored[0]} contributions for {stored[1]} orders within the longest window"
+                f"state {stored[0]} contributions for {stored[1]} orders within the longest window; training set of "
+                f"{agg_set[0]} labels {agg_set[1]} s vs a row view's {row_set[0]} s"
             )
         if run.name == "drift_bench":
             rows, secs, rate = _find(

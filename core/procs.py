@@ -60,14 +60,24 @@ class Daemon:
         return None
 
 
-def _is_ours(pid: int, marker: str) -> bool:
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
+def _is_ours(pid: int, marker: str, exec_wait_s: float = 2.0) -> bool:
+    """True if ``pid`` is alive and its command line holds ``marker``.
+
+    A process still inside exec has an empty command line: Popen returns once the old image is gone
+    (its close-on-exec pipe closes), before the kernel has set the new image's arguments. Seen under
+    load right after spawn; so an empty command line is "not yet", polled for ``exec_wait_s``."""
+    deadline = time.monotonic() + exec_wait_s
+    while True:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return False
+            cmdline = proc.cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             return False
-        return marker in " ".join(proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
+        if cmdline or time.monotonic() >= deadline:  # a kernel thread's stays empty: not ours
+            return marker in " ".join(cmdline)
+        time.sleep(0.01)
 
 
 def port_owner(port: int) -> str | None:

@@ -22,24 +22,9 @@ from feast.infra.offline_stores.offline_utils import infer_event_timestamp_from_
 
 from aggregations.offline import values_at
 from aggregations.rows import ROW, outward
-from aggregations.spec import Aggregation, AggregationView, aggregation_view
+from aggregations.spec import AggregationView, aggregation_view
 from core.errors import ConfigError
 from stores.history.schema import history_schema
-
-
-def _sql_type(aggs: Sequence[Aggregation], column: str) -> str:
-    """How the history's text of ``column`` is typed for the functions that read it (exact decimals)."""
-    kinds = {str(a.dtype) for a in aggs if a.column == column and a.function in ("min", "max", "last")}
-    if any(a.column == column and a.function in ("sum", "avg") for a in aggs) or kinds & {
-        "Float64",
-        "Array(Float64)",
-    }:
-        return "DECIMAL(38, 10)"
-    if kinds & {"Int64", "Array(Int64)"}:
-        return "BIGINT"
-    if "UnixTimestamp" in kinds:
-        return "TIMESTAMPTZ"
-    return "VARCHAR"
 
 
 def history_relation(con: Any, view: FeatureView, spec: AggregationView, files: list[str] | None) -> str:
@@ -51,11 +36,8 @@ def history_relation(con: Any, view: FeatureView, spec: AggregationView, files: 
     else:
         con.register("_raw_empty", history_schema(view).empty_table())
         con.execute("CREATE OR REPLACE VIEW _raw AS SELECT * FROM _raw_empty")
-    typed = [
-        f'TRY_CAST("{c}" AS {_sql_type(spec.aggregations, c)}) AS "{c}"'
-        for c in spec.columns
-        if c not in (spec.key_column, spec.time_column)
-    ] + [f'"{c}"' for c in spec.columns if c in (spec.key_column, spec.time_column)]
+    # The aggregated columns stay the text the processor stored: values_at types them per function.
+    typed = [f'"{c}"' for c in spec.columns]
     con.execute(
         f"""CREATE OR REPLACE VIEW _history AS SELECT {ROW} AS _row, CAST("{spec.key_column}" AS VARCHAR) AS _key,
         "{spec.time_column}" AS _event_time, event_timestamp AS _committed, cdc_deleted AS _deleted,

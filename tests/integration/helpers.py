@@ -87,8 +87,14 @@ def wait_connector_running(settings: Settings, name: str, timeout_s: float = 120
     ConnectClient(settings.connect_rest_url).wait_state(name, "RUNNING", timeout_s)
 
 
-def wait_until(probe: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``probe`` until it returns something truthy; fail with the last value at the deadline."""
+def wait_until(
+    probe: Callable[[], Any],
+    timeout_s: float = 30.0,
+    what: str = "condition",
+    context: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail with the last value at the deadline, and
+    with what ``context()`` says then (the state a probe's falsy answer hides: logs, members)."""
     deadline = time.monotonic() + timeout_s
     last: Any = None
     while time.monotonic() < deadline:
@@ -96,7 +102,8 @@ def wait_until(probe: Callable[[], Any], timeout_s: float = 30.0, what: str = "c
         if last:
             return last
         time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last!r}")
+    said = f"\n{context()}" if context else ""
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last!r}{said}")
 
 
 def history_rows(platform_repo: Path, view: str, columns: list[str] | None = None) -> list[dict[str, Any]]:

@@ -167,7 +167,14 @@ def test_two_processors_share_partitions_and_hand_over_on_stop(
         m = _members(admin, group)
         return m if len(m) == count and all(m) else None
 
-    shared = wait_until(lambda: members(2), 60, "both processors to own partitions")
+    def state() -> str:
+        said = [f"members: {_owners(admin, group)}"]
+        for label, proc in (("a", a), ("b", b)):
+            said.append(f"processor {label} (exit {proc.poll()}), log tail:\n{platform.log(label)[-3000:]}")
+        return "\n".join(said)
+
+    # Two cold starts (imports, registry, joining the group) on a machine running the rest of the suite.
+    shared = wait_until(lambda: members(2), 120, "both processors to own partitions", state)
     assert not (shared[0] & shared[1])  # each partition has one owner
 
     work = Workload(stack.app, rows=200, updates=1800)
@@ -180,6 +187,7 @@ def test_two_processors_share_partitions_and_hand_over_on_stop(
         lambda: (m := members(1)) is not None and m[0] == shared[0] | shared[1],
         60,
         "the survivor to own every partition",
+        state,
     )
     work.join(300)
     assert work.error is None

@@ -5,13 +5,16 @@ type's extremes; half reach Kafka through the connector's initial snapshot, half
 and deleted. Each row must be found by the key a client asks with (``client_key`` of the value psycopg
 reads: connectors/pgtypes.py) through `get_online_features`, over HTTP, and in a training set.
 Features: one table with a column of every type of the README's "Postgres types" table, whose values are
-compared with what Postgres itself says of the same row (the value psycopg reads, or ``col::text``).
+compared with what Postgres itself says of the same row (the value psycopg reads, or ``col::text``), through
+`get_online_features`, over HTTP and in a training set; aggregations of every input type against Postgres's
+aggregate of the same rows, the same three ways.
 Then `featurectl verify` finds every view clean and a second `featurectl backfill` finds every row
 unchanged: the stream, the backfill and verify render each type one way.
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import math
@@ -22,7 +25,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import MAX_EMAX, MIN_EMIN, Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +245,13 @@ AGGREGATES: dict[str, tuple[str, str, str]] = {
     "sum_money": ("Float64", "sum(c_money) over 30d", "sum(c_money::numeric)::float8"),
     "avg_int4": ("Float64", "avg(c_int4) over 30d", "avg(c_int4)::float8"),
     "max_double": ("Float64", "max(c_double) over 30d", "max(c_double)"),
+    "min_double": ("Float64", "min(c_double) over 30d", "min(c_double)"),
+    # A double in a sum is its shortest decimal form, added exactly (docs/aggregations.md). Postgres's text of
+    # a float8 is not always the shortest (-2.5947043497384512e+16 where -2.594704349738451e+16 is), which
+    # moved `sum(c_double::text::numeric)` by a bit: Postgres gives the values, _shortest_sum adds them.
+    "sum_double": ("Float64", "sum(c_double) over 30d", "array_agg(c_double) FILTER (WHERE c_double IS NOT NULL)"),
+    "avg_double": ("Float64", "avg(c_double) over 30d", "array_agg(c_double) FILTER (WHERE c_double IS NOT NULL)"),
+    "distinct_double": ("Int64", "count_distinct(c_double) over 30d", "count(DISTINCT c_double)"),
     "min_int8": ("Int64", "min(c_int8) over 30d", "min(c_int8)"),
     "max_text": ("String", "max(c_text) over 30d", "max(c_text COLLATE \"C\")"),
     "distinct_text": ("Int64", "count_distinct(c_text) over 30d", "count(DISTINCT c_text)"),
@@ -308,6 +318,10 @@ def feature_rows(n: int) -> list[dict[str, Any]]:
     }
     columns = {c: drawn(s, n) for c, s in draw.items()}
     rows = [{c: columns[c][i] for c in draw} for i in range(n)]
+    rows[4] |= {
+        "c_double": 0.0,
+        "c_num": Decimal(1),
+    }  # the group of -0.0 below: one distinct value, as Postgres
     rows.append({c: None for c in draw})
     rows.append(
         {**{c: None for c in draw}, "c_text": "", "c_int_arr": [], "c_text_arr": [], "c_float_arr": [],
@@ -638,6 +652,26 @@ def test_every_type_as_a_key_and_as_a_feature_is_what_postgres_says(matrix: Matr
             names = answer.json()["metadata"]["feature_names"]
             values = answer.json()["results"][names.index("v")]["values"]
             assert values == [want[case][k] for k in keys], case
+        # Every feature column, in Feast's JSON (timestamps as epoch seconds, bytes as base64, a non-finite
+        # float as its protobuf string), equals Postgres's value as the Python SDK's does.
+        got = http_features(url, "every_type", "row_id", ids, list(FEATURE_COLUMNS))
+        wrong = [
+            f"row {i} {c}: over HTTP {got[c][n]!r}, Postgres {features[i][c]!r}"
+            for c in FEATURE_COLUMNS
+            for n, i in enumerate(ids)
+            if not same_feature(c, from_json(c, got[c][n]), features[i][c], seconds=True)
+        ]
+        assert not wrong, "\n".join(wrong[:25])
+        if m.plat.online_store != "redis":
+            totals = postgres_aggregates(m)
+            got = http_features(url, "every_type_totals", "grp", list(totals), list(AGGREGATES))
+            wrong = [
+                f"group {g} {a}: over HTTP {got[a][n]!r}, Postgres {totals[g][a]!r}"
+                for a in AGGREGATES
+                for n, g in enumerate(totals)
+                if not same_aggregate(a, got[a][n], totals[g][a])
+            ]
+            assert not wrong, "\n".join(wrong[:25])
     finally:
         stop_server(server)
 
@@ -666,6 +700,33 @@ def test_every_type_as_a_key_and_as_a_feature_is_what_postgres_says(matrix: Matr
         for c in FEATURE_COLUMNS:
             value = None if _missing(r[c]) else r[c]
             assert same_feature(c, value, features[r["row_id"]][c], seconds=False), (c, r["row_id"], value)
+    if m.plat.online_store != "redis":  # the aggregations' training set, from the view's history
+        totals = postgres_aggregates(m)
+        frame = pd.DataFrame({"grp": list(totals), "event_timestamp": later})
+        got = store.get_historical_features(
+            entity_df=frame, features=[f"every_type_totals:{a}" for a in AGGREGATES]
+        )
+        rows = got.to_arrow().to_pylist()
+        assert sorted(r["grp"] for r in rows) == sorted(totals)
+        # Training equals serving to the last bit (a min's tie of -0.0 and 0.0 aside: equal as numbers).
+        served = store.get_online_features(
+            features=[f"every_type_totals:{a}" for a in AGGREGATES],
+            entity_rows=[{"grp": r["grp"]} for r in rows],
+        ).to_dict()
+        differ = [
+            f"group {r['grp']} {a}: training set {r[a]!r}, served {served[a][n]!r}"
+            for n, r in enumerate(rows)
+            for a in AGGREGATES
+            if (None if _missing(r[a]) else r[a]) != served[a][n]
+        ]
+        assert not differ, "\n".join(differ)
+        wrong = [
+            f"group {r['grp']} {a}: training set {r[a]!r}, Postgres {totals[r['grp']][a]!r}"
+            for r in rows
+            for a in AGGREGATES
+            if not same_aggregate(a, None if _missing(r[a]) else r[a], totals[r["grp"]][a])
+        ]
+        assert not wrong, "\n".join(wrong[:25])
 
     # verify renders every type as the stream does: clean.
     # (The empty bytea key is the one row the stream cannot key: verify says so, and the row is a dead letter.)
@@ -684,8 +745,38 @@ def test_every_type_as_a_key_and_as_a_feature_is_what_postgres_says(matrix: Matr
             assert again.returncode == 0 and " 0 written" in again.stdout, (view, again.stdout + again.stderr)
 
 
-def aggregates_wrong(m: Matrix) -> list[str]:
-    """Each aggregation of each group, online, against Postgres's aggregate over the same rows now."""
+def http_features(
+    url: str, view: str, join_key: str, keys: list[Any], names: list[str]
+) -> dict[str, list[Any]]:
+    """``names`` of ``view`` for ``keys`` from the feature server, as Feast's JSON gives them."""
+    answer = requests.post(
+        f"{url}/get-online-features",
+        json={"features": [f"{view}:{n}" for n in names], "entities": {join_key: keys}},
+        timeout=60,
+    )
+    assert answer.status_code == 200, (view, answer.text[:300])
+    body = answer.json()
+    order = body["metadata"]["feature_names"]
+    return {n: body["results"][order.index(n)]["values"] for n in names}
+
+
+def from_json(column: str, value: Any) -> Any:
+    """A value of Feast's JSON as the Python SDK gives it: a UnixTimestamp is its epoch seconds, Bytes
+    are base64, a non-finite float is "NaN"/"Infinity"/"-Infinity" (the protobuf JSON mapping)."""
+    if value is None:
+        return None
+    kind = FEATURE_COLUMNS[column][1]
+    if kind == "UnixTimestamp":
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=value)
+    if kind == "Bytes":
+        return base64.b64decode(value)
+    if kind.startswith("Float") and isinstance(value, str):
+        return float(value)
+    return value
+
+
+def postgres_aggregates(m: Matrix) -> dict[int, dict[str, Any]]:
+    """Per group: each aggregation as Postgres computes it over the rows it holds now, in Feast's types."""
     selected = ", ".join(sql_ for _, _, sql_ in AGGREGATES.values())
     # A row holding NaN or an infinity in a number the view aggregates is a dead letter, in no aggregate.
     finite = " AND ".join(
@@ -697,7 +788,27 @@ def aggregates_wrong(m: Matrix) -> list[str]:
     )
     with psycopg.connect(m.app) as conn:
         rows = conn.execute(sql.SQL(query).format(sql.Identifier(m.tables["features"]))).fetchall()
-    want = {grp: dict(zip(AGGREGATES, values, strict=True)) for grp, *values in rows}
+    return {
+        grp: {a: _promised(a, _shortest_sum(a, v)) for a, v in zip(AGGREGATES, values, strict=True)}
+        for grp, *values in rows
+    }
+
+
+def _shortest_sum(name: str, value: Any) -> Any:
+    """sum_double / avg_double of the doubles Postgres holds: their shortest decimal forms (Python's repr)
+    added without rounding (a context of 2,000 digits holds 1e308 + 5e-324 exactly)."""
+    if not name.endswith("_double") or not name.startswith(("sum", "avg")):
+        return value
+    if not value:
+        return None
+    with localcontext(prec=2000, Emax=MAX_EMAX, Emin=MIN_EMIN):
+        total = sum((Decimal(repr(v)) for v in value), Decimal(0))
+    return total if name.startswith("sum") else total / len(value)
+
+
+def aggregates_wrong(m: Matrix) -> list[str]:
+    """Each aggregation of each group, online, against Postgres's aggregate over the same rows now."""
+    want = postgres_aggregates(m)
     got = (
         m.plat.store()
         .get_online_features(
@@ -708,16 +819,20 @@ def aggregates_wrong(m: Matrix) -> list[str]:
     wrong = []
     for n, grp in enumerate(want):
         for name in AGGREGATES:
-            online, postgres = got[name][n], _promised(name, want[grp][name])
+            online, postgres = got[name][n], want[grp][name]
             if not same_aggregate(name, online, postgres):
                 wrong.append(f"group {grp} {name}: online {online!r}, Postgres {postgres!r}")
     return wrong
 
 
 def same_aggregate(name: str, online: Any, postgres: Any) -> bool:
-    """Equal; an average to 1e-12 (Postgres and Python divide exact decimals to different precisions)."""
+    """Equal; an average to 1e-12 (Postgres and Python divide exact decimals to different precisions); a
+    min or max by value."""
     if name.startswith("avg") and online is not None and postgres is not None:
         return math.isclose(online, postgres, rel_tol=1e-12)
+    if name.startswith(("min", "max")) and isinstance(postgres, float) and online is not None:
+        return float(online) == postgres  # -0.0 and 0.0 tie: which one a min returns depends on row order
+
     return same_feature(name, online, postgres, seconds=True)
 
 

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from core import procs
@@ -117,3 +118,24 @@ def test_make_realtime_and_back_to_normal_for_a_running_process() -> None:
     finally:
         procs.make_normal()
     assert not procs.is_realtime(os.getpid())
+
+
+def test_a_daemon_caught_inside_exec_is_still_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after spawn, under load, /proc/PID/cmdline can still be empty (the kernel sets the new image's
+    arguments after closing the pipe Popen waits on): seen in CI as a live daemon's pid file "stale"."""
+    marker = str(tmp_path / "marker")
+    d = procs.Daemon("sleeper", tmp_path / "s.pid", tmp_path / "s.log", marker)
+    pid = procs.spawn(d, [sys.executable, "-c", "import time,sys; time.sleep(60)", marker])
+    real = psutil.Process.cmdline
+    calls = {"n": 0}
+
+    def mid_exec(self: psutil.Process) -> list[str]:
+        calls["n"] += 1
+        return [] if calls["n"] <= 3 else real(self)
+
+    monkeypatch.setattr(psutil.Process, "cmdline", mid_exec)
+    try:
+        assert d.pid() == pid and d.pid_file.exists()
+    finally:
+        monkeypatch.undo()
+        assert procs.stop(d, grace_s=10)
