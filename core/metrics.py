@@ -55,6 +55,18 @@ DEAD_LETTERS = Counter(
     ["feature_view", "reason"],
     registry=REGISTRY,
 )
+PROCESSOR_WAITING = Gauge(
+    "featurectl_processor_waiting",
+    "1 while the processor re-reads a batch a store or Kafka could not take (a restart, a failover: it "
+    "waits with backoff and does not exit), 0 once a batch is written",
+    registry=REGISTRY,
+)
+BATCH_RETRIES = Counter(
+    "featurectl_batch_retries",
+    "Batches re-read after a failure, by the error's type",
+    ["error"],
+    registry=REGISTRY,
+)
 CONSUMER_LAG = Gauge(
     "featurectl_consumer_lag",
     "Messages between the processor's committed offset and the partition's end (librdkafka statistics)",

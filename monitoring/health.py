@@ -2,6 +2,7 @@
 
 Each check answers one question and says what to do when the answer is bad:
   postgres, kafka      reachable with the platform's credentials?
+  online store         is the online store answering (the processor waits while it does not)?
   connector            RUNNING, with every task RUNNING?
   slot                 present, not lost, retaining less WAL than the limit (monitoring/watch.py)?
   lag                  how far the processor's group is behind the CDC topics, and is anyone consuming?
@@ -42,6 +43,7 @@ from monitoring.drift.report import load_last
 from monitoring.job_runs import last_runs
 from monitoring.watch import wal_limit, wal_problem
 from stores.history.reader import History
+from stores.registry import probe as probe_online_store
 from streams.routes import route_for, source_columns, source_keys
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -91,6 +93,7 @@ class HealthCheck:
         sources: dict[str, set[str]] | None = None,
         keys: dict[str, set[str]] | None = None,
         snapshot_stall_s: float = 900,
+        online: Callable[[], str] | None = None,
     ) -> None:
         self.settings = settings
         self.snapshot_stall_s = snapshot_stall_s  # a running snapshot silent this long is stalled
@@ -101,6 +104,7 @@ class HealthCheck:
         self.app_conninfo = app_conninfo
         self.lag_alert = lag_alert
         self._consumer: Consumer | None = None
+        self.online = online  # probes the online store: where it answered, or raises its driver's error
 
     @classmethod
     def for_repository(
@@ -120,6 +124,7 @@ class HealthCheck:
             app_conninfo,
             sources=source_columns(routes),
             keys=source_keys(routes),
+            online=lambda: probe_online_store(store),
         )
 
     def run(self) -> Health:
@@ -127,6 +132,7 @@ class HealthCheck:
         for name, probe in (
             ("postgres", self._postgres),
             ("kafka", self._kafka),
+            ("online store", self._online),
             ("connector", self._connector),
             ("slot", self._slot),
             ("lag", self._lag),
@@ -154,6 +160,24 @@ class HealthCheck:
                 f"{s.pg_host}:{s.pg_port}/{s.pg_database} (PostgreSQL {version and version[0]})",
             )
         ]
+
+    def _online(self) -> list[Check]:
+        if self.online is None:
+            return []
+        try:
+            return [Check("online store", OK, self.online())]
+        except FeatureCtlError:
+            raise
+        except Exception as exc:  # any driver's error: redis-py's and pymilvus's are not OSError
+            return [
+                Check(
+                    "online store",
+                    FAIL,
+                    f"not answering: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
+                    "start it (locally: featurectl stack up --with online-postgres, redis or milvus) or fix "
+                    "online_store in feature_store.yaml; the processor waits for it meanwhile",
+                )
+            ]
 
     def _client(self) -> Consumer:
         if self._consumer is None:

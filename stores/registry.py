@@ -36,6 +36,11 @@ class OnlineStoreKind:
     extras: tuple[str, ...] = field(default_factory=tuple)  # pip extras its drivers come from
     # The types whose Feast reader computes aggregation views at read time (stores/contributions.py).
     aggregating: tuple[str, ...] = ()
+    # "module:function" telling its driver's errors apart: True transient (the store is down, restarting,
+    # failing over, overloaded: wait and retry), False terminal (this record's fault), None not its driver's.
+    errors: str | None = None
+    # "module:function" taking a FeatureStore: where the store answered, or its driver's error (health).
+    probe: str | None = None
 
     @property
     def canonical(self) -> str:
@@ -82,6 +87,31 @@ def kinds() -> tuple[OnlineStoreKind, ...]:
             if isinstance(kind, OnlineStoreKind):
                 found.append(kind)
     return tuple(sorted(found, key=lambda k: k.name))
+
+
+def classify(exc: BaseException) -> bool | None:
+    """Whether a store's driver calls ``exc`` transient (True) or terminal (False); None if no store's
+    driver raised it. A store whose driver is not installed cannot have raised it, and is skipped."""
+    for kind in kinds():
+        if kind.errors is None:
+            continue
+        try:
+            judge: Any = _load(kind, kind.errors)
+        except ConfigError:
+            continue
+        verdict: bool | None = judge(exc)
+        if verdict is not None:
+            return verdict
+    return None
+
+
+def probe(store: FeatureStore) -> str:
+    """Is ``store``'s online store answering: its label and where, or the driver's error raised."""
+    kind = kind_of(store)
+    if kind.probe is None:
+        return f"{kind.label} (no probe declared)"
+    check: Any = _load(kind, kind.probe)
+    return f"{kind.label}: {check(store)}"
 
 
 def supported() -> str:

@@ -1,7 +1,7 @@
 """Which failures of a batch are worth retrying (transient) and which belong to a record (terminal).
 
-Transient: the world may heal (a broker or disk not reachable, a locked database, a model change
-not yet seen): back off and retry the batch without committing. Terminal: a record that cannot be
+Transient: the world may heal (a broker or disk not reachable, an online store restarting or failing
+over, a locked database, a model change not yet seen): back off and retry the batch without committing. Terminal: a record that cannot be
 written however often it is tried (a value the store cannot represent, a timestamp outside Python's
 range, a declaration the sink refuses): retrying would stop every table behind it forever, so the
 processor isolates the record and dead-letters it with the reason (streams/processor.py).
@@ -9,13 +9,11 @@ processor isolates the record and dead-letters it with the reason (streams/proce
 
 from __future__ import annotations
 
-import sqlite3
-
 from confluent_kafka import KafkaException
 from google.protobuf.message import DecodeError
 
 from core.errors import FeatureCtlError
-from stores.sqlite.db import OperationalError as StoreOperationalError
+from stores.registry import classify
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -29,18 +27,13 @@ def is_transient(exc: BaseException) -> bool:
         # Feast's file registry is rewritten in place (truncate, then write): a read in between sees a
         # truncated protobuf. The next read sees the whole file.
         return True
-    # Locked or unreachable database, full disk, lost connection: not the record's fault.
-    return isinstance(
-        exc,
-        (
-            sqlite3.OperationalError,
-            StoreOperationalError,
-            OSError,
-            ConnectionError,
-            TimeoutError,
-            MemoryError,
-        ),
-    )
+    # Each store tells its driver's errors apart (stores/<name>/errors.py): a store restarting, failing
+    # over or locked is a wait, never a dead letter.
+    verdict = classify(exc)
+    if verdict is not None:
+        return verdict
+    # Unreachable service, full disk, lost connection: not the record's fault.
+    return isinstance(exc, OSError | ConnectionError | TimeoutError | MemoryError)
 
 
 def describe(exc: BaseException) -> str:

@@ -420,9 +420,15 @@ class Pipeline:
         self.offline.committed()
 
     def discard(self) -> None:
-        self.online.discard()
-        self.offline.discard()
-        self.dead_letters.discard()
+        """Drop every sink's buffered rows before a batch is re-read. Never raises: it runs while a failure
+        is handled (a store lost mid-flush fails its rollback too), and the retry must still happen."""
+        for sink in (self.online, self.offline, self.dead_letters):
+            try:
+                sink.discard()
+            except Exception:
+                logger.warning(
+                    "could not discard %s's buffered rows cleanly", type(sink).__name__, exc_info=True
+                )
 
 
 def _count_online(applied: list[SinkRow], skipped: Sequence[SinkRow]) -> None:

@@ -31,6 +31,7 @@ from embeddings.models import load_embedder
 from stores.history.sink import HistorySink
 from stores.registry import open_online_sink
 from streams.dlq import DeadLetterSink
+from streams.faults import describe, is_transient
 from streams.fencing import Claims, owner_name
 from streams.incarnation import TopicIds
 from streams.isolate import write_isolating
@@ -227,6 +228,7 @@ class Processor:
                     try:
                         self._handle(consumer, messages)
                         backoff = 0.5
+                        metrics.PROCESSOR_WAITING.set(0)
                     except SourceChangedError:
                         logger.critical("stopping: the source database changed under the stores")
                         raise
@@ -240,14 +242,25 @@ class Processor:
                         )
                         if exc.transient:
                             self._routes_loaded_at = 0.0  # re-read the registry before the retry
+                        _waiting(exc)
                         self.pipeline.discard()
                         rewind(consumer, messages)
                         stop.wait(backoff)
                         backoff = min(backoff * 2, 30.0)
-                    except Exception:
-                        logger.exception(
-                            "batch of %d messages failed; re-reading it in %.1fs", len(messages), backoff
-                        )
+                    except Exception as exc:
+                        if is_transient(exc):  # a store or Kafka away: say so in a line, no traceback
+                            logger.warning(
+                                "batch of %d messages not written, the store is not reachable (%s); "
+                                "re-reading it in %.1fs",
+                                len(messages),
+                                describe(exc),
+                                backoff,
+                            )
+                        else:
+                            logger.exception(
+                                "batch of %d messages failed; re-reading it in %.1fs", len(messages), backoff
+                            )
+                        _waiting(exc)
                         self.pipeline.discard()
                         rewind(consumer, messages)
                         stop.wait(backoff)
@@ -400,3 +413,9 @@ def _skip_error(msg: Message) -> bool:
         return True
     logger.warning("kafka: %s", err)
     return True
+
+
+def _waiting(exc: BaseException) -> None:
+    """A batch is being re-read: the gauge says the processor waits, the counter why."""
+    metrics.PROCESSOR_WAITING.set(1)
+    metrics.BATCH_RETRIES.labels(type(exc).__name__).inc()

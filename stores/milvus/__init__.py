@@ -15,4 +15,6 @@ KIND = OnlineStoreKind(
     vectors="stores.milvus.reembed:MilvusVectors",
     hosts="any number of hosts",
     extras=("milvus",),
+    errors="stores.milvus.errors:transient",
+    probe="stores.milvus.probe:probe",
 )

@@ -18,6 +18,8 @@ KIND = OnlineStoreKind(
     sink="stores.postgres.sink:PostgresOnlineSink",
     vectors="stores.postgres.reembed:PostgresVectors",
     hosts="any number of hosts",
+    errors="stores.postgres.errors:transient",
+    probe="stores.postgres.probe:probe",
     aggregating=("stores.postgres.feast.PgVectorOnlineStore", "onlinestore.pg_store.PgVectorOnlineStore"),
     extras=("stores",),
 )

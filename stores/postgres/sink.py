@@ -81,9 +81,7 @@ class PostgresOnlineSink(FeastLayoutSink):
         self._barriers: dict[str, Version] = {}
         self._held: dict[Partition, int] = {}
         try:
-            # Feast's own connection settings (sslmode, search_path = db_schema), so the sink writes
-            # exactly where Feast reads.
-            self._conn = psycopg.connect(_get_conninfo(config), **_get_conn_kwargs(config))
+            self._connection = self._connect()
         except psycopg.OperationalError as exc:
             raise ConfigError(
                 f"cannot connect to the Postgres online store at {config.host}:{config.port} "
@@ -94,6 +92,23 @@ class PostgresOnlineSink(FeastLayoutSink):
         with self._conn.transaction(), self._conn.cursor() as cur:
             ensure_tables(cur)
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        # Feast's own connection settings (sslmode, search_path = db_schema), so the sink writes exactly
+        # where Feast reads.
+        config = self.store.config.online_store
+        return psycopg.connect(_get_conninfo(config), **_get_conn_kwargs(config))
+
+    @property
+    def _conn(self) -> psycopg.Connection[Any]:
+        """The connection, opened again when the last one was lost (a restart, a failover): a connect that
+        fails raises psycopg's OperationalError, which stores/postgres/errors.py calls transient, so the
+        processor waits and retries the batch until the store is back."""
+        if self._connection.closed:
+            logger.warning("online store connection lost; reconnecting")
+            self._connection = self._connect()
+            logger.info("online store connection restored")
+        return self._connection
+
     @property
     def connection(self) -> psycopg.Connection[Any]:
         """The sink's own connection (jobs that work in the store's bookkeeping use it)."""
@@ -103,8 +118,15 @@ class PostgresOnlineSink(FeastLayoutSink):
     def discard(self) -> None:
         self._pending.clear()
         self._barriers.clear()
-        if self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            self._conn.rollback()
+        conn = self._connection
+        if conn.closed or conn.broken:  # lost with its transaction: nothing to roll back here
+            conn.close()
+            return
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            try:
+                conn.rollback()
+            except psycopg.OperationalError:  # lost during the rollback: the server dropped it anyway
+                conn.close()
 
     # --- fencing --------------------------------------------------------------------------------
     def claim(self, partitions: Sequence[Partition], owner: str) -> dict[Partition, int]:
@@ -456,4 +478,4 @@ class PostgresOnlineSink(FeastLayoutSink):
         return held
 
     def close(self) -> None:
-        self._conn.close()
+        self._connection.close()

@@ -17,4 +17,6 @@ KIND = OnlineStoreKind(
     sink="stores.redis.sink:RedisOnlineSink",
     hosts="any number of hosts",
     extras=("stores",),
+    errors="stores.redis.errors:transient",
+    probe="stores.redis.probe:probe",
 )

@@ -16,5 +16,7 @@ KIND = OnlineStoreKind(
     },
     sink="stores.sqlite.sink:SqliteOnlineSink",
     vectors="stores.sqlite.reembed:SqliteVectors",
+    errors="stores.sqlite.errors:transient",
+    probe="stores.sqlite.probe:probe",
     aggregating=("stores.sqlite.feast.VecSqliteOnlineStore", "onlinestore.feast_store.VecSqliteOnlineStore"),
 )

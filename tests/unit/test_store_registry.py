@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,6 +29,11 @@ def test_every_store_folder_declares_itself() -> None:
         assert kind.sink.startswith(f"stores.{kind.name}.") and (kind.vectors or "").startswith(
             "" if kind.vectors is None else f"stores.{kind.name}."
         )
+        # Its driver's errors told apart, and a health probe, in its own folder (stores/<name>/errors.py).
+        for target in (kind.errors, kind.probe):
+            assert target is not None and target.startswith(f"stores.{kind.name}."), (kind.name, target)
+            module, _, attr = target.partition(":")
+            assert callable(getattr(importlib.import_module(module), attr))
 
 
 @pytest.mark.parametrize(
