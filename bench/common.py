@@ -15,6 +15,7 @@ from connectors.deploy import remove
 from core.settings import PROJECT_ROOT, Settings, load_settings
 from stack.launcher import LocalStack
 from stack.postgres import Postgres, ensure_publication
+from stores.registry import OnlineStoreKind, kinds
 from stores.repository import copy_repo
 
 
@@ -92,83 +93,42 @@ def wait_processed(processor: Any, target: int, timeout_s: float = 1800) -> floa
     return time.monotonic() - start
 
 
-def use_online_store(settings: Settings, kind: str, schema: str) -> None:
-    """Point the repo copy at ``kind`` (sqlite, postgres, redis or milvus), starting that local store if needed.
+def store_kind(kind: str) -> OnlineStoreKind:
+    """The store folder named ``kind`` (its declaration); SystemExit naming the stores otherwise."""
+    found = {k.name: k for k in kinds()}
+    if kind not in found:
+        raise SystemExit(f"unknown online store {kind!r}: {', '.join(found)}")
+    return found[kind]
 
-    Postgres: a schema of its own (``schema``); Redis: database 9; Milvus: a database named ``schema``.
-    Drop them with ``drop_online_store``.
-    """
+
+def use_online_store(settings: Settings, kind: str, schema: str) -> None:
+    """Point the repo copy at the store ``kind`` (a store folder's name), starting its local server if it has
+    one and it is not running, in a namespace of its own (``schema``: a Postgres schema, a Redis database, a
+    Milvus database; stores/<name>/server.py). A store without vector search gets no vector views. Drop the
+    namespace with ``drop_online_store``."""
     import re
 
     from core.settings import ensure_secrets_file, export_store_secrets
     from stack.launcher import GENERATED_SECRETS
-    from stack.online_postgres import OnlinePostgres
-    from stack.redis import RedisServer
 
-    if kind == "sqlite":
-        return
+    store = store_kind(kind)
+    if store.local is None:
+        return  # the repo's own (SQLite)
     ensure_secrets_file(settings.secrets_file, GENERATED_SECRETS)
-    if kind == "postgres":
-        online = OnlinePostgres(settings)
-        online.start()
-        online.bootstrap()
-        with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        block = (
-            "online_store:\n  type: stores.postgres.feast.PgVectorOnlineStore\n"
-            f"  host: 127.0.0.1\n  port: {settings.online_pg_port}\n  database: {settings.online_pg_database}\n"
-            f"  db_schema: {schema}\n  user: {settings.online_pg_user}\n"
-            "  password: ${FEATURECTL_ONLINE_PG_PASSWORD}\n  sslmode: disable\n  vector_enabled: true\n"
-        )
-    elif kind == "redis":
-        RedisServer(settings).start()
-        block = (
-            "online_store:\n  type: stores.redis.feast.RedisOnlineStore\n"
-            f"  connection_string: 127.0.0.1:{settings.redis_port},db=9,password=${{FEATURECTL_REDIS_PASSWORD}}\n"
-        )
-        views = settings.feature_repo / "products.py"  # Redis has no vector search: no vector view
-        text = views.read_text()
-        views.write_text(text[: text.index("# History of product documents")])
-    elif kind == "milvus":
-        from stack.milvus import MilvusServer
-
-        server = MilvusServer(settings)
-        server.start()
-        client = server.client()
-        if schema not in client.list_databases():
-            client.create_database(schema)
-        client.close()
-        block = (
-            "online_store:\n  type: stores.milvus.feast.MilvusOnlineStore\n"
-            f"  host: http://127.0.0.1\n  port: {settings.milvus_port}\n  db_name: {schema}\n  vector_enabled: true\n"
-        )
-    else:
-        raise SystemExit(f"unknown online store {kind!r}: sqlite, postgres, redis or milvus")
+    server = store.server(settings)
+    server.start()
+    server.bootstrap()
     export_store_secrets(settings)
+    block = server.online_store(schema)
     path = settings.feature_repo / "feature_store.yaml"
     path.write_text(re.sub(r"online_store:\n(?:[ #].*\n)+", block, path.read_text()))
+    if store.vectors is None:
+        views = settings.feature_repo / "products.py"
+        text = views.read_text()
+        views.write_text(text[: text.index("# History of product documents")])
 
 
 def drop_online_store(settings: Settings, kind: str, schema: str) -> None:
-    from stack.online_postgres import OnlinePostgres
-
-    if kind == "postgres":
-        with psycopg.connect(OnlinePostgres(settings).store_conninfo(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-    elif kind == "redis":
-        import redis
-
-        with redis.Redis(
-            port=settings.redis_port, db=9, password=settings.require_secret("redis_password")
-        ) as r:
-            r.flushdb()
-    elif kind == "milvus":
-        from stack.milvus import MilvusServer
-
-        client = MilvusServer(settings).client(schema)
-        for collection in client.list_collections():
-            client.drop_collection(collection)
-        client.close()
-        client = MilvusServer(settings).client()
-        client.drop_database(schema)
-        client.close()
+    store = store_kind(kind)
+    if store.local is not None:
+        store.server(settings).drop(schema)

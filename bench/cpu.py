@@ -22,7 +22,7 @@ def component(proc: psutil.Process, children: str, own: str = "bench client") ->
         if "multiprocessing" in line and proc.ppid() == os.getpid():
             return children
         if "postgres" in proc.name() or "/postgresql/" in line:
-            # The online store's Postgres (pgvector) is its own build (stack/online_postgres.py).
+            # The online store's Postgres (pgvector) is its own build (stores/postgres/server.py).
             return "Postgres (online store)" if "pgserver" in proc.exe() else "Postgres (source)"
     except psutil.Error:
         return None

@@ -1,13 +1,13 @@
-"""Online stores side by side: SQLite (+ sqlite-vec), Postgres (+ pgvector HNSW) and Redis, same run.
+"""Online stores side by side (every store folder, or --stores), same run.
 
-    .venv/bin/python bench/online_store_bench.py [--rows 20000] [--vectors 10000,100000] [--queries 200]
+    .venv/bin/python bench/online_store_bench.py [--rows 20000] [--vectors 10000,100000] [--queries 200] [--stores sqlite,postgres,redis]
 
 Per store: the processor's sink writing ``customer_profile`` rows (batches of 1,000, the processor's
 default) against Feast's own ``write_to_online_store`` into the same store (the anchor);
 ``get_online_features`` p50/p99 for 1 and 100 entities; top-10 similarity p50/p99 over N vectors of
 ``product_documents`` (SQLite: exact scan; Postgres: HNSW, with its recall@10 against exact; Redis has
-no vector search). Starts the local online-store Postgres and Redis if needed (`featurectl stack up
---with online-postgres --with redis`); works in a Postgres schema and a Redis database of its own.
+no vector search). Starts each store's local server if needed (stores/<name>/server.py) and works in a
+namespace of its own there (a schema, a database), dropped at the end.
 """
 
 from __future__ import annotations
@@ -26,22 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psycopg
 from feast import FeatureStore
-from psycopg import sql
 
-from core.settings import (
-    PROJECT_ROOT,
-    Settings,
-    ensure_secrets_file,
-    export_store_secrets,
-    load_settings,
-)
+from bench.common import drop_online_store, store_kind
+from core.settings import PROJECT_ROOT, ensure_secrets_file, export_store_secrets, load_settings
 from embeddings.spec import spec_for
 from stack.launcher import GENERATED_SECRETS
-from stack.online_postgres import OnlinePostgres
-from stack.redis import RedisServer
-from stores.registry import open_online_sink
+from stores.registry import kinds, open_online_sink
 from stores.repository import copy_repo, feast_apply
 from stores.sink import UPSERT, SinkRow
 
@@ -226,69 +217,62 @@ def similarity(
     return pct(samples), float(np.mean(recall))
 
 
-def pg_schema(settings: Settings, online: OnlinePostgres) -> tuple[str, str]:
-    """A fresh schema in the online-store Postgres, and the online_store YAML that writes into it."""
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    return schema, pg_yaml(settings, schema)
-
-
-def pg_yaml(settings: Settings, schema: str) -> str:
-    """The online_store YAML that writes into ``schema`` of the online-store Postgres."""
-    s = settings
-    return (
-        "online_store:\n  type: stores.postgres.feast.PgVectorOnlineStore\n"
-        f"  host: 127.0.0.1\n  port: {s.online_pg_port}\n  database: {s.online_pg_database}\n  db_schema: {schema}\n"
-        f"  user: {s.online_pg_user}\n  password: ${{FEATURECTL_ONLINE_PG_PASSWORD}}\n  sslmode: disable\n  vector_enabled: true\n"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--vectors", default="10000,100000", help="vector counts, ascending")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument(
+        "--stores",
+        default=",".join(k.name for k in kinds()),
+        help="store folders to compare, comma-separated (default: %(default)s)",
+    )
     args = parser.parse_args()
     settings = load_settings()
     ensure_secrets_file(settings.secrets_file, GENERATED_SECRETS)
-    online = OnlinePostgres(settings)
-    online.start()
-    online.bootstrap()
-    redis_server = RedisServer(settings)
-    redis_server.start()
+    names = args.stores.split(",")
+    namespace = f"bench_{uuid.uuid4().hex[:8]}"
+    blocks: dict[str, str | None] = {}
+    for name in names:
+        kind = store_kind(name)
+        if kind.local is None:
+            blocks[name] = None  # the repo's own
+            continue
+        server = kind.server(settings)
+        server.start()
+        server.bootstrap()
+        blocks[name] = server.online_store(namespace)
     export_store_secrets(settings)
-    redis_yaml = (
-        "online_store:\n  type: stores.redis.feast.RedisOnlineStore\n"
-        f"  connection_string: 127.0.0.1:{settings.redis_port},db=9,password=${{FEATURECTL_REDIS_PASSWORD}}\n"
-    )
-    schema, pg_yaml = pg_schema(settings, online)
     root = Path(tempfile.mkdtemp(prefix="online-bench-"))
     try:
-        stores = {
-            "sqlite": repo(root, "sqlite", None),
-            "postgres": repo(root, "postgres", pg_yaml),
-            "redis": repo(root, "redis", redis_yaml),
-        }
+        stores = {name: repo(root, name, blocks[name]) for name in names}
         print(f"command: {shlex.join([sys.executable, *sys.argv])}")
-        print(f"{'':<44}{'SQLite':>22}{'Postgres':>22}{'Redis':>22}")
+        labels = {name: store_kind(name).label for name in names}
+        print(f"{'':<44}" + "".join(f"{labels[n]:>22}" for n in names))
 
         def line(label: str, cells: dict[str, str]) -> None:
-            print(
-                f"{label:<44}"
-                + "".join(f"{cells.get(k, 'n/a'):>22}" for k in ("sqlite", "postgres", "redis"))
-            )
+            print(f"{label:<44}" + "".join(f"{cells.get(k, 'n/a'):>22}" for k in names))
 
-        sink = {k: f"{sink_rate(v, args.rows):,.0f}" for k, v in stores.items()}
-        feast = {k: f"{feast_rate(v, args.rows):,.0f}" for k, v in stores.items()}
-        line("processor sink (rows/s, batches of 1000)", sink)
-        line("Feast write_to_online_store (anchor)", feast)
+        def guarded(measure: Callable[[FeatureStore], str]) -> dict[str, str]:
+            out = {}
+            for k, v in stores.items():
+                try:
+                    out[k] = measure(v)
+                except Exception as exc:  # a store failing one measure still shows the others
+                    print(f"{k}: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
+                    out[k] = "failed"
+            return out
+
+        line("processor sink (rows/s, batches of 1000)", guarded(lambda v: f"{sink_rate(v, args.rows):,.0f}"))
+        line("Feast write_to_online_store (anchor)", guarded(lambda v: f"{feast_rate(v, args.rows):,.0f}"))
         for n in (1, 100):
             line(
                 f"get_online_features {n} entities p50/p99",
-                {k: lookups(v, n, args.queries, args.rows) for k, v in stores.items()},
+                guarded(lambda v, n=n: lookups(v, n, args.queries, args.rows)),  # type: ignore[misc]
             )
-        del stores["redis"]  # no vector search in Feast's Redis store
+        for name in names:
+            if store_kind(name).vectors is None:
+                del stores[name]  # no vector search
         vectors = unit_vectors(max(int(x) for x in args.vectors.split(",")), 384, 7)
         have = 0
         for n in sorted(int(x) for x in args.vectors.split(",")):
@@ -301,8 +285,8 @@ def main() -> None:
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)
-        with psycopg.connect(online.store_conninfo(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        for name in names:
+            drop_online_store(settings, name, namespace)
 
 
 if __name__ == "__main__":

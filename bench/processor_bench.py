@@ -50,6 +50,7 @@ from connectors.definition import ConnectorDefinition
 from connectors.deploy import deploy
 from core import metrics
 from core.settings import Settings
+from stores.registry import kinds
 from stores.repository import feast_apply
 from stores.sqlite.db import connect
 from streams.processor import Processor, ProcessorConfig
@@ -322,7 +323,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--online-store",
-        choices=["sqlite", "postgres", "redis"],
+        choices=[k.name for k in kinds()],
         default="sqlite",
         help="the online store both the processor and the Feast push anchor write",
     )

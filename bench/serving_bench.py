@@ -40,6 +40,7 @@ from core import procs
 from core.settings import PROJECT_ROOT
 from jobs.pg_backfill import PostgresBackfill
 from serving.feature_server import FeatureServer
+from stores.registry import kinds
 from stores.repository import feast_apply
 from streams.dlq import DeadLetterSink
 from validation.suites import SuiteStore
@@ -129,7 +130,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=5000, help="customers in the bench table")
     ap.add_argument("--requests", type=int, default=300, help="lookups per case")
-    ap.add_argument("--online-store", default="sqlite", choices=["sqlite", "postgres", "redis"])
+    ap.add_argument("--online-store", default="sqlite", choices=[k.name for k in kinds()])
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # cleanup still runs
     logging.basicConfig(level=logging.WARNING)

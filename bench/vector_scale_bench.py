@@ -43,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,22 +60,18 @@ from feast import FeatureStore
 from bench.online_store_bench import (
     fill_vectors,
     pct,
-    pg_schema,
     repo,
     similarity,
     structured_vectors,
     unit_vectors,
     vector_row,
 )
-from bench.online_store_bench import (
-    pg_yaml as online_pg_yaml,
-)
 from bench.vector_data_bench import docstring_vectors
 from core.settings import ensure_secrets_file, export_store_secrets, load_settings
 from embeddings.spec import spec_for
 from stack.launcher import GENERATED_SECRETS
-from stack.online_postgres import OnlinePostgres
 from stores.postgres.feast import PgVectorOnlineStore
+from stores.postgres.server import OnlinePostgres
 from stores.postgres.tables import distinct_vectors_table, vector_index_name
 from stores.registry import open_online_sink
 
@@ -315,11 +312,10 @@ def main() -> None:
     online.bootstrap()
     export_store_secrets(settings)
     for extension in args.extension:
-        with psycopg.connect(online.admin_conninfo(settings.online_pg_database), autocommit=True) as conn:
+        with psycopg.connect(online.admin_conninfo(online.own.online_pg_database), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)))
-    schema, pg_yaml = (
-        (args.reuse, online_pg_yaml(settings, args.reuse)) if args.reuse else pg_schema(settings, online)
-    )
+    schema = args.reuse or f"bench_{uuid.uuid4().hex[:8]}"
+    pg_yaml = online.online_store(schema)
     pg_yaml += (
         f"  hnsw_m: {args.m}\n  hnsw_ef_construction: {args.ef_construction}\n  vector_type: {args.vector_type}\n"
         f"  quantization: {args.quantization}\n  rerank_candidates: {args.rerank}\n"

@@ -10,13 +10,14 @@ Secrets are never committed: passwords come from the environment or from the sec
 from __future__ import annotations
 
 import difflib
+import importlib
 import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -120,38 +121,11 @@ class Settings(BaseSettings):
     # --- production online stores, run by the local stack on request ---------------------------
     stack_extras: str = Field(
         "",
-        description="Extra services `featurectl stack up` runs, comma-separated: online-postgres "
-        "(Postgres with pgvector), redis and milvus, production online stores; prometheus (monitoring). "
+        description="Extra services `featurectl stack up` runs, comma-separated: an online store's local server "
+        "(each store folder names its own: online-postgres, redis, milvus) or prometheus (monitoring). "
         "Also `stack up --with NAME`.",
     )
-    online_pg_port: int = Field(25433, description="Port of the local online-store Postgres (pgvector).")
-    online_pg_database: str = Field("features", description="Database of the Postgres online store.")
-    online_pg_user: str = Field(
-        "featurestore", description="Role that owns the Postgres online store's tables (not a superuser)."
-    )
-    online_pg_password: SecretStr | None = Field(
-        None,
-        description="Password of online_pg_user; feature_store.yaml reads it as ${FEATURECTL_ONLINE_PG_PASSWORD}.",
-    )
-    online_pg_shared_buffers: str = Field(
-        "auto",
-        pattern=r"^(auto|\d+(kB|MB|GB|TB))$",
-        description="shared_buffers of the local online-store Postgres: `auto` is a quarter of the host's memory "
-        "(PostgreSQL's own starting point), or a size such as `2GB`. A vector view's HNSW index answers much "
-        "faster from the server's buffers than from the OS cache: give it about 2 GB per million 384-d vectors "
-        "(docs/performance.md). Read when the server starts.",
-    )
-    redis_port: int = Field(26379, description="Port of the local Redis online store (not 6379).")
-    milvus_port: int = Field(
-        29530, description="Port of the local Milvus online store, milvus-lite (not 19530)."
-    )
-    redis_password: SecretStr | None = Field(
-        None,
-        description="Password of the local Redis (requirepass); feature_store.yaml reads ${FEATURECTL_REDIS_PASSWORD}.",
-    )
-    online_pg_admin_password: SecretStr | None = Field(
-        None, description="Superuser password of the local online-store Postgres cluster."
-    )
+    # Each store's own (ports, passwords) come from stores/<name>/settings.py: see the end of this file.
 
     # --- serving ---------------------------------------------------------------------------
     serve_host: str = Field("127.0.0.1", description="Address the Feast feature server listens on.")
@@ -364,8 +338,9 @@ def _kafka_error(bootstrap: str, protocol: str) -> Any:
 
 def export_store_secrets(settings: Settings) -> None:
     """Put the online stores' passwords where feature_store.yaml reads them (``${FEATURECTL_ONLINE_PG_PASSWORD}``,
-    ``${FEATURECTL_REDIS_PASSWORD}``, expanded by Feast), unless the environment has them; subprocesses inherit them."""
-    for field in ("online_pg_password", "redis_password"):
+    ``${FEATURECTL_REDIS_PASSWORD}``, expanded by Feast), unless the environment has them; subprocesses inherit them.
+    Which: the fields a store's settings mark ``exported`` (stores/<name>/settings.py)."""
+    for field in _store_secret_fields():
         name = f"{ENV_PREFIX}{field.upper()}"
         if name not in os.environ:
             value = settings.secret(field)
@@ -448,3 +423,45 @@ def load_settings(**overrides: Any) -> Settings:
                 problems.append(f"{ENV_PREFIX}{key.upper()}: {err['msg']}")
         where = f"the environment or {env_file}" if env_file else "the environment"
         raise ConfigError("invalid settings: " + "; ".join(problems), f"correct them in {where}") from None
+
+
+# --- each store's own settings --------------------------------------------------------------------
+# A store folder (stores/<name>/) may declare its settings in settings.py: a pydantic model named by SETTINGS,
+# importing nothing of ours. They join the platform's, so FEATURECTL_REDIS_PORT is read, checked and
+# documented like every other setting, and adding a store touches only its folder.
+StoreModel = TypeVar("StoreModel", bound=BaseModel)
+
+
+def _store_models() -> tuple[type[BaseModel], ...]:
+    found = []
+    for path in sorted((PROJECT_ROOT / "stores").glob("*/settings.py")):
+        module = importlib.import_module(f"stores.{path.parent.name}.settings")
+        found.append(module.SETTINGS)
+    return tuple(found)
+
+
+STORE_MODELS = _store_models()
+
+
+def _store_secret_fields() -> list[str]:
+    return [
+        name
+        for model in STORE_MODELS
+        for name, field in model.model_fields.items()
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("exported")
+    ]
+
+
+def store_settings(settings: Settings, model: type[StoreModel]) -> StoreModel:
+    """``settings`` as the typed part a store declared (stores/<name>/settings.py)."""
+    if not isinstance(settings, model):
+        raise TypeError(f"these settings lack {model.__name__}: build them with load_settings()")
+    return settings
+
+
+if not TYPE_CHECKING:
+    # The class everyone constructs: the platform's fields and every store's. Typed code sees the platform's
+    # (the class above) and reaches a store's through store_settings().
+    Settings = create_model(
+        "Settings", __base__=(*STORE_MODELS, Settings), __module__=__name__, __doc__=Settings.__doc__
+    )

@@ -12,7 +12,7 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
-from core.settings import ENV_PREFIX, PROJECT_ROOT, Settings
+from core.settings import ENV_PREFIX, PROJECT_ROOT, STORE_MODELS, Settings
 
 DOCS = PROJECT_ROOT / "docs"
 SETTINGS_PROSE = DOCS / "settings.intro.md"
@@ -65,13 +65,25 @@ def _default(value: Any) -> str:
     return f"`{value}`" if str(value) != "" else "(empty)"
 
 
-def settings_reference() -> str:
-    """Markdown: the prose of docs/settings.intro.md, then a row per setting: variable, default, meaning."""
-    lines = [SETTINGS_PROSE.read_text().rstrip(), "", "| variable | default | what it is |", "|---|---|---|"]
-    for name, field in Settings.model_fields.items():
+def _rows(fields: dict[str, Any]) -> list[str]:
+    lines = ["| variable | default | what it is |", "|---|---|---|"]
+    for name, field in fields.items():
         default = field.get_default(call_default_factory=True)
         text = (field.description or "").replace("|", "\\|").replace("\n", " ")
         lines.append(f"| `{ENV_PREFIX}{name.upper()}` | {_default(default)} | {text} |")
+    return lines
+
+
+def settings_reference() -> str:
+    """Markdown: the prose of docs/settings.intro.md, then a row per setting: variable, default, meaning; the
+    platform's first, then each store's (stores/<name>/settings.py) under its folder's name."""
+    stores = {name for model in STORE_MODELS for name in model.model_fields}
+    lines = [SETTINGS_PROSE.read_text().rstrip(), ""]
+    lines += _rows({n: f for n, f in Settings.model_fields.items() if n not in stores})
+    for model in STORE_MODELS:
+        folder = model.__module__.split(".")[1]
+        lines += ["", f"### The {folder} store (`stores/{folder}/settings.py`)", ""]
+        lines += _rows(dict(model.model_fields))
     return "\n".join(lines) + "\n"
 
 

@@ -72,6 +72,17 @@ def ensure_extra(extra: str) -> None:
     pip_install(specs, f"the {extra!r} extra", f"install it yourself: pip install -e '.[{extra}]'")
 
 
+def ensure_requirements(texts: list[str], what: str) -> None:
+    """Install those of the requirements ``texts`` (PEP 508) not satisfied yet: what a store folder declares
+    (stores/<name>/__init__.py, ``KIND.packages``), into this interpreter's environment."""
+    todo = missing([Requirement(t) for t in texts])
+    if not todo:
+        return
+    specs = [str(r) for r in todo]
+    logger.info("installing what %s needs: %s", what, " ".join(specs))
+    pip_install(specs, what, "install them yourself: pip install " + " ".join(f"'{s}'" for s in specs))
+
+
 def pip_install(args: list[str], what: str, otherwise: str) -> None:
     """``pip install -q ARGS`` with this interpreter; a FeatureCtlError naming ``what`` if it fails."""
     step = [sys.executable, "-m", "pip", "install", "-q", *args]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core.errors import FeatureCtlError
 from core.settings import Settings
-from stack import system
+from services import system
 
 logger = logging.getLogger(__name__)
 POM = Path(__file__).with_name("pom.xml")

@@ -4,11 +4,11 @@ Order: Postgres, Kafka, Connect (Connect needs the broker; the connector, deploy
 both). ``up`` is idempotent: what runs already is left alone. ``down`` stops in reverse order,
 by pid, gracefully and then harder, and keeps data unless asked to wipe.
 
-Extras (``FEATURECTL_STACK_EXTRAS`` or ``stack up --with``) are production stores run locally:
-``online-postgres`` (Postgres + pgvector online store, stack/online_postgres.py), ``redis``
-(stack/redis.py) and ``milvus`` (milvus-lite, stack/milvus.py; also started when the feature repo's
-feature_store.yaml declares the Milvus online store); and ``prometheus`` (stack/prometheus.py, also ``FEATURECTL_MONITORING=1``). ``down`` and
-``status`` cover every extra that runs, whichever way it was started.
+Extras (``FEATURECTL_STACK_EXTRAS`` or ``stack up --with``) are the online stores' local servers, each
+declared by its store folder (stores/<name>/, ``KIND.local``: ``online-postgres``, ``redis``, ``milvus``; a
+store may also be started because the feature repo's feature_store.yaml names its local server), and
+``prometheus`` (stack/prometheus.py, also ``FEATURECTL_MONITORING=1``). ``down`` and ``status`` cover every
+extra that runs, whichever way it was started.
 """
 
 from __future__ import annotations
@@ -24,31 +24,27 @@ from connectors.definition import ConnectorDefinition, load_definition
 from core.errors import FeatureCtlError
 from core.settings import Settings, ensure_secrets_file
 from stack.connect import ConnectWorker
-from stack.extras import ensure_extra
+from stack.extras import ensure_requirements
 from stack.jars import ensure_jars, jars_for
 from stack.kafka import KafkaBroker
-from stack.milvus import MilvusServer
-from stack.online_postgres import OnlinePostgres
 from stack.postgres import Postgres
 from stack.prometheus import PrometheusServer
-from stack.redis import RedisServer
+from stores.local import LocalServer
+from stores.registry import local_services
 
 logger = logging.getLogger(__name__)
+STORES = local_services()  # the online stores' local servers, by name
 GENERATED_SECRETS = (
     "pg_admin_password",
     "pg_app_password",
     "debezium_password",
-    "online_pg_admin_password",
-    "online_pg_password",
-    "redis_password",
+    *(secret for kind in STORES.values() if kind.local for secret in kind.local.secrets),
     "kafka_sasl_password",
     "pii_hash_key",
 )
 CORE = ("connect", "kafka", "postgres")  # stop order
-EXTRAS = ("online-postgres", "redis", "milvus", "prometheus")
-STORE_EXTRAS = ("online-postgres", "redis", "milvus")  # the production online stores among the extras
-PYTHON_EXTRAS = {"online-postgres": "stores", "redis": "stores", "milvus": "milvus"}
-"""The pyproject.toml extra a service's online store needs (its driver; for online-postgres also its server)."""
+STORE_EXTRAS = tuple(STORES)  # the online stores' local servers among the extras
+EXTRAS = (*STORE_EXTRAS, "prometheus")
 
 
 @dataclass
@@ -69,24 +65,21 @@ class StackStatus:
         return asdict(self)
 
 
-Service = Postgres | KafkaBroker | ConnectWorker | RedisServer | MilvusServer | PrometheusServer
+Service = Postgres | KafkaBroker | ConnectWorker | PrometheusServer | LocalServer
 
 
-def _declares_milvus(settings: Settings) -> bool:
-    """Whether the feature repo's feature_store.yaml puts the online store in a local Milvus."""
+def _declared_servers(settings: Settings) -> list[str]:
+    """The local store servers the feature repo's feature_store.yaml writes to (started without --with)."""
     import yaml
 
     path = settings.feature_repo / "feature_store.yaml"
     try:
         online = (yaml.safe_load(path.read_text()) or {}).get("online_store") or {}
     except (OSError, yaml.YAMLError):
-        return False  # feast-apply reports a broken file; the stack starts without it
-    if not isinstance(online, dict) or online.get("type") != "stores.milvus.feast.MilvusOnlineStore":
-        return False
-    # The local server's address (a uri, or Feast's host and port, 19530 by default); anything else is the
-    # user's own Milvus.
-    address = str(online.get("uri") or f"{online.get('host', '')}:{online.get('port', 19530)}")
-    return address.replace("localhost", "127.0.0.1").endswith(f"127.0.0.1:{settings.milvus_port}")
+        return []  # feast-apply reports a broken file; the stack starts without it
+    if not isinstance(online, dict):
+        return []
+    return [name for name, kind in STORES.items() if kind.declared_locally(settings, online)]
 
 
 class LocalStack:
@@ -96,18 +89,21 @@ class LocalStack:
         self.postgres = Postgres(settings)
         self.kafka = KafkaBroker(settings, self.jars)
         self.connect = ConnectWorker(settings, self.jars)
-        self.online_postgres = OnlinePostgres(settings)
-        self.redis = RedisServer(settings)
-        self.milvus = MilvusServer(settings)
         self.prometheus = PrometheusServer(settings)
+        self._stores: dict[str, LocalServer] = {}
+
+    def store_server(self, name: str) -> LocalServer:
+        """The local server of the store service ``name`` (constructed on first use: it loads its module)."""
+        if name not in self._stores:
+            self._stores[name] = STORES[name].server(self.settings)
+        return self._stores[name]
 
     def extras(self, requested: tuple[str, ...] = ()) -> list[str]:
         """The extra services asked for in settings and in ``requested``, checked."""
         names = [n.strip() for n in self.settings.stack_extras.split(",") if n.strip()] + list(requested)
         if self.settings.monitoring:
             names.append("prometheus")
-        if _declares_milvus(self.settings):
-            names.append("milvus")
+        names += _declared_servers(self.settings)
         unknown = sorted(set(names) - set(EXTRAS))
         if unknown:
             raise FeatureCtlError(
@@ -117,31 +113,27 @@ class LocalStack:
         return [n for n in EXTRAS if n in names]
 
     def service(self, name: str) -> Service:
+        if name in STORES:
+            return self.store_server(name)
         services: dict[str, Service] = {
             "postgres": self.postgres,
             "kafka": self.kafka,
             "connect": self.connect,
-            "online-postgres": self.online_postgres,
-            "redis": self.redis,
-            "milvus": self.milvus,
             "prometheus": self.prometheus,
         }
         return services[name]
 
     def install(self, extras: tuple[str, ...] = ()) -> None:
-        """Everything ``up`` needs on disk: Postgres binaries, the JVM jars, and for each extra service the
-        Python packages its store needs (pyproject.toml's extra: the demo's install has none)."""
+        """Everything ``up`` needs on disk: Postgres binaries, the JVM jars, and for each store server asked for
+        the Python packages its store declares (the demo's install has none) and its binaries."""
         self.postgres.ensure_installed()
-        for service, extra in PYTHON_EXTRAS.items():
-            if service in self.extras(extras):
-                ensure_extra(extra)
-        if "online-postgres" in self.extras(extras):
-            self.online_postgres.ensure_installed()
-        if "redis" in self.extras(extras):
-            self.redis.ensure_installed()
-        if "milvus" in self.extras(extras):
-            self.milvus.ensure_installed()
-        if "prometheus" in self.extras(extras):
+        wanted = self.extras(extras)
+        for name in STORE_EXTRAS:
+            if name in wanted:
+                kind = STORES[name]
+                ensure_requirements(list(kind.packages), f"the {kind.label} online store")
+                self.store_server(name).ensure_installed()
+        if "prometheus" in wanted:
             self.prometheus.ensure_installed()
         self.jars = ensure_jars(self.settings)
 
@@ -162,13 +154,11 @@ class LocalStack:
         self.install(extras)
         self.postgres.start()
         self.postgres.bootstrap(connector or load_definition())
-        if "online-postgres" in wanted:
-            self.online_postgres.start()
-            self.online_postgres.bootstrap()
-        if "redis" in wanted:
-            self.redis.start()
-        if "milvus" in wanted:
-            self.milvus.start()
+        for name in STORE_EXTRAS:
+            if name in wanted:
+                server = self.store_server(name)
+                server.start()
+                server.bootstrap()
         self.kafka.start()
         self.connect.start()
         if "prometheus" in wanted:
@@ -184,10 +174,9 @@ class LocalStack:
             if name in services and self.service(name).stop():
                 stopped.append(name)
         if wipe and set(services) >= set(CORE):
-            # Clusters may live outside the data directory (stack.pg_location).
-            self.online_postgres.wipe()
-            self.redis.wipe()
-            self.milvus.wipe()
+            # Clusters may live outside the data directory (services.pg_location).
+            for name in STORE_EXTRAS:
+                self.store_server(name).wipe()
             self.prometheus.wipe()
             self.postgres.wipe()
             shutil.rmtree(self.settings.data_dir, ignore_errors=True)
@@ -212,13 +201,10 @@ class LocalStack:
             (self.kafka.name, self.kafka.daemon.pid(), s.bootstrap_servers, self.kafka.ready),
             (self.connect.name, self.connect.daemon.pid(), s.connect_rest_url, self.connect.ready),
         ]
-        online = self.online_postgres
-        if "online-postgres" in self.extras() or online.pid() is not None:
-            checks.append((online.name, online.pid(), f"127.0.0.1:{s.online_pg_port}", online.ready))
-        if "redis" in self.extras() or self.redis.pid() is not None:
-            checks.append((self.redis.name, self.redis.pid(), f"127.0.0.1:{s.redis_port}", self.redis.ready))
-        if "milvus" in self.extras() or self.milvus.pid() is not None:
-            checks.append((self.milvus.name, self.milvus.pid(), self.milvus.uri, self.milvus.ready))
+        for name in STORE_EXTRAS:
+            server = self.store_server(name)
+            if name in self.extras() or server.pid() is not None:
+                checks.append((server.name, server.pid(), server.address, server.ready))
         prom = self.prometheus
         if "prometheus" in self.extras() or prom.pid() is not None:
             checks.append((prom.name, prom.pid(), prom.url, prom.ready))

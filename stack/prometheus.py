@@ -21,7 +21,7 @@ import yaml
 
 from core import procs
 from core.settings import PROJECT_ROOT, Settings
-from stack import system
+from services import system
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.errors import FeatureCtlError
 from core.settings import Settings
-from stack import system
+from services import system
 from stack.extras import ensure_extra
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,11 +27,12 @@ from feast.value_type import ValueType
 
 from aggregations import rows as aggregation_rows
 from aggregations.spec import AggregationView, aggregation_view, is_aggregation_view
-from core.errors import FencedError
+from core.errors import FencedError, TransientError
+from embeddings.spec import EmbeddingSpec
 from stores.keys import fast_entity_key
 from stores.ordering import check_not_rewound, epoch_us
 from stores.repository import RegistryViews
-from stores.sink import DELETE, OnlineSink, SinkRow
+from stores.sink import DELETE, OnlineSink, Partition, SinkRow
 
 logger = logging.getLogger(__name__)
 Version = tuple[int, int]
@@ -41,13 +42,45 @@ FENCED_FIX = (
 )
 
 
-def fenced(lost: list[str]) -> FencedError:
-    """The refusal of a whole flush whose partitions (``lost``, described) were claimed since its read."""
+def fenced(lost: list[str], partial: bool = False) -> FencedError:
+    """The refusal of a flush whose partitions (``lost``, described) were claimed since its read: of all of
+    it, or (``partial``: a store writing a chunk at a time) of what was not written before the claim."""
+    done = (
+        "Entities written before the claim stay (this copy still owned them)"
+        if partial
+        else "Nothing of the batch was written or committed"
+    )
     return FencedError(
         f"partitions were claimed by another processor since this one read its batch: {'; '.join(lost)}. "
-        "Nothing of the batch was written or committed; the partitions' owner re-reads it",
+        f"{done}; the partitions' owner re-reads it",
         FENCED_FIX,
     )
+
+
+def lost_partitions(
+    held: Mapping[Partition, int], stored: Iterable[tuple[str, int, int, str, object]]
+) -> list[str]:
+    """The held partitions whose stored epoch (``stored``: topic, partition, epoch, owner, when claimed or None)
+    passed the one held: another processor claimed them since. Described for ``fenced``."""
+    return [
+        f"{topic}[{partition}] (epoch {epoch} > ours {held[(topic, partition)]}, {owner}"
+        + (f", {claimed_at})" if claimed_at is not None else ")")
+        for topic, partition, epoch, owner, claimed_at in stored
+        if (topic, partition) in held and epoch > held[(topic, partition)]
+    ]
+
+
+def refuse_other_models(spec: EmbeddingSpec, declared: str | None, rows: Iterable[SinkRow]) -> None:
+    """TransientError if a row's vector was embedded by another model than the one the store was last applied
+    with (``declared``; None: none recorded yet, the spec's is): a `feast apply` this writer has not read."""
+    declared = declared or spec.fingerprint
+    stale = {r.model for r in rows if r.features.get(spec.field) is not None and r.model != declared}
+    if stale:
+        raise TransientError(
+            f"feature view {spec.view}: rows were embedded with model fingerprint(s) {sorted(map(str, stale))}, "
+            f"but {declared} is declared (the model changed with the last feast apply)",
+            "nothing to do: the processor re-reads the registry and re-embeds the batch",
+        )
 
 
 NONE: Version = (-1, -1)
@@ -82,6 +115,10 @@ class FeastLayoutSink(OnlineSink):
         # Per view: the declaration the entity key types were taken from, and those types.
         self._key_types: dict[str, tuple[FeatureView, dict[str, ValueType]]] = {}
         self._aggregations: dict[str, tuple[FeatureView, AggregationView | None]] = {}
+        self._held: dict[Partition, int] = {}  # the epochs this writer's flushes must still hold
+
+    def hold(self, epochs: Mapping[Partition, int]) -> None:
+        self._held = dict(epochs)
 
     def _aggregation(self, view: FeatureView) -> AggregationView | None:
         """The aggregations ``view`` declares (its rows are contributions: aggregations/rows.py), or None."""

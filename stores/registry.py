@@ -1,9 +1,12 @@
 """Which online store feature_store.yaml declares, and what it can do: one folder per store.
 
 Each store is a package ``stores/<name>/`` whose ``__init__`` declares ``KIND`` (an OnlineStoreKind):
-the ``type:`` values of feature_store.yaml it answers to, whether each indexes vectors, its sink and
-its re-embedding. Adding a store means adding a folder; nothing else names the stores. The Feast
-plugin itself (``stores/<name>/feast.py``) is what Feast loads from the ``type:``.
+the ``type:`` values of feature_store.yaml it answers to (old names too), whether each indexes vectors, its
+sink, its re-embedding, how its driver's errors are told apart, its health probe, its capabilities, its
+packages and its local server (stores/local.py) with its settings (``stores/<name>/settings.py``). The
+stack, the CLI, the settings, the processor, the tests and the benches read these declarations: adding a
+store means adding a folder (docs/stores.md, "Adding a store"). The Feast plugin itself
+(``stores/<name>/feast.py``) is what Feast loads from the ``type:``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from core.errors import ConfigError
 if TYPE_CHECKING:
     from feast import FeatureStore
 
+    from core.settings import Settings
     from stores.feast_layout import FeastLayoutSink
+    from stores.local import LocalServer, LocalService
     from stores.vector_store import VectorStore
 
 
@@ -32,8 +37,18 @@ class OnlineStoreKind:
     types: dict[str, bool]  # feature_store.yaml `type:` -> whether it indexes vectors (canonical first)
     sink: str  # "module:Class" of its OnlineSink
     vectors: str | None = None  # "module:Class" of its VectorStore (re-embedding), if it holds vectors
-    hosts: str = "one host"  # who may write and read it at once
-    extras: tuple[str, ...] = field(default_factory=tuple)  # pip extras its drivers come from
+    # Capabilities, read instead of names: readers and writers on any number of hosts; writers that do not take
+    # turns (`process --workers N` adds throughput); a flush applied all or nothing.
+    many_hosts: bool = False
+    parallel_writes: bool = False
+    transactions: bool = False
+    # The requirements its driver and local server need (`featurectl stack install --with` installs them), and
+    # pyproject.toml's extra holding them for `pip install '.[extra]'` (tests keep the two equal).
+    packages: tuple[str, ...] = field(default_factory=tuple)
+    extra: str | None = None
+    local: LocalService | None = None  # its local server, if this machine can run one
+    # Whether it joins the scalar-feature integration tests (SCALAR_STORES); every store runs ALL_STORES.
+    scalar_tests: bool = True
     # The types whose Feast reader computes aggregation views at read time (stores/contributions.py).
     aggregating: tuple[str, ...] = ()
     # "module:function" telling its driver's errors apart: True transient (the store is down, restarting,
@@ -45,6 +60,32 @@ class OnlineStoreKind:
     @property
     def canonical(self) -> str:
         return next(iter(self.types))
+
+    @property
+    def hosts(self) -> str:
+        return "any number of hosts" if self.many_hosts else "one host"
+
+    def install_hint(self) -> str:
+        if self.local is not None:
+            return f"featurectl stack install --with {self.local.name}"
+        return "pip install " + " ".join(f"'{p}'" for p in self.packages)
+
+    def server(self, settings: Settings) -> LocalServer:
+        """Its local server (ConfigError when it declares none, or its packages are missing)."""
+        if self.local is None:
+            raise ConfigError(f"the {self.label} online store has no local server", "run your own")
+        cls: Any = _load(self, self.local.server)
+        server: LocalServer = cls(settings)
+        return server
+
+    def declared_locally(self, settings: Settings, online: dict[str, Any]) -> bool:
+        """Whether feature_store.yaml's ``online_store:`` mapping names this store's local server."""
+        if self.local is None or online.get("type") not in self.types:
+            return False
+        if self.local.declared_by is None:
+            return False
+        check: Any = _load(self, self.local.declared_by)
+        return bool(check(settings, online))
 
     def indexes_vectors(self, type_: str) -> bool:
         return self.types.get(type_, False)
@@ -69,10 +110,7 @@ def _load(kind: OnlineStoreKind, target: str) -> object:
     try:
         return getattr(importlib.import_module(module), attr)
     except ImportError as exc:
-        extra = f".[{','.join(kind.extras)}]" if kind.extras else "."
-        raise ConfigError(
-            f"the {kind.label} online store needs {exc.name}", f"pip install -e '{extra}'"
-        ) from None
+        raise ConfigError(f"the {kind.label} online store needs {exc.name}", kind.install_hint()) from None
 
 
 @cache
@@ -87,6 +125,11 @@ def kinds() -> tuple[OnlineStoreKind, ...]:
             if isinstance(kind, OnlineStoreKind):
                 found.append(kind)
     return tuple(sorted(found, key=lambda k: k.name))
+
+
+def local_services() -> dict[str, OnlineStoreKind]:
+    """The stores with a local server, by its name (`featurectl stack up --with NAME`)."""
+    return {k.local.name: k for k in kinds() if k.local is not None}
 
 
 def classify(exc: BaseException) -> bool | None:

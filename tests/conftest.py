@@ -1,4 +1,5 @@
-"""Fixtures both test levels share: the real Postgres + pgvector online store, started once per session."""
+"""Fixtures both test levels share: each online store's local server (its folder's declaration), started once
+per session."""
 
 from __future__ import annotations
 
@@ -9,15 +10,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from core.settings import PROJECT_ROOT, Settings, ensure_secrets_file, load_settings
 from stack.launcher import GENERATED_SECRETS
-from stack.milvus import MilvusServer
-from stack.online_postgres import OnlinePostgres
-from stack.redis import RedisServer
+from stores.local import LocalServer
+from stores.registry import OnlineStoreKind, kinds
 
 # pytest-xdist runs the suite in worker processes (dev.sh: -n 2), each with its own folder and ports (1000
 # apart), so its own stack and servers: the tests of two workers never meet. The first keeps the defaults.
@@ -32,12 +30,6 @@ if _WORKER.startswith("gw") and int(_WORKER[2:]) > 0:
 # PYTEST_FEATURECTL_DIR moves the folder, PYTEST_FEATURECTL_PORT_OFFSET every port, as for the stack.
 _TEST_DIR = PROJECT_ROOT / os.environ.get("PYTEST_FEATURECTL_DIR", ".stack-test")
 _OFFSET = int(os.environ.get("PYTEST_FEATURECTL_PORT_OFFSET", "0"))
-ONLINE_DATA = _TEST_DIR / "online"
-ONLINE_PORT = int(os.environ.get("PYTEST_FEATURECTL_ONLINE_PORT", str(26433 + _OFFSET)))
-REDIS_DATA = _TEST_DIR / "redis"
-REDIS_PORT = int(os.environ.get("PYTEST_FEATURECTL_REDIS_PORT", str(26380 + _OFFSET)))
-MILVUS_DATA = _TEST_DIR / "milvus"
-MILVUS_PORT = int(os.environ.get("PYTEST_FEATURECTL_MILVUS_PORT", str(29531 + _OFFSET)))
 
 
 def without_aggregation_views(repo: Path) -> None:
@@ -50,162 +42,79 @@ def without_aggregation_views(repo: Path) -> None:
         path.write_text(text[: text.index(marker)])
 
 
-@dataclass
-class OnlinePg:
-    service: OnlinePostgres
-    settings: Settings
-    password: str
-
-    def yaml(self, schema: str) -> str:
-        """An ``online_store:`` block for feature_store.yaml writing to ``schema`` (created if missing)."""
-        s = self.settings
-        with psycopg.connect(self.service.store_conninfo(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        return (
-            "online_store:\n"
-            "  type: stores.postgres.feast.PgVectorOnlineStore\n"
-            f"  host: 127.0.0.1\n  port: {s.online_pg_port}\n  database: {s.online_pg_database}\n"
-            f"  db_schema: {schema}\n  user: {s.online_pg_user}\n"
-            "  password: ${FEATURECTL_ONLINE_PG_PASSWORD}\n  sslmode: disable\n  vector_enabled: true\n"
-        )
-
-    def use_in(self, repo: Path, schema: str) -> None:
-        """Point ``repo``'s feature_store.yaml at this store (schema ``schema``)."""
-        path = repo / "feature_store.yaml"
-        text = re.sub(r"online_store:\n(?:[ #].*\n)+", self.yaml(schema), path.read_text())
-        path.write_text(text)
-
-    def empty(self, schema: str) -> None:
-        """Delete every row of every table in ``schema`` (tables and indexes stay)."""
-        with psycopg.connect(self.service.store_conninfo(), autocommit=True) as conn:
-            # The declared models stay, as `feast apply` left them.
-            tables = conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename <> 'featurectl_embeddings'",
-                (schema,),
-            ).fetchall()
-            for (table,) in tables:
-                conn.execute(
-                    sql.SQL("DELETE FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-                )
-
-
-@pytest.fixture(scope="session")
-def online_pg() -> Iterator[OnlinePg]:
-    parent = ONLINE_DATA.parent
-    parent.mkdir(exist_ok=True)
-    parent.chmod(0o700)
-    settings = load_settings(data_dir=ONLINE_DATA, online_pg_port=ONLINE_PORT)
-    service = OnlinePostgres(settings)
-    service.stop()  # a previous run's leftovers
-    service.wipe()
-    shutil.rmtree(ONLINE_DATA, ignore_errors=True)
-    ONLINE_DATA.mkdir()
-    secrets = ensure_secrets_file(settings.secrets_file, GENERATED_SECRETS)
-    service.start()
-    service.bootstrap()
-    password = secrets["online_pg_password"]
-    # feature_store.yaml reads it as ${FEATURECTL_ONLINE_PG_PASSWORD}; subprocesses inherit it.
-    os.environ["FEATURECTL_ONLINE_PG_PASSWORD"] = password
-    yield OnlinePg(service, settings, password)
-    service.stop()
-    if service.log_file.exists():
-        shutil.copy(service.log_file, ONLINE_DATA / "postgres.log")
-    service.wipe()
+def without_vector_views(repo: Path) -> None:
+    """For a store without vector search: its user declares no vector view."""
+    views = repo / "products.py"
+    text = views.read_text()
+    views.write_text(text[: text.index("# History of product documents")])
 
 
 @dataclass
-class LocalRedis:
-    server: RedisServer
+class LocalStore:
+    """A store's local server for the test session (its declaration: stores/<name>/__init__.py, KIND.local)."""
 
-    def yaml(self, db: int) -> str:
-        """An ``online_store:`` block for feature_store.yaml using Redis database ``db``."""
-        return (
-            "online_store:\n  type: stores.redis.feast.RedisOnlineStore\n"
-            f"  connection_string: 127.0.0.1:{self.server.settings.redis_port},db={db},"
-            "password=${FEATURECTL_REDIS_PASSWORD}\n"
-        )
+    kind: OnlineStoreKind
+    server: LocalServer
 
-    def use_in(self, repo: Path, db: int) -> None:
+    @property
+    def settings(self) -> Settings:
+        return self.server.settings
+
+    def yaml(self, namespace: str) -> str:
+        """An ``online_store:`` block for feature_store.yaml writing to ``namespace`` (made if missing)."""
+        return self.server.online_store(namespace)
+
+    def use_in(self, repo: Path, namespace: str) -> None:
+        """Point ``repo``'s feature_store.yaml at this store (``namespace``), leaving out the aggregation views
+        if it cannot serve them (`feast-apply` refuses them there)."""
         path = repo / "feature_store.yaml"
-        path.write_text(re.sub(r"online_store:\n(?:[ #].*\n)+", self.yaml(db), path.read_text()))
-        without_aggregation_views(repo)
+        path.write_text(re.sub(r"online_store:\n(?:[ #].*\n)+", self.yaml(namespace), path.read_text()))
+        if not self.kind.aggregating:
+            without_aggregation_views(repo)
 
-    def flush(self, db: int) -> None:
-        import redis
-
-        password = self.server.settings.require_secret("redis_password")
-        with redis.Redis(port=self.server.settings.redis_port, db=db, password=password) as client:
-            client.flushdb()
+    def empty(self, namespace: str) -> None:
+        """Every feature row in ``namespace`` deleted (tables, collections and indexes stay)."""
+        self.server.empty(namespace)
 
 
-@pytest.fixture(scope="session")
-def local_redis() -> Iterator[LocalRedis]:
-    """Debian's redis-server on a port of its own, for the session (requirepass from its secrets file)."""
-    parent = REDIS_DATA.parent
-    parent.mkdir(exist_ok=True)
-    parent.chmod(0o700)
-    settings = load_settings(data_dir=REDIS_DATA, redis_port=REDIS_PORT)
-    server = RedisServer(settings)
-    server.stop()
-    shutil.rmtree(REDIS_DATA, ignore_errors=True)
-    REDIS_DATA.mkdir()
+def _local_store(kind: OnlineStoreKind) -> Iterator[LocalStore]:
+    """``kind``'s local server on a port of its own (its default + 1000, + the worker's offset), for the session."""
+    assert kind.local is not None
+    data = _TEST_DIR / kind.local.name
+    data.parent.mkdir(exist_ok=True)
+    data.parent.chmod(0o700)
+    default = Settings.model_fields[kind.local.port].default
+    env = f"PYTEST_FEATURECTL_{kind.local.port.upper()}"
+    port = int(os.environ.get(env, str(default + 1000 + _OFFSET)))
+    settings = load_settings(data_dir=data, **{kind.local.port: port})
+    server = kind.server(settings)
+    server.stop()  # a previous run's leftovers
+    server.wipe()
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir()
     secrets = ensure_secrets_file(settings.secrets_file, GENERATED_SECRETS)
     server.start()
-    os.environ["FEATURECTL_REDIS_PASSWORD"] = secrets["redis_password"]
-    yield LocalRedis(server)
+    server.bootstrap()
+    # feature_store.yaml reads the store's passwords as ${FEATURECTL_...}; subprocesses inherit them.
+    for name in kind.local.secrets:
+        os.environ[f"FEATURECTL_{name.upper()}"] = secrets[name]
+    yield LocalStore(kind, server)
     server.stop()
+    server.wipe()
 
 
-@dataclass
-class LocalMilvus:
-    server: MilvusServer
+def _fixture(kind: OnlineStoreKind) -> object:
+    def local_store() -> Iterator[LocalStore]:
+        yield from _local_store(kind)
 
-    def yaml(self, database: str) -> str:
-        """An ``online_store:`` block for feature_store.yaml using Milvus database ``database`` (created)."""
-        client = self.server.client()
-        try:
-            if database not in client.list_databases():
-                client.create_database(database)
-        finally:
-            client.close()
-        return (
-            "online_store:\n  type: stores.milvus.feast.MilvusOnlineStore\n"
-            f"  host: http://127.0.0.1\n  port: {self.server.settings.milvus_port}\n"
-            f"  db_name: {database}\n  vector_enabled: true\n"
-        )
-
-    def use_in(self, repo: Path, database: str) -> None:
-        path = repo / "feature_store.yaml"
-        path.write_text(re.sub(r"online_store:\n(?:[ #].*\n)+", self.yaml(database), path.read_text()))
-        without_aggregation_views(repo)
-
-    def empty(self, database: str) -> None:
-        """Every row of every collection of ``database`` deleted (the collections stay, as applied)."""
-        client = self.server.client(database)
-        try:
-            for name in client.list_collections():
-                key = next(
-                    f["name"] for f in client.describe_collection(name)["fields"] if f.get("is_primary")
-                )
-                client.delete(name, filter=f'{key} != ""')
-        finally:
-            client.close()
+    local_store.__doc__ = f"The {kind.label} online store's local server, for the session."
+    return pytest.fixture(scope="session", name=f"local_{kind.name}")(local_store)
 
 
-@pytest.fixture(scope="session")
-def local_milvus() -> Iterator[LocalMilvus]:
-    """milvus-lite's server on a port of its own, for the session (stack/milvus.py)."""
-    parent = MILVUS_DATA.parent
-    parent.mkdir(exist_ok=True)
-    parent.chmod(0o700)
-    settings = load_settings(data_dir=MILVUS_DATA, milvus_port=MILVUS_PORT)
-    server = MilvusServer(settings)
-    server.stop()
-    shutil.rmtree(MILVUS_DATA, ignore_errors=True)
-    MILVUS_DATA.mkdir()
-    server.start()
-    yield LocalMilvus(server)
-    server.stop()
+# One session fixture per store with a local server: local_postgres, local_redis, local_milvus, ...
+for _kind in kinds():
+    if _kind.local is not None:
+        globals()[f"local_{_kind.name}"] = _fixture(_kind)
 
 
 _SUMMARIES: list[str] = []

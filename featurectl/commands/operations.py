@@ -88,13 +88,17 @@ def _worker(
     os.umask(0o077)
     try:
         if index == 0:
-            from stores.registry import kind_of
+            from stores.registry import kind_of, kinds
             from stores.repository import open_store
 
-            if kind_of(open_store(settings)).name == "sqlite":
+            kind = kind_of(open_store(settings))
+            if not kind.parallel_writes:
+                scaling = ", ".join(k.label for k in kinds() if k.parallel_writes)
                 logger.warning(
-                    "--workers on the SQLite online store: its writers take turns, so more workers add "
-                    "no throughput (docs/processor.md); the Postgres and Redis stores scale with workers"
+                    "--workers on the %s online store: its writers take turns, so more workers add no "
+                    "throughput (docs/processor.md); these stores scale with workers: %s",
+                    kind.label,
+                    scaling,
                 )
         worker_port = None if port is None else port + 10 * index
         _run_processor(settings, path, config, worker_port, watch=index == 0, ready=ready, stop=stop)

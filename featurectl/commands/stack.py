@@ -10,6 +10,10 @@ import click
 from featurectl.options import (
     settings_of,
 )
+from stores.registry import local_services
+
+# Each online store's local server, as its folder declares it (stores/<name>/__init__.py, KIND.local).
+STORE_SERVERS = {name: kind.label for name, kind in local_services().items()}
 
 
 @click.group()
@@ -21,16 +25,21 @@ WITH_EXTRAS = click.option(
     "--with",
     "extras",
     multiple=True,
-    type=click.Choice(["online-postgres", "redis", "milvus", "prometheus"]),
-    help="Also run this service locally (repeatable; or FEATURECTL_STACK_EXTRAS): online-postgres = Postgres "
-    "with pgvector, redis = Redis, milvus = milvus-lite (also when feature_store.yaml declares it), as the online "
-    "store; prometheus = Prometheus with the alert rules, scraping "
+    type=click.Choice([*STORE_SERVERS, "prometheus"]),
+    help="Also run this service locally (repeatable; or FEATURECTL_STACK_EXTRAS): an online store's local server ("
+    + ", ".join(f"{name} = {label}" for name, label in STORE_SERVERS.items())
+    + "; also when feature_store.yaml names it), or prometheus = Prometheus with the alert rules, scraping "
     "featurectl's /metrics ports (or FEATURECTL_MONITORING=1).",
 )
 
 
 @stack.command("install")
 @WITH_EXTRAS
+@click.option(
+    "--all-stores",
+    is_flag=True,
+    help="Install every online store's packages and local server (as if each were named with --with).",
+)
 @click.option(
     "--spark",
     is_flag=True,
@@ -43,12 +52,14 @@ WITH_EXTRAS = click.option(
     "locally; prints its `airflow` executable.",
 )
 @click.pass_context
-def stack_install(ctx: click.Context, extras: tuple[str, ...], spark: bool, airflow: bool) -> None:
+def stack_install(
+    ctx: click.Context, extras: tuple[str, ...], all_stores: bool, spark: bool, airflow: bool
+) -> None:
     """Install what the stack needs (Postgres package, Kafka/Connect/Debezium jars) without starting it."""
     from stack.launcher import LocalStack
 
     settings = settings_of(ctx)
-    LocalStack(settings).install(extras)
+    LocalStack(settings).install((*extras, *(STORE_SERVERS if all_stores else ())))
     if spark:
         from stack.spark import ensure_delta_jars
 
@@ -78,7 +89,7 @@ def stack_up(ctx: click.Context, extras: tuple[str, ...]) -> None:
     "--service",
     "services",
     multiple=True,
-    type=click.Choice(["postgres", "kafka", "connect", "online-postgres", "redis", "milvus", "prometheus"]),
+    type=click.Choice(["postgres", "kafka", "connect", *STORE_SERVERS, "prometheus"]),
     help="Stop only these services (repeatable).",
 )
 @click.pass_context

@@ -136,6 +136,17 @@ def _files_if_any(data_source: Any, repo_path: str | None) -> list[str]:
         raise
 
 
+def _ibis_io(config: RepoConfig, reader: Any) -> dict[str, Any]:
+    """How Feast's ibis functions read (``reader``: the history, one row per instant, or a source as it is)
+    and where they stage: the same for every query of this store."""
+    return {
+        "data_source_reader": reader,
+        "data_source_writer": feast_duckdb._write_data_source,
+        "staging_location": config.offline_store.staging_location,
+        "staging_location_endpoint_override": config.offline_store.staging_location_endpoint_override,
+    }
+
+
 def monitoring_from(config: RepoConfig, data_source: DataSource) -> str | None:
     """A DuckDB FROM expression over the rows a view held: its history's live files, tombstones left out.
 
@@ -243,10 +254,7 @@ class DeltaDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             created_timestamp_column=created_timestamp_column,
             start_date=start_date,
             end_date=end_date,
-            data_source_reader=read_source,
-            data_source_writer=feast_duckdb._write_data_source,
-            staging_location=config.offline_store.staging_location,
-            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+            **_ibis_io(config, read_source),
         )
 
     @staticmethod
@@ -306,10 +314,7 @@ class DeltaDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             registry=registry,
             project=project,
             full_feature_names=full_feature_names,
-            data_source_reader=read_history,
-            data_source_writer=feast_duckdb._write_data_source,
-            staging_location=config.offline_store.staging_location,
-            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+            **_ibis_io(config, read_history),
             filter_by_created_timestamp=filter_by_created_timestamp,
         )
 
@@ -333,8 +338,5 @@ class DeltaDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             created_timestamp_column=created_timestamp_column,
             start_date=start_date,
             end_date=end_date,
-            data_source_reader=read_source,
-            data_source_writer=feast_duckdb._write_data_source,
-            staging_location=config.offline_store.staging_location,
-            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+            **_ibis_io(config, read_source),
         )

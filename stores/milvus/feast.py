@@ -4,7 +4,7 @@ feature_store.yaml selects it by import path (the rest are Feast's own ``milvus`
 
     online_store:
       type: stores.milvus.feast.MilvusOnlineStore
-      host: http://127.0.0.1      # `featurectl stack up` starts milvus-lite here (stack/milvus.py)
+      host: http://127.0.0.1      # `featurectl stack up` starts milvus-lite here (stores/milvus/server.py)
       port: 29530
       vector_enabled: true
 
@@ -13,6 +13,8 @@ What it changes from Feast 0.67's ``milvus`` store (feast/infra/online_stores/mi
 - the collections (``update``, i.e. ``feast apply``): typed, nullable scalars and a vector of the view's
   own dimension with an HNSW index (layout.py says why), and the processor's bookkeeping;
 - ``online_read``: NULL reads as NULL, every type as it was written, an absent entity as absent;
+- ``online_write_batch`` (Feast's ``write_to_online_store``, ``push``, ``materialize``): each entity's row in
+  this layout, its vector searchable when the write carries one;
 - ``retrieve_online_documents_v2``: searches the view's vector (Feast's searches only when the vector
   field is among the requested features and answers it with the *query* vector), skips entities
   without a vector, and answers ``distance`` as the other stores do (cosine distance, smaller is nearer);
@@ -26,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -45,8 +47,9 @@ from pydantic import Field
 from embeddings.spec import EmbeddingSpec, spec_for
 from stores.documents import Document, V2DocumentsOnly, in_entity_key_order, query_spec
 from stores.milvus import layout
-from stores.milvus.layout import MODEL, SEARCHABLE, TEXT_HASH, TEXT_VERSION
+from stores.milvus.layout import MODEL, PLACEHOLDER, PLACEHOLDER_DIM, SEARCHABLE, TEXT_HASH, TEXT_VERSION
 from stores.milvus.lock import host_lock
+from stores.ordering import epoch_us
 
 logger = logging.getLogger(__name__)
 TYPE = "stores.milvus.feast.MilvusOnlineStore"
@@ -135,6 +138,87 @@ class MilvusOnlineStore(V2DocumentsOnly, FeastMilvusOnlineStore):
             if client.has_collection(name):
                 client.drop_collection(name)
         self._collections.clear()
+
+    def online_write_batch(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        data: list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]],
+        progress: Callable[[int], Any] | None,
+    ) -> None:
+        """Feast's writes (``write_to_online_store``, ``push``, ``materialize``) as rows of this layout, which
+        ``online_read`` and search read: typed, NULL as NULL; a vector of the view's dimension searchable, an
+        absent one out of search. Of one entity's rows in the batch the last wins, as in Feast's own stores;
+        features the write does not carry keep their stored values. Like Feast's own stores, a write here is
+        not ordered against the processor's (stores/milvus/sink.py keeps its versions for its own writes)."""
+        client = self._connect(config)
+        name = self._get_or_create_collection(config, table)["collection_name"]
+        key_field = layout.key_field(table)
+        cols = layout.columns(table)
+        vector = layout.vector_column(table)
+        latest: dict[str, tuple[dict[str, ValueProto], datetime, datetime | None]] = {}
+        for entity_key, values, event_time, created in data:
+            key = serialize_entity_key(
+                entity_key, entity_key_serialization_version=config.entity_key_serialization_version
+            ).hex()
+            # The last row of an entity wins, as in Feast's own stores.
+            latest[key] = (values, event_time, created)
+        keys = list(latest)
+        partial = [k for k in keys if any(c.name not in latest[k][0] for c in cols)]
+        stored = self._stored_rows(client, name, key_field, cols, partial)
+        records = []
+        for key in keys:
+            values, event_time, created = latest[key]
+            before = stored.get(key, {})
+            record: dict[str, Any] = {
+                key_field: key,
+                "event_ts": epoch_us(_utc(event_time)),
+                "created_ts": epoch_us(_utc(created)) if created is not None else 0,
+            }
+            for c in cols:
+                if c.is_vector:
+                    continue
+                record[c.name] = (
+                    layout.stored_value(c, values[c.name]) if c.name in values else before.get(c.name)
+                )
+            if vector is None:
+                record[PLACEHOLDER] = [0.0] * PLACEHOLDER_DIM
+            elif vector.name in values:
+                given = _floats(values[vector.name])
+                if given and len(given) != vector.dim:
+                    raise ValueError(
+                        f"feature view {table.name}: {vector.name} has {len(given)} values, the view declares "
+                        f"vector_length={vector.dim}; write vectors of that length"
+                    )
+                record[vector.name] = given or [0.0] * vector.dim
+                record[SEARCHABLE] = bool(given)
+                record[TEXT_HASH] = record[MODEL] = record[TEXT_VERSION] = None  # not embedded here
+            else:
+                record[vector.name] = before.get(vector.name) or [0.0] * vector.dim
+                for field in (SEARCHABLE, TEXT_HASH, MODEL, TEXT_VERSION):
+                    record[field] = before.get(field, False if field == SEARCHABLE else None)
+            records.append(record)
+        for start in range(0, len(records), CHUNK):
+            client.upsert(name, records[start : start + CHUNK])
+            if progress is not None:
+                progress(len(records[start : start + CHUNK]))
+
+    def _stored_rows(
+        self, client: Any, name: str, key_field: str, cols: list[layout.Column], keys: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The stored rows of ``keys`` (every feature, the vector's bookkeeping too), by key."""
+        if not keys:
+            return {}
+        fields = [f["name"] for f in client.describe_collection(name)["fields"] if f["name"] != key_field]
+        out: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), CHUNK):
+            for hit in client.query(
+                name,
+                filter=f"{key_field} in {layout.quoted(keys[start : start + CHUNK])}",
+                output_fields=fields,
+            ):
+                out[hit[key_field]] = hit
+        return out
 
     def online_read(
         self,
@@ -225,6 +309,18 @@ def _read(column: layout.Column, stored: Any) -> ValueProto:
     if column.is_vector:
         return ValueProto() if stored is None else _vector(stored)
     return layout.decode(column, stored)
+
+
+def _utc(when: datetime) -> datetime:
+    """Feast's timestamps: naive ones are UTC."""
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
+def _floats(value: ValueProto) -> list[float]:
+    kind = value.WhichOneof("val")
+    if kind in ("float_list_val", "double_list_val"):
+        return [float(v) for v in getattr(value, kind).val]
+    return []
 
 
 def _vector(values: Sequence[float]) -> ValueProto:

@@ -143,6 +143,11 @@ def encode_columns(view_columns: Sequence[Column], rows: Sequence[dict[str, Any]
     return out
 
 
+def stored_value(c: Column, value: ValueProto) -> Any:
+    """A Feast value as ``c`` stores it (a scalar column; the empty value is NULL)."""
+    return _stored(c, value.SerializeToString())
+
+
 def _stored(c: Column, serialised: bytes) -> Any:
     if not serialised:
         return None  # Feast's empty value: NULL

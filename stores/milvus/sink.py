@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -40,9 +40,18 @@ import numpy as np
 from feast import FeatureStore, FeatureView
 from feast.type_map import feast_value_type_to_python_type
 
-from core.errors import ConfigError, FencedError, TransientError
+from core.errors import ConfigError
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
-from stores.feast_layout import FENCED_FIX, Decision, FeastLayoutSink, Latest, Stored, Version
+from stores.feast_layout import (
+    Decision,
+    FeastLayoutSink,
+    Latest,
+    Stored,
+    Version,
+    fenced,
+    lost_partitions,
+    refuse_other_models,
+)
 from stores.milvus import KIND, layout
 from stores.milvus.feast import CHUNK, TYPE, MilvusOnlineStore, index_options
 from stores.milvus.layout import (
@@ -102,7 +111,6 @@ class MilvusOnlineSink(FeastLayoutSink):
         self.vectors_enabled = bool(getattr(store.config.online_store, "vector_enabled", False))
         self._pending: list[SinkRow] = []
         self._barriers: dict[str, Version] = {}
-        self._held: dict[Partition, int] = {}
         self._ready: set[tuple[str, int]] = set()  # (view, id of its declaration) whose collection exists
         if not _local(address(store.config)):
             logger.warning(
@@ -143,9 +151,6 @@ class MilvusOnlineSink(FeastLayoutSink):
             self._client.upsert(self._names["fences"], records)
         return out
 
-    def hold(self, epochs: Mapping[Partition, int]) -> None:
-        self._held = dict(epochs)
-
     def _epochs(self, fields: list[str]) -> dict[str, tuple[int, str]]:
         if not fields:
             return {}
@@ -160,15 +165,12 @@ class MilvusOnlineSink(FeastLayoutSink):
         if not self._held:
             return
         fields = {f"{t}|{p}": (t, p) for t, p in sorted(self._held)}
-        for field, (epoch, owner) in self._epochs(list(fields)).items():
-            if epoch > self._held[fields[field]]:
-                topic, partition = fields[field]
-                raise FencedError(
-                    f"partitions were claimed by another processor since this one read its batch: "
-                    f"{topic}[{partition}] (epoch {epoch} > ours {self._held[fields[field]]}, {owner}). Nothing "
-                    "of the batch was written or committed; the partitions' owner re-reads it",
-                    FENCED_FIX,
-                )
+        stored = [
+            (*fields[f], epoch, owner, None) for f, (epoch, owner) in self._epochs(list(fields)).items()
+        ]
+        lost = lost_partitions(self._held, stored)
+        if lost:
+            raise fenced(lost)
 
     # --- the write ------------------------------------------------------------------------------
     @contextmanager
@@ -273,14 +275,7 @@ class MilvusOnlineSink(FeastLayoutSink):
         hits = self._client.query(
             self._names["models"], filter=f'view == "{spec.view}"', output_fields=["fingerprint"]
         )
-        declared = hits[0]["fingerprint"] if hits else spec.fingerprint
-        stale = {r.model for r in rows if r.features.get(spec.field) is not None and r.model != declared}
-        if stale:
-            raise TransientError(
-                f"feature view {spec.view}: rows were embedded with model fingerprint(s) {sorted(map(str, stale))}, "
-                f"but {declared} is declared (the model changed with the last feast apply)",
-                "nothing to do: the processor re-reads the registry and re-embeds the batch",
-            )
+        refuse_other_models(spec, hits[0]["fingerprint"] if hits else None, rows)
 
     def _upsert(
         self, view: FeatureView, spec: EmbeddingSpec | None, items: list[tuple[bytes, SinkRow]]

@@ -50,6 +50,7 @@ from feast.infra.utils.postgres.postgres_config import ConnectionType
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from psycopg import Connection, sql
+from psycopg.pq import TransactionStatus
 from pydantic import Field, field_validator
 
 from aggregations.spec import aggregation_view
@@ -210,7 +211,8 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
 
     @contextlib.contextmanager
     def _get_conn(self, config: RepoConfig, autocommit: bool = False) -> Iterator[Connection]:
-        """Feast's connection handling, minus its check that the store type is literally ``postgres``."""
+        """Feast's connection handling, minus its check that the store type is literally ``postgres``, and
+        with a failed call's transaction rolled back (Feast's leaves the shared connection unusable)."""
         if config.online_store.conn_type == ConnectionType.pool:
             if not self._conn_pool:
                 self._conn_pool = _get_connection_pool(config.online_store)
@@ -224,8 +226,17 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
         else:
             if not self._conn or self._conn.closed:
                 self._conn = _get_conn(config.online_store)
+            elif self._conn.info.transaction_status != TransactionStatus.IDLE:
+                self._conn.rollback()  # a failed call left it in a transaction: every later one would fail
             self._conn.set_autocommit(autocommit)
-            yield self._conn
+            try:
+                yield self._conn
+            except BaseException:
+                # Feast's own calls leave the transaction open when a statement fails (a value Postgres
+                # refuses); the next call on this shared connection must not inherit it.
+                if not self._conn.closed and self._conn.info.transaction_status != TransactionStatus.IDLE:
+                    self._conn.rollback()
+                raise
 
     def update(
         self,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +41,16 @@ from psycopg import sql
 from core.errors import ConfigError, TransientError
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
 from stores import contributions
-from stores.feast_layout import Decision, FeastLayoutSink, Latest, Stored, Version, fenced
+from stores.feast_layout import (
+    Decision,
+    FeastLayoutSink,
+    Latest,
+    Stored,
+    Version,
+    fenced,
+    lost_partitions,
+    refuse_other_models,
+)
 from stores.ordering import epoch_us
 from stores.postgres import KIND
 from stores.postgres.feast import TYPE as PG_STORE_TYPE
@@ -79,7 +88,6 @@ class PostgresOnlineSink(FeastLayoutSink):
         self._evicted: dict[str, float] = {}  # view -> when its expired contributions were last dropped
         self._pending: list[SinkRow] = []
         self._barriers: dict[str, Version] = {}
-        self._held: dict[Partition, int] = {}
         try:
             self._connection = self._connect()
         except psycopg.OperationalError as exc:
@@ -142,9 +150,6 @@ class PostgresOnlineSink(FeastLayoutSink):
                 out[(topic, partition)] = int(cur.fetchone()[0])  # type: ignore[index]
         return out
 
-    def hold(self, epochs: Mapping[Partition, int]) -> None:
-        self._held = dict(epochs)
-
     def _check_fences(self, cur: Any) -> None:
         if not self._held:
             return
@@ -153,11 +158,7 @@ class PostgresOnlineSink(FeastLayoutSink):
             "ORDER BY topic, partition FOR SHARE",
             (sorted({t for t, _ in self._held}),),
         )
-        lost = [
-            f"{topic}[{partition}] (epoch {epoch} > ours {self._held[(topic, partition)]}, {owner}, {claimed_at})"
-            for topic, partition, epoch, owner, claimed_at in cur.fetchall()
-            if epoch > self._held.get((topic, partition), epoch)
-        ]
+        lost = lost_partitions(self._held, cur.fetchall())
         if lost:
             raise fenced(lost)
 
@@ -354,14 +355,7 @@ class PostgresOnlineSink(FeastLayoutSink):
         """Refuse vectors of a model other than the declared one (a ``feast apply`` this writer missed)."""
         cur.execute(f"SELECT fingerprint FROM {MODELS} WHERE view = %s FOR SHARE", (spec.view,))
         row = cur.fetchone()
-        declared = row[0] if row else spec.fingerprint
-        stale = {r.model for _, r in items if r.features.get(spec.field) is not None and r.model != declared}
-        if stale:
-            raise TransientError(
-                f"feature view {spec.view}: rows were embedded with model fingerprint(s) {sorted(map(str, stale))}, "
-                f"but {declared} is declared (the model changed with the last feast apply)",
-                "nothing to do: the processor re-reads the registry and re-embeds the batch",
-            )
+        refuse_other_models(spec, row[0] if row else None, (r for _, r in items))
 
     def _write_texts(self, cur: Any, spec: EmbeddingSpec, items: list[tuple[bytes, SinkRow]]) -> None:
         rows = [

@@ -40,7 +40,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from core.errors import ConfigError, FencedError
 from embeddings.spec import EmbeddingSpec, spec_for
-from stores.feast_layout import FENCED_FIX, Decision, FeastLayoutSink, Latest, Stored, Version
+from stores.feast_layout import Decision, FeastLayoutSink, Latest, Stored, Version, fenced, lost_partitions
 from stores.ordering import epoch_us
 from stores.redis import KIND
 from stores.redis.feast import TYPE as REDIS_TYPE
@@ -169,7 +169,6 @@ class RedisOnlineSink(FeastLayoutSink):
         self._versions = self._client.register_script(VERSIONS)
         self._pending: list[SinkRow] = []
         self._barriers: dict[str, Version] = {}
-        self._held: dict[Partition, int] = {}
         prefix = f"featurectl:{self.project}"
         self._fences, self._owners, self._barrier_key = (
             f"{prefix}:fences",
@@ -211,9 +210,6 @@ class RedisOnlineSink(FeastLayoutSink):
             replies = pipe.execute()
         return {p: int(replies[2 * i]) for i, p in enumerate(partitions)}
 
-    def hold(self, epochs: Mapping[Partition, int]) -> None:
-        self._held = dict(epochs)
-
     def _fence_args(self) -> list[Any]:
         args: list[Any] = [len(self._held)]
         for (topic, partition), epoch in sorted(self._held.items()):
@@ -224,11 +220,8 @@ class RedisOnlineSink(FeastLayoutSink):
         topic, partition = field.rsplit("|", 1)
         raw = self._client.hget(self._owners, field)
         owner = raw.decode() if raw else "?"
-        return FencedError(
-            f"partitions were claimed by another processor since this one read its batch: {topic}[{partition}] "
-            f"(epoch {int(epoch)} > ours {self._held.get((topic, int(partition)))}, {owner}). Entities "
-            "written before the claim stay (this copy still owned them); the partitions' owner re-reads the batch",
-            FENCED_FIX,
+        return fenced(
+            lost_partitions(self._held, [(topic, int(partition), int(epoch), owner, None)]), partial=True
         )
 
     def _check_fences(self, tx: Any = None) -> None:

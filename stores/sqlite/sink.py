@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -30,10 +30,18 @@ from feast.infra.online_stores.helpers import compute_table_id
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type
 
-from core.errors import ConfigError, TransientError
+from core.errors import ConfigError
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
 from stores import contributions
-from stores.feast_layout import Decision, FeastLayoutSink, Latest, Stored, fenced
+from stores.feast_layout import (
+    Decision,
+    FeastLayoutSink,
+    Latest,
+    Stored,
+    fenced,
+    lost_partitions,
+    refuse_other_models,
+)
 from stores.ordering import epoch_us
 from stores.sink import DELETE, Partition, SinkRow, StoredVector
 from stores.sqlite import KIND
@@ -78,7 +86,6 @@ class SqliteOnlineSink(FeastLayoutSink):
         self.path = path if path.is_absolute() else Path(config.repo_path or ".") / path
         self._pending: list[SinkRow] = []
         self._barriers: dict[str, tuple[int, int]] = {}
-        self._held: dict[Partition, int] = {}  # epochs this writer's flushes must still hold
         # WAL (set by connect): readers (feast serve, model services) are not blocked by the writer.
         self._conn = connect(self.path)
         ensure_versions_table(self._conn)
@@ -109,9 +116,6 @@ class SqliteOnlineSink(FeastLayoutSink):
                 for topic, partition in partitions
             }
 
-    def hold(self, epochs: Mapping[Partition, int]) -> None:
-        self._held = dict(epochs)
-
     def _check_idle(self) -> None:
         self._check_fences(self._conn)  # a read: no write lock for an empty flush
 
@@ -125,11 +129,7 @@ class SqliteOnlineSink(FeastLayoutSink):
             f"SELECT topic, partition, epoch, owner, claimed_at FROM {FENCES} WHERE topic IN ({marks})",
             topics,
         )
-        lost = [
-            f"{topic}[{partition}] (epoch {epoch} > ours {self._held[(topic, partition)]}, {owner}, {claimed_at})"
-            for topic, partition, epoch, owner, claimed_at in rows
-            if epoch > self._held.get((topic, partition), epoch)
-        ]
+        lost = lost_partitions(self._held, rows)
         if lost:
             raise fenced(lost)
 
@@ -261,14 +261,7 @@ class SqliteOnlineSink(FeastLayoutSink):
             upserts = [(key, row) for key, row in rows if row.op != DELETE]
             if not upserts:
                 continue
-            declared = declared_fingerprint(self._conn, view_name) or spec.fingerprint
-            stale = {row.model for _, row in upserts if row.model != declared}
-            if stale:
-                raise TransientError(
-                    f"feature view {view_name}: rows were embedded with model fingerprint(s) {sorted(map(str, stale))}, "
-                    f"but {declared} is declared (the model changed with the last feast apply)",
-                    "nothing to do: the processor re-reads the registry and re-embeds the batch",
-                )
+            refuse_other_models(spec, declared_fingerprint(self._conn, view_name), (r for _, r in upserts))
             table = VectorTable(self.project, spec)
             held = table.lookup(self._conn, [key for key, _ in upserts])
             put, cleared = [], []

@@ -23,8 +23,9 @@ from connectors.deploy import deploy, remove
 from core.settings import PROJECT_ROOT, Settings, load_settings
 from stack.launcher import LocalStack
 from stack.postgres import ensure_publication
+from stores.registry import kinds
 from stores.repository import copy_repo, feast_apply
-from tests.conftest import LocalMilvus, LocalRedis, OnlinePg
+from tests.conftest import LocalStore, without_vector_views
 from tests.integration.helpers import Capture, unique
 from tests.integration.platform import Platform, make_platform
 
@@ -169,13 +170,17 @@ def shop_rows_stay_valid(request: pytest.FixtureRequest) -> Iterator[None]:
         )
 
 
-ONLINE_STORES = pytest.mark.parametrize("platform", ["sqlite", "postgres", "milvus"], indirect=True)
+# The platforms each store joins, from its declaration (stores/<name>/__init__.py): adding a store adds it here.
+_VECTORS = [k.name for k in kinds() if k.indexes_vectors(k.canonical)]
+_SCALAR = [k.name for k in kinds() if k.scalar_tests]
+_ALL = [k.name for k in kinds()]
+ONLINE_STORES = pytest.mark.parametrize("platform", _VECTORS, indirect=True)
 """Put on a test to run it once per online store that indexes vectors."""
-SCALAR_STORES = pytest.mark.parametrize("platform", ["sqlite", "postgres", "redis"], indirect=True)
-"""Put on a test of scalar features to run it once per online store the processor supports (Milvus, which
-holds vectors too, runs ONLINE_STORES and the tests marked WITH_MILVUS: the CI's time is bounded)."""
-WITH_MILVUS = pytest.mark.parametrize("platform", ["sqlite", "postgres", "redis", "milvus"], indirect=True)
-"""SCALAR_STORES and Milvus: for the guarantees the Milvus sink keeps without transactions (stores/milvus/sink.py)."""
+SCALAR_STORES = pytest.mark.parametrize("platform", _SCALAR, indirect=True)
+"""Put on a test of scalar features to run it once per online store that joins them (``KIND.scalar_tests``:
+Milvus, which holds vectors too, runs ONLINE_STORES and ALL_STORES instead: the CI's time is bounded)."""
+ALL_STORES = pytest.mark.parametrize("platform", _ALL, indirect=True)
+"""Every online store: for the guarantees a store keeps without transactions (stores/milvus/sink.py)."""
 
 
 @pytest.fixture
@@ -199,29 +204,19 @@ def signal_platform(stack: StackHandle, tmp_path: Path, request: pytest.FixtureR
 
 
 def use_online_store(plat: Platform, online: str, request: pytest.FixtureRequest | None) -> None:
-    """Point ``plat``'s Feast repo at the session's ``online`` store ("sqlite", "postgres" or "redis"),
-    in a schema or database of its own; before ``feast apply``."""
+    """Point ``plat``'s Feast repo at the session's ``online`` store (a store folder's name; SQLite, the
+    repo's own, needs nothing), in a namespace of its own, empty; before ``feast apply``."""
     plat.online_store = online
-    if online == "postgres":
-        assert request is not None
-        online_pg: OnlinePg = request.getfixturevalue("online_pg")
-        online_pg.use_in(plat.repo, schema=plat.name)
-    elif online == "redis":
-        assert request is not None
-        local_redis: LocalRedis = request.getfixturevalue("local_redis")
-        db = int(plat.name[-2:], 16) % 14 + 2  # a database of its own (0 and 1: the unit tests')
-        local_redis.flush(db)
-        local_redis.use_in(plat.repo, db)
-        # Feast's Redis store has no vector search: a Redis user declares no vector view.
-        views = plat.repo / "products.py"
-        text = views.read_text()
-        views.write_text(text[: text.index("# History of product documents")])
-    elif online == "milvus":
-        assert request is not None
-        local_milvus: LocalMilvus = request.getfixturevalue("local_milvus")
-        local_milvus.use_in(plat.repo, plat.name)
-    elif online != "sqlite":
-        raise ValueError(f"unknown online store {online!r}")
+    if online not in _ALL:
+        raise ValueError(f"unknown online store {online!r}: one of {_ALL}")
+    if online == "sqlite":
+        return
+    assert request is not None
+    local: LocalStore = request.getfixturevalue(f"local_{online}")
+    local.use_in(plat.repo, plat.name)
+    local.empty(plat.name)
+    if local.kind.vectors is None:
+        without_vector_views(plat.repo)  # `feast-apply` refuses them on a store without vector search
 
 
 @pytest.fixture(scope="session")

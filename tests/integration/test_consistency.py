@@ -36,7 +36,7 @@ from stores.repository import feast_apply
 from stores.sink import UPSERT, SinkRow
 from streams.processor import Processor, ProcessorConfig, build_pipeline
 from streams.toast import PLACEHOLDER
-from tests.integration.conftest import SCALAR_STORES, WITH_MILVUS, StackHandle, use_online_store
+from tests.integration.conftest import ALL_STORES, SCALAR_STORES, StackHandle, use_online_store
 from tests.integration.helpers import cli, cli_background, history_rows, read_until, unique, wait_until
 from tests.integration.platform import Platform, make_platform
 from tests.integration.test_processor import insert_customer
@@ -607,7 +607,7 @@ thing_features = FeatureView(
 """
 
 
-@WITH_MILVUS
+@ALL_STORES
 def test_a_processor_that_lost_its_partitions_while_stalled_writes_nothing(
     stack: StackHandle,
     platform: Platform,

@@ -21,8 +21,9 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
+from stores.postgres.server import OnlinePostgres
 from stores.repository import feast_apply
-from tests.conftest import OnlinePg
+from tests.conftest import LocalStore
 from tests.integration.conftest import StackHandle
 from tests.integration.helpers import cli, cli_background, history_rows, wait_until
 from tests.integration.platform import Platform
@@ -34,12 +35,14 @@ from tests.integration.test_processor_recovery import (
 )
 
 
-def share_registry_and_history(platform: Platform, online_pg: OnlinePg) -> None:
+def share_registry_and_history(platform: Platform, local_postgres: LocalStore) -> None:
     """Move the platform's registry into Postgres and declare its history location absolute."""
     schema = f"{platform.name}_registry"
-    with psycopg.connect(online_pg.service.store_conninfo(), autocommit=True) as conn:
+    server = local_postgres.server
+    assert isinstance(server, OnlinePostgres)
+    with psycopg.connect(server.store_conninfo(), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    s = online_pg.settings
+    s = server.own
     url = (
         f"postgresql+psycopg://{s.online_pg_user}:${{FEATURECTL_ONLINE_PG_PASSWORD}}@127.0.0.1:"
         f"{s.online_pg_port}/{s.online_pg_database}?options=-csearch_path%3D{schema}"
@@ -72,9 +75,9 @@ def host(platform: Platform, label: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("platform", ["postgres"], indirect=True)
 def test_three_processors_on_separate_hosts_with_a_kill_9_lose_nothing_and_write_history_once(
-    stack: StackHandle, platform: Platform, online_pg: OnlinePg
+    stack: StackHandle, platform: Platform, local_postgres: LocalStore
 ) -> None:
-    share_registry_and_history(platform, online_pg)
+    share_registry_and_history(platform, local_postgres)
     procs = {}
     for label in "abc":
         env = host(platform, label)

@@ -10,7 +10,7 @@ import pandas as pd
 import psycopg
 from confluent_kafka import Producer
 
-from tests.integration.conftest import SCALAR_STORES, WITH_MILVUS, StackHandle
+from tests.integration.conftest import ALL_STORES, SCALAR_STORES, StackHandle
 from tests.integration.helpers import wait_until
 from tests.integration.platform import Platform
 
@@ -29,7 +29,7 @@ def insert_customer(
     return int(row[0])
 
 
-@WITH_MILVUS
+@ALL_STORES
 def test_insert_update_delete_reach_the_online_store(stack: StackHandle, platform: Platform) -> None:
     platform.start_processor()
     with psycopg.connect(stack.app, autocommit=True) as conn:

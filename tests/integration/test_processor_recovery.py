@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from tests.integration.conftest import ONLINE_STORES, WITH_MILVUS, StackHandle
+from tests.integration.conftest import ALL_STORES, ONLINE_STORES, StackHandle
 from tests.integration.helpers import history_rows, read_until, unique, wait_until
 from tests.integration.platform import Platform
 from tests.integration.test_processor import insert_customer
@@ -118,7 +118,7 @@ def assert_offline_has_every_change(platform: Platform, work: Workload) -> None:
     wait_until(complete, 120, "the offline history to hold every change, in order, without gaps")
 
 
-@WITH_MILVUS
+@ALL_STORES
 def test_kill_9_mid_workload_then_restart_loses_nothing(stack: StackHandle, platform: Platform) -> None:
     first = platform.start_processor("a")
     work = Workload(stack.app, rows=300, updates=2700)

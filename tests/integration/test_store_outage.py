@@ -16,7 +16,7 @@ from collections.abc import Callable
 import psutil
 import pytest
 
-from tests.conftest import LocalRedis, OnlinePg
+from tests.conftest import LocalStore
 from tests.integration.conftest import StackHandle
 from tests.integration.helpers import cli, wait_until
 from tests.integration.platform import Platform
@@ -31,12 +31,8 @@ WAITING = "the store is not reachable"
 
 def _killer(store: str, request: pytest.FixtureRequest) -> tuple[Callable[[], None], Callable[[], None]]:
     """(kill the store's whole server with SIGKILL, start it again) for the session's ``store``."""
-    if store == "postgres":
-        pg: OnlinePg = request.getfixturevalue("online_pg")
-        pid, start = pg.service.pid, pg.service.start
-    else:
-        redis: LocalRedis = request.getfixturevalue("local_redis")
-        pid, start = redis.server.pid, redis.server.start
+    local: LocalStore = request.getfixturevalue(f"local_{store}")
+    pid, start = local.server.pid, local.server.start
 
     def kill() -> None:
         server = pid()

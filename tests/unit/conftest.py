@@ -6,12 +6,13 @@ import pytest
 from feast import FeatureStore
 
 from core.settings import PROJECT_ROOT
-from stores.registry import kinds
+from stores.registry import OnlineStoreKind, kinds
 from stores.repository import copy_repo, feast_apply
 from stores.sqlite.db import connect
-from tests.conftest import LocalMilvus, LocalRedis, OnlinePg
+from tests.conftest import LocalStore
 
-PG_SCHEMA = "unit"
+UNIT = "unit"
+"""The namespace the unit tests use on each store's local server (a schema, a database)."""
 
 
 def _copy_repo(tmp_path_factory: pytest.TempPathFactory, delta: bool = True) -> Path:
@@ -46,15 +47,6 @@ def parquet_dir_store(parquet_dir_repo: FeatureStore) -> Iterator[FeatureStore]:
     _empty_sqlite(Path(str(parquet_dir_repo.repo_path)))
 
 
-@pytest.fixture(scope="session")
-def pg_feast_repo(tmp_path_factory: pytest.TempPathFactory, online_pg: OnlinePg) -> Iterator[FeatureStore]:
-    """The same repository with the Postgres + pgvector online store (a real server), applied."""
-    root = _copy_repo(tmp_path_factory)
-    online_pg.use_in(root, PG_SCHEMA)
-    feast_apply(root)
-    yield FeatureStore(repo_path=str(root))
-
-
 @pytest.fixture
 def sqlite_store(feast_repo: FeatureStore) -> Iterator[FeatureStore]:
     """The applied repo with empty stores: online rows (vectors too) and offline files removed."""
@@ -74,56 +66,48 @@ def _empty_sqlite(repo: Path) -> None:
     conn.close()
 
 
-@pytest.fixture(scope="session")
-def redis_feast_repo(
-    tmp_path_factory: pytest.TempPathFactory, local_redis: LocalRedis
-) -> Iterator[FeatureStore]:
-    """The same repository with Feast's Redis online store (a real redis-server), applied."""
-    root = _copy_repo(tmp_path_factory)
-    local_redis.use_in(root, db=1)
-    feast_apply(root)
-    yield FeatureStore(repo_path=str(root))
+def _store_fixtures(kind: OnlineStoreKind) -> tuple[object, object]:
+    """``<name>_feast_repo`` (session: the repository applied on the store's local server, in namespace
+    UNIT) and ``<name>_store`` (that repository with the namespace empty before and after the test)."""
+
+    def feast_repo_on(
+        tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    ) -> Iterator[FeatureStore]:
+        local: LocalStore = request.getfixturevalue(f"local_{kind.name}")
+        root = _copy_repo(tmp_path_factory)
+        local.use_in(root, UNIT)
+        feast_apply(root)
+        yield FeatureStore(repo_path=str(root))
+
+    def empty_store(request: pytest.FixtureRequest) -> Iterator[FeatureStore]:
+        local: LocalStore = request.getfixturevalue(f"local_{kind.name}")
+        repo: FeatureStore = request.getfixturevalue(f"{kind.name}_feast_repo")
+        local.empty(UNIT)
+        yield repo
+        shutil.rmtree(Path(str(repo.repo_path)) / "data" / "offline", ignore_errors=True)
+        local.empty(UNIT)
+
+    feast_repo_on.__doc__ = (
+        f"The project's repository on the {kind.label} online store (its local server), applied."
+    )
+    empty_store.__doc__ = f"The {kind.label} repository with its online namespace empty."
+    return (
+        pytest.fixture(scope="session", name=f"{kind.name}_feast_repo")(feast_repo_on),
+        pytest.fixture(name=f"{kind.name}_store")(empty_store),
+    )
 
 
-@pytest.fixture(scope="session")
-def milvus_feast_repo(
-    tmp_path_factory: pytest.TempPathFactory, local_milvus: LocalMilvus
-) -> Iterator[FeatureStore]:
-    """The same repository with the Milvus online store (a real milvus-lite server), applied."""
-    root = _copy_repo(tmp_path_factory)
-    local_milvus.use_in(root, "unit")
-    feast_apply(root)
-    yield FeatureStore(repo_path=str(root))
-
-
-@pytest.fixture
-def milvus_store(milvus_feast_repo: FeatureStore, local_milvus: LocalMilvus) -> Iterator[FeatureStore]:
-    local_milvus.empty("unit")
-    yield milvus_feast_repo
-    shutil.rmtree(Path(str(milvus_feast_repo.repo_path)) / "data" / "offline", ignore_errors=True)
-    local_milvus.empty("unit")
-
-
-@pytest.fixture
-def postgres_store(pg_feast_repo: FeatureStore, online_pg: OnlinePg) -> Iterator[FeatureStore]:
-    online_pg.empty(PG_SCHEMA)
-    yield pg_feast_repo
-    shutil.rmtree(Path(str(pg_feast_repo.repo_path)) / "data" / "offline", ignore_errors=True)
-    online_pg.empty(PG_SCHEMA)
-
-
-@pytest.fixture
-def redis_store(redis_feast_repo: FeatureStore, local_redis: LocalRedis) -> Iterator[FeatureStore]:
-    local_redis.flush(db=1)
-    yield redis_feast_repo
-    shutil.rmtree(Path(str(redis_feast_repo.repo_path)) / "data" / "offline", ignore_errors=True)
-    local_redis.flush(db=1)
+# Per store with a local server: <name>_feast_repo and <name>_store (postgres_store, redis_store, ...); SQLite's
+# are above (its file needs no server).
+for _kind in kinds():
+    if _kind.local is not None:
+        globals()[f"{_kind.name}_feast_repo"], globals()[f"{_kind.name}_store"] = _store_fixtures(_kind)
 
 
 @pytest.fixture(params=[kind.name for kind in kinds()])
 def fresh_store(request: pytest.FixtureRequest) -> FeatureStore:
-    """Each online store folder under stores/, applied and empty (the contract suite every store runs:
-    a new store adds its folder and a ``<name>_store`` fixture here)."""
+    """Each online store folder under stores/, applied and empty (the contract suite every store runs; a store
+    with a local server gets its ``<name>_store`` above, from its declaration)."""
     return request.getfixturevalue(f"{request.param}_store")  # type: ignore[no-any-return]
 
 

@@ -201,7 +201,8 @@ def test_online_stores_match_the_local_ones(loaded: dict[str, dict[str, Any]]) -
     assert host_ports(svc["redis"]) == {DEFAULTS.redis_port}
     # Never an open Redis.
     assert '--requirepass "$(cat /run/secrets/redis_password)"' in svc["redis"]["command"][-1]
-    assert host_ports(svc["milvus"]) == {DEFAULTS.milvus_port}  # the port stack/milvus.py's milvus-lite uses
+    # The port stores/milvus/server.py's milvus-lite uses.
+    assert host_ports(svc["milvus"]) == {DEFAULTS.milvus_port}
 
 
 def test_versions_are_pinned_to_the_local_stack(loaded: dict[str, dict[str, Any]]) -> None:

@@ -80,3 +80,51 @@ def test_readme_performance_table_is_its_records() -> None:
         f"README's Performance table differs from {record.name}: run `.venv/bin/python -m bench.record "
         f"{record.relative_to(ROOT)}` and commit it"
     )
+
+
+def test_the_store_list_is_the_store_folders() -> None:
+    """docs/stores.md names every store folder and has one row per store in its table of `online_store.type`s
+    (the canonical name, and whether it indexes vectors); ARCHITECTURE.md names each store."""
+    from stores.registry import kinds
+
+    stores_md = (DOCS / "stores.md").read_text()
+    intro = stores_md.split("\n## ")[0]
+    table = {
+        row.group(1): row.group(2)
+        for row in re.finditer(r"^\| `([\w.]+)`[^|]*\| [^|]+\| ([^|]+)\|", stores_md, re.M)
+        if row.group(1).startswith("stores.")
+    }
+    architecture = (ROOT / "ARCHITECTURE.md").read_text()
+    for kind in kinds():
+        assert f"{kind.name}/" in intro, f"docs/stores.md's first paragraph does not name stores/{kind.name}/"
+        assert kind.canonical in table, f"docs/stores.md's table has no row for {kind.canonical}"
+        vectors = table[kind.canonical].strip()
+        assert (vectors.startswith("none")) is (kind.vectors is None), (kind.name, vectors)
+        assert kind.label.split(" ")[0] in architecture, (
+            f"ARCHITECTURE.md does not name the {kind.label} store"
+        )
+    assert set(table) == {k.canonical for k in kinds()}, (
+        "docs/stores.md's table names a store that has no folder"
+    )
+
+
+def test_adding_a_store_names_every_file_of_a_store_folder() -> None:
+    """The checklist (docs/stores.md, "Adding a store") names each module the store folders have."""
+    from stores.registry import kinds
+
+    checklist = (DOCS / "stores.md").read_text().split("## Adding a store")[1].split("\n## ")[0]
+    files = {p.name for k in kinds() for p in (ROOT / "stores" / k.name).glob("*.py")}
+    # A store's own helpers (its tables, its layout) are its business; these are what the declaration names.
+    declared = {
+        "__init__.py",
+        "feast.py",
+        "sink.py",
+        "reembed.py",
+        "errors.py",
+        "probe.py",
+        "server.py",
+        "settings.py",
+    }
+    assert declared <= files
+    missing = [name for name in sorted(declared) if f"`{name}`" not in checklist]
+    assert not missing, f"docs/stores.md's checklist does not name {missing}"

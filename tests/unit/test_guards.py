@@ -233,7 +233,7 @@ def test_the_arrow_rewrites(case: Case) -> None:
     assert kept == ({rule_keeps} if same_instant else both), "compact"
 
 
-def test_a_store_made_by_an_earlier_release_takes_positions_past_2_gib(online_pg: Any) -> None:
+def test_a_store_made_by_an_earlier_release_takes_positions_past_2_gib(local_postgres: Any) -> None:
     """Tables created with a 32-bit ``version_minor`` are widened when a sink or `feast apply` opens them."""
     import psycopg
     from psycopg import sql
@@ -241,7 +241,7 @@ def test_a_store_made_by_an_earlier_release_takes_positions_past_2_gib(online_pg
     from stores.postgres.tables import BARRIERS, CONTRIBUTIONS, VERSIONS, ensure_tables
 
     schema = "guards_migration"
-    with psycopg.connect(online_pg.service.store_conninfo(), autocommit=True) as conn:
+    with psycopg.connect(local_postgres.server.store_conninfo(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(schema)))

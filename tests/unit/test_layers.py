@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Lowest first; a package may import packages of lower layers only.
 LAYERS: list[set[str]] = [
     {"core"},  # settings, errors, process helpers, metrics: imports nothing of ours
-    {"validation", "embeddings", "connectors", "aggregations"},
+    {"validation", "embeddings", "connectors", "aggregations", "services"},
     {"stores"},  # one folder per online store, and the offline history
     {"streams"},  # the processor
     {"jobs"},  # snapshot, backfill, materialize, compact, verify, replay

@@ -12,7 +12,7 @@ from feast import FeatureStore, Field
 from feast.types import Int64
 
 from core.settings import load_settings
-from stack.launcher import LocalStack, _declares_milvus
+from stack.launcher import LocalStack, _declared_servers
 from stores.registry import open_online_sink
 from stores.sink import UPSERT, SinkRow
 
@@ -111,5 +111,5 @@ def test_stack_up_starts_milvus_lite_when_feature_store_yaml_declares_it_here(
 ) -> None:
     (tmp_path / "feature_store.yaml").write_text(f"project: shop\nonline_store:\n  {online_store}\n")
     settings = load_settings(feature_repo=tmp_path, data_dir=tmp_path / "data")
-    assert _declares_milvus(settings) is starts
+    assert ("milvus" in _declared_servers(settings)) is starts
     assert ("milvus" in LocalStack(settings).extras()) is starts

