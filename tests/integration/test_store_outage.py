@@ -16,6 +16,7 @@ from collections.abc import Callable
 import psutil
 import pytest
 
+from stores.registry import kinds
 from tests.conftest import LocalStore
 from tests.integration.conftest import StackHandle
 from tests.integration.helpers import cli, wait_until
@@ -54,7 +55,11 @@ def _in_group(proc: psutil.Process, group: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("platform", ["postgres", "redis"], indirect=True)
+# Every store with a server of its own (SQLite is a file: its "outage" is a full or unwritable disk).
+SERVED = [k.name for k in kinds() if k.local is not None]
+
+
+@pytest.mark.parametrize("platform", SERVED, indirect=True)
 def test_a_store_killed_mid_ingest_makes_the_processor_wait_and_lose_nothing(
     stack: StackHandle, platform: Platform, request: pytest.FixtureRequest
 ) -> None:
