@@ -9,7 +9,9 @@ A feature view opts in with one vector field and three tags (see feature_repo/pr
     embedding.backend = "onnxruntime"              optional (the default); "sentence-transformers" (needs
                                                    the torch extra), or "<module>:<factory>" (embeddings/models.py)
 
-The text columns must be features of the view too: retrieval returns them with the vector, and a
+A view with a vector field and none of these tags is a plain Feast vector view: its vectors come from the
+source or are pushed (``write_to_online_store``, ``push``), nothing is embedded, and ``vector_field`` describes
+what a similarity search queries. The text columns must be features of the view too: retrieval returns them with the vector, and a
 re-embedding backfill reads them back from the online store. The model is identified by what is
 declared (backend, model, dimension): its fingerprint names the vector table, so vectors of two
 models, or of one model on two runtimes, are never stored or served together. A new model, or new weights under the same name, is a
@@ -66,12 +68,52 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+@dataclass(frozen=True, slots=True)
+class VectorField:
+    """What a similarity search over a view queries: its vector feature, dimension and metric."""
+
+    view: str
+    field: str
+    dim: int  # 0: not declared (a plain view whose store accepts any length)
+    metric: str  # cosine, l2 or l1 (sqlite-vec's names), or ip (inner product)
+
+
+def vector_field(view: FeatureView) -> VectorField | None:
+    """The vector a similarity search over ``view`` queries: its embedding's, or a plain vector view's
+    (one field with vector_index=True, no embedding tags); None when it has none. ConfigError as spec_for."""
+    spec = spec_for(view)
+    if spec is not None:
+        return VectorField(spec.view, spec.field, spec.dim, spec.metric)
+    fields = [f for f in view.features if f.vector_index]
+    if not fields:
+        return None
+    if len(fields) != 1:
+        raise ConfigError(
+            f"feature view {view.name}: {len(fields)} fields with vector_index=True",
+            "index one vector field per view (put others in views of their own)",
+        )
+    field = fields[0]
+    metric = (field.vector_search_metric or "COSINE").upper()
+    if metric not in (*METRICS, "IP", "INNER_PRODUCT"):
+        raise ConfigError(
+            f"feature view {view.name}: vector_search_metric={field.vector_search_metric!r} is not supported",
+            f"use one of {sorted((*METRICS, 'IP'))}",
+        )
+    return VectorField(view.name, field.name, max(field.vector_length, 0), METRICS.get(metric, "ip"))
+
+
+def is_plain_vector_view(view: FeatureView) -> bool:
+    """A view with a vector field and no embedding tags: vectors given by the user, none embedded here."""
+    return spec_for(view) is None and any(f.vector_index for f in view.features)
+
+
 def spec_for(view: FeatureView) -> EmbeddingSpec | None:
-    """The embedding a feature view declares, or None; ConfigError names what is wrong and the fix."""
+    """The embedding a feature view declares, or None (none, or a plain vector view: no embedding tags);
+    ConfigError names what is wrong and the fix."""
     vector_fields = [f for f in view.features if f.vector_index]
     text_tag, model = view.tags.get(TEXT_TAG), view.tags.get(MODEL_TAG)
-    if not vector_fields and not text_tag and not model:
-        return None
+    if not text_tag and not model and BACKEND_TAG not in view.tags:
+        return None  # no embedding declared (a vector field alone is a plain Feast vector view)
     where = f"feature view {view.name}"
     if len(vector_fields) != 1:
         raise ConfigError(

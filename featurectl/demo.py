@@ -1,4 +1,5 @@
-"""The main job: the whole path from a Postgres row change to features a model service reads.
+"""The end-to-end demo (`featurectl demo`, README's first command): the whole path from a Postgres row change
+to features a model service reads.
 
 Stack up, connector deployed, `feast apply`, the stream processor running, a demo workload
 changing rows (one of them bad), the change events as a consumer sees them, the online features

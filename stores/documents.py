@@ -1,6 +1,7 @@
-"""Rules every online store of ours applies to ``retrieve_online_documents_v2`` (SQLite, Postgres).
+"""Rules every online store of ours applies to ``retrieve_online_documents_v2`` (SQLite, Postgres, Milvus).
 
-Only vector queries of the view's declared model are answered; the response is in entity-key order
+Only vector queries are answered: of the view's declared model for an embedding view, of the view's
+vector field for a plain vector view (embeddings/spec.py); the response is in entity-key order
 because Feast 0.67's ``_retrieve_from_online_store_v2`` pairs the rows with entity keys it has
 sorted by value: returned in any other order, features land on the wrong entities. Callers sort by
 the ``distance`` column for nearest first (embeddings/search.py does).
@@ -11,36 +12,68 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from feast import FeatureView
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
-from embeddings.spec import EmbeddingSpec, spec_for
+from embeddings.spec import VectorField, spec_for, vector_field
 
 Document = tuple[datetime | None, EntityKeyProto | None, dict[str, ValueProto] | None]
 
 
 def query_spec(
     table: FeatureView, embedding: list[float] | None, query_string: str | None, filters: Any
-) -> EmbeddingSpec:
-    """The view's embedding, after checking the query is a vector of its model's dimension."""
-    spec = spec_for(table)
-    if spec is None:
+) -> VectorField:
+    """The vector the view is searched by, after checking the query is a vector of its dimension."""
+    field = vector_field(table)
+    if field is None:
         raise ValueError(
-            f"feature view {table.name} declares no embedding; similarity search needs a Field with "
-            "vector_index=True and the embedding.text / embedding.model tags"
+            f"feature view {table.name} has no vector to search; similarity search needs a Field with "
+            "vector_index=True (and, to embed text in the stream, the embedding.text / embedding.model tags)"
         )
     if embedding is None or query_string is not None or filters is not None:
         raise ValueError(
             f"feature view {table.name}: only vector queries are supported (query=<vector>, no "
             "query_string or filters); embed the query text with the view's model first"
         )
-    if len(embedding) != spec.dim:
+    if field.dim and len(embedding) != field.dim:
+        spec = spec_for(table)
+        made_by = f"the view's model {spec.model} makes" if spec is not None else "the view declares"
         raise ValueError(
-            f"feature view {table.name}: the query vector has {len(embedding)} dimensions, the view's "
-            f"model {spec.model} makes {spec.dim}; embed the query with that model"
+            f"feature view {table.name}: the query vector has {len(embedding)} dimensions, {made_by} "
+            f"{field.dim}; {'embed the query with that model' if spec is not None else 'query with that length'}"
         )
-    return spec
+    return field
+
+
+def distances(vectors: np.ndarray, query: list[float], metric: str) -> np.ndarray:
+    """Each row's distance to ``query``, as pgvector and sqlite-vec answer it (smaller is nearer): cosine
+    distance (1 - cosine similarity; a zero vector is at distance 1), Euclidean, Manhattan, or the negative
+    inner product."""
+    q = np.asarray(query, dtype=np.float64)
+    m = np.asarray(vectors, dtype=np.float64).reshape(-1, q.size)
+    if metric == "cosine":
+        norms = np.linalg.norm(m, axis=1) * np.linalg.norm(q)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            similarity = np.where(norms > 0, (m @ q) / norms, 0.0)
+        return 1.0 - similarity
+    out: np.ndarray
+    if metric == "l2":
+        out = np.linalg.norm(m - q, axis=1)
+    elif metric == "l1":
+        out = np.abs(m - q).sum(axis=1)
+    else:
+        out = -(m @ q)
+    return out
+
+
+def floats(value: ValueProto) -> list[float]:
+    """A vector feature's values (float or double list); [] for another or an empty value."""
+    kind = value.WhichOneof("val")
+    if kind in ("float_list_val", "double_list_val"):
+        return [float(v) for v in getattr(value, kind).val]
+    return []
 
 
 def in_entity_key_order(results: list[Document]) -> list[Document]:

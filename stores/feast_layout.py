@@ -31,8 +31,8 @@ from core.errors import FencedError, TransientError
 from embeddings.spec import EmbeddingSpec
 from stores.keys import fast_entity_key
 from stores.ordering import check_not_rewound, epoch_us
-from stores.repository import RegistryViews
 from stores.sink import DELETE, OnlineSink, Partition, SinkRow
+from stores.views import RegistryViews
 
 logger = logging.getLogger(__name__)
 Version = tuple[int, int]

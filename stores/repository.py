@@ -97,44 +97,6 @@ def feast_apply(repo: Path) -> None:
             if unreachable
             else "fix the feature declarations it names",
         )
+    from stores.history.tables import create_history_tables
+
     create_history_tables(FeatureStore(repo_path=str(repo)))
-
-
-def create_history_tables(store: FeatureStore) -> list[str]:
-    """Create the empty Delta table of each view whose history is one and does not exist yet, so a
-    point-in-time join over a view nothing was written to yet reads no rows instead of failing."""
-    from stores.history.delta import create
-    from stores.history.reader import History
-
-    created = []
-    for view in store.list_feature_views():
-        history = History(store, view)
-        if history.delta and not history.exists():
-            history.files()  # refuses a Parquet directory at that path, saying how to convert it
-            create(history.path, history.schema)
-            created.append(view.name)
-            logger.info("created the history table of %s at %s", view.name, history.path)
-    return created
-
-
-class RegistryViews:
-    """Feature views from the store's cached registry, each built once per registry refresh.
-
-    Feast rebuilds a FeatureView from the cached registry proto on every ``get_feature_view`` call
-    (~4 ms, on every batch of every sink). A registry refresh (the processor's, with its routes)
-    replaces that proto object, so its identity says when a view built from it is stale.
-    """
-
-    def __init__(self, store: FeatureStore) -> None:
-        self.store = store
-        self._built: dict[str, tuple[object, FeatureView]] = {}
-
-    def get(self, name: str) -> FeatureView:
-        proto = getattr(self.store.registry, "cached_registry_proto", None)
-        held = self._built.get(name)
-        if proto is not None and held is not None and held[0] is proto:
-            return held[1]
-        view = self.store.get_feature_view(name, allow_registry_cache=True)
-        if proto is not None:
-            self._built[name] = (proto, view)
-        return view

@@ -28,7 +28,7 @@ def feast_apply_cmd(ctx: click.Context, path: Path | None, no_source_check: bool
     new model; this fills it from the texts in the online store, with progress, while the
     processor keeps running. Plain `feast apply` leaves that to `featurectl embeddings backfill`.
     """
-    from jobs.apply import apply
+    from streams.apply import apply
 
     settings = settings_of(ctx)
     source = None
@@ -69,7 +69,7 @@ def embeddings_status(ctx: click.Context) -> None:
 @click.pass_context
 def embeddings_backfill(ctx: click.Context, views: tuple[str, ...]) -> None:
     """Re-embed VIEWS (default: every view whose declared model is not backfilled). Idempotent."""
-    from jobs.apply import reembed_pending
+    from streams.apply import reembed_pending
 
     reembed_pending(settings_of(ctx), views, click.echo)
 

@@ -40,8 +40,8 @@ from stores.history.delta import DeltaHistory, Incarnation
 from stores.history.reader import history_path, is_delta
 from stores.history.schema import META_COLUMNS, history_schema
 from stores.ordering import entity_ident
-from stores.repository import RegistryViews
 from stores.sink import Sink, SinkRow
+from stores.views import RegistryViews
 
 logger = logging.getLogger(__name__)
 

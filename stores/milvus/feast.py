@@ -45,7 +45,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from pydantic import Field
 
 from embeddings.spec import EmbeddingSpec, spec_for
-from stores.documents import Document, V2DocumentsOnly, in_entity_key_order, query_spec
+from stores.documents import Document, V2DocumentsOnly, floats, in_entity_key_order, query_spec
 from stores.milvus import layout
 from stores.milvus.layout import MODEL, PLACEHOLDER, PLACEHOLDER_DIM, SEARCHABLE, TEXT_HASH, TEXT_VERSION
 from stores.milvus.lock import host_lock
@@ -85,8 +85,49 @@ def to_distance(metric: str, score: float) -> float:
     return math.sqrt(max(score, 0.0))  # L2: Milvus answers the squared distance
 
 
+class Reloading:
+    """pymilvus's client, whose reads of a released collection load it and are tried again.
+
+    A Milvus server that restarts (milvus-lite always; a standalone whose query nodes came back) serves its
+    collections released: every query and search fails with "call load() before search/get/query" until
+    someone loads them, so readers and the processor would fail for good after a routine restart."""
+
+    READS = frozenset({"query", "search", "get", "query_iterator"})
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if name not in self.READS:
+            return method
+
+        def read(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:
+                collection = args[0] if args else kwargs.get("collection_name")
+                if not released(exc) or not collection:
+                    raise
+                logger.info("Milvus collection %s was released (a server restart): loading it", collection)
+                self._client.load_collection(collection)
+                return method(*args, **kwargs)
+
+        return read
+
+
+def released(exc: BaseException) -> bool:
+    """Whether pymilvus's ``exc`` says the collection is not loaded."""
+    return getattr(exc, "code", None) == 101 or "call load() before" in str(exc)
+
+
 class MilvusOnlineStore(V2DocumentsOnly, FeastMilvusOnlineStore):
     """Feast's Milvus store on typed, nullable collections with an HNSW index per embedding view."""
+
+    def _connect(self, config: RepoConfig) -> Any:
+        """Feast's client, reloading a collection a restarted server serves released (``Reloading``)."""
+        client = super()._connect(config)
+        return client if isinstance(client, Reloading) else Reloading(client)
 
     def _get_or_create_collection(self, config: RepoConfig, table: FeatureView) -> dict[str, Any]:
         client = self._connect(config)
@@ -110,6 +151,13 @@ class MilvusOnlineStore(V2DocumentsOnly, FeastMilvusOnlineStore):
         names = layout.ensure_bookkeeping(client, config.project)
         for view in tables_to_keep:
             spec = spec_for(view)
+            for field in view.features:
+                if field.vector_index and field.vector_length <= 0:
+                    raise ValueError(
+                        f"feature view {view.name}: vector field {field.name} has no vector_length; this store "
+                        "gives each view a collection of its own dimension (Feast's embedding_dim is one for all): "
+                        "set vector_length=<dimension> on the Field"
+                    )
             if spec is not None and not config.online_store.vector_enabled:
                 raise ValueError(
                     f"feature view {view.name} declares an embedding, but the online store has no vectors: "
@@ -184,7 +232,7 @@ class MilvusOnlineStore(V2DocumentsOnly, FeastMilvusOnlineStore):
             if vector is None:
                 record[PLACEHOLDER] = [0.0] * PLACEHOLDER_DIM
             elif vector.name in values:
-                given = _floats(values[vector.name])
+                given = floats(values[vector.name])
                 if given and len(given) != vector.dim:
                     raise ValueError(
                         f"feature view {table.name}: {vector.name} has {len(given)} values, the view declares "
@@ -275,7 +323,8 @@ class MilvusOnlineStore(V2DocumentsOnly, FeastMilvusOnlineStore):
         filters: Any = None,
         include_feature_view_version_metadata: bool = False,
     ) -> list[Document]:
-        """The ``top_k`` entities whose vectors are nearest ``embedding`` (HNSW: approximate), with ``distance``."""
+        """The ``top_k`` entities whose vectors are nearest ``embedding`` (HNSW: approximate), with ``distance``;
+        an embedding view's vectors or a plain vector view's, written by the processor or by Feast."""
         spec = query_spec(table, embedding, query_string, filters)
         if top_k <= 0:
             return []
@@ -314,13 +363,6 @@ def _read(column: layout.Column, stored: Any) -> ValueProto:
 def _utc(when: datetime) -> datetime:
     """Feast's timestamps: naive ones are UTC."""
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when
-
-
-def _floats(value: ValueProto) -> list[float]:
-    kind = value.WhichOneof("val")
-    if kind in ("float_list_val", "double_list_val"):
-        return [float(v) for v in getattr(value, kind).val]
-    return []
 
 
 def _vector(values: Sequence[float]) -> ValueProto:

@@ -55,7 +55,7 @@ from pydantic import Field, field_validator
 
 from aggregations.spec import aggregation_view
 from core.errors import ConfigError
-from embeddings.spec import EmbeddingSpec, spec_for
+from embeddings.spec import EmbeddingSpec, VectorField, spec_for
 from stores import contributions
 from stores.documents import Document, V2DocumentsOnly, in_entity_key_order, query_spec
 from stores.postgres.tables import (
@@ -308,6 +308,50 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
             conn.commit()
         return answer
 
+    def _scan(
+        self,
+        config: RepoConfig,
+        name: str,
+        field: VectorField,
+        embedding: list[float],
+        top_k: int,
+        requested_features: list[str],
+    ) -> list[Document]:
+        """A plain vector view: the stored vectors of the query's length, nearest first (exact: no index), as
+        the processor and Feast's own write both keep them in ``vector_value``."""
+        if not config.online_store.vector_enabled:
+            raise ValueError(
+                "similarity search needs `vector_enabled: true` under online_store in feature_store.yaml"
+            )
+        operator, _ = OPERATORS[field.metric]
+        query = sql.SQL(
+            "WITH hits AS (SELECT entity_key, vector_value {op} %(q)s::vector AS distance FROM {t} "
+            "WHERE feature_name = %(field)s AND vector_value IS NOT NULL AND vector_dims(vector_value) = %(n)s "
+            "ORDER BY 2, entity_key LIMIT %(k)s) "
+            "SELECT h.entity_key, h.distance, f.feature_name, f.value, f.event_ts FROM hits h "
+            "JOIN {t} f ON f.entity_key = h.entity_key AND f.feature_name = ANY(%(features)s)"
+        ).format(op=sql.SQL(operator), t=sql.Identifier(name))
+        params = {
+            "q": str(embedding),
+            "field": field.field,
+            "n": len(embedding),
+            "k": top_k,
+            "features": sorted({*requested_features, field.field}),
+        }
+        found: dict[bytes, tuple[float, datetime | None, dict[str, ValueProto]]] = {}
+        with self._get_conn(config, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(query, params)
+            for raw_key, distance, feature, value, event_ts in cur:
+                held = found.setdefault(bytes(raw_key), (float(distance), event_ts, {}))
+                held[2][feature] = ValueProto.FromString(bytes(value))
+        results: list[Document] = []
+        for key, (distance, event_ts, values) in found.items():
+            row = {n: v for n, v in values.items() if n in requested_features}
+            row["distance"] = ValueProto(float_val=distance)
+            entity = deserialize_entity_key(key, config.entity_key_serialization_version)
+            results.append((event_ts, entity, row))
+        return in_entity_key_order(results)
+
     @staticmethod
     def _declare(cur: Any, table: str, spec: EmbeddingSpec, options: Any) -> None:
         """Record the view's model; on a change drop the old model's vectors and index first. Then make
@@ -386,11 +430,15 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
         filters: Any = None,
         include_feature_view_version_metadata: bool = False,
     ) -> list[Document]:
-        """The ``top_k`` entities whose vectors are nearest ``embedding`` (HNSW: approximate), with ``distance``."""
-        spec = query_spec(table, embedding, query_string, filters)
+        """The ``top_k`` entities whose vectors are nearest ``embedding``, with ``distance``: an embedding view's
+        through its HNSW index (approximate), a plain vector view's by an exact scan of ``vector_value``."""
+        field = query_spec(table, embedding, query_string, filters)
         if top_k <= 0:
             return []
         name = compute_table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
+        spec = spec_for(table)
+        if spec is None:
+            return self._scan(config, name, field, list(embedding or []), top_k, requested_features)
         quantization = getattr(config.online_store, "quantization", "none")
         query = search_query(name, spec, quantization)
         wanted = sorted({*requested_features, spec.field})  # the vector row says the entity is live

@@ -39,7 +39,7 @@ from feast.type_map import feast_value_type_to_python_type
 from psycopg import sql
 
 from core.errors import ConfigError, TransientError
-from embeddings.spec import EmbeddingSpec, spec_for, text_hash
+from embeddings.spec import EmbeddingSpec, spec_for, text_hash, vector_field
 from stores import contributions
 from stores.feast_layout import (
     Decision,
@@ -63,8 +63,8 @@ logger = logging.getLogger(__name__)
 
 def _vector_text(vector: Any) -> str | None:
     """pgvector's text form of a vector (float32 values, as the model made them)."""
-    if vector is None:
-        return None
+    if vector is None or len(vector) == 0:
+        return None  # pgvector has no empty vector: NULL, as for no vector
     if isinstance(vector, bytes | bytearray | memoryview):
         values = np.frombuffer(vector, dtype=np.float32)
     else:
@@ -298,15 +298,20 @@ class PostgresOnlineSink(FeastLayoutSink):
             self._evict(cur, aggregated)
             return
         spec = self._spec(view)
+        # A plain vector view's vector (no embedding: embeddings/spec.py) goes to vector_value too, where
+        # Feast's own write puts it and the plugin's search reads it.
+        plain = vector_field(view) if spec is None and self.vectors_enabled else None
         created = datetime.now(UTC)
         keys, names, values, texts, vectors, event_ts = [], [], [], [], [], []
         cleared: list[bytes] = []  # upserts without a vector: their old vector row must go
         for feature in view.features:
             column = [row.features.get(feature.name) for _, row in items]
-            is_vector = spec is not None and feature.name == spec.field
+            is_vector = (spec is not None and feature.name == spec.field) or (
+                plain is not None and feature.name == plain.field
+            )
             encoded = value_bytes(column, feature.dtype.to_value_type())
             for (key, row), value, raw in zip(items, column, encoded, strict=True):
-                if is_vector and value is None:
+                if is_vector and value is None and spec is not None:
                     cleared.append(key)
                     continue
                 keys.append(key)

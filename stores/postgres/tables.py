@@ -192,6 +192,7 @@ OPERATORS = {
     "cosine": ("<=>", "cosine_ops"),
     "l2": ("<->", "l2_ops"),
     "l1": ("<+>", "l1_ops"),
+    "ip": ("<#>", "ip_ops"),  # the negative inner product
 }
 
 # What the HNSW index navigates by: the vectors (``none``) or one bit per dimension (``binary``, re-ranked exactly).

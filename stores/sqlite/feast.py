@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import numpy as np
 from feast import Entity, FeatureView, RepoConfig
 from feast.infra.key_encoding_utils import deserialize_entity_key, serialize_entity_key
 from feast.infra.online_stores.helpers import compute_table_id
@@ -29,9 +30,9 @@ from feast.protos.feast.types.Value_pb2 import FloatList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from aggregations.spec import aggregation_view
-from embeddings.spec import spec_for
+from embeddings.spec import VectorField, spec_for
 from stores import contributions
-from stores.documents import V2DocumentsOnly, in_entity_key_order, query_spec
+from stores.documents import V2DocumentsOnly, distances, floats, in_entity_key_order, query_spec
 from stores.sqlite.db import OperationalError, connect, ensure_contributions_table
 from stores.sqlite.vectors import VectorTable, as_floats, declare_model, forget_view
 
@@ -150,9 +151,13 @@ class VecSqliteOnlineStore(V2DocumentsOnly, SqliteOnlineStore):
         filters: Any = None,
         include_feature_view_version_metadata: bool = False,
     ) -> list[tuple[datetime | None, EntityKeyProto | None, dict[str, ValueProto] | None]]:
-        """The ``top_k`` entities whose vectors are nearest ``embedding``, nearest first, with ``distance``."""
-        spec = query_spec(table, embedding, query_string, filters)
+        """The ``top_k`` entities whose vectors are nearest ``embedding``, with ``distance``: an embedding view's
+        from its model's vector table, a plain vector view's by an exact scan of its vector feature."""
+        field = query_spec(table, embedding, query_string, filters)
         assert embedding is not None
+        spec = spec_for(table)
+        if spec is None:
+            return self._scan(config, table, field, embedding, top_k, requested_features)
         conn = self._get_conn(config)
         with _snapshot(conn):
             hits = VectorTable(config.project, spec).search(conn, embedding, top_k)
@@ -167,6 +172,44 @@ class VecSqliteOnlineStore(V2DocumentsOnly, SqliteOnlineStore):
                 row[spec.field] = _vector_value(vector)
             row["distance"] = ValueProto(float_val=distance)
             entity = deserialize_entity_key(key, config.entity_key_serialization_version)
+            results.append((event_ts, entity, row))
+        return in_entity_key_order(results)
+
+    def _scan(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        field: VectorField,
+        embedding: list[float],
+        top_k: int,
+        requested_features: list[str],
+    ) -> list[tuple[datetime | None, EntityKeyProto | None, dict[str, ValueProto] | None]]:
+        """A plain vector view: every stored vector of the query's length compared (exact, no index), as
+        written by the processor or by Feast (both keep the feature's value)."""
+        if top_k <= 0:
+            return []
+        name = compute_table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
+        conn = self._get_conn(config)
+        with _snapshot(conn):
+            keys, vectors = [], []
+            for key, blob in conn.execute(
+                f'SELECT entity_key, value FROM "{name}" WHERE feature_name = ?', (field.field,)
+            ):
+                vector = floats(ValueProto.FromString(blob))
+                if len(vector) == len(embedding):
+                    keys.append(bytes(key))
+                    vectors.append(vector)
+            if not keys:
+                return []
+            near = distances(np.array(vectors), embedding, field.metric)
+            order = np.argsort(near, kind="stable")[:top_k]
+            features = self._features(config, table, [keys[i] for i in order])
+        results: list[tuple[datetime | None, EntityKeyProto | None, dict[str, ValueProto] | None]] = []
+        for i in order:
+            event_ts, values = features.get(keys[i], (None, {}))
+            row = {name: value for name, value in values.items() if name in requested_features}
+            row["distance"] = ValueProto(float_val=float(near[i]))
+            entity = deserialize_entity_key(keys[i], config.entity_key_serialization_version)
             results.append((event_ts, entity, row))
         return in_entity_key_order(results)
 

@@ -220,7 +220,7 @@ def test_a_broken_declaration_names_the_problem_and_the_fix(
 
 
 def test_feast_apply_refuses_aggregation_views_a_store_cannot_serve() -> None:
-    """A view nothing computes would serve NULL as a value: `featurectl feast-apply` lists it (jobs/apply.py),
+    """A view nothing computes would serve NULL as a value: `featurectl feast-apply` lists it (streams/apply.py),
     and a broken declaration on any store."""
     good = view_with(
         [Field(name="orders_24h", dtype=Int64, tags={"aggregation": "count() over 24h"})], **TAGS
