@@ -191,9 +191,11 @@ class RedisOnlineSink(FeastLayoutSink):
         return held[1]
 
     def _check_vectors(self, view: FeatureView) -> None:
-        if spec_for(view) is not None or any(f.vector_index for f in view.features):
+        """An embedding view is refused (nothing here would search what the processor embeds); a plain vector
+        view's vectors are values like the others, as in Feast's Redis store."""
+        if spec_for(view) is not None:
             raise ConfigError(
-                f"feature view {view.name} has vector features, and Feast's Redis online store has no vector search",
+                f"feature view {view.name} embeds text, and Feast's Redis online store has no vector search",
                 f"keep the view on an online store that indexes vectors: {vector_types()}",
             )
 

@@ -324,9 +324,12 @@ class SqliteOnlineSink(FeastLayoutSink):
     def _upsert(self, view: FeatureView, items: list[tuple[bytes, SinkRow]]) -> None:
         """One statement for all rows of a view; values converted a feature column at a time.
 
-        Vector features are not stored here but in the view's vector table (``_write_vectors``).
+        An embedding view's vector is not stored here but in its model's vector table (``_write_vectors``); a
+        plain vector view's is a value like the others (where Feast's own write puts it, and the plugin's
+        exact search reads it).
         """
         table = compute_table_id(self.project, view, self.versioning)
+        embedding = spec_for(view)
         # Feast's SQLite adapter stores a naive UTC datetime as int(dt.timestamp()); done once per
         # row here instead of once per feature value.
         created_ts = int(datetime.now(UTC).replace(tzinfo=None).timestamp())
@@ -335,7 +338,7 @@ class SqliteOnlineSink(FeastLayoutSink):
         }
         params: list[tuple[Any, ...]] = []
         for feature in view.features:
-            if feature.vector_index:
+            if embedding is not None and feature.name == embedding.field:
                 continue
             values = [row.features.get(feature.name) for _, row in items]
             encoded = value_bytes(values, feature.dtype.to_value_type())

@@ -141,6 +141,7 @@ def test_vectors_written_by_feast_and_by_the_processor_read_back_and_are_searche
     read = plain_store.get_online_features(
         features=[f"{view}:embedding", f"{view}:title"], entity_rows=[{"item_id": i} for i in ids]
     ).to_dict()
+    assert [len(v or []) for v in read["embedding"]] == [DIM] * len(ids), read["embedding"]
     np.testing.assert_array_equal(np.array(read["embedding"], dtype=np.float32), vecs)
     assert read["title"] == [f"item {i}" for i in ids]
     query = vectors(1, seed=-ids[0] % 1000)[0]
@@ -166,13 +167,13 @@ def test_vectors_written_by_feast_and_by_the_processor_read_back_and_are_searche
 
 
 def test_a_plain_vector_field_needs_no_tags_but_half_tags_are_refused() -> None:
-    from feast import Entity, FeatureView, Field
+    from feast import Entity, FeatureView, Field, ValueType
     from feast.types import Array, Float32, Int64
 
     from core.errors import ConfigError
 
-    item = Entity(name="item", join_keys=["item_id"])
-    fields = [Field(name="item_id", dtype=Int64), Field(name="v", dtype=Array(Float32), vector_index=True)]
+    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64)
+    fields = [Field(name="item_id", dtype=Int64), Field(name="v", dtype=Array(Float32), vector_index=True, vector_length=8)]
     plain = FeatureView(name="p", entities=[item], schema=fields, ttl=timedelta(0))
     assert spec_for(plain) is None and vector_field(plain) is not None
     half = FeatureView(
