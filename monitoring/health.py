@@ -42,6 +42,7 @@ from jobs.snapshot import last_snapshots
 from monitoring.drift.report import load_last
 from monitoring.job_runs import last_runs
 from monitoring.watch import wal_limit, wal_problem
+from stores.history.probe import probe as probe_history
 from stores.history.reader import History
 from stores.registry import probe as probe_online_store
 from streams.routes import route_for, source_columns, source_keys
@@ -94,6 +95,7 @@ class HealthCheck:
         keys: dict[str, set[str]] | None = None,
         snapshot_stall_s: float = 900,
         online: Callable[[], str] | None = None,
+        history: Callable[[], str] | None = None,
     ) -> None:
         self.settings = settings
         self.snapshot_stall_s = snapshot_stall_s  # a running snapshot silent this long is stalled
@@ -105,6 +107,7 @@ class HealthCheck:
         self.lag_alert = lag_alert
         self._consumer: Consumer | None = None
         self.online = online  # probes the online store: where it answered, or raises its driver's error
+        self.history = history  # probes the history's storage: how many tables took a write, or raises
 
     @classmethod
     def for_repository(
@@ -125,6 +128,7 @@ class HealthCheck:
             sources=source_columns(routes),
             keys=source_keys(routes),
             online=lambda: probe_online_store(store),
+            history=lambda: probe_history(store),
         )
 
     def run(self) -> Health:
@@ -133,6 +137,7 @@ class HealthCheck:
             ("postgres", self._postgres),
             ("kafka", self._kafka),
             ("online store", self._online),
+            ("offline history", self._history),
             ("connector", self._connector),
             ("slot", self._slot),
             ("lag", self._lag),
@@ -176,6 +181,22 @@ class HealthCheck:
                     f"not answering: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
                     "start it (locally: featurectl stack up --with online-postgres, redis or milvus) or fix "
                     "online_store in feature_store.yaml; the processor waits for it meanwhile",
+                )
+            ]
+
+    def _history(self) -> list[Check]:
+        if self.history is None:
+            return []
+        try:
+            return [Check("offline history", OK, self.history())]
+        except OSError as exc:
+            return [
+                Check(
+                    "offline history",
+                    FAIL,
+                    f"cannot be written: {exc.strerror} ({exc.filename})",
+                    "free space on its disk or make the directory writable again; the processor waits "
+                    "meanwhile and writes the held batches when it can",
                 )
             ]
 

@@ -28,12 +28,20 @@ def is_transient(exc: BaseException) -> bool:
         # truncated protobuf. The next read sees the whole file.
         return True
     # Each store tells its driver's errors apart (stores/<name>/errors.py): a store restarting, failing
-    # over or locked is a wait, never a dead letter.
+    # over or locked is a wait, never a dead letter. (The history's storage full or unwritable is a
+    # TransientError from its writer: stores/history/delta.py.)
     verdict = classify(exc)
     if verdict is not None:
         return verdict
     # Unreachable service, full disk, lost connection: not the record's fault.
     return isinstance(exc, OSError | ConnectionError | TimeoutError | MemoryError)
+
+
+def away(exc: BaseException) -> str:
+    """Which part a transient failure says is away, for the processor's one line."""
+    if isinstance(exc, KafkaException):
+        return "Kafka is not reachable"
+    return "the store is not reachable"
 
 
 def describe(exc: BaseException) -> str:

@@ -31,7 +31,7 @@ from embeddings.models import load_embedder
 from stores.history.sink import HistorySink
 from stores.registry import open_online_sink
 from streams.dlq import DeadLetterSink
-from streams.faults import describe, is_transient
+from streams.faults import away, describe, is_transient
 from streams.fencing import Claims, owner_name
 from streams.incarnation import TopicIds
 from streams.isolate import write_isolating
@@ -248,11 +248,11 @@ class Processor:
                         stop.wait(backoff)
                         backoff = min(backoff * 2, 30.0)
                     except Exception as exc:
-                        if is_transient(exc):  # a store or Kafka away: say so in a line, no traceback
+                        if is_transient(exc):  # a store or Kafka away: one line, no traceback
                             logger.warning(
-                                "batch of %d messages not written, the store is not reachable (%s); "
-                                "re-reading it in %.1fs",
+                                "batch of %d messages not written, %s (%s); re-reading it in %.1fs",
                                 len(messages),
+                                away(exc),
                                 describe(exc),
                                 backoff,
                             )

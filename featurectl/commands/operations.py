@@ -146,8 +146,8 @@ def _run_processor(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def health_cmd(ctx: click.Context, path: Path | None, as_json: bool) -> None:
-    """Services (the online store too), connector, replication slot WAL, lag, per-view last change, dead
-    letters, jobs.
+    """Services (the online store and the offline history's storage too), connector, replication slot WAL, lag,
+    per-view last change, dead letters, jobs.
 
     Exits 1 when something needs action, saying what (see monitoring/health.py).
     """
