@@ -16,11 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.integration.conftest import StackHandle
 from tests.integration.helpers import cli, wait_until
 from tests.integration.platform import Platform
+from tests.integration.test_processor import insert_customer
 from tests.integration.test_processor_recovery import (
     Workload,
     assert_offline_has_every_change,
@@ -65,19 +67,26 @@ def immutable(logs: list[Path]) -> Iterator[None]:
         subprocess.run(["chattr", "-i", *map(str, logs)], check=False)
 
 
-def _started(stack: StackHandle, platform: Platform) -> tuple[object, Workload]:
+def _running(stack: StackHandle, platform: Platform) -> Any:
+    """The processor started and through a first change (so the fault meets it mid-stream, not at start)."""
     processor = platform.start_processor("p")
+    with psycopg.connect(stack.app, autocommit=True) as conn:
+        first = insert_customer(conn)
+
+    def written() -> bool:
+        return platform.online("customer_profile", "customer_id", [first], ["segment"])["segment"] == [
+            "standard"
+        ]
+
+    wait_until(written, 120, "the processor to write a first change", lambda: platform.log("p")[-3000:])
+    return processor
+
+
+def _workload(stack: StackHandle) -> Workload:
+    """The changes that meet the fault: started after it."""
     work = Workload(stack.app, rows=200, updates=1800)
     work.start()
-    assert work.halfway.wait(120) and work.error is None
-
-    def writing() -> bool:
-        ids = sorted(work.expected)[:50]
-        values = platform.online("customer_profile", "customer_id", ids, ["credit_limit"])["credit_limit"]
-        return any(v is not None for v in values)
-
-    wait_until(writing, 120, "the processor to write the first rows", lambda: platform.log("p")[-3000:])
-    return processor, work
+    return work
 
 
 def _waits(stack: StackHandle, platform: Platform, processor: object) -> None:
@@ -108,8 +117,9 @@ def _healed(stack: StackHandle, platform: Platform, processor: object, work: Wor
 
 def test_a_full_disk_under_the_history_is_a_wait(stack: StackHandle, platform: Platform) -> None:
     with on_tmpfs(platform.repo / "data" / "offline", "64m") as offline:
-        processor, work = _started(stack, platform)
+        processor = _running(stack, platform)
         filler = fill(offline)
+        work = _workload(stack)
         _waits(stack, platform, processor)
         filler.unlink()  # space again
         _healed(stack, platform, processor, work)
@@ -119,8 +129,9 @@ def test_a_full_disk_under_the_history_is_a_wait(stack: StackHandle, platform: P
 def test_an_unwritable_delta_log_is_a_wait(stack: StackHandle, platform: Platform) -> None:
     logs = sorted((platform.repo / "data" / "offline").glob("*/_delta_log"))
     assert logs, "feast apply made no Delta history"
-    processor, work = _started(stack, platform)
+    processor = _running(stack, platform)
     with immutable(logs):
+        work = _workload(stack)
         _waits(stack, platform, processor)
     _healed(stack, platform, processor, work)
 
