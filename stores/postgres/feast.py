@@ -31,11 +31,13 @@ features. What this adds:
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import re
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from feast import Entity, FeatureView, RepoConfig
@@ -45,12 +47,13 @@ from feast.infra.online_stores.postgres_online_store.postgres import (
     PostgreSQLOnlineStore,
     PostgreSQLOnlineStoreConfig,
 )
-from feast.infra.utils.postgres.connection_utils import _get_conn, _get_connection_pool
+from feast.infra.utils.postgres.connection_utils import _get_conn, _get_conn_kwargs, _get_conninfo
 from feast.infra.utils.postgres.postgres_config import ConnectionType
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from psycopg import Connection, sql
 from psycopg.pq import TransactionStatus
+from psycopg_pool import ConnectionPool
 from pydantic import Field, field_validator
 
 from aggregations.spec import aggregation_view
@@ -199,6 +202,46 @@ def check_search_settings(conn: Connection, settings: dict[str, str]) -> None:
                 )
 
 
+logger = logging.getLogger(__name__)
+
+
+def _pool(config: Any) -> ConnectionPool:
+    """Feast's connection pool, whose connections are checked on checkout: one the server dropped (a restart,
+    a failover) is replaced instead of failing the call that got it (a round trip per checkout)."""
+    return ConnectionPool(
+        conninfo=_get_conninfo(config),
+        min_size=config.min_conn,
+        max_size=config.max_conn,
+        open=False,
+        kwargs=_get_conn_kwargs(config),
+        check=ConnectionPool.check_connection,
+    )
+
+
+Call = TypeVar("Call", bound=Callable[..., Any])
+
+
+def once_more_if_lost(method: Call) -> Call:
+    """Run ``method`` again, once, when it failed because the store's connection was lost before or during it
+    (the server restarted or failed over since the last call): the first lookup after a restart answers
+    instead of failing. Reads and Feast's upserts are safe to repeat; a refused value fails as before."""
+
+    @functools.wraps(method)
+    def call(self: PgVectorOnlineStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except psycopg.OperationalError as exc:
+            conn = self._conn
+            if conn is None or not (conn.closed or conn.broken):
+                raise
+            logger.info(
+                "the online store's connection was lost (%s); reconnecting", " ".join(str(exc).split())
+            )
+            return method(self, *args, **kwargs)
+
+    return call  # type: ignore[return-value]
+
+
 class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
     """Postgres online store whose embedding views are searched through an HNSW index."""
 
@@ -215,7 +258,7 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
         with a failed call's transaction rolled back (Feast's leaves the shared connection unusable)."""
         if config.online_store.conn_type == ConnectionType.pool:
             if not self._conn_pool:
-                self._conn_pool = _get_connection_pool(config.online_store)
+                self._conn_pool = _pool(config.online_store)
                 self._conn_pool.open()
             connection = self._conn_pool.getconn()
             connection.set_autocommit(autocommit)
@@ -224,7 +267,7 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
             finally:
                 self._conn_pool.putconn(connection)
         else:
-            if not self._conn or self._conn.closed:
+            if not self._conn or self._conn.closed or self._conn.broken:
                 self._conn = _get_conn(config.online_store)
             elif self._conn.info.transaction_status != TransactionStatus.IDLE:
                 self._conn.rollback()  # a failed call left it in a transaction: every later one would fail
@@ -284,6 +327,12 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
                 conn.rollback()  # the store's connection is reused: not left in a failed transaction
                 raise
 
+    @once_more_if_lost
+    def online_write_batch(self, *args: Any, **kwargs: Any) -> None:
+        """Feast's write, once more on a fresh connection if the store restarted since the last call."""
+        super().online_write_batch(*args, **kwargs)
+
+    @once_more_if_lost
     def online_read(
         self,
         config: RepoConfig,
@@ -418,6 +467,7 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
             )
         )
 
+    @once_more_if_lost
     def retrieve_online_documents_v2(
         self,
         config: RepoConfig,

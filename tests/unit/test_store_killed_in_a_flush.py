@@ -1,6 +1,7 @@
 """A store's server killed with SIGKILL after a flush began (inside its transaction, before its writes): the
 flush fails with an error the processor waits on (transient, never a dead letter), the sink can be discarded,
-and once the server is back the same batch is written whole, as the processor re-reads it
+once the server is back the same batch is written whole, as the processor re-reads it, and a reader connected
+before the restart answers its first lookup after it (the Postgres plugin's connection used to fail it once)
 (tests/integration/test_store_outage.py has the processor itself through a kill at a random moment).
 """
 
@@ -48,6 +49,9 @@ def test_a_store_killed_inside_a_flush_fails_it_transiently_and_the_retry_writes
     local: LocalStore = request.getfixturevalue(f"local_{name}")
     sink: Any = open_online_sink(store)
     batch = [row(cid, 10 + cid, segment=f"s{cid}") for cid in range(1, 21)]
+    online(
+        store, 1
+    )  # a reader (a model service) connected before the restart: its first read after must answer
     write = sink._write
 
     def dying(*args: Any, **kwargs: Any) -> Any:  # the flush began: versions read, decision made
