@@ -69,10 +69,17 @@ class MilvusOnlineStoreConfig(FeastMilvusConfig):
 
 
 def index_options(config: Any) -> dict[str, Any]:
+    """The HNSW parameters, and ``dim``: the dimension of a vector field without ``vector_length`` (Feast's
+    ``embedding_dim``)."""
     return {
         "m": getattr(config, "hnsw_m", 16),
         "ef_construction": getattr(config, "hnsw_ef_construction", 64),
+        "dim": int(getattr(config, "embedding_dim", 0) or 0),
     }
+
+
+def _dim(config: RepoConfig) -> int:
+    return int(index_options(config.online_store)["dim"])
 
 
 def to_distance(metric: str, score: float) -> float:
@@ -152,11 +159,10 @@ class MilvusOnlineStore(V2DocumentsOnly, FeastMilvusOnlineStore):
         for view in tables_to_keep:
             spec = spec_for(view)
             for field in view.features:
-                if field.vector_index and field.vector_length <= 0:
+                if field.vector_index and field.vector_length <= 0 and not _dim(config):
                     raise ValueError(
-                        f"feature view {view.name}: vector field {field.name} has no vector_length; this store "
-                        "gives each view a collection of its own dimension (Feast's embedding_dim is one for all): "
-                        "set vector_length=<dimension> on the Field"
+                        f"feature view {view.name}: vector field {field.name} has no vector_length, and the "
+                        "online store no embedding_dim: set vector_length=<dimension> on the Field"
                     )
             if spec is not None and not config.online_store.vector_enabled:
                 raise ValueError(
@@ -202,8 +208,8 @@ class MilvusOnlineStore(V2DocumentsOnly, FeastMilvusOnlineStore):
         client = self._connect(config)
         name = self._get_or_create_collection(config, table)["collection_name"]
         key_field = layout.key_field(table)
-        cols = layout.columns(table)
-        vector = layout.vector_column(table)
+        cols = layout.columns(table, _dim(config))
+        vector = layout.vector_column(table, _dim(config))
         latest: dict[str, tuple[dict[str, ValueProto], datetime, datetime | None]] = {}
         for entity_key, values, event_time, created in data:
             key = serialize_entity_key(
@@ -279,7 +285,9 @@ class MilvusOnlineStore(V2DocumentsOnly, FeastMilvusOnlineStore):
         name = self._get_or_create_collection(config, table)["collection_name"]
         key_field = layout.key_field(table)
         wanted = [
-            c for c in layout.columns(table) if requested_features is None or c.name in requested_features
+            c
+            for c in layout.columns(table, _dim(config))
+            if requested_features is None or c.name in requested_features
         ]
         keys = [
             serialize_entity_key(
@@ -331,7 +339,7 @@ class MilvusOnlineStore(V2DocumentsOnly, FeastMilvusOnlineStore):
         client = self._connect(config)
         name = self._get_or_create_collection(config, table)["collection_name"]
         key_field = layout.key_field(table)
-        wanted = [c for c in layout.columns(table) if c.name in requested_features]
+        wanted = [c for c in layout.columns(table, _dim(config)) if c.name in requested_features]
         ef = max(getattr(config.online_store, "hnsw_ef_search", 100), 2 * top_k)
         hits = client.search(
             name,
@@ -392,10 +400,10 @@ def declare(
     if spec is None and held:
         client.delete(names["models"], filter=f'view == "{view.name}"')
     if client.has_collection(name):
-        if _shape(client.describe_collection(name)) != _shape(layout.view_schema(view)):
+        if _shape(client.describe_collection(name)) != _shape(layout.view_schema(view, index["dim"])):
             _rebuild(client, project, view, index, keep_vectors=not changed_model)
         elif changed_model:
-            _unsearchable(client, name, view)
+            _unsearchable(client, name, layout.vector_column(view, index["dim"]))
     layout.ensure_view(client, project, view, index)
     if spec is None or not changed_model:
         return
@@ -435,9 +443,8 @@ def _all_rows(client: Any, name: str, fields: list[str]) -> list[dict[str, Any]]
     return rows
 
 
-def _unsearchable(client: Any, name: str, view: FeatureView) -> None:
+def _unsearchable(client: Any, name: str, vector: layout.Column | None) -> None:
     """Every entity's vector of the old model: out of search, its text hash forgotten (re-embedded)."""
-    vector = layout.vector_column(view)
     scalar = [f["name"] for f in client.describe_collection(name)["fields"]]
     rows = _all_rows(client, name, scalar)
     for row in rows:
@@ -458,15 +465,15 @@ def _rebuild(client: Any, project: str, view: FeatureView, index: dict[str, Any]
     if client.has_collection(spare):
         client.drop_collection(spare)
     old = {f["name"]: f for f in client.describe_collection(name)["fields"]}
-    new = {f.name: f for f in layout.view_schema(view).fields}
+    new = {f.name: f for f in layout.view_schema(view, index["dim"]).fields}
     same = [n for n, f in new.items() if n in old and _shape({"fields": [old[n]]}) == _shape(_Fields([f]))]
-    vector = layout.vector_column(view)
+    vector = layout.vector_column(view, index["dim"])
     if not keep_vectors and vector is not None:
         same = [n for n in same if n not in (vector.name, SEARCHABLE, TEXT_HASH, MODEL, TEXT_VERSION)]
     rows = _all_rows(client, name, same)
     client.create_collection(
         spare,
-        schema=layout.view_schema(view),
+        schema=layout.view_schema(view, index["dim"]),
         index_params=layout.view_index_params(client, view, index),
         consistency_level="Strong",
     )

@@ -85,24 +85,29 @@ class Column:
         return self.milvus_type == "FLOAT_VECTOR"
 
 
-def columns(view: FeatureView) -> list[Column]:
-    """How each feature of ``view`` is stored."""
+def columns(view: FeatureView, dim: int = 0) -> list[Column]:
+    """How each feature of ``view`` is stored; a vector field without ``vector_length`` gets ``dim`` (the
+    store's ``embedding_dim``, as in Feast's Milvus store). A join key listed among the features (a stream
+    view's schema may) is the entity key, not a column."""
+    keys = {c.name for c in view.entity_columns}
     out = []
     for f in view.features:
+        if f.name in keys:
+            continue
         value_type = f.dtype.to_value_type()
         if f.vector_index:
-            out.append(Column(f.name, value_type, "FLOAT_VECTOR", None, f.vector_length))
+            out.append(Column(f.name, value_type, "FLOAT_VECTOR", None, f.vector_length or dim))
             continue
         milvus_type, proto_field = _NATIVE.get(value_type, ("VARCHAR", None))
         out.append(Column(f.name, value_type, milvus_type, proto_field))
     return out
 
 
-def vector_column(view: FeatureView) -> Column | None:
-    return next((c for c in columns(view) if c.is_vector), None)
+def vector_column(view: FeatureView, dim: int = 0) -> Column | None:
+    return next((c for c in columns(view, dim) if c.is_vector), None)
 
 
-def view_schema(view: FeatureView) -> Any:
+def view_schema(view: FeatureView, dim: int = 0) -> Any:
     """The collection schema of ``view`` and its index parameters are built by ``ensure_view``."""
     from pymilvus import CollectionSchema, DataType, FieldSchema
 
@@ -111,8 +116,8 @@ def view_schema(view: FeatureView) -> Any:
         FieldSchema("event_ts", DataType.INT64),
         FieldSchema("created_ts", DataType.INT64),
     ]
-    vector = vector_column(view)
-    for c in columns(view):
+    vector = vector_column(view, dim)
+    for c in columns(view, dim):
         if c.is_vector:
             fields.append(FieldSchema(c.name, DataType.FLOAT_VECTOR, dim=c.dim))
         elif c.milvus_type == "VARCHAR":
@@ -172,7 +177,7 @@ def decode(c: Column, stored: Any) -> ValueProto:
 def view_index_params(client: Any, view: FeatureView, index: dict[str, Any]) -> Any:
     """HNSW (``index``: its parameters and metric) on the vector field; a FLAT one on the placeholder."""
     params = client.prepare_index_params()
-    vector = vector_column(view)
+    vector = vector_column(view, index.get("dim", 0))
     if vector is None:
         params.add_index(field_name=PLACEHOLDER, index_type="FLAT", metric_type="L2")
         return params
@@ -192,7 +197,7 @@ def ensure_view(client: Any, project: str, view: FeatureView, index: dict[str, A
     if not client.has_collection(name):
         client.create_collection(
             name,
-            schema=view_schema(view),
+            schema=view_schema(view, index.get("dim", 0)),
             index_params=view_index_params(client, view, index),
             consistency_level="Strong",
         )

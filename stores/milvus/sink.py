@@ -281,9 +281,9 @@ class MilvusOnlineSink(FeastLayoutSink):
         self, view: FeatureView, spec: EmbeddingSpec | None, items: list[tuple[bytes, SinkRow]]
     ) -> None:
         name = self._collection(view)
-        cols = layout.columns(view)
+        cols = layout.columns(view, self._index["dim"])
         encoded = layout.encode_columns(cols, [r.features for _, r in items])
-        vector = layout.vector_column(view)
+        vector = layout.vector_column(view, self._index["dim"])
         held: dict[str, dict[str, Any]] = {}
         if vector is not None:  # the version of the change that set each text: kept while the text is
             held = self._texts(name, layout.key_field(view), [k.hex() for k, _ in items])
@@ -371,7 +371,7 @@ class MilvusOnlineSink(FeastLayoutSink):
 
     def current_features(self, view: str, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
         feature_view = self._view(view)
-        cols = [c for c in layout.columns(feature_view) if not c.is_vector]
+        cols = [c for c in layout.columns(feature_view, self._index["dim"]) if not c.is_vector]
         out: list[dict[str, Any] | None] = []
         for hit in self._rows(feature_view, keys, [c.name for c in cols]):
             out.append(
