@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -47,12 +48,15 @@ from pydantic import Field
 from embeddings.spec import EmbeddingSpec, spec_for
 from stores.documents import Document, V2DocumentsOnly, floats, in_entity_key_order, query_spec
 from stores.milvus import layout
+from stores.milvus.errors import transient
 from stores.milvus.layout import MODEL, PLACEHOLDER, PLACEHOLDER_DIM, SEARCHABLE, TEXT_HASH, TEXT_VERSION
 from stores.milvus.lock import host_lock
 from stores.ordering import epoch_us
 
 logger = logging.getLogger(__name__)
 TYPE = "stores.milvus.feast.MilvusOnlineStore"
+CONNECT_S = 15.0  # how long a client keeps trying to connect to a server restarting or shedding channels
+RETRY_S = 0.5
 CHUNK = 1000  # keys per `in [...]` filter
 
 
@@ -99,7 +103,7 @@ class Reloading:
     collections released: every query and search fails with "call load() before search/get/query" until
     someone loads them, so readers and the processor would fail for good after a routine restart."""
 
-    READS = frozenset({"query", "search", "get", "query_iterator"})
+    READS = frozenset({"query", "search", "get", "query_iterator"})  # idempotent: safe to run again
 
     def __init__(self, client: Any) -> None:
         self._client = client
@@ -114,10 +118,16 @@ class Reloading:
                 return method(*args, **kwargs)
             except Exception as exc:
                 collection = args[0] if args else kwargs.get("collection_name")
-                if not released(exc) or not collection:
+                if released(exc) and collection:
+                    logger.info(
+                        "Milvus collection %s was released (a server restart): loading it", collection
+                    )
+                    self._client.load_collection(collection)
+                elif transient(exc):  # the channel dropped (a restart; gRPC's "too many pings"): reads repeat
+                    logger.info("Milvus read failed (%s); once more", " ".join(str(exc).split())[:200])
+                    time.sleep(RETRY_S)
+                else:
                     raise
-                logger.info("Milvus collection %s was released (a server restart): loading it", collection)
-                self._client.load_collection(collection)
                 return method(*args, **kwargs)
 
         return read
@@ -132,8 +142,20 @@ class MilvusOnlineStore(V2DocumentsOnly, FeastMilvusOnlineStore):
     """Feast's Milvus store on typed, nullable collections with an HNSW index per embedding view."""
 
     def _connect(self, config: RepoConfig) -> Any:
-        """Feast's client, reloading a collection a restarted server serves released (``Reloading``)."""
-        client = super()._connect(config)
+        """Feast's client, reloading a collection a restarted server serves released (``Reloading``). A connect
+        that fails transiently (the server restarting; pymilvus's shared channel dropped by gRPC's "too many
+        pings" and its reconnect refused once) is tried again for up to CONNECT_S."""
+        deadline = time.monotonic() + CONNECT_S
+        while True:
+            try:
+                client = super()._connect(config)
+                break
+            except Exception as exc:
+                if not transient(exc) or time.monotonic() >= deadline:
+                    raise
+                logger.info("Milvus did not answer (%s); connecting again", " ".join(str(exc).split())[:200])
+                self.client = None
+                time.sleep(RETRY_S)
         return client if isinstance(client, Reloading) else Reloading(client)
 
     def _get_or_create_collection(self, config: RepoConfig, table: FeatureView) -> dict[str, Any]:
