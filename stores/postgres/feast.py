@@ -218,6 +218,22 @@ def _pool(config: Any) -> ConnectionPool:
     )
 
 
+def _documents(rows: Any, requested_features: list[str], config: RepoConfig) -> list[Document]:
+    """A search's rows (entity key, distance, feature, value, event time; one per feature of each hit) as
+    Feast's documents, with ``distance``, in entity-key order (stores/documents.py)."""
+    found: dict[bytes, tuple[float, datetime | None, dict[str, ValueProto]]] = {}
+    for raw_key, distance, feature, value, event_ts in rows:
+        held = found.setdefault(bytes(raw_key), (float(distance), event_ts, {}))
+        held[2][feature] = ValueProto.FromString(bytes(value))
+    results: list[Document] = []
+    for key, (distance, event_ts, values) in found.items():
+        row = {name: v for name, v in values.items() if name in requested_features}
+        row["distance"] = ValueProto(float_val=distance)
+        entity = deserialize_entity_key(key, config.entity_key_serialization_version)
+        results.append((event_ts, entity, row))
+    return in_entity_key_order(results)
+
+
 Call = TypeVar("Call", bound=Callable[..., Any])
 
 
@@ -387,19 +403,9 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
             "k": top_k,
             "features": sorted({*requested_features, field.field}),
         }
-        found: dict[bytes, tuple[float, datetime | None, dict[str, ValueProto]]] = {}
         with self._get_conn(config, autocommit=True) as conn, conn.cursor() as cur:
             cur.execute(query, params)
-            for raw_key, distance, feature, value, event_ts in cur:
-                held = found.setdefault(bytes(raw_key), (float(distance), event_ts, {}))
-                held[2][feature] = ValueProto.FromString(bytes(value))
-        results: list[Document] = []
-        for key, (distance, event_ts, values) in found.items():
-            row = {n: v for n, v in values.items() if n in requested_features}
-            row["distance"] = ValueProto(float_val=distance)
-            entity = deserialize_entity_key(key, config.entity_key_serialization_version)
-            results.append((event_ts, entity, row))
-        return in_entity_key_order(results)
+            return _documents(cur, requested_features, config)
 
     @staticmethod
     def _declare(cur: Any, table: str, spec: EmbeddingSpec, options: Any) -> None:
@@ -492,7 +498,6 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
         quantization = getattr(config.online_store, "quantization", "none")
         query = search_query(name, spec, quantization)
         wanted = sorted({*requested_features, spec.field})  # the vector row says the entity is live
-        found: dict[bytes, tuple[float, datetime | None, dict[str, ValueProto]]] = {}
         # HNSW returns at most ef_search candidates; ask for enough to fill top_k (binary: the candidates).
         candidates = max(getattr(config.online_store, "rerank_candidates", 100), top_k)
         ef_search = max(
@@ -519,13 +524,4 @@ class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
                     )
                 self._settings[conn] = dict(settings)
             cur.execute(query, params)
-            for raw_key, distance, feature, value, event_ts in cur:
-                held = found.setdefault(bytes(raw_key), (float(distance), event_ts, {}))
-                held[2][feature] = ValueProto.FromString(bytes(value))
-        results: list[Document] = []
-        for key, (distance, event_ts, values) in found.items():
-            row = {name: v for name, v in values.items() if name in requested_features}
-            row["distance"] = ValueProto(float_val=distance)
-            entity = deserialize_entity_key(key, config.entity_key_serialization_version)
-            results.append((event_ts, entity, row))
-        return in_entity_key_order(results)
+            return _documents(cur, requested_features, config)
