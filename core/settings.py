@@ -1,10 +1,12 @@
 """Typed settings for the whole platform, read from the environment and an optional env file.
 
-Every field can be set as ``FEATURECTL_<FIELD>`` in the environment or in the settings file
-(``featurectl.env`` in the working directory, or the file named by ``FEATURECTL_SETTINGS_FILE``).
-Unknown keys are rejected in both places, so a typo never silently falls back to a default.
-Secrets are never committed: passwords come from the environment or from the secrets file that
-``featurectl stack up`` generates under the data directory (mode 0600).
+Every field can be set as ``FEATURECTL_<FIELD>`` in the environment, in the settings file (``featurectl.env``
+in the working directory, or the file named by ``FEATURECTL_SETTINGS_FILE``), or as a file named like the
+variable in the directory ``FEATURECTL_SECRETS_DIR`` names (how Compose secrets and Kubernetes Secret volumes
+hand a container its passwords; the image sets it: Dockerfile). Unknown keys are rejected in all three
+places, so a typo never silently falls back to a default. Secrets are never committed: passwords come from
+the environment, from secret files, or from the secrets file that ``featurectl stack up`` generates under
+the data directory (mode 0600).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
 
+logger = logging.getLogger(__name__)
 ENV_PREFIX = "FEATURECTL_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Names the settings file itself; not a field, so it is allowed next to the fields.
+# Name the settings file and the secret files' directory; not fields, so they are allowed next to the fields.
 SETTINGS_FILE_VAR = f"{ENV_PREFIX}SETTINGS_FILE"
+SECRETS_DIR_VAR = f"{ENV_PREFIX}SECRETS_DIR"
 
 
 class Settings(BaseSettings):
@@ -394,7 +398,7 @@ def _check_unknown_env(known: set[str]) -> None:
     # FEATURECTL_KAFKA_PROT would silently leave the default in place, so reject them here.
     for name in os.environ:
         upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper == SETTINGS_FILE_VAR:
+        if not upper.startswith(ENV_PREFIX) or upper in (SETTINGS_FILE_VAR, SECRETS_DIR_VAR):
             continue
         field = upper[len(ENV_PREFIX) :].lower()
         if field not in known:
@@ -403,13 +407,40 @@ def _check_unknown_env(known: set[str]) -> None:
             raise ConfigError(f"unknown setting {name} in the environment", hint)
 
 
+def _secrets_dir(known: set[str]) -> Path | None:
+    """The directory of secret files, when ``FEATURECTL_SECRETS_DIR`` names one that exists (a container
+    given no secrets has none: its settings then come from the environment alone). A file there that names
+    no setting is refused, like an unknown variable; hidden entries are Kubernetes' own (``..data``)."""
+    value = os.environ.get(SECRETS_DIR_VAR)
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_dir():
+        logger.debug("%s=%s: no such directory, no secret files read", SECRETS_DIR_VAR, path)
+        return None
+    for entry in sorted(path.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        field = entry.name.lower().removeprefix(ENV_PREFIX.lower())
+        if not entry.name.lower().startswith(ENV_PREFIX.lower()) or field not in known:
+            close = difflib.get_close_matches(field, sorted(known), n=1)
+            hint = f"rename it {ENV_PREFIX}{close[0].upper()}" if close else "remove it"
+            raise ConfigError(
+                f"secret file {entry} names no setting (files there are named like the variable, "
+                f"{ENV_PREFIX}<SETTING>)",
+                hint,
+            )
+    return path
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings from environment and settings file, rejecting unknown keys."""
+    """Read settings from the environment, the settings file and the secret files, rejecting unknown keys."""
     known = set(Settings.model_fields)
     _check_unknown_env(known)
     env_file = _settings_file()
+    secrets_dir = _secrets_dir(known)
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=env_file, _secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

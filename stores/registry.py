@@ -46,6 +46,9 @@ class OnlineStoreKind:
     # pyproject.toml's extra holding them for `pip install '.[extra]'` (tests keep the two equal).
     packages: tuple[str, ...] = field(default_factory=tuple)
     extra: str | None = None
+    # Of those, what a host needs to reach a server of this kind run elsewhere (the driver, not the local server):
+    # pyproject.toml's `clients` extra, which the image installs (Dockerfile) for every store.
+    clients: tuple[str, ...] = field(default_factory=tuple)
     local: LocalService | None = None  # its local server, if this machine can run one
     # Whether it joins the scalar-feature integration tests (SCALAR_STORES); every store runs ALL_STORES.
     scalar_tests: bool = True

@@ -26,6 +26,7 @@ from feast import FeatureStore
 
 from core import metrics
 from core.errors import ConfigError, FeatureCtlError, RetentionGapError, SourceChangedError
+from core.health import HEALTH
 from core.settings import Settings
 from embeddings.models import load_embedder
 from stores.history.sink import HistorySink
@@ -190,6 +191,7 @@ class Processor:
                 f"dead-letter topic {self.settings.dlq_topic!r} matches the CDC topics' pattern {pattern!r}",
                 "set FEATURECTL_DLQ_TOPIC to a name outside the connector's topic.prefix",
             )
+        HEALTH.watch(self.settings.max_poll_interval_ms / 1000)  # /healthz, /readyz (core/health.py)
         self.refresh_routes(force=True)
         self._load_models()
         # Everything loaded so far (Feast, Great Expectations, pandas, the model: millions of objects)
@@ -212,10 +214,12 @@ class Processor:
             pattern,
             self.settings.bootstrap_servers,
         )
+        HEALTH.ready()
         backoff = 0.5
         last_report = time.monotonic()
         try:
             while not stop.is_set():
+                HEALTH.beat()
                 polled = self._next_batch(consumer)
                 self._raise_gaps()  # found while assigning partitions, inside consume()
                 for m in polled:
@@ -277,6 +281,7 @@ class Processor:
                     )
                     last_report = time.monotonic()
         finally:
+            HEALTH.stopping()
             consumer.close()  # leaves the group at once, so the others take over the partitions
             self.pipeline.online.close()
             logger.info("processor stopped after %d rows", self.processed)

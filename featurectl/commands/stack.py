@@ -123,3 +123,23 @@ def stack_status(ctx: click.Context, as_json: bool) -> None:
 
 
 COMMANDS = [stack]
+
+
+@stack.command("image")
+@click.option("--tag", default=None, help="Tag of the image (default localhost/featurectl:dev).")
+@click.option(
+    "--base",
+    default="debian",
+    show_default=True,
+    help="What to build on: `debian` (a base made here from Debian's packages, for hosts that reach no image "
+    "registry), `default` (the Dockerfile's own, the official Python image) or any image reference.",
+)
+@click.pass_context
+def stack_image(ctx: click.Context, tag: str | None, base: str) -> None:
+    """Build the project's image (Dockerfile) with podman, on a host without a Docker engine (root).
+
+    One image for every role: `process`, `serve`, `ui` and each job are its arguments (docs/deploy.md)."""
+    from stack.image import IMAGE, build
+
+    size = build(settings_of(ctx), tag or IMAGE, None if base == "default" else base)
+    click.echo(f"{tag or IMAGE}: {size / 1e9:.2f} GB")

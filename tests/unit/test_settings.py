@@ -73,3 +73,45 @@ def test_missing_password_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.setenv("FEATURECTL_DATA_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="FEATURECTL_DEBEZIUM_PASSWORD"):
         load_settings().require_secret("debezium_password")
+
+
+def secret_files(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A directory of secret files as Kubernetes mounts a Secret: each key a symlink into ``..data``."""
+    root = tmp_path / "secrets"
+    data = root / "..2026_11_27_00_00_00.1"
+    data.mkdir(parents=True)
+    (root / "..data").symlink_to(data.name)
+    for name, value in files.items():
+        (data / name).write_text(value)
+        (root / name).symlink_to(f"..data/{name}")
+    return root
+
+
+def test_secret_files_are_read_as_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A container's passwords arrive as files (Compose secrets, Kubernetes Secret volumes), named like the
+    variable, in either case; the environment still wins, as it does over the settings file."""
+    monkeypatch.setenv("FEATURECTL_DATA_DIR", str(tmp_path))
+    root = secret_files(
+        tmp_path, {"FEATURECTL_DEBEZIUM_PASSWORD": "from-file", "featurectl_pg_app_password": "app-file"}
+    )
+    monkeypatch.setenv("FEATURECTL_SECRETS_DIR", str(root))
+    settings = load_settings()
+    assert settings.secret("debezium_password") == "from-file"
+    assert settings.secret("pg_app_password") == "app-file"
+    monkeypatch.setenv("FEATURECTL_DEBEZIUM_PASSWORD", "from-env")
+    assert load_settings().secret("debezium_password") == "from-env"
+
+
+def test_a_secret_file_naming_no_setting_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    root = secret_files(tmp_path, {"FEATURECTL_DEBEZIUM_PASSWRD": "x"})
+    monkeypatch.setenv("FEATURECTL_SECRETS_DIR", str(root))
+    with pytest.raises(ConfigError, match="FEATURECTL_DEBEZIUM_PASSWRD names no setting") as caught:
+        load_settings()
+    assert caught.value.fix == "rename it FEATURECTL_DEBEZIUM_PASSWORD"
+
+
+def test_a_missing_secrets_dir_is_no_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The image names /run/secrets/featurectl; a container given no secrets runs on its environment."""
+    monkeypatch.setenv("FEATURECTL_SECRETS_DIR", str(tmp_path / "absent"))
+    monkeypatch.setenv("FEATURECTL_DATA_DIR", str(tmp_path))
+    assert load_settings().secret("debezium_password") is None

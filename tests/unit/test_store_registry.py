@@ -57,6 +57,15 @@ def test_each_stores_packages_are_its_pyproject_extra() -> None:
         assert set(extras[extra]) == packages, f"pyproject.toml's {extra!r} extra holds more than its stores"
 
 
+def test_the_clients_extra_holds_each_stores_clients() -> None:
+    """The image installs `.[clients]` (Dockerfile): every store's driver, none of the local servers."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    declared = {p for kind in kinds() for p in kind.clients}
+    assert set(extras["clients"]) == declared
+    for kind in kinds():
+        assert set(kind.clients) <= set(kind.packages), kind.name
+
+
 @pytest.mark.parametrize(
     ("type_", "folder", "vectors"),
     [
