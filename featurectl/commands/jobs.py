@@ -191,6 +191,7 @@ def snapshot_cmd(
 )
 @click.option("--show", type=int, default=20, show_default=True, help="Mismatches to print per view.")
 @CONNECTOR_FILE
+@SCHEDULE
 @click.pass_context
 def verify_cmd(
     ctx: click.Context,
@@ -200,8 +201,10 @@ def verify_cmd(
     wait_s: float,
     show: int,
     path: Path | None,
+    schedule: str | None,
 ) -> None:
-    """Compare the online store with Postgres row by row (VIEWS, or every CDC view); exit 1 on any mismatch."""
+    """Compare the online store with Postgres row by row (VIEWS, or every CDC view); exit 1 on any mismatch
+    (a scheduled run records the failure instead: `featurectl health`, the job metrics and their alert)."""
     from stack.postgres import Postgres
 
     settings = settings_of(ctx)
@@ -212,26 +215,29 @@ def verify_cmd(
     from jobs.verify import verify_views
     from stores.repository import open_store
 
-    store = open_store(settings)
-    remaining = verify_views(
-        settings,
-        store,
-        definition,
-        [store.get_feature_view(v) for v in views],
-        conninfo,
-        chunk,
-        do_repair,
-        wait_s,
-        show,
-        click.echo,
-    )
-    if remaining:
-        raise FeatureCtlError(
-            f"the online store differs from Postgres in {remaining} entities",
-            "run `featurectl verify --repair` (the connector must capture the signal table), "
-            "and see `featurectl dlq list` for rows the processor refused",
+    def job() -> None:
+        store = open_store(settings)
+        remaining = verify_views(
+            settings,
+            store,
+            definition,
+            [store.get_feature_view(v) for v in views],
+            conninfo,
+            chunk,
+            do_repair,
+            wait_s,
+            show,
+            click.echo,
         )
-    click.echo("the online store equals Postgres")
+        if remaining:
+            raise FeatureCtlError(
+                f"the online store differs from Postgres in {remaining} entities",
+                "run `featurectl verify --repair` (the connector must capture the signal table), "
+                "and see `featurectl dlq list` for rows the processor refused",
+            )
+        click.echo("the online store equals Postgres")
+
+    run_job(settings, "verify", schedule, job)
 
 
 COMMANDS = [backfill_cmd, materialize_cmd, compact_cmd, snapshot_cmd, verify_cmd]

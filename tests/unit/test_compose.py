@@ -25,6 +25,7 @@ from stack.go import find_go
 from stack.jars import JvmJars
 from stack.kafka import KafkaBroker
 from stack.postgres import Postgres
+from tests.unit.cli_args import parse_featurectl
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 LOADER_SRC = Path(__file__).resolve().parent / "compose_loader"
@@ -32,6 +33,10 @@ LOADER_SRC = Path(__file__).resolve().parent / "compose_loader"
 DEFAULTS = Settings.model_construct()
 BASE_VARS = ("FEATURECTL_PG_ADMIN_PASSWORD", "FEATURECTL_PG_APP_PASSWORD", "FEATURECTL_DEBEZIUM_PASSWORD")
 BASE_SERVICES = {"postgres", "kafka", "connect"}
+PRODUCT_SERVICES = {
+    *("source-init", "feast-apply", "processor", "feature-server", "ui"),
+    *("materialize", "compact", "verify", "drift"),
+}
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,12 @@ COMMANDS = [
         frozenset(BASE_SERVICES | {"prometheus", "grafana"}),
         profile="monitoring",
     ),
+    Documented(
+        ("FEATURECTL_ONLINE_PG_PASSWORD", "FEATURECTL_PII_HASH_KEY"),
+        "docker compose --profile product up -d --build --scale processor=3",
+        frozenset(BASE_SERVICES | {"online-postgres"} | PRODUCT_SERVICES),
+        profile="product",
+    ),
 ]
 IDS = [c.profile or "base" for c in COMMANDS]
 
@@ -73,7 +84,7 @@ IDS = [c.profile or "base" for c in COMMANDS]
 @pytest.fixture(scope="session")
 def compose_load(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The loader program, built from tests/unit/compose_loader with Go (modules from the Go proxy)."""
-    go = find_go(load_settings(), LOADER_SRC / "go.mod")
+    go = find_go(load_settings())
     assert go, (
         "these tests build Docker Compose's loader with Go as tests/unit/compose_loader/go.mod names it: "
         "`./dev.sh test` installs one (or `.venv/bin/python -m stack.go`)"
@@ -166,8 +177,9 @@ def test_a_profile_service_without_its_password_does_not_start_and_says_which(
         result = load(compose_load, tuple(v for v in command.variables if v != missing), command.profile)
         assert result.returncode == 0, result.stderr  # the others start
         errors = json.loads(result.stdout)["start_errors"]
-        assert len(errors) == 1
-        assert f'environment variable "{missing}" required by secret' in next(iter(errors.values()))
+        assert errors, missing
+        for message in errors.values():
+            assert f'environment variable "{missing}" required by secret' in message
 
 
 def test_profile_services_check_an_empty_password_at_their_entrypoint(
@@ -295,3 +307,124 @@ def test_no_password_literal_in_the_file() -> None:
     for variable in {v for c in COMMANDS for v in c.variables}:
         assert f"secret-{variable.lower()}" not in text
     assert re.search(r"POSTGRES_PASSWORD:\s*\$\{FEATURECTL_PG_ADMIN_PASSWORD:\?", text)
+
+
+# --- featurectl itself (profile "product") ------------------------------------------------------------------
+def product(loaded: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {name: s for name, s in services(loaded, "product").items() if name in PRODUCT_SERVICES}
+
+
+def featurectl_commands(service: dict[str, Any]) -> list[list[str]]:
+    """The featurectl command lines a service runs: its command, or each of its `sh -c` script's."""
+    entrypoint = service.get("entrypoint") or []
+    if entrypoint[:2] == ["sh", "-c"]:
+        return [part.split()[1:] for part in entrypoint[2].replace("exec ", "").split(" && ")]
+    return [service["command"]]
+
+
+def test_product_services_run_the_image_the_dockerfile_builds(loaded: dict[str, dict[str, Any]]) -> None:
+    images = set()
+    for name, service in product(loaded).items():
+        assert Path(service["build"]["context"]) == PROJECT_ROOT, name
+        assert service["build"]["dockerfile"] == "Dockerfile", name
+        images.add(service["image"])
+    assert len(images) == 1, images
+
+
+def test_product_commands_parse_as_featurectl_commands(loaded: dict[str, dict[str, Any]]) -> None:
+    """Each service's arguments are a featurectl command whose options click accepts (a typo fails here, not
+    at `docker compose up`)."""
+    for service in product(loaded).values():
+        for args in featurectl_commands(service):
+            parse_featurectl(args)
+
+
+def test_product_settings_are_known_and_reach_the_base_services(
+    loaded: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = services(loaded, "product")
+    for name, service in product(loaded).items():
+        for key in list(os.environ):
+            if key.startswith("FEATURECTL_"):
+                monkeypatch.delenv(key)
+        for key, value in service["environment"].items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("FEATURECTL_SECRETS_DIR")  # the container's, not this host's
+        settings = load_settings()  # unknown or malformed settings raise ConfigError
+        kafka = svc["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+        assert f"PLAINTEXT://{settings.bootstrap_servers}" in kafka.split(","), name
+        connect_port = int(svc["connect"]["ports"][0]["target"])
+        assert settings.connect_rest_url == f"http://connect:{connect_port}", name
+        assert (settings.pg_host, settings.pg_port) == (
+            "postgres",
+            int(svc["postgres"]["ports"][0]["target"]),
+        )
+        assert (settings.connect_pg_host, settings.connect_pg_port) == (settings.pg_host, settings.pg_port)
+        volumes = {v["target"]: v for v in service["volumes"]}
+        assert (
+            Path(volumes["/app/feature_repo/feature_store.yaml"]["source"])
+            == PROJECT_ROOT / "deploy" / "feature_store.yaml"
+        )
+        assert volumes["/app/feature_repo/data"]["source"] == "featuredata", (
+            "every role shares one data volume"
+        )
+        assert settings.data_dir.is_relative_to("/app/feature_repo/data"), "job locks and records are shared"
+
+
+def test_product_passwords_are_secret_files_each_service_needs(loaded: dict[str, dict[str, Any]]) -> None:
+    """Passwords arrive as files named like their variables in FEATURECTL_SECRETS_DIR (Compose mounts a secret
+    with a relative target at /run/secrets/<target>); only the source's setup gets the admin password."""
+    secret_fields = {n for n, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
+    given: dict[str, set[str]] = {}
+    for name, service in product(loaded).items():
+        assert service["environment"]["FEATURECTL_SECRETS_DIR"] == "/run/secrets"
+        for secret in service.get("secrets", []):
+            target = secret["target"]
+            assert target.startswith("FEATURECTL_") and target[11:].lower() in secret_fields, (name, target)
+            given.setdefault(target, set()).add(name)
+    assert given["FEATURECTL_PG_ADMIN_PASSWORD"] == {"source-init"}
+    assert given["FEATURECTL_PII_HASH_KEY"] == {"processor"}
+    assert "FEATURECTL_ONLINE_PG_PASSWORD" not in {
+        s["target"] for s in product(loaded)["source-init"]["secrets"]
+    }
+
+
+def test_the_processor_scales_and_stops_within_its_grace_period(loaded: dict[str, dict[str, Any]]) -> None:
+    processor = product(loaded)["processor"]
+    assert not processor.get("ports"), "a fixed host port would stop `--scale processor=3`"
+    assert processor.get("container_name") is None
+    # Compose's stop_grace_period, as "1m0s": the processor finishes one batch and commits well within it.
+    assert processor["stop_grace_period"] in ("1m0s", "60s")
+    metrics = processor["command"][processor["command"].index("--metrics-port") + 1]
+    assert f"127.0.0.1:{metrics}/readyz" in " ".join(processor["healthcheck"]["test"])
+
+
+def test_each_product_healthcheck_asks_its_own_server(loaded: dict[str, dict[str, Any]]) -> None:
+    for name, service in product(loaded).items():
+        if "healthcheck" not in service:
+            assert service["restart"] == "on-failure", f"{name}: only one-shots go without a healthcheck"
+            continue
+        args = service["command"]
+        port = re.search(r"127\.0\.0\.1:(\d+)/", " ".join(service["healthcheck"]["test"]))
+        assert port, name
+        listening = {args[i + 1] for i, a in enumerate(args) if a in ("--port", "--metrics-port")}
+        assert port[1] in listening, (name, port[1], listening)
+
+
+def test_product_ports_are_loopback_and_the_ones_prometheus_scrapes(
+    loaded: dict[str, dict[str, Any]],
+) -> None:
+    import yaml
+
+    config = yaml.safe_load((PROJECT_ROOT / "monitoring" / "prometheus" / "prometheus.yml").read_text())
+    scraped = {
+        job["job_name"]: {t for c in job["static_configs"] for t in c["targets"]}
+        for job in config["scrape_configs"]
+    }
+    svc = product(loaded)
+    assert "127.0.0.1:29465" in scraped["featurectl-serve"]
+    assert {p["published"] for p in svc["feature-server"]["ports"]} >= {str(DEFAULTS.serve_port), "29465"}
+    assert {p["published"] for p in svc["ui"]["ports"]} == {str(DEFAULTS.ui_port)}
+    for job in ("materialize", "compact", "verify", "drift"):
+        (port,) = svc[job]["ports"]
+        assert f"127.0.0.1:{port['published']}" in scraped["featurectl-jobs"], job
