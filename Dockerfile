@@ -58,7 +58,8 @@ RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked --mount=type=secre
     && chown -R featurectl:featurectl /app/feature_repo/data /var/lib/featurectl
 
 # Where a container's settings differ from a checkout's: listen on every interface (the container's network is
-# its own; publish ports on the host's loopback, docs/deploy.md), state under the user's home.
+# its own; publish ports on the host's loopback, docs/deploy.md), state under the user's home, no real-time
+# priority for the feature server (a container has no CAP_SYS_NICE; its CPU share is the orchestrator's).
 ENV FEATURECTL_FEATURE_REPO=/app/feature_repo \
     FEATURECTL_SUITES_DIR=/app/validation/suites \
     FEATURECTL_DATA_DIR=/var/lib/featurectl/data \
@@ -67,6 +68,7 @@ ENV FEATURECTL_FEATURE_REPO=/app/feature_repo \
     FEATURECTL_SERVE_HOST=0.0.0.0 \
     FEATURECTL_UI_HOST=0.0.0.0 \
     FEATURECTL_METRICS_HOST=0.0.0.0 \
+    FEATURECTL_SERVING_RT_PRIORITY=0 \
     HF_HUB_OFFLINE=1
 
 USER 10001:10001

@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 IMAGE = "localhost/featurectl:dev"
 """What `featurectl image build` tags by default (the tests run this one)."""
+RUN_FLAGS = ("--read-only", "--tmpfs", "/var/lib/featurectl:rw,U")
+"""How a role's container runs, as the Kubernetes manifests run it: a read-only root filesystem, the user's home
+a scratch tmpfs it owns (readOnlyRootFilesystem; an emptyDir with fsGroup). docs/deploy.md shows them; the image's
+integration test runs with them."""
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "tini")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import requests
 from confluent_kafka import Consumer, TopicPartition
 
 from core.settings import ENV_PREFIX, read_secrets_file
-from stack.image import IMAGE, Podman, build
+from stack.image import IMAGE, RUN_FLAGS, Podman, build
 from streams.offsets import watermarks
 from tests.integration.conftest import TEST_ENV, StackHandle
 from tests.integration.helpers import unique, wait_until
@@ -33,6 +34,8 @@ from tests.integration.test_serving import free_port
 
 IMAGE_UID = 10001
 """The image's user (Dockerfile: USER 10001)."""
+NEXT = "localhost/featurectl:next"
+"""The "new" image of the upgrade: the same build under another tag (what changes is which container runs)."""
 FEATURES = ["customer_profile:segment", "customer_profile:credit_limit"]
 
 
@@ -82,13 +85,14 @@ def containers(image: tuple[Podman, str], platform: Platform) -> Iterator[Any]:
     subprocess.run(["chown", "-R", f"{IMAGE_UID}:{IMAGE_UID}", str(platform.root)], check=True)
     env = {k: v for k, v in TEST_ENV.items() if k != "FEATURECTL_DATA_DIR"} | platform.env
 
-    def start(role: str, *args: str) -> Container:
+    def start(role: str, *args: str, image: str = tag) -> Container:
         name = unique(f"featurectl-{role}")
-        command = ["run", "-d", "--name", name, "--network", "host"]
+        # As Kubernetes runs it (RUN_FLAGS: a read-only root, a scratch home), on the host's network.
+        command = ["run", "-d", "--name", name, "--network", "host", *RUN_FLAGS]
         command += ["-v", f"{platform.root}:{platform.root}", "-v", f"{secrets}:/run/secrets/featurectl:ro"]
         for key, value in env.items():
             command += ["-e", f"{key}={value}"]
-        podman.run(*command, tag, *args)
+        podman.run(*command, image, *args)
         container = Container(podman, name)
         started.append(container)
         return container
@@ -130,24 +134,42 @@ def produced(platform: Platform, topic: str) -> int:
         consumer.close()
 
 
-@pytest.mark.timeout(1500)  # the first build of a session: the Debian base and the dependencies' layer
-@pytest.mark.parametrize("platform", ["postgres"], indirect=True)
-def test_containerised_processor_and_server_serve_a_change_and_stop_cleanly(
-    stack: StackHandle, platform: Platform, containers: Any, made: list[tuple[str, int]]
-) -> None:
-    metrics_port, serve_port = free_port(), free_port()
-    processor = containers(
-        "processor", "process", "--file", str(platform.definition.path), "--metrics-port", str(metrics_port)
+def start_processor(containers: Any, platform: Platform, image: str) -> tuple[Container, str]:
+    """A processor container of ``image`` and the URL of its health endpoints, once it reports ready."""
+    port = free_port()
+    container: Container = containers(
+        "processor",
+        "process",
+        "--file",
+        str(platform.definition.path),
+        "--metrics-port",
+        str(port),
+        image=image,
     )
-    server = containers("server", "serve", "--port", str(serve_port))
-    health = f"http://127.0.0.1:{metrics_port}"
+    health = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
-        assert processor.running(), processor.logs()
+        assert container.running(), container.logs()
         return answers(f"{health}/readyz")
 
-    wait_until(ready, 240, "the containerised processor's /readyz", context=processor.logs)
+    wait_until(ready, 240, "the containerised processor's /readyz", context=container.logs)
+    return container, health
+
+
+@pytest.mark.timeout(1500)  # the first build of a session: the Debian base and the dependencies' layer
+@pytest.mark.parametrize("platform", ["postgres"], indirect=True)
+def test_containerised_processor_and_server_serve_changes_through_an_upgrade_and_stop_cleanly(
+    stack: StackHandle,
+    platform: Platform,
+    image: tuple[Podman, str],
+    containers: Any,
+    made: list[tuple[str, int]],
+) -> None:
+    podman, tag = image
+    old, health = start_processor(containers, platform, tag)
     assert answers(f"{health}/healthz")
+    serve_port = free_port()
+    server = containers("server", "serve", "--port", str(serve_port))
     url = f"http://127.0.0.1:{serve_port}"
     wait_until(lambda: answers(f"{url}/health"), 240, "the containerised feature server", context=server.logs)
 
@@ -157,12 +179,39 @@ def test_containerised_processor_and_server_serve_a_change_and_stop_cleanly(
         made.append(("customers", cid))
         conn.execute("UPDATE customers SET credit_limit = 654.0 WHERE id = %s", (cid,))
     wait_until(
-        lambda: served(url, [cid])["credit_limit"] == [654.0],
-        120,
-        "the change served",
-        context=processor.logs,
+        lambda: served(url, [cid])["credit_limit"] == [654.0], 120, "the change served", context=old.logs
     )
     assert served(url, [cid])["segment"] == ["gold"]
+
+    # A rolling upgrade, as Kubernetes does it (maxSurge 1, maxUnavailable 0: docs/deploy.md): a processor of
+    # the new image joins the group while the old one runs, then the old one gets SIGTERM; changes keep coming.
+    podman.run("tag", tag, NEXT)
+    written: list[int] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        with psycopg.connect(stack.app, autocommit=True) as conn:
+            while not stop.is_set():
+                written.append(insert_customer(conn, credit=float(len(written))))
+                stop.wait(0.02)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        new, _ = start_processor(containers, platform, NEXT)
+        assert old.stop() == 0, old.logs()
+        wait_until(lambda: len(written) > 200, 60, "changes written across the handover")
+    finally:
+        stop.set()
+        writer.join(30)
+    made.extend(("customers", i) for i in written)
+    expected = [float(i) for i in range(len(written))]
+    wait_until(
+        lambda: served(url, written)["credit_limit"] == expected,
+        120,
+        f"all {len(written)} changes made across the upgrade served",
+        context=new.logs,
+    )
 
     # A burst, then SIGTERM as soon as Kafka holds it: the processor finishes, commits, exits 0.
     topic = platform.topic("public.customers")
@@ -171,10 +220,10 @@ def test_containerised_processor_and_server_serve_a_change_and_stop_cleanly(
         burst = [insert_customer(conn, credit=float(i)) for i in range(300)]
     made.extend(("customers", i) for i in burst)
     wait_until(lambda: produced(platform, topic) >= before + len(burst), 120, "the burst in Kafka")
-    assert processor.stop() == 0, processor.logs()
-    assert "processor stopped after" in processor.logs()
+    assert new.stop() == 0, new.logs()
+    assert "processor stopped after" in new.logs()
     # Nothing to replay twice: the group committed every message, and what it committed is written.
     assert platform.caught_up([topic], at_least=before + len(burst)), "SIGTERM left messages uncommitted"
-    values = served(url, burst)["credit_limit"]
-    assert values == [float(i) for i in range(len(burst))]
+    assert served(url, burst)["credit_limit"] == [float(i) for i in range(len(burst))]
     assert server.stop() == 0, server.logs()
+    assert not platform.dead_letters()

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from connectors.definition import DEFAULT_CONNECTOR
 from core.errors import ConfigError
 from core.settings import PROJECT_ROOT, Settings, load_settings
 from stack.go import K8S_LOADER_GO_MOD, find_go
@@ -208,7 +209,11 @@ def test_the_processor_scales_to_the_partitions_and_stops_in_its_grace_period(
     rendered: dict[str, list[dict[str, Any]]], overlay: str
 ) -> None:
     processor = named(rendered[overlay], "Deployment", "processor")
-    partitions = int(str(KafkaBroker(DEFAULTS, JvmJars(Path("/nonexistent"))).properties()["num.partitions"]))
+    # The topics' partitions: what the connector creates them with (and the local broker's default).
+    partitions = int(json.loads(DEFAULT_CONNECTOR.read_text())["config"]["topic.creation.default.partitions"])
+    assert partitions == int(
+        str(KafkaBroker(DEFAULTS, JvmJars(Path("/nonexistent"))).properties()["num.partitions"])
+    )
     assert 1 <= processor["spec"]["replicas"] <= partitions, "copies past the partitions idle"
     assert processor["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     spec = pod_spec(processor)
