@@ -52,6 +52,7 @@ from stores.milvus.errors import transient
 from stores.milvus.layout import MODEL, PLACEHOLDER, PLACEHOLDER_DIM, SEARCHABLE, TEXT_HASH, TEXT_VERSION
 from stores.milvus.lock import host_lock
 from stores.ordering import epoch_us
+from stores.ttl import ReadTtl
 
 logger = logging.getLogger(__name__)
 TYPE = "stores.milvus.feast.MilvusOnlineStore"
@@ -138,7 +139,7 @@ def released(exc: BaseException) -> bool:
     return getattr(exc, "code", None) == 101 or "call load() before" in str(exc)
 
 
-class MilvusOnlineStore(V2DocumentsOnly, FeastMilvusOnlineStore):
+class MilvusOnlineStore(ReadTtl, V2DocumentsOnly, FeastMilvusOnlineStore):
     """Feast's Milvus store on typed, nullable collections with an HNSW index per embedding view."""
 
     def _connect(self, config: RepoConfig) -> Any:

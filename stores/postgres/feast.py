@@ -76,6 +76,7 @@ from stores.postgres.tables import (
     vector_index_quantization,
     vector_sync_ddl,
 )
+from stores.ttl import ReadTtl
 
 TYPE = "stores.postgres.feast.PgVectorOnlineStore"
 SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
@@ -258,7 +259,7 @@ def once_more_if_lost(method: Call) -> Call:
     return call  # type: ignore[return-value]
 
 
-class PgVectorOnlineStore(V2DocumentsOnly, PostgreSQLOnlineStore):
+class PgVectorOnlineStore(ReadTtl, V2DocumentsOnly, PostgreSQLOnlineStore):
     """Postgres online store whose embedding views are searched through an HNSW index."""
 
     def __init__(self) -> None:

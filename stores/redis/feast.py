@@ -22,6 +22,8 @@ from feast.infra.online_stores.redis import RedisOnlineStore as FeastRedisOnline
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig as FeastRedisConfig
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
+from stores.ttl import ReadTtl
+
 TYPE = "stores.redis.feast.RedisOnlineStore"
 OLD_TYPE = "onlinestore.redis_store.RedisOnlineStore"  # the name before stores/: onlinestore/, offlinestore/ keep it working
 
@@ -32,7 +34,7 @@ class RedisOnlineStoreConfig(FeastRedisConfig):
     type: Literal["stores.redis.feast.RedisOnlineStore", "onlinestore.redis_store.RedisOnlineStore"] = TYPE  # type: ignore[assignment]
 
 
-class RedisOnlineStore(FeastRedisOnlineStore):
+class RedisOnlineStore(ReadTtl, FeastRedisOnlineStore):
     def _get_features_for_entity(
         self, values: Sequence[ByteString | None], feature_view: str, requested_features: list[str]
     ) -> tuple[datetime | None, dict[str, ValueProto] | None]:

@@ -35,6 +35,7 @@ from stores import contributions
 from stores.documents import V2DocumentsOnly, distances, floats, in_entity_key_order, query_spec
 from stores.sqlite.db import OperationalError, connect, ensure_contributions_table
 from stores.sqlite.vectors import VectorTable, as_floats, declare_model, forget_view
+from stores.ttl import ReadTtl
 
 TYPE = "stores.sqlite.feast.VecSqliteOnlineStore"
 OLD_TYPE = "onlinestore.feast_store.VecSqliteOnlineStore"  # the name before stores/: onlinestore/, offlinestore/ keep it working
@@ -52,7 +53,7 @@ def _vector_value(blob: bytes) -> ValueProto:
     return ValueProto(float_list_val=FloatList(val=as_floats(blob)))
 
 
-class VecSqliteOnlineStore(V2DocumentsOnly, SqliteOnlineStore):
+class VecSqliteOnlineStore(ReadTtl, V2DocumentsOnly, SqliteOnlineStore):
     """SQLite online store whose embedding views are searchable by similarity."""
 
     def _get_conn(self, config: RepoConfig) -> Any:
