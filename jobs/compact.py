@@ -32,6 +32,11 @@ exactly that day's files (an overwrite with a partition predicate): readers see 
 never half. A processor appending rows of the same day meanwhile makes the commit fail (Delta's conflict
 check; appends to other days do not): the day is retried, and left for the next run if it keeps losing.
 Then files no longer in the table for ``keep_s`` are vacuumed, and the log is checkpointed.
+
+The run also removes from the online store the values of the views with a ttl that are past it
+(``expire_online``): reads serve them as expired already (stores/ttl.py), so this only frees the space.
+Each removal is a delete at the entity's stored version (its tombstone stays): a change the processor
+writes meanwhile wins, and ``verify`` counts such an entity as expired, not missing.
 """
 
 from __future__ import annotations
@@ -256,13 +261,36 @@ def _crowded_days(table: Any, target_bytes: int) -> list[str]:
     return sorted(d for d, n in files.items() if n > max(1, -(-size[d] // target_bytes)))
 
 
+def expire_online(store: FeatureStore, views: Sequence[FeatureView], echo: Callable[[str], None]) -> int:
+    """Remove from the online store the values of ``views`` past their view's ttl (reads already serve them as
+    expired: stores/ttl.py); reports and returns how many entities went. Views without a ttl are untouched."""
+    from stores import ttl
+    from stores.registry import open_online_sink
+
+    timed = [v for v in views if ttl.ttl_ns(v) and not is_aggregation_view(v)]
+    if not timed:
+        return 0
+    sink = open_online_sink(store)
+    removed = 0
+    try:
+        for view in timed:
+            count = sink.expire(view, ttl.clock())
+            removed += count
+            echo(f"compact {view.name}: {count} online value(s) past the view's ttl ({view.ttl}) removed")
+    finally:
+        sink.close()
+    return removed
+
+
 def compact_views(
     store: FeatureStore, locks: Path, views: Sequence[str], rows_per_file: int, echo: Callable[[str], None]
 ) -> None:
     """Compact ``views`` (default: all), each under the locks of the jobs that read its history."""
     from jobs.lock import job_lock
 
-    for view in [store.get_feature_view(v) for v in views] or store.list_feature_views():
+    selected = [store.get_feature_view(v) for v in views] or store.list_feature_views()
+    expire_online(store, selected, echo)
+    for view in selected:
         if is_aggregation_view(view):
             # One row per source row and instant, not per entity: compact's identity does not fit it yet.
             echo(f"compact {view.name}: skipped (an aggregation view's history is not compacted yet)")

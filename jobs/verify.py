@@ -44,6 +44,7 @@ from connectors.pgtypes import key_form, key_problems
 from core.errors import FeatureCtlError
 from core.settings import Settings
 from embeddings.spec import text_hash
+from stores import ttl
 from stores.feast_layout import FeastLayoutSink
 from stores.registry import open_online_sink
 from stores.sink import DELETE, SinkRow
@@ -72,6 +73,7 @@ class VerifyReport:
     table: str
     checked: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
+    expired: int = 0  # absent online because past the view's ttl (removed by compact), as reads serve them
 
     def keys(self, *kinds: str) -> list[dict[str, Any]]:
         return [m.keys for m in self.mismatches if not kinds or m.kind in kinds]
@@ -287,6 +289,19 @@ class Verifier:
                 return again
             time.sleep(1.0)
 
+    def _expired(self, sink: FeastLayoutSink, keys: list[dict[str, Any]]) -> set[str]:
+        """Of ``keys`` (absent online), those whose stored change is past the view's ttl: removed as expired
+        (compact), as a read would serve them, not lost."""
+        limit = ttl.ttl_ns(self.view)
+        if not limit or not keys:
+            return set()
+        now = ttl.clock()
+        return {
+            _ident(ks)
+            for ks, stamp in zip(keys, sink.stored_stamps(self.view.name, keys), strict=True)
+            if stamp is not None and stamp[1] is not None and now - stamp[1] * 1000 > limit
+        }
+
     def _compare(
         self,
         sink: FeastLayoutSink,
@@ -316,9 +331,13 @@ class Verifier:
         held = sink.current_features(self.view.name, keys)
         spec = route.embedding
         vectors = sink.stored_vectors(spec, keys) if spec is not None else [None] * len(keys)
+        expired = self._expired(sink, [ks for ks, online in zip(keys, held, strict=True) if online is None])
         for (row, ks), online, vector in zip(keyed, held, vectors, strict=True):
             report.checked += 1
             seen.add(_ident(ks))
+            if online is None and _ident(ks) in expired:
+                report.expired += 1
+                continue
             if online is None:
                 report.mismatches.append(
                     Mismatch(self.view.name, ks, "missing online", "absent from the online store")
@@ -484,7 +503,12 @@ def _verify_view(
     verifier = Verifier(store, conninfo, view, chunk)
     wrong_keys = verifier.key_problems()
     report = verifier.run()
-    echo(f"{view.name} ({report.table}): {report.checked} rows, {len(report.mismatches)} mismatches")
+    expired = (
+        f" ({report.expired} past the view's ttl {view.ttl}, removed online: not mismatches)"
+        if report.expired
+        else ""
+    )
+    echo(f"{view.name} ({report.table}): {report.checked} rows, {len(report.mismatches)} mismatches{expired}")
     for problem in wrong_keys:  # the stream stores keys no client asks with until the view is fixed
         echo(f"  keys: {problem}; then `featurectl feast-apply` and `featurectl verify {view.name} --repair`")
     remaining += len(wrong_keys)

@@ -17,6 +17,7 @@ from abc import abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from feast import FeatureStore, FeatureView
@@ -32,6 +33,7 @@ from embeddings.spec import EmbeddingSpec
 from stores.keys import fast_entity_key
 from stores.ordering import check_not_rewound, epoch_us
 from stores.sink import DELETE, OnlineSink, Partition, SinkRow
+from stores.ttl import ttl_ns
 from stores.views import RegistryViews
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,10 @@ FENCED_FIX = (
     "none if it happens after a rebalance; if it repeats, two consumer groups (different "
     "FEATURECTL_PROCESSOR_GROUP) are writing one online store: run one group per store"
 )
+
+
+def _from_us(event_us: int) -> datetime:
+    return datetime.fromtimestamp(event_us // 1_000_000, UTC).replace(microsecond=event_us % 1_000_000)
 
 
 def fenced(lost: list[str], partial: bool = False) -> FencedError:
@@ -274,13 +280,48 @@ class FeastLayoutSink(OnlineSink):
         """A TRUNCATE raised in this flush: delete every entity of ``view`` stored below ``barrier``, any
         writer's. Optional: a store whose rows of ``view`` all come through this flush needs nothing."""
 
-    def stored_orders(self, view: str, keys: Sequence[dict[str, Any]]) -> list[Version | None]:
-        """Each entity's stored version (stores/ordering.py), or None if the store has none. This default
-        reads outside a transaction (Redis, Milvus); a store whose reads need one overrides it."""
+    def stored_stamps(
+        self, view: str, keys: Sequence[dict[str, Any]]
+    ) -> list[tuple[Version, int | None] | None]:
+        """Each entity's stored (version, commit time in µs), a deleted one's too (its tombstone), or None if
+        the store has none. This default reads outside a transaction (Redis, Milvus); a store whose reads need
+        one overrides it."""
         feature_view = self._view(view)
         idents = [(view, self._entity_key(feature_view, k)) for k in keys]
         current = self._current_versions(None, idents)
-        return [current[i][0] if i in current else None for i in idents]
+        return [current.get(i) for i in idents]
+
+    def stored_orders(self, view: str, keys: Sequence[dict[str, Any]]) -> list[Version | None]:
+        """Each entity's stored version (stores/ordering.py), or None if the store has none."""
+        return [stamp[0] if stamp else None for stamp in self.stored_stamps(view, keys)]
+
+    @abstractmethod
+    def _live_before(self, view: str, cutoff_us: int) -> list[tuple[dict[str, Any], Version, int]]:
+        """The entities ``view`` holds (not deleted) whose stored change was committed before ``cutoff_us``:
+        (join keys, stored version, commit time in µs) each."""
+
+    def expire(self, view: FeatureView, now_ns: int, chunk: int = 10_000) -> int:
+        """Remove ``view``'s values past its ttl at ``now_ns`` (the read rule of stores/ttl.py: older than ttl,
+        exactly ttl old stays); returns how many entities it removed. 0 for a view without ttl.
+
+        Each removal is a delete at the entity's stored version, through the flush: the version guard makes it
+        safe beside a processor (a change stored meanwhile is newer and wins; the delete is then skipped),
+        and the tombstone keeps the version, so a re-delivered older change is still refused."""
+        limit = ttl_ns(view)
+        if not limit or is_aggregation_view(view):  # an aggregate's windows are its own expiry
+            return 0
+        cutoff_us = -(-(now_ns - limit) // 1000)  # event_us * 1000 < now - ttl  <=>  event_us < ceil(...)
+        stale = self._live_before(view.name, cutoff_us)
+        removed = 0
+        for start in range(0, len(stale), chunk):
+            self.add(
+                [
+                    SinkRow(view.name, DELETE, keys, {}, _from_us(event_us), version, "d", "ttl", None, minor)
+                    for keys, (version, minor), event_us in stale[start : start + chunk]
+                ]
+            )
+            removed += len(self.flush())
+        return removed
 
     @abstractmethod
     def reset(self) -> int:

@@ -35,7 +35,9 @@ def ttl_ns(view: FeatureView) -> int:
     return (ttl.days * 86_400 + ttl.seconds) * 1_000_000_000 + ttl.microseconds * 1_000
 
 
-def expire(response: GetOnlineFeaturesResponse, grouped_refs: list[tuple[Any, list[str]]], start: int, now_ns: int) -> int:
+def expire(
+    response: GetOnlineFeaturesResponse, grouped_refs: list[tuple[Any, list[str]]], start: int, now_ns: int
+) -> int:
     """Null the values of ``response`` past their view's ttl, from result ``start`` on, where Feast appended one
     result per requested feature, view by view in ``grouped_refs``'s order. Returns how many it expired."""
     appended = len(response.results) - start

@@ -101,7 +101,8 @@ def materialize_cmd(
 @SCHEDULE
 @click.pass_context
 def compact_cmd(ctx: click.Context, views: tuple[str, ...], rows_per_file: int, schedule: str | None) -> None:
-    """Rewrite the offline history of VIEWS (default: all) into few sorted files, duplicates removed.
+    """Rewrite the offline history of VIEWS (default: all) into few sorted files, duplicates removed, and
+    remove from the online store the values past their view's ttl (reads serve them as expired already).
 
     A Delta history is rewritten one day (event_date partition) at a time, only the days with more files
     than they need, then vacuumed. Safe while the processor runs (files landing meanwhile are kept for

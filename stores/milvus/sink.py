@@ -354,6 +354,24 @@ class MilvusOnlineSink(FeastLayoutSink):
             iterator.close()
         return out
 
+    def _live_before(self, view: str, cutoff_us: int) -> list[tuple[dict[str, Any], Version, int]]:
+        out = []
+        iterator = self._client.query_iterator(
+            self._names["versions"],
+            batch_size=1000,
+            filter=f'view == "{view}" and deleted == false and event_us < {int(cutoff_us)}',
+            output_fields=["join_keys", "version", "minor", "event_us"],
+        )
+        try:
+            while batch := iterator.next():
+                out += [
+                    (json.loads(h["join_keys"]), (int(h["version"]), int(h["minor"])), int(h["event_us"]))
+                    for h in batch
+                ]
+        finally:
+            iterator.close()
+        return out
+
     # --- reads ----------------------------------------------------------------------------------
     def _rows(
         self, view: FeatureView, keys: Sequence[dict[str, Any]], fields: list[str]

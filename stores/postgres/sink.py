@@ -453,12 +453,25 @@ class PostgresOnlineSink(FeastLayoutSink):
                 )
         return [held.get(k) for k in serialised]
 
-    def stored_orders(self, view: str, keys: Sequence[dict[str, Any]]) -> list[Version | None]:
+    def stored_stamps(
+        self, view: str, keys: Sequence[dict[str, Any]]
+    ) -> list[tuple[Version, int | None] | None]:
         feature_view = self._view(view)
         idents = [(view, self._entity_key(feature_view, k)) for k in keys]
         with self._conn.transaction(), self._conn.cursor() as cur:
             current = self._current_versions(cur, idents, lock=False)
-        return [current[i][0] if i in current else None for i in idents]
+        return [current.get(i) for i in idents]
+
+    def _live_before(self, view: str, cutoff_us: int) -> list[tuple[dict[str, Any], Version, int]]:
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute(
+                f"SELECT join_keys, version, version_minor, event_us FROM {VERSIONS} "
+                "WHERE view = %s AND NOT deleted AND event_us < %s",
+                (view, cutoff_us),
+            )
+            return [
+                (json.loads(j), (version, minor), event_us) for j, version, minor, event_us in cur.fetchall()
+            ]
 
     def live_keys(self, view: str) -> list[dict[str, Any]]:
         with self._conn.transaction(), self._conn.cursor() as cur:

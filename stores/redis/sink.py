@@ -437,6 +437,22 @@ class RedisOnlineSink(FeastLayoutSink):
             joins = pipe.execute() if live else []
         return [json.loads(j) for j in joins if j is not None]
 
+    def _live_before(self, view: str, cutoff_us: int) -> list[tuple[dict[str, Any], Version, int]]:
+        live = list(self._client.smembers(f"{self._prefix}:live:{view}"))
+        with self._client.pipeline(transaction=False) as pipe:
+            for key in live:
+                pipe.hmget(key, [f"_ver:{view}", f"_jk:{view}"])
+            replies = pipe.execute() if live else []
+        out = []
+        for raw, join in replies:
+            parsed = _parse_version(raw)
+            if parsed is None or join is None:
+                continue
+            version, event_us, deleted = parsed
+            if not deleted and event_us is not None and event_us < cutoff_us:
+                out.append((json.loads(join), version, event_us))
+        return out
+
     def reset(self) -> int:
         """Remove every view's fields and bookkeeping from every entity this project wrote; the count of live ones."""
         held = 0

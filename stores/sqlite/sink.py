@@ -363,12 +363,13 @@ class SqliteOnlineSink(FeastLayoutSink):
             params,
         )
 
-    def stored_orders(self, view: str, keys: Sequence[dict[str, Any]]) -> list[tuple[int, int] | None]:
-        """Each entity's stored version (stores/ordering.py), or None if the store has none."""
-        feature_view = self._view(view)
-        idents = [(view, self._entity_key(feature_view, k)) for k in keys]
-        current = self._current_versions(self._conn, idents)
-        return [current[i][0] if i in current else None for i in idents]
+    def _live_before(self, view: str, cutoff_us: int) -> list[tuple[dict[str, Any], tuple[int, int], int]]:
+        rows = self._conn.execute(
+            f"SELECT join_keys, version, version_minor, event_us FROM {VERSIONS} "
+            "WHERE view = ? AND deleted = 0 AND event_us < ?",
+            (view, cutoff_us),
+        )
+        return [(json.loads(j), (version, minor), event_us) for j, version, minor, event_us in rows]
 
     def reset(self) -> int:
         """Empty the online store: every view's rows and vectors, the versions and the barriers.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from time import time_ns
 from typing import Any
 
 import pandas as pd
@@ -151,3 +152,115 @@ def test_expire_is_age_greater_than_ttl(age_ns: int, ttl_s: int, status: int) ->
     assert expired == int(should)
     assert vector.statuses[0] == (FieldStatus.OUTSIDE_MAX_AGE if should else status)
     assert vector.values[0].HasField("double_val") != should
+
+
+def change(cid: int, version: int, event: datetime, limit: float = 1.0) -> SinkRow:
+    values = {"country": "DE", "segment": "gold", "credit_limit": limit, "birth_date": None, "email": None}
+    return SinkRow(VIEW, UPSERT, {"customer_id": cid}, values, event, version, "u", f"t[0] offset={version}")
+
+
+def ns(moment: datetime, extra_ns: int = 0) -> int:
+    return int(moment.timestamp()) * NS + moment.microsecond * 1000 + extra_ns
+
+
+def test_expire_removes_exactly_the_values_reads_serve_as_expired(
+    with_ttl: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cleanup against the read rule as oracle: entities with random commit times around the boundary; what
+    ``expire`` removes at an instant is exactly what a read at that instant calls OUTSIDE_MAX_AGE; the rest is
+    served as before."""
+    import random
+
+    from stores.registry import open_online_sink
+
+    rng = random.Random(47)
+    view = with_ttl.get_feature_view(VIEW)
+    now = T0 + TTL + timedelta(minutes=5)
+    # Ages around the ttl, to the microsecond (the stored precision), the exact boundary among them.
+    ages = [TTL, TTL + timedelta(microseconds=1), TTL - timedelta(microseconds=1)]
+    ages += [timedelta(microseconds=rng.randrange(0, 2 * 600_000_000)) for _ in range(40)]
+    ids = [next(_IDS) for _ in ages]
+    sink = open_online_sink(with_ttl)
+    try:
+        sink.add([change(cid, 10 + i, now - age) for i, (cid, age) in enumerate(zip(ids, ages, strict=True))])
+        sink.flush()
+        monkeypatch.setattr(ttl_module, "clock", lambda: ns(now))  # reads at `now`: the oracle
+        _, statuses = online(with_ttl, ids)
+        should_go = {cid for cid, s in zip(ids, statuses, strict=True) if s == FieldStatus.OUTSIDE_MAX_AGE}
+        assert should_go == {cid for cid, age in zip(ids, ages, strict=True) if age > TTL}  # the rule itself
+        assert sink.expire(view, ns(now)) == len(should_go)
+        _, after = online(with_ttl, ids)
+        gone = {cid for cid, s in zip(ids, after, strict=True) if s == FieldStatus.NOT_FOUND}
+        assert gone == should_go
+        assert set(after) == {FieldStatus.NOT_FOUND, FieldStatus.PRESENT}, "the rest served as before"
+        assert sink.expire(view, ns(now)) == 0, "a second run finds nothing left"
+    finally:
+        sink.close()
+
+
+def test_expire_keeps_the_version_and_loses_to_a_newer_change(
+    with_ttl: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A removal is a delete at the stored version: a re-delivered older change stays refused after it, a newer
+    change applies, a change stored between the cleanup's listing and its write wins over the cleanup, and
+    `verify` counts the removed entity as expired, not missing."""
+    from jobs.verify import Verifier, _ident
+    from stores.registry import open_online_sink
+
+    view = with_ttl.get_feature_view(VIEW)
+    old, raced = next(_IDS), next(_IDS)
+    now = ns(T0 + TTL + timedelta(minutes=1))
+    sink, processor = open_online_sink(with_ttl), open_online_sink(with_ttl)
+    try:
+        sink.add([change(old, 5, T0), change(raced, 5, T0)])
+        sink.flush()
+        listed = sink._live_before(VIEW, -(-(now - ttl_module.ttl_ns(view)) // 1000))
+        assert sorted(k["customer_id"] for k, _, _ in listed) == sorted([old, raced])
+        # The processor stores a newer change of `raced` after the listing, before the cleanup writes.
+        processor.add([change(raced, 9, T0 + TTL + timedelta(seconds=30), limit=9.0)])
+        processor.flush()
+        sink._live_before = lambda *_: listed  # type: ignore[method-assign]
+        assert sink.expire(view, now) == 1, "only `old` goes: the newer change of `raced` wins"
+        assert sink.stored_stamps(VIEW, [{"customer_id": old}])[0] == (
+            (5, 0),
+            int(T0.timestamp()) * 1_000_000,
+        )
+        processor.add([change(old, 4, T0 - timedelta(seconds=1))])  # re-delivered, older than the tombstone
+        processor.flush()
+        monkeypatch.setattr(ttl_module, "clock", lambda: now)
+        values, statuses = online(with_ttl, [old, raced])
+        assert statuses[0] == FieldStatus.NOT_FOUND, "the older change stays refused after the removal"
+        assert (values[1], statuses[1]) == (9.0, FieldStatus.PRESENT)
+        verifier = Verifier(with_ttl, "postgresql://unused", view)  # connects nothing until it runs
+        assert verifier._expired(sink, [{"customer_id": old}, {"customer_id": raced}]) == {
+            _ident({"customer_id": old})
+        }
+        monkeypatch.setattr(ttl_module, "clock", time_ns)
+        processor.add([change(old, 12, datetime.now(UTC), limit=12.0)])  # a new change after the removal
+        processor.flush()
+        assert online(with_ttl, [old])[0] == [12.0]
+    finally:
+        sink.close()
+        processor.close()
+
+
+def test_compact_reports_the_expired_values_it_removed(sqlite_store: FeatureStore, tmp_path: Any) -> None:
+    """`featurectl compact` removes the online values past their view's ttl and says how many, per view."""
+    from jobs.compact import compact_views
+    from stores.registry import open_online_sink
+
+    view = sqlite_store.get_feature_view(VIEW)
+    view.ttl = TTL
+    sqlite_store.apply([view])
+    try:
+        sink = open_online_sink(sqlite_store)
+        recent = datetime.now(UTC)
+        sink.add([change(next(_IDS), 1, T0), change(next(_IDS), 2, T0), change(next(_IDS), 3, recent)])
+        sink.flush()
+        sink.close()
+        lines: list[str] = []
+        compact_views(sqlite_store, tmp_path, [VIEW], 1000, lines.append)
+        assert f"compact {VIEW}: 2 online value(s) past the view's ttl (0:10:00) removed" in lines
+    finally:
+        view.ttl = timedelta(0)
+        sqlite_store.apply([view])
