@@ -134,6 +134,13 @@ class Settings(BaseSettings):
     # --- serving ---------------------------------------------------------------------------
     serve_host: str = Field("127.0.0.1", description="Address the Feast feature server listens on.")
     serve_port: int = Field(6566, description="Port of the Feast feature server (`featurectl serve`).")
+    serve_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes of `featurectl serve` (one per core serves the most lookups; "
+        "docs/serving.md).",
+    )
     serving_rt_priority: int = Field(
         1,
         ge=0,

@@ -3,7 +3,11 @@
 Feast 0.67's ``feast serve --metrics`` always serves on port 8000 of every interface
 (``feast.metrics.start_metrics_server(port=8000)``, ``_make_metrics_httpd`` binding "" or "::"). Run as
 ``python -m serving.feast_cli serve ... --metrics`` with FEAST_METRICS_ADDRESS=host:port, it serves
-them on that address only. Everything else is Feast's CLI as it is.
+them on that address only.
+
+``serve`` runs Feast's app wrapped by serving/fast_app.py (plain lookups answered directly; set
+FEAST_SERVE_LOOKUPS=feast to leave every request to Feast's app, as the serving bench does to measure the
+difference). Everything else is Feast's CLI as it is.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIServer, make_server
 
 ADDRESS_ENV = "FEAST_METRICS_ADDRESS"  # not FEATURECTL_*: featurectl rejects unknown settings of its prefix
+LOOKUPS_ENV = "FEAST_SERVE_LOOKUPS"  # "direct" (default) or "feast"
 
 
 def main() -> None:
@@ -33,7 +38,24 @@ def main() -> None:
         # by the metrics process Feast forks.
         metrics.start_metrics_server = functools.partial(metrics.start_metrics_server, port=int(port))
         metrics._make_metrics_httpd = bind
+    if os.environ.get(LOOKUPS_ENV, "direct") != "feast":
+        wrap_feast_app()
     cli()
+
+
+def wrap_feast_app() -> None:
+    """Make Feast's ``get_app`` return its app wrapped by serving/fast_app.py. Feast's server looks ``get_app`` up
+    on its module when it builds the app (before gunicorn forks its workers), so each worker inherits it."""
+    from feast import feature_server
+
+    original = feature_server.get_app
+
+    def get_app(store: Any, registry_ttl_sec: int = 5) -> Any:
+        from serving.fast_app import FastLookupApp
+
+        return FastLookupApp(original(store, registry_ttl_sec), store)
+
+    feature_server.get_app = get_app
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ import requests
 
 from core.errors import FeatureCtlError
 from core.procs import port_owner, realtime_preexec, wait_for, warn_unless_realtime
-from serving.feast_cli import ADDRESS_ENV
+from serving.feast_cli import ADDRESS_ENV, LOOKUPS_ENV
 
 logger = logging.getLogger(__name__)
 
 
 class FeatureServer:
-    """One ``feast serve`` process. ``start`` returns once ``GET /health`` answers 200."""
+    """One ``feast serve`` process (gunicorn and ``workers`` uvicorn workers) running Feast's app behind
+    serving/fast_app.py. ``start`` returns once ``GET /health`` answers 200."""
 
     command = "serve"
     health_path = "/health"
@@ -38,8 +39,14 @@ class FeatureServer:
         log: Path | None = None,
         metrics_port: int | None = None,
         rt_priority: int = 0,
+        workers: int = 1,
+        lookups: str = "direct",
     ) -> None:
         self.repo = repo
+        self.workers = workers
+        self.lookups = (
+            lookups  # "direct": serving/fast_app.py answers plain lookups; "feast": Feast's app all
+        )
         self.host = host
         self.port = port
         self.metrics_port = metrics_port  # Feast's own server metrics (serving/feast_cli.py), on ``host``
@@ -87,7 +94,7 @@ class FeatureServer:
         ]
         argv += self._extra_args()
         out = open(self.log, "ab") if self.log else None  # noqa: SIM115 - handed to the child
-        env = {**os.environ, "FEAST_USAGE": "False"}
+        env = {**os.environ, "FEAST_USAGE": "False", LOOKUPS_ENV: self.lookups}
         if self.metrics_port is not None:
             owner = port_owner(self.metrics_port)
             if owner:
@@ -117,7 +124,15 @@ class FeatureServer:
         # Feast's default --max-requests 1000 recycles its one gunicorn worker every ~1000 lookups; the
         # new worker re-imports Feast before it answers again (measured: a 100-entity p99 of 460 ms under
         # ingest, and past 10 s on a busy 2-core host). Gunicorn's own default, 0, never recycles it.
-        return ["--no-access-log", "--registry_ttl_sec", str(self.registry_ttl_s), "--max-requests", "0"]
+        return [
+            "--no-access-log",
+            "--registry_ttl_sec",
+            str(self.registry_ttl_s),
+            "--max-requests",
+            "0",
+            "--workers",
+            str(self.workers),
+        ]
 
     def stop(self, timeout_s: float = 20) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -14,12 +14,20 @@ from featurectl.options import (
 @click.command("serve")
 @click.option("--host", default=None, help="Listen address (default FEATURECTL_SERVE_HOST, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default FEATURECTL_SERVE_PORT, 6566).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Worker processes (default FEATURECTL_SERVE_WORKERS, 1); one per core serves the most lookups.",
+)
 @METRICS_PORT
 @click.pass_context
-def serve_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
+def serve_cmd(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
     """Run the Feast feature server over the feature repository, in the foreground.
 
-    It serves the online store the processor writes, while it writes. Ctrl-C/SIGTERM stops it.
+    It serves the online store the processor writes, while it writes. Plain lookups (features and entity
+    keys) are answered directly, with Feast's answer; everything else by Feast's own app (docs/serving.md).
+    Ctrl-C/SIGTERM stops it.
     """
     from serving.feature_server import FeatureServer
 
@@ -30,6 +38,7 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
         port or settings.serve_port,
         metrics_port=ctx.meta.get("metrics_port"),  # Feast's own server metrics, on the same address
         rt_priority=settings.serving_rt_priority,
+        workers=workers or settings.serve_workers,
     )
     run_server(
         server,

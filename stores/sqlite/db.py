@@ -45,11 +45,15 @@ DRIVER.register_converter("timestamp", convert_timestamp)
 OperationalError: type[Exception] = DRIVER.OperationalError
 
 
-def connect(path: Path | str, timeout: float = 30.0) -> Any:
-    """A connection to the online store with sqlite-vec loaded; WAL so readers never block the writer."""
+def connect(path: Path | str, timeout: float = 30.0, convert: bool = True) -> Any:
+    """A connection to the online store with sqlite-vec loaded; WAL so readers never block the writer.
+    ``convert``: columns declared ``timestamp`` come back as datetimes (Feast's converters), else as stored."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = DRIVER.connect(
-        str(path), timeout=timeout, detect_types=DRIVER.PARSE_DECLTYPES, check_same_thread=False
+        str(path),
+        timeout=timeout,
+        detect_types=DRIVER.PARSE_DECLTYPES if convert else 0,
+        check_same_thread=False,
     )
     if not hasattr(conn, "enable_load_extension"):
         conn.close()

@@ -24,7 +24,7 @@ import numpy as np
 from feast import Entity, FeatureView, RepoConfig
 from feast.infra.key_encoding_utils import deserialize_entity_key, serialize_entity_key
 from feast.infra.online_stores.helpers import compute_table_id
-from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
+from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig, convert_timestamp
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import FloatList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -55,6 +55,8 @@ def _vector_value(blob: bytes) -> ValueProto:
 
 class VecSqliteOnlineStore(ReadTtl, V2DocumentsOnly, SqliteOnlineStore):
     """SQLite online store whose embedding views are searchable by similarity."""
+
+    _raw: Any = None  # a connection returning stored values as they are (read_serialized)
 
     def _get_conn(self, config: RepoConfig) -> Any:
         if not self._conn:
@@ -213,6 +215,50 @@ class VecSqliteOnlineStore(ReadTtl, V2DocumentsOnly, SqliteOnlineStore):
             entity = deserialize_entity_key(keys[i], config.entity_key_serialization_version)
             results.append((event_ts, entity, row))
         return in_entity_key_order(results)
+
+    def read_serialized(
+        self, config: RepoConfig, table: FeatureView, keys: list[bytes], requested_features: list[str]
+    ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]] | None:
+        """``online_read`` by Feast's serialised entity keys, for the feature server's lookups
+        (serving/lookup.py): Feast's query and result, without a proto per key or a datetime per stored
+        value (each distinct event time is converted once, by Feast's converter). None for a view it does
+        not read this way (embedding and aggregation views: ``online_read`` reads those)."""
+        if aggregation_view(table) is not None or spec_for(table) is not None:
+            return None
+        if self._raw is None:
+            self._raw = connect(self._get_db_path(config), convert=False)
+        name = compute_table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
+        rows = self._raw.execute(
+            f'SELECT entity_key, feature_name, value, event_ts FROM "{name}" '
+            f"WHERE entity_key IN ({','.join('?' * len(keys))}) ORDER BY entity_key",
+            keys,
+        ).fetchall()
+        found: dict[bytes, tuple[Any, dict[str, ValueProto]]] = {}
+        for key, feature, blob, event_ts in rows:
+            value = ValueProto()
+            value.ParseFromString(blob)
+            held = found.get(key)
+            if held is None:
+                found[key] = (event_ts, {feature: value})
+            else:  # Feast keeps the last row's time (rows in feature-name order, the primary key's)
+                held[1][feature] = value
+                found[key] = (event_ts, held[1])
+        out: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
+        times: dict[Any, datetime] = {}
+        for key in keys:
+            held = found.get(key)
+            if held is None:
+                out.append((None, None))
+                continue
+            when = times.get(held[0])
+            if when is None:
+                raw = held[0] if isinstance(held[0], bytes) else str(held[0]).encode()
+                converted = convert_timestamp(raw)
+                when = times[held[0]] = (
+                    converted.replace(tzinfo=UTC) if converted.tzinfo is None else converted.astimezone(UTC)
+                )
+            out.append((when, held[1]))
+        return out
 
     def _key(self, config: RepoConfig, entity_key: EntityKeyProto) -> bytes:
         return serialize_entity_key(

@@ -1,0 +1,150 @@
+"""The ASGI app ``featurectl serve`` runs: Feast's feature server app, with plain lookups answered first.
+
+``POST /get-online-features`` with a JSON body goes to serving/lookup.py; what it declines (and every other
+path, the lifespan, the health check) goes to Feast's own app unchanged, with the body replayed. The lookup
+runs on the event loop, not in a thread pool: a read is a fraction of a millisecond on the local stores, and
+a hop to a thread costs about as much (several workers, ``--workers``, use the cores). While Feast's
+authorization is on (``auth:`` in feature_store.yaml), every request goes to Feast's app, which enforces it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from feast import FeatureStore
+
+from serving.lookup import Lookups
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PATH = "/get-online-features"
+MAX_BODY = 16 * 1024 * 1024  # larger bodies go to Feast's app as they come
+
+
+def _json(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() == b"application/json"
+    return False
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields ``body`` (already read) once, then defers to the client's."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+class FastLookupApp:
+    """Wraps Feast's app (``feast.feature_server.get_app``) for one FeatureStore."""
+
+    def __init__(self, feast_app: ASGIApp, store: FeatureStore) -> None:
+        self.feast_app = feast_app
+        self.lookups = Lookups(store)
+        self._enabled: bool | None = None
+        from feast.infra.feature_servers.base_config import MetricsConfig
+
+        metrics = getattr(getattr(store.config, "feature_server", None), "metrics", None)
+        self._bins = getattr(metrics, "feature_count_bins", None) or MetricsConfig().feature_count_bins
+
+    def enabled(self) -> bool:
+        """Off while Feast's authorization is configured: Feast's app checks every request then."""
+        if self._enabled is None:
+            from feast.permissions.security_manager import get_security_manager, is_auth_necessary
+
+            try:
+                self._enabled = not is_auth_necessary(get_security_manager())
+            except Exception:  # unknown: let Feast decide every request
+                self._enabled = False
+            logger.info(
+                "plain lookups %s", "answered directly" if self._enabled else "left to Feast (auth is on)"
+            )
+        return self._enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == PATH
+            and scope["method"] == "POST"
+            and _json(scope["headers"])
+            and self.enabled()
+        ):
+            chunks, size, more = [], 0, True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":  # the client went away
+                    return
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                more = message.get("more_body", False)
+                if size > MAX_BODY:
+                    break
+            body = b"".join(chunks)
+            if not more:
+                answered = self._answer(body)
+                if answered is not None:
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 200,
+                            "headers": [
+                                (b"content-type", b"application/json"),
+                                (b"content-length", str(len(answered)).encode()),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": answered})
+                    return
+            receive = _replay(body, receive) if not more else _prepend(body, receive)
+        await self.feast_app(scope, receive, send)
+
+    def _answer(self, body: bytes) -> bytes | None:
+        # Feast's request metrics, as its handler records them; a declined request is counted by Feast's app.
+        import time
+
+        from feast import metrics
+        from feast.feature_server import bin_feature_count
+
+        start = time.monotonic()
+        answered = self.lookups.answer(body)
+        if answered is None:
+            return None
+        payload, rows, views, features = answered
+        if metrics._config.request:
+            metrics.request_latency.labels(
+                endpoint=PATH,
+                feature_count=bin_feature_count(features, self._bins),
+                feature_view_count=str(views),
+            ).observe(time.monotonic() - start)
+            metrics.request_count.labels(endpoint=PATH, status="success").inc()
+        metrics.track_online_features_entities(rows)
+        return payload
+
+
+def _prepend(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` for a body read in part: the part first, with more to come from the client's."""
+    sent = False
+
+    async def prepended() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": True}
+        return await receive()
+
+    return prepended

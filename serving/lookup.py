@@ -1,0 +1,280 @@
+"""The feature server's lookup path: plain ``/get-online-features`` requests answered without Feast's request
+machinery, with Feast's answer.
+
+Feast's server spends most of a lookup outside the store: pydantic parses the body, the registry is searched
+and the views regrouped per request (feast-dev/feast#3649, #3440), entity values become protos, the response is
+built as protos, then converted to a dict and encoded with ``json``; the read itself goes through a thread
+pool. Here a request whose shape is the common one (``features``, ``entities``, optional
+``full_feature_names``; every join key the views need and nothing else; key values of the entity's type) is
+answered from a **plan** cached per request shape and registry (the views, their features, join keys, key
+types, ttl, resolved once by Feast's own functions), one ``online_read`` per view on the store's own plugin
+(the same read Feast makes, so the same values), and the response built directly as the dict Feast's server
+returns (Feast's own value and timestamp converters), encoded by msgspec.
+
+Anything else (another field, a feature service, an on-demand view, an unknown feature, a missing or extra
+key, a value of another type, malformed JSON) returns None, and Feast's own app answers it: its statuses and
+error bodies stay Feast's. A view's ttl applies as on every read of ours (stores/ttl.py). One difference is
+by design: Feast orders a view's features by a Python ``set`` (its order changes with the process's hash
+seed, so between two Feast servers too); here they come in the order requested. Clients match columns by
+``metadata.feature_names``, as they must with Feast.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import msgspec
+from feast import FeatureStore, FeatureView
+from feast.feature_server_utils import _timestamp_to_str, _value_to_native
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.value_type import ValueType
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from stores import ttl
+from stores.keys import fast_entity_key
+
+logger = logging.getLogger(__name__)
+
+PLAIN_FIELDS = frozenset({"features", "entities", "full_feature_names"})
+EPOCH = "1970-01-01T00:00:00Z"  # Feast's timestamp for an entity column and a value not found
+_INT64 = (-(2**63), 2**63 - 1)
+_INT32 = (-(2**31), 2**31 - 1)
+# Entity value types a plain request may carry: the ValueProto field, the JSON type, the range.
+_KEY_TYPES: dict[ValueType, tuple[str, type, tuple[int, int] | None]] = {
+    ValueType.INT64: ("int64_val", int, _INT64),
+    ValueType.INT32: ("int32_val", int, _INT32),
+    ValueType.STRING: ("string_val", str, None),
+}
+_decode = msgspec.json.Decoder().decode
+encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRead:
+    """One view's part of a plan: what to read and how to name it."""
+
+    view: FeatureView
+    features: tuple[str, ...]  # the view's requested features, in request order
+    names: tuple[str, ...]  # their output names (``view__feature`` with full_feature_names)
+    keys: tuple[int, ...]  # positions in the plan's keys of the view's join keys, in its entity-column order
+    join_keys: tuple[str, ...]
+    fields: tuple[str, ...]  # ValueProto field of each join key
+    types: dict[str, ValueType]  # each join key's value type
+    ttl_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How to answer one request shape: its entity keys (request order) with their JSON type and range, and
+    the views to read."""
+
+    keys: tuple[str, ...]
+    types: tuple[tuple[type, tuple[int, int] | None], ...]
+    reads: tuple[ViewRead, ...]
+
+
+def make_plan(
+    store: FeatureStore, features: Sequence[str], full_names: bool, keys: Sequence[str]
+) -> Plan | None:
+    """The plan for a request shape, or None when Feast must answer it (see the module docstring). Feast's own
+    functions resolve the references, so what they refuse is refused by Feast's app in its words."""
+    from feast import utils
+    from feast.feature_view import DUMMY_ENTITY_NAME
+
+    try:
+        views, on_demand = utils._get_feature_views_to_use(
+            store.registry, store.project, list(features), allow_cache=True, hide_dummy_entity=False
+        )
+        grouped, on_demand_refs = utils._group_feature_refs(list(features), views, on_demand)
+    except Exception:  # Feast's app answers it, with its own error
+        return None
+    if on_demand or on_demand_refs or len(set(features)) != len(features):
+        return None
+    wanted: dict[str, list[str]] = {}
+    for ref in features:
+        view_name, _, feature = ref.partition(":")
+        wanted.setdefault(view_name, []).append(feature)
+    position = {k: i for i, k in enumerate(keys)}
+    key_types: dict[str, ValueType] = {}
+    reads = []
+    for view, names in grouped:
+        if type(view) is not FeatureView or getattr(view.projection, "version_tag", None) is not None:
+            return None
+        if any(e == DUMMY_ENTITY_NAME for e in view.entities) or not view.entity_columns:
+            return None
+        prefix: str = view.projection.name_to_use()  # type: ignore[no-untyped-call]
+        ordered = [f for f in wanted.get(prefix, []) if f in names]
+        if sorted(ordered) != sorted(names):
+            return None
+        join_map = view.projection.join_key_map or {}
+        join_keys, fields = [], []
+        for column in view.entity_columns:
+            join_key = join_map.get(column.name, column.name)
+            value_type = column.dtype.to_value_type()
+            if join_key not in position or value_type not in _KEY_TYPES:
+                return None
+            if key_types.setdefault(join_key, value_type) != value_type:
+                return None
+            join_keys.append(join_key)
+            fields.append(_KEY_TYPES[value_type][0])
+        reads.append(
+            ViewRead(
+                view,
+                tuple(ordered),
+                tuple(f"{prefix}__{f}" if full_names else f for f in ordered),
+                tuple(position[k] for k in join_keys),
+                tuple(join_keys),
+                tuple(fields),
+                {k: key_types[k] for k in join_keys},
+                ttl.ttl_ns(view),
+            )
+        )
+    if set(key_types) != set(keys):  # a key no view reads: Feast's rules for it are its own
+        return None
+    types = tuple((_KEY_TYPES[key_types[k]][1], _KEY_TYPES[key_types[k]][2]) for k in keys)
+    return Plan(tuple(keys), types, tuple(reads))
+
+
+class Lookups:
+    """Answers plain requests over one FeatureStore (one per server process); plans are cached per request shape
+    and dropped when the registry the store holds is replaced (Feast's app refreshes it every
+    ``registry_ttl_sec``)."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+        self._plans: dict[tuple[Any, ...], Plan | None] = {}
+        self._registry: object = None
+        self._stamps: dict[datetime, tuple[str, int]] = {}
+
+    def _plan(self, features: tuple[str, ...], full_names: bool, keys: tuple[str, ...]) -> Plan | None:
+        registry = getattr(self.store.registry, "cached_registry_proto", None)
+        if registry is not self._registry:
+            self._plans.clear()
+            self._registry = registry
+        shape = (features, full_names, keys)
+        if shape not in self._plans:
+            if len(self._plans) > 10_000:  # request shapes come from clients: keep the cache bounded
+                self._plans.clear()
+            self._plans[shape] = make_plan(self.store, features, full_names, keys)
+        return self._plans[shape]
+
+    def answer(self, body: bytes) -> tuple[bytes, int, int, int] | None:
+        """The JSON body Feast's server would return for ``body``, with the request's entity rows, views and
+        features (for Feast's request metrics); or None if Feast's app must answer it."""
+        try:
+            request = _decode(body)
+        except msgspec.DecodeError:
+            return None
+        if type(request) is not dict or not request.keys() <= PLAIN_FIELDS:
+            return None
+        features, entities = request.get("features"), request.get("entities")
+        full_names = request.get("full_feature_names", False)
+        if type(features) is not list or not features or type(entities) is not dict or not entities:
+            return None
+        if type(full_names) is not bool or any(type(f) is not str for f in features):
+            return None
+        plan = self._plan(tuple(features), full_names, tuple(entities))
+        if plan is None:
+            return None
+        columns = [entities[k] for k in plan.keys]
+        rows = len(columns[0]) if type(columns[0]) is list else 0
+        if not rows:
+            return None
+        for column, (kind, bounds) in zip(columns, plan.types, strict=True):
+            if type(column) is not list or len(column) != rows:
+                return None
+            for value in cast(list[Any], column):
+                if type(value) is not kind or (bounds is not None and not bounds[0] <= value <= bounds[1]):
+                    return None
+        return encode(self._response(plan, columns, rows)), rows, len(plan.reads), len(features)
+
+    def _response(self, plan: Plan, columns: list[list[Any]], rows: int) -> dict[str, Any]:
+        names = list(plan.keys)
+        results: list[dict[str, Any]] = [
+            {"values": column, "statuses": ["PRESENT"] * rows, "event_timestamps": [EPOCH] * rows}
+            for column in columns
+        ]
+        provider = self.store._get_provider()
+        online, config = provider.online_store, self.store.config
+        now = ttl.clock()
+        for read in plan.reads:
+            unique: dict[tuple[Any, ...], list[int]] = {}
+            if len(read.keys) == 1:
+                for row, value in enumerate(columns[read.keys[0]]):
+                    unique.setdefault((value,), []).append(row)
+            else:
+                for row, value in enumerate(zip(*(columns[i] for i in read.keys), strict=True)):
+                    unique.setdefault(value, []).append(row)
+            found = self._read(online, config, read, list(unique))
+            n = len(read.features)
+            values: list[list[Any]] = [[None] * rows for _ in range(n)]
+            statuses = [["NOT_FOUND"] * rows for _ in range(n)]
+            stamps = [EPOCH] * rows
+            index = {f: i for i, f in enumerate(read.features)}
+            for (event_time, data), destinations in zip(found, unique.values(), strict=True):
+                stamp, stamp_ns = self._stamp(event_time)
+                for row in destinations:
+                    stamps[row] = stamp
+                if not data:
+                    continue
+                expired = read.ttl_ns and stamp_ns and now - stamp_ns > read.ttl_ns
+                status = "OUTSIDE_MAX_AGE" if expired else "PRESENT"
+                for feature, value in data.items():
+                    i = index.get(feature)
+                    if i is None:
+                        continue
+                    native = None if expired else _value_to_native(value)
+                    for row in destinations:
+                        values[i][row] = native
+                        statuses[i][row] = status
+            names += read.names
+            for i in range(n):
+                results.append(
+                    {"values": values[i], "statuses": statuses[i], "event_timestamps": list(stamps)}
+                )
+        return {"results": results, "metadata": {"feature_names": names}}
+
+    def _read(
+        self, online: Any, config: Any, read: ViewRead, keys: list[tuple[Any, ...]]
+    ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
+        """The store's rows for ``keys`` (unique), as its ``online_read`` returns them: by serialised key where
+        the store reads that way (``read_serialized``), else through ``online_read`` with Feast's protos."""
+        by_bytes = getattr(online, "read_serialized", None)
+        if by_bytes is not None and config.entity_key_serialization_version == 3:
+            serialised = [
+                fast_entity_key(dict(zip(read.join_keys, key, strict=True)), read.types) for key in keys
+            ]
+            if all(k is not None for k in serialised):
+                rows = by_bytes(config, read.view, serialised, list(read.features))
+                if rows is not None:
+                    return rows  # type: ignore[no-any-return]
+        protos = [
+            EntityKeyProto(
+                join_keys=read.join_keys,
+                entity_values=[ValueProto(**{f: v}) for f, v in zip(read.fields, key, strict=True)],
+            )
+            for key in keys
+        ]
+        # A fresh list: Feast's Redis store appends to the one it is given.
+        return online.online_read(config, read.view, protos, list(read.features))  # type: ignore[no-any-return]
+
+    def _stamp(self, event_time: datetime | None) -> tuple[str, int]:
+        """Feast's JSON form of a row's event time (through a Timestamp, as Feast converts it) and its ns."""
+        if event_time is None:
+            return EPOCH, 0
+        held = self._stamps.get(event_time)
+        if held is None:
+            if len(self._stamps) > 100_000:
+                self._stamps.clear()
+            proto = Timestamp()
+            proto.FromDatetime(event_time)
+            held = self._stamps[event_time] = (
+                _timestamp_to_str(proto),
+                proto.seconds * 1_000_000_000 + proto.nanos,
+            )
+        return held
