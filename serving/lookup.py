@@ -189,7 +189,9 @@ class Lookups:
             if type(column) is not list or len(column) != rows:
                 return None
             for value in cast(list[Any], column):
-                if type(value) is not kind or (bounds is not None and not bounds[0] <= value <= bounds[1]):
+                if type(value) is not kind or (
+                    bounds is not None and not bounds[0] <= cast(int, value) <= bounds[1]
+                ):
                     return None
         return encode(self._response(plan, columns, rows)), rows, len(plan.reads), len(features)
 
