@@ -188,7 +188,7 @@ class Lookups:
         for column, (kind, bounds) in zip(columns, plan.types, strict=True):
             if type(column) is not list or len(column) != rows:
                 return None
-            for value in cast(list[Any], column):
+            for value in column:
                 if type(value) is not kind or (
                     bounds is not None and not bounds[0] <= cast(int, value) <= bounds[1]
                 ):
