@@ -1,11 +1,15 @@
-"""Serving and backfill benchmark: online lookup latency over HTTP (`feast serve`) and in-process, for 1
-and 100 entities, with the stream processor idle and writing at full speed; backfill rows per second.
+"""Serving and backfill benchmark: lookups per second and their latency over HTTP under load (``wrk``, N
+connections), `featurectl serve` beside Feast's own server (the anchor, same store, same run), for 1 and 100
+entities, idle and while the processor ingests a steady stream of changes; in-process SDK latency; backfill
+rows per second.
 
-    .venv/bin/python bench/serving_bench.py [--rows 5000] [--requests 300]
+    .venv/bin/python bench/serving_bench.py [--rows 5000] [--seconds 10] [--connections 8] [--ingest-rate 1000]
 
-Needs the local stack (started if needed); works on a table of its own (shaped like ``customers``)
-with its own connector, group and feature repo copy. The processor runs as its own process, as it
-would next to a model service. Compare figures within one run: absolute times drift on shared machines.
+Needs the local stack (started if needed) and wrk (Debian's package, installed if missing); works on a table
+of its own (shaped like ``customers``) with its own connector, group and feature repo copy. The processor runs
+as its own process, as it would next to a model service, and wrk on the same machine: on 2 cores the load
+generator, the servers, the processor and the stores share them. Compare figures within one run: absolute
+times drift on shared machines.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import requests
 from feast import FeatureStore
 from psycopg import sql
 
@@ -39,6 +42,7 @@ from connectors.deploy import deploy
 from core import procs
 from core.settings import PROJECT_ROOT
 from jobs.pg_backfill import PostgresBackfill
+from services.system import ensure_command
 from serving.feature_server import FeatureServer
 from stores.registry import kinds
 from stores.repository import feast_apply
@@ -62,85 +66,164 @@ def pct(samples: list[float]) -> str:
     return f"p50 {statistics.median(ordered):.1f} ms, p99 {p99:.1f} ms"
 
 
-def write_changes(conninfo: str, table: str, ids: list[int], changes: Any, stop: Any) -> None:
-    """Bulk updates, 200 rows per transaction, as fast as Postgres takes them, until ``stop`` is set;
-    ``changes`` counts the rows changed (runs in a process of its own)."""
+def write_changes(conninfo: str, table: str, ids: list[int], changes: Any, stop: Any, rate: int) -> None:
+    """Updates of ``rate`` rows per second (in transactions of a tenth of that, every 100 ms), until ``stop``
+    is set; ``changes`` counts the rows changed (runs in a process of its own)."""
     procs.make_normal()  # the application's writes are not latency-critical (the client is real-time)
+    batch = max(1, rate // 10)
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        r = 2
+        r, i = 2, 0
+        next_at = time.monotonic()
         while not stop.is_set():
-            for i in range(0, len(ids), 200):
-                if stop.is_set():
-                    break
-                conn.execute(
-                    sql.SQL("UPDATE {} SET credit_limit = %s WHERE id = ANY(%s)").format(
-                        sql.Identifier(table)
-                    ),
-                    (r, ids[i : i + 200]),
-                )
-                with changes.get_lock():
-                    changes.value += len(ids[i : i + 200])
+            chosen = [ids[(i + j) % len(ids)] for j in range(batch)]
+            i += batch
+            conn.execute(
+                sql.SQL("UPDATE {} SET credit_limit = %s WHERE id = ANY(%s)").format(sql.Identifier(table)),
+                (r, chosen),
+            )
             r += 1
+            with changes.get_lock():
+                changes.value += len(chosen)
+            next_at += 0.1
+            time.sleep(max(0.0, next_at - time.monotonic()))
 
 
-def measure(url: str, store: FeatureStore, ids: list[int], requests_n: int) -> dict[str, str]:
-    session = requests.Session()
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local first, last, size = {first}, {last}, {size}
+local features = '{features}'
+math.randomseed({seed})
+request = function()
+  local ids = {{}}
+  for i = 1, size do ids[i] = math.random(first, last) end
+  return wrk.format(nil, nil, nil,
+    '{{"features":' .. features .. ',"entities":{{"customer_id":[' .. table.concat(ids, ",") .. ']}}}}')
+end
+"""
+
+
+def load(
+    url: str, ids: list[int], size: int, seconds: float, connections: int, root: Path
+) -> dict[str, float]:
+    """``wrk`` posting lookups of ``size`` random customers for ``seconds``: requests/s and latency (ms); its
+    errors (non-2xx answers, socket errors) are counted, not hidden."""
+    import json
+
+    script = root / f"lookup-{size}.lua"
+    script.write_text(
+        WRK_SCRIPT.format(first=min(ids), last=max(ids), size=size, features=json.dumps(FEATURES), seed=size)
+    )
+    done = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            "2",
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds:g}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"{url}/get-online-features",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return parse_wrk(done.stdout)
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """Requests/s, p50/p90/p99 in ms and the error count from wrk's ``--latency`` report."""
+    import re
+
+    def ms(text: str) -> float:
+        value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct_ in ("50", "90", "99"):
+        figures[f"p{pct_}"] = ms(re.search(rf"^\s+{pct_}%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    figures["errors"] = float(errors.group(1) if errors else 0) + sum(
+        float(x) for x in (sockets.groups() if sockets else ())
+    )
+    return figures
+
+
+def in_process(store: FeatureStore, ids: list[int], requests_n: int) -> dict[int, str]:
+    """The SDK's ``get_online_features`` latency in this process, for 1 and 100 entities."""
     out = {}
     for size in (1, 100):
-        # Warm-up, not recorded: the connection, and each server's and client's first lookup of the view
-        # (registry load, prepared statements) belong to start-up, not to a lookup's latency.
-        for _ in range(WARMUP):
-            session.post(
-                f"{url}/get-online-features",
-                json={"features": FEATURES, "entities": {"customer_id": ids[:size]}},
-                timeout=30,
-            )
+        for _ in range(WARMUP):  # the first lookups of the view (registry load) belong to start-up
             store.get_online_features(features=FEATURES, entity_rows=[{"customer_id": c} for c in ids[:size]])
-        http, local = [], []
-        failed: list[str] = []
+        samples = []
         for i in range(requests_n):
             batch = [ids[(i * size + j) % len(ids)] for j in range(size)]
             t0 = time.perf_counter()
-            try:
-                r = session.post(
-                    f"{url}/get-online-features",
-                    json={"features": FEATURES, "entities": {"customer_id": batch}},
-                    timeout=10,
-                )
-                r.raise_for_status()
-            except requests.RequestException as exc:  # a figure of the run, not the end of it
-                failed.append(type(exc).__name__)
-                continue
-            t1 = time.perf_counter()
             store.get_online_features(
                 features=FEATURES, entity_rows=[{"customer_id": c} for c in batch]
             ).to_dict()
-            t2 = time.perf_counter()
-            http.append((t1 - t0) * 1000)
-            local.append((t2 - t1) * 1000)
-        errors = f", {len(failed)} failed ({', '.join(sorted(set(failed)))})" if failed else ""
-        out[f"HTTP, {size} entit{'y' if size == 1 else 'ies'}"] = (
-            pct(http) if http else "no answer"
-        ) + errors
-        out[f"in-process, {size} entit{'y' if size == 1 else 'ies'}"] = pct(local)
+            samples.append((time.perf_counter() - t0) * 1000)
+        out[size] = pct(samples)
     return out
+
+
+def caught_up(store: FeatureStore, conninfo: str, table: str, ids: list[int], timeout_s: float = 120) -> str:
+    """How long after the writer stopped the online store held Postgres's values (a sample of 200 customers):
+    whether the processor kept up while the servers were loaded."""
+    sample = ids[:: max(1, len(ids) // 200)]
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT id, credit_limit FROM {} WHERE id = ANY(%s)").format(sql.Identifier(table)),
+            (sample,),
+        ).fetchall()
+    want = {i: float(v) for i, v in rows}
+    start = time.monotonic()
+    while True:
+        got = store.get_online_features(
+            features=FEATURES[1:2], entity_rows=[{"customer_id": i} for i in want]
+        ).to_dict()
+        if dict(zip(got["customer_id"], got["credit_limit"], strict=True)) == want:
+            return f"the online store equalled Postgres {time.monotonic() - start:.1f} s after the writer stopped"
+        if time.monotonic() - start > timeout_s:
+            return f"the online store still differed from Postgres {timeout_s:.0f} s after the writer stopped"
+        time.sleep(0.2)
+
+
+def row(figures: dict[str, float]) -> str:
+    errors = f", {figures['errors']:.0f} errors" if figures["errors"] else ""
+    return (
+        f"{figures['rps']:>8,.0f}/s  p50 {figures['p50']:6.2f}  p90 {figures['p90']:6.2f}  "
+        f"p99 {figures['p99']:7.2f} ms{errors}"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=5000, help="customers in the bench table")
-    ap.add_argument("--requests", type=int, default=300, help="lookups per case")
+    ap.add_argument("--seconds", type=float, default=10, help="wrk's run per case")
+    ap.add_argument("--connections", type=int, default=8, help="wrk's open connections")
+    ap.add_argument("--workers", type=int, default=2, help="featurectl serve --workers (one per core)")
+    ap.add_argument(
+        "--ingest-rate", type=int, default=1000, help="row changes/s committed while 'under ingest'"
+    )
+    ap.add_argument("--requests", type=int, default=300, help="in-process SDK lookups per case")
     ap.add_argument("--online-store", default="sqlite", choices=[k.name for k in kinds()])
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # cleanup still runs
     logging.basicConfig(level=logging.WARNING)
+    ensure_command("wrk", "wrk")
     root = Path(tempfile.mkdtemp(prefix="featurectl-servebench-"))
     name = f"bench_{uuid.uuid4().hex[:6]}"
     settings, pg, definition = setup(
         root, name, "customers", "customers.py", '"cdc.table": "public.customers"'
     )
     processor: subprocess.Popen[bytes] | None = None
-    server: FeatureServer | None = None
+    servers: list[FeatureServer] = []
     writer: BaseProcess | None = None
     stop: Any = None
     try:
@@ -158,6 +241,9 @@ def main() -> None:
                     (args.rows,),
                 ).fetchall()
             ]
+        assert max(ids) - min(ids) + 1 == len(ids), (
+            "wrk draws ids from a range: the table's must be contiguous"
+        )
         env = {
             **os.environ,
             "FEATURECTL_FEATURE_REPO": str(settings.feature_repo),
@@ -186,28 +272,46 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("the processor did not catch up with the seeded rows in 300 s")
             time.sleep(0.2)
-        prio = settings.serving_rt_priority
-        server = FeatureServer(
-            settings.feature_repo, "127.0.0.1", free_port(), log=root / "serve.log", rt_priority=prio
+        # Ours with a worker per core; Feast's own app as `feast serve` runs it by default (one worker: with
+        # two on two cores it answered fewer lookups, with a far worse tail; issue 47).
+        prio = settings.serving_rt_priority  # as `featurectl serve` runs, for both
+        ours = FeatureServer(
+            settings.feature_repo,
+            "127.0.0.1",
+            free_port(),
+            log=root / "serve.log",
+            workers=args.workers,
+            rt_priority=prio,
         )
-        server.start()
-        # This client is the model service: on a host shared with ingest it runs as `featurectl serve`
-        # does (docs/performance.md, lookups under ingest), or its own waits for a core land in the
-        # figures, the in-process ones above all.
-        scheduling = (
-            f"feast serve{', the local Redis' if args.online_store == 'redis' else ''} and this client "
-            f"SCHED_RR at priority {prio}"
-            if prio and procs.make_realtime(prio) and procs.is_realtime(server.proc.pid)  # type: ignore[union-attr]
-            else "normal scheduling (FEATURECTL_SERVING_RT_PRIORITY=0 or not privileged)"
+        feasts = FeatureServer(
+            settings.feature_repo,
+            "127.0.0.1",
+            free_port(),
+            log=root / "feast-serve.log",
+            lookups="feast",
+            rt_priority=prio,
         )
-        idle = measure(server.url, store, ids, args.requests)
+        servers += [ours, feasts]
+        for server in servers:
+            server.start()
+        cases = [
+            (label, server, size)
+            for label, server in (("featurectl serve", ours), ("feast serve", feasts))
+            for size in (1, 100)
+        ]
+        idle = {}
+        for label, server, size in cases:
+            load(server.url, ids, size, 1, args.connections, root)  # warm-up: connections, plans, registry
+            idle[(label, size)] = load(server.url, ids, size, args.seconds, args.connections, root)
+        sdk_idle = in_process(store, ids, args.requests)
 
-        # The writer is a process of its own, as the application writing to Postgres would be: as a thread
-        # of this client it shared the client's GIL, and its share landed in the measured lookups' latency.
+        # The writer is a process of its own, as the application writing to Postgres would be.
         spawn = multiprocessing.get_context("spawn")
         changes, stop = spawn.Value("q", 0), spawn.Event()
         writer = spawn.Process(
-            target=write_changes, args=(pg.app_conninfo(), name, ids, changes, stop), name="bench-writer"
+            target=write_changes,
+            args=(pg.app_conninfo(), name, ids, changes, stop, args.ingest_rate),
+            name="bench-writer",
         )
         writer.start()
         # Measure only once the processor is applying the writer's changes.
@@ -218,13 +322,17 @@ def main() -> None:
         cpu = CpuShares(children="Postgres writer (bench)")
         busy_start, changed_before = time.monotonic(), changes.value
         cpu.start()
-        busy = measure(server.url, store, ids, args.requests)
+        busy = {
+            (label, size): load(server.url, ids, size, args.seconds, args.connections, root)
+            for label, server, size in cases
+        }
+        sdk_busy = in_process(store, ids, args.requests)
         busy_s = time.monotonic() - busy_start
         rate = (changes.value - changed_before) / busy_s
         cpu.stop()
         stop.set()
         writer.join(30)
-        procs.make_normal()  # the backfill below is throughput work
+        lag = caught_up(store, pg.app_conninfo(), name, ids)
 
         validator = BatchValidator(SuiteStore(settings.suites_dir))
         dlq = DeadLetterSink(settings.kafka_client(), settings.dlq_topic)
@@ -239,23 +347,33 @@ def main() -> None:
 
         print("\n== serving and backfill benchmark ==")
         print(
-            f"command: .venv/bin/python bench/serving_bench.py --rows {args.rows} --requests {args.requests} "
-            f"--online-store {args.online_store}"
+            f"command: .venv/bin/python bench/serving_bench.py --rows {args.rows} --seconds {args.seconds:g} "
+            f"--connections {args.connections} --workers {args.workers} --ingest-rate {args.ingest_rate} "
+            f"--requests {args.requests} --online-store {args.online_store}"
         )
         print(
-            f"lookups of {len(FEATURES)} features, {args.requests} requests per case after {WARMUP} not measured, "
-            f"{args.online_store} online store"
+            f"wrk -t2 -c{args.connections} -d{args.seconds:g}s: POST /get-online-features, {len(FEATURES)} features of random "
+            f"customers (of {len(ids):,}), {args.online_store} online store; featurectl serve --workers "
+            f"{args.workers}; feast serve: Feast's own app, its default worker (the anchor)"
         )
-        print(f"  scheduling: {scheduling}")
-        for case in idle:
-            print(f"  {case:<24} idle: {idle[case]:<28} processor writing: {busy[case]}")
+        print("| server | entities/request | idle: requests/s, latency | under ingest: requests/s, latency |")
+        print("|---|---:|---|---|")
+        for label, _, size in cases:
+            print(f"| {label} | {size} | {row(idle[(label, size)])} | {row(busy[(label, size)])} |")
+        for size in (1, 100):
+            ratio = idle[("featurectl serve", size)]["rps"] / max(idle[("feast serve", size)]["rps"], 1e-9)
+            print(
+                f"  {size} entit{'y' if size == 1 else 'ies'}: featurectl serve answers {ratio:.1f}x the lookups/s of feast serve (idle)"
+            )
         print(
-            f"  (while measuring 'processor writing', Postgres committed {rate:,.0f} row changes/s into the stream)"
+            f"  under ingest: Postgres committed {rate:,.0f} row changes/s (asked {args.ingest_rate:,}); "
+            f"the processor kept up: {lag}"
         )
-        print(f"  CPU while measuring 'processor writing' ({cpu})")
-        print(
-            "  anchor (ARCHITECTURE.md, same kind of machine): feast serve p50 2.5 ms, p99 4.8 ms for 1 entity x 9 features"
-        )
+        print(f"  CPU while under ingest ({cpu})")
+        for size in (1, 100):
+            print(
+                f"  in-process SDK, {size:>3} entities   idle: {sdk_idle[size]:<28} under ingest: {sdk_busy[size]}"
+            )
         (first, t1), (second, t2) = runs
         print(
             f"backfill {first.table} -> offline: {first.read} rows in {t1:.1f}s = {first.read / t1:,.0f} rows/s "
@@ -268,7 +386,7 @@ def main() -> None:
             writer.join(30)
             if writer.is_alive():
                 writer.kill()
-        if server:
+        for server in servers:
             server.stop()
         if processor and processor.poll() is None:
             processor.terminate()

@@ -62,9 +62,8 @@ def run_server(server: FeatureServer, ready_message: str) -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM raises KeyboardInterrupt, like Ctrl-C
     try:
         server.start()
-        assert server.proc is not None
         click.echo(ready_message)
-        code = server.proc.wait()
+        code = server.wait()
     except KeyboardInterrupt:
         server.stop()
         code = 0

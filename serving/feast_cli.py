@@ -20,6 +20,7 @@ from wsgiref.simple_server import WSGIServer, make_server
 
 ADDRESS_ENV = "FEAST_METRICS_ADDRESS"  # not FEATURECTL_*: featurectl rejects unknown settings of its prefix
 LOOKUPS_ENV = "FEAST_SERVE_LOOKUPS"  # "direct" (default) or "feast"
+REUSE_PORT_ENV = "FEAST_SERVE_REUSE_PORT"  # "1": bind with SO_REUSEPORT (several servers on one port)
 
 
 def main() -> None:
@@ -40,7 +41,23 @@ def main() -> None:
         metrics._make_metrics_httpd = bind
     if os.environ.get(LOOKUPS_ENV, "direct") != "feast":
         wrap_feast_app()
+    if os.environ.get(REUSE_PORT_ENV) == "1":
+        reuse_port()
     cli()
+
+
+def reuse_port() -> None:
+    """Make gunicorn bind Feast's server with SO_REUSEPORT (serving/feature_server.py runs several on a port)."""
+    from feast import feature_server
+
+    application = feature_server.FeastServeApplication
+    load_config = application.load_config
+
+    def with_reuse_port(self: Any) -> None:
+        load_config(self)  # type: ignore[no-untyped-call]
+        self.cfg.set("reuse_port", True)
+
+    application.load_config = with_reuse_port  # type: ignore[method-assign]
 
 
 def wrap_feast_app() -> None:
