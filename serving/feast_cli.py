@@ -68,9 +68,16 @@ def wrap_feast_app() -> None:
     original = feature_server.get_app
 
     def get_app(store: Any, registry_ttl_sec: int = 5) -> Any:
+        import gc
+
         from serving.fast_app import FastLookupApp
 
-        return FastLookupApp(original(store, registry_ttl_sec), store)
+        app = FastLookupApp(original(store, registry_ttl_sec), store)
+        # Feast and its dependencies leave ~1M long-lived objects; a full collection walks them all, a pause
+        # of tens of ms in the middle of a lookup. Frozen, collections walk only what requests allocate.
+        gc.collect()
+        gc.freeze()
+        return app
 
     feature_server.get_app = get_app
 

@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import ByteString, Literal
 
+from feast import FeatureView, RepoConfig
 from feast.infra.online_stores.redis import RedisOnlineStore as FeastRedisOnlineStore
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig as FeastRedisConfig
+from feast.infra.online_stores.redis import _versioned_fv_name
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from stores.ttl import ReadTtl
@@ -35,6 +37,19 @@ class RedisOnlineStoreConfig(FeastRedisConfig):
 
 
 class RedisOnlineStore(ReadTtl, FeastRedisOnlineStore):
+    def read_serialized(
+        self, config: RepoConfig, table: FeatureView, keys: list[bytes], requested_features: list[str]
+    ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]] | None:
+        """``online_read`` by Feast's serialised entity keys, for the feature server's lookups (serving/lookup.py):
+        Feast's own steps, from its key bytes on (Feast serialises a proto per key: a fifth of a 100-key read)."""
+        name = _versioned_fv_name(table, config)
+        requested, fields = self._generate_hset_keys_for_features(
+            table, list(requested_features), fv_name_override=name
+        )
+        project = config.project.encode("utf-8")
+        values = self._read_hash_fields(config, [(key + project, fields) for key in keys])
+        return self._convert_redis_values_to_protobuf(values, name, requested)
+
     def _get_features_for_entity(
         self, values: Sequence[ByteString | None], feature_view: str, requested_features: list[str]
     ) -> tuple[datetime | None, dict[str, ValueProto] | None]:
