@@ -53,7 +53,7 @@ def runs(small: bool, vectors: int) -> list[Run]:
     )
     # A p99 of 300 lookups is their third slowest, which moved 8-15 ms run to run (Redis, under ingest); 1,000
     # estimate it better (docs/performance.md).
-    serving = ["--rows", "100", "--requests", "20"] if small else ["--requests", "1000"]
+    serving = ["--rows", "100", "--requests", "20", "--seconds", "1"] if small else ["--requests", "1000"]
     # Postgres and Redis take writers side by side: two processes (featurectl process --workers 2), one per
     # core. SQLite serialises its writers, where a second process measured no gain (docs/performance.md).
     out = [Run("processor_bench", (*processor, "--workers", WORKERS[s], "--online-store", s)) for s in STORES]
@@ -190,18 +190,28 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
             )
         elif run.name == "serving_bench":
             c = cols[store]
-            for case, label in (
-                ("HTTP, 1 entity", "http1"),
-                ("HTTP, 100 entities", "http100"),
-                ("in-process, 100 entities", "sdk100"),
-            ):
-                idle, busy = _find(
-                    rf"^\s+{re.escape(case)}\s+idle: p50 [\d.]+ ms, p99 ([\d.]+) ms\s+processor writing: p50 [\d.]+ ms, p99 ([\d.]+) ms",
-                    out,
-                    run.name,
-                    missing,
-                )
-                c[label] = f"{idle} / {busy} ms"
+            for server, key in (("featurectl serve", "ours"), ("feast serve", "feast")):
+                for size in (1, 100):
+                    for offered in ("at once", r"[\d,]+/s"):
+                        figures = _find(
+                            rf"^\| {server} \| {size} \| ({offered}) \|\s+([\d,]+)/s .*?p99\s+([\d.]+) ms.*?\|"
+                            rf"\s+([\d,]+)/s .*?p99\s+([\d.]+) ms",
+                            out,
+                            run.name,
+                            missing,
+                        )
+                        if len(figures) == 5:
+                            _, idle_rps, idle_p99, busy_rps, busy_p99 = figures
+                            slot = f"{key}{size}{'at' if offered == 'at once' else 'paced'}"
+                            c[slot] = f"{idle_rps} ({idle_p99} ms) / {busy_rps} ({busy_p99} ms)"
+            idle, busy = _find(
+                r"^\s+in-process SDK, 100 entities\s+idle: p50 [\d.]+ ms, p99 ([\d.]+) ms\s+under ingest: p50 [\d.]+ ms, "
+                r"p99 ([\d.]+) ms",
+                out,
+                run.name,
+                missing,
+            )
+            c["sdk100"] = f"{idle} / {busy} ms"
     lines = [
         "| | " + " | ".join(LABELS[s] for s in STORES) + " |",
         "|---|" + "---:|" * len(STORES),
@@ -218,8 +228,24 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
     row("processor catch-up, rows/s (x Feast push)", "{catch} ({catch_ratio}x)")
     row("Feast store.push(ONLINE) into the same store (anchor), rows/s", "{push}")
     row("freshness at the bench's rate, commit -> online p50 / p99", "{fresh}")
-    row("lookup p99, HTTP 1 entity: idle / under ingest", "{http1}")
-    row("lookup p99, HTTP 100 entities: idle / under ingest", "{http100}")
+    row(
+        "HTTP 1 entity, 8 connections at once: featurectl serve lookups/s (p99), idle / under ingest",
+        "{ours1at}",
+    )
+    row("  same, Feast's own server (feast serve, the anchor)", "{feast1at}")
+    row(
+        "HTTP 1 entity offered at 2,500/s: featurectl serve lookups/s (p99), idle / under ingest",
+        "{ours1paced}",
+    )
+    row(
+        "HTTP 100 entities, 8 connections at once: featurectl serve lookups/s (p99), idle / under ingest",
+        "{ours100at}",
+    )
+    row("  same, Feast's own server (feast serve, the anchor)", "{feast100at}")
+    row(
+        "HTTP 100 entities offered at 400/s: featurectl serve lookups/s (p99), idle / under ingest",
+        "{ours100paced}",
+    )
     row("lookup p99, in-process SDK 100 entities: idle / under ingest", "{sdk100}")
     for run, out in outputs.items():
         if run.name == "vector_scale_bench":
@@ -279,7 +305,7 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
                 run.name,
                 missing,
             )
-            row = _find(
+            row_view = _find(
                 r"^\| anchor: row view lookup p50 / p99, 1 order \| ([\d.]+) / ([\d.]+) ms \|",
                 out,
                 run.name,
@@ -306,7 +332,7 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
             lines.append(
                 f"\naggregation view (SQLite; orders -> order_status + customer_orders): catch-up {orders} orders/s, "
                 f"commit -> value readable p50 / p99 {fresh[0]} / {fresh[1]} ms; lookup of 1 customer ({one[0]} orders "
-                f"in 30 d, computed at read time) p50 / p99 {one[1]} / {one[2]} ms vs a row view's {row[0]} / {row[1]} ms; "
+                f"in 30 d, computed at read time) p50 / p99 {one[1]} / {one[2]} ms vs a row view's {row_view[0]} / {row_view[1]} ms; "
                 f"state {stored[0]} contributions for {stored[1]} orders within the longest window; training set of "
                 f"{agg_set[0]} labels {agg_set[1]} s vs a row view's {row_set[0]} s"
             )
