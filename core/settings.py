@@ -141,6 +141,15 @@ class Settings(BaseSettings):
         description="Worker processes of `featurectl serve` (one per core serves the most lookups; "
         "docs/serving.md).",
     )
+    serve_tls_key: Path | None = Field(
+        None,
+        description="Private key (PEM) of the feature server's certificate: with serve_tls_cert, "
+        "`featurectl serve` answers HTTPS only (Feast's own TLS).",
+    )
+    serve_tls_cert: Path | None = Field(
+        None,
+        description="Certificate (PEM, the chain after it) `featurectl serve` presents; with serve_tls_key.",
+    )
     serving_rt_priority: int = Field(
         1,
         ge=0,

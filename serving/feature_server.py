@@ -45,9 +45,11 @@ class FeatureServer:
         rt_priority: int = 0,
         workers: int = 1,
         lookups: str = "direct",
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.repo = repo
         self.workers = workers
+        self.tls = tls  # (key, certificate): HTTPS only (Feast's own --key/--cert)
         self.lookups = (
             lookups  # "direct": serving/fast_app.py answers plain lookups; "feast": Feast's app all
         )
@@ -63,12 +65,14 @@ class FeatureServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def healthy(self) -> bool:
-        """True if a feature server answers GET /health at this address."""
+        """True if a feature server answers GET /health at this address (over TLS, without checking its
+        certificate: this asks whether our own child answers, not who it is)."""
         try:
-            return requests.get(f"{self.url}{self.health_path}", timeout=1).status_code == 200
+            answer = requests.get(f"{self.url}{self.health_path}", timeout=1, verify=not self.tls)
+            return answer.status_code == 200
         except requests.RequestException:
             return False
 
@@ -120,6 +124,15 @@ class FeatureServer:
             str(self.port),
         ]
         argv += self._extra_args()
+        if self.tls:
+            key, cert = self.tls
+            for path, what in ((key, "private key"), (cert, "certificate")):
+                if not path.is_file():
+                    raise FeatureCtlError(
+                        f"the feature server's TLS {what} {path} does not exist",
+                        "set FEATURECTL_SERVE_TLS_KEY and FEATURECTL_SERVE_TLS_CERT to PEM files this user can read",
+                    )
+            argv += ["--key", str(key), "--cert", str(cert)]
         out = open(self.log, "ab") if self.log else None  # noqa: SIM115 - handed to the children
         env = {**os.environ, "FEAST_USAGE": "False", LOOKUPS_ENV: self.lookups}
         if self.workers > 1:

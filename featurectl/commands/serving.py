@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from core.errors import FeatureCtlError
 from featurectl.options import (
     METRICS_PORT,
     run_server,
@@ -39,6 +42,7 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None, workers: i
         metrics_port=ctx.meta.get("metrics_port"),  # Feast's own server metrics, on the same address
         rt_priority=settings.serving_rt_priority,
         workers=workers or settings.serve_workers,
+        tls=_tls(settings.serve_tls_key, settings.serve_tls_cert),
     )
     run_server(
         server,
@@ -46,6 +50,16 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None, workers: i
         f"  curl -s -X POST {server.url}/get-online-features -H 'Content-Type: application/json' "
         """-d '{"features": ["customer_profile:segment"], "entities": {"customer_id": [1]}}'""",
     )
+
+
+def _tls(key: Path | None, cert: Path | None) -> tuple[Path, Path] | None:
+    if (key is None) != (cert is None):
+        raise FeatureCtlError(
+            "TLS needs both the private key and the certificate: only "
+            f"{'FEATURECTL_SERVE_TLS_KEY' if key else 'FEATURECTL_SERVE_TLS_CERT'} is set",
+            "set both FEATURECTL_SERVE_TLS_KEY and FEATURECTL_SERVE_TLS_CERT, or neither (plain HTTP)",
+        )
+    return (key, cert) if key is not None and cert is not None else None
 
 
 @click.command("ui")

@@ -92,7 +92,8 @@ def _fill(store: FeatureStore) -> None:
 def servers(
     fresh_store: FeatureStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[str, str]]:
-    """Our server and Feast's own app (FEAST_SERVE_LOOKUPS=feast) over the store's repository, customer_profile
+    """Our server (two worker processes on one port) and Feast's own app (FEAST_SERVE_LOOKUPS=feast) over the
+    store's repository, customer_profile
     with a ttl (expired values are part of the answer). One hash seed for both: Feast builds some error messages
     from sets, so two Feast servers with different seeds word them differently."""
     monkeypatch.setenv("PYTHONHASHSEED", "47")
@@ -101,11 +102,14 @@ def servers(
     fresh_store.apply([view])
     _fill(fresh_store)
     repo = Path(str(fresh_store.repo_path))
-    ours = FeatureServer(repo, "127.0.0.1", _free_port(), log=tmp_path / "ours.log")
+    ours = FeatureServer(repo, "127.0.0.1", _free_port(), log=tmp_path / "ours.log", workers=2)
     feasts = FeatureServer(repo, "127.0.0.1", _free_port(), log=tmp_path / "feast.log", lookups="feast")
     try:
         ours.start()
         feasts.start()
+        assert len(ours.procs) == 2 and all(ours._listening(p) for p in ours.procs), (
+            "both workers on the port"
+        )
         yield ours.url, feasts.url
     finally:
         ours.stop()
@@ -129,7 +133,9 @@ def plain(draw: st.DrawFn) -> dict[str, Any]:
     pool = {"customer": customers, "product": products, "both": customers + products}[pick]
     rows = draw(st.integers(1, 120))
     ids = st.lists(st.integers(0, 45), min_size=rows, max_size=rows)
-    keys = {"customer": ["customer_id"], "product": ["product_id"], "both": ["customer_id", "product_id"]}[pick]
+    keys = {"customer": ["customer_id"], "product": ["product_id"], "both": ["customer_id", "product_id"]}[
+        pick
+    ]
     body: dict[str, Any] = {
         "features": draw(st.lists(st.sampled_from(pool), min_size=1, max_size=6, unique=True)),
         "entities": {k: draw(ids) for k in keys},
@@ -149,7 +155,9 @@ def odd(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.integers(0, 9)):
         keys = draw(st.lists(st.sampled_from(KEYS), max_size=3, unique=True))
         body["entities"] = {
-            k: draw(st.lists(KEY_VALUES, min_size=rows, max_size=rows + (0 if draw(st.integers(0, 4)) else 1)))
+            k: draw(
+                st.lists(KEY_VALUES, min_size=rows, max_size=rows + (0 if draw(st.integers(0, 4)) else 1))
+            )
             for k in keys
         }
     if draw(st.booleans()):
@@ -192,14 +200,20 @@ def test_feature_server_answers_as_feasts_own(servers: tuple[str, str]) -> None:
     ours, feasts = servers
     # The plain request of the README, a 100-entity one, and one with expired and absent values.
     plain = json.dumps(
-        {"features": REFS[:5], "entities": {"customer_id": [*CUSTOMERS, 41, 1, 4]}, "full_feature_names": True}
+        {
+            "features": REFS[:5],
+            "entities": {"customer_id": [*CUSTOMERS, 41, 1, 4]},
+            "full_feature_names": True,
+        }
     ).encode()
     answered = _post(ours, plain, "application/json")
     theirs = _post(feasts, plain, "application/json")
     assert _normal(answered) == _normal(theirs)
     statuses = {s for r in answered.json()["results"] for s in r["statuses"]}
     assert {"PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE"} <= statuses, "the corpus covers every status"
-    assert any(isinstance(v, float) and math.isfinite(v) for r in answered.json()["results"] for v in r["values"])
+    assert any(
+        isinstance(v, float) and math.isfinite(v) for r in answered.json()["results"] for v in r["values"]
+    )
 
     seen: dict[int, int] = {}
 
