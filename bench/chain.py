@@ -352,13 +352,16 @@ def table(outputs: dict[Run, str]) -> tuple[list[str], list[str]]:
 
 
 def prepare() -> None:
-    """Start the local stack and both production online stores once, before any bench: benches run side
-    by side in ``--small`` mode, and two of them starting the same server at once race for its port."""
+    """Start the local stack and both production online stores once, and install wrk (the serving bench's load),
+    before any bench: benches run side by side in ``--small`` mode, and two of them starting the same server at
+    once race for its port (two apt-get runs, for dpkg's lock)."""
     from core.settings import load_settings
+    from services.system import ensure_command
     from stack.launcher import STORE_EXTRAS, LocalStack
 
     settings = load_settings()
     LocalStack(settings).up(extras=STORE_EXTRAS)
+    ensure_command("wrk", "wrk")
 
 
 def main() -> None:
