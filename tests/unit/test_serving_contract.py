@@ -26,7 +26,6 @@ from serving.feature_server import FeatureServer
 from stores.registry import open_online_sink
 from stores.sink import UPSERT, SinkRow
 
-NOW = datetime.now(UTC).replace(microsecond=0)
 CUSTOMERS = range(1, 41)  # ids 41.. are never written: NOT_FOUND
 PRODUCTS = range(1, 21)
 TTL = timedelta(hours=1)
@@ -57,11 +56,14 @@ def _free_port() -> int:
 
 def _fill(store: FeatureStore) -> None:
     """Customers (floats with NaN and None, timestamps, strings with non-ASCII) some older than their view's
-    ttl, and products (bools, string arrays), written by the processor's sink."""
+    ttl, and products (bools, string arrays), written by the processor's sink. Ages count from now, the test's
+    start, and stay >= 5 minutes from the ttl for the test's duration: the two servers read at different
+    instants, so a value crossing the boundary between them would differ for a reason of time, not of code."""
+    now = datetime.now(UTC).replace(microsecond=0)
     rows = []
     for i in CUSTOMERS:
         limit: float | None = [1.5, float("nan"), None, -0.0, 1e300, 123456789.125][i % 6]
-        when = NOW - (TTL + timedelta(minutes=5) if i % 4 == 0 else timedelta(minutes=i))
+        when = now - (TTL + timedelta(minutes=5) if i % 4 == 0 else timedelta(minutes=i))
         features = {
             "country": ["DE", "FR", None, "日本"][i % 4],
             "segment": "gold" if i % 2 else "silver",
@@ -79,7 +81,7 @@ def _fill(store: FeatureStore) -> None:
             "in_stock": i % 2 == 0,
             "tags": ["a", "b"] if i % 3 else [],
         }
-        rows.append(SinkRow("product_details", UPSERT, {"product_id": i}, features, NOW, i, "u", "t"))
+        rows.append(SinkRow("product_details", UPSERT, {"product_id": i}, features, now, i, "u", "t"))
     sink = open_online_sink(store)
     try:
         sink.add(rows)
