@@ -36,15 +36,16 @@ def _json(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that yields ``body`` (already read) once, then defers to the client's."""
+def _replay(body: bytes, receive: Receive, more: bool = False) -> Receive:
+    """A ``receive`` that yields ``body`` (already read; ``more``: only its start) once, then defers to the
+    client's."""
     sent = False
 
     async def replayed() -> Message:
         nonlocal sent
         if not sent:
             sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": more}
         return await receive()
 
     return replayed
@@ -110,7 +111,7 @@ class FastLookupApp:
                     )
                     await send({"type": "http.response.body", "body": answered})
                     return
-            receive = _replay(body, receive) if not more else _prepend(body, receive)
+            receive = _replay(body, receive, more)
         await self.feast_app(scope, receive, send)
 
     def _answer(self, body: bytes) -> bytes | None:
@@ -134,17 +135,3 @@ class FastLookupApp:
             metrics.request_count.labels(endpoint=PATH, status="success").inc()
         metrics.track_online_features_entities(rows)
         return payload
-
-
-def _prepend(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` for a body read in part: the part first, with more to come from the client's."""
-    sent = False
-
-    async def prepended() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": True}
-        return await receive()
-
-    return prepended
