@@ -55,9 +55,9 @@ case "${1:-}" in
   test)
     # The tests also run every online store's local server (each store folder declares its packages and server:
     # --all-stores), Prometheus (with promtool: the alert rules' unit tests), Airflow (its own virtualenv: the
-    # DAGs of jobs/airflow_dags/) and Spark in local mode (tests/unit/test_spark_store.py; its Delta jars come
-    # with --spark) for real.
-    setup "dev,spark" --all-stores --with prometheus --spark --airflow
+    # DAGs of jobs/airflow_dags/), Spark in local mode (tests/unit/test_spark_store.py; its Delta jars come
+    # with --spark) and Keycloak (tests/unit/test_auth.py: the servers' tokens) for real.
+    setup "dev,spark" --all-stores --with prometheus --with keycloak --spark --airflow
     # A headless browser renders the drift report in tests/unit/test_drift_html.py (Debian package).
     .venv/bin/python -c 'from services.system import ensure_command; ensure_command("chromium-headless-shell", "chromium-headless-shell")'
     # tests/integration/test_image.py builds the image (Dockerfile) with podman on a Debian base (Debian packages).

@@ -91,7 +91,7 @@ def write_changes(conninfo: str, table: str, ids: list[int], changes: Any, stop:
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-local first, last, size = {first}, {last}, {size}
+{headers}local first, last, size = {first}, {last}, {size}
 local features = '{features}'
 local pause, low = {pause}, math.floor({pause})
 math.randomseed({seed})
@@ -119,12 +119,13 @@ def load(
     connections: int,
     root: Path,
     rate: float = 0,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """``wrk`` posting lookups of ``size`` random customers for ``seconds``: requests/s and latency (ms); its
     errors (non-2xx answers, socket errors) are counted, not hidden. ``rate`` > 0: each connection pauses
     between a response and its next request so that all of them together offer about ``rate`` requests/s (a
     short run first measures the time a request takes at that pace, and the pause is set from it); 0: each
-    sends its next request at once (the server's most lookups/s)."""
+    sends its next request at once (the server's most lookups/s). ``headers`` go with every request."""
     import json
 
     def run(pause_ms: float, duration: float) -> dict[str, float]:
@@ -137,6 +138,9 @@ def load(
                 features=json.dumps(FEATURES),
                 seed=size,
                 pause=f"{pause_ms:.3f}",
+                headers="".join(
+                    f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in (headers or {}).items()
+                ),
             )
         )
         done = subprocess.run(

@@ -8,6 +8,17 @@ HTTP and scores them. The "model" is a stand-in formula; the feature fetch is th
 
 A missing entity is not an error: Feast answers with status NOT_FOUND and a null value, and the
 service scores with defaults. In-process use of the same lookup: FeatureStore.get_online_features.
+
+When the feature server checks tokens (feature_store.yaml's ``auth: type: oidc``; docs/serving.md), the service
+gets one from the OIDC provider as a client with a secret (OAuth2 client credentials, through Feast's own token
+client, which reuses a token until shortly before it expires) and sends it with every fetch:
+
+    FEATURE_SERVER_CLIENT_SECRET=<secret> .venv/bin/python examples/model_service.py --customer 1 --product 2 \
+        --auth-discovery-url http://127.0.0.1:29180/realms/feast/.well-known/openid-configuration
+
+(the local Keycloak's client ``model-service``; its secret is keycloak_model_service_secret in the stack's
+secrets file). A refused token (401) is dropped and fetched again once; a 403 names the view the client may not
+read.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -29,13 +41,36 @@ FEATURES = [
 SEGMENT_WEIGHT = {"gold": 1.0, "platinum": 1.5, "silver": 0.5}
 
 
-def fetch(server: str, customer_id: int, product_id: int, timeout_s: float = 1.0) -> dict[str, Any]:
+class Tokens:
+    """Access tokens for the feature server from an OIDC provider (client credentials), by Feast's token client."""
+
+    def __init__(self, discovery_url: str, client_id: str, client_secret: str) -> None:
+        from feast.permissions.auth_model import OidcClientAuthConfig
+        from feast.permissions.client.oidc_authentication_client_manager import OidcAuthClientManager
+
+        config = OidcClientAuthConfig(
+            type="oidc", auth_discovery_url=discovery_url, client_id=client_id, client_secret=client_secret
+        )
+        self._manager = OidcAuthClientManager(config)
+
+    def header(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._manager.get_token()}"}
+
+    def refused(self) -> None:
+        """The server refused the token (revoked, or the provider restarted): the next header fetches anew."""
+        self._manager.invalidate_token()
+
+
+def fetch(
+    server: str, customer_id: int, product_id: int, tokens: Tokens | None = None, timeout_s: float = 1.0
+) -> dict[str, Any]:
     """One POST /get-online-features for both entities; feature name -> value (None if not found)."""
-    response = requests.post(
-        f"{server}/get-online-features",
-        json={"features": FEATURES, "entities": {"customer_id": [customer_id], "product_id": [product_id]}},
-        timeout=timeout_s,
-    )
+    body = {"features": FEATURES, "entities": {"customer_id": [customer_id], "product_id": [product_id]}}
+    url = f"{server}/get-online-features"
+    response = requests.post(url, json=body, headers=tokens.header() if tokens else {}, timeout=timeout_s)
+    if response.status_code == 401 and tokens is not None:
+        tokens.refused()
+        response = requests.post(url, json=body, headers=tokens.header(), timeout=timeout_s)
     response.raise_for_status()
     body = response.json()
     names = body["metadata"]["feature_names"]
@@ -54,8 +89,8 @@ def score(features: dict[str, Any]) -> float:
     return 1 / (1 + math.exp(-z))
 
 
-def handle(server: str, request: dict[str, Any]) -> dict[str, Any]:
-    features = fetch(server, int(request["customer_id"]), int(request["product_id"]))
+def handle(server: str, request: dict[str, Any], tokens: Tokens | None = None) -> dict[str, Any]:
+    features = fetch(server, int(request["customer_id"]), int(request["product_id"]), tokens)
     return {"score": round(score(features), 4), "features": features}
 
 
@@ -65,16 +100,31 @@ def main() -> None:
     ap.add_argument("--customer", type=int)
     ap.add_argument("--product", type=int)
     ap.add_argument("--listen", type=int, help="serve POST /score on this port instead")
+    ap.add_argument(
+        "--auth-discovery-url",
+        help="the OIDC provider's discovery document, when the feature server checks tokens; the client secret "
+        "comes from the environment variable FEATURE_SERVER_CLIENT_SECRET",
+    )
+    ap.add_argument("--client-id", default="model-service", help="this service's client in the OIDC provider")
     args = ap.parse_args()
+    tokens = None
+    if args.auth_discovery_url:
+        secret = os.environ.get("FEATURE_SERVER_CLIENT_SECRET")
+        if not secret:
+            ap.error("--auth-discovery-url needs the client's secret in FEATURE_SERVER_CLIENT_SECRET")
+        tokens = Tokens(args.auth_discovery_url, args.client_id, secret)
     if args.listen is None:
-        print(json.dumps(handle(args.server, {"customer_id": args.customer, "product_id": args.product})))
+        request = {"customer_id": args.customer, "product_id": args.product}
+        print(json.dumps(handle(args.server, request, tokens)))
         return
 
     class Score(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             try:
                 request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                status, body = 200, handle(args.server, request)
+                status, body = 200, handle(args.server, request, tokens)
+            except requests.HTTPError as exc:  # the feature server refused: its reason (a 403 names the view)
+                status, body = 502, {"error": f"feature server: {exc.response.status_code} {exc.response.text}"}
             except (ValueError, KeyError, TypeError) as exc:
                 status, body = 400, {"error": f"expected {{'customer_id': int, 'product_id': int}}: {exc}"}
             payload = json.dumps(body).encode()

@@ -46,5 +46,7 @@ customer_profile = FeatureView(
         # is masked where the raw change is kept (the dead-letter topic).
         "pii.email": "hash",
         "pii.full_name": "mask",
+        # Derived from personal data: read only with the role pii-reader (permissions.py).
+        "pii": "true",
     },
 )

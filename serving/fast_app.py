@@ -4,7 +4,8 @@
 path, the lifespan, the health check) goes to Feast's own app unchanged, with the body replayed. The lookup
 runs on the event loop, not in a thread pool: a read is a fraction of a millisecond on the local stores, and
 a hop to a thread costs about as much (several workers, ``--workers``, use the cores). While Feast's
-authorization is on (``auth:`` in feature_store.yaml), every request goes to Feast's app, which enforces it.
+authorization is on (``auth:`` in feature_store.yaml), a lookup is answered here only when Feast's own token
+parser and permissions grant it (serving/fast_auth.py); Feast's app refuses the rest with its 401 or 403.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 from feast import FeatureStore
 
-from serving.lookup import Lookups
+from serving.fast_auth import Authorizer
+from serving.lookup import Lookups, Plan
 
 logger = logging.getLogger(__name__)
 
@@ -56,24 +58,34 @@ class FastLookupApp:
 
     def __init__(self, feast_app: ASGIApp, store: FeatureStore) -> None:
         self.feast_app = feast_app
+        self.store = store
         self.lookups = Lookups(store)
         self._enabled: bool | None = None
+        self._auth: Authorizer | None = None
         from feast.infra.feature_servers.base_config import MetricsConfig
 
         metrics = getattr(getattr(store.config, "feature_server", None), "metrics", None)
         self._bins = getattr(metrics, "feature_count_bins", None) or MetricsConfig().feature_count_bins
 
     def enabled(self) -> bool:
-        """Off while Feast's authorization is configured: Feast's app checks every request then."""
+        """On, with Feast's authorization checked first when it is configured (then ``self._auth`` is set)."""
         if self._enabled is None:
             from feast.permissions.security_manager import get_security_manager, is_auth_necessary
 
             try:
-                self._enabled = not is_auth_necessary(get_security_manager())
+                if is_auth_necessary(get_security_manager()):
+                    self._auth = Authorizer(self.store)
+                self._enabled = True
             except Exception:  # unknown: let Feast decide every request
+                logger.exception("Feast's authorization could not be read: every request goes to Feast's app")
                 self._enabled = False
             logger.info(
-                "plain lookups %s", "answered directly" if self._enabled else "left to Feast (auth is on)"
+                "plain lookups %s",
+                "left to Feast"
+                if not self._enabled
+                else "answered directly, when Feast's token check and permissions grant them"
+                if self._auth
+                else "answered directly",
             )
         return self._enabled
 
@@ -85,6 +97,17 @@ class FastLookupApp:
             and _json(scope["headers"])
             and self.enabled()
         ):
+            permits = None
+            if self._auth is not None:
+                user = await self._auth.user(scope["headers"]) if not scope.get("query_string") else None
+                if user is None:  # Feast's app refuses it (401), or decides with its ``project`` scope
+                    await self.feast_app(scope, receive, send)
+                    return
+                auth = self._auth
+
+                def permits(plan: Plan) -> bool:
+                    return auth.permits(user, plan)
+
             chunks, size, more = [], 0, True
             while more:
                 message = await receive()
@@ -97,7 +120,7 @@ class FastLookupApp:
                     break
             body = b"".join(chunks)
             if not more:
-                answered = self._answer(body)
+                answered = self._answer(body, permits)
                 if answered is not None:
                     await send(
                         {
@@ -114,7 +137,7 @@ class FastLookupApp:
             receive = _replay(body, receive, more)
         await self.feast_app(scope, receive, send)
 
-    def _answer(self, body: bytes) -> bytes | None:
+    def _answer(self, body: bytes, permits: Callable[[Plan], bool] | None) -> bytes | None:
         # Feast's request metrics, as its handler records them; a declined request is counted by Feast's app.
         import time
 
@@ -122,7 +145,7 @@ class FastLookupApp:
         from feast.feature_server import bin_feature_count
 
         start = time.monotonic()
-        answered = self.lookups.answer(body)
+        answered = self.lookups.answer(body, permits)
         if answered is None:
             return None
         payload, rows, views, features = answered

@@ -22,8 +22,8 @@ seed, so between two Feast servers too); here they come in the order requested. 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -71,11 +71,12 @@ class ViewRead:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """How to answer one request shape: its entity keys (request order) with their JSON type and range, and
-    the views to read."""
+    the views to read; under authorization, whether each user seen may read them (serving/fast_auth.py)."""
 
     keys: tuple[str, ...]
     types: tuple[tuple[type, tuple[int, int] | None], ...]
     reads: tuple[ViewRead, ...]
+    decisions: dict[tuple[Any, ...], bool] = field(default_factory=dict, compare=False, repr=False)
 
 
 def make_plan(
@@ -163,9 +164,12 @@ class Lookups:
             self._plans[shape] = make_plan(self.store, features, full_names, keys)
         return self._plans[shape]
 
-    def answer(self, body: bytes) -> tuple[bytes, int, int, int] | None:
+    def answer(
+        self, body: bytes, permits: Callable[[Plan], bool] | None = None
+    ) -> tuple[bytes, int, int, int] | None:
         """The JSON body Feast's server would return for ``body``, with the request's entity rows, views and
-        features (for Feast's request metrics); or None if Feast's app must answer it."""
+        features (for Feast's request metrics); or None if Feast's app must answer it (also when ``permits``,
+        the caller's authorization, refuses the plan's views)."""
         try:
             request = _decode(body)
         except msgspec.DecodeError:
@@ -179,7 +183,7 @@ class Lookups:
         if type(full_names) is not bool or any(type(f) is not str for f in features):
             return None
         plan = self._plan(tuple(features), full_names, tuple(entities))
-        if plan is None:
+        if plan is None or (permits is not None and not permits(plan)):
             return None
         columns = [entities[k] for k in plan.keys]
         rows = len(columns[0]) if type(columns[0]) is list else 0

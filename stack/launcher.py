@@ -7,8 +7,9 @@ by pid, gracefully and then harder, and keeps data unless asked to wipe.
 Extras (``FEATURECTL_STACK_EXTRAS`` or ``stack up --with``) are the online stores' local servers, each
 declared by its store folder (stores/<name>/, ``KIND.local``: ``online-postgres``, ``redis``, ``milvus``; a
 store may also be started because the feature repo's feature_store.yaml names its local server), and
-``prometheus`` (stack/prometheus.py, also ``FEATURECTL_MONITORING=1``). ``down`` and ``status`` cover every
-extra that runs, whichever way it was started.
+``prometheus`` (stack/prometheus.py, also ``FEATURECTL_MONITORING=1``), and ``keycloak`` (stack/keycloak.py, the
+OIDC provider; also started when feature_store.yaml's ``auth:`` names its address). ``down`` and ``status`` cover
+every extra that runs, whichever way it was started.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from stack.connect import ConnectWorker
 from stack.extras import ensure_requirements
 from stack.jars import ensure_jars, jars_for
 from stack.kafka import KafkaBroker
+from stack.keycloak import SECRETS as KEYCLOAK_SECRETS
+from stack.keycloak import Keycloak
 from stack.postgres import Postgres
 from stack.prometheus import PrometheusServer
 from stores.local import LocalServer
@@ -41,10 +44,11 @@ GENERATED_SECRETS = (
     *(secret for kind in STORES.values() if kind.local for secret in kind.local.secrets),
     "kafka_sasl_password",
     "pii_hash_key",
+    *KEYCLOAK_SECRETS,
 )
 CORE = ("connect", "kafka", "postgres")  # stop order
 STORE_EXTRAS = tuple(STORES)  # the online stores' local servers among the extras
-EXTRAS = (*STORE_EXTRAS, "prometheus")
+EXTRAS = (*STORE_EXTRAS, "prometheus", "keycloak")
 
 
 @dataclass
@@ -65,21 +69,32 @@ class StackStatus:
         return asdict(self)
 
 
-Service = Postgres | KafkaBroker | ConnectWorker | PrometheusServer | LocalServer
+Service = Postgres | KafkaBroker | ConnectWorker | PrometheusServer | Keycloak | LocalServer
 
 
 def _declared_servers(settings: Settings) -> list[str]:
-    """The local store servers the feature repo's feature_store.yaml writes to (started without --with)."""
+    """The local servers the feature repo's feature_store.yaml names (started without --with): the store servers
+    it writes to, and the Keycloak its ``auth:`` asks for tokens from."""
     import yaml
 
     path = settings.feature_repo / "feature_store.yaml"
     try:
-        online = (yaml.safe_load(path.read_text()) or {}).get("online_store") or {}
+        config = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return []  # feast-apply reports a broken file; the stack starts without it
-    if not isinstance(online, dict):
+    if not isinstance(config, dict):
         return []
-    return [name for name, kind in STORES.items() if kind.declared_locally(settings, online)]
+    online, auth = config.get("online_store") or {}, config.get("auth") or {}
+    names = [
+        name
+        for name, kind in STORES.items()
+        if isinstance(online, dict) and kind.declared_locally(settings, online)
+    ]
+    if isinstance(auth, dict) and str(auth.get("auth_discovery_url", "")).startswith(
+        Keycloak(settings).url + "/"
+    ):
+        names.append("keycloak")
+    return names
 
 
 class LocalStack:
@@ -90,6 +105,7 @@ class LocalStack:
         self.kafka = KafkaBroker(settings, self.jars)
         self.connect = ConnectWorker(settings, self.jars)
         self.prometheus = PrometheusServer(settings)
+        self.keycloak = Keycloak(settings)
         self._stores: dict[str, LocalServer] = {}
 
     def store_server(self, name: str) -> LocalServer:
@@ -120,6 +136,7 @@ class LocalStack:
             "kafka": self.kafka,
             "connect": self.connect,
             "prometheus": self.prometheus,
+            "keycloak": self.keycloak,
         }
         return services[name]
 
@@ -135,6 +152,8 @@ class LocalStack:
                 self.store_server(name).ensure_installed()
         if "prometheus" in wanted:
             self.prometheus.ensure_installed()
+        if "keycloak" in wanted:
+            self.keycloak.ensure_installed()
         self.jars = ensure_jars(self.settings)
 
     def up(self, connector: ConnectorDefinition | None = None, extras: tuple[str, ...] = ()) -> float:
@@ -163,6 +182,9 @@ class LocalStack:
         self.connect.start()
         if "prometheus" in wanted:
             self.prometheus.start()
+        if "keycloak" in wanted:
+            self.keycloak.start()
+            self.keycloak.bootstrap()
         return time.monotonic() - started
 
     def down(self, wipe: bool = False, services: tuple[str, ...] = ()) -> list[str]:
@@ -178,6 +200,7 @@ class LocalStack:
             for name in STORE_EXTRAS:
                 self.store_server(name).wipe()
             self.prometheus.wipe()
+            self.keycloak.wipe()
             self.postgres.wipe()
             shutil.rmtree(self.settings.data_dir, ignore_errors=True)
             logger.info("wiped %s", self.settings.data_dir)
@@ -208,6 +231,9 @@ class LocalStack:
         prom = self.prometheus
         if "prometheus" in self.extras() or prom.pid() is not None:
             checks.append((prom.name, prom.pid(), prom.url, prom.ready))
+        kc = self.keycloak
+        if "keycloak" in self.extras() or kc.pid() is not None:
+            checks.append((kc.name, kc.pid(), kc.url, kc.ready))
         for name, pid, address, probe in checks:
             if pid is None:
                 out.services.append(ServiceStatus(name, "STOPPED", None, address))

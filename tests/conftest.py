@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import PROJECT_ROOT, Settings, ensure_secrets_file, load_settings
+from stack.keycloak import Keycloak
 from stack.launcher import GENERATED_SECRETS
 from stores.local import LocalServer
 from stores.registry import OnlineStoreKind, kinds
@@ -115,6 +116,23 @@ def _fixture(kind: OnlineStoreKind) -> object:
 for _kind in kinds():
     if _kind.local is not None:
         globals()[f"local_{_kind.name}"] = _fixture(_kind)
+
+
+@pytest.fixture(scope="session")
+def local_keycloak() -> Iterator[Keycloak]:
+    """The project's Keycloak (stack/keycloak.py) with its realm, on a port of its own, for the session."""
+    data = _TEST_DIR / "keycloak"
+    data.parent.mkdir(exist_ok=True)
+    data.parent.chmod(0o700)
+    port = Settings.model_fields["keycloak_port"].default + 1000 + _OFFSET
+    keycloak = Keycloak(load_settings(data_dir=data, keycloak_port=port))
+    keycloak.stop()  # a previous run's leftovers
+    shutil.rmtree(data, ignore_errors=True)
+    keycloak.start()
+    keycloak.bootstrap()
+    yield keycloak
+    keycloak.stop()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 _SUMMARIES: list[str] = []

@@ -25,11 +25,12 @@ WITH_EXTRAS = click.option(
     "--with",
     "extras",
     multiple=True,
-    type=click.Choice([*STORE_SERVERS, "prometheus"]),
+    type=click.Choice([*STORE_SERVERS, "prometheus", "keycloak"]),
     help="Also run this service locally (repeatable; or FEATURECTL_STACK_EXTRAS): an online store's local server ("
     + ", ".join(f"{name} = {label}" for name, label in STORE_SERVERS.items())
-    + "; also when feature_store.yaml names it), or prometheus = Prometheus with the alert rules, scraping "
-    "featurectl's /metrics ports (or FEATURECTL_MONITORING=1).",
+    + "; also when feature_store.yaml names it), prometheus = Prometheus with the alert rules, scraping "
+    "featurectl's /metrics ports (or FEATURECTL_MONITORING=1), or keycloak = Keycloak, the OIDC provider of "
+    "`featurectl serve` and `ui` (also when feature_store.yaml's auth: names it).",
 )
 
 
@@ -89,7 +90,7 @@ def stack_up(ctx: click.Context, extras: tuple[str, ...]) -> None:
     "--service",
     "services",
     multiple=True,
-    type=click.Choice(["postgres", "kafka", "connect", *STORE_SERVERS, "prometheus"]),
+    type=click.Choice(["postgres", "kafka", "connect", *STORE_SERVERS, "prometheus", "keycloak"]),
     help="Stop only these services (repeatable).",
 )
 @click.pass_context
@@ -120,6 +121,22 @@ def stack_status(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"connector       {c['state']:<10} {c['name']:<28} {tasks}")
     if any(s.state != "RUNNING" for s in status.services):
         sys.exit(1)
+
+
+@stack.command("token")
+@click.argument("client", type=click.Choice(["model-service", "analytics"]))
+@click.pass_context
+def stack_token(ctx: click.Context, client: str) -> None:
+    """Print an access token of the local Keycloak's service-account CLIENT, for a request by hand:
+
+    curl -H "Authorization: Bearer $(featurectl stack token model-service)" ...
+
+    model-service reads every feature; analytics is refused the views tagged pii=true (feature_repo/permissions.py).
+    Tokens last 5 minutes.
+    """
+    from stack.keycloak import Keycloak
+
+    click.echo(Keycloak(settings_of(ctx)).token(client))
 
 
 COMMANDS = [stack]
