@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from feast import FeatureStore
 from feast.data_source import PushMode
 from psycopg import sql
@@ -73,6 +73,17 @@ def seed(conninfo: str, table: str, rows: int) -> list[int]:
     return ids
 
 
+# A new topic's partitions before their leader is elected: the watermark is asked again.
+NOT_YET = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+    }
+)
+
+
 def wait_in_kafka(bootstrap: str, topic: str, count: int, timeout: float = 600) -> float:
     """Wait until ``topic`` holds ``count`` messages (the sum of its partitions' high watermarks; the topic
     is the bench table's own, so every message is one of its changes); the seconds it took. A catch-up
@@ -85,8 +96,17 @@ def wait_in_kafka(bootstrap: str, topic: str, count: int, timeout: float = 600) 
             held = 0
             meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
             if meta is not None and meta.error is None:
-                for partition in meta.partitions:
-                    held += consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+                try:
+                    for partition in meta.partitions:
+                        held += consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[
+                            1
+                        ]
+                except KafkaException as exc:
+                    # A topic Debezium has just created may have no leader yet (NOT_LEADER_FOR_PARTITION, seen in
+                    # CI): asked again at the next poll, until the deadline.
+                    if exc.args[0].code() not in NOT_YET:
+                        raise
+                    held = 0
             if held >= count:
                 return time.monotonic() - start
             if time.monotonic() - start > timeout:

@@ -17,7 +17,7 @@ client, which reuses a token until shortly before it expires) and sends it with 
         --auth-discovery-url http://127.0.0.1:29180/realms/feast/.well-known/openid-configuration
 
 (the local Keycloak's client ``model-service``; its secret is keycloak_model_service_secret in the stack's
-secrets file). A refused token (401) is dropped and fetched again once; a 403 names the view the client may not
+``keycloak/clients.env``). A refused token (401) is dropped and fetched again once; a 403 names the view the client may not
 read.
 """
 

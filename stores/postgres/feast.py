@@ -61,6 +61,7 @@ from core.errors import ConfigError
 from embeddings.spec import EmbeddingSpec, VectorField, spec_for
 from stores import contributions
 from stores.documents import Document, V2DocumentsOnly, in_entity_key_order, query_spec
+from stores.postgres.priority import share_priority
 from stores.postgres.tables import (
     MODELS,
     OPERATORS,
@@ -216,6 +217,7 @@ def _pool(config: Any) -> ConnectionPool:
         open=False,
         kwargs=_get_conn_kwargs(config),
         check=ConnectionPool.check_connection,
+        configure=share_priority,
     )
 
 
@@ -286,6 +288,7 @@ class PgVectorOnlineStore(ReadTtl, V2DocumentsOnly, PostgreSQLOnlineStore):
         else:
             if not self._conn or self._conn.closed or self._conn.broken:
                 self._conn = _get_conn(config.online_store)
+                share_priority(self._conn)  # the feature server's backend: lookups first on this host too
             elif self._conn.info.transaction_status != TransactionStatus.IDLE:
                 self._conn.rollback()  # a failed call left it in a transaction: every later one would fail
             self._conn.set_autocommit(autocommit)

@@ -29,7 +29,7 @@ from feast.errors import FeastPermissionError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.settings import PROJECT_ROOT, load_settings, read_secrets_file
+from core.settings import PROJECT_ROOT, load_settings
 from serving.feature_server import FeastUi, FeatureServer
 from stack.keycloak import SERVER_CLIENT, Keycloak
 from stack.launcher import LocalStack
@@ -75,8 +75,10 @@ class Served:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return requests.post(self.lookup_url, json=body, headers=headers, timeout=30)
 
-    def secret(self, name: str) -> str:
-        return read_secrets_file(self.keycloak.settings.secrets_file)[name]
+    def secret(self, client: str) -> str:
+        secret = self.keycloak.client_secret(client)
+        assert secret
+        return secret
 
 
 @pytest.fixture(scope="module")
@@ -207,12 +209,12 @@ def test_authorized_lookups_are_answered_as_feasts_own_app_answers(
             seen[(which, got[0])] = seen.get((which, got[0]), 0) + 1
 
         check()
-        for body in (PERSONAL, GENERAL):
-            for token in tokens:
+        for body in (PERSONAL, GENERAL):  # each token on a personal and a general view, whatever was drawn
+            for which, token in enumerate(tokens):
                 raw = json.dumps(body).encode()
-                assert _normal(post(ours.url, raw, "application/json", token)) == _normal(
-                    post(feasts.url, raw, "application/json", token)
-                )
+                got = _normal(post(ours.url, raw, "application/json", token))
+                assert got == _normal(post(feasts.url, raw, "application/json", token))
+                seen[(which, got[0])] = seen.get((which, got[0]), 0) + 1
         print(f"answers by (token, status): {seen}")
         statuses = {status for _, status in seen}
         assert {200, 401, 403} <= statuses, seen
@@ -254,11 +256,11 @@ def test_feasts_sdk_fetches_a_token_and_is_served(served: Served, tmp_path: Path
         (repo / "feature_store.yaml").write_text(yaml.safe_dump(config))
         return FeatureStore(repo_path=str(repo))
 
-    model = client("model-service", served.secret("keycloak_model_service_secret"))
+    model = client("model-service", served.secret("model-service"))
     rows = model.get_online_features(PERSONAL["features"], entity_rows=[{"customer_id": 7}]).to_dict()
     assert rows == {"customer_id": [7], "segment": ["gold"], "credit_limit": [1500.0]}
 
-    analytics = client("analytics", served.secret("keycloak_analytics_secret"))
+    analytics = client("analytics", served.secret("analytics"))
     with pytest.raises(FeastPermissionError, match="FeatureView:customer_profile"):
         analytics.get_online_features(PERSONAL["features"], entity_rows=[{"customer_id": 7}])
     rows = analytics.get_online_features(GENERAL["features"], entity_rows=[{"product_id": 3}]).to_dict()
@@ -276,7 +278,7 @@ def test_the_example_model_service_sends_its_token(served: Served) -> None:
         "--product",
         "3",
     ]
-    env = {**os.environ, "FEATURE_SERVER_CLIENT_SECRET": served.secret("keycloak_model_service_secret")}
+    env = {**os.environ, "FEATURE_SERVER_CLIENT_SECRET": served.secret("model-service")}
     with_token = [*command, "--auth-discovery-url", served.keycloak.discovery_url]
     scored = subprocess.run(with_token, capture_output=True, text=True, timeout=120, env=env)
     assert scored.returncode == 0, scored.stderr
