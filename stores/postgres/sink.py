@@ -88,6 +88,7 @@ class PostgresOnlineSink(FeastLayoutSink):
         self._evicted: dict[str, float] = {}  # view -> when its expired contributions were last dropped
         self._pending: list[SinkRow] = []
         self._barriers: dict[str, Version] = {}
+        self._analyzed: set[str] = set()  # tables whose planner statistics exist (_analyze_new)
         try:
             self._connection = self._connect()
         except psycopg.OperationalError as exc:
@@ -335,6 +336,7 @@ class PostgresOnlineSink(FeastLayoutSink):
             ).format(t=table, cast=vector_cast),
             (created, keys, names, values, texts, vectors, event_ts),
         )
+        self._analyze_new(cur, table)
         if spec is not None:
             if cleared:  # no text, no vector: the entity leaves similarity results
                 cur.execute(
@@ -346,6 +348,22 @@ class PostgresOnlineSink(FeastLayoutSink):
                 )
             gone = set(cleared)
             self._write_texts(cur, spec, [(k, r) for k, r in items if k not in gone])
+
+    def _analyze_new(self, cur: Any, table: sql.Identifier) -> None:
+        """A table never analyzed (new: `feast apply` made it) gets its planner statistics with its first rows
+        (in this transaction, which ANALYZE counts). Without them Postgres plans a 100-key lookup as a scan of
+        the whole table until autovacuum's first analyze, a minute or more after a bulk load (measured on 25,000
+        rows: 3.0 ms scanned against 0.3 ms by the index). Later the planner scales the estimates by the
+        table's size, and autovacuum refreshes them."""
+        name = table.as_string(self._conn)
+        if name in self._analyzed:
+            return
+        cur.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", (name,))
+        found = cur.fetchone()
+        if found is not None and found[0] < 0:
+            cur.execute(sql.SQL("ANALYZE {}").format(table))
+            logger.info("analyzed %s: its first rows give the planner its statistics", name)
+        self._analyzed.add(name)
 
     def _spec(self, view: FeatureView) -> EmbeddingSpec | None:
         spec = spec_for(view)
