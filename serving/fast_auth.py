@@ -9,8 +9,9 @@ Feast's app makes, each made once and remembered for as long as it holds.
   provider whether a token was revoked.
 - Whether a user may read a plan's views is Feast's ``enforce_policy`` over the registry's permissions, with
   ``READ_ONLINE`` as Feast's app asks, decided once per user (name, roles, groups, namespaces) and plan. Plans are
-  dropped when the registry is refreshed, so a `feast apply` that changes permissions applies within the
-  registry's ``cache_ttl_seconds``, as in Feast's app.
+  dropped when the registry is refreshed, so a `feast apply` that changes permissions applies here within the
+  registry's ``cache_ttl_seconds`` (5 s in the demo), as a changed view does; Feast's app re-reads the
+  permissions from the registry on every request (much of its cost under auth).
 
 Whatever is not granted here (no token, a token the parser refuses, a view not permitted, a ``project`` query
 parameter, which scopes Feast's permissions) goes to Feast's app, which refuses it with its own 401 or 403.
@@ -92,5 +93,7 @@ class Authorizer:
                 decided = True
             except FeastPermissionError:
                 decided = False
+            if len(plan.decisions) >= MAX_TOKENS:  # users come from tokens: kept bounded too
+                plan.decisions.clear()
             plan.decisions[key] = decided
         return decided
