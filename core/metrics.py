@@ -167,6 +167,27 @@ DRIFT_CHECKED = Gauge(
     registry=REGISTRY,
 )
 
+# --- training equals serving (monitoring/consistency.py), set by each `featurectl consistency` run -----------
+CONSISTENCY_VALUES = Gauge(
+    "featurectl_consistency_values",
+    "Served values of a logged feature service's feature in the last check, by outcome (matched, "
+    "missing_online, missing_offline, different; lag and skew split the three that did not match)",
+    ["feature_service", "feature", "outcome"],
+    registry=REGISTRY,
+)
+CONSISTENCY_SKEW = Gauge(
+    "featurectl_consistency_skew",
+    "Served values the history never held as of their request (real skew, not freshness lag), last check",
+    ["feature_service", "feature"],
+    registry=REGISTRY,
+)
+CONSISTENCY_CHECKED = Gauge(
+    "featurectl_consistency_checked_timestamp_seconds",
+    "Unix time of a feature service's last consistency check",
+    ["feature_service"],
+    registry=REGISTRY,
+)
+
 # --- the source: replication slot and connector (monitoring/watch.py) ----------------------------
 SLOT_RETAINED_WAL = Gauge(
     "featurectl_replication_slot_retained_wal_bytes",

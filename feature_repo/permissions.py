@@ -25,8 +25,10 @@ HERE = Path(__file__).resolve().parent
 
 def tagged_personal() -> list[str]:
     """The views and feature services tagged pii=true in this repository's modules (imported as `feast apply`
-    imports them, the repository on the path: a module already imported is not run again)."""
+    imports them, the repository on the path: a module already imported is not run again), and the feature
+    services that read such a view (Feast checks a request naming a service against the service alone)."""
     names = set()
+    services: list[FeatureService] = []
     for path in sorted(HERE.rglob("*.py")):
         parts = path.relative_to(HERE).with_suffix("").parts
         if path.resolve() == Path(__file__).resolve() or any(
@@ -40,6 +42,8 @@ def tagged_personal() -> list[str]:
             if isinstance(obj, (FeatureView, OnDemandFeatureView, FeatureService))
             and obj.tags.get("pii") == "true"
         )
+        services += [obj for obj in vars(module).values() if isinstance(obj, FeatureService)]
+    names.update(s.name for s in services if any(p.name in names for p in s.feature_view_projections))
     return sorted(names)
 
 

@@ -3,8 +3,9 @@ to features a model service reads.
 
 Stack up, connector deployed, `feast apply`, the stream processor running, a demo workload
 changing rows (one of them bad), the change events as a consumer sees them, the online features
-read back through Feast, what went to the dead-letter topic, and a drift check that finds a planted
-shift (a burst of updates multiplying credit limits) and names the feature.
+read back through Feast, what went to the dead-letter topic, a drift check that finds a planted
+shift (a burst of updates multiplying credit limits) and names the feature, and, over the lookups a model
+service made through it all, proof that what was served is what training reads (featurectl/demo_serving.py).
 """
 
 from __future__ import annotations
@@ -384,7 +385,12 @@ def main(settings: Settings) -> None:
             f"check that Kafka is up (`featurectl stack status`); consumer group {settings.processor_group}",
         )
     print(f"stream processor running (group {settings.processor_group})")
+    from featurectl.demo_serving import ModelTraffic, check_consistency
+
+    traffic = ModelTraffic(settings, Postgres(settings).app_conninfo())
     try:
+        traffic.start()
+        print(f"feature server at {traffic.server.url}: a model service looks up purchase_model throughout")
         tag = uuid.uuid4().hex[:8]
         ids = run_workload(Postgres(settings).app_conninfo(), tag)
         print(f"\nworkload {tag}: rows changed in Postgres {ids}\n")
@@ -472,6 +478,9 @@ def main(settings: Settings) -> None:
             "(a first run includes topic creation and the processor's cold start; "
             "steady state: bench/processor_bench.py)"
         )
+        traffic.stop()
+        check_consistency(store, traffic)
     finally:
+        traffic.stop()
         stop.set()
         worker.join(30)

@@ -147,6 +147,7 @@ class HealthCheck:
             ("dead letters", self._dead_letters),
             ("jobs", self._jobs),
             ("drift", self._drift),
+            ("consistency", self._consistency),
         ):
             checks += _guard(name, probe)
         if self._consumer is not None:
@@ -466,6 +467,40 @@ class HealthCheck:
             else:
                 out.append(
                     Check(f"drift {view}", OK, f"no drift (checked {checked:%Y-%m-%d %H:%M:%S}Z)", data=data)
+                )
+        return out
+
+    def _consistency(self) -> list[Check]:
+        """Feature services whose last consistency check (`featurectl consistency`) found served values the
+        history never held: fail (models are served what they were not trained on)."""
+        from monitoring.consistency import load_last as last_consistency
+
+        out = []
+        for service, last in sorted(last_consistency(self.settings.data_dir).items()):
+            checked = datetime.fromtimestamp(float(last["checked_at"]), UTC)
+            skew = dict(last.get("skew") or {})
+            data = {"skew": skew, "rows": last.get("rows"), "checked_at": checked.isoformat()}
+            when = f"checked {checked:%Y-%m-%d %H:%M:%S}Z"
+            if skew:
+                out.append(
+                    Check(
+                        f"consistency {service}",
+                        FAIL,
+                        f"served values the history never held: {', '.join(f'{f} ({n})' for f, n in skew.items())} "
+                        f"({when})",
+                        f"`featurectl consistency {service}` lists examples: find what wrote them online",
+                        data,
+                    )
+                )
+            else:
+                out.append(
+                    Check(
+                        f"consistency {service}",
+                        OK,
+                        f"served = history over {last.get('rows', 0)} row(s), "
+                        f"{last.get('lag', 0)} value(s) explained by freshness lag ({when})",
+                        data=data,
+                    )
                 )
         return out
 

@@ -6,11 +6,14 @@ runs on the event loop, not in a thread pool: a read is a fraction of a millisec
 a hop to a thread costs about as much (several workers, ``--workers``, use the cores). While Feast's
 authorization is on (``auth:`` in feature_store.yaml), a lookup is answered here only when Feast's own token
 parser and permissions grant it (serving/fast_auth.py); Feast's app refuses the rest with its 401 or 403.
+Lookups of a feature service with a ``logging_config`` are logged (serving/served_log.py) when the server was
+given a spool directory; the log is written out at the lifespan's shutdown (a clean stop).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -18,6 +21,7 @@ from feast import FeatureStore
 
 from serving.fast_auth import Authorizer
 from serving.lookup import Lookups, Plan
+from serving.served_log import SPOOL_ENV, ServedLog
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +70,30 @@ class FastLookupApp:
 
         metrics = getattr(getattr(store.config, "feature_server", None), "metrics", None)
         self._bins = getattr(metrics, "feature_count_bins", None) or MetricsConfig().feature_count_bins
+        self._log: tuple[int, ServedLog | None] | None = None
+
+    @property
+    def served_log(self) -> ServedLog | None:
+        """This process's log of served lookups (made in the worker: the app is built before gunicorn forks,
+        and a thread does not survive a fork); None without a spool directory."""
+        if self._log is None or self._log[0] != os.getpid():
+            spool = os.environ.get(SPOOL_ENV)
+            from pathlib import Path
+
+            self._log = (os.getpid(), ServedLog(Path(spool)) if spool else None)
+        return self._log[1]
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Feast's lifespan, with the served log written out before the shutdown completes."""
+
+        async def sending(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                held = self._log
+                if held is not None and held[0] == os.getpid() and held[1] is not None:
+                    held[1].close()
+            await send(message)
+
+        await self.feast_app(scope, receive, sending)
 
     def enabled(self) -> bool:
         """On, with Feast's authorization checked first when it is configured (then ``self._auth`` is set)."""
@@ -90,6 +118,9 @@ class FastLookupApp:
         return self._enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
         if (
             scope["type"] == "http"
             and scope["path"] == PATH
@@ -148,12 +179,16 @@ class FastLookupApp:
         answered = self.lookups.answer(body, permits)
         if answered is None:
             return None
-        payload, rows, views, features = answered
+        payload, plan, rows, features = answered
+        if plan.logged is not None:
+            log = self.served_log
+            if log is not None:
+                log.record(plan.logged, plan.log_rate, body, payload)
         if metrics._config.request:
             metrics.request_latency.labels(
                 endpoint=PATH,
                 feature_count=bin_feature_count(features, self._bins),
-                feature_view_count=str(views),
+                feature_view_count=str(len(plan.reads)),
             ).observe(time.monotonic() - start)
             metrics.request_count.labels(endpoint=PATH, status="success").inc()
         metrics.track_online_features_entities(rows)

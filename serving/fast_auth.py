@@ -72,7 +72,8 @@ class Authorizer:
         return user
 
     def permits(self, user: User, plan: Plan) -> bool:
-        """True if Feast's permissions let ``user`` read every view of ``plan`` online."""
+        """True if Feast's permissions let ``user`` read every view of ``plan`` online; for a plan naming a feature
+        service, the service (what Feast's app checks then, not its views)."""
         key: tuple[Any, ...] = (
             user.username,
             tuple(user.roles),
@@ -87,9 +88,10 @@ class Authorizer:
 
             permissions = self.store.registry.list_permissions(project=self.store.project, allow_cache=True)
             try:
-                enforce_policy(
-                    permissions, user, [read.view for read in plan.reads], [AuthzedAction.READ_ONLINE]
+                resources: list[Any] = (
+                    [plan.service] if plan.service is not None else [read.view for read in plan.reads]
                 )
+                enforce_policy(permissions, user, resources, [AuthzedAction.READ_ONLINE])
                 decided = True
             except FeastPermissionError:
                 decided = False

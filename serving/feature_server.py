@@ -22,13 +22,16 @@ import requests
 from core.errors import FeatureCtlError
 from core.procs import port_owner, realtime_preexec, wait_for, warn_unless_realtime
 from serving.feast_cli import ADDRESS_ENV, LOOKUPS_ENV, REUSE_PORT_ENV
+from serving.served_log import SPOOL_ENV
 
 logger = logging.getLogger(__name__)
 
 
 class FeatureServer:
-    """One ``feast serve`` process (gunicorn and ``workers`` uvicorn workers) running Feast's app behind
-    serving/fast_app.py. ``start`` returns once ``GET /health`` answers 200."""
+    """``workers`` ``feast serve`` processes (each gunicorn and one uvicorn worker) running Feast's app behind
+    serving/fast_app.py, and the shipper of their served logs (serving/log_shipper.py: the lookups of feature
+    services with a ``logging_config``, spooled under ``spool``). ``start`` returns once ``GET /health`` answers
+    200; ``stop`` stops the servers, then the shipper, which ships what they logged first."""
 
     command = "serve"
     health_path = "/health"
@@ -46,8 +49,12 @@ class FeatureServer:
         workers: int = 1,
         lookups: str = "direct",
         tls: tuple[Path, Path] | None = None,
+        spool: Path | None = None,
     ) -> None:
         self.repo = repo
+        # One spool per server address: a server restarted on it ships what the last one left.
+        self.spool = spool or repo / "data" / "logs" / "_spool" / f"{host}-{port}"
+        self.shipper: subprocess.Popen[bytes] | None = None
         self.workers = workers
         self.tls = tls  # (key, certificate): HTTPS only (Feast's own --key/--cert)
         self.lookups = (
@@ -135,6 +142,8 @@ class FeatureServer:
             argv += ["--key", str(key), "--cert", str(cert)]
         out = open(self.log, "ab") if self.log else None  # noqa: SIM115 - handed to the children
         env = {**os.environ, "FEAST_USAGE": "False", LOOKUPS_ENV: self.lookups}
+        if self.command == "serve":
+            env[SPOOL_ENV] = str(self.spool)
         if self.workers > 1:
             env[REUSE_PORT_ENV] = "1"
             # One Prometheus multiprocess directory for all: the first process's metrics server adds them up.
@@ -168,6 +177,8 @@ class FeatureServer:
                 check=self._alive,
             )
         wait_for(self.healthy, timeout_s, f"`feast {self.command}` at {self.url}", check=self._alive)
+        if self.command == "serve":
+            self._start_shipper()
         if self.rt_priority > 0:
             for proc in self.procs:
                 warn_unless_realtime(proc.pid, f"feast {self.command}", self.rt_priority)
@@ -179,14 +190,39 @@ class FeatureServer:
             ", ".join(str(p.pid) for p in self.procs),
         )
 
+    def _start_shipper(self) -> None:
+        out = open(self.log, "ab") if self.log else None  # noqa: SIM115 - handed to the child
+        self.shipper = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serving.log_shipper",
+                "--repo",
+                str(self.repo),
+                "--spool",
+                str(self.spool),
+            ],
+            cwd=self.repo,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            env={**os.environ, "FEAST_USAGE": "False"},
+        )
+        logger.info("served-log shipper started (pid %d, spool %s)", self.shipper.pid, self.spool)
+
     def wait(self) -> int:
-        """Block until a server process exits; stop the others; return its exit code."""
+        """Block until a server process exits; stop the others; return its exit code. A shipper that exits is
+        started again (the spool keeps what the servers log meanwhile)."""
         while True:
             for proc in self.procs:
                 code = proc.poll()
                 if code is not None:
                     self.stop()
                     return code
+            if self.shipper is not None and self.shipper.poll() is not None:
+                logger.error(
+                    "the served-log shipper exited with code %d; starting it again", self.shipper.returncode
+                )
+                self._start_shipper()
             time.sleep(0.5)
 
     def _extra_args(self) -> list[str]:
@@ -215,6 +251,16 @@ class FeatureServer:
                 proc.wait()
         if self._metrics_dir:
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
+        if self.shipper is not None:  # after the servers: it ships what they wrote as they stopped
+            if self.shipper.poll() is None:
+                self.shipper.terminate()
+            try:
+                self.shipper.wait(max(timeout_s, 60))
+            except subprocess.TimeoutExpired:
+                logger.error("the served-log shipper did not finish in time; %s keeps the rest", self.spool)
+                self.shipper.kill()
+                self.shipper.wait()
+            self.shipper = None
 
 
 class FeastUi(FeatureServer):

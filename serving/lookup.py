@@ -11,7 +11,11 @@ types, ttl, resolved once by Feast's own functions), one ``online_read`` per vie
 (the same read Feast makes, so the same values), and the response built directly as the dict Feast's server
 returns (Feast's own value and timestamp converters), encoded by msgspec.
 
-Anything else (another field, a feature service, an on-demand view, an unknown feature, a missing or extra
+A request may name a ``feature_service`` instead of ``features`` (Feast's order: a service's projections, with their
+aliases and join key maps): its plan carries the service, for authorization (Feast checks the service, not its
+views) and for logging what was served (serving/served_log.py) when the service has a ``logging_config``.
+
+Anything else (another field, an on-demand view, an unknown feature, a missing or extra
 key, a value of another type, malformed JSON) returns None, and Feast's own app answers it: its statuses and
 error bodies stay Feast's. A view's ttl applies as on every read of ours (stores/ttl.py). One difference is
 by design: Feast orders a view's features by a Python ``set`` (its order changes with the process's hash
@@ -28,7 +32,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import msgspec
-from feast import FeatureStore, FeatureView
+from feast import FeatureService, FeatureStore, FeatureView
 from feast.feature_server_utils import _timestamp_to_str, _value_to_native
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -40,7 +44,7 @@ from stores.keys import fast_entity_key
 
 logger = logging.getLogger(__name__)
 
-PLAIN_FIELDS = frozenset({"features", "entities", "full_feature_names"})
+PLAIN_FIELDS = frozenset({"features", "feature_service", "entities", "full_feature_names"})
 EPOCH = "1970-01-01T00:00:00Z"  # Feast's timestamp for an entity column and a value not found
 _INT64 = (-(2**63), 2**63 - 1)
 _INT32 = (-(2**31), 2**31 - 1)
@@ -66,32 +70,49 @@ class ViewRead:
     fields: tuple[str, ...]  # ValueProto field of each join key
     types: dict[str, ValueType]  # each join key's value type
     ttl_ns: int
+    prefix: str = ""  # the view's name in references (its projection's alias, if any)
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
     """How to answer one request shape: its entity keys (request order) with their JSON type and range, and
-    the views to read; under authorization, whether each user seen may read them (serving/fast_auth.py)."""
+    the views to read; the feature service it names, if any, and then the names its log gives the response's
+    columns (``logged``, serving/served_log.py); under authorization, whether each user seen may read it
+    (serving/fast_auth.py)."""
 
     keys: tuple[str, ...]
     types: tuple[tuple[type, tuple[int, int] | None], ...]
     reads: tuple[ViewRead, ...]
+    service: FeatureService | None = None
+    logged: bytes | None = None
+    log_rate: float = 0.0  # the service's ``logging_config.sample_rate``
     decisions: dict[tuple[Any, ...], bool] = field(default_factory=dict, compare=False, repr=False)
 
 
 def make_plan(
-    store: FeatureStore, features: Sequence[str], full_names: bool, keys: Sequence[str]
+    store: FeatureStore, requested: Sequence[str] | str, full_names: bool, keys: Sequence[str]
 ) -> Plan | None:
-    """The plan for a request shape, or None when Feast must answer it (see the module docstring). Feast's own
-    functions resolve the references, so what they refuse is refused by Feast's app in its words."""
+    """The plan for a request shape (``requested``: feature references, or a feature service's name), or None
+    when Feast must answer it (see the module docstring). Feast's own functions resolve the references, so what
+    they refuse is refused by Feast's app in its words."""
     from feast import utils
     from feast.feature_view import DUMMY_ENTITY_NAME
 
+    service: FeatureService | None = None
     try:
+        if isinstance(requested, str):
+            service = store.registry.get_feature_service(requested, store.project, allow_cache=True)
+            features = utils._get_features(store.registry, store.project, service, allow_cache=True)
+        else:
+            features = list(requested)
         views, on_demand = utils._get_feature_views_to_use(
-            store.registry, store.project, list(features), allow_cache=True, hide_dummy_entity=False
+            store.registry,
+            store.project,
+            service if service is not None else features,
+            allow_cache=True,
+            hide_dummy_entity=False,
         )
-        grouped, on_demand_refs = utils._group_feature_refs(list(features), views, on_demand)
+        grouped, on_demand_refs = utils._group_feature_refs(features, views, on_demand)
     except Exception:  # Feast's app answers it, with its own error
         return None
     if on_demand or on_demand_refs or len(set(features)) != len(features):
@@ -133,12 +154,19 @@ def make_plan(
                 tuple(fields),
                 {k: key_types[k] for k in join_keys},
                 ttl.ttl_ns(view),
+                prefix,
             )
         )
     if set(key_types) != set(keys):  # a key no view reads: Feast's rules for it are its own
         return None
     types = tuple((_KEY_TYPES[key_types[k]][1], _KEY_TYPES[key_types[k]][2]) for k in keys)
-    return Plan(tuple(keys), types, tuple(reads))
+    logged, rate = None, 0.0
+    if service is not None and service.logging_config is not None:
+        # The response's columns as the service's log names them: join keys, then ``<view>__<feature>``.
+        columns = [*keys] + [f"{read.prefix}__{f}" for read in reads for f in read.features]
+        logged = encode({"service": service.name, "keys": len(keys), "columns": columns})
+        rate = float(service.logging_config.sample_rate)
+    return Plan(tuple(keys), types, tuple(reads), service, logged, rate)
 
 
 class Lookups:
@@ -152,7 +180,7 @@ class Lookups:
         self._registry: object = None
         self._stamps: dict[datetime, tuple[str, int]] = {}
 
-    def _plan(self, features: tuple[str, ...], full_names: bool, keys: tuple[str, ...]) -> Plan | None:
+    def _plan(self, features: tuple[str, ...] | str, full_names: bool, keys: tuple[str, ...]) -> Plan | None:
         registry = getattr(self.store.registry, "cached_registry_proto", None)
         if registry is not self._registry:
             self._plans.clear()
@@ -166,10 +194,10 @@ class Lookups:
 
     def answer(
         self, body: bytes, permits: Callable[[Plan], bool] | None = None
-    ) -> tuple[bytes, int, int, int] | None:
-        """The JSON body Feast's server would return for ``body``, with the request's entity rows, views and
-        features (for Feast's request metrics); or None if Feast's app must answer it (also when ``permits``,
-        the caller's authorization, refuses the plan's views)."""
+    ) -> tuple[bytes, Plan, int, int] | None:
+        """The JSON body Feast's server would return for ``body``, with the plan that answered it and the request's
+        entity rows and features (for Feast's request metrics); or None if Feast's app must answer it (also when
+        ``permits``, the caller's authorization, refuses the plan)."""
         try:
             request = _decode(body)
         except msgspec.DecodeError:
@@ -178,11 +206,19 @@ class Lookups:
             return None
         features, entities = request.get("features"), request.get("entities")
         full_names = request.get("full_feature_names", False)
-        if type(features) is not list or not features or type(entities) is not dict or not entities:
+        service = request.get("feature_service")
+        if service is not None:
+            # Feast ignores ``features`` beside a service; a request with both is left to it.
+            if type(service) is not str or features not in (None, []):
+                return None
+            requested: tuple[str, ...] | str = service
+        elif type(features) is not list or not features or any(type(f) is not str for f in features):
             return None
-        if type(full_names) is not bool or any(type(f) is not str for f in features):
+        else:
+            requested = tuple(features)
+        if type(entities) is not dict or not entities or type(full_names) is not bool:
             return None
-        plan = self._plan(tuple(features), full_names, tuple(entities))
+        plan = self._plan(requested, full_names, tuple(entities))
         if plan is None or (permits is not None and not permits(plan)):
             return None
         columns = [entities[k] for k in plan.keys]
@@ -197,7 +233,8 @@ class Lookups:
                     bounds is not None and not bounds[0] <= cast(int, value) <= bounds[1]
                 ):
                     return None
-        return encode(self._response(plan, columns, rows)), rows, len(plan.reads), len(features)
+        count = sum(len(read.features) for read in plan.reads)
+        return encode(self._response(plan, columns, rows)), plan, rows, count
 
     def _response(self, plan: Plan, columns: list[list[Any]], rows: int) -> dict[str, Any]:
         names = list(plan.keys)

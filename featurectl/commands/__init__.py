@@ -1,5 +1,15 @@
 """One module per command group: each parses, calls the package that does the work, and prints."""
 
-from featurectl.commands import connector, features, jobs, operations, quality, serving, source, stack
+from featurectl.commands import (
+    connector,
+    datasets,
+    features,
+    jobs,
+    operations,
+    quality,
+    serving,
+    source,
+    stack,
+)
 
-GROUPS = (stack, source, connector, features, serving, jobs, quality, operations)
+GROUPS = (stack, source, connector, features, serving, jobs, datasets, quality, operations)

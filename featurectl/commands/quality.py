@@ -66,6 +66,106 @@ def drift_cmd(
         sys.exit(1)
 
 
+@click.command("consistency")
+@click.argument("service", required=False)
+@click.option(
+    "--window",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="Check the lookups logged in this window, ending --until (e.g. 15m, 1d).",
+)
+@click.option(
+    "--until",
+    default=None,
+    metavar="TIME",
+    help="End of the window (ISO 8601); default now minus --settle.",
+)
+@click.option(
+    "--settle",
+    default="30s",
+    show_default=True,
+    metavar="DURATION",
+    help="Leave out the last lookups, whose changes may still be on their way to the history.",
+)
+@click.option(
+    "--sample",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Check this share of the lookups (whole requests, the same ones every run).",
+)
+@click.option(
+    "--lag",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Freshness lag to explain differences by (default: measured from the history).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@SCHEDULE
+@click.pass_context
+def consistency_cmd(
+    ctx: click.Context,
+    service: str | None,
+    window: str,
+    until: str | None,
+    settle: str,
+    sample: float,
+    lag: float | None,
+    as_json: bool,
+    schedule: str | None,
+) -> None:
+    """Recompute what SERVICE served (default: every logged feature service) from the history, as of each request.
+
+    Prints per feature: values compared, matched, missing online, missing offline, different (and the largest
+    relative error), how many of those freshness lag explains and how many are real skew. Exits 1 on real skew
+    (a scheduled run logs it, and keeps the metrics and `featurectl health` up to date).
+    """
+    import json
+
+    from monitoring import consistency
+    from stores.repository import open_store
+    from validation.drift_spec import parse_duration
+
+    settings = settings_of(ctx)
+    skewed: list[str] = []
+
+    def job() -> None:
+        store = open_store(settings)
+        services = (
+            [service]
+            if service
+            else sorted(s.name for s in store.list_feature_services() if s.logging_config is not None)
+        )
+        if not services:
+            from core.errors import ConfigError
+
+            raise ConfigError(
+                "no feature service is logged", "give one a logging_config (feature_repo/feature_services.py)"
+            )
+        end = _parse_time(until) if until else datetime.now(UTC) - parse_duration(settle, "--settle")
+        start = end - parse_duration(window, "--window")
+        reports = []
+        skewed.clear()
+        for name in services:
+            report = consistency.check(store, name, start, end, sample, lag)
+            consistency.export(report)
+            consistency.save_last(settings.data_dir, report)
+            reports.append(report)
+            if report.skew:
+                skewed.append(name)
+            if not as_json:
+                for line in consistency.as_table(report):
+                    click.echo(line)
+        if as_json:
+            click.echo(json.dumps([r.as_dict() for r in reports], indent=1))
+
+    run_job(settings, "consistency", schedule, job)
+    if skewed:
+        sys.exit(1)
+
+
 def _parse_time(text: str) -> datetime:
     from core.errors import ConfigError
 
@@ -78,4 +178,4 @@ def _parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-COMMANDS = [drift_cmd]
+COMMANDS = [drift_cmd, consistency_cmd]

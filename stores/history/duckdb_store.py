@@ -21,6 +21,9 @@ holds the join to the same rule for a history appended any other way.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +65,26 @@ class DeltaDuckDBOfflineStoreConfig(feast_duckdb.DuckDBOfflineStoreConfig):
     ] = TYPE  # type: ignore[assignment]
 
 
+# History path (resolved) -> the files to read instead of its live ones (``reading``).
+_PINNED: ContextVar[dict[str, list[str]] | None] = ContextVar("featurectl_pinned_files", default=None)
+
+
+@contextmanager
+def reading(files: dict[str, list[str]]) -> Iterator[None]:
+    """Within the block, a history whose resolved path is a key of ``files`` is read as exactly those files
+    (a pinned training set: stores/history/datasets.py), not its live ones."""
+    token = _PINNED.set(files)
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
+
+
+def _pinned(path: Path) -> list[str] | None:
+    files = _PINNED.get()
+    return None if files is None else files.get(str(path.resolve()))
+
+
 def _path(source: FileSource, repo_path: str | None) -> Path:
     path = Path(source.path)
     # Feast passes str(config.repo_path), "None" when the config was built without one.
@@ -73,11 +96,14 @@ def read_source(data_source: DataSource, repo_path: str) -> Table:
     if not isinstance(data_source, FileSource) or data_source.path.startswith(("s3://", "gs://", "az://")):
         return feast_duckdb._read_data_source(data_source, repo_path)
     path = _path(data_source, repo_path)
+    pinned = _pinned(path)
+    if pinned:
+        return ibis.read_parquet(pinned, union_by_name=True)
     if isinstance(data_source.file_format, DeltaFormat):
         from deltalake import DeltaTable
 
         table = DeltaTable(str(path))
-        files = table.file_uris()
+        files = table.file_uris() if pinned is None else []
         if not files:
             return ibis.memtable(pa.schema(table.schema().to_arrow()).empty_table())
         return ibis.read_parquet(files, union_by_name=True)
@@ -111,6 +137,9 @@ def _live_files(data_source: FileSource, repo_path: str | None) -> list[str] | N
     if data_source.path.startswith(("s3://", "gs://", "az://")):
         return None
     path = _path(data_source, repo_path)
+    pinned = _pinned(path)
+    if pinned is not None:
+        return list(pinned)
     if isinstance(data_source.file_format, DeltaFormat):
         from deltalake import DeltaTable
 
@@ -317,6 +346,23 @@ class DeltaDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             **_ibis_io(config, read_history),
             filter_by_created_timestamp=filter_by_created_timestamp,
         )
+
+    @staticmethod
+    def write_logged_features(
+        config: RepoConfig,
+        data: pa.Table | Path,
+        source: Any,
+        logging_config: Any,
+        registry: BaseRegistry,
+    ) -> None:
+        """Append a feature service's served log to its Delta table (stores/history/served.py), where Feast's
+        store writes loose Parquet files under the destination path."""
+        import pyarrow.parquet as pq
+
+        from stores.history import served
+
+        table = data if isinstance(data, pa.Table) else pq.read_table(data)
+        served.append(served.destination_path(logging_config.destination, config.repo_path), table)
 
     @staticmethod
     def pull_all_from_table_or_query(

@@ -164,6 +164,12 @@ def test_a_token_without_the_role_is_refused_naming_the_view(served: Served) -> 
     }
     assert served.post(mixed, token=analytics).status_code == 403
     assert values(served.post(GENERAL, token=analytics)) == {"product_id": 3, "price": 19.5}
+    # A feature service is checked as itself (Feast): one reading a personal view is personal too.
+    service = {"feature_service": "purchase_model", "entities": {"customer_id": [7], "product_id": [3]}}
+    refused = served.post(service, token=analytics)
+    assert refused.status_code == 403 and "FeatureService:purchase_model" in refused.text
+    granted = values(served.post(service, token=served.keycloak.token("model-service")))
+    assert granted["credit_limit"] == 1500.0 and granted["price"] == 19.5
 
 
 def test_a_token_with_the_role_reads_personal_features(served: Served) -> None:
