@@ -52,6 +52,19 @@ from validation.validator import BatchValidator
 
 FEATURES = ["customer_profile:segment", "customer_profile:credit_limit", "customer_profile:country"]
 WARMUP = 5  # lookups per case before the measured ones
+LOGGED = "bench_lookup"  # the same features as a logged feature service (what its logging costs a lookup)
+SERVICE_MODULE = f"""
+from customers import customer_profile
+from feast import FeatureService
+from feast.feature_logging import LoggingConfig
+from feast.infra.offline_stores.file_source import FileLoggingDestination
+
+{LOGGED} = FeatureService(
+    name="{LOGGED}",
+    features=[customer_profile[["segment", "credit_limit", "country"]]],
+    logging_config=LoggingConfig(destination=FileLoggingDestination(path="data/logs/{LOGGED}")),
+)
+"""
 
 
 def free_port() -> int:
@@ -92,14 +105,14 @@ WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 {headers}local first, last, size = {first}, {last}, {size}
-local features = '{features}'
+local select = '{select}'
 local pause, low = {pause}, math.floor({pause})
 math.randomseed({seed})
 request = function()
   local ids = {{}}
   for i = 1, size do ids[i] = math.random(first, last) end
   return wrk.format(nil, nil, nil,
-    '{{"features":' .. features .. ',"entities":{{"customer_id":[' .. table.concat(ids, ",") .. ']}}}}')
+    '{{' .. select .. ',"entities":{{"customer_id":[' .. table.concat(ids, ",") .. ']}}}}')
 end
 if pause > 0 then
   -- wrk waits whole milliseconds: alternate the two around the pause so its mean is the pause.
@@ -120,22 +133,26 @@ def load(
     root: Path,
     rate: float = 0,
     headers: dict[str, str] | None = None,
+    service: str | None = None,
 ) -> dict[str, float]:
     """``wrk`` posting lookups of ``size`` random customers for ``seconds``: requests/s and latency (ms); its
     errors (non-2xx answers, socket errors) are counted, not hidden. ``rate`` > 0: each connection pauses
     between a response and its next request so that all of them together offer about ``rate`` requests/s (a
     short run first measures the time a request takes at that pace, and the pause is set from it); 0: each
-    sends its next request at once (the server's most lookups/s). ``headers`` go with every request."""
+    sends its next request at once (the server's most lookups/s). ``headers`` go with every request; with
+    ``service`` the requests name that feature service instead of the features."""
     import json
 
     def run(pause_ms: float, duration: float) -> dict[str, float]:
-        script = root / f"lookup-{size}.lua"
+        script = root / f"lookup-{size}-{service or 'features'}.lua"
         script.write_text(
             WRK_SCRIPT.format(
                 first=min(ids),
                 last=max(ids),
                 size=size,
-                features=json.dumps(FEATURES),
+                select=f'"feature_service":{json.dumps(service)}'
+                if service
+                else f'"features":{json.dumps(FEATURES)}',
                 seed=size,
                 pause=f"{pause_ms:.3f}",
                 headers="".join(
@@ -165,6 +182,7 @@ def load(
 
     if rate <= 0:
         return run(0, seconds)
+    answered = 0.0  # by every run, the probes too (each is a lookup the server answered, and logged if asked)
     period_ms = connections / rate * 1000  # between two requests of one connection
     # A little over the rate (5%): the time a request takes varies, and wrk's pauses are whole milliseconds.
     aim_ms, pause_ms = period_ms * 0.95, period_ms * 0.9
@@ -172,8 +190,11 @@ def load(
     # for what that estimate missed (one probe left the offered rate up to 12% short under ingest).
     for _ in range(2):
         probe = run(pause_ms, 2)
+        answered += probe["requests"] - probe["errors"]
         pause_ms = max(0.0, pause_ms - (connections / max(probe["rps"], 1e-9) * 1000 - aim_ms))
-    return run(pause_ms, seconds)
+    figures = run(pause_ms, seconds)
+    figures["answered"] = answered + figures["requests"] - figures["errors"]
+    return figures
 
 
 def parse_wrk(out: str) -> dict[str, float]:
@@ -185,6 +206,7 @@ def parse_wrk(out: str) -> dict[str, float]:
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    figures["requests"] = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     for pct_ in ("50", "90", "99"):
         figures[f"p{pct_}"] = ms(re.search(rf"^\s+{pct_}%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -279,6 +301,7 @@ def main() -> None:
     stop: Any = None
     try:
         use_online_store(settings, args.online_store, name)
+        (settings.feature_repo / "bench_services.py").write_text(SERVICE_MODULE)
         deploy(settings, definition)
         feast_apply(settings.feature_repo)
         with psycopg.connect(pg.app_conninfo(), autocommit=True) as conn:
@@ -359,9 +382,12 @@ def main() -> None:
             for size in (1, 100)
             for rate in (0, targets[size][0])
         ]
+        # The same lookups through a logged feature service, at the target rates: what logging costs.
+        cases += [("featurectl serve, logged service", ours, size, targets[size][0]) for size in (1, 100)]
 
         def measure(label: str, server: FeatureServer, size: int, rate: float) -> dict[str, float]:
-            return load(server.url, ids, size, args.seconds, args.connections, root, rate)
+            service = LOGGED if "logged" in label else None
+            return load(server.url, ids, size, args.seconds, args.connections, root, rate, service=service)
 
         idle: dict[tuple[str, int, int], dict[str, float]] = {}
         idle_cpu = CpuShares(children="Postgres writer (bench)")
@@ -399,6 +425,20 @@ def main() -> None:
         stop.set()
         writer.join(30)
         lag = caught_up(store, pg.app_conninfo(), name, ids)
+
+        # Every logged lookup is in the log once the servers stop (their buffers written, the spool shipped).
+        ours.stop()
+        from stores.history import served
+
+        log_table = served.read(settings.feature_repo / "data" / "logs" / LOGGED)
+        logged_rows = log_table.num_rows
+        logged_asked = sum(
+            int(figures[key]["answered"]) * key[1]
+            for figures in (idle, busy)
+            for key in figures
+            if key[0] == "featurectl serve, logged service"
+        )
+        logged_note = "nothing lost" if logged_rows == logged_asked else "MISSING ROWS"
 
         validator = BatchValidator(SuiteStore(settings.suites_dir))
         dlq = DeadLetterSink(settings.kafka_client(), settings.dlq_topic)
@@ -448,6 +488,22 @@ def main() -> None:
                 f"  {size} entit{'y' if size == 1 else 'ies'}: featurectl serve answers {ratio:.1f}x the lookups/s of "
                 f"feast serve (idle, at once); target >= {rate:,}/s at p99 <= {slo:g} ms: {', '.join(met)}"
             )
+        for size in (1, 100):
+            rate = targets[size][0]
+            parts = []
+            for state, figures in (("idle", idle), ("under ingest", busy)):
+                plain, logged = (
+                    figures[("featurectl serve", size, rate)],
+                    figures[("featurectl serve, logged service", size, rate)],
+                )
+                parts.append(
+                    f"{state} p99 {logged['p99']:.1f} vs {plain['p99']:.1f} ms unlogged "
+                    f"({(logged['p99'] / max(plain['p99'], 1e-9) - 1) * 100:+.0f}%)"
+                )
+            print(f"  logging {size} entit{'y' if size == 1 else 'ies'} at {rate:,}/s: {'; '.join(parts)}")
+        print(
+            f"  served log: {logged_rows:,} rows logged of {logged_asked:,} entity rows answered ({logged_note})"
+        )
         print(
             f"  under ingest: Postgres committed {ingested:,.0f} row changes/s (asked {args.ingest_rate:,}); "
             f"the processor kept up: {lag}"

@@ -306,3 +306,19 @@ def test_consistency_finds_no_skew_explains_lag_and_names_a_planted_wrong_value(
     assert all(f.compared == report.rows for f in report.features)
     assert by_feature["customer_profile__segment"].matched == report.rows  # the lag and the bug: limit only
     assert "SKEW" in "\n".join(consistency.as_table(report))
+    # The verdict reaches Prometheus (the FeaturectlServingSkew alert reads it) and `featurectl health`.
+    from types import SimpleNamespace
+
+    from core.metrics import REGISTRY
+    from monitoring.health import FAIL, HealthCheck
+
+    consistency.export(report)
+    skew = REGISTRY.get_sample_value(
+        "featurectl_consistency_skew",
+        {"feature_service": SERVICE, "feature": "customer_profile__credit_limit"},
+    )
+    assert skew == 3
+    data_dir = Path(str(store.repo_path)) / "data" / "logs" / "state"
+    consistency.save_last(data_dir, report)
+    [line] = HealthCheck._consistency(SimpleNamespace(settings=SimpleNamespace(data_dir=data_dir)))  # type: ignore[arg-type]
+    assert line.status == FAIL and "customer_profile__credit_limit (3)" in line.summary, line
