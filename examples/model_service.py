@@ -6,8 +6,11 @@ HTTP and scores them. The "model" is a stand-in formula; the feature fetch is th
     .venv/bin/python examples/model_service.py --listen 8080       # then:
     curl -s -X POST localhost:8080/score -d '{"customer_id": 1, "product_id": 2}'
 
-A missing entity is not an error: Feast answers with status NOT_FOUND and a null value, and the
-service scores with defaults. In-process use of the same lookup: FeatureStore.get_online_features.
+It asks for the feature service ``purchase_model`` (feature_repo/feature_services.py): the features are named
+once, in the repository, and `featurectl serve` logs what it served them, so `featurectl consistency` can prove
+the model was served what it was trained on. A missing entity is not an error: Feast answers with status
+NOT_FOUND and a null value, and the service scores with defaults. In-process use of the same lookup:
+FeatureStore.get_online_features(features=store.get_feature_service("purchase_model"), ...).
 
 When the feature server checks tokens (feature_store.yaml's ``auth: type: oidc``; docs/serving.md), the service
 gets one from the OIDC provider as a client with a secret (OAuth2 client credentials, through Feast's own token
@@ -32,12 +35,7 @@ from typing import Any
 
 import requests
 
-FEATURES = [
-    "customer_profile:segment",
-    "customer_profile:credit_limit",
-    "product_details:price",
-    "product_details:in_stock",
-]
+SERVICE = "purchase_model"  # segment, credit_limit, price, in_stock, orders_24h, spent_7d
 SEGMENT_WEIGHT = {"gold": 1.0, "platinum": 1.5, "silver": 0.5}
 
 
@@ -65,7 +63,7 @@ def fetch(
     server: str, customer_id: int, product_id: int, tokens: Tokens | None = None, timeout_s: float = 1.0
 ) -> dict[str, Any]:
     """One POST /get-online-features for both entities; feature name -> value (None if not found)."""
-    body = {"features": FEATURES, "entities": {"customer_id": [customer_id], "product_id": [product_id]}}
+    body = {"feature_service": SERVICE, "entities": {"customer_id": [customer_id], "product_id": [product_id]}}
     url = f"{server}/get-online-features"
     response = requests.post(url, json=body, headers=tokens.header() if tokens else {}, timeout=timeout_s)
     if response.status_code == 401 and tokens is not None:

@@ -80,7 +80,12 @@ class FastLookupApp:
             spool = os.environ.get(SPOOL_ENV)
             from pathlib import Path
 
-            self._log = (os.getpid(), ServedLog(Path(spool)) if spool else None)
+            log = None
+            try:
+                log = ServedLog(Path(spool)) if spool else None
+            except OSError as exc:  # an unwritable spool: lookups are answered, not logged
+                logger.error("served log: cannot use the spool %s (%s); lookups are not logged", spool, exc)
+            self._log = (os.getpid(), log)
         return self._log[1]
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:

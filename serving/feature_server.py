@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -52,8 +53,9 @@ class FeatureServer:
         spool: Path | None = None,
     ) -> None:
         self.repo = repo
-        # One spool per server address: a server restarted on it ships what the last one left.
-        self.spool = spool or repo / "data" / "logs" / "_spool" / f"{host}-{port}"
+        # One spool per host and port: a server restarted there ships what the last one left (replicas sharing
+        # the data volume each have their own).
+        self.spool = spool or repo / "data" / "logs" / "_spool" / f"{socket.gethostname()}-{port}"
         self.shipper: subprocess.Popen[bytes] | None = None
         self.workers = workers
         self.tls = tls  # (key, certificate): HTTPS only (Feast's own --key/--cert)
