@@ -73,13 +73,21 @@ class ConsistencyReport:
     rows: int
     lag_s: float
     features: list[FeatureConsistency]
+    # Per compared row: its request time (s since the epoch) and, per feature, "matched", "lag" or "skew";
+    # and per feature the (served, offline) pairs of numbers that did not match: for the page (--html).
+    times: list[float] = field(default_factory=list, repr=False)
+    outcomes: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    pairs: dict[str, list[tuple[float, float, str]]] = field(default_factory=dict, repr=False)
 
     @property
     def skew(self) -> int:
         return sum(f.skew for f in self.features)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"skew": self.skew}
+        out = asdict(self) | {"skew": self.skew}
+        for name in ("times", "outcomes", "pairs"):
+            out.pop(name)
+        return out
 
 
 def _same(served: Any, offline: Any) -> tuple[bool, float | None]:
@@ -206,10 +214,14 @@ def check(
     frame["__row"] = range(len(frame))
     at = pd.to_datetime(frame["__log_timestamp"], utc=True)
     now = _offline(store, frame, keys, at, refs)
-    before = _offline(store, frame, keys, at - pd.Timedelta(seconds=lag), refs)
+    before = _offline(
+        store, frame, keys, at - pd.Timedelta(microseconds=int(lag * 1e6)), refs
+    )  # µs: as stored
     pending: dict[str, list[int]] = {}  # feature -> rows neither the state at R nor at R - lag explain
+    report.times = [t.timestamp() for t in at]
     for result in report.features:
         name = result.feature
+        outcome = report.outcomes.setdefault(name, ["matched"] * len(frame))
         served_values = frame[name].tolist()
         statuses = frame[f"{name}__status"].tolist()
         for row in range(len(frame)):
@@ -230,6 +242,7 @@ def check(
                     result.max_rel_error = max(result.max_rel_error or 0.0, error)
             if _same(value, before[name].iloc[row])[0]:
                 result.lag += 1
+                outcome[row] = "lag"
             else:
                 pending.setdefault(name, []).append(row)
     passed = _passed_through(store, service, frame, keys, at, lag, pending)
@@ -238,9 +251,11 @@ def check(
         for row in pending.get(result.feature, []):
             if (result.feature, row) in passed:
                 result.lag += 1
+                report.outcomes[result.feature][row] = "lag"
                 continue
             value = None if statuses[row] in ABSENT else frame[result.feature].iloc[row]
             result.skew += 1
+            report.outcomes[result.feature][row] = "skew"
             if len(result.examples) < EXAMPLES:
                 result.examples.append(
                     {
@@ -252,6 +267,12 @@ def check(
                         "offline_lag_ago": _plain(before[result.feature].iloc[row]),
                     }
                 )
+    for result in report.features:  # numbers that did not match, for the page's scatter
+        served_values, offline_values = frame[result.feature].tolist(), now[result.feature].tolist()
+        for row, verdict in enumerate(report.outcomes.get(result.feature, [])):
+            a, b = served_values[row], offline_values[row]
+            if verdict != "matched" and _number(a) and _number(b):
+                report.pairs.setdefault(result.feature, []).append((float(a), float(b), verdict))
     for result in report.features:
         if result.skew:
             logger.warning(
@@ -335,6 +356,10 @@ def _offline(
     entities["__row"] = frame["__row"].values
     got = store.get_historical_features(entity_df=entities, features=refs, full_feature_names=True).to_df()
     return got.sort_values("__row").set_index("__row").reindex(frame["__row"].values)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
 def _plain(value: Any) -> Any:

@@ -103,6 +103,13 @@ def drift_cmd(
     help="Freshness lag to explain differences by (default: measured from the history).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write a page with the outcomes per feature, over time, and served against recomputed values.",
+)
 @SCHEDULE
 @click.pass_context
 def consistency_cmd(
@@ -114,6 +121,7 @@ def consistency_cmd(
     sample: float,
     lag: float | None,
     as_json: bool,
+    html_path: Path | None,
     schedule: str | None,
 ) -> None:
     """Recompute what SERVICE served (default: every logged feature service) from the history, as of each request.
@@ -160,6 +168,11 @@ def consistency_cmd(
                     click.echo(line)
         if as_json:
             click.echo(json.dumps([r.as_dict() for r in reports], indent=1))
+        if html_path is not None:
+            from monitoring.consistency_html import write_html
+
+            write_html(reports, html_path)
+            click.echo(f"HTML report: {html_path}")
 
     run_job(settings, "consistency", schedule, job)
     if skewed:

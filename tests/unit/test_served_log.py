@@ -322,3 +322,11 @@ def test_consistency_finds_no_skew_explains_lag_and_names_a_planted_wrong_value(
     consistency.save_last(data_dir, report)
     [line] = HealthCheck._consistency(SimpleNamespace(settings=SimpleNamespace(data_dir=data_dir)))  # type: ignore[arg-type]
     assert line.status == FAIL and "customer_profile__credit_limit (3)" in line.summary, line
+    # And the page: the skewed values drawn as such, served against recomputed.
+    from monitoring.consistency_html import write_html
+
+    page_path = data_dir / "consistency.html"
+    write_html([report], page_path)
+    page = page_path.read_text()
+    assert page.count('<circle class="skew"') == 3 and page.count('<circle class="lag"') == 1
+    assert "purchase_model: 3 value(s) of real skew" in page
