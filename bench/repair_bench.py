@@ -195,7 +195,7 @@ def setup_table(
         conn.execute(sql.SQL(f"INSERT INTO {{}} {insert}").format(sql.Identifier(name)))
     settings, definition = repo_and_connector(settings, pg, root, name, signals=True)
     repo = settings.feature_repo
-    for module in ("customers.py", "orders.py", "products.py"):
+    for module in ("customers.py", "orders.py", "products.py", "feature_services.py"):
         (repo / module).unlink()
     pairs = [pair.split(":") for pair in entities.split(",")]
     declared = "\n".join(

@@ -41,6 +41,10 @@ def without_aggregation_views(repo: Path) -> None:
     marker = "# Each change of an order as the aggregation view sees it"
     if marker in text:
         path.write_text(text[: text.index(marker)])
+    services = repo / "feature_services.py"  # and the feature service reads none of them
+    if services.exists():
+        lines = services.read_text().splitlines(keepends=True)
+        services.write_text("".join(line for line in lines if "customer_orders" not in line))
 
 
 def without_vector_views(repo: Path) -> None:

@@ -231,7 +231,7 @@ event_features = FeatureView(
 
 def drop_shop_views(plat: Platform) -> None:
     """The repo copy declares the shop's views too; this platform's connector captures only its table."""
-    for module in ("customers.py", "orders.py", "products.py"):
+    for module in ("customers.py", "orders.py", "products.py", "feature_services.py"):
         (plat.repo / module).unlink()
 
 

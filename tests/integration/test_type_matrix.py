@@ -374,7 +374,7 @@ def matrix(stack: StackHandle, tmp_path: Path, request: pytest.FixtureRequest) -
         tables=tuple(f"public.{t}" for t in names.values()),
     )
     use_online_store(plat, request.param, request)
-    for module in ("customers.py", "orders.py", "products.py"):
+    for module in ("customers.py", "orders.py", "products.py", "feature_services.py"):
         (plat.repo / module).unlink()
     views = [VIEW_HEAD]
     for case in KEY_CASES:
