@@ -372,6 +372,16 @@ class PgVectorOnlineStore(ReadTtl, V2DocumentsOnly, PostgreSQLOnlineStore):
             rows = cur.fetchall()
         return self._process_rows(keys, rows)
 
+    @staticmethod
+    def _should_batch(config: RepoConfig, grouped_refs: list[Any], join_key_values: dict[str, Any]) -> bool:
+        """Feast reads the views of a request in one UNION ALL query when there are several, each view's table as
+        Feast lays it out, past ``online_read``: an aggregation view's values are computed there (its table holds
+        contributions), so a request with one reads view by view. Seen as NOT_FOUND for customer_orders in the
+        feature service purchase_model, from Feast's own server and the in-process SDK alike."""
+        if any(aggregation_view(view) is not None for view, _ in grouped_refs):
+            return False
+        return PostgreSQLOnlineStore._should_batch(config, grouped_refs, join_key_values)
+
     @once_more_if_lost
     def online_read(
         self,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import socket
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -100,12 +99,6 @@ def servers(
     with a ttl (expired values are part of the answer). One hash seed for both: Feast builds some error messages
     from sets, so two Feast servers with different seeds word them differently."""
     monkeypatch.setenv("PYTHONHASHSEED", "47")
-    kind = str(fresh_store.config.online_store.type)
-    monkeypatch.setattr(
-        sys.modules[__name__],
-        "_skip_aggregated",
-        any(f"stores.{name}." in kind for name in FEAST_MISREADS_SERVICE_AGGREGATIONS),
-    )
     view = fresh_store.get_feature_view("customer_profile")
     view.ttl = TTL
     fresh_store.apply([view])
@@ -200,12 +193,6 @@ def lookup(draw: st.DrawFn) -> tuple[bytes, str]:
 # An aggregation view's values are computed at read time and carry that instant as their event time: the two
 # servers read at different instants (the values themselves must agree).
 AGGREGATED = {"orders_24h", "spent_7d", "last_statuses"}
-# Feast's own app, reading a feature service on the Postgres store, answers its aggregation view NOT_FOUND where
-# the same features asked by reference are computed (in-process too: get_online_features(features=service) gives
-# None, by references 0); ours computes them. A Feast-path difference (issue 48's note), left out of the
-# comparison there, and only there.
-FEAST_MISREADS_SERVICE_AGGREGATIONS = {"postgres"}
-_skip_aggregated = False
 
 
 def _normal(response: requests.Response) -> tuple[int, Any]:
@@ -213,12 +200,9 @@ def _normal(response: requests.Response) -> tuple[int, Any]:
     if response.status_code != 200:
         return response.status_code, response.content
     body = response.json()
-    service = b'"feature_service"' in (response.request.body or b"")
     for name, result in zip(body["metadata"]["feature_names"], body["results"], strict=True):
         if name.rsplit("__", 1)[-1] in AGGREGATED:
             result["event_timestamps"] = ["<read time>"] * len(result["event_timestamps"])
-            if service and _skip_aggregated:
-                result.clear()
     columns = [
         json.dumps([name, result], sort_keys=True)
         for name, result in zip(body["metadata"]["feature_names"], body["results"], strict=True)
