@@ -92,6 +92,7 @@ class ConsistencyReport:
 
 def _same(served: Any, offline: Any) -> tuple[bool, float | None]:
     """Whether a served value equals the offline one, and their relative error when both are numbers."""
+    served, offline = _scalar(served), _scalar(offline)
     if _absent(served) and _absent(offline):
         return True, None
     if _absent(served) or _absent(offline):
@@ -114,6 +115,15 @@ def _same(served: Any, offline: Any) -> tuple[bool, float | None]:
     if isinstance(offline, pd.Timestamp):
         offline = offline.to_pydatetime()
     return served == offline, None
+
+
+def _scalar(value: Any) -> Any:
+    """A numpy scalar as its Python value (a column with nulls holds Python values, one without numpy's)."""
+    import numpy as np
+
+    if isinstance(value, np.generic) and not isinstance(value, (np.datetime64, np.timedelta64)):
+        return value.item()
+    return value
 
 
 def _absent(value: Any) -> bool:
@@ -293,8 +303,8 @@ def _passed_through(
 ) -> set[tuple[str, int]]:
     """Of the ``pending`` (feature, row) pairs, those whose served value is a state the entity passed through
     between ``request - lag`` and the request (a change after another within the lag: the online store may have
-    held the first when the request came). Read from the view's history; aggregation views have no such states
-    (their value moves with time), so theirs stay pending."""
+    held the first when the request came). A plain view's states are its history rows; an aggregation view's are
+    its value computed (Feast's join) just at each change of the entity in that interval."""
     import pyarrow.dataset as ds
 
     from aggregations.spec import is_aggregation_view
@@ -306,7 +316,7 @@ def _passed_through(
         features = {f.name: f"{prefix}__{f.name}" for f in projection.features}
         rows = sorted({r for c in features.values() for r in pending.get(c, [])})
         view = store.get_feature_view(projection.name)
-        if not rows or is_aggregation_view(view):
+        if not rows:
             continue
         history = History(store, view)
         files = history.files()
@@ -325,6 +335,11 @@ def _passed_through(
         for column, key in columns.items():
             where = where & ds.field(column).isin(pa.array(frame[key].iloc[rows].unique().tolist()))
         states = history.dataset(files).to_table(filter=where).to_pandas()
+        if is_aggregation_view(view):
+            found |= _aggregated_states(
+                store, frame, at, lag, rows, states, columns, prefix, features, pending
+            )
+            continue
         for row in rows:
             match = states
             for column, key in columns.items():
@@ -344,6 +359,50 @@ def _passed_through(
                     for state, gone in zip(match[feature].tolist(), deleted, strict=True)
                 ):
                     found.add((name, row))
+    return found
+
+
+def _aggregated_states(
+    store: FeatureStore,
+    frame: pd.DataFrame,
+    at: pd.Series,
+    lag: float,
+    rows: list[int],
+    changes: pd.DataFrame,
+    columns: dict[str, str],
+    prefix: str,
+    features: dict[str, str],
+    pending: dict[str, list[int]],
+) -> set[tuple[str, int]]:
+    """Of an aggregation view's pending rows, those whose served value is the view's value as of a change of the
+    entity between ``request - lag`` and the request (Feast's join at each such instant)."""
+    instants = []
+    for row in rows:
+        match = changes
+        for column, key in columns.items():
+            match = match[match[column] == frame[key].iloc[row]]
+        r = at.iloc[row]
+        times = match["event_timestamp"][
+            (match["event_timestamp"] > r - pd.Timedelta(seconds=lag)) & (match["event_timestamp"] <= r)
+        ]
+        for when in sorted(set(times)):
+            instants.append(
+                {**{k: frame[k].iloc[row] for k in columns.values()}, "event_timestamp": when, "__row": row}
+            )
+    if not instants:
+        return set()
+    entities = pd.DataFrame(instants)
+    refs = [f"{prefix}:{f}" for f in features]
+    values = store.get_historical_features(entity_df=entities, features=refs, full_feature_names=True).to_df()
+    found: set[tuple[str, int]] = set()
+    for name in features.values():
+        for row, group in values.groupby("__row"):
+            if row not in pending.get(name, []):
+                continue
+            status = frame[f"{name}__status"].iloc[row]
+            served = None if status in ABSENT else frame[name].iloc[row]
+            if any(_same(served, v)[0] for v in group[name].tolist()):
+                found.add((name, int(row)))
     return found
 
 
