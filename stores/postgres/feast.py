@@ -243,7 +243,8 @@ Call = TypeVar("Call", bound=Callable[..., Any])
 def once_more_if_lost(method: Call) -> Call:
     """Run ``method`` again, once, when it failed because the store's connection was lost before or during it
     (the server restarted or failed over since the last call): the first lookup after a restart answers
-    instead of failing. Reads and Feast's upserts are safe to repeat; a refused value fails as before."""
+    instead of failing. Reads, Feast's upserts and ``update`` (its DDL is IF NOT EXISTS) are safe to repeat; a
+    refused value fails as before."""
 
     @functools.wraps(method)
     def call(self: PgVectorOnlineStore, *args: Any, **kwargs: Any) -> Any:
@@ -301,6 +302,7 @@ class PgVectorOnlineStore(ReadTtl, V2DocumentsOnly, PostgreSQLOnlineStore):
                     self._conn.rollback()
                 raise
 
+    @once_more_if_lost  # `feast apply` through a store object that outlived a server restart (CI saw it fail once)
     def update(
         self,
         config: RepoConfig,

@@ -101,3 +101,28 @@ def test_a_new_table_is_planned_on_its_index_from_its_first_rows(postgres_store:
         assert "Seq Scan" not in plan and "Index" in plan, plan
     finally:
         postgres_store.apply([], objects_to_delete=[view], partial=False)
+
+
+def test_apply_through_a_store_that_outlived_a_server_restart(
+    postgres_store: FeatureStore, local_postgres: LocalStore
+) -> None:
+    """`apply` on a FeatureStore whose online-store connection predates a restart of the server reconnects
+    (CI once failed here with AdminShutdown: an earlier test had killed and restarted the server)."""
+    from tests.unit.test_store_killed_in_a_flush import kill
+
+    postgres_store.get_online_features(
+        features=["customer_profile:segment"], entity_rows=[{"customer_id": 1}]
+    )  # the store's connection, opened before the restart
+    kill(local_postgres)
+    local_postgres.server.start()
+    base = postgres_store.get_feature_view("customer_profile")
+    view = FeatureView(
+        name=f"after_{uuid.uuid4().hex[:8]}",
+        entities=[postgres_store.get_entity("customer")],
+        ttl=base.ttl,
+        schema=base.schema,
+        source=base.stream_source or base.batch_source,
+        online=True,
+    )
+    postgres_store.apply([view])
+    assert postgres_store.get_feature_view(view.name).name == view.name
