@@ -58,18 +58,23 @@ def test_a_realtime_process_gets_a_realtime_backend(local_postgres: LocalStore) 
     assert _policies(conninfo, "normal") == (os.SCHED_OTHER, os.SCHED_OTHER)
 
 
-def test_a_new_table_is_planned_on_its_index_from_its_first_rows(postgres_store: FeatureStore) -> None:
-    """Postgres without statistics planned a 100-key lookup of a freshly loaded table as a scan of all of it
-    (until autovacuum's first analyze); the sink's first write gives it statistics."""
-    base = postgres_store.get_feature_view("customer_profile")
-    view = FeatureView(
-        name=f"probe_{uuid.uuid4().hex[:8]}",
-        entities=[postgres_store.get_entity("customer")],
+def _copy_of_customer_profile(store: FeatureStore, prefix: str) -> FeatureView:
+    """A new view shaped like customer_profile (its own online table), named ``prefix_<random>``."""
+    base = store.get_feature_view("customer_profile")
+    return FeatureView(
+        name=f"{prefix}_{uuid.uuid4().hex[:8]}",
+        entities=[store.get_entity("customer")],
         ttl=base.ttl,
         schema=base.schema,
         source=base.stream_source or base.batch_source,
         online=True,
     )
+
+
+def test_a_new_table_is_planned_on_its_index_from_its_first_rows(postgres_store: FeatureStore) -> None:
+    """Postgres without statistics planned a 100-key lookup of a freshly loaded table as a scan of all of it
+    (until autovacuum's first analyze); the sink's first write gives it statistics."""
+    view = _copy_of_customer_profile(postgres_store, "probe")
     postgres_store.apply([view])
     try:
         now = datetime.now(UTC)
@@ -115,14 +120,6 @@ def test_apply_through_a_store_that_outlived_a_server_restart(
     )  # the store's connection, opened before the restart
     kill(local_postgres)
     local_postgres.server.start()
-    base = postgres_store.get_feature_view("customer_profile")
-    view = FeatureView(
-        name=f"after_{uuid.uuid4().hex[:8]}",
-        entities=[postgres_store.get_entity("customer")],
-        ttl=base.ttl,
-        schema=base.schema,
-        source=base.stream_source or base.batch_source,
-        online=True,
-    )
+    view = _copy_of_customer_profile(postgres_store, "after")
     postgres_store.apply([view])
     assert postgres_store.get_feature_view(view.name).name == view.name
