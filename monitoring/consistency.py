@@ -475,31 +475,22 @@ def last_file(data_dir: Path) -> Path:
 
 
 def save_last(data_dir: Path, report: ConsistencyReport) -> None:
-    """Keep each service's latest verdict (for `featurectl health`), replaced atomically."""
-    import json
-    import os
+    """Keep each service's latest verdict (for `featurectl health`)."""
     import time
 
-    path = last_file(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    kept = load_last(data_dir)
-    kept[report.service] = {
+    from monitoring import last_verdicts
+
+    entry = {
         "checked_at": time.time(),
         "rows": report.rows,
         "skew": {f.feature: f.skew for f in report.features if f.skew},
         "lag": sum(f.lag for f in report.features),
         "window": [report.start, report.end],
     }
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(kept, indent=1))
-    tmp.replace(path)
+    last_verdicts.save(last_file(data_dir), {report.service: entry})
 
 
 def load_last(data_dir: Path) -> dict[str, dict[str, Any]]:
-    import json
+    from monitoring import last_verdicts
 
-    try:
-        loaded: dict[str, dict[str, Any]] = json.loads(last_file(data_dir).read_text())
-        return loaded
-    except (FileNotFoundError, ValueError):
-        return {}
+    return last_verdicts.load(last_file(data_dir))

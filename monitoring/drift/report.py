@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -214,22 +213,19 @@ def last_file(data_dir: Path) -> Path:
 
 def save_last(data_dir: Path, reports: list[ViewDrift]) -> None:
     """Keep each view's latest verdict (other views' entries stay), replaced atomically."""
-    path = last_file(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    kept = load_last(data_dir)
-    for r in reports:
-        kept[r.view] = {"checked_at": time.time(), "drifting": r.drifting, "window_end": r.window_end}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(kept, indent=1))
-    tmp.replace(path)
+    from monitoring import last_verdicts
+
+    now = time.time()
+    last_verdicts.save(
+        last_file(data_dir),
+        {r.view: {"checked_at": now, "drifting": r.drifting, "window_end": r.window_end} for r in reports},
+    )
 
 
 def load_last(data_dir: Path) -> dict[str, dict[str, Any]]:
-    try:
-        loaded: dict[str, dict[str, Any]] = json.loads(last_file(data_dir).read_text())
-        return loaded
-    except (FileNotFoundError, ValueError):
-        return {}
+    from monitoring import last_verdicts
+
+    return last_verdicts.load(last_file(data_dir))
 
 
 def as_json(reports: list[ViewDrift]) -> str:
