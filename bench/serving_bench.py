@@ -134,13 +134,15 @@ def load(
     rate: float = 0,
     headers: dict[str, str] | None = None,
     service: str | None = None,
+    pause_ms: float | None = None,
 ) -> dict[str, float]:
     """``wrk`` posting lookups of ``size`` random customers for ``seconds``: requests/s and latency (ms); its
     errors (non-2xx answers, socket errors) are counted, not hidden. ``rate`` > 0: each connection pauses
     between a response and its next request so that all of them together offer about ``rate`` requests/s (a
     short run first measures the time a request takes at that pace, and the pause is set from it); 0: each
-    sends its next request at once (the server's most lookups/s). ``headers`` go with every request; with
-    ``service`` the requests name that feature service instead of the features."""
+    sends its next request at once (the server's most lookups/s). ``pause_ms``: that pause, no probes (to offer
+    a second case exactly the pacing of a first: figures["pause_ms"] is the one used). ``headers`` go with every
+    request; with ``service`` the requests name that feature service instead of the features."""
     import json
 
     def run(pause_ms: float, duration: float) -> dict[str, float]:
@@ -180,8 +182,10 @@ def load(
         )
         return parse_wrk(done.stdout)
 
-    if rate <= 0:
-        return run(0, seconds)
+    if pause_ms is not None or rate <= 0:
+        figures = run(pause_ms or 0.0, seconds)
+        figures["answered"], figures["pause_ms"] = figures["requests"] - figures["errors"], pause_ms or 0.0
+        return figures
     answered = 0.0  # by every run, the probes too (each is a lookup the server answered, and logged if asked)
     period_ms = connections / rate * 1000  # between two requests of one connection
     # A little over the rate (10%): the time a request takes varies, and wrk's pauses are whole milliseconds.
@@ -195,7 +199,36 @@ def load(
         pause_ms = max(0.0, pause_ms - (connections / max(probe["rps"], 1e-9) * 1000 - aim_ms))
     figures = run(pause_ms, seconds)
     figures["answered"] = answered + figures["requests"] - figures["errors"]
+    figures["pause_ms"] = pause_ms
     return figures
+
+
+def spread(runs: list[dict[str, float]]) -> str:
+    """Each run's p99, in ms: "3.10/2.95/3.40"."""
+    return "/".join(f"{f['p99']:.2f}" for f in runs)
+
+
+def logging_cost(
+    url: str,
+    ids: list[int],
+    size: int,
+    pause_ms: float,
+    pairs: int,
+    seconds: float,
+    connections: int,
+    root: Path,
+) -> dict[str, list[dict[str, float]]]:
+    """What logging a lookup costs: ``pairs`` runs of the plain lookups and as many through the logged service,
+    alternated (so drift of this shared machine falls on both alike), all with one pause (so both are offered
+    the same pacing: calibrating each on its own offered them rates up to 35% apart, 2026-11-28)."""
+    runs: dict[str, list[dict[str, float]]] = {"plain": [], "logged": []}
+    for _ in range(pairs):
+        for kind in ("plain", "logged"):
+            service = LOGGED if kind == "logged" else None
+            runs[kind].append(
+                load(url, ids, size, seconds, connections, root, service=service, pause_ms=pause_ms)
+            )
+    return runs
 
 
 def parse_wrk(out: str) -> dict[str, float]:
@@ -286,6 +319,9 @@ def main() -> None:
         "--rate-hundred", type=int, default=400, help="100-entity lookups/s offered in the paced run"
     )
     ap.add_argument("--requests", type=int, default=300, help="in-process SDK lookups per case")
+    ap.add_argument(
+        "--log-pairs", type=int, default=3, help="alternated unlogged/logged runs measuring logging's cost"
+    )
     ap.add_argument("--online-store", default="sqlite", choices=[k.name for k in kinds()])
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # cleanup still runs
@@ -383,12 +419,27 @@ def main() -> None:
             for size in (1, 100)
             for rate in (0, targets[size][0])
         ]
-        # The same lookups through a logged feature service, at the target rates: what logging costs.
-        cases += [("featurectl serve, logged service", ours, size, targets[size][0]) for size in (1, 100)]
 
         def measure(label: str, server: FeatureServer, size: int, rate: float) -> dict[str, float]:
-            service = LOGGED if "logged" in label else None
-            return load(server.url, ids, size, args.seconds, args.connections, root, rate, service=service)
+            return load(server.url, ids, size, args.seconds, args.connections, root, rate)
+
+        def cost(
+            figures: dict[tuple[str, int, int], dict[str, float]],
+        ) -> dict[int, dict[str, list[dict[str, float]]]]:
+            """The same lookups through a logged feature service, paced as the target rate's run was."""
+            return {
+                size: logging_cost(
+                    ours.url,
+                    ids,
+                    size,
+                    figures[("featurectl serve", size, targets[size][0])]["pause_ms"],
+                    args.log_pairs,
+                    args.seconds,
+                    args.connections,
+                    root,
+                )
+                for size in (1, 100)
+            }
 
         idle: dict[tuple[str, int, int], dict[str, float]] = {}
         idle_cpu = CpuShares(children="Postgres writer (bench)")
@@ -398,6 +449,7 @@ def main() -> None:
                 load(server.url, ids, size, 1, args.connections, root)
         for case in cases:
             idle[(case[0], case[2], case[3])] = measure(*case)
+        idle_cost = cost(idle)
         idle_cpu.stop()
         sdk_idle = in_process(store, ids, args.requests)
 
@@ -419,6 +471,7 @@ def main() -> None:
         busy_start, changed_before = time.monotonic(), changes.value
         cpu.start()
         busy = {(case[0], case[2], case[3]): measure(*case) for case in cases}
+        busy_cost = cost(busy)
         sdk_busy = in_process(store, ids, args.requests)
         busy_s = time.monotonic() - busy_start
         ingested = (changes.value - changed_before) / busy_s
@@ -434,10 +487,10 @@ def main() -> None:
         log_table = served.read(settings.feature_repo / "data" / "logs" / LOGGED)
         logged_rows = log_table.num_rows
         logged_asked = sum(
-            int(figures[key]["answered"]) * key[1]
-            for figures in (idle, busy)
-            for key in figures
-            if key[0] == "featurectl serve, logged service"
+            int(figures["answered"]) * size
+            for costs in (idle_cost, busy_cost)
+            for size, runs in costs.items()
+            for figures in runs["logged"]
         )
         # wrk counts the responses that came before its timer stopped; the server answered (and logged) the
         # requests in flight then too: at least as many rows, never fewer.
@@ -463,7 +516,7 @@ def main() -> None:
             f"command: .venv/bin/python bench/serving_bench.py --rows {args.rows} --seconds {args.seconds:g} "
             f"--connections {args.connections} --workers {args.workers} --ingest-rate {args.ingest_rate} "
             f"--rate-one {args.rate_one} --rate-hundred {args.rate_hundred} --rt-priority {args.rt_priority} "
-            f"--requests {args.requests} --online-store {args.online_store}"
+            f"--requests {args.requests} --log-pairs {args.log_pairs} --online-store {args.online_store}"
         )
         print(
             f"wrk -t2 -c{args.connections} -d{args.seconds:g}s: POST /get-online-features, {len(FEATURES)} features of random "
@@ -496,18 +549,20 @@ def main() -> None:
                 f"feast serve (idle, at once); target >= {rate:,}/s at p99 <= {slo:g} ms: {', '.join(met)}"
             )
         for size in (1, 100):
-            rate = targets[size][0]
             parts = []
-            for state, figures in (("idle", idle), ("under ingest", busy)):
-                plain, logged = (
-                    figures[("featurectl serve", size, rate)],
-                    figures[("featurectl serve, logged service", size, rate)],
-                )
+            for state, costs in (("idle", idle_cost), ("under ingest", busy_cost)):
+                plain, logged = costs[size]["plain"], costs[size]["logged"]
+                p99s = {k: statistics.median(f["p99"] for f in v) for k, v in costs[size].items()}
                 parts.append(
-                    f"{state} p99 {logged['p99']:.1f} vs {plain['p99']:.1f} ms unlogged "
-                    f"({(logged['p99'] / max(plain['p99'], 1e-9) - 1) * 100:+.0f}%)"
+                    f"{state} p99 {p99s['logged']:.2f} vs {p99s['plain']:.2f} ms unlogged "
+                    f"({(p99s['logged'] / max(p99s['plain'], 1e-9) - 1) * 100:+.0f}%; runs "
+                    f"{spread(logged)} vs {spread(plain)} ms, "
+                    f"{statistics.mean(f['rps'] for f in logged):,.0f} vs {statistics.mean(f['rps'] for f in plain):,.0f}/s)"
                 )
-            print(f"  logging {size} entit{'y' if size == 1 else 'ies'} at {rate:,}/s: {'; '.join(parts)}")
+            print(
+                f"  logging {size} entit{'y' if size == 1 else 'ies'} (median p99 of {args.log_pairs} alternated "
+                f"{args.seconds:g} s runs each, one pacing, that of the {targets[size][0]:,}/s run): {'; '.join(parts)}"
+            )
         print(
             f"  served log: {logged_rows:,} rows logged of {logged_asked:,} entity rows answered ({logged_note})"
         )
