@@ -107,13 +107,21 @@ def _expression(agg: Aggregation, index: int) -> list[str]:
 
 
 def values_at(
-    con: Any, history: str, labels: Sequence[tuple[Any, datetime]], aggregations: Sequence[Aggregation]
+    con: Any,
+    history: str,
+    labels: Sequence[tuple[Any, datetime] | tuple[Any, datetime, datetime]],
+    aggregations: Sequence[Aggregation],
 ) -> list[dict[str, Any]]:
-    """Each label's value of every aggregation (a dict by feature name, in label order)."""
+    """Each label's value of every aggregation (a dict by feature name, in label order). A label (key, T) reads
+    the changes committed by T; (key, T, C) those committed by C, its window still ending at T: what an online
+    store that had applied the changes up to C served at T (monitoring/consistency.py's freshness lag)."""
     out: list[dict[str, Any]] = [{} for _ in labels]
-    con.execute("CREATE OR REPLACE TEMP TABLE _labels (_i BIGINT, _key VARCHAR, _at TIMESTAMPTZ)")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _labels (_i BIGINT, _key VARCHAR, _at TIMESTAMPTZ, _cut TIMESTAMPTZ)"
+    )
     con.executemany(
-        "INSERT INTO _labels VALUES (?, ?, ?)", [(i, str(k), at) for i, (k, at) in enumerate(labels)]
+        "INSERT INTO _labels VALUES (?, ?, ?, ?)",
+        [(i, str(label[0]), label[1], label[-1]) for i, label in enumerate(labels)],
     )
     unfit = _unfit(con, history, set().union(*(_numeric_columns(a) for a in aggregations)))
     by_window: dict[Any, list[tuple[int, Aggregation]]] = {}
@@ -140,7 +148,7 @@ def values_at(
 
 def _rows_in(history: str) -> str:
     """Each label's rows in a window (its length the query's parameter): the last version of each source
-    row committed by the label time, not a delete, of the label's key, its event time in (T - w, T].
+    row committed by the label's cut (its time unless given), not a delete, of the label's key, its event time in (T - w, T].
 
     Only rows that ever had the label's key are candidates (a hash join), and all their versions are
     ranked, since a row's last version may have moved it to another key. (A LATERAL subquery per label
@@ -151,9 +159,9 @@ def _rows_in(history: str) -> str:
                 SELECT c._i AS _label, c._at AS _label_at, c._key AS _label_key, v.*,
                     row_number() OVER (PARTITION BY c._i, v._row ORDER BY v._version DESC, v._minor DESC) AS _n
                 FROM (
-                    SELECT l._i, l._at, l._key, p._row FROM _labels l
+                    SELECT l._i, l._at, l._cut, l._key, p._row FROM _labels l
                     JOIN (SELECT DISTINCT CAST(_key AS VARCHAR) AS _key, _row FROM {history}) p ON p._key = l._key
-                ) c JOIN {history} v ON v._row = c._row AND v._committed <= c._at
+                ) c JOIN {history} v ON v._row = c._row AND v._committed <= c._cut
             ) WHERE _n = 1 AND NOT _deleted AND CAST(_key AS VARCHAR) = _label_key
               AND _event_time > _label_at - ?::INTERVAL AND _event_time <= _label_at
         ) h ON h._label = l._i"""

@@ -304,7 +304,8 @@ def _passed_through(
     """Of the ``pending`` (feature, row) pairs, those whose served value is a state the entity passed through
     between ``request - lag`` and the request (a change after another within the lag: the online store may have
     held the first when the request came). A plain view's states are its history rows; an aggregation view's are
-    its value computed (Feast's join) just at each change of the entity in that interval."""
+    its value at the request with the changes committed by each instant of that interval (its windows slide at
+    read time, whatever the store has applied)."""
     import pyarrow.dataset as ds
 
     from aggregations.spec import is_aggregation_view
@@ -337,7 +338,7 @@ def _passed_through(
         states = history.dataset(files).to_table(filter=where).to_pandas()
         if is_aggregation_view(view):
             found |= _aggregated_states(
-                store, frame, at, lag, rows, states, columns, prefix, features, pending
+                view, history, files, frame, at, lag, rows, columns, features, pending
             )
             continue
         for row in rows:
@@ -363,46 +364,67 @@ def _passed_through(
 
 
 def _aggregated_states(
-    store: FeatureStore,
+    view: Any,
+    history: Any,
+    files: list[str],
     frame: pd.DataFrame,
     at: pd.Series,
     lag: float,
     rows: list[int],
-    changes: pd.DataFrame,
     columns: dict[str, str],
-    prefix: str,
     features: dict[str, str],
     pending: dict[str, list[int]],
 ) -> set[tuple[str, int]]:
-    """Of an aggregation view's pending rows, those whose served value is the view's value as of a change of the
-    entity between ``request - lag`` and the request (Feast's join at each such instant)."""
-    instants = []
+    """Of an aggregation view's pending rows, those whose served value is the view's value at the request over
+    the changes committed by ``request - lag`` or by any commit of the view between then and the request (of any
+    key: a change moving an order away from a customer is a row of the other customer)."""
+    import bisect
+
+    import duckdb
+    import pyarrow.dataset as ds
+
+    from aggregations.offline import values_at
+    from aggregations.rows import outward
+    from aggregations.spec import aggregation_view
+    from stores.history.aggregations import history_relation
+
+    spec = aggregation_view(view)
+    assert spec is not None
+    (key,) = columns.values()  # an aggregation view has one join key
+    stamp = pa.timestamp("us", "UTC")
+    lo = (at.iloc[rows].min() - pd.Timedelta(seconds=lag)).to_pydatetime()
+    hi = at.iloc[rows].max().to_pydatetime()
+    committed = history.dataset(files).to_table(
+        columns=["event_timestamp"],
+        filter=(ds.field("event_timestamp") > pa.scalar(lo, stamp))
+        & (ds.field("event_timestamp") <= pa.scalar(hi, stamp)),
+    )
+    commits = sorted(set(pd.to_datetime(committed.column("event_timestamp").to_pandas(), utc=True)))
+    labels, owners = [], []
     for row in rows:
-        match = changes
-        for column, key in columns.items():
-            match = match[match[column] == frame[key].iloc[row]]
         r = at.iloc[row]
-        times = match["event_timestamp"][
-            (match["event_timestamp"] > r - pd.Timedelta(seconds=lag)) & (match["event_timestamp"] <= r)
-        ]
-        for when in sorted(set(times)):
-            instants.append(
-                {**{k: frame[k].iloc[row] for k in columns.values()}, "event_timestamp": when, "__row": row}
-            )
-    if not instants:
-        return set()
-    entities = pd.DataFrame(instants)
-    refs = [f"{prefix}:{f}" for f in features]
-    values = store.get_historical_features(entity_df=entities, features=refs, full_feature_names=True).to_df()
+        since = r - pd.Timedelta(seconds=lag)
+        cuts = [since, *commits[bisect.bisect_right(commits, since) : bisect.bisect_right(commits, r)]]
+        for cut in cuts:
+            labels.append((frame[key].iloc[row], r.to_pydatetime(), cut.to_pydatetime()))
+            owners.append(row)
+    aggs = [a for a in spec.aggregations if a.name in features]
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # stdout may be --json: no bar printed on it
+    try:
+        values = values_at(con, history_relation(con, view, spec, files), labels, aggs)
+    finally:
+        con.close()
     found: set[tuple[str, int]] = set()
-    for name in features.values():
-        for row, group in values.groupby("__row"):
-            if row not in pending.get(name, []):
+    for row, value in zip(owners, values, strict=True):
+        for agg in aggs:
+            name = features[agg.name]
+            if row not in pending.get(name, []) or (name, row) in found:
                 continue
             status = frame[f"{name}__status"].iloc[row]
             served = None if status in ABSENT else frame[name].iloc[row]
-            if any(_same(served, v)[0] for v in group[name].tolist()):
-                found.add((name, int(row)))
+            if _same(served, outward(value[agg.name]))[0]:
+                found.add((name, row))
     return found
 
 

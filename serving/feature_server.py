@@ -161,6 +161,10 @@ class FeatureServer:
                 )
             metrics = ["--metrics"]
             env[ADDRESS_ENV] = f"{self.host}:{self.metrics_port}"
+        if self.command == "serve":
+            # Before the servers: a stop while they start (SIGTERM as soon as /health answers) still ships what
+            # they logged (the spool would wait for the next server on this host and port).
+            self._start_shipper()
         for i in range(self.workers):
             proc = subprocess.Popen(
                 argv + (metrics if i == 0 else []),
@@ -179,8 +183,6 @@ class FeatureServer:
                 check=self._alive,
             )
         wait_for(self.healthy, timeout_s, f"`feast {self.command}` at {self.url}", check=self._alive)
-        if self.command == "serve":
-            self._start_shipper()
         if self.rt_priority > 0:
             for proc in self.procs:
                 warn_unless_realtime(proc.pid, f"feast {self.command}", self.rt_priority)

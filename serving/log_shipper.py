@@ -2,7 +2,7 @@
 
     python -m serving.log_shipper --repo feature_repo --spool data/logs/_spool/127.0.0.1-6566
 
-Runs beside the feature server's processes (serving/feature_server.py starts and stops it), at normal priority.
+Runs beside the feature server's processes (serving/feature_server.py starts and stops it), at nice 19.
 Every ``--interval`` seconds it takes the whole spool files, decodes each lookup (the request's entity keys, the
 response's values, statuses and event times) into rows of Feast's log schema (stores/history/served.py), appends
 each file's rows to the log tables in one commit per service, marked with the file's name and number, then
@@ -14,6 +14,7 @@ removed from the registry, a column it no longer has) is logged and counted, nev
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -182,16 +183,21 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=2.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    # Only spare CPU: lookups, the load they come with and ingest go first (the serving bench measured a
-    # lookup's p99 +34% at 2,500/s with the shipper at normal priority beside them on 2 cores). The spool holds
-    # what it has not shipped yet, bounded (serving/served_log.py).
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError) as exc:
-        logger.info("served log: the shipper keeps its priority (%s)", exc)
+    # Lookups, the load they come with and ingest go first (the servers run real-time anyway); nice 19, not
+    # SCHED_IDLE: on a host whose cores are never idle SCHED_IDLE starved the shipper for minutes (a CI run beside
+    # it), the spool grew, and a clean stop waited for it. The spool holds what is not shipped yet, bounded
+    # (serving/served_log.py).
+    os.setpriority(os.PRIO_PROCESS, 0, 19)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    def stopping(*_: object) -> None:
+        # The last pass is what a clean stop waits for: at normal priority if allowed (root), not behind the host.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, stopping)
+    signal.signal(signal.SIGINT, stopping)
     started = time.monotonic()
     shipper = run(args.repo, args.spool, args.interval, stop)
     logger.info(

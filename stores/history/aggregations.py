@@ -57,6 +57,7 @@ def add_values(
     timestamp = infer_event_timestamp_from_entity_df(dict(zip(frame.columns, frame.dtypes, strict=True)))
     times = pd.to_datetime(frame[timestamp], utc=True)
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # stdout is the caller's: no bar printed on it
     try:
         for view in views:
             spec = aggregation_view(view)

@@ -76,11 +76,12 @@ def online(url: str, ids: list[int]) -> dict[str, Any]:
 
 
 def stop_server(server: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (featurectl serve then stops its `feast serve`), SIGKILL if it does not exit."""
+    """SIGTERM (featurectl serve then stops its `feast serve` and ships its served log), SIGKILL if it does not
+    exit in 90 s (its own stop allows the log shipper 60 s)."""
     if server.poll() is None:
         server.send_signal(signal.SIGTERM)
         try:
-            server.wait(30)
+            server.wait(90)
         except subprocess.TimeoutExpired:
             server.kill()
 

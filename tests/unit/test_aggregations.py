@@ -287,6 +287,35 @@ def test_the_offline_values_equal_the_oracle_at_label_times(
             assert values[agg.name] == oracle(log, key, at, agg), (agg.text, key, at)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    specs=st.lists(change_spec, min_size=1, max_size=20),
+    gaps=st.lists(st.integers(0, 900), min_size=20, max_size=20),
+    picks=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 10_000)), min_size=20, max_size=20),
+)
+def test_a_label_with_a_commit_cut_equals_the_oracle_over_the_changes_committed_by_then(
+    specs: list[tuple[Any, ...]], gaps: list[int], picks: list[tuple[int, int]]
+) -> None:
+    """(key, T, C): the window ends at T, the changes are those committed by C <= T: what an online store that
+    had applied the changes up to C served at T (monitoring/consistency.py explains freshness lag with it)."""
+    import duckdb
+
+    log = build_log(specs, gaps)
+    edges = sorted(read_times(log, T0 - timedelta(hours=1)) + [c.committed for c in log])
+    labels = []
+    for p, q in picks:
+        cut, at = sorted((edges[p % len(edges)], edges[q % len(edges)]))
+        labels += [(key, at, cut) for key in ("a", "b")]
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    history_table(con, log)
+    got = values_at(con, "history", labels, AGGS)
+    for (key, at, cut), values in zip(labels, got, strict=True):
+        applied = [c for c in log if c.committed <= cut]
+        for agg in AGGS:
+            assert values[agg.name] == oracle(applied, key, at, agg), (agg.text, key, at, cut)
+
+
 # Doubles of any magnitude (as a float8 column sends them), and numerics of a scale DECIMAL(38, 10) rounds.
 wide_amount = st.one_of(
     st.none(),
