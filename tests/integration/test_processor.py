@@ -38,7 +38,14 @@ def test_insert_update_delete_reach_the_online_store(stack: StackHandle, platfor
         def online() -> dict[str, list[Any]]:
             return platform.online("customer_profile", "customer_id", [cid], CUSTOMER)
 
-        wait_until(lambda: online()["segment"] == ["silver"], 30, "the insert online")
+        # The first change waits for the processor's start too (models, the store, the group's partitions):
+        # 30 s timed out once for Milvus on a loaded CI machine (2026-11-28); the changes after it keep 30 s.
+        wait_until(
+            lambda: online()["segment"] == ["silver"],
+            120,
+            "the insert online",
+            lambda: platform.log()[-3000:],
+        )
         assert online()["credit_limit"] == [250.5] and online()["country"] == ["FR"]
 
         conn.execute("UPDATE customers SET segment = 'gold', credit_limit = 999.99 WHERE id = %s", (cid,))
