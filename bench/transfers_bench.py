@@ -1,11 +1,13 @@
 """Broken reads: how often a reader of the online store sees half of a source transaction (issue 49).
 
-    .venv/bin/python -m bench.transfers_bench                              # SQLite, 1 processor, 60 s
+    .venv/bin/python -m bench.transfers_bench                              # SQLite, 1 processor, 10,000 reads
     .venv/bin/python -m bench.transfers_bench --online-store redis --workers 2
+    .venv/bin/python -m bench.transfers_bench --kill                       # SIGKILL the processor a third in
+    FEATURECTL_ATOMIC_TRANSACTIONS=false .venv/bin/python -m bench.transfers_bench   # per-row visibility
 
 A table of ``--accounts`` accounts of balance 1,000 each; a writer process moves a random amount between two
-random accounts in one Postgres transaction (two UPDATEs) at ``--rate`` transactions/s: the sum of the balances
-never changes in Postgres. Meanwhile a reader looks up every account's balance (Feast's `get_online_features`,
+random accounts in one Postgres transaction (two UPDATEs) at ``--rate`` transactions/s (``--writers`` processes
+share it): the sum of the balances never changes in Postgres. Meanwhile a reader looks up every account's balance (Feast's `get_online_features`,
 one request) in a loop and sums them: a sum other than ``accounts * 1000`` is a read that saw one side of a
 transfer without the other (a state the source never had). At the end, once the processor has caught up, the
 online store must equal Postgres: nothing lost.
@@ -67,11 +69,13 @@ account_balance = FeatureView(
 """
 
 
-def transfer(conninfo: str, table: str, accounts: int, rate: float, stop: Any, done: Any) -> None:
+def transfer(
+    conninfo: str, table: str, accounts: int, rate: float, stop: Any, done: Any, seed: int = 1
+) -> None:
     """Transfers between two random accounts, one Postgres transaction each, ``rate`` per second, until
     ``stop``; ``done`` counts them (runs in a process of its own)."""
     procs.make_normal()
-    rng = random.Random(1)
+    rng = random.Random(seed)
     update = sql.SQL("UPDATE {} SET balance = balance + %s WHERE id = %s").format(sql.Identifier(table))
     with psycopg.connect(conninfo) as conn:
         next_at = time.monotonic()
@@ -99,7 +103,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--accounts", type=int, default=200)
     ap.add_argument("--rate", type=float, default=300, help="source transactions/s")
-    ap.add_argument("--seconds", type=float, default=60, help="how long the transfers and reads run")
+    ap.add_argument("--reads", type=int, default=10_000, help="reads of every balance, at least")
+    ap.add_argument(
+        "--seconds", type=float, default=30, help="how long the transfers and reads run, at least"
+    )
+    ap.add_argument("--writers", type=int, default=2, help="processes sharing the transfer rate")
+    ap.add_argument(
+        "--kill", action="store_true", help="SIGKILL the processor a third of the way in, restart it"
+    )
     ap.add_argument("--workers", type=int, default=1, help="featurectl process --workers")
     ap.add_argument("--online-store", default="sqlite", choices=[k.name for k in kinds()])
     args = ap.parse_args()
@@ -123,17 +134,17 @@ def main() -> None:
         )
     settings, definition = repo_and_connector(settings, pg, root, name)
     processor: subprocess.Popen[bytes] | None = None
-    writer = None
+    writers: list[Any] = []
     stop: Any = None
     try:
         repo = settings.feature_repo
+        use_online_store(settings, args.online_store, name)  # before the shop's views go: it edits them
         for module in ("customers.py", "orders.py", "products.py", "feature_services.py"):
             (repo / module).unlink()
         (repo / "accounts.py").write_text(VIEW.format(table=name))
         suites = root / "suites"
         suites.mkdir()
         (suites / "account_balance.json").write_text('{"name": "account_balance", "expectations": []}')
-        use_online_store(settings, args.online_store, name)
         deploy(settings, definition)
         feast_apply(repo)
         env = {
@@ -143,12 +154,16 @@ def main() -> None:
             "FEATURECTL_PROCESSOR_GROUP": settings.processor_group,
             "FEATURECTL_DLQ_TOPIC": settings.dlq_topic,
         }
-        log = open(root / "processor.log", "ab")  # noqa: SIM115 - lives as long as the processor
-        processor = subprocess.Popen(
-            [sys.executable, "-c", "from featurectl.cli import main; main()", "process", "--file",
-             str(definition.path), "--workers", str(args.workers)],
-            env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        log = open(root / "processor.log", "ab")  # noqa: SIM115 - lives as long as the processors
+
+        def start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [sys.executable, "-c", "from featurectl.cli import main; main()", "process", "--file",
+                 str(definition.path), "--workers", str(args.workers)],
+                env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+        processor = start()
         store = FeatureStore(repo_path=str(repo))
         total = BALANCE * args.accounts
         deadline = time.monotonic() + 300
@@ -159,24 +174,37 @@ def main() -> None:
 
         spawn = multiprocessing.get_context("spawn")
         stop, done = spawn.Event(), spawn.Value("q", 0)
-        writer = spawn.Process(
-            target=transfer,
-            args=(pg.app_conninfo(), name, args.accounts, args.rate, stop, done),
-            name="transfers",
-        )
-        writer.start()
+        writers = [
+            spawn.Process(
+                target=transfer,
+                args=(pg.app_conninfo(), name, args.accounts, args.rate / args.writers, stop, done, seed),
+                name=f"transfers-{seed}",
+            )
+            for seed in range(args.writers)
+        ]
+        for writer in writers:
+            writer.start()
+        while done.value == 0:
+            if not all(w.is_alive() for w in writers):
+                raise SystemExit("a transfer writer died before its first transfer")
+            time.sleep(0.05)
         reads = broken = 0
         worst = 0
-        end = time.monotonic() + args.seconds
-        while time.monotonic() < end:
-            off = sum(balances(store, args.accounts)) - total
+        began, first = time.monotonic(), done.value
+        while reads < args.reads or time.monotonic() < began + args.seconds:
+            if args.kill and reads == args.reads // 3:
+                processor.kill()  # mid-stream: held rows, uncommitted offsets
+                processor.wait(30)
+                processor = start()
+            off = sum(v or 0 for v in balances(store, args.accounts)) - total
             reads += 1
             if off:
                 broken += 1
                 worst = max(worst, abs(off))
+        elapsed, transactions = time.monotonic() - began, done.value - first
         stop.set()
-        writer.join(30)
-        transactions = done.value
+        for writer in writers:
+            writer.join(30)
 
         with psycopg.connect(pg.app_conninfo()) as conn:
             want = [
@@ -193,18 +221,21 @@ def main() -> None:
         print("\n== broken reads: transfers between accounts, the online store read whole ==")
         print(
             f"command: .venv/bin/python -m bench.transfers_bench --accounts {args.accounts} --rate {args.rate:g} "
-            f"--seconds {args.seconds:g} --workers {args.workers} --online-store {args.online_store}"
+            f"--reads {args.reads} --seconds {args.seconds:g} --writers {args.writers} --workers {args.workers} "
+            f"--online-store {args.online_store}{' --kill' if args.kill else ''}"
+            f"  (FEATURECTL_ATOMIC_TRANSACTIONS={os.environ.get('FEATURECTL_ATOMIC_TRANSACTIONS', 'true')})"
         )
         print(
-            f"  {transactions:,} transfers ({transactions / args.seconds:,.0f}/s); {reads:,} reads of all "
+            f"  {transactions:,} transfers ({transactions / elapsed:,.0f}/s); {reads:,} reads of all "
             f"{args.accounts} balances: {broken:,} broken ({broken / max(reads, 1):.1%}), off by up to {worst:,}"
         )
         print(f"  after catching up: {mismatched} of {args.accounts} accounts differ from Postgres")
     finally:
         if stop is not None:
             stop.set()
-        if writer is not None and writer.is_alive():
-            writer.terminate()
+        for writer in writers:
+            if writer.is_alive():
+                writer.terminate()
         if processor is not None and processor.poll() is None:
             processor.send_signal(signal.SIGTERM)
             try:

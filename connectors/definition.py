@@ -61,6 +61,13 @@ class ConnectorDefinition:
         match = re.search(r"INSERT\s+INTO\s+([\w.]+)", self.config.get("heartbeat.action.query", ""), re.I)
         return match.group(1) if match and match.group(1) in self.tables else None
 
+    @property
+    def transaction_topic(self) -> str | None:
+        """Where the connector writes its transactions' BEGIN/END markers, if it provides them."""
+        if self.config.get("provide.transaction.metadata", "false").lower() != "true":
+            return None
+        return f"{self.topic_prefix}.{self.config.get('topic.transaction', 'transaction')}"
+
     def topic_for(self, table: str) -> str:
         """The Kafka topic Debezium writes ``schema.table`` changes to."""
         return f"{self.topic_prefix}.{table}"
@@ -90,6 +97,12 @@ class ConnectorDefinition:
                 "notification.sink.topic.name": f"__debezium-notifications.{name}",
             }
         )
+        if (
+            "topic.creation.transactions.include" in config
+        ):  # its transaction topic: one partition, commit order
+            config["topic.creation.transactions.include"] = re.escape(f"{name}.") + re.escape(
+                config.get("topic.transaction", "transaction")
+            )
         path.write_text(json.dumps({"name": name, "config": config}, indent=2))
         return ConnectorDefinition(name=name, config=config, path=path)
 

@@ -73,6 +73,21 @@ BATCH_RETRIES = Counter(
     ["error"],
     registry=REGISTRY,
 )
+TRANSACTIONS_RELEASED = Counter(
+    "featurectl_transactions_released",
+    "Source transactions made visible in the online store as a whole (stores/transactions.py)",
+    registry=REGISTRY,
+)
+TRANSACTIONS_PARTIAL = Counter(
+    "featurectl_transactions_released_partial",
+    "Source transactions made visible without atomicity: too large to hold, or their END waited too long",
+    registry=REGISTRY,
+)
+TRANSACTIONS_WAITING = Gauge(
+    "featurectl_transactions_waiting",
+    "Source transactions whose END was read but which are not yet visible online (this writer's last look)",
+    registry=REGISTRY,
+)
 CONSUMER_LAG = Gauge(
     "featurectl_consumer_lag",
     "Messages between the processor's committed offset and the partition's end (librdkafka statistics)",

@@ -180,6 +180,25 @@ class Settings(BaseSettings):
         5000,
         description="Largest micro-batch the processor polls (under load; at low rates a batch is what arrived).",
     )
+    atomic_transactions: bool = Field(
+        True,
+        description="Readers of the online store see each source transaction whole or not at all "
+        "(docs/processor.md, Transactions); false: each row is visible as soon as it is written (cheaper, "
+        "per-row last-write-wins like other feature stores).",
+    )
+    txn_max_rows: int = Field(
+        100_000,
+        ge=1,
+        description="Rows of one source transaction the online store holds out of sight until all of it is "
+        "written (docs/processor.md, Transactions); a larger transaction is made visible as it comes, "
+        "without atomicity, and counted (featurectl_transactions_released_partial_total).",
+    )
+    txn_max_wait_s: float = Field(
+        600.0,
+        gt=0,
+        description="How long a source transaction whose END was read may wait for the rest of its changes "
+        "before it is made visible with what arrived (a change read before the rule ran, or lost).",
+    )
     batch_linger_ms: int = Field(
         0,
         description="Extra wait for more messages once a batch has some (0: hand on what has arrived).",

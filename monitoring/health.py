@@ -45,6 +45,8 @@ from monitoring.watch import wal_limit, wal_problem
 from stores.history.probe import probe as probe_history
 from stores.history.reader import History
 from stores.registry import probe as probe_online_store
+from stores.registry import transaction_state
+from stores.transactions import State
 from streams.routes import route_for, source_columns, source_keys
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -96,6 +98,7 @@ class HealthCheck:
         snapshot_stall_s: float = 900,
         online: Callable[[], str] | None = None,
         history: Callable[[], str] | None = None,
+        transactions: Callable[[], State | None] | None = None,
     ) -> None:
         self.settings = settings
         self.snapshot_stall_s = snapshot_stall_s  # a running snapshot silent this long is stalled
@@ -108,6 +111,9 @@ class HealthCheck:
         self._consumer: Consumer | None = None
         self.online = online  # probes the online store: where it answered, or raises its driver's error
         self.history = history  # probes the history's storage: how many tables took a write, or raises
+        self.transactions = (
+            transactions  # the online store's held source transactions (stores/transactions.py)
+        )
 
     @classmethod
     def for_repository(
@@ -129,6 +135,7 @@ class HealthCheck:
             keys=source_keys(routes),
             online=lambda: probe_online_store(store),
             history=lambda: probe_history(store),
+            transactions=lambda: transaction_state(store),
         )
 
     def run(self) -> Health:
@@ -138,6 +145,7 @@ class HealthCheck:
             ("kafka", self._kafka),
             ("online store", self._online),
             ("offline history", self._history),
+            ("transactions", self._transactions),
             ("connector", self._connector),
             ("slot", self._slot),
             ("lag", self._lag),
@@ -184,6 +192,41 @@ class HealthCheck:
                     "online_store in feature_store.yaml; the processor waits for it meanwhile",
                 )
             ]
+
+    def _transactions(self) -> list[Check]:
+        """Source transactions held for atomic visibility: waiting too long, or made visible without it."""
+        held = self.transactions() if self.transactions is not None else None
+        if held is None:
+            return []
+        data = asdict(held)
+        waiting = f"{held.waiting} waiting for the rest of their changes" + (
+            f" (oldest {_ago(held.oldest_s)})" if held.oldest_s is not None else ""
+        )
+        if held.partial:
+            return [
+                Check(
+                    "transactions",
+                    WARN,
+                    f"{held.partial} source transaction(s) were made visible without atomicity (larger than "
+                    f"FEATURECTL_TXN_MAX_ROWS, or their changes did not all arrive within FEATURECTL_TXN_MAX_WAIT_S); "
+                    f"{waiting}",
+                    "see the processor's log ('made visible without atomicity'); raise the limit if readers "
+                    "need such transactions whole",
+                    data,
+                )
+            ]
+        if held.oldest_s is not None and held.oldest_s > 60:
+            return [
+                Check(
+                    "transactions",
+                    WARN,
+                    f"{waiting}, {held.held_rows:,} rows held out of sight",
+                    "a processor is behind or stopped (see lag); past FEATURECTL_TXN_MAX_WAIT_S they are "
+                    "made visible with what arrived",
+                    data,
+                )
+            ]
+        return [Check("transactions", OK, f"whole for readers; {waiting}", data=data)]
 
     def _history(self) -> list[Check]:
         if self.history is None:

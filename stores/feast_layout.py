@@ -33,6 +33,7 @@ from embeddings.spec import EmbeddingSpec
 from stores.keys import fast_entity_key
 from stores.ordering import check_not_rewound, epoch_us
 from stores.sink import DELETE, OnlineSink, Partition, SinkRow
+from stores.transactions import Gate, State
 from stores.ttl import ttl_ns
 from stores.views import RegistryViews
 
@@ -216,16 +217,25 @@ class FeastLayoutSink(OnlineSink):
         self._barriers[view] = max(version, self._barriers.get(view, version))
 
     def flush(self) -> list[SinkRow]:
-        """Write what was added as one atomic step of the store; return the rows that changed state."""
+        """Write what was added as one atomic step of the store; return the rows that changed state.
+
+        With a transaction gate (stores/transactions.py) the step first records what the batch read of source
+        transactions and holds the rows of those not yet complete; the rows it releases are written with the
+        rest, in the same step."""
         self.superseded, self.last_skipped = [], []
-        if not self._pending and not self._barriers:
+        gate = self._gate
+        if not self._pending and not self._barriers and not (gate is not None and gate.busy):
             self._check_idle()  # nothing online, but a refused batch must not reach the other sinks either
             return []
-        latest, views = self._latest(self._pending)
-        self._check_views(views)
+        if gate is None:
+            latest, views = self._latest(self._pending)
+            self._check_views(views)
         raised = dict(self._barriers)
         with self._transaction() as tx:
             self._check_fences(tx)
+            if gate is not None:
+                latest, views = self._latest(gate.step(tx, self._pending))
+                self._check_views(views)
             barriers = self._write_barriers(tx, {view for view, _ in latest} | set(raised))
             current = self._current_versions(tx, sorted(latest))
             decision = self._decide(latest, current, barriers)
@@ -238,6 +248,32 @@ class FeastLayoutSink(OnlineSink):
         self.superseded = decision.superseded
         self._log_skipped(decision.skipped)
         return decision.applied
+
+    _gate: Gate | None = None  # set by a store that keeps source transactions atomic
+
+    def limit_transactions(self, enabled: bool, max_rows: int, max_wait_s: float) -> None:
+        """Whether to hold source transactions, and the bounds (settings atomic_transactions, txn_max_rows,
+        txn_max_wait_s). Off: every row is visible as written, as before stores/transactions.py."""
+        if self._gate is not None:
+            self._gate.max_rows, self._gate.max_wait_s = max_rows, max_wait_s
+        if not enabled:
+            self._gate = None
+
+    @property
+    def transactions_waiting(self) -> bool:
+        return self._gate is not None and self._gate.waiting
+
+    def transaction_state(self) -> State | None:
+        """The rule's state in the store (``featurectl health``), None where the store keeps no such rule."""
+        return None
+
+    def add_seen(self, txn: str, order: int, version: int) -> None:
+        if self._gate is not None:
+            self._gate.add_seen(txn, order, version)
+
+    def add_end(self, txn: str, events: int, position: int) -> None:
+        if self._gate is not None:
+            self._gate.add_end(txn, events, position)
 
     def _check_idle(self) -> None:
         """An empty flush: refuse it (FencedError) if a held partition was claimed since."""

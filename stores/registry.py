@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from core.settings import Settings
     from stores.feast_layout import FeastLayoutSink
     from stores.local import LocalServer, LocalService
+    from stores.transactions import State
     from stores.vector_store import VectorStore
 
 
@@ -42,6 +43,9 @@ class OnlineStoreKind:
     many_hosts: bool = False
     parallel_writes: bool = False
     transactions: bool = False
+    # Readers see a source transaction's changes all or none (stores/transactions.py: its sink holds a transaction's
+    # rows until every change of it is written, and a reader's lookup is one snapshot).
+    atomic_source_transactions: bool = False
     # The requirements its driver and local server need (`featurectl stack install --with` installs them), and
     # pyproject.toml's extra holding them for `pip install '.[extra]'` (tests keep the two equal).
     packages: tuple[str, ...] = field(default_factory=tuple)
@@ -219,3 +223,14 @@ def aggregation_view_problems(store: FeatureStore, views: list[Any]) -> list[str
 def open_online_sink(store: FeatureStore) -> FeastLayoutSink:
     """A sink writing ``store``'s online store; ConfigError naming the supported types otherwise."""
     return kind_of(store).open_sink(store)
+
+
+def transaction_state(store: FeatureStore) -> State | None:
+    """How the online store holds source transactions now (stores/transactions.py); None where it keeps none."""
+    if not kind_of(store).atomic_source_transactions:
+        return None
+    sink = open_online_sink(store)
+    try:
+        return sink.transaction_state()
+    finally:
+        sink.close()

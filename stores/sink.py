@@ -49,6 +49,9 @@ class SinkRow:
     # (topic, partition, offset) of the change event read from the live stream; None for rows made by a
     # job (backfill, materialize) or a replay, which have no stream position of their own.
     position: tuple[str, int, int] | None = None
+    # The id of the source transaction the change belongs to (stores/transactions.py): held out of sight until
+    # every change of it has been written; None (a snapshot read, a job's row, a replay): visible at once.
+    txn: str | None = None
 
     @property
     def order(self) -> tuple[int, int]:
@@ -93,6 +96,19 @@ class OnlineSink(Sink):
     superseded: list[SinkRow]
     # Whether it stores aggregation views' contributions and its Feast reader computes them (stores/contributions.py).
     aggregates: bool = False
+
+    @property
+    def transactions_waiting(self) -> bool:
+        """Whether source transactions read whole wait to be made visible (a flush with no rows must look again)."""
+        return False
+
+    def add_seen(self, txn: str, order: int, version: int) -> None:
+        """A change of source transaction ``txn`` at position ``order`` in it (``version``: its commit position)
+        was read, whatever became of it (rows, a dead letter, nothing): counted towards the transaction's END."""
+
+    def add_end(self, txn: str, events: int, position: int) -> None:
+        """Source transaction ``txn`` made ``events`` changes; its END marker sits at ``position`` (offset) of the
+        one-partition transaction topic: commit order."""
 
     @abstractmethod
     def add_barrier(self, view: str, version: tuple[int, int]) -> None:

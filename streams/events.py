@@ -37,6 +37,23 @@ class DecodeError(FeatureCtlError):
 
 
 @dataclass(frozen=True, slots=True)
+class TransactionMarker:
+    """A BEGIN or END of a source transaction, from the connector's ``<prefix>.transaction`` topic; an END
+    carries how many change events the transaction made (every captured table)."""
+
+    topic: str
+    partition: int
+    offset: int
+    status: str  # BEGIN or END
+    id: str
+    event_count: int | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.topic}[{self.partition}] offset={self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
 class ChangeEvent:
     """One row change, with where it came from (Postgres commit time, LSN) and where it sits in Kafka."""
 
@@ -54,6 +71,9 @@ class ChangeEvent:
     snapshot: str | None
     table: str | None
     sequence: tuple[int | None, int | None] | None = None  # Debezium source.sequence (stores/ordering.py)
+    # The source transaction (``transaction.id``, ``transaction.total_order``: the change's place in it, from
+    # 1) when the connector provides transaction metadata; None for snapshot reads (stores/transactions.py).
+    txn: tuple[str, int] | None = None
 
     @property
     def is_tombstone(self) -> bool:
@@ -100,6 +120,47 @@ def _sequence(raw: Any) -> tuple[int | None, int | None] | None:
     return None
 
 
+def transaction_key(raw_id: Any) -> str:
+    """The part of a Debezium transaction id that names the transaction. The PostgreSQL connector writes
+    ``<xid>:<lsn>`` (DBZ-5329) with the LSN of the event at hand: it differs between the changes of one
+    transaction and its END (seen: changes ``739:26540176`` and ``739:26540264``, END ``739:26540400``), so the
+    xid alone is the key. Xids repeat only after 2^32 transactions; the store forgets a transaction once released."""
+    return str(raw_id).split(":", 1)[0]
+
+
+def _txn(raw: Any, where: str) -> tuple[str, int] | None:
+    """An envelope's ``transaction`` block: (its transaction_key, total_order), or None where there is none."""
+    if raw is None:
+        return None
+    try:
+        return transaction_key(raw["id"]), int(raw["total_order"])
+    except (KeyError, TypeError, ValueError):
+        raise DecodeError(
+            f"{where}: 'transaction' is not an object with 'id' and 'total_order' ({str(raw)[:200]})",
+            "the record goes to the dead-letter topic; check the connector's transaction metadata",
+        ) from None
+
+
+def decode_marker(msg: KafkaMessage) -> TransactionMarker:
+    """Decode one message of the transaction topic; raises DecodeError if it is not a BEGIN/END marker."""
+    topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+    where = f"{topic}[{partition}] offset={offset}"
+    value = _json(msg.value(), "value", where)
+    if (
+        not isinstance(value, dict)
+        or value.get("status") not in ("BEGIN", "END")
+        or value.get("id") is None
+        or (value["status"] == "END" and not isinstance(value.get("event_count"), int))
+    ):
+        raise DecodeError(
+            f"{where}: not a Debezium transaction marker (status BEGIN/END, id, event_count)",
+            "nothing else may write to the connector's transaction topic",
+        )
+    return TransactionMarker(
+        topic, partition, offset, value["status"], transaction_key(value["id"]), value.get("event_count")
+    )
+
+
 def decode(msg: KafkaMessage) -> ChangeEvent:
     """Decode one Kafka message; raises DecodeError if it is not a Debezium envelope."""
     topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
@@ -138,4 +199,5 @@ def decode(msg: KafkaMessage) -> ChangeEvent:
         tx_id=source.get("txId"),
         snapshot=str(source["snapshot"]) if source.get("snapshot") not in (None, "false") else None,
         table=table,
+        txn=_txn(value.get("transaction"), where),
     )

@@ -31,7 +31,7 @@ from stores.sink import DELETE, UPSERT, OnlineSink, Sink, SinkRow
 from streams.check import check
 from streams.dlq import DeadLetterSink
 from streams.embed import EmbeddingStep
-from streams.events import ChangeEvent, DecodeError, KafkaMessage, decode
+from streams.events import ChangeEvent, DecodeError, KafkaMessage, decode, decode_marker
 from streams.freshness import Freshness
 from streams.routes import Route, table_policy
 from streams.toast import unavailable_columns, unresolved_reason
@@ -80,6 +80,8 @@ class Pipeline:
     freshness: Freshness = field(default_factory=Freshness)  # commit -> online write committed
     batch_freshness: Freshness = field(default_factory=Freshness)  # commit -> every sink written
     embedding: EmbeddingStep | None = None
+    # The connector's <prefix>.transaction topic (provide.transaction.metadata): BEGIN/END markers, not changes.
+    transaction_topic: str | None = None
     _checks_s: float = field(default=0.0, init=False, repr=False)  # validate + embed time of this process()
 
     def __post_init__(self) -> None:
@@ -93,6 +95,9 @@ class Pipeline:
         stats = BatchStats(messages=len(messages))
         by_view: dict[str, list[_Pending]] = defaultdict(list)
         for msg in messages:
+            if msg.topic() == self.transaction_topic:
+                self._marker(msg, attempt, stats)
+                continue
             try:
                 event = decode(msg)
             except DecodeError as exc:
@@ -106,6 +111,8 @@ class Pipeline:
             # isinstance of a runtime Protocol: this runs for every message.
             handled_by = getattr(msg, "pii_handled", None)
             handled = handled_by() if handled_by is not None else None
+            if event.txn is not None:  # counted towards its transaction's END, whatever becomes of it
+                self.online.add_seen(event.txn[0], event.txn[1], version_of(event)[0])
             if event.is_tombstone or not routes:
                 stats.skipped += 1  # a tombstone follows a delete already handled
                 continue
@@ -162,6 +169,26 @@ class Pipeline:
         self._write_views(by_view, stats, attempt)
         metrics.STAGE_DURATION.labels("transform").observe(time.perf_counter() - started - self._checks_s)
         return stats
+
+    def _marker(self, msg: KafkaMessage, attempt: int, stats: BatchStats) -> None:
+        """A message of the transaction topic: an END tells the online store how many changes its transaction
+        made (stores/transactions.py); a BEGIN says nothing the changes do not."""
+        try:
+            marker = decode_marker(msg)
+        except DecodeError as exc:
+            self.dead_letters.add(msg, exc.problem, attempt=attempt, kind="decode")
+            stats.dead_letters += 1
+            return
+        if marker.partition != 0:
+            raise ConfigError(
+                f"the transaction topic {marker.topic} has more than one partition: its END markers are no "
+                "longer in commit order, which atomic visibility of transactions relies on",
+                "delete the topic and let the connector create it again with one partition "
+                "(connectors/README.md, topic.creation.transactions.*)",
+            )
+        stats.skipped += 1
+        if marker.status == "END" and marker.event_count is not None:
+            self.online.add_end(marker.id, marker.event_count, marker.offset)
 
     def _write_views(self, by_view: dict[str, list[_Pending]], stats: BatchStats, attempt: int) -> None:
         for view, all_items in by_view.items():
@@ -240,6 +267,7 @@ class Pipeline:
                         p.event.where,
                         version_minor=minor,
                         position=(p.event.topic, p.event.partition, p.event.offset),
+                        txn=p.event.txn[0] if p.event.txn is not None else None,
                     )
                 )
                 sources.append(p)

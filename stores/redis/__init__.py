@@ -23,6 +23,7 @@ KIND = OnlineStoreKind(
     many_hosts=True,
     parallel_writes=True,
     transactions=True,  # a flush is one Lua script: atomic on the server
+    atomic_source_transactions=True,
     # hiredis is the client's C protocol packer and parser (the processor's Redis writes: 1.8x with it,
     # bench/processor_bench.py --online-store redis).
     packages=("redis>=5,<9", "hiredis>=3,<4"),

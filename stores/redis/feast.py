@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import ByteString, Literal
+from typing import Any, ByteString, Literal
 
 from feast import FeatureView, RepoConfig
 from feast.infra.online_stores.redis import RedisOnlineStore as FeastRedisOnlineStore
@@ -49,6 +49,20 @@ class RedisOnlineStore(ReadTtl, FeastRedisOnlineStore):
         project = config.project.encode("utf-8")
         values = self._read_hash_fields(config, [(key + project, fields) for key in keys])
         return self._convert_redis_values_to_protobuf(values, name, requested)
+
+    def _read_hash_fields(
+        self, config: RepoConfig, commands: list[tuple[bytes, list[str | bytes]]]
+    ) -> list[Any]:
+        """Feast's reads of one lookup as one MULTI/EXEC (Feast pipelines them without): the lookup sees the
+        store at one instant, never part of a source transaction the processor released (stores/redis/transactions.py).
+        The glide client keeps Feast's batch."""
+        if str(getattr(config.online_store.client, "value", config.online_store.client)) != "redis":
+            return super()._read_hash_fields(config, commands)
+        client = self._get_client(config.online_store)
+        with client.pipeline(transaction=True) as pipe:
+            for key, fields in commands:
+                pipe.hmget(key, fields)
+            return pipe.execute()  # type: ignore[no-any-return]
 
     def _get_features_for_entity(
         self, values: Sequence[ByteString | None], feature_view: str, requested_features: list[str]

@@ -44,8 +44,10 @@ from stores.feast_layout import Decision, FeastLayoutSink, Latest, Stored, Versi
 from stores.ordering import epoch_us
 from stores.redis import KIND
 from stores.redis.feast import TYPE as REDIS_TYPE
+from stores.redis.transactions import RedisGate, redis_gate
 from stores.registry import vector_types
 from stores.sink import DELETE, Partition, SinkRow, StoredVector
+from stores.transactions import State
 from stores.values import value_bytes
 
 logger = logging.getLogger(__name__)
@@ -177,6 +179,7 @@ class RedisOnlineSink(FeastLayoutSink):
         )
         self._prefix = prefix
         self._fields: dict[str, tuple[FeatureView, dict[str, bytes]]] = {}
+        self._gate: RedisGate | None = redis_gate(self._client, prefix)
 
     # --- keys and fields ------------------------------------------------------------------------
     def _hash_key(self, view: FeatureView, keys: dict[str, Any]) -> bytes:
@@ -203,6 +206,8 @@ class RedisOnlineSink(FeastLayoutSink):
     def discard(self) -> None:
         self._pending.clear()
         self._barriers.clear()
+        if self._gate is not None:
+            self._gate.discard()
 
     def claim(self, partitions: Sequence[Partition], owner: str) -> dict[Partition, int]:
         with self._client.pipeline(transaction=True) as pipe:
@@ -279,11 +284,17 @@ class RedisOnlineSink(FeastLayoutSink):
             for indexes in by_view.values()
             for start in range(0, len(indexes), CHUNK)
         ]
-        with self._client.pipeline(transaction=False) as pipe:
+        # Releasing source transactions (stores/redis/transactions.py): the whole flush is one MULTI/EXEC, so a
+        # reader (one MULTI/EXEC too) sees every released row or none; otherwise chunk by chunk.
+        gate = self._gate
+        releasing = gate is not None and gate.releasing
+        with self._client.pipeline(transaction=releasing) as pipe:
             for chunk in chunks:
                 view = views[rows[chunk[0]].view]
                 self._call(pipe, view, [rows[i] for i in chunk], fence_args, encoded, keys or {})
-            replies = pipe.execute() if chunks else []
+            if gate is not None:
+                gate.release(pipe)
+            replies = pipe.execute()[: len(chunks)] if chunks or releasing else []
         verdicts = [""] * len(rows)
         for chunk, reply in zip(chunks, replies, strict=True):
             head = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
@@ -471,7 +482,11 @@ class RedisOnlineSink(FeastLayoutSink):
                 pipe.delete(f"{self._prefix}:live:{view.name}", f"{self._prefix}:known:{view.name}")
                 pipe.execute()
         self._client.delete(self._barrier_key)
+        redis_gate(self._client, self._prefix).reset()  # even where this writer holds none
         return held
+
+    def transaction_state(self) -> State:
+        return redis_gate(self._client, self._prefix).state()
 
     def close(self) -> None:
         self._client.close()

@@ -23,4 +23,5 @@ KIND = OnlineStoreKind(
     many_hosts=False,
     parallel_writes=False,  # its writers take turns on the file's lock: workers add no throughput
     transactions=True,
+    atomic_source_transactions=True,
 )

@@ -32,7 +32,7 @@ from feast.type_map import feast_value_type_to_python_type
 
 from core.errors import ConfigError
 from embeddings.spec import EmbeddingSpec, spec_for, text_hash
-from stores import contributions
+from stores import contributions, transactions
 from stores.feast_layout import (
     Decision,
     FeastLayoutSink,
@@ -91,12 +91,17 @@ class SqliteOnlineSink(FeastLayoutSink):
         ensure_versions_table(self._conn)
         ensure_models_table(self._conn)
         ensure_contributions_table(self._conn)
+        for statement in transactions.schema(transactions.SQLITE):
+            self._conn.execute(statement)
         self._conn.commit()
+        self._gate = transactions.Gate(transactions.SQLITE)
         self._evicted: dict[str, float] = {}  # view -> when its expired contributions were last dropped
 
     def discard(self) -> None:
         self._pending.clear()
         self._barriers.clear()
+        if self._gate is not None:
+            self._gate.discard()
 
     def claim(self, partitions: Sequence[Partition], owner: str) -> dict[Partition, int]:
         now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -388,12 +393,19 @@ class SqliteOnlineSink(FeastLayoutSink):
             self._conn.execute(f"DELETE FROM {VERSIONS}")
             self._conn.execute(f"DELETE FROM {BARRIERS}")
             self._conn.execute(f"DELETE FROM {CONTRIBUTIONS}")
+            for table in transactions.TABLES:
+                self._conn.execute(f"DELETE FROM {table}")
+            for statement in transactions.schema(transactions.SQLITE):
+                self._conn.execute(statement)
         return int(held)
 
     def live_keys(self, view: str) -> list[dict[str, Any]]:
         """Join keys of every entity of ``view`` currently in the online store."""
         rows = self._conn.execute(f"SELECT join_keys FROM {VERSIONS} WHERE view = ? AND deleted = 0", (view,))
         return [json.loads(j) for (j,) in rows]
+
+    def transaction_state(self) -> transactions.State:
+        return transactions.state(self._conn)
 
     def close(self) -> None:
         self._conn.close()

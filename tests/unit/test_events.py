@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from streams.events import DecodeError, _json, decode
+from streams.events import DecodeError, _json, decode, decode_marker
 
 
 @dataclass
@@ -87,3 +87,23 @@ def test_fast_json_decoding_equals_the_standard_library(raw: bytes | str) -> Non
 def test_invalid_json_is_still_a_decode_error() -> None:
     with pytest.raises(DecodeError, match="not valid JSON"):
         _json(b'{"a": ', "value", "t[0] offset=0")
+
+
+def test_a_change_names_its_transaction_by_xid_whatever_lsn_debezium_appends() -> None:
+    # As seen from Debezium 3.x on PostgreSQL: the id carries each event's own LSN (DBZ-5329).
+    value = json.loads(envelope("u", {"id": 1}, {"id": 1}))
+    value["transaction"] = {"id": "739:26540176", "total_order": 2, "data_collection_order": 1}
+    event = decode(Msg(b'{"id": 1}', json.dumps(value).encode()))
+    assert event.txn == ("739", 2)
+    end = decode_marker(Msg(None, b'{"status": "END", "id": "739:26540400", "event_count": 2}'))
+    assert (end.status, end.id, end.event_count) == ("END", "739", 2)
+    assert decode(Msg(b'{"id": 1}', envelope("r", None, {"id": 1}))).txn is None  # a snapshot read has none
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"status": "END", "id": "1:2"}', b'{"status": "COMMIT", "id": "1"}', b'{"op": "c"}', b"[]"],
+)
+def test_a_message_on_the_transaction_topic_that_is_no_marker_is_a_decode_error(raw: bytes) -> None:
+    with pytest.raises(DecodeError, match="not a Debezium transaction marker"):
+        decode_marker(Msg(None, raw))

@@ -1,0 +1,261 @@
+"""Atomic visibility of source transactions in the online store: a reader sees every change of a Postgres
+transaction or none, across entities, views and tables, whichever processors wrote them (docs/processor.md,
+"Transactions").
+
+Debezium (``provide.transaction.metadata``) tags each streamed change with its transaction's id and its place
+in it (``total_order``), and writes an END marker per transaction to the one-partition topic
+``<prefix>.transaction``, in commit order, with the number of changes the transaction made. The changes of
+one transaction sit in several partitions and topics, which different processors may own. So the state lives
+in the online store and every writer keeps one rule, inside the store's own transaction (one atomic step with
+the rows it writes, serialised between writers by a lock on the frontier):
+
+- each change read is recorded as *seen* (``txid, total_order``: re-delivery counts once), whatever became of it
+  (rows, a dead letter, no view);
+- each END is recorded with its offset on the transaction topic (its place in commit order);
+- a row of a transaction not yet released is *held* in the store, where no reader looks;
+- transactions are released **in commit order, as a prefix**: the first END not released whose seen count
+  equals its event count, then the next, and so on. Releasing a later transaction first would be wrong even
+  when it is complete: its row of an entity carries the earlier transaction's effect on that entity (a
+  balance after both transfers), so it would show half of the earlier one;
+- a released transaction's held rows are applied with the flush's other rows (the version rule of
+  stores/ordering.py), and the *frontier* (the last released END's offset and commit position) moves on. A
+  change at or below the frontier's commit position (a re-delivery after a crash) is applied at once.
+
+Bounds, each surfaced (a WARNING, ``featurectl_transactions_released_partial_total``, ``featurectl health``)
+and never a crash: a transaction holding more than ``max_rows`` rows is released as it comes (its rows
+visible in parts, in version order: atomicity given up for it alone, memory bounded); an END still
+incomplete after ``max_wait_s`` (its changes were read before this rule ran, or went missing) is released
+with what was seen. Rows without a transaction (snapshot reads, jobs, replays) are visible at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from core import metrics
+from stores.sink import SinkRow
+
+logger = logging.getLogger(__name__)
+
+SEEN = "featurectl_txn_seen"
+ENDS = "featurectl_txn_ends"
+HELD = "featurectl_txn_held"
+FRONTIER = "featurectl_txn_frontier"
+RELEASED = "featurectl_txn_released"  # transactions given up on (too large): their rows apply at once
+TABLES = (SEEN, ENDS, HELD, FRONTIER, RELEASED)
+HEAD = 500  # ENDs read per flush: the prefix ends at the first incomplete one anyway; within bind limits
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the SQL stores: the placeholder, the blob type, the frontier lock."""
+
+    mark: str  # "?" (SQLite) or "%s" (psycopg)
+    blob: str  # BLOB or BYTEA
+    lock: str  # appended to the frontier's SELECT: "" (SQLite's writer lock covers it) or " FOR UPDATE"
+
+
+SQLITE = Dialect("?", "BLOB", "")
+POSTGRES = Dialect("%s", "BYTEA", " FOR UPDATE")
+
+
+def schema(d: Dialect) -> list[str]:
+    """The tables the rule keeps (created idempotently by each store's sink)."""
+    return [
+        f"CREATE TABLE IF NOT EXISTS {SEEN} (txid TEXT NOT NULL, total_order BIGINT NOT NULL, "
+        "version BIGINT NOT NULL, PRIMARY KEY (txid, total_order))",
+        f"CREATE TABLE IF NOT EXISTS {ENDS} (position BIGINT PRIMARY KEY, txid TEXT NOT NULL, "
+        "events BIGINT NOT NULL, recorded_us BIGINT NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {HELD} (txid TEXT NOT NULL, source TEXT NOT NULL, view TEXT NOT NULL, "
+        f"row_data {d.blob} NOT NULL, PRIMARY KEY (txid, source, view))",
+        f"CREATE TABLE IF NOT EXISTS {FRONTIER} (id INT PRIMARY KEY, position BIGINT NOT NULL, "
+        "version BIGINT NOT NULL, partial BIGINT NOT NULL DEFAULT 0)",
+        f"INSERT INTO {FRONTIER} (id, position, version) VALUES (1, -1, -1) ON CONFLICT (id) DO NOTHING",
+        f"CREATE TABLE IF NOT EXISTS {RELEASED} (txid TEXT PRIMARY KEY, reason TEXT NOT NULL, "
+        "released_us BIGINT NOT NULL)",
+    ]
+
+
+@dataclass(frozen=True)
+class State:
+    """What ``featurectl health`` shows of the rule in a store."""
+
+    waiting: int  # ENDs read whose transaction is not visible yet
+    oldest_s: float | None  # how long the oldest of them has waited
+    held_rows: int  # rows held out of sight
+    partial: int  # transactions made visible without atomicity (too large, or waited too long), ever
+
+
+def state(tx: Any) -> State:
+    """The rule's state in a SQL store (``tx``: a cursor or connection; reads only)."""
+    waiting, oldest = tx.execute(f"SELECT count(*), min(recorded_us) FROM {ENDS}", ()).fetchone()
+    (held,) = tx.execute(f"SELECT count(*) FROM {HELD}", ()).fetchone()
+    row = tx.execute(f"SELECT partial FROM {FRONTIER} WHERE id = 1", ()).fetchone()
+    age = None if oldest is None else max(0.0, time.time() - oldest / 1e6)
+    return State(int(waiting), age, int(held), int(row[0]) if row else 0)
+
+
+@dataclass
+class Gate:
+    """One writer's side of the rule: what its batch read (seen changes, ENDs, rows), and the step that
+    records it and returns the rows to apply now. Store-neutral over SQL (``Dialect``)."""
+
+    dialect: Dialect
+    max_rows: int = 100_000
+    max_wait_s: float = 600.0
+    seen: list[tuple[str, int, int]] = field(default_factory=list)
+    ends: list[tuple[int, str, int]] = field(default_factory=list)
+    waiting: bool = False  # the last step left ENDs unreleased: an idle flush must look again (max_wait_s)
+
+    def add_seen(self, txn: str, order: int, version: int) -> None:
+        self.seen.append((txn, order, version))
+
+    def add_end(self, txn: str, events: int, position: int) -> None:
+        self.ends.append((position, txn, events))
+
+    def discard(self) -> None:
+        self.seen.clear()
+        self.ends.clear()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a flush with no rows must still take the step."""
+        return bool(self.seen or self.ends or self.waiting)
+
+    def step(self, tx: Any, rows: Sequence[SinkRow]) -> list[SinkRow]:
+        """Inside the store's write transaction (``tx``: a DB-API cursor or connection): record this batch's
+        seen changes, ENDs and held rows; release every transaction the prefix rule allows. Returns the rows to
+        apply now: those without a transaction, those of released (or given up) transactions, held rows of
+        earlier batches among them."""
+        m = self.dialect.mark
+        # Recorded first, without the frontier's lock: writers record in parallel. The frontier only grows, so a
+        # stale read can only hold a row whose transaction is released already: a re-delivered copy of a row
+        # applied then, left held (unseen) and harmless.
+        position, frontier = tx.execute(
+            f"SELECT position, version FROM {FRONTIER} WHERE id = 1", ()
+        ).fetchone()
+        now_us = time.time_ns() // 1000
+        # A change at or below the frontier belongs to a transaction released already (a re-delivery): not
+        # counted again, and its rows apply at once (the version rule makes that idempotent).
+        seen = [s for s in self.seen if s[2] > frontier]
+        if seen:
+            tx.executemany(
+                f"INSERT INTO {SEEN} (txid, total_order, version) VALUES ({m}, {m}, {m}) ON CONFLICT DO NOTHING",
+                seen,
+            )
+        ends = [(p, t, e, now_us) for p, t, e in self.ends if p > position]
+        if ends:
+            tx.executemany(
+                f"INSERT INTO {ENDS} (position, txid, events, recorded_us) VALUES ({m}, {m}, {m}, {m}) "
+                "ON CONFLICT DO NOTHING",
+                ends,
+            )
+        self.discard()
+        given_up = {t for (t,) in tx.execute(f"SELECT txid FROM {RELEASED}", ()).fetchall()}
+
+        now: list[SinkRow] = []
+        held: list[SinkRow] = []
+        for row in rows:
+            if row.txn is None or row.version <= frontier or row.txn in given_up:
+                now.append(row)
+            else:
+                held.append(row)
+        if held:
+            tx.executemany(
+                f"INSERT INTO {HELD} (txid, source, view, row_data) VALUES ({m}, {m}, {m}, {m}) "
+                "ON CONFLICT DO NOTHING",
+                [(r.txn, r.source, r.view, pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL)) for r in held],
+            )
+            large = self._too_large(tx, sorted({r.txn for r in held if r.txn is not None}))
+            for txid in large:
+                self._surface(txid, f"it holds more than {self.max_rows:,} rows (FEATURECTL_TXN_MAX_ROWS)")
+                tx.execute(f"UPDATE {FRONTIER} SET partial = partial + 1 WHERE id = 1", ())
+                tx.execute(
+                    f"INSERT INTO {RELEASED} (txid, reason, released_us) VALUES ({m}, 'too large', {m}) "
+                    "ON CONFLICT DO NOTHING",
+                    (txid, now_us),
+                )
+                given_up.add(txid)
+            if large:
+                now += self._take(tx, large)
+
+        # The prefix: ENDs in commit order, each complete (or given up on), up to the first that is not. Under
+        # the frontier's lock: one writer releases at a time, and (read committed) whoever locks last sees every
+        # other writer's seen changes, so the writer that completes a transaction, or the next, releases it.
+        position, frontier = tx.execute(
+            f"SELECT position, version FROM {FRONTIER} WHERE id = 1{self.dialect.lock}", ()
+        ).fetchone()
+        heads = tx.execute(
+            f"SELECT e.position, e.txid, e.events, e.recorded_us, count(s.txid), max(s.version) FROM {ENDS} e "
+            f"LEFT JOIN {SEEN} s ON s.txid = e.txid WHERE e.position > {m} "
+            f"GROUP BY e.position, e.txid, e.events, e.recorded_us ORDER BY e.position LIMIT {HEAD}",
+            (position,),
+        ).fetchall()
+        released: list[str] = []
+        for end_at, txid, events, recorded_us, counted, version in heads:
+            if counted < events and txid not in given_up:
+                if (now_us - recorded_us) / 1e6 < self.max_wait_s:
+                    break
+                self._surface(
+                    txid, f"its END waited {self.max_wait_s:.0f} s for {events - counted} of {events} changes"
+                )
+                tx.execute(f"UPDATE {FRONTIER} SET partial = partial + 1 WHERE id = 1", ())
+            released.append(txid)
+            position = end_at
+            frontier = max(frontier, version if version is not None else frontier)
+        self.waiting = len(heads) > len(released)
+        metrics.TRANSACTIONS_WAITING.set(len(heads) - len(released))
+        if released:
+            now += self._take(tx, released)
+            marks = ", ".join([m] * len(released))
+            tx.execute(f"DELETE FROM {SEEN} WHERE txid IN ({marks})", released)
+            tx.execute(f"DELETE FROM {ENDS} WHERE position <= {m}", (position,))
+            tx.execute(f"DELETE FROM {RELEASED} WHERE txid IN ({marks})", released)
+            tx.execute(
+                f"UPDATE {FRONTIER} SET position = {m}, version = {m} WHERE id = 1", (position, frontier)
+            )
+            metrics.TRANSACTIONS_RELEASED.inc(len(released))
+        return now
+
+    def _take(self, tx: Any, txids: list[str]) -> list[SinkRow]:
+        """The held rows of ``txids``, removed from the store."""
+        marks = ", ".join([self.dialect.mark] * len(txids))
+        rows = [
+            pickle.loads(blob)
+            for (blob,) in tx.execute(
+                f"SELECT row_data FROM {HELD} WHERE txid IN ({marks})", txids
+            ).fetchall()
+        ]
+        tx.execute(f"DELETE FROM {HELD} WHERE txid IN ({marks})", txids)
+        return rows
+
+    def _too_large(self, tx: Any, txids: list[str]) -> list[str]:
+        """Those of ``txids`` holding more than ``max_rows`` rows."""
+        out: list[str] = []
+        for i in range(0, len(txids), HEAD):
+            chunk = txids[i : i + HEAD]
+            marks = ", ".join([self.dialect.mark] * len(chunk))
+            out += [
+                t
+                for (t,) in tx.execute(
+                    f"SELECT txid FROM {HELD} WHERE txid IN ({marks}) GROUP BY txid "
+                    f"HAVING count(*) > {int(self.max_rows)}",
+                    chunk,
+                ).fetchall()
+            ]
+        return out
+
+    @staticmethod
+    def _surface(txid: str, why: str) -> None:
+        logger.warning(
+            "source transaction %s is made visible without atomicity: %s. Readers may see part of it until "
+            "all of it is written; nothing is lost",
+            txid,
+            why,
+        )
+        metrics.TRANSACTIONS_PARTIAL.inc()

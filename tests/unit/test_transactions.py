@@ -1,0 +1,200 @@
+"""Atomic visibility of source transactions (stores/transactions.py) against a brute-force model: after every
+flush of any writer, in any interleaving, what a reader sees equals the source after some prefix of its
+transactions (never half of one); once everything is written, the source's final state."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from feast import FeatureStore
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stores.feast_layout import FeastLayoutSink
+from stores.registry import kinds, open_online_sink
+from stores.sink import UPSERT, SinkRow
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+KEYS = range(1, 6)
+
+
+@dataclass(frozen=True)
+class Change:
+    txn: int  # index in commit order, from 1
+    order: int  # total_order in its transaction, from 1
+    key: int | None  # None: a change of a table no view reads (counted, no row)
+    value: float
+
+
+def sink_row(c: Change) -> SinkRow:
+    assert c.key is not None
+    return SinkRow(
+        "customer_profile",
+        UPSERT,
+        {"customer_id": c.key},
+        {"country": "GB", "segment": "gold", "credit_limit": c.value, "birth_date": None},
+        T0 + timedelta(seconds=c.txn),
+        100 * c.txn,  # commit position: equal within a transaction, growing in commit order
+        "u",
+        f"t[{c.key}] offset={c.txn}.{c.order}",
+        version_minor=c.order,
+        txn=f"tx{c.txn}",
+    )
+
+
+@st.composite
+def workloads(draw: Any) -> tuple[list[list[Change]], int, list[tuple[int, int]]]:
+    """Transactions (each a list of changes), the number of writers, and a schedule of (writer, items to take
+    from its queue before it flushes)."""
+    transactions = []
+    value = 0.0
+    for t in range(1, draw(st.integers(1, 7)) + 1):
+        changes = []
+        for order in range(1, draw(st.integers(1, 4)) + 1):
+            value += 1
+            changes.append(Change(t, order, draw(st.sampled_from([*KEYS, None])), value))
+        transactions.append(changes)
+    writers = draw(st.integers(1, 3))
+    schedule = draw(st.lists(st.tuples(st.integers(0, writers - 1), st.integers(0, 4)), max_size=30))
+    return transactions, writers, schedule
+
+
+def state_after(transactions: list[list[Change]], k: int) -> dict[int, float | None]:
+    state: dict[int, float | None] = dict.fromkeys(KEYS, -1.0)
+    for changes in transactions[:k]:
+        for c in changes:
+            if c.key is not None:
+                state[c.key] = c.value
+    return state
+
+
+def visible(store: FeatureStore) -> dict[int, float | None]:
+    got = store.get_online_features(
+        features=["customer_profile:credit_limit"], entity_rows=[{"customer_id": k} for k in KEYS]
+    ).to_dict()
+    return dict(zip(got["customer_id"], got["credit_limit"], strict=True))
+
+
+@pytest.mark.parametrize(
+    "fresh_store", [k.name for k in kinds() if k.atomic_source_transactions], indirect=True
+)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(workloads(), st.randoms(use_true_random=False))
+def test_a_reader_sees_a_prefix_of_the_source_transactions_after_every_flush(
+    fresh_store: FeatureStore, workload: Any, rng: Any
+) -> None:
+    transactions, writers, schedule = workload
+    sinks: list[FeastLayoutSink] = [open_online_sink(fresh_store) for _ in range(writers)]  # type: ignore[misc]
+    try:
+        sinks[0].reset()  # hypothesis runs every example on the same store
+        # Before the stream: every entity at -1, written without a transaction (a snapshot).
+        sinks[0].add([
+            SinkRow("customer_profile", UPSERT, {"customer_id": k}, {"credit_limit": -1.0, "segment": "gold",
+                    "country": "GB", "birth_date": None}, T0, 1, "r", "snapshot", version_minor=-1)
+            for k in KEYS
+        ])  # fmt: skip
+        sinks[0].flush()
+        states = [state_after(transactions, k) for k in range(len(transactions) + 1)]
+        # Each writer's queue: the changes of the partitions it owns (key % writers; an unread table's change
+        # goes to writer 0), in commit order per key but interleaved at random across keys; writer 0 reads
+        # the transaction topic too (ENDs in commit order, anywhere among its changes).
+        queues: list[list[tuple[str, Any]]] = [[] for _ in range(writers)]
+        for changes in transactions:
+            for c in changes:
+                queues[(c.key or 0) % writers].append(("change", c))
+        for w, queue in enumerate(queues):
+            by_key: dict[Any, list[tuple[str, Any]]] = {}
+            for item in queue:
+                by_key.setdefault(item[1].key, []).append(item)
+            if w == 0:
+                by_key["ends"] = [("end", (t + 1, len(changes))) for t, changes in enumerate(transactions)]
+            merged: list[tuple[str, Any]] = []
+            while any(by_key.values()):
+                lane = rng.choice([k for k, v in by_key.items() if v])
+                merged.append(by_key[lane].pop(0))
+            queues[w] = merged
+
+        def feed(w: int, n: int) -> None:
+            for kind, item in queues[w][:n]:
+                if kind == "end":
+                    sinks[w].add_end(f"tx{item[0]}", item[1], item[0])
+                else:
+                    sinks[w].add_seen(f"tx{item.txn}", item.order, 100 * item.txn)
+                    if item.key is not None:
+                        sinks[w].add([sink_row(item)])
+            del queues[w][:n]
+            sinks[w].flush()
+            seen = visible(fresh_store)
+            assert seen in states, (seen, states)
+
+        for w, n in schedule:
+            feed(w, n)
+        for w in range(writers):  # the rest, then one more look each: all released
+            feed(w, len(queues[w]))
+        for w in range(writers):
+            feed(w, 0)
+        assert visible(fresh_store) == states[-1]
+    finally:
+        for s in sinks:
+            s.close()
+
+
+@pytest.mark.parametrize(
+    "fresh_store", [k.name for k in kinds() if k.atomic_source_transactions], indirect=True
+)
+def test_a_transaction_past_the_row_limit_is_made_visible_as_it_comes_and_counted(
+    fresh_store: FeatureStore,
+) -> None:
+    sink: FeastLayoutSink = open_online_sink(fresh_store)  # type: ignore[assignment]
+    try:
+        sink.reset()
+        sink.limit_transactions(True, max_rows=2, max_wait_s=600)
+        changes = [Change(1, order, key, 10.0 * key) for order, key in enumerate(KEYS, 1)]
+        for c in changes[:3]:  # 3 rows held > 2: given up on, visible at once
+            sink.add_seen("tx1", c.order, 100)
+            sink.add([sink_row(c)])
+        sink.flush()
+        assert [visible(fresh_store)[k] for k in (1, 2, 3)] == [10.0, 20.0, 30.0]
+        for c in changes[3:]:  # the rest comes straight through; the END releases nothing left
+            sink.add_seen("tx1", c.order, 100)
+            sink.add([sink_row(c)])
+        sink.add_end("tx1", len(changes), 1)
+        sink.flush()
+        assert visible(fresh_store) == {k: 10.0 * k for k in KEYS}
+        state = sink.transaction_state()
+        assert state is not None and state.partial == 1 and state.held_rows == 0 and state.waiting == 0
+    finally:
+        sink.close()
+
+
+@pytest.mark.parametrize(
+    "fresh_store", [k.name for k in kinds() if k.atomic_source_transactions], indirect=True
+)
+def test_an_end_waiting_past_its_limit_is_released_with_what_arrived_and_a_late_change_applies_at_once(
+    fresh_store: FeatureStore,
+) -> None:
+    sink: FeastLayoutSink = open_online_sink(fresh_store)  # type: ignore[assignment]
+    try:
+        sink.reset()
+        sink.limit_transactions(True, max_rows=100, max_wait_s=0.2)
+        first, late = Change(1, 1, 1, 11.0), Change(1, 2, 2, 22.0)
+        sink.add_seen("tx1", 1, 100)
+        sink.add([sink_row(first)])
+        sink.add_end("tx1", 2, 1)
+        sink.flush()
+        assert visible(fresh_store)[1] is None  # held: its other change has not arrived
+        time.sleep(0.3)
+        sink.flush()  # an idle flush looks again
+        assert visible(fresh_store)[1] == 11.0
+        sink.add_seen("tx1", 2, 100)  # at or below the frontier now: not counted, applied at once
+        sink.add([sink_row(late)])
+        sink.flush()
+        assert visible(fresh_store)[2] == 22.0
+        state = sink.transaction_state()
+        assert state is not None and state.partial == 1 and state.held_rows == 0 and state.waiting == 0
+    finally:
+        sink.close()
