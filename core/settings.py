@@ -196,8 +196,8 @@ class Settings(BaseSettings):
     txn_max_wait_s: float = Field(
         600.0,
         gt=0,
-        description="How long a source transaction whose END was read may wait for the rest of its changes "
-        "before it is made visible with what arrived (a change read before the rule ran, or lost).",
+        description="How long the oldest source transaction waiting (its END read) may wait for the rest of "
+        "its changes before it is made visible with what arrived (a change read before the rule ran, or lost).",
     )
     batch_linger_ms: int = Field(
         0,

@@ -24,7 +24,8 @@ the rows it writes, serialised between writers by a lock on the frontier):
 Bounds, each surfaced (a WARNING, ``featurectl_transactions_released_partial_total``, ``featurectl health``)
 and never a crash: a transaction holding more than ``max_rows`` rows is released as it comes (its rows
 visible in parts, in version order: atomicity given up for it alone, memory bounded); an END still
-incomplete after ``max_wait_s`` (its changes were read before this rule ran, or went missing) is released
+incomplete ``max_wait_s`` after it became the oldest waiting (its changes were read before this rule ran, or
+went missing; a catch-up whose ENDs run ahead of their changes keeps the frontier moving) is released
 with what was seen. Rows without a transaction (snapshot reads, jobs, replays) are visible at once.
 """
 
@@ -74,7 +75,7 @@ def schema(d: Dialect) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {HELD} (txid TEXT NOT NULL, source TEXT NOT NULL, view TEXT NOT NULL, "
         f"row_data {d.blob} NOT NULL, PRIMARY KEY (txid, source, view))",
         f"CREATE TABLE IF NOT EXISTS {FRONTIER} (id INT PRIMARY KEY, position BIGINT NOT NULL, "
-        "version BIGINT NOT NULL, partial BIGINT NOT NULL DEFAULT 0)",
+        "version BIGINT NOT NULL, partial BIGINT NOT NULL DEFAULT 0, moved_us BIGINT NOT NULL DEFAULT 0)",
         f"INSERT INTO {FRONTIER} (id, position, version) VALUES (1, -1, -1) ON CONFLICT (id) DO NOTHING",
         f"CREATE TABLE IF NOT EXISTS {RELEASED} (txid TEXT PRIMARY KEY, reason TEXT NOT NULL, "
         "released_us BIGINT NOT NULL)",
@@ -187,8 +188,8 @@ class Gate:
         # The prefix: ENDs in commit order, each complete (or given up on), up to the first that is not. Under
         # the frontier's lock: one writer releases at a time, and (read committed) whoever locks last sees every
         # other writer's seen changes, so the writer that completes a transaction, or the next, releases it.
-        position, frontier = tx.execute(
-            f"SELECT position, version FROM {FRONTIER} WHERE id = 1{self.dialect.lock}", ()
+        position, frontier, moved_us = tx.execute(
+            f"SELECT position, version, moved_us FROM {FRONTIER} WHERE id = 1{self.dialect.lock}", ()
         ).fetchone()
         heads = tx.execute(
             f"SELECT e.position, e.txid, e.events, e.recorded_us, count(s.txid), max(s.version) FROM {ENDS} e "
@@ -199,16 +200,22 @@ class Gate:
         released: list[str] = []
         for end_at, txid, events, recorded_us, counted, version in heads:
             if counted < events and txid not in given_up:
-                if (now_us - recorded_us) / 1e6 < self.max_wait_s:
+                # Waiting counts from when this END became the head (the frontier's last move, or its arrival):
+                # a catch-up whose ENDs run ahead of their changes keeps the frontier moving, and waits none.
+                if (now_us - max(recorded_us, moved_us)) / 1e6 < self.max_wait_s:
                     break
                 self._surface(
                     txid, f"its END waited {self.max_wait_s:.0f} s for {events - counted} of {events} changes"
                 )
                 tx.execute(f"UPDATE {FRONTIER} SET partial = partial + 1 WHERE id = 1", ())
+            else:
+                moved_us = (
+                    now_us  # complete: the next END is the head from now (one given up on moves nothing)
+                )
             released.append(txid)
             position = end_at
             frontier = max(frontier, version if version is not None else frontier)
-        self.waiting = len(heads) > len(released)
+        self.waiting = len(heads) > len(released) or len(heads) == HEAD  # more ENDs past those read
         metrics.TRANSACTIONS_WAITING.set(len(heads) - len(released))
         if released:
             now += self._take(tx, released)
@@ -217,7 +224,8 @@ class Gate:
             tx.execute(f"DELETE FROM {ENDS} WHERE position <= {m}", (position,))
             tx.execute(f"DELETE FROM {RELEASED} WHERE txid IN ({marks})", released)
             tx.execute(
-                f"UPDATE {FRONTIER} SET position = {m}, version = {m} WHERE id = 1", (position, frontier)
+                f"UPDATE {FRONTIER} SET position = {m}, version = {m}, moved_us = {m} WHERE id = 1",
+                (position, frontier, moved_us),
             )
             metrics.TRANSACTIONS_RELEASED.inc(len(released))
         return now

@@ -26,14 +26,17 @@ from stores.sink import SinkRow
 from stores.transactions import HEAD, SQLITE, Gate, State
 
 # KEYS: frontier, ends, released, seen_version. ARGV: seen key prefix, max wait (s), head.
-# Returns {n heads looked at, then per released transaction: xid, END offset, commit position, partial 0|1}.
+# Returns {n heads looked at, when the frontier last moved (us), then per released transaction: xid, END offset,
+# commit position, partial 0|1}. An END waits from when it became the head: the frontier's last move for a
+# transaction complete (a catch-up whose ENDs run ahead of their changes waits none), not for one given up on.
 DECIDE = """
 local fpos = tonumber(redis.call('HGET', KEYS[1], 'position') or '-1')
 local fver = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
+local moved = tonumber(redis.call('HGET', KEYS[1], 'moved_us') or '0')
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local heads = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. fpos, '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {0}
+local out = {0, 0}
 local n = 0
 for i = 1, #heads, 2 do
   n = n + 1
@@ -41,23 +44,28 @@ for i = 1, #heads, 2 do
   local counted = redis.call('SCARD', ARGV[1] .. xid)
   local partial = 0
   if counted < tonumber(events) and redis.call('SISMEMBER', KEYS[3], xid) == 0 then
-    if (now_us - tonumber(recorded)) / 1e6 < tonumber(ARGV[2]) then break end
+    if (now_us - math.max(tonumber(recorded), moved)) / 1e6 < tonumber(ARGV[2]) then break end
     partial = 1
+  else
+    moved = now_us
   end
   local ver = tonumber(redis.call('HGET', KEYS[4], xid) or fver)
   out[#out + 1] = xid
   out[#out + 1] = heads[i + 1]
-  out[#out + 1] = tostring(ver)
+  out[#out + 1] = string.format('%.0f', ver)
   out[#out + 1] = partial
 end
 out[1] = n
+out[2] = string.format('%.0f', moved)
 return out
 """
 
-# KEYS: frontier. ARGV: position, version. Raises the frontier, never lowers it.
+# KEYS: frontier. ARGV: position, version, when it moved (us). Raises the frontier, never lowers it.
 RAISE = """
 local pos = tonumber(redis.call('HGET', KEYS[1], 'position') or '-1')
-if tonumber(ARGV[1]) > pos then redis.call('HSET', KEYS[1], 'position', ARGV[1], 'version', ARGV[2]) end
+if tonumber(ARGV[1]) > pos then
+  redis.call('HSET', KEYS[1], 'position', ARGV[1], 'version', ARGV[2], 'moved_us', ARGV[3])
+end
 return 1
 """
 
@@ -71,6 +79,7 @@ class RedisGate(Gate):
     prefix: str = ""
     _release: list[tuple[str, int, int]] = field(default_factory=list)  # (xid, END offset, commit position)
     _given_up: list[str] = field(default_factory=list)
+    _moved_us: int = 0  # when the frontier last moved, as the last decision left it
 
     def __post_init__(self) -> None:
         p = f"{self.prefix}:txn"
@@ -150,9 +159,9 @@ class RedisGate(Gate):
             keys=[self.frontier_key, self.ends_key, self.released_key, self.seen_version_key],
             args=[self.seen_prefix, self.max_wait_s, HEAD],
         )
-        looked = int(out[0])
+        looked, self._moved_us = int(out[0]), int(out[1])
         self._release = []
-        for i in range(1, len(out), 4):
+        for i in range(2, len(out), 4):
             xid, end_at, version, partial = (
                 out[i].decode(),
                 int(float(out[i + 1])),
@@ -163,7 +172,7 @@ class RedisGate(Gate):
                 self._surface(xid, f"its END waited {self.max_wait_s:.0f} s for its changes")
                 self.client.hincrby(self.frontier_key, "partial", 1)
             self._release.append((xid, end_at, version))
-        self.waiting = looked > len(self._release)
+        self.waiting = looked > len(self._release) or looked == HEAD  # more ENDs past those read
         metrics.TRANSACTIONS_WAITING.set(looked - len(self._release))
         if self._release:
             now += self._held_rows([x for x, _, _ in self._release], delete=False)
@@ -191,7 +200,7 @@ class RedisGate(Gate):
             pipe.hdel(self.seen_version_key, *xids)
             pipe.zremrangebyscore(self.ends_key, "-inf", position)
             pipe.srem(self.released_key, *xids)
-            self._raise(keys=[self.frontier_key], args=[position, version], client=pipe)
+            self._raise(keys=[self.frontier_key], args=[position, version, self._moved_us], client=pipe)
             metrics.TRANSACTIONS_RELEASED.inc(len(xids))
         self._release = []
         self._given_up = []

@@ -198,3 +198,34 @@ def test_an_end_waiting_past_its_limit_is_released_with_what_arrived_and_a_late_
         assert state is not None and state.partial == 1 and state.held_rows == 0 and state.waiting == 0
     finally:
         sink.close()
+
+
+@pytest.mark.parametrize(
+    "fresh_store", [k.name for k in kinds() if k.atomic_source_transactions], indirect=True
+)
+def test_ends_running_ahead_of_their_changes_in_a_catch_up_wait_from_the_frontier_s_last_move(
+    fresh_store: FeatureStore,
+) -> None:
+    sink: FeastLayoutSink = open_online_sink(fresh_store)  # type: ignore[assignment]
+    try:
+        sink.reset()
+        sink.limit_transactions(True, max_rows=100, max_wait_s=1.0)
+        # Both ENDs read long before their changes (a backlog's transaction topic drained first).
+        sink.add_end("tx1", 1, 1)
+        sink.add_end("tx2", 1, 2)
+        sink.flush()
+        time.sleep(1.2)
+        sink.add_seen("tx1", 1, 100)
+        sink.add([sink_row(Change(1, 1, 1, 11.0))])
+        sink.flush()  # tx1 complete: released, the frontier moves; tx2 has waited 1.2 s since its END, not since
+        assert visible(fresh_store)[1] == 11.0
+        sink.flush()
+        assert visible(fresh_store)[2] is None  # still held whole, not given up on
+        sink.add_seen("tx2", 1, 200)
+        sink.add([sink_row(Change(2, 1, 2, 22.0))])
+        sink.flush()
+        assert visible(fresh_store)[2] == 22.0
+        state = sink.transaction_state()
+        assert state is not None and state.partial == 0 and state.waiting == 0
+    finally:
+        sink.close()
