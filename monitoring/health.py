@@ -195,7 +195,18 @@ class HealthCheck:
 
     def _transactions(self) -> list[Check]:
         """Source transactions held for atomic visibility: waiting too long, or made visible without it."""
-        held = self.transactions() if self.transactions is not None else None
+        if self.transactions is None:
+            return []
+        try:
+            held = self.transactions()
+        except Exception as exc:  # any driver's error: the online store's own check says what is wrong
+            return [
+                Check(
+                    "transactions",
+                    WARN,
+                    f"not read: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
+                )
+            ]
         if held is None:
             return []
         data = asdict(held)

@@ -267,6 +267,10 @@ class FeastLayoutSink(OnlineSink):
         """The rule's state in the store (``featurectl health``), None where the store keeps no such rule."""
         return None
 
+    def accept_gap(self, position: int) -> None:
+        if self._gate is not None:
+            self._gate.accept_gap(position)
+
     def add_seen(self, txn: str, order: int, version: int) -> None:
         if self._gate is not None:
             self._gate.add_seen(txn, order, version)

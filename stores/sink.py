@@ -102,6 +102,10 @@ class OnlineSink(Sink):
         """Whether source transactions read whole wait to be made visible (a flush with no rows must look again)."""
         return False
 
+    def accept_gap(self, position: int) -> None:
+        """Retention deleted changes never read (``process --accept-gaps``); ``position``: the transaction topic's
+        end now. Transactions from before it may never complete: they are not waited for long."""
+
     def add_seen(self, txn: str, order: int, version: int) -> None:
         """A change of source transaction ``txn`` at position ``order`` in it (``version``: its commit position)
         was read, whatever became of it (rows, a dead letter, nothing): counted towards the transaction's END."""

@@ -49,6 +49,9 @@ HELD = "featurectl_txn_held"
 FRONTIER = "featurectl_txn_frontier"
 RELEASED = "featurectl_txn_released"  # transactions given up on (too large): their rows apply at once
 TABLES = (SEEN, ENDS, HELD, FRONTIER, RELEASED)
+GAP_WAIT_S = (
+    10.0  # how long an END from before an accepted retention gap waits as the head (its changes may be gone)
+)
 HEAD = 500  # ENDs read per flush: the prefix ends at the first incomplete one anyway; within bind limits
 
 
@@ -75,7 +78,8 @@ def schema(d: Dialect) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {HELD} (txid TEXT NOT NULL, source TEXT NOT NULL, view TEXT NOT NULL, "
         f"row_data {d.blob} NOT NULL, PRIMARY KEY (txid, source, view))",
         f"CREATE TABLE IF NOT EXISTS {FRONTIER} (id INT PRIMARY KEY, position BIGINT NOT NULL, "
-        "version BIGINT NOT NULL, partial BIGINT NOT NULL DEFAULT 0, moved_us BIGINT NOT NULL DEFAULT 0)",
+        "version BIGINT NOT NULL, partial BIGINT NOT NULL DEFAULT 0, moved_us BIGINT NOT NULL DEFAULT 0, "
+        "gap_position BIGINT NOT NULL DEFAULT -1)",
         f"INSERT INTO {FRONTIER} (id, position, version) VALUES (1, -1, -1) ON CONFLICT (id) DO NOTHING",
         f"CREATE TABLE IF NOT EXISTS {RELEASED} (txid TEXT PRIMARY KEY, reason TEXT NOT NULL, "
         "released_us BIGINT NOT NULL)",
@@ -112,6 +116,8 @@ class Gate:
     seen: list[tuple[str, int, int]] = field(default_factory=list)
     ends: list[tuple[int, str, int]] = field(default_factory=list)
     waiting: bool = False  # the last step left ENDs unreleased: an idle flush must look again (max_wait_s)
+    gap_wait_s: float = GAP_WAIT_S
+    gap: int = -1  # an accepted retention gap: the transaction topic's end then (accept_gap), not yet stored
 
     def add_seen(self, txn: str, order: int, version: int) -> None:
         self.seen.append((txn, order, version))
@@ -122,6 +128,13 @@ class Gate:
     def discard(self) -> None:
         self.seen.clear()
         self.ends.clear()
+
+    def accept_gap(self, position: int) -> None:
+        """Retention deleted changes this group never read (``process --accept-gaps``): the transactions whose
+        ENDs are on the transaction topic below ``position`` (its end now) may never complete. They wait
+        ``gap_wait_s`` as the head, not max_wait_s, then are released with what arrived."""
+        self.gap = max(self.gap, position)
+        self.waiting = True
 
     @property
     def busy(self) -> bool:
@@ -188,8 +201,14 @@ class Gate:
         # The prefix: ENDs in commit order, each complete (or given up on), up to the first that is not. Under
         # the frontier's lock: one writer releases at a time, and (read committed) whoever locks last sees every
         # other writer's seen changes, so the writer that completes a transaction, or the next, releases it.
-        position, frontier, moved_us = tx.execute(
-            f"SELECT position, version, moved_us FROM {FRONTIER} WHERE id = 1{self.dialect.lock}", ()
+        if self.gap >= 0:
+            tx.execute(
+                f"UPDATE {FRONTIER} SET gap_position = {m} WHERE id = 1 AND gap_position < {m}",
+                (self.gap, self.gap),
+            )
+        position, frontier, moved_us, gap_position = tx.execute(
+            f"SELECT position, version, moved_us, gap_position FROM {FRONTIER} WHERE id = 1{self.dialect.lock}",
+            (),
         ).fetchone()
         heads = tx.execute(
             f"SELECT e.position, e.txid, e.events, e.recorded_us, count(s.txid), max(s.version) FROM {ENDS} e "
@@ -202,10 +221,13 @@ class Gate:
             if counted < events and txid not in given_up:
                 # Waiting counts from when this END became the head (the frontier's last move, or its arrival):
                 # a catch-up whose ENDs run ahead of their changes keeps the frontier moving, and waits none.
-                if (now_us - max(recorded_us, moved_us)) / 1e6 < self.max_wait_s:
+                limit = self.gap_wait_s if end_at < gap_position else self.max_wait_s
+                if (now_us - max(recorded_us, moved_us)) / 1e6 < limit:
                     break
                 self._surface(
-                    txid, f"its END waited {self.max_wait_s:.0f} s for {events - counted} of {events} changes"
+                    txid,
+                    f"its END waited {limit:.0f} s for {events - counted} of {events} changes"
+                    + (" (from before an accepted retention gap)" if end_at < gap_position else ""),
                 )
                 tx.execute(f"UPDATE {FRONTIER} SET partial = partial + 1 WHERE id = 1", ())
             else:

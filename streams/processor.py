@@ -115,6 +115,7 @@ class Processor:
         self._routes_loaded_at = 0.0
         self.claims = Claims(self.pipeline.online, owner_name(config.group_id))
         self._gaps: list[Gap] = []  # found in a rebalance callback, raised by the loop
+        self._gap_accepted = False  # found and read past (accept_gaps): the online store is told, by the loop
 
     def _consumer(self) -> Consumer:
         return Consumer(
@@ -227,6 +228,8 @@ class Processor:
                 HEALTH.beat()
                 polled = self._next_batch(consumer)
                 self._raise_gaps()  # found while assigning partitions, inside consume()
+                if self._gap_accepted:
+                    self._tell_gap(consumer)
                 for m in polled:
                     err = m.error()
                     if err is not None and err.code() == KafkaError._AUTO_OFFSET_RESET:
@@ -334,6 +337,9 @@ class Processor:
 
     def _found(self, gaps: list[Gap]) -> None:
         """Retention gaps: logged and read past with ``accept_gaps``, else raised by the loop."""
+        if gaps and self.config.accept_gaps:
+            # Transactions with changes among the deleted ones never complete: not waited for long.
+            self._gap_accepted = True
         for gap in gaps:
             if self.config.accept_gaps:
                 logger.warning(
@@ -345,6 +351,20 @@ class Processor:
             else:
                 logger.error("%s (retention deleted them before this group read them)", gap)
                 self._gaps.append(gap)
+
+    def _tell_gap(self, consumer: Consumer) -> None:
+        """An accepted retention gap: the online store stops waiting long for transactions from before now."""
+        topic = self.pipeline.transaction_topic
+        if topic is None:
+            return
+        try:
+            end = watermarks(consumer, TopicPartition(topic, 0), timeout_s=10)[1]
+        except KafkaException as exc:  # no transaction topic (a connector without metadata): nothing waits
+            logger.info("no end offset of %s (%s): nothing to tell the online store", topic, exc)
+            end = -1
+        if end > 0:
+            self.pipeline.online.accept_gap(end)
+        self._gap_accepted = False
 
     def _raise_gaps(self) -> None:
         if self._gaps:

@@ -99,6 +99,9 @@ class PostgresOnlineSink(FeastLayoutSink):
                 "locally: featurectl stack up --with online-postgres",
             ) from None
         with self._conn.transaction(), self._conn.cursor() as cur:
+            # Writers starting together (workers, copies) would race on CREATE TABLE IF NOT EXISTS (a duplicate
+            # pg_type row, seen with two processors): one at a time, per schema.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('featurectl_ddl:' || current_schema()))")
             ensure_tables(cur)
             for statement in transactions.schema(transactions.POSTGRES):
                 cur.execute(statement)

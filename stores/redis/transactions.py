@@ -25,7 +25,8 @@ from core import metrics
 from stores.sink import SinkRow
 from stores.transactions import HEAD, SQLITE, Gate, State
 
-# KEYS: frontier, ends, released, seen_version. ARGV: seen key prefix, max wait (s), head.
+# KEYS: frontier, ends, released, seen_version. ARGV: seen key prefix, max wait (s), head, wait (s) of an END from
+# before an accepted retention gap (below the frontier's gap_position).
 # Returns {n heads looked at, when the frontier last moved (us), then per released transaction: xid, END offset,
 # commit position, partial 0|1}. An END waits from when it became the head: the frontier's last move for a
 # transaction complete (a catch-up whose ENDs run ahead of their changes waits none), not for one given up on.
@@ -33,6 +34,7 @@ DECIDE = """
 local fpos = tonumber(redis.call('HGET', KEYS[1], 'position') or '-1')
 local fver = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
 local moved = tonumber(redis.call('HGET', KEYS[1], 'moved_us') or '0')
+local gap = tonumber(redis.call('HGET', KEYS[1], 'gap_position') or '-1')
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local heads = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. fpos, '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
@@ -44,7 +46,9 @@ for i = 1, #heads, 2 do
   local counted = redis.call('SCARD', ARGV[1] .. xid)
   local partial = 0
   if counted < tonumber(events) and redis.call('SISMEMBER', KEYS[3], xid) == 0 then
-    if (now_us - math.max(tonumber(recorded), moved)) / 1e6 < tonumber(ARGV[2]) then break end
+    local limit = tonumber(ARGV[2])
+    if tonumber(heads[i + 1]) < gap then limit = tonumber(ARGV[4]) end
+    if (now_us - math.max(tonumber(recorded), moved)) / 1e6 < limit then break end
     partial = 1
   else
     moved = now_us
@@ -154,10 +158,14 @@ class RedisGate(Gate):
             c.sadd(self.released_key, txn)
             now += self._held_rows([txn])
             self._given_up.append(txn)
+        if self.gap >= 0:  # an accepted retention gap (accept_gap): raised, never lowered
+            held_gap = c.hget(self.frontier_key, "gap_position")
+            if held_gap is None or int(held_gap) < self.gap:
+                c.hset(self.frontier_key, "gap_position", self.gap)
         # 2. decide
         out = self._decide(
             keys=[self.frontier_key, self.ends_key, self.released_key, self.seen_version_key],
-            args=[self.seen_prefix, self.max_wait_s, HEAD],
+            args=[self.seen_prefix, self.max_wait_s, HEAD, self.gap_wait_s],
         )
         looked, self._moved_us = int(out[0]), int(out[1])
         self._release = []

@@ -229,3 +229,31 @@ def test_ends_running_ahead_of_their_changes_in_a_catch_up_wait_from_the_frontie
         assert state is not None and state.partial == 0 and state.waiting == 0
     finally:
         sink.close()
+
+
+@pytest.mark.parametrize(
+    "fresh_store", [k.name for k in kinds() if k.atomic_source_transactions], indirect=True
+)
+def test_after_an_accepted_retention_gap_a_transaction_from_before_it_is_not_waited_for_long(
+    fresh_store: FeatureStore,
+) -> None:
+    sink: FeastLayoutSink = open_online_sink(fresh_store)  # type: ignore[assignment]
+    try:
+        sink.reset()
+        sink.limit_transactions(True, max_rows=100, max_wait_s=600)
+        assert sink._gate is not None
+        sink._gate.gap_wait_s = 0.3
+        sink.add_end("tx1", 1, 1)  # its change was deleted by retention: it never comes
+        sink.add_seen("tx2", 1, 200)
+        sink.add([sink_row(Change(2, 1, 2, 22.0))])
+        sink.add_end("tx2", 1, 2)
+        sink.flush()
+        assert visible(fresh_store)[2] is None  # behind tx1
+        sink.accept_gap(2)  # `process --accept-gaps`: the transaction topic ended at 2 (tx1 below it)
+        time.sleep(0.4)
+        sink.flush()
+        assert visible(fresh_store)[2] == 22.0  # tx1 given up on after gap_wait_s, not max_wait_s; tx2 whole
+        state = sink.transaction_state()
+        assert state is not None and state.partial == 1 and state.waiting == 0
+    finally:
+        sink.close()
