@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,14 +21,22 @@ from dataclasses import dataclass
 from core.settings import PROJECT_ROOT
 
 CATCH_UP = re.compile(r"catch-up from Kafka: .*= ([\d,]+) rows/s")
+E2E = re.compile(r"end to end \(Postgres commit -> online\), bulk updates: .*= ([\d,]+) rows/s")
 FRESH = re.compile(r"freshness at \d+ changes/s .*commit-to-online p50 (\d+) ms, p99 (\d+) ms")
 
 
 @dataclass
 class Figures:
     catch_up: float  # rows/s
+    e2e: float  # rows/s
     p50: float  # ms
     p99: float  # ms
+
+
+def median(runs: list[Figures]) -> Figures:
+    return Figures(
+        *(statistics.median(getattr(r, f) for r in runs) for f in ("catch_up", "e2e", "p50", "p99"))
+    )
 
 
 def run(store: str, atomic: bool, rows: int, rate: int, seconds: int) -> Figures:
@@ -43,12 +52,19 @@ def run(store: str, atomic: bool, rows: int, rate: int, seconds: int) -> Figures
         raise SystemExit(
             f"processor bench failed ({store}, atomic={atomic}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
         )
-    caught, fresh = CATCH_UP.search(done.stdout), FRESH.search(done.stdout)
-    if caught is None or fresh is None:
+    caught, e2e, fresh = CATCH_UP.search(done.stdout), E2E.search(done.stdout), FRESH.search(done.stdout)
+    if caught is None or e2e is None or fresh is None:
         raise SystemExit(f"processor bench printed no figures:\n{done.stdout[-3000:]}")
-    figures = Figures(float(caught.group(1).replace(",", "")), float(fresh.group(1)), float(fresh.group(2)))
+    figures = Figures(
+        float(caught.group(1).replace(",", "")),
+        float(e2e.group(1).replace(",", "")),
+        float(fresh.group(1)),
+        float(fresh.group(2)),
+    )
     print(
-        f"   catch-up {figures.catch_up:,.0f} rows/s; freshness p50 {figures.p50:.0f} ms, p99 {figures.p99:.0f} ms"
+        f"   catch-up {figures.catch_up:,.0f} rows/s; end to end {figures.e2e:,.0f} rows/s; "
+        f"freshness p50 {figures.p50:.0f} ms, p99 {figures.p99:.0f} ms",
+        flush=True,
     )
     return figures
 
@@ -56,27 +72,32 @@ def run(store: str, atomic: bool, rows: int, rate: int, seconds: int) -> Figures
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--stores", default="sqlite,postgres,redis")
-    ap.add_argument("--rows", type=int, default=20000)
+    ap.add_argument("--rows", type=int, default=50000)
     ap.add_argument("--rate", type=int, default=1000, help="changes/s of the freshness run")
     ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--repeat", type=int, default=2, help="off/on pairs per store; medians are reported")
     args = ap.parse_args()
     table = []
     for store in args.stores.split(","):
-        off = run(store, False, args.rows, args.rate, args.seconds)
-        on = run(store, True, args.rows, args.rate, args.seconds)
-        table.append((store, off, on))
+        offs, ons = [], []
+        for _ in range(args.repeat):
+            offs.append(run(store, False, args.rows, args.rate, args.seconds))
+            ons.append(run(store, True, args.rows, args.rate, args.seconds))
+        table.append((store, median(offs), median(ons)))
     print("\n== atomic visibility of source transactions: what it costs ==")
     print(
         f"command: .venv/bin/python -m bench.transactions_cost --stores {args.stores} --rows {args.rows} "
-        f"--rate {args.rate} --seconds {args.seconds}"
+        f"--rate {args.rate} --seconds {args.seconds} --repeat {args.repeat}"
     )
     print(
-        "| store | catch-up off / on (rows/s) | ratio (>= 0.9) | freshness p50 off / on | p99 off / on | p99 ratio (<= 1.2) |"
+        "| store | catch-up off / on (rows/s) | ratio (>= 0.9) | end to end off / on (rows/s) | ratio | "
+        "freshness p50 off / on | p99 off / on | p99 ratio (<= 1.2) |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for store, off, on in table:
         print(
             f"| {store} | {off.catch_up:,.0f} / {on.catch_up:,.0f} | {on.catch_up / off.catch_up:.2f} | "
+            f"{off.e2e:,.0f} / {on.e2e:,.0f} | {on.e2e / off.e2e:.2f} | "
             f"{off.p50:.0f} / {on.p50:.0f} ms | {off.p99:.0f} / {on.p99:.0f} ms | {on.p99 / max(off.p99, 1):.2f} |"
         )
 

@@ -20,7 +20,7 @@ from typing import Any
 from feast import FeatureStore
 
 from serving.fast_auth import Authorizer
-from serving.lookup import Lookups, Plan
+from serving.lookup import Lookups, Plan, ReadsMovedError, encode
 from serving.served_log import SPOOL_ENV, ServedLog
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,26 @@ class FastLookupApp:
                     break
             body = b"".join(chunks)
             if not more:
-                answered = self._answer(body, permits)
+                try:
+                    answered = self._answer(body, permits)
+                except (
+                    ReadsMovedError
+                ) as exc:  # no consistent read in time: no answer rather than a wrong one
+                    logger.warning("%s", exc)
+                    error = encode({"detail": str(exc)})
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 503,
+                            "headers": [
+                                (b"content-type", b"application/json"),
+                                (b"content-length", str(len(error)).encode()),
+                                (b"retry-after", b"1"),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": error})
+                    return
                 if answered is not None:
                     await send(
                         {

@@ -26,6 +26,7 @@ seed, so between two Feast servers too); here they come in the order requested. 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,6 +55,13 @@ _KEY_TYPES: dict[ValueType, tuple[str, type, tuple[int, int] | None]] = {
     ValueType.INT32: ("int32_val", int, _INT32),
     ValueType.STRING: ("string_val", str, None),
 }
+SNAPSHOT_S = 1.0  # how long a request's views are read again while releases keep moving under them
+
+
+class ReadsMovedError(RuntimeError):
+    """Releases of source transactions kept landing between the reads of one request's views (``Lookups._read_all``)."""
+
+
 _decode = msgspec.json.Decoder().decode
 encode = msgspec.json.Encoder().encode
 
@@ -179,6 +187,7 @@ class Lookups:
         self._plans: dict[tuple[Any, ...], Plan | None] = {}
         self._registry: object = None
         self._stamps: dict[datetime, tuple[str, int]] = {}
+        self.rereads = 0  # requests' views read again because a release landed between them (_read_all)
 
     def _plan(self, features: tuple[str, ...] | str, full_names: bool, keys: tuple[str, ...]) -> Plan | None:
         registry = getattr(self.store.registry, "cached_registry_proto", None)
@@ -244,7 +253,7 @@ class Lookups:
         ]
         provider = self.store._get_provider()
         online, config = provider.online_store, self.store.config
-        now = ttl.clock()
+        uniques: list[dict[tuple[Any, ...], list[int]]] = []
         for read in plan.reads:
             unique: dict[tuple[Any, ...], list[int]] = {}
             if len(read.keys) == 1:
@@ -253,7 +262,10 @@ class Lookups:
             else:
                 for row, value in enumerate(zip(*(columns[i] for i in read.keys), strict=True)):
                     unique.setdefault(value, []).append(row)
-            found = self._read(online, config, read, list(unique))
+            uniques.append(unique)
+        founds = self._read_all(online, config, plan, uniques)
+        now = ttl.clock()
+        for read, unique, found in zip(plan.reads, uniques, founds, strict=True):
             n = len(read.features)
             values: list[list[Any]] = [[None] * rows for _ in range(n)]
             statuses = [["NOT_FOUND"] * rows for _ in range(n)]
@@ -281,6 +293,39 @@ class Lookups:
                     {"values": values[i], "statuses": statuses[i], "event_timestamps": list(stamps)}
                 )
         return {"results": results, "metadata": {"feature_names": names}}
+
+    def _read_all(
+        self, online: Any, config: Any, plan: Plan, uniques: list[dict[tuple[Any, ...], list[int]]]
+    ) -> list[list[tuple[datetime | None, dict[str, ValueProto] | None]]]:
+        """Each view's rows, all as of one state of the store as far as source transactions go: the processor
+        releases a transaction's rows of every view in one atomic step (stores/transactions.py), but each view is
+        a read of its own, so a release between two of them would show a state the source never had (an order
+        newer than its customer's totals). The store's release position is read before and after the reads; if
+        it moved, they are read again, until it stays put (a release every ~100 ms at most, a read of a few ms:
+        rarely more than once) or past SNAPSHOT_S (ReadsMovedError: better no answer than a wrong one)."""
+
+        def read_views() -> list[list[tuple[datetime | None, dict[str, ValueProto] | None]]]:
+            return [self._read(online, config, r, list(u)) for r, u in zip(plan.reads, uniques, strict=True)]
+
+        position: Callable[[Any], int | None] | None = getattr(online, "release_position", None)
+        if position is None or len(plan.reads) < 2:  # one view is one read (a statement, a MULTI/EXEC)
+            return read_views()
+        before = position(config)
+        if before is None:  # a store that cannot tell
+            return read_views()
+        deadline = time.monotonic() + SNAPSHOT_S
+        while True:
+            founds = read_views()
+            after = position(config)
+            if after == before:
+                return founds
+            self.rereads += 1
+            if time.monotonic() > deadline:
+                raise ReadsMovedError(
+                    f"the online store released source transactions during every read of this request's "
+                    f"{len(plan.reads)} views for {SNAPSHOT_S:.0f} s; retry it"
+                )
+            before = after
 
     def _read(
         self, online: Any, config: Any, read: ViewRead, keys: list[tuple[Any, ...]]

@@ -35,7 +35,8 @@ import logging
 import pickle
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any
 
 from core import metrics
@@ -45,7 +46,8 @@ logger = logging.getLogger(__name__)
 
 SEEN = "featurectl_txn_seen"
 ENDS = "featurectl_txn_ends"
-HELD = "featurectl_txn_held"
+HELD = "featurectl_txn_held_rows"  # one blob per transaction per flush (pack), ``rows`` rows in it
+OLD_HELD = "featurectl_txn_held"  # before 2026-11-28: one pickled SinkRow per row; moved into HELD on open
 FRONTIER = "featurectl_txn_frontier"
 RELEASED = "featurectl_txn_released"  # transactions given up on (too large): their rows apply at once
 TABLES = (SEEN, ENDS, HELD, FRONTIER, RELEASED)
@@ -62,10 +64,35 @@ class Dialect:
     mark: str  # "?" (SQLite) or "%s" (psycopg)
     blob: str  # BLOB or BYTEA
     lock: str  # appended to the frontier's SELECT: "" (SQLite's writer lock covers it) or " FOR UPDATE"
+    exists: str  # a query of one row if the table named by its parameter exists, none if not
+    arrays: (
+        bool  # whether a column of many values binds as one array (Postgres: one statement, not one a row)
+    )
 
 
-SQLITE = Dialect("?", "BLOB", "")
-POSTGRES = Dialect("%s", "BYTEA", " FOR UPDATE")
+SQLITE = Dialect("?", "BLOB", "", "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", False)
+POSTGRES = Dialect("%s", "BYTEA", " FOR UPDATE", "SELECT 1 WHERE to_regclass(%s) IS NOT NULL", True)
+
+# A held row is stored as the tuple of its fields, many to a blob: pickling the dataclasses one by one cost
+# ~30 us a row (its __getstate__), a third of a catch-up's time.
+_NAMES = tuple(f.name for f in fields(SinkRow))
+_VALUES = attrgetter(*_NAMES)
+
+
+def pack(rows: Sequence[SinkRow]) -> bytes:
+    """``rows`` as one blob (the field names with it: a blob written before a field was added still reads)."""
+    return pickle.dumps((_NAMES, [_VALUES(r) for r in rows]), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack(blob: bytes) -> list[SinkRow]:
+    """The rows of a ``pack`` blob (or of one pickled SinkRow, as OLD_HELD stored them)."""
+    data = pickle.loads(blob)
+    if isinstance(data, SinkRow):
+        return [data]
+    names, values = data
+    if names == _NAMES:
+        return [SinkRow(*v) for v in values]
+    return [SinkRow(**dict(zip(names, v, strict=True))) for v in values]
 
 
 def schema(d: Dialect) -> list[str]:
@@ -75,8 +102,8 @@ def schema(d: Dialect) -> list[str]:
         "version BIGINT NOT NULL, PRIMARY KEY (txid, total_order))",
         f"CREATE TABLE IF NOT EXISTS {ENDS} (position BIGINT PRIMARY KEY, txid TEXT NOT NULL, "
         "events BIGINT NOT NULL, recorded_us BIGINT NOT NULL)",
-        f"CREATE TABLE IF NOT EXISTS {HELD} (txid TEXT NOT NULL, source TEXT NOT NULL, view TEXT NOT NULL, "
-        f"row_data {d.blob} NOT NULL, PRIMARY KEY (txid, source, view))",
+        f"CREATE TABLE IF NOT EXISTS {HELD} (txid TEXT NOT NULL, rows BIGINT NOT NULL, row_data {d.blob} NOT NULL)",
+        f"CREATE INDEX IF NOT EXISTS {HELD}_txid ON {HELD} (txid)",
         f"CREATE TABLE IF NOT EXISTS {FRONTIER} (id INT PRIMARY KEY, position BIGINT NOT NULL, "
         "version BIGINT NOT NULL, partial BIGINT NOT NULL DEFAULT 0, moved_us BIGINT NOT NULL DEFAULT 0, "
         "gap_position BIGINT NOT NULL DEFAULT -1)",
@@ -84,6 +111,19 @@ def schema(d: Dialect) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {RELEASED} (txid TEXT PRIMARY KEY, reason TEXT NOT NULL, "
         "released_us BIGINT NOT NULL)",
     ]
+
+
+# Where the releases stand: the frontier's position moves in the same commit as every release (step), so a reader
+# that finds it equal before and after several reads saw no release between them (serving/lookup.py).
+RELEASE_POSITION = f"SELECT position FROM {FRONTIER} WHERE id = 1"
+
+
+def migrate(tx: Any, d: Dialect) -> None:
+    """Move rows held by an earlier version (OLD_HELD, one row each) into HELD; after ``schema``, in its
+    transaction."""
+    if tx.execute(d.exists, (OLD_HELD,)).fetchone() is not None:
+        tx.execute(f"INSERT INTO {HELD} (txid, rows, row_data) SELECT txid, 1, row_data FROM {OLD_HELD}", ())
+        tx.execute(f"DROP TABLE {OLD_HELD}", ())
 
 
 @dataclass(frozen=True)
@@ -99,7 +139,7 @@ class State:
 def state(tx: Any) -> State:
     """The rule's state in a SQL store (``tx``: a cursor or connection; reads only)."""
     waiting, oldest = tx.execute(f"SELECT count(*), min(recorded_us) FROM {ENDS}", ()).fetchone()
-    (held,) = tx.execute(f"SELECT count(*) FROM {HELD}", ()).fetchone()
+    (held,) = tx.execute(f"SELECT coalesce(sum(rows), 0) FROM {HELD}", ()).fetchone()
     row = tx.execute(f"SELECT partial FROM {FRONTIER} WHERE id = 1", ()).fetchone()
     age = None if oldest is None else max(0.0, time.time() - oldest / 1e6)
     return State(int(waiting), age, int(held), int(row[0]) if row else 0)
@@ -143,9 +183,9 @@ class Gate:
 
     def step(self, tx: Any, rows: Sequence[SinkRow]) -> list[SinkRow]:
         """Inside the store's write transaction (``tx``: a DB-API cursor or connection): record this batch's
-        seen changes, ENDs and held rows; release every transaction the prefix rule allows. Returns the rows to
-        apply now: those without a transaction, those of released (or given up) transactions, held rows of
-        earlier batches among them."""
+        seen changes and ENDs, release every transaction the prefix rule allows, and hold this batch's rows of
+        the others. Returns the rows to apply now: those without a transaction, those of released (or given
+        up) transactions, held rows of earlier batches among them."""
         m = self.dialect.mark
         # Recorded first, without the frontier's lock: writers record in parallel. The frontier only grows, so a
         # stale read can only hold a row whose transaction is released already: a re-delivered copy of a row
@@ -156,12 +196,7 @@ class Gate:
         now_us = time.time_ns() // 1000
         # A change at or below the frontier belongs to a transaction released already (a re-delivery): not
         # counted again, and its rows apply at once (the version rule makes that idempotent).
-        seen = [s for s in self.seen if s[2] > frontier]
-        if seen:
-            tx.executemany(
-                f"INSERT INTO {SEEN} (txid, total_order, version) VALUES ({m}, {m}, {m}) ON CONFLICT DO NOTHING",
-                seen,
-            )
+        self._record_seen(tx, [s for s in self.seen if s[2] > frontier])
         ends = [(p, t, e, now_us) for p, t, e in self.ends if p > position]
         if ends:
             tx.executemany(
@@ -171,21 +206,33 @@ class Gate:
             )
         self.discard()
         given_up = {t for (t,) in tx.execute(f"SELECT txid FROM {RELEASED}", ()).fetchall()}
-
         now: list[SinkRow] = []
-        held: list[SinkRow] = []
+        undecided: list[SinkRow] = []
         for row in rows:
             if row.txn is None or row.version <= frontier or row.txn in given_up:
                 now.append(row)
             else:
-                held.append(row)
+                undecided.append(row)
+
+        released = self._release_prefix(tx, given_up, now_us)
+        if released:
+            now += self._take(tx, released)
+        # This batch's rows of a transaction released just now apply with it, never stored twice (in the
+        # common case, a transaction read whole in one batch, nothing is held at all); the rest wait, stored
+        # with the seen changes they were counted by (one commit: no writer counts a change whose row is missing).
+        done = set(released)
+        held: dict[str, list[SinkRow]] = {}
+        for row in undecided:
+            if row.txn in done:
+                now.append(row)
+            else:
+                held.setdefault(row.txn, []).append(row)  # type: ignore[arg-type]
         if held:
             tx.executemany(
-                f"INSERT INTO {HELD} (txid, source, view, row_data) VALUES ({m}, {m}, {m}, {m}) "
-                "ON CONFLICT DO NOTHING",
-                [(r.txn, r.source, r.view, pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL)) for r in held],
+                f"INSERT INTO {HELD} (txid, rows, row_data) VALUES ({m}, {m}, {m})",
+                [(txid, len(part), pack(part)) for txid, part in held.items()],
             )
-            large = self._too_large(tx, sorted({r.txn for r in held if r.txn is not None}))
+            large = self._too_large(tx, sorted(held))
             for txid in large:
                 self._surface(txid, f"it holds more than {self.max_rows:,} rows (FEATURECTL_TXN_MAX_ROWS)")
                 tx.execute(f"UPDATE {FRONTIER} SET partial = partial + 1 WHERE id = 1", ())
@@ -194,13 +241,33 @@ class Gate:
                     "ON CONFLICT DO NOTHING",
                     (txid, now_us),
                 )
-                given_up.add(txid)
             if large:
                 now += self._take(tx, large)
+                self.waiting = True  # one given up on may be the head: the next flush looks again
+        return now
 
-        # The prefix: ENDs in commit order, each complete (or given up on), up to the first that is not. Under
-        # the frontier's lock: one writer releases at a time, and (read committed) whoever locks last sees every
-        # other writer's seen changes, so the writer that completes a transaction, or the next, releases it.
+    def _record_seen(self, tx: Any, seen: list[tuple[str, int, int]]) -> None:
+        if not seen:
+            return
+        if self.dialect.arrays:  # one statement: psycopg's executemany is a round trip per row
+            txids, orders, versions = (list(c) for c in zip(*seen, strict=True))
+            tx.execute(
+                f"INSERT INTO {SEEN} (txid, total_order, version) "
+                "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
+                (txids, orders, versions),
+            )
+        else:
+            tx.executemany(
+                f"INSERT INTO {SEEN} (txid, total_order, version) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                seen,
+            )
+
+    def _release_prefix(self, tx: Any, given_up: set[str], now_us: int) -> list[str]:
+        """The prefix: ENDs in commit order, each complete (or given up on), up to the first that is not;
+        their bookkeeping deleted and the frontier moved past them. Under the frontier's lock: one writer
+        releases at a time, and (read committed) whoever locks last sees every other writer's seen changes,
+        so the writer that completes a transaction, or the next, releases it."""
+        m = self.dialect.mark
         if self.gap >= 0:
             tx.execute(
                 f"UPDATE {FRONTIER} SET gap_position = {m} WHERE id = 1 AND gap_position < {m}",
@@ -240,7 +307,6 @@ class Gate:
         self.waiting = len(heads) > len(released) or len(heads) == HEAD  # more ENDs past those read
         metrics.TRANSACTIONS_WAITING.set(len(heads) - len(released))
         if released:
-            now += self._take(tx, released)
             marks = ", ".join([m] * len(released))
             tx.execute(f"DELETE FROM {SEEN} WHERE txid IN ({marks})", released)
             tx.execute(f"DELETE FROM {ENDS} WHERE position <= {m}", (position,))
@@ -250,22 +316,23 @@ class Gate:
                 (position, frontier, moved_us),
             )
             metrics.TRANSACTIONS_RELEASED.inc(len(released))
-        return now
+        return released
 
     def _take(self, tx: Any, txids: list[str]) -> list[SinkRow]:
         """The held rows of ``txids``, removed from the store."""
         marks = ", ".join([self.dialect.mark] * len(txids))
         rows = [
-            pickle.loads(blob)
+            row
             for (blob,) in tx.execute(
                 f"SELECT row_data FROM {HELD} WHERE txid IN ({marks})", txids
             ).fetchall()
+            for row in unpack(blob)
         ]
         tx.execute(f"DELETE FROM {HELD} WHERE txid IN ({marks})", txids)
         return rows
 
     def _too_large(self, tx: Any, txids: list[str]) -> list[str]:
-        """Those of ``txids`` holding more than ``max_rows`` rows."""
+        """Those of ``txids`` holding more than ``max_rows`` rows (counted as read: a re-delivered part twice)."""
         out: list[str] = []
         for i in range(0, len(txids), HEAD):
             chunk = txids[i : i + HEAD]
@@ -274,7 +341,7 @@ class Gate:
                 t
                 for (t,) in tx.execute(
                     f"SELECT txid FROM {HELD} WHERE txid IN ({marks}) GROUP BY txid "
-                    f"HAVING count(*) > {int(self.max_rows)}",
+                    f"HAVING sum(rows) > {int(self.max_rows)}",
                     chunk,
                 ).fetchall()
             ]

@@ -59,7 +59,7 @@ from pydantic import Field, field_validator
 from aggregations.spec import aggregation_view
 from core.errors import ConfigError
 from embeddings.spec import EmbeddingSpec, VectorField, spec_for
-from stores import contributions
+from stores import contributions, transactions
 from stores.documents import Document, V2DocumentsOnly, in_entity_key_order, query_spec
 from stores.postgres.priority import share_priority
 from stores.postgres.tables import (
@@ -355,6 +355,19 @@ class PgVectorOnlineStore(ReadTtl, V2DocumentsOnly, PostgreSQLOnlineStore):
         super().online_write_batch(*args, **kwargs)
 
     @once_more_if_lost
+    @once_more_if_lost
+    def release_position(self, config: RepoConfig) -> int | None:
+        """Where the processor's releases of source transactions stand (stores/transactions.py): a reader that
+        finds it equal before and after several reads saw no release between them (serving/lookup.py); -1
+        before the first."""
+        with self._get_conn(config, autocommit=True) as conn, conn.cursor() as cur:
+            try:
+                cur.execute(transactions.RELEASE_POSITION)
+            except psycopg.errors.UndefinedTable:  # no processor has written here yet
+                return -1
+            row = cur.fetchone()
+        return -1 if row is None else int(row[0])
+
     def read_serialized(
         self, config: RepoConfig, table: FeatureView, keys: list[bytes], requested_features: list[str]
     ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]] | None:

@@ -105,6 +105,7 @@ class PostgresOnlineSink(FeastLayoutSink):
             ensure_tables(cur)
             for statement in transactions.schema(transactions.POSTGRES):
                 cur.execute(statement)
+            transactions.migrate(cur, transactions.POSTGRES)
         self._gate = transactions.Gate(transactions.POSTGRES)
 
     def _connect(self) -> psycopg.Connection[Any]:

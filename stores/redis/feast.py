@@ -24,6 +24,7 @@ from feast.infra.online_stores.redis import RedisOnlineStoreConfig as FeastRedis
 from feast.infra.online_stores.redis import _versioned_fv_name
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
+from stores.redis.transactions import frontier_key, key_prefix
 from stores.ttl import ReadTtl
 
 TYPE = "stores.redis.feast.RedisOnlineStore"
@@ -49,6 +50,15 @@ class RedisOnlineStore(ReadTtl, FeastRedisOnlineStore):
         project = config.project.encode("utf-8")
         values = self._read_hash_fields(config, [(key + project, fields) for key in keys])
         return self._convert_redis_values_to_protobuf(values, name, requested)
+
+    def release_position(self, config: RepoConfig) -> int | None:
+        """Where the processor's releases of source transactions stand (stores/redis/transactions.py): a reader that
+        finds it equal before and after several reads saw no release between them (serving/lookup.py); -1
+        before the first. None with the glide client (not read)."""
+        if str(getattr(config.online_store.client, "value", config.online_store.client)) != "redis":
+            return None
+        raw = self._get_client(config.online_store).hget(frontier_key(key_prefix(config.project)), "position")
+        return -1 if raw is None else int(raw)
 
     def _read_hash_fields(
         self, config: RepoConfig, commands: list[tuple[bytes, list[str | bytes]]]

@@ -44,7 +44,7 @@ from stores.feast_layout import Decision, FeastLayoutSink, Latest, Stored, Versi
 from stores.ordering import epoch_us
 from stores.redis import KIND
 from stores.redis.feast import TYPE as REDIS_TYPE
-from stores.redis.transactions import RedisGate, redis_gate
+from stores.redis.transactions import RedisGate, key_prefix, redis_gate
 from stores.registry import vector_types
 from stores.sink import DELETE, Partition, SinkRow, StoredVector
 from stores.transactions import State
@@ -171,7 +171,7 @@ class RedisOnlineSink(FeastLayoutSink):
         self._versions = self._client.register_script(VERSIONS)
         self._pending: list[SinkRow] = []
         self._barriers: dict[str, Version] = {}
-        prefix = f"featurectl:{self.project}"
+        prefix = key_prefix(self.project)
         self._fences, self._owners, self._barrier_key = (
             f"{prefix}:fences",
             f"{prefix}:fence_owners",

@@ -3,7 +3,7 @@ reads and writes: the same rule, in three steps, each atomic on the server and e
 
 1. **record** (one MULTI/EXEC): each change seen (``txn:seen:<xid>``, a set of ``total_order``; its commit
    position in ``txn:seen_version``), each END (``txn:ends``, scored by its offset on the transaction topic)
-   and each held row (``txn:held:<xid>``) together, so no writer counts a change whose row it cannot find;
+   and each batch's held rows (one ``pack`` blob in ``txn:held:<xid>``, counted in ``txn:held_rows``) together, so no writer counts a change whose row it cannot find;
 2. **decide** (one Lua script, reading only): the prefix of ENDs whose transactions are complete (or given up
    on), in commit order;
 3. **release**, in the same MULTI/EXEC as the flush's writes (the version-guarded script calls): the released
@@ -16,14 +16,13 @@ only rises. A crash between the steps leaves recorded, unreleased state that the
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from core import metrics
 from stores.sink import SinkRow
-from stores.transactions import HEAD, SQLITE, Gate, State
+from stores.transactions import HEAD, SQLITE, Gate, State, pack, unpack
 
 # KEYS: frontier, ends, released, seen_version. ARGV: seen key prefix, max wait (s), head, wait (s) of an END from
 # before an accepted retention gap (below the frontier's gap_position).
@@ -74,6 +73,16 @@ return 1
 """
 
 
+def key_prefix(project: str) -> str:
+    """Where the processor's keys of ``project`` live in Redis (Feast's own keys are the entity keys)."""
+    return f"featurectl:{project}"
+
+
+def frontier_key(prefix: str) -> str:
+    """The frontier's hash: its ``position`` moves in the same MULTI/EXEC as every release (``release``)."""
+    return f"{prefix}:txn:frontier"
+
+
 @dataclass
 class RedisGate(Gate):
     """The rule over a Redis client; ``step`` records and decides, ``release`` queues the rest on the flush's
@@ -87,11 +96,16 @@ class RedisGate(Gate):
 
     def __post_init__(self) -> None:
         p = f"{self.prefix}:txn"
-        self.frontier_key, self.ends_key, self.released_key = f"{p}:frontier", f"{p}:ends", f"{p}:released"
-        self.seen_version_key, self.seen_prefix, self.held_prefix = (
+        self.frontier_key, self.ends_key, self.released_key = (
+            frontier_key(self.prefix),
+            f"{p}:ends",
+            f"{p}:released",
+        )
+        self.seen_version_key, self.seen_prefix, self.held_prefix, self.held_rows_key = (
             f"{p}:seen_version",
             f"{p}:seen:",
             f"{p}:held:",
+            f"{p}:held_rows",
         )
         self._decide = self.client.register_script(DECIDE)
         self._raise = self.client.register_script(RAISE)
@@ -135,16 +149,17 @@ class RedisGate(Gate):
             ends = {f"{t}|{e}|{now_us}": p for p, t, e in self.ends if p > position}
             if ends:
                 pipe.zadd(self.ends_key, ends, nx=True)
-            by_held: dict[str, dict[str, bytes]] = {}
+            by_held: dict[str, list[SinkRow]] = {}
             for r in held:
                 assert r.txn is not None
-                by_held.setdefault(r.txn, {})[f"{r.source}|{r.view}"] = pickle.dumps(
-                    r, pickle.HIGHEST_PROTOCOL
+                by_held.setdefault(r.txn, []).append(r)
+            for txn, part in by_held.items():
+                # Named by where the part was read: the same batch re-read replaces itself.
+                pipe.hset(
+                    self.held_prefix + txn, f"{part[0].source}|{part[-1].source}|{len(part)}", pack(part)
                 )
-            for txn, fields in by_held.items():
-                pipe.hset(self.held_prefix + txn, mapping=fields)
-            for txn in by_held:
-                pipe.hlen(self.held_prefix + txn)
+            for txn, part in by_held.items():
+                pipe.hincrby(self.held_rows_key, txn, len(part))  # counted as read: a re-read part twice
             replies = pipe.execute()
         super().discard()
         large = [
@@ -193,9 +208,10 @@ class RedisGate(Gate):
                 pipe.hvals(self.held_prefix + txid)
                 if delete:
                     pipe.delete(self.held_prefix + txid)
+                    pipe.hdel(self.held_rows_key, txid)
             replies = pipe.execute()
-        step = 2 if delete else 1
-        return [pickle.loads(blob) for values in replies[::step] for blob in values]
+        step = 3 if delete else 1
+        return [row for values in replies[::step] for blob in values for row in unpack(blob)]
 
     def release(self, pipe: Any) -> None:
         """Queue on the flush's MULTI/EXEC pipeline what releasing the decided transactions leaves to do."""
@@ -206,6 +222,7 @@ class RedisGate(Gate):
             for xid in xids:
                 pipe.delete(self.held_prefix + xid, self.seen_prefix + xid)
             pipe.hdel(self.seen_version_key, *xids)
+            pipe.hdel(self.held_rows_key, *xids)
             pipe.zremrangebyscore(self.ends_key, "-inf", position)
             pipe.srem(self.released_key, *xids)
             self._raise(keys=[self.frontier_key], args=[position, version, self._moved_us], client=pipe)
@@ -222,13 +239,19 @@ class RedisGate(Gate):
         age = (
             None if recorded is None else max(0.0, (int(seconds) * 1_000_000 + int(micros) - recorded) / 1e6)
         )
-        held = sum(int(c.hlen(k)) for k in c.scan_iter(match=self.held_prefix + "*", count=1000))
+        held = sum(int(n) for n in c.hvals(self.held_rows_key))
         partial = c.hget(self.frontier_key, "partial")
         return State(int(c.zcard(self.ends_key)), age, held, int(partial) if partial else 0)
 
     def reset(self) -> None:
         """Forget every transaction (``featurectl online reset``)."""
-        keys = [self.frontier_key, self.ends_key, self.released_key, self.seen_version_key]
+        keys = [
+            self.frontier_key,
+            self.ends_key,
+            self.released_key,
+            self.seen_version_key,
+            self.held_rows_key,
+        ]
         for pattern in (self.seen_prefix + "*", self.held_prefix + "*"):
             keys += list(self.client.scan_iter(match=pattern, count=1000))
         self.client.delete(*keys)

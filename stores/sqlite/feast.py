@@ -31,7 +31,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from aggregations.spec import aggregation_view
 from embeddings.spec import VectorField, spec_for
-from stores import contributions
+from stores import contributions, transactions
 from stores.documents import V2DocumentsOnly, distances, floats, in_entity_key_order, query_spec
 from stores.sqlite.db import OperationalError, connect, ensure_contributions_table
 from stores.sqlite.vectors import VectorTable, as_floats, declare_model, forget_view
@@ -215,6 +215,18 @@ class VecSqliteOnlineStore(ReadTtl, V2DocumentsOnly, SqliteOnlineStore):
             entity = deserialize_entity_key(keys[i], config.entity_key_serialization_version)
             results.append((event_ts, entity, row))
         return in_entity_key_order(results)
+
+    def release_position(self, config: RepoConfig) -> int | None:
+        """Where the processor's releases of source transactions stand (stores/transactions.py): a reader that
+        finds it equal before and after several reads saw no release between them (serving/lookup.py); -1
+        before the first."""
+        if self._raw is None:
+            self._raw = connect(self._get_db_path(config), convert=False)
+        try:
+            row = self._raw.execute(transactions.RELEASE_POSITION).fetchone()
+        except OperationalError:  # no processor has written here yet: no table
+            return -1
+        return -1 if row is None else int(row[0])
 
     def read_serialized(
         self, config: RepoConfig, table: FeatureView, keys: list[bytes], requested_features: list[str]

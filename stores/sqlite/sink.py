@@ -93,6 +93,7 @@ class SqliteOnlineSink(FeastLayoutSink):
         ensure_contributions_table(self._conn)
         for statement in transactions.schema(transactions.SQLITE):
             self._conn.execute(statement)
+        transactions.migrate(self._conn, transactions.SQLITE)
         self._conn.commit()
         self._gate = transactions.Gate(transactions.SQLITE)
         self._evicted: dict[str, float] = {}  # view -> when its expired contributions were last dropped

@@ -4,6 +4,7 @@ transactions (never half of one); once everything is written, the source's final
 
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from feast import FeatureStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stores import transactions
 from stores.feast_layout import FeastLayoutSink
 from stores.registry import kinds, open_online_sink
 from stores.sink import UPSERT, SinkRow
@@ -255,5 +257,39 @@ def test_after_an_accepted_retention_gap_a_transaction_from_before_it_is_not_wai
         assert visible(fresh_store)[2] == 22.0  # tx1 given up on after gap_wait_s, not max_wait_s; tx2 whole
         state = sink.transaction_state()
         assert state is not None and state.partial == 1 and state.waiting == 0
+    finally:
+        sink.close()
+
+
+@pytest.mark.parametrize("fresh_store", ["sqlite", "postgres"], indirect=True)
+def test_rows_held_by_the_earlier_layout_are_released_after_an_upgrade(fresh_store: FeatureStore) -> None:
+    """A row held one to a table row (OLD_HELD, before rows were packed per batch) when the processor is
+    upgraded is moved on open and released with its transaction, not lost."""
+    sink: FeastLayoutSink = open_online_sink(fresh_store)  # type: ignore[assignment]
+    row = sink_row(Change(1, 1, 1, 11.0))
+    try:
+        sink.reset()
+        assert sink._gate is not None
+        mark = sink._gate.dialect.mark
+        conn: Any = sink._conn  # type: ignore[attr-defined]
+        conn.execute(
+            f"CREATE TABLE {transactions.OLD_HELD} (txid TEXT NOT NULL, source TEXT NOT NULL, view TEXT NOT NULL, "
+            f"row_data {sink._gate.dialect.blob} NOT NULL, PRIMARY KEY (txid, source, view))"
+        )
+        conn.execute(
+            f"INSERT INTO {transactions.OLD_HELD} VALUES ({mark}, {mark}, {mark}, {mark})",
+            ("tx1", row.source, row.view, pickle.dumps(row)),
+        )
+        conn.execute(f"INSERT INTO {transactions.SEEN} VALUES ({mark}, 1, 100)", ("tx1",))
+        conn.commit()
+    finally:
+        sink.close()
+    sink = open_online_sink(fresh_store)  # type: ignore[assignment]
+    try:
+        assert sink.transaction_state() == transactions.State(0, None, 1, 0)
+        sink.add_end("tx1", 1, 1)
+        sink.flush()
+        assert visible(fresh_store)[1] == 11.0
+        assert sink.transaction_state() == transactions.State(0, None, 0, 0)
     finally:
         sink.close()
