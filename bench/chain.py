@@ -53,7 +53,11 @@ def runs(small: bool, vectors: int) -> list[Run]:
     )
     # A p99 of 300 lookups is their third slowest, which moved 8-15 ms run to run (Redis, under ingest); 1,000
     # estimate it better (docs/performance.md).
-    serving = ["--rows", "100", "--requests", "20", "--seconds", "1"] if small else ["--requests", "1000"]
+    serving = (
+        ["--rows", "100", "--requests", "20", "--seconds", "1", "--log-pairs", "2"]
+        if small
+        else ["--requests", "1000"]
+    )
     # Postgres and Redis take writers side by side: two processes (featurectl process --workers 2), one per
     # core. SQLite serialises its writers, where a second process measured no gain (docs/performance.md).
     out = [Run("processor_bench", (*processor, "--workers", WORKERS[s], "--online-store", s)) for s in STORES]
