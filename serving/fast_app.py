@@ -42,6 +42,18 @@ def _json(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
+async def _send_json(
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """One whole JSON response."""
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": start + (headers or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
 def _replay(body: bytes, receive: Receive, more: bool = False) -> Receive:
     """A ``receive`` that yields ``body`` (already read; ``more``: only its start) once, then defers to the
     client's."""
@@ -162,32 +174,10 @@ class FastLookupApp:
                     ReadsMovedError
                 ) as exc:  # no consistent read in time: no answer rather than a wrong one
                     logger.warning("%s", exc)
-                    error = encode({"detail": str(exc)})
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 503,
-                            "headers": [
-                                (b"content-type", b"application/json"),
-                                (b"content-length", str(len(error)).encode()),
-                                (b"retry-after", b"1"),
-                            ],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": error})
+                    await _send_json(send, 503, encode({"detail": str(exc)}), [(b"retry-after", b"1")])
                     return
                 if answered is not None:
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 200,
-                            "headers": [
-                                (b"content-type", b"application/json"),
-                                (b"content-length", str(len(answered)).encode()),
-                            ],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": answered})
+                    await _send_json(send, 200, answered)
                     return
             receive = _replay(body, receive, more)
         await self.feast_app(scope, receive, send)
