@@ -57,19 +57,24 @@ from streams.processor import Processor, ProcessorConfig
 from streams.workers import Workers
 
 
-def seed(conninfo: str, table: str, rows: int) -> list[int]:
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        ids = [
-            r[0]
-            for r in conn.execute(
-                sql.SQL(
-                    "INSERT INTO {} (email, full_name, country, segment, credit_limit) "
-                    "SELECT 'b' || g || '-' || %s || '@bench', 'Bench', 'GB', 'standard', 1 "
-                    "FROM generate_series(1, %s) g RETURNING id"
-                ).format(sql.Identifier(table)),
-                (uuid.uuid4().hex[:6], rows),
-            ).fetchall()
-        ]
+def seed(conninfo: str, table: str, rows: int, txn_rows: int = 0) -> list[int]:
+    """Insert ``rows`` customers: in one transaction, or in transactions of ``txn_rows`` rows each."""
+    step = txn_rows if txn_rows > 0 else rows
+    tag = uuid.uuid4().hex[:6]
+    ids: list[int] = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:  # each INSERT its own transaction
+        for start in range(0, rows, step):
+            ids += [
+                r[0]
+                for r in conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (email, full_name, country, segment, credit_limit) "
+                        "SELECT 'b' || g || '-' || %s || '@bench', 'Bench', 'GB', 'standard', 1 "
+                        "FROM generate_series(%s::bigint, %s::bigint) g RETURNING id"
+                    ).format(sql.Identifier(table)),
+                    (tag, start + 1, min(start + step, rows)),
+                ).fetchall()
+            ]
     return ids
 
 
@@ -333,6 +338,12 @@ def worker_run(
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=20000, help="customers changed per throughput round")
+    ap.add_argument(
+        "--seed-txn-rows",
+        type=int,
+        default=0,
+        help="rows per source transaction of the catch-up's backlog (0: all of it in one transaction)",
+    )
     ap.add_argument("--rate", type=int, default=200, help="changes per second in the freshness run")
     ap.add_argument("--seconds", type=int, default=30, help="length of the freshness run")
     ap.add_argument(
@@ -371,7 +382,7 @@ def main() -> None:
         deploy(settings, definition)
         feast_apply(settings.feature_repo)
         store = FeatureStore(repo_path=str(settings.feature_repo))
-        ids = seed(app, name, args.rows)
+        ids = seed(app, name, args.rows, args.seed_txn_rows)
         # The catch-up drains a backlog: every seeded change in Kafka before a processor starts.
         captured = wait_in_kafka(settings.bootstrap_servers, definition.topic_for(f"public.{name}"), len(ids))
 
@@ -462,7 +473,7 @@ def main() -> None:
         print(
             f"command: .venv/bin/python bench/processor_bench.py --rows {args.rows} --rate {args.rate} "
             f"--seconds {args.seconds} --offline-format {args.offline_format} --online-store {args.online_store} "
-            f"--workers {args.workers}"
+            f"--workers {args.workers} --seed-txn-rows {args.seed_txn_rows}"
         )
         print(
             f"catch-up from Kafka: {existing} rows in {catch_up:.1f}s after the first = {catchup_rate:,.0f} "

@@ -4,6 +4,7 @@ run; catch-up rows/s and commit-to-online freshness at a steady rate, side by si
 
     .venv/bin/python -m bench.transactions_cost                          # SQLite, Postgres, Redis; 1,000 changes/s
     .venv/bin/python -m bench.transactions_cost --stores sqlite --rows 10000 --seconds 15
+    .venv/bin/python -m bench.transactions_cost --txn-rows 200 --seconds 10   # a backlog of ordinary transactions
 
 Targets (issue 49): freshness p99 with the rule no worse than 1.2x without, catch-up no worse than 0.9x.
 """
@@ -39,11 +40,11 @@ def median(runs: list[Figures]) -> Figures:
     )
 
 
-def run(store: str, atomic: bool, rows: int, rate: int, seconds: int) -> Figures:
+def run(store: str, atomic: bool, rows: int, rate: int, seconds: int, txn_rows: int) -> Figures:
     """One processor bench run; its figures (it prints the rest to our stdout as it goes)."""
     command = [
         sys.executable, "bench/processor_bench.py", "--rows", str(rows), "--rate", str(rate),
-        "--seconds", str(seconds), "--online-store", store,
+        "--seconds", str(seconds), "--online-store", store, "--seed-txn-rows", str(txn_rows),
     ]  # fmt: skip
     env = {**os.environ, "FEATURECTL_ATOMIC_TRANSACTIONS": "true" if atomic else "false"}
     print(f"-- {store}, atomic transactions {'on' if atomic else 'off'}: {' '.join(command[1:])}", flush=True)
@@ -76,18 +77,25 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=1000, help="changes/s of the freshness run")
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--repeat", type=int, default=2, help="off/on pairs per store; medians are reported")
+    ap.add_argument(
+        "--txn-rows",
+        type=int,
+        default=0,
+        help="rows per source transaction of the catch-up's backlog; 0 (the worst case): one transaction of "
+        "--rows, every row but the last batch's held",
+    )
     args = ap.parse_args()
     table = []
     for store in args.stores.split(","):
         offs, ons = [], []
         for _ in range(args.repeat):
-            offs.append(run(store, False, args.rows, args.rate, args.seconds))
-            ons.append(run(store, True, args.rows, args.rate, args.seconds))
+            offs.append(run(store, False, args.rows, args.rate, args.seconds, args.txn_rows))
+            ons.append(run(store, True, args.rows, args.rate, args.seconds, args.txn_rows))
         table.append((store, median(offs), median(ons)))
     print("\n== atomic visibility of source transactions: what it costs ==")
     print(
         f"command: .venv/bin/python -m bench.transactions_cost --stores {args.stores} --rows {args.rows} "
-        f"--rate {args.rate} --seconds {args.seconds} --repeat {args.repeat}"
+        f"--rate {args.rate} --seconds {args.seconds} --repeat {args.repeat} --txn-rows {args.txn_rows}"
     )
     print(
         "| store | catch-up off / on (rows/s) | ratio (>= 0.9) | end to end off / on (rows/s) | ratio | "

@@ -95,6 +95,45 @@ def unpack(blob: bytes) -> list[SinkRow]:
     return [SinkRow(**dict(zip(names, v, strict=True))) for v in values]
 
 
+class Packed:
+    """``pack`` and ``unpack`` for one writer, remembering the rows of the blobs it packed (at most the gate's
+    ``max_rows``, oldest dropped first): a release reads the blob back and gets the rows it held without unpickling them
+    (~4 us a row, a fifth of what holding cost a catch-up). Keyed by the blob itself, so a remembered answer is
+    exactly what unpacking would give; a blob another writer packed is unpacked."""
+
+    def __init__(self) -> None:
+        self._rows: dict[bytes, tuple[int, list[SinkRow]]] = {}  # blob -> (commit position, rows)
+        self._count = 0
+
+    def pack(self, rows: Sequence[SinkRow], max_rows: int) -> bytes:
+        blob = pack(rows)
+        while self._rows and self._count + len(rows) > max_rows:
+            self._drop(next(iter(self._rows)))
+        if len(rows) <= max_rows and blob not in self._rows:
+            self._rows[blob] = (rows[0].version, list(rows))
+            self._count += len(rows)
+        return blob
+
+    def unpack(self, blob: bytes) -> list[SinkRow]:
+        held = self._rows.pop(blob, None)
+        if held is None:
+            return unpack(blob)
+        self._count -= len(held[1])
+        return held[1]
+
+    def forget_released(self, frontier: int) -> None:
+        """Drop the rows of transactions at or below the frontier (released, by this writer or another)."""
+        for blob in [b for b, (version, _) in self._rows.items() if version <= frontier]:
+            self._drop(blob)
+
+    def clear(self) -> None:
+        self._rows.clear()
+        self._count = 0
+
+    def _drop(self, blob: bytes) -> None:
+        self._count -= len(self._rows.pop(blob)[1])
+
+
 def schema(d: Dialect) -> list[str]:
     """The tables the rule keeps (created idempotently by each store's sink)."""
     return [
@@ -158,6 +197,7 @@ class Gate:
     waiting: bool = False  # the last step left ENDs unreleased: an idle flush must look again (max_wait_s)
     gap_wait_s: float = GAP_WAIT_S
     gap: int = -1  # an accepted retention gap: the transaction topic's end then (accept_gap), not yet stored
+    packed: Packed = field(default_factory=Packed, repr=False)
 
     def add_seen(self, txn: str, order: int, version: int) -> None:
         self.seen.append((txn, order, version))
@@ -193,6 +233,7 @@ class Gate:
         position, frontier = tx.execute(
             f"SELECT position, version FROM {FRONTIER} WHERE id = 1", ()
         ).fetchone()
+        self.packed.forget_released(frontier)
         now_us = time.time_ns() // 1000
         # A change at or below the frontier belongs to a transaction released already (a re-delivery): not
         # counted again, and its rows apply at once (the version rule makes that idempotent).
@@ -230,7 +271,7 @@ class Gate:
         if held:
             tx.executemany(
                 f"INSERT INTO {HELD} (txid, rows, row_data) VALUES ({m}, {m}, {m})",
-                [(txid, len(part), pack(part)) for txid, part in held.items()],
+                [(txid, len(part), self.packed.pack(part, self.max_rows)) for txid, part in held.items()],
             )
             large = self._too_large(tx, sorted(held))
             for txid in large:
@@ -326,7 +367,7 @@ class Gate:
             for (blob,) in tx.execute(
                 f"SELECT row_data FROM {HELD} WHERE txid IN ({marks})", txids
             ).fetchall()
-            for row in unpack(blob)
+            for row in self.packed.unpack(bytes(blob))
         ]
         tx.execute(f"DELETE FROM {HELD} WHERE txid IN ({marks})", txids)
         return rows

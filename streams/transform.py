@@ -146,13 +146,18 @@ def parse_time(text: str) -> datetime:
 
 
 def commit_time(event: ChangeEvent) -> datetime:
-    """The Postgres commit time of the change (Debezium ``source.ts_us``, else ``ts_ms``), UTC."""
+    """The Postgres commit time of the change (Debezium ``source.ts_us``, else ``ts_ms``), UTC. The changes of one
+    transaction share one object: a batch holds few distinct times, and a held transaction's rows pickle it
+    once (stores/transactions.py ``pack``: a datetime is most of a row's pickling)."""
     if event.source_ts_us is not None:
-        return datetime.fromtimestamp(event.source_ts_us // 1_000_000, UTC).replace(
-            microsecond=event.source_ts_us % 1_000_000
-        )
+        return _utc(event.source_ts_us)
     ms = event.source_ts_ms if event.source_ts_ms is not None else 0
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    return _utc(ms * 1000)
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc(us: int) -> datetime:
+    return datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000)
 
 
 def absent_columns(image: Mapping[str, Any] | None, route: Route) -> list[str]:

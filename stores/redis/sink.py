@@ -482,7 +482,7 @@ class RedisOnlineSink(FeastLayoutSink):
                 pipe.delete(f"{self._prefix}:live:{view.name}", f"{self._prefix}:known:{view.name}")
                 pipe.execute()
         self._client.delete(self._barrier_key)
-        redis_gate(self._client, self._prefix).reset()  # even where this writer holds none
+        (self._gate or redis_gate(self._client, self._prefix)).reset()  # even where this writer holds none
         return held
 
     def transaction_state(self) -> State:

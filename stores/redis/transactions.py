@@ -22,7 +22,7 @@ from typing import Any
 
 from core import metrics
 from stores.sink import SinkRow
-from stores.transactions import HEAD, SQLITE, Gate, State, pack, unpack
+from stores.transactions import HEAD, SQLITE, Gate, State
 
 # KEYS: frontier, ends, released, seen_version. ARGV: seen key prefix, max wait (s), head, wait (s) of an END from
 # before an accepted retention gap (below the frontier's gap_position).
@@ -124,6 +124,7 @@ class RedisGate(Gate):
         c = self.client
         raw = c.hmget(self.frontier_key, ["position", "version"])
         position, frontier = (int(raw[0]) if raw[0] else -1), (int(raw[1]) if raw[1] else -1)
+        self.packed.forget_released(frontier)
         given_up = {m.decode() for m in c.smembers(self.released_key)}
         now: list[SinkRow] = []
         held: list[SinkRow] = []
@@ -156,7 +157,9 @@ class RedisGate(Gate):
             for txn, part in by_held.items():
                 # Named by where the part was read: the same batch re-read replaces itself.
                 pipe.hset(
-                    self.held_prefix + txn, f"{part[0].source}|{part[-1].source}|{len(part)}", pack(part)
+                    self.held_prefix + txn,
+                    f"{part[0].source}|{part[-1].source}|{len(part)}",
+                    self.packed.pack(part, self.max_rows),
                 )
             for txn, part in by_held.items():
                 pipe.hincrby(self.held_rows_key, txn, len(part))  # counted as read: a re-read part twice
@@ -211,7 +214,7 @@ class RedisGate(Gate):
                     pipe.hdel(self.held_rows_key, txid)
             replies = pipe.execute()
         step = 3 if delete else 1
-        return [row for values in replies[::step] for blob in values for row in unpack(blob)]
+        return [row for values in replies[::step] for blob in values for row in self.packed.unpack(blob)]
 
     def release(self, pipe: Any) -> None:
         """Queue on the flush's MULTI/EXEC pipeline what releasing the decided transactions leaves to do."""
@@ -245,6 +248,7 @@ class RedisGate(Gate):
 
     def reset(self) -> None:
         """Forget every transaction (``featurectl online reset``)."""
+        self.packed.clear()
         keys = [
             self.frontier_key,
             self.ends_key,

@@ -293,3 +293,36 @@ def test_rows_held_by_the_earlier_layout_are_released_after_an_upgrade(fresh_sto
         assert sink.transaction_state() == transactions.State(0, None, 0, 0)
     finally:
         sink.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["pack", "unpack", "unpack_other", "forget"]),
+            st.integers(1, 6),  # transaction (its commit position 100 * t)
+            st.integers(1, 4),  # rows in the part
+        ),
+        max_size=40,
+    ),
+    st.integers(1, 10),
+)
+def test_a_writer_s_remembered_parts_unpack_as_their_blobs_do_within_the_row_limit(
+    ops: list[tuple[str, int, int]], max_rows: int
+) -> None:
+    """``Packed`` against ``unpack`` itself: whatever was packed, dropped or released, the rows a blob gives are
+    the rows unpickling it gives, and no more than ``max_rows`` rows are remembered."""
+    packed, blobs = transactions.Packed(), []
+    for op, t, n in ops:
+        part = [sink_row(Change(t, order, 1 + order % 5, float(order))) for order in range(1, n + 1)]
+        if op == "pack":
+            blobs.append(packed.pack(part, max_rows))
+        elif op == "unpack" and blobs:
+            blob = blobs.pop(t % len(blobs))
+            assert packed.unpack(blob) == transactions.unpack(blob)
+        elif op == "unpack_other":  # packed by another writer
+            blob = transactions.pack(part)
+            assert packed.unpack(blob) == part
+        elif op == "forget":
+            packed.forget_released(100 * t)
+        assert packed._count == sum(len(rows) for _, rows in packed._rows.values()) <= max_rows
