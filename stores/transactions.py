@@ -97,9 +97,9 @@ def unpack(blob: bytes) -> list[SinkRow]:
 
 class Packed:
     """``pack`` and ``unpack`` for one writer, remembering the rows of the blobs it packed (at most the gate's
-    ``max_rows``, oldest dropped first): a release reads the blob back and gets the rows it held without unpickling them
-    (~4 us a row, a fifth of what holding cost a catch-up). Keyed by the blob itself, so a remembered answer is
-    exactly what unpacking would give; a blob another writer packed is unpacked."""
+    ``max_rows``, oldest dropped first): a release reads the blob back and gets the rows it held without
+    unpickling them (~4 us a row of a release). Keyed by the blob itself, so a remembered answer is exactly what
+    unpacking would give; a blob another writer packed is unpacked."""
 
     def __init__(self) -> None:
         self._rows: dict[bytes, tuple[int, list[SinkRow]]] = {}  # blob -> (commit position, rows)
