@@ -25,7 +25,8 @@ from feast import FeatureStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.serving_bench import free_port, load
+from bench.serving_bench import load
+from core.ports import free_port
 from core.settings import PROJECT_ROOT, load_settings
 from services.system import ensure_command
 from serving.feature_server import FeatureServer

@@ -19,7 +19,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from bench.common import cleanup, drop_online_store, setup, use_online_store
 from bench.cpu import CpuShares
 from connectors.deploy import deploy
 from core import procs
+from core.ports import free_port
 from core.settings import PROJECT_ROOT
 from jobs.pg_backfill import PostgresBackfill
 from services.system import ensure_command
@@ -73,12 +73,6 @@ from feast.infra.offline_stores.file_source import FileLoggingDestination
     features=[customer_profile[["segment", "credit_limit", "country"]]],
 )
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(samples: list[float]) -> str:

@@ -9,14 +9,9 @@ from pathlib import Path
 
 from connectors.client import ConnectClient
 from connectors.definition import load_definition
+from core.ports import free_port
 from tests.integration.conftest import StackHandle
 from tests.integration.helpers import cli, unique
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_wrong_postgres_password_in_deploy(stack: StackHandle, tmp_path: Path) -> None:
@@ -35,7 +30,7 @@ def test_wrong_postgres_password_in_deploy(stack: StackHandle, tmp_path: Path) -
 
 
 def test_connect_unreachable(stack: StackHandle) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     result = cli("connector", "status", env={"FEATURECTL_CONNECT_URL": url})
     assert result.returncode != 0
     assert f"Kafka Connect is not reachable at {url}" in result.stderr
@@ -53,8 +48,8 @@ def test_port_already_in_use(stack: StackHandle, tmp_path: Path) -> None:
             env={
                 "FEATURECTL_DATA_DIR": str(tmp_path / "data"),
                 "FEATURECTL_PG_PORT": str(port),
-                "FEATURECTL_KAFKA_PORT": str(_free_port()),
-                "FEATURECTL_CONNECT_PORT": str(_free_port()),
+                "FEATURECTL_KAFKA_PORT": str(free_port()),
+                "FEATURECTL_CONNECT_PORT": str(free_port()),
             },
         )
     assert result.returncode != 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,15 +17,10 @@ from psycopg import sql
 
 from connectors.client import ConnectClient
 from connectors.definition import load_definition
+from core.ports import free_port
 from tests.integration.conftest import StackHandle
 from tests.integration.helpers import cli, history_rows, wait_until
 from tests.integration.platform import Platform
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 import requests
 
 from core import procs
+from core.ports import free_port
 from core.settings import PROJECT_ROOT
 from tests.integration.conftest import SCALAR_STORES, StackHandle
 from tests.integration.helpers import wait_until
@@ -23,12 +23,6 @@ from tests.integration.platform import Platform
 from tests.integration.test_processor import insert_customer
 
 FEATURES = ["customer_profile:segment", "customer_profile:credit_limit"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(platform: Platform, metrics_port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:

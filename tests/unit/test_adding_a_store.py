@@ -9,13 +9,14 @@ first on the path, so the project's own modules stay as they are for the other t
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from core.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -184,13 +185,6 @@ print("ok")
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's files (committed or not, as git sees them) in a new folder, plus stores/throwaway/."""
@@ -230,7 +224,7 @@ def test_the_copy_runs_its_own_modules(copy: Path) -> None:
 
 
 def test_stack_settings_secrets_and_errors_take_the_new_store(copy: Path, tmp_path: Path) -> None:
-    assert _run(copy, sys.executable, "-c", CHECK, str(tmp_path / "data"), str(_free_port())).strip() == "ok"
+    assert _run(copy, sys.executable, "-c", CHECK, str(tmp_path / "data"), str(free_port())).strip() == "ok"
 
 
 def test_the_cli_offers_its_local_server(copy: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from feast.errors import FeastPermissionError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.ports import free_port
 from core.settings import PROJECT_ROOT, load_settings
 from serving.feature_server import FeastUi, FeatureServer
 from stack.keycloak import SERVER_CLIENT, Keycloak
@@ -41,12 +41,6 @@ PERSONAL = {
     "entities": {"customer_id": [7]},
 }
 GENERAL = {"features": ["product_details:price"], "entities": {"product_id": [3]}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def auth_section(keycloak: Keycloak) -> dict[str, object]:
@@ -122,7 +116,7 @@ def served(local_keycloak: Keycloak, tmp_path_factory: pytest.TempPathFactory) -
             }
         ),
     )
-    server = FeatureServer(repo, "127.0.0.1", _free_port(), log=repo / "serve.log", workers=2)
+    server = FeatureServer(repo, "127.0.0.1", free_port(), log=repo / "serve.log", workers=2)
     server.start()
     yield Served(repo, server, local_keycloak)
     server.stop()
@@ -189,10 +183,8 @@ def test_authorized_lookups_are_answered_as_feasts_own_app_answers(
     and Feast's app the rest: the same statuses and bodies as Feast's app alone, over generated requests and
     tokens (none, malformed, each role)."""
     monkeypatch.setenv("PYTHONHASHSEED", "47")  # Feast words some errors from sets: one seed for both
-    ours = FeatureServer(served.repo, "127.0.0.1", _free_port(), log=tmp_path / "ours.log", workers=2)
-    feasts = FeatureServer(
-        served.repo, "127.0.0.1", _free_port(), log=tmp_path / "feast.log", lookups="feast"
-    )
+    ours = FeatureServer(served.repo, "127.0.0.1", free_port(), log=tmp_path / "ours.log", workers=2)
+    feasts = FeatureServer(served.repo, "127.0.0.1", free_port(), log=tmp_path / "feast.log", lookups="feast")
     tokens = [None, "not-a-jwt", served.keycloak.token("analytics"), served.keycloak.token("model-service")]
     try:
         ours.start()
@@ -295,7 +287,7 @@ def test_the_example_model_service_sends_its_token(served: Served) -> None:
 
 
 def test_the_ui_api_needs_a_token(served: Served) -> None:
-    ui = FeastUi(served.repo, "127.0.0.1", _free_port(), log=served.repo / "ui.log")
+    ui = FeastUi(served.repo, "127.0.0.1", free_port(), log=served.repo / "ui.log")
     ui.start()
     try:
         listing = f"{ui.url}/api/v1/feature_views?project=shop"

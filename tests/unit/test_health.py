@@ -4,7 +4,6 @@ when the loop is stuck past Kafka's own bound, so a restart would help."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +11,7 @@ import requests
 
 from core import metrics
 from core.health import HEALTH, Health
+from core.ports import free_port
 
 
 @pytest.fixture
@@ -51,9 +51,7 @@ def test_liveness_fails_only_past_the_bound(clock: list[float]) -> None:
 
 
 def test_the_metrics_port_answers_health_and_metrics() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     metrics.serve(port)
     url = f"http://127.0.0.1:{port}"
     HEALTH.watch(300)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import socket
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from feast import FeatureStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.ports import free_port
 from monitoring import consistency
 from serving.feature_server import FeatureServer
 from serving.log_shipper import Shipper
@@ -32,12 +32,6 @@ from stores.sink import DELETE, UPSERT, SinkRow
 
 SERVICE = "purchase_model"
 STATUS = {"PRESENT": 1, "NULL_VALUE": 2, "NOT_FOUND": 3, "OUTSIDE_MAX_AGE": 4}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Writer:
@@ -101,7 +95,7 @@ def logged(sqlite_store: FeatureStore) -> Iterator[tuple[FeatureStore, Writer]]:
 def server(logged: tuple[FeatureStore, Writer], tmp_path: Path) -> Iterator[FeatureServer]:
     store, _ = logged
     ours = FeatureServer(
-        Path(str(store.repo_path)), "127.0.0.1", _free_port(), log=tmp_path / "serve.log", workers=2
+        Path(str(store.repo_path)), "127.0.0.1", free_port(), log=tmp_path / "serve.log", workers=2
     )
     ours.start()
     try:
@@ -182,7 +176,7 @@ def test_served_lookups_land_in_the_log_as_served_and_nothing_is_lost_on_a_clean
         nonlocal runs
         runs += 1
         shutil.rmtree(log, ignore_errors=True)
-        server = FeatureServer(repo, "127.0.0.1", _free_port(), log=tmp_path / f"serve{runs}.log", workers=2)
+        server = FeatureServer(repo, "127.0.0.1", free_port(), log=tmp_path / f"serve{runs}.log", workers=2)
         server.start()
         expected: list[tuple[Any, ...]] = []
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from feast import FeatureStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.ports import free_port
 from serving.feature_server import FeatureServer
 from stores.registry import open_online_sink
 from stores.sink import UPSERT, SinkRow
@@ -46,12 +46,6 @@ REFS = [
     "segment",  # not a reference
 ]
 KEYS = ["customer_id", "product_id", "order_id", "nobody"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _fill(store: FeatureStore) -> None:
@@ -104,8 +98,8 @@ def servers(
     fresh_store.apply([view])
     _fill(fresh_store)
     repo = Path(str(fresh_store.repo_path))
-    ours = FeatureServer(repo, "127.0.0.1", _free_port(), log=tmp_path / "ours.log", workers=2)
-    feasts = FeatureServer(repo, "127.0.0.1", _free_port(), log=tmp_path / "feast.log", lookups="feast")
+    ours = FeatureServer(repo, "127.0.0.1", free_port(), log=tmp_path / "ours.log", workers=2)
+    feasts = FeatureServer(repo, "127.0.0.1", free_port(), log=tmp_path / "feast.log", lookups="feast")
     try:
         ours.start()
         feasts.start()

@@ -4,7 +4,7 @@ answer; a half TLS configuration or a missing file is refused before anything st
 
 from __future__ import annotations
 
-import socket
+import os
 from pathlib import Path
 
 import pytest
@@ -14,14 +14,8 @@ from click.testing import CliRunner
 from feast import FeatureStore
 
 from core.errors import FeatureCtlError
+from core.ports import free_port
 from serving.feature_server import FeatureServer
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 LOOKUP = {"features": ["customer_profile:segment"], "entities": {"customer_id": [1]}}
 
@@ -38,7 +32,7 @@ def test_the_feature_server_answers_https_to_clients_that_trust_its_authority(
     server = FeatureServer(
         Path(str(sqlite_store.repo_path)),
         "127.0.0.1",
-        _free_port(),
+        free_port(),
         log=tmp_path / "serve.log",
         workers=2,
         tls=(key, cert),
@@ -63,7 +57,7 @@ def test_a_missing_certificate_file_is_refused_by_name(sqlite_store: FeatureStor
     key = tmp_path / "key.pem"
     key.write_text("not used")
     server = FeatureServer(
-        Path(str(sqlite_store.repo_path)), "127.0.0.1", _free_port(), tls=(key, tmp_path / "nope.pem")
+        Path(str(sqlite_store.repo_path)), "127.0.0.1", free_port(), tls=(key, tmp_path / "nope.pem")
     )
     with pytest.raises(FeatureCtlError, match=r"TLS certificate .*nope\.pem does not exist"):
         server.start()
@@ -74,6 +68,9 @@ def test_half_a_tls_configuration_is_refused(monkeypatch: pytest.MonkeyPatch, tm
     from featurectl.cli import cli
 
     monkeypatch.setenv("FEATURECTL_SERVE_TLS_KEY", str(tmp_path / "key.pem"))
+    # The CLI exports the stores' passwords of its settings (the clone's, not the test stores'): restored
+    # after the test, or a store fixture started later in this session bootstraps with the wrong password.
+    monkeypatch.setattr(os, "environ", os.environ.copy())
     result = CliRunner().invoke(cli, ["serve"])
     assert isinstance(result.exception, FeatureCtlError)  # featurectl's main prints it with its fix, exit 1
     assert "only FEATURECTL_SERVE_TLS_KEY is set" in str(result.exception)

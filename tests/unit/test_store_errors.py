@@ -4,7 +4,6 @@ record's fault (dead letter). Real errors from the real drivers where a closed p
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 
 import psycopg
@@ -12,18 +11,13 @@ import pytest
 import redis
 from pymilvus import exceptions as milvus_errors
 
+from core.ports import free_port
 from streams.faults import is_transient
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # closed again when the socket is: nothing listens there
 
 
 def test_postgres_unreachable_or_restarting_is_transient_and_a_bad_value_is_not() -> None:
     with pytest.raises(psycopg.OperationalError) as refused:
-        psycopg.connect(host="127.0.0.1", port=closed_port(), user="u", dbname="d", connect_timeout=2)
+        psycopg.connect(host="127.0.0.1", port=free_port(), user="u", dbname="d", connect_timeout=2)
     assert is_transient(refused.value)
     lost = psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
     assert is_transient(lost)  # no SQLSTATE: the client saw the connection go
@@ -42,7 +36,7 @@ def test_postgres_unreachable_or_restarting_is_transient_and_a_bad_value_is_not(
 
 
 def test_redis_unreachable_loading_or_read_only_is_transient_and_a_script_error_is_not() -> None:
-    client = redis.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=2)
+    client = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=2)
     with pytest.raises(redis.exceptions.ConnectionError) as refused:
         client.ping()
     assert not isinstance(refused.value, ConnectionError)  # not the builtin: the generic rule missed it
