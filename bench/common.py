@@ -93,6 +93,28 @@ def wait_processed(processor: Any, target: int, timeout_s: float = 1800) -> floa
     return time.monotonic() - start
 
 
+def wait_visible(store: Any, timeout_s: float = 600) -> float:
+    """Seconds until ``store``'s online store holds no source transaction out of sight (stores/transactions.py):
+    a processor counts a row handled when it reads it, a held one is visible only once its transaction is
+    released. 0 at once where the store keeps no transactions. Exits the benchmark past the deadline."""
+    from stores.registry import kind_of, open_online_sink
+
+    if not kind_of(store).atomic_source_transactions:
+        return 0.0
+    start = time.monotonic()
+    sink = open_online_sink(store)  # a connection of its own: the processor's is in use in its thread
+    try:
+        while (state := sink.transaction_state()).waiting or state.held_rows:
+            if time.monotonic() - start > timeout_s:
+                raise SystemExit(
+                    f"{state.waiting} transactions ({state.held_rows} rows) still held after {timeout_s}s"
+                )
+            time.sleep(0.01)
+    finally:
+        sink.close()
+    return time.monotonic() - start
+
+
 def store_kind(kind: str) -> OnlineStoreKind:
     """The store folder named ``kind`` (its declaration); SystemExit naming the stores otherwise."""
     found = {k.name: k for k in kinds()}

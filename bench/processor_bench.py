@@ -44,6 +44,7 @@ from bench.common import (
     use_online_store,
     use_parquet_history,
     wait_processed,
+    wait_visible,
 )
 from bench.cpu import CpuShares
 from connectors.definition import ConnectorDefinition
@@ -274,10 +275,16 @@ def _worker(
 
 
 def end_to_end(
-    settings: Settings, definition: ConnectorDefinition, app: str, table: str, ids: list[int], counted: Any
+    settings: Settings,
+    definition: ConnectorDefinition,
+    app: str,
+    table: str,
+    ids: list[int],
+    counted: Any,
+    store: FeatureStore,
 ) -> tuple[float, float, float, float]:
     """Sustained end to end: bulk updates of ``ids`` in Postgres until ``counted`` (a processor, or the
-    workers' tally) has applied them all. In the same run: how fast Postgres commits them, and how fast they
+    workers' tally) has applied them all and ``store`` holds none out of sight. In the same run: how fast Postgres commits them, and how fast they
     can be read from Kafka at all (a bare consumer that only decodes JSON: the ceiling Debezium and Kafka set).
 
     Returns rows/s of (end to end, Postgres commits, the ceiling) and the end to end's seconds."""
@@ -289,6 +296,7 @@ def end_to_end(
     changed = bulk_updates(app, table, ids, rounds=2)
     commit_rate = changed / (time.monotonic() - t1)
     wait_processed(counted, before + changed)
+    wait_visible(store)
     e2e_total = time.monotonic() - t1
     ceiling.done.wait(300)
     kafka_rate = ceiling.seen / (ceiling.finished_at - t1) if ceiling.finished_at else float("nan")
@@ -303,6 +311,7 @@ def worker_run(
     app: str,
     ids: list[int],
     cpu: CpuShares,
+    store: FeatureStore,
 ) -> tuple[float, float, float, float, float, float, float]:
     """Catch-up and end to end with ``count`` worker processes sharing the group, measured as the
     single-process run measures its processor; ``cpu`` measures the catch-up.
@@ -321,12 +330,13 @@ def worker_run(
         first = handled(tally)
         cpu.start()
         catch_up = wait_processed(tally, len(ids))
+        catch_up += wait_visible(store)  # a row is counted when read; held ones are visible at their release
         cpu.stop()
         catchup_rate = (handled(tally) - first) / catch_up
 
         # 2. End to end, the ceiling beside it, as in the single-process run.
         e2e_rate, commit_rate, kafka_rate, e2e_total = end_to_end(
-            settings, definition, app, table, ids, tally
+            settings, definition, app, table, ids, tally, store
         )
         return catchup_rate, e2e_rate, commit_rate, kafka_rate, startup, catch_up, e2e_total
     finally:
@@ -394,7 +404,7 @@ def main() -> None:
         if args.workers > 1:
             # 1-2. Catch-up and end to end with N processes (their stage timers live in each process).
             catchup_rate, e2e_rate, commit_rate, kafka_rate, startup, catch_up, e2e_total = worker_run(
-                settings, definition, name, args.workers, app, ids, cpu
+                settings, definition, name, args.workers, app, ids, cpu, store
             )
         processor = Processor(
             settings, store, ProcessorConfig.from_settings(settings, definition.topic_prefix)
@@ -408,13 +418,16 @@ def main() -> None:
             first, stages_before = handled(processor), stage_seconds()
             cpu.start()
             catch_up = wait_processed(processor, existing)
+            catch_up += wait_visible(
+                store
+            )  # a row is counted when read; held ones are visible at their release
             cpu.stop()
             stages = {k: v - stages_before[k] for k, v in stage_seconds().items()}
             catchup_rate = (handled(processor) - first) / catch_up
 
             # 2. Sustained end to end, the ceiling beside it.
             e2e_rate, commit_rate, kafka_rate, e2e_total = end_to_end(
-                settings, definition, app, name, ids, processor
+                settings, definition, app, name, ids, processor, store
             )
         elif not processor.assigned.wait(300):  # it starts at the group's offsets, where the workers left
             raise SystemExit("the freshness run's processor got no partitions in 300s")
