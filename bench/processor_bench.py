@@ -284,8 +284,9 @@ def end_to_end(
     store: FeatureStore,
 ) -> tuple[float, float, float, float]:
     """Sustained end to end: bulk updates of ``ids`` in Postgres until ``counted`` (a processor, or the
-    workers' tally) has applied them all and ``store`` holds none out of sight. In the same run: how fast Postgres commits them, and how fast they
-    can be read from Kafka at all (a bare consumer that only decodes JSON: the ceiling Debezium and Kafka set).
+    workers' tally) has applied them all and ``store`` holds none out of sight. In the same run: how fast
+    Postgres commits them, and how fast they can be read from Kafka at all (a bare consumer that only decodes
+    JSON: the ceiling Debezium and Kafka set).
 
     Returns rows/s of (end to end, Postgres commits, the ceiling) and the end to end's seconds."""
     ceiling = KafkaCeiling(settings.bootstrap_servers, definition.topic_for(f"public.{table}"), 2 * len(ids))
@@ -418,9 +419,8 @@ def main() -> None:
             first, stages_before = handled(processor), stage_seconds()
             cpu.start()
             catch_up = wait_processed(processor, existing)
-            catch_up += wait_visible(
-                store
-            )  # a row is counted when read; held ones are visible at their release
+            # A row is counted when read; a held one is visible at its transaction's release.
+            catch_up += wait_visible(store)
             cpu.stop()
             stages = {k: v - stages_before[k] for k, v in stage_seconds().items()}
             catchup_rate = (handled(processor) - first) / catch_up
