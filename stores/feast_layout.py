@@ -260,6 +260,10 @@ class FeastLayoutSink(OnlineSink):
             self._gate = None
 
     @property
+    def keeps_transactions(self) -> bool:
+        return self._gate is not None
+
+    @property
     def transactions_waiting(self) -> bool:
         return self._gate is not None and self._gate.waiting
 

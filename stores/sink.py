@@ -98,6 +98,11 @@ class OnlineSink(Sink):
     aggregates: bool = False
 
     @property
+    def keeps_transactions(self) -> bool:
+        """Whether it makes source transactions visible whole (stores/transactions.py)."""
+        return False
+
+    @property
     def transactions_waiting(self) -> bool:
         """Whether source transactions read whole wait to be made visible (a flush with no rows must look again)."""
         return False

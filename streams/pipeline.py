@@ -82,6 +82,9 @@ class Pipeline:
     embedding: EmbeddingStep | None = None
     # The connector's <prefix>.transaction topic (provide.transaction.metadata): BEGIN/END markers, not changes.
     transaction_topic: str | None = None
+    # Change events of the coming batch decoded already (the processor's, cutting it between transactions:
+    # streams/cut.py), by topic, partition and offset; each used once.
+    decoded: dict[tuple[str, int, int], ChangeEvent] = field(default_factory=dict)
     _checks_s: float = field(default=0.0, init=False, repr=False)  # validate + embed time of this process()
 
     def __post_init__(self) -> None:
@@ -99,7 +102,7 @@ class Pipeline:
                 self._marker(msg, attempt, stats)
                 continue
             try:
-                event = decode(msg)
+                event = self._decode(msg)
             except DecodeError as exc:
                 self.dead_letters.add(
                     msg, f"not a Debezium change event: {exc.problem}", attempt=attempt, kind="decode"
@@ -169,6 +172,13 @@ class Pipeline:
         self._write_views(by_view, stats, attempt)
         metrics.STAGE_DURATION.labels("transform").observe(time.perf_counter() - started - self._checks_s)
         return stats
+
+    def _decode(self, msg: KafkaMessage) -> ChangeEvent:
+        if self.decoded:
+            event = self.decoded.pop((msg.topic() or "", msg.partition() or 0, msg.offset() or 0), None)
+            if event is not None:
+                return event
+        return decode(msg)
 
     def _marker(self, msg: KafkaMessage, attempt: int, stats: BatchStats) -> None:
         """A message of the transaction topic: an END tells the online store how many changes its transaction

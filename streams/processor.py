@@ -31,6 +31,7 @@ from core.settings import Settings
 from embeddings.models import load_embedder
 from stores.history.sink import HistorySink
 from stores.registry import open_online_sink
+from streams.cut import Tally
 from streams.dlq import DeadLetterSink
 from streams.faults import away, describe, is_transient
 from streams.fencing import Claims, owner_name
@@ -46,6 +47,10 @@ logger = logging.getLogger(__name__)
 
 
 IDLE_S = 0.5  # longest a consume waits while nothing arrives (the loop then checks for a stop)
+# A batch that holds part of a source transaction waits this long for the rest, at most this many times
+# (streams/cut.py): a change and its END reach the consumer within a millisecond of each other.
+TOP_UP_WAIT_S = 0.001
+TOP_UP_ROUNDS = 3
 
 
 @dataclass
@@ -116,6 +121,10 @@ class Processor:
         self.claims = Claims(self.pipeline.online, owner_name(config.group_id))
         self._gaps: list[Gap] = []  # found in a rebalance callback, raised by the loop
         self._gap_accepted = False  # found and read past (accept_gaps): the online store is told, by the loop
+        # The connector's topics (its transaction markers among them), and whether this copy reads all of their
+        # partitions (None: to look up again, the assignment moved).
+        self._pattern = f"^{re.escape(config.topic_prefix)}\\..*"
+        self._alone: bool | None = None
 
     def _consumer(self) -> Consumer:
         return Consumer(
@@ -190,7 +199,7 @@ class Processor:
 
         ``ready``, if given, is called once everything is loaded, right before joining the group (it may
         block: streams/workers.py holds workers there until all have loaded)."""
-        pattern = f"^{re.escape(self.config.topic_prefix)}\\..*"
+        pattern = self._pattern
         if re.match(pattern, self.settings.dlq_topic):
             # Its own dead letters would come back as input: a loop that never ends.
             raise ConfigError(
@@ -317,7 +326,41 @@ class Processor:
             batch += consumer.consume(self.config.max_batch - 1, 0)
         if self.config.linger_s > 0 and len(batch) < self.config.max_batch:
             batch += consumer.consume(self.config.max_batch - len(batch), self.config.linger_s)
+        self.pipeline.decoded = {}
+        if len(batch) < self.config.max_batch and self._sees_whole_transactions(consumer):
+            batch = self._top_up(consumer, batch)
         return batch
+
+    def _top_up(self, consumer: Consumer, batch: list[Message]) -> list[Message]:
+        """``batch`` with the rest of a source transaction it holds part of, if that arrives within
+        TOP_UP_ROUNDS waits of TOP_UP_WAIT_S (streams/cut.py); what it decoded goes to the pipeline."""
+        tally = Tally(self.pipeline.transaction_topic or "")
+        tally.add(batch)
+        for _ in range(TOP_UP_ROUNDS):
+            if not tally.split or len(batch) >= self.config.max_batch:
+                break
+            more = consumer.consume(self.config.max_batch - len(batch), TOP_UP_WAIT_S)
+            tally.add(more)
+            batch += more
+        self.pipeline.decoded = tally.decoded
+        return batch
+
+    def _sees_whole_transactions(self, consumer: Consumer) -> bool:
+        """Whether a batch of this copy can hold whole source transactions: the online store keeps them atomic
+        and this copy reads every partition of the connector's topics (alone in its group). Where several copies
+        share them, a transaction's changes and END are read by different ones, and no wait here would help."""
+        if not (self.settings.atomic_transactions and self.pipeline.online.keeps_transactions):
+            return False
+        if self._alone is None:
+            try:
+                topics = consumer.list_topics(timeout=5).topics
+            except KafkaException as exc:
+                logger.debug("no topic metadata (%s): batches are cut as they come", exc)
+                return False
+            pattern = re.compile(self._pattern)
+            wanted = {(t, p) for t, meta in topics.items() if pattern.match(t) for p in meta.partitions}
+            self._alone = wanted <= {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        return self._alone
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         starts = partitions
@@ -332,6 +375,7 @@ class Processor:
                 # reports an offset-reset error, checked the same way by _offset_reset.
                 logger.warning("checking start offsets failed (%s); starting from the committed ones", exc)
         consumer.incremental_assign(starts)
+        self._alone = None
         self.claims.assigned([(p.topic, p.partition) for p in partitions])
         self.assigned.set()
 
@@ -394,6 +438,7 @@ class Processor:
         consumer.seek(start)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._alone = None
         self.claims.revoked([(p.topic, p.partition) for p in partitions])
         for p in partitions:
             # Another copy reports them now. Set to 0, not removed: Feast puts prometheus-client in
