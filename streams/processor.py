@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -51,6 +52,7 @@ IDLE_S = 0.5  # longest a consume waits while nothing arrives (the loop then che
 # (streams/cut.py): a change and its END reach the consumer within a millisecond of each other.
 TOP_UP_WAIT_S = 0.001
 TOP_UP_ROUNDS = 3
+LOOK_AGAIN_S = 30.0  # after a failed lookup of the topics' partitions (Kafka away)
 
 
 @dataclass
@@ -125,6 +127,7 @@ class Processor:
         # partitions (None: to look up again, the assignment moved).
         self._pattern = f"^{re.escape(config.topic_prefix)}\\..*"
         self._alone: bool | None = None
+        self._look_again_at = math.inf  # set when a lookup failed
 
     def _consumer(self) -> Consumer:
         return Consumer(
@@ -351,11 +354,17 @@ class Processor:
         share them, a transaction's changes and END are read by different ones, and no wait here would help."""
         if not (self.settings.atomic_transactions and self.pipeline.online.keeps_transactions):
             return False
-        if self._alone is None:
+        if self._alone is None or time.monotonic() >= self._look_again_at:
+            self._look_again_at = math.inf
             try:
-                topics = consumer.list_topics(timeout=5).topics
+                topics = consumer.list_topics(timeout=2).topics
             except KafkaException as exc:
-                logger.debug("no topic metadata (%s): batches are cut as they come", exc)
+                # Kafka away: batches are cut as they come, and the lookup (which waits) is tried again in a
+                # while, not before every batch.
+                logger.debug(
+                    "no topic metadata (%s): batches are cut as they come for %.0f s", exc, LOOK_AGAIN_S
+                )
+                self._alone, self._look_again_at = False, time.monotonic() + LOOK_AGAIN_S
                 return False
             pattern = re.compile(self._pattern)
             wanted = {(t, p) for t, meta in topics.items() if pattern.match(t) for p in meta.partitions}

@@ -362,3 +362,50 @@ def test_a_batch_retried_because_the_dead_letters_failed_adds_no_history_row_twi
     directory = offline.directory(fresh_store.get_feature_view("customer_profile"))
     history = ds.dataset(str(directory)).to_table(columns=["customer_id", "segment"]).to_pylist()
     assert sorted((r["customer_id"], r["segment"]) for r in history) == [(1, "gold"), (1, "silver")]
+
+
+class TransactionalMemorySink(MemorySink):
+    @property
+    def keeps_transactions(self) -> bool:
+        return True
+
+
+class KafkaAwayConsumer(FakeConsumer):
+    """Its topic metadata lookup fails (each one waits its timeout on a real client)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        super().__init__([], threading.Event())
+        self.lookups = 0
+
+    def list_topics(self, timeout: float) -> Any:
+        from confluent_kafka import KafkaError, KafkaException
+
+        self.lookups += 1
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+
+def test_with_kafka_away_the_partition_lookup_for_cutting_batches_is_not_repeated_before_every_batch(
+    monkeypatch: Any,
+) -> None:
+    """Cutting a batch between transactions needs the topics' partitions (streams/cut.py); with Kafka away the
+    lookup fails after waiting, so it is tried again only after LOOK_AGAIN_S, not before each batch."""
+    import streams.processor
+
+    pipeline = Pipeline(
+        TransactionalMemorySink(),
+        MemorySink(),
+        MemoryDeadLetters(),
+        BatchValidator(SuiteStore(SUITES_DIR)),  # type: ignore[arg-type]
+    )
+    consumer = KafkaAwayConsumer()
+    proc = TestProcessor(pipeline, consumer)
+    clock = [1000.0]
+    monkeypatch.setattr(streams.processor.time, "monotonic", lambda: clock[0])
+    for _ in range(5):
+        assert not proc._sees_whole_transactions(consumer)  # type: ignore[arg-type]
+    assert consumer.lookups == 1
+    clock[0] += streams.processor.LOOK_AGAIN_S
+    assert not proc._sees_whole_transactions(consumer)  # type: ignore[arg-type]
+    assert consumer.lookups == 2
