@@ -195,9 +195,6 @@ class Gate:
     seen: list[tuple[str, int, int]] = field(default_factory=list)
     ends: list[tuple[int, str, int]] = field(default_factory=list)
     waiting: bool = False  # the last step left ENDs unreleased: an idle flush must look again (max_wait_s)
-    holding: bool = (
-        False  # the last step held rows of its batch out of sight (their ENDs unread, or incomplete)
-    )
     gap_wait_s: float = GAP_WAIT_S
     gap: int = -1  # an accepted retention gap: the transaction topic's end then (accept_gap), not yet stored
     packed: Packed = field(default_factory=Packed, repr=False)

@@ -21,9 +21,14 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Message
 
-from streams.events import ChangeEvent, DecodeError, decode, decode_marker
+from streams.events import ChangeEvent, DecodeError, KafkaMessage, decode, decode_marker
 
 Where = tuple[str, int, int]  # topic, partition, offset
+
+
+def where(msg: KafkaMessage) -> Where:
+    """A message's place, which names it (the key of ``Tally.decoded``)."""
+    return (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
 
 
 @dataclass
@@ -49,7 +54,7 @@ class Tally:
                 event = decode(msg)
             except DecodeError:
                 continue  # the pipeline dead-letters it, with the reason
-            self.decoded[(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)] = event
+            self.decoded[where(msg)] = event
             if event.txn is not None:
                 self.seen[event.txn[0]] += 1
 

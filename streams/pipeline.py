@@ -29,6 +29,7 @@ from core.errors import ConfigError
 from stores.ordering import last_of_each_instant, version_of
 from stores.sink import DELETE, UPSERT, OnlineSink, Sink, SinkRow
 from streams.check import check
+from streams.cut import Where, where
 from streams.dlq import DeadLetterSink
 from streams.embed import EmbeddingStep
 from streams.events import ChangeEvent, DecodeError, KafkaMessage, decode, decode_marker
@@ -84,7 +85,7 @@ class Pipeline:
     transaction_topic: str | None = None
     # Change events of the coming batch decoded already (the processor's, cutting it between transactions:
     # streams/cut.py), by topic, partition and offset; each used once.
-    decoded: dict[tuple[str, int, int], ChangeEvent] = field(default_factory=dict)
+    decoded: dict[Where, ChangeEvent] = field(default_factory=dict)
     _checks_s: float = field(default=0.0, init=False, repr=False)  # validate + embed time of this process()
 
     def __post_init__(self) -> None:
@@ -175,7 +176,7 @@ class Pipeline:
 
     def _decode(self, msg: KafkaMessage) -> ChangeEvent:
         if self.decoded:
-            event = self.decoded.pop((msg.topic() or "", msg.partition() or 0, msg.offset() or 0), None)
+            event = self.decoded.pop(where(msg), None)
             if event is not None:
                 return event
         return decode(msg)
