@@ -234,8 +234,13 @@ class Gate:
         now_us = time.time_ns() // 1000
         # A change at or below the frontier belongs to a transaction released already (a re-delivery): not
         # counted again, and its rows apply at once (the version rule makes that idempotent).
-        self._record_seen(tx, [s for s in self.seen if s[2] > frontier])
-        self._record_ends(tx, [(p, t, e, now_us) for p, t, e in self.ends if p > position])
+        seen = [s for s in self.seen if s[2] > frontier]
+        ends = [(p, t, e, now_us) for p, t, e in self.ends if p > position]
+        # A transaction this batch read whole (its END and every change) needs no other writer's count: its seen
+        # changes are recorded only if it is not released by this step (below), never inserted to be deleted.
+        whole = _whole(seen, ends)
+        self._record_seen(tx, [s for s in seen if s[0] not in whole])
+        self._record_ends(tx, ends)
         self.discard()
         now: list[SinkRow] = []
         undecided: list[SinkRow] = []
@@ -245,12 +250,15 @@ class Gate:
             else:
                 undecided.append(row)
 
-        released, taken = self._release_prefix(tx, given_up, now_us)
+        released, taken = self._release_prefix(tx, given_up, now_us, whole)
         now += taken
+        # A whole transaction still waiting (an earlier one is not complete) is counted in the store now, under
+        # the frontier's lock and before this commit: a writer that locks after this commit sees it complete.
+        done = set(released)
+        self._record_seen(tx, [s for s in seen if s[0] in whole and s[0] not in done])
         # This batch's rows of a transaction released just now apply with it, never stored twice (in the
         # common case, a transaction read whole in one batch, nothing is held at all); the rest wait, stored
         # with the seen changes they were counted by (one commit: no writer counts a change whose row is missing).
-        done = set(released)
         held: dict[str, list[SinkRow]] = {}
         for row in undecided:
             if row.txn in done:
@@ -323,9 +331,12 @@ class Gate:
                 seen,
             )
 
-    def _release_prefix(self, tx: Any, given_up: set[str], now_us: int) -> tuple[list[str], list[SinkRow]]:
+    def _release_prefix(
+        self, tx: Any, given_up: set[str], now_us: int, whole: dict[str, int]
+    ) -> tuple[list[str], list[SinkRow]]:
         """The prefix: ENDs in commit order, each complete (or given up on), up to the first that is not;
         their bookkeeping deleted, their held rows taken (returned with them) and the frontier moved past them.
+        ``whole``: the transactions this batch read every change of (not in the seen table), their commit position.
         Under the frontier's lock: one writer releases at a time, and (read committed) whoever locks last sees
         every other writer's seen changes, so the writer that completes a transaction, or the next, releases it."""
         m = self.dialect.mark
@@ -346,6 +357,8 @@ class Gate:
         ).fetchall()
         released: list[str] = []
         for end_at, txid, events, recorded_us, counted, version in heads:
+            if txid in whole:
+                counted, version = events, max(whole[txid], version if version is not None else -1)
             if counted < events and txid not in given_up:
                 # Waiting counts from when this END became the head (the frontier's last move, or its arrival):
                 # a catch-up whose ENDs run ahead of their changes keeps the frontier moving, and waits none.
@@ -423,3 +436,18 @@ class Gate:
             why,
         )
         metrics.TRANSACTIONS_PARTIAL.inc()
+
+
+def _whole(seen: list[tuple[str, int, int]], ends: list[tuple[int, str, int, int]]) -> dict[str, int]:
+    """The transactions whose END is in ``ends`` and every change of which is in ``seen`` (distinct total
+    orders; a re-delivered change counts once), with their commit position."""
+    if not ends:
+        return {}
+    expected = {t: e for _, t, e, _ in ends}
+    orders: dict[str, set[int]] = {}
+    versions: dict[str, int] = {}
+    for txid, order, version in seen:
+        if txid in expected:
+            orders.setdefault(txid, set()).add(order)
+            versions[txid] = max(version, versions.get(txid, version))
+    return {t: versions[t] for t, got in orders.items() if len(got) >= expected[t]}

@@ -236,6 +236,42 @@ def test_ends_running_ahead_of_their_changes_in_a_catch_up_wait_from_the_frontie
 @pytest.mark.parametrize(
     "fresh_store", [k.name for k in kinds() if k.atomic_source_transactions], indirect=True
 )
+def test_a_transaction_read_whole_behind_an_incomplete_one_is_released_by_the_writer_that_completes_the_first(
+    fresh_store: FeatureStore,
+) -> None:
+    """A batch that reads a transaction whole does not store its seen changes when it releases it; when an
+    earlier transaction keeps it waiting, they must be stored, or another writer can never count it complete."""
+    first: FeastLayoutSink = open_online_sink(fresh_store)  # type: ignore[assignment]
+    second: FeastLayoutSink = open_online_sink(fresh_store)  # type: ignore[assignment]
+    try:
+        first.reset()
+        for s in (first, second):
+            s.limit_transactions(True, max_rows=100, max_wait_s=600)
+        # Writer 1 reads the transaction topic, tx1's change of key 1, and all of tx2 (keys 3 and 5); tx1's change of
+        # key 2 is in writer 2's partition, not read yet.
+        first.add_seen("tx1", 1, 100)
+        first.add([sink_row(Change(1, 1, 1, 11.0))])
+        for order, key in ((1, 3), (2, 5)):
+            first.add_seen("tx2", order, 200)
+            first.add([sink_row(Change(2, order, key, 20.0 + key))])
+        first.add_end("tx1", 2, 1)
+        first.add_end("tx2", 2, 2)
+        first.flush()
+        assert set(visible(fresh_store).values()) == {None}  # tx1 incomplete; tx2 behind it
+        second.add_seen("tx1", 2, 100)
+        second.add([sink_row(Change(1, 2, 2, 12.0))])
+        second.flush()  # completes tx1, and counts tx2 from what writer 1 stored: both released
+        assert visible(fresh_store) == {1: 11.0, 2: 12.0, 3: 23.0, 4: None, 5: 25.0}
+        state = second.transaction_state()
+        assert state is not None and state.waiting == 0 and state.held_rows == 0 and state.partial == 0
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize(
+    "fresh_store", [k.name for k in kinds() if k.atomic_source_transactions], indirect=True
+)
 def test_after_an_accepted_retention_gap_a_transaction_from_before_it_is_not_waited_for_long(
     fresh_store: FeatureStore,
 ) -> None:
