@@ -44,13 +44,15 @@ from stores.sink import SinkRow
 
 logger = logging.getLogger(__name__)
 
-SEEN = "featurectl_txn_seen"
+SEEN = "featurectl_txn_seen"  # SQLite: a row per change read
+# Postgres: a row per transaction and flush, the changes' total orders in an array (a B-tree insert per change
+# was ~6 us of a catch-up's change); a change read twice (a re-delivery) is counted once at the decision.
+SEEN_PARTS = "featurectl_txn_seen_parts"
 ENDS = "featurectl_txn_ends"
 HELD = "featurectl_txn_held_rows"  # one blob per transaction per flush (pack), ``rows`` rows in it
 OLD_HELD = "featurectl_txn_held"  # before 2026-11-28: one pickled SinkRow per row; moved into HELD on open
 FRONTIER = "featurectl_txn_frontier"
 RELEASED = "featurectl_txn_released"  # transactions given up on (too large): their rows apply at once
-TABLES = (SEEN, ENDS, HELD, FRONTIER, RELEASED)
 GAP_WAIT_S = (
     10.0  # how long an END from before an accepted retention gap waits as the head (its changes may be gone)
 )
@@ -68,10 +70,21 @@ class Dialect:
     arrays: (
         bool  # whether a column of many values binds as one array (Postgres: one statement, not one a row)
     )
+    seen: str  # the table of seen changes: SEEN (a row each) or SEEN_PARTS (arrays)
 
 
-SQLITE = Dialect("?", "BLOB", "", "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", False)
-POSTGRES = Dialect("%s", "BYTEA", " FOR UPDATE", "SELECT 1 WHERE to_regclass(%s) IS NOT NULL", True)
+SQLITE = Dialect(
+    "?", "BLOB", "", "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", False, SEEN
+)
+POSTGRES = Dialect(
+    "%s", "BYTEA", " FOR UPDATE", "SELECT 1 WHERE to_regclass(%s) IS NOT NULL", True, SEEN_PARTS
+)
+
+
+def tables(d: Dialect) -> tuple[str, ...]:
+    """The rule's tables in a store of dialect ``d`` (emptied by ``online reset``)."""
+    return (d.seen, ENDS, HELD, FRONTIER, RELEASED)
+
 
 # A held row is stored as the tuple of its fields, many to a blob: pickling the dataclasses one by one cost
 # ~30 us a row (its __getstate__), a third of a catch-up's time.
@@ -136,9 +149,20 @@ class Packed:
 
 def schema(d: Dialect) -> list[str]:
     """The tables the rule keeps (created idempotently by each store's sink)."""
+    seen = (
+        [
+            f"CREATE TABLE IF NOT EXISTS {SEEN_PARTS} (txid TEXT NOT NULL, orders BIGINT[] NOT NULL, "
+            "version BIGINT NOT NULL)",
+            f"CREATE INDEX IF NOT EXISTS {SEEN_PARTS}_txid ON {SEEN_PARTS} (txid)",
+        ]
+        if d.seen == SEEN_PARTS
+        else [
+            f"CREATE TABLE IF NOT EXISTS {SEEN} (txid TEXT NOT NULL, total_order BIGINT NOT NULL, "
+            "version BIGINT NOT NULL, PRIMARY KEY (txid, total_order))"
+        ]
+    )
     return [
-        f"CREATE TABLE IF NOT EXISTS {SEEN} (txid TEXT NOT NULL, total_order BIGINT NOT NULL, "
-        "version BIGINT NOT NULL, PRIMARY KEY (txid, total_order))",
+        *seen,
         f"CREATE TABLE IF NOT EXISTS {ENDS} (position BIGINT PRIMARY KEY, txid TEXT NOT NULL, "
         "events BIGINT NOT NULL, recorded_us BIGINT NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS {HELD} (txid TEXT NOT NULL, rows BIGINT NOT NULL, row_data {d.blob} NOT NULL)",
@@ -158,11 +182,18 @@ RELEASE_POSITION = f"SELECT position FROM {FRONTIER} WHERE id = 1"
 
 
 def migrate(tx: Any, d: Dialect) -> None:
-    """Move rows held by an earlier version (OLD_HELD, one row each) into HELD; after ``schema``, in its
-    transaction."""
+    """Move what an earlier version kept into today's tables (rows held one a row, OLD_HELD, into HELD; on
+    Postgres, seen changes one a row, SEEN, into SEEN_PARTS); after ``schema``, in its transaction."""
     if tx.execute(d.exists, (OLD_HELD,)).fetchone() is not None:
         tx.execute(f"INSERT INTO {HELD} (txid, rows, row_data) SELECT txid, 1, row_data FROM {OLD_HELD}", ())
         tx.execute(f"DROP TABLE {OLD_HELD}", ())
+    if d.seen != SEEN and tx.execute(d.exists, (SEEN,)).fetchone() is not None:
+        tx.execute(
+            f"INSERT INTO {d.seen} (txid, orders, version) "
+            f"SELECT txid, array_agg(total_order), max(version) FROM {SEEN} GROUP BY txid",
+            (),
+        )
+        tx.execute(f"DROP TABLE {SEEN}", ())
 
 
 @dataclass(frozen=True)
@@ -198,6 +229,9 @@ class Gate:
     gap_wait_s: float = GAP_WAIT_S
     gap: int = -1  # an accepted retention gap: the transaction topic's end then (accept_gap), not yet stored
     packed: Packed = field(default_factory=Packed, repr=False)
+    # ENDs this writer recorded, not released when it last looked: a later batch holding all of such a
+    # transaction's changes decides it without storing them (``_whole``). txid -> (END offset, changes).
+    known_ends: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     def add_seen(self, txn: str, order: int, version: int) -> None:
         self.seen.append((txn, order, version))
@@ -236,9 +270,12 @@ class Gate:
         # counted again, and its rows apply at once (the version rule makes that idempotent).
         seen = [s for s in self.seen if s[2] > frontier]
         ends = [(p, t, e, now_us) for p, t, e in self.ends if p > position]
-        # A transaction this batch read whole (its END and every change) needs no other writer's count: its seen
-        # changes are recorded only if it is not released by this step (below), never inserted to be deleted.
-        whole = _whole(seen, ends)
+        # A transaction this batch read whole (every change; its END read now or recorded by this writer before)
+        # needs no other writer's count: its seen changes are recorded only if it is not released by this step
+        # (below), never inserted to be deleted.
+        self.known_ends = {t: pe for t, pe in self.known_ends.items() if pe[0] > position}
+        self.known_ends.update((t, (p, e)) for p, t, e, _ in ends)
+        whole = _whole(seen, self.known_ends)
         self._record_seen(tx, [s for s in seen if s[0] not in whole])
         self._record_ends(tx, ends)
         self.discard()
@@ -255,6 +292,8 @@ class Gate:
         # A whole transaction still waiting (an earlier one is not complete) is counted in the store now, under
         # the frontier's lock and before this commit: a writer that locks after this commit sees it complete.
         done = set(released)
+        for txid in released:
+            self.known_ends.pop(txid, None)
         self._record_seen(tx, [s for s in seen if s[0] in whole and s[0] not in done])
         # This batch's rows of a transaction released just now apply with it, never stored twice (in the
         # common case, a transaction read whole in one batch, nothing is held at all); the rest wait, stored
@@ -318,11 +357,11 @@ class Gate:
     def _record_seen(self, tx: Any, seen: list[tuple[str, int, int]]) -> None:
         if not seen:
             return
-        if self.dialect.arrays:  # one statement: psycopg's executemany is a round trip per row
+        if self.dialect.seen == SEEN_PARTS:  # one row per transaction, in one statement
             txids, orders, versions = (list(c) for c in zip(*seen, strict=True))
             tx.execute(
-                f"INSERT INTO {SEEN} (txid, total_order, version) "
-                "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
+                f"INSERT INTO {SEEN_PARTS} (txid, orders, version) SELECT t, array_agg(o), max(v) "
+                "FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS p(t, o, v) GROUP BY t",
                 (txids, orders, versions),
             )
         else:
@@ -349,12 +388,7 @@ class Gate:
             f"SELECT position, version, moved_us, gap_position FROM {FRONTIER} WHERE id = 1{self.dialect.lock}",
             (),
         ).fetchone()
-        heads = tx.execute(
-            f"SELECT e.position, e.txid, e.events, e.recorded_us, count(s.txid), max(s.version) FROM {ENDS} e "
-            f"LEFT JOIN {SEEN} s ON s.txid = e.txid WHERE e.position > {m} "
-            f"GROUP BY e.position, e.txid, e.events, e.recorded_us ORDER BY e.position LIMIT {HEAD}",
-            (position,),
-        ).fetchall()
+        heads = tx.execute(self._heads, (position,)).fetchall()
         released: list[str] = []
         for end_at, txid, events, recorded_us, counted, version in heads:
             if txid in whole:
@@ -387,7 +421,7 @@ class Gate:
             # One statement for the whole release (each part a data-modifying CTE on its own table): the
             # step's round trips are most of what the rule adds to a small batch's online write.
             blobs = tx.execute(
-                f"WITH s AS (DELETE FROM {SEEN} WHERE txid = ANY(%s)), "
+                f"WITH s AS (DELETE FROM {SEEN_PARTS} WHERE txid = ANY(%s)), "
                 f"e AS (DELETE FROM {ENDS} WHERE position <= %s), "
                 f"r AS (DELETE FROM {RELEASED} WHERE txid = ANY(%s)), "
                 f"f AS (UPDATE {FRONTIER} SET position = %s, version = %s, moved_us = %s WHERE id = 1) "
@@ -404,6 +438,23 @@ class Gate:
             (position, frontier, moved_us),
         )
         return released, self._take(tx, released)
+
+    @property
+    def _heads(self) -> str:
+        """The first HEAD ENDs past a position: each with its changes counted (distinct) and their commit position."""
+        m = self.dialect.mark
+        if self.dialect.seen == SEEN_PARTS:
+            return (
+                f"SELECT e.position, e.txid, e.events, e.recorded_us, "
+                f"(SELECT count(DISTINCT o) FROM {SEEN_PARTS} s, unnest(s.orders) o WHERE s.txid = e.txid), "
+                f"(SELECT max(s.version) FROM {SEEN_PARTS} s WHERE s.txid = e.txid) "
+                f"FROM {ENDS} e WHERE e.position > {m} ORDER BY e.position LIMIT {HEAD}"
+            )
+        return (
+            f"SELECT e.position, e.txid, e.events, e.recorded_us, count(s.txid), max(s.version) FROM {ENDS} e "
+            f"LEFT JOIN {SEEN} s ON s.txid = e.txid WHERE e.position > {m} "
+            f"GROUP BY e.position, e.txid, e.events, e.recorded_us ORDER BY e.position LIMIT {HEAD}"
+        )
 
     def _take(self, tx: Any, txids: list[str]) -> list[SinkRow]:
         """The held rows of ``txids``, removed from the store."""
@@ -438,12 +489,12 @@ class Gate:
         metrics.TRANSACTIONS_PARTIAL.inc()
 
 
-def _whole(seen: list[tuple[str, int, int]], ends: list[tuple[int, str, int, int]]) -> dict[str, int]:
-    """The transactions whose END is in ``ends`` and every change of which is in ``seen`` (distinct total
-    orders; a re-delivered change counts once), with their commit position."""
+def _whole(seen: list[tuple[str, int, int]], ends: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """The transactions whose END is in ``ends`` (txid -> (offset, changes)) and every change of which is in
+    ``seen`` (distinct total orders; a re-delivered change counts once), with their commit position."""
     if not ends:
         return {}
-    expected = {t: e for _, t, e, _ in ends}
+    expected = {t: e for t, (_, e) in ends.items()}
     orders: dict[str, set[int]] = {}
     versions: dict[str, int] = {}
     for txid, order, version in seen:

@@ -32,8 +32,9 @@ from core.settings import Settings
 from embeddings.models import load_embedder
 from stores.history.sink import HistorySink
 from stores.registry import open_online_sink
-from streams.cut import Tally
+from streams.cut import Tally, Where, carry, where
 from streams.dlq import DeadLetterSink
+from streams.events import ChangeEvent
 from streams.faults import away, describe, is_transient
 from streams.fencing import Claims, owner_name
 from streams.incarnation import TopicIds
@@ -128,6 +129,10 @@ class Processor:
         self._pattern = f"^{re.escape(config.topic_prefix)}\\..*"
         self._alone: bool | None = None
         self._look_again_at = math.inf  # set when a lookup failed
+        # Read, not processed yet: the tail of a full batch past its last whole transaction (streams/cut.py),
+        # first in the next batch; its change events decoded already.
+        self._carried: list[Message] = []
+        self._carried_events: dict[Where, ChangeEvent] = {}
 
     def _consumer(self) -> Consumer:
         return Consumer(
@@ -268,7 +273,7 @@ class Processor:
                             self._routes_loaded_at = 0.0  # re-read the registry before the retry
                         _waiting(exc)
                         self.pipeline.discard()
-                        rewind(consumer, messages)
+                        self._rewind(consumer, messages)
                         stop.wait(backoff)
                         backoff = min(backoff * 2, 30.0)
                     except Exception as exc:
@@ -286,7 +291,7 @@ class Processor:
                             )
                         _waiting(exc)
                         self.pipeline.discard()
-                        rewind(consumer, messages)
+                        self._rewind(consumer, messages)
                         stop.wait(backoff)
                         backoff = min(backoff * 2, 30.0)
                 elif self.pipeline.online.transactions_waiting:
@@ -320,8 +325,12 @@ class Processor:
         Waits only while nothing is there (up to IDLE_S, so ``stop`` is seen), then takes what the client
         has fetched since without waiting; ``linger_s`` (0 by default) bounds an extra wait for more when
         the batch is not full. Under load batches fill by themselves; at low rates a change is not held back.
+        Where this copy reads every partition of the connector's topics and the store keeps transactions, a
+        batch ends between source transactions where it can (streams/cut.py): one not full is topped up, a
+        full one carries its tail into the next batch.
         """
-        batch = list(consumer.consume(self.config.max_batch, 0))
+        batch, self._carried = self._carried, []
+        batch += consumer.consume(self.config.max_batch - len(batch), 0)
         if not batch:
             batch = list(consumer.consume(1, IDLE_S))
             if not batch:
@@ -329,15 +338,32 @@ class Processor:
             batch += consumer.consume(self.config.max_batch - 1, 0)
         if self.config.linger_s > 0 and len(batch) < self.config.max_batch:
             batch += consumer.consume(self.config.max_batch - len(batch), self.config.linger_s)
-        self.pipeline.decoded = {}
-        if len(batch) < self.config.max_batch and self._sees_whole_transactions(consumer):
-            batch = self._top_up(consumer, batch)
+        carried_events, self._carried_events = self._carried_events, {}
+        self.pipeline.decoded = carried_events
+        if not self._sees_whole_transactions(consumer):
+            return batch
+        if len(batch) < self.config.max_batch:
+            return self._top_up(consumer, batch, carried_events)
+        tally = Tally(self.pipeline.transaction_topic or "", decoded=carried_events)
+        tally.add(batch)
+        batch, self._carried = carry(batch, tally.decoded)
+        self.pipeline.decoded = tally.decoded
+        self._carried_events = {
+            w: tally.decoded[w] for m in self._carried if (w := where(m)) in tally.decoded
+        }
         return batch
 
-    def _top_up(self, consumer: Consumer, batch: list[Message]) -> list[Message]:
+    def _rewind(self, consumer: Consumer, messages: Sequence[Message]) -> None:
+        """Read ``messages`` again, and what was carried past them (it follows them in their partitions)."""
+        rewind(consumer, [*messages, *self._carried])
+        self._carried, self._carried_events = [], {}
+
+    def _top_up(
+        self, consumer: Consumer, batch: list[Message], decoded: dict[Where, ChangeEvent]
+    ) -> list[Message]:
         """``batch`` with the rest of a source transaction it holds part of, if that arrives within
         TOP_UP_ROUNDS waits of TOP_UP_WAIT_S (streams/cut.py); what it decoded goes to the pipeline."""
-        tally = Tally(self.pipeline.transaction_topic or "")
+        tally = Tally(self.pipeline.transaction_topic or "", decoded=decoded)
         tally.add(batch)
         for _ in range(TOP_UP_ROUNDS):
             if not tally.split or len(batch) >= self.config.max_batch:
@@ -448,6 +474,10 @@ class Processor:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._alone = None
+        # What was carried of these partitions is their new owner's to read (never committed here).
+        gone = {(p.topic, p.partition) for p in partitions}
+        self._carried = [m for m in self._carried if (m.topic(), m.partition()) not in gone]
+        self._carried_events = {w: e for w, e in self._carried_events.items() if w[:2] not in gone}
         self.claims.revoked([(p.topic, p.partition) for p in partitions])
         for p in partitions:
             # Another copy reports them now. Set to 0, not removed: Feast puts prometheus-client in

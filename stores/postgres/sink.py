@@ -512,7 +512,13 @@ class PostgresOnlineSink(FeastLayoutSink):
             held = int(cur.fetchone()[0])  # type: ignore[index]
             for view in self.store.list_feature_views():
                 cur.execute(sql.SQL("DELETE FROM {}").format(self._table(view)))
-            for table in (VERSIONS, BARRIERS, TEXTS, CONTRIBUTIONS, *transactions.TABLES):
+            for table in (
+                VERSIONS,
+                BARRIERS,
+                TEXTS,
+                CONTRIBUTIONS,
+                *transactions.tables(transactions.POSTGRES),
+            ):
                 cur.execute(f"DELETE FROM {table}")
             for statement in transactions.schema(transactions.POSTGRES):  # the frontier's row again
                 cur.execute(statement)

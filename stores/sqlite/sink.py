@@ -394,7 +394,7 @@ class SqliteOnlineSink(FeastLayoutSink):
             self._conn.execute(f"DELETE FROM {VERSIONS}")
             self._conn.execute(f"DELETE FROM {BARRIERS}")
             self._conn.execute(f"DELETE FROM {CONTRIBUTIONS}")
-            for table in transactions.TABLES:
+            for table in transactions.tables(transactions.SQLITE):
                 self._conn.execute(f"DELETE FROM {table}")
             for statement in transactions.schema(transactions.SQLITE):
                 self._conn.execute(statement)

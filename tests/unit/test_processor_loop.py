@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import pytest
 from confluent_kafka import TopicPartition
 
 from core.settings import Settings
@@ -409,3 +410,44 @@ def test_with_kafka_away_the_partition_lookup_for_cutting_batches_is_not_repeate
     clock[0] += streams.processor.LOOK_AGAIN_S
     assert not proc._sees_whole_transactions(consumer)  # type: ignore[arg-type]
     assert consumer.lookups == 2
+
+
+class SeekLoggingConsumer(FakeConsumer):
+    def __init__(self, batches: list[list[Any]], stop: Any) -> None:
+        super().__init__(batches, stop)
+        self.seek_log: list[tuple[int, int]] = []
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seek_log.append((tp.partition, tp.offset))
+        super().seek(tp)
+
+
+@pytest.mark.parametrize("failures", [0, 1])
+def test_a_full_batch_carries_the_changes_past_its_last_whole_transaction_into_the_next_one(
+    failures: int,
+) -> None:
+    """Partition 0 has read transactions 1-4, partition 1 transactions 1-5, partition 2 only 5: the batch ends
+    after transaction 3 (streams/cut.py), its commit names no carried offset, and the carried changes come
+    first in the next batch. A failed flush rewinds every partition the batch or its carry read, partition 2
+    (all carried) too, and nothing is lost or committed early."""
+    import threading
+
+    from tests.unit.test_cut import positioned
+
+    stop = threading.Event()
+    p0 = [positioned(o, 0, t, 1) for o, t in enumerate([1, 2, 3, 4])]
+    p1 = [positioned(o, 1, t, 2) for o, t in enumerate([1, 2, 3, 4, 5])]
+    p2 = [positioned(0, 2, 5, 3)]
+    first = [p0[0], p1[0], p1[1], p0[1], p1[2], p0[2], p1[3], p2[0], p0[3], p1[4]]
+    later = [positioned(o, 0, t, 1) for o, t in ((4, 5), (5, 6))]
+    online = TransactionalMemorySink(fail_flushes=failures)
+    pipeline = Pipeline(online, MemorySink(), MemoryDeadLetters(), BatchValidator(SuiteStore(SUITES_DIR)))  # type: ignore[arg-type]
+    consumer = SeekLoggingConsumer([first, later], stop)
+    proc = TestProcessor(pipeline, consumer)
+    proc._sees_whole_transactions = lambda _consumer: True  # type: ignore[method-assign]
+    proc.run(stop)
+    committed = [sorted((tp.partition, tp.offset) for tp in c) for c in consumer.commits]
+    assert committed == [[(0, 3), (1, 3)], [(0, 6), (1, 5), (2, 1)]]
+    assert sorted({r.keys["customer_id"] for r in online.written}) == [1, 2, 3, 4, 5, 6]
+    if failures:
+        assert sorted(set(consumer.seek_log)) == [(0, 0), (1, 0), (2, 0)]

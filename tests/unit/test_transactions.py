@@ -299,8 +299,9 @@ def test_after_an_accepted_retention_gap_a_transaction_from_before_it_is_not_wai
 
 @pytest.mark.parametrize("fresh_store", ["sqlite", "postgres"], indirect=True)
 def test_rows_held_by_the_earlier_layout_are_released_after_an_upgrade(fresh_store: FeatureStore) -> None:
-    """A row held one to a table row (OLD_HELD, before rows were packed per batch) when the processor is
-    upgraded is moved on open and released with its transaction, not lost."""
+    """A row held one to a table row (OLD_HELD, before rows were packed per batch) and its change counted one
+    to a row (SEEN, before Postgres kept arrays) when the processor is upgraded are moved on open and released
+    with their transaction, not lost."""
     sink: FeastLayoutSink = open_online_sink(fresh_store)  # type: ignore[assignment]
     row = sink_row(Change(1, 1, 1, 11.0))
     try:
@@ -315,6 +316,11 @@ def test_rows_held_by_the_earlier_layout_are_released_after_an_upgrade(fresh_sto
         conn.execute(
             f"INSERT INTO {transactions.OLD_HELD} VALUES ({mark}, {mark}, {mark}, {mark})",
             ("tx1", row.source, row.view, pickle.dumps(row)),
+        )
+        # Seen changes as an earlier version kept them too: a row each (Postgres keeps arrays now).
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {transactions.SEEN} (txid TEXT NOT NULL, total_order BIGINT NOT NULL, "
+            "version BIGINT NOT NULL, PRIMARY KEY (txid, total_order))"
         )
         conn.execute(f"INSERT INTO {transactions.SEEN} VALUES ({mark}, 1, 100)", ("tx1",))
         conn.commit()
