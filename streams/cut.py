@@ -88,7 +88,8 @@ def carry(batch: Sequence[Message], decoded: dict[Where, ChangeEvent]) -> tuple[
     transaction committed before W has all its changes in those partitions read; one at W may not. Each
     partition's messages from its first change at or after W on are carried, so what is carried is a suffix of
     each partition (its offsets are not committed before it is processed). Nothing is carried when that would
-    leave less than half the batch (a transaction larger than a batch), so every batch makes progress."""
+    leave less than half the batch, or none of it (a transaction larger than a batch; a batch of one), so every
+    batch makes progress and the next has room for what it reads."""
     top: dict[tuple[str, int], int] = {}
     for msg in batch:
         event = decoded.get(where(msg))
@@ -108,6 +109,6 @@ def carry(batch: Sequence[Message], decoded: dict[Where, ChangeEvent]) -> tuple[
             if event is not None and event.txn is not None and version_of(event)[0] >= w:
                 carrying.add(part)
         (later if part in carrying else now).append(msg)
-    if len(now) < len(batch) // 2:
+    if not now or 2 * len(now) < len(batch):
         return list(batch), []
     return now, later
