@@ -190,9 +190,11 @@ def load(
         return figures
     answered = 0.0  # by every run, the probes too (each is a lookup the server answered, and logged if asked)
     period_ms = connections / rate * 1000  # between two requests of one connection
-    # A little over the rate (10%): the time a request takes varies, and wrk's pauses are whole milliseconds.
-    # Aimed 5% over, the chain's Postgres runs were offered 2,485 and 2,471 of 2,500/s (2026-11-28).
-    aim_ms, pause_ms = period_ms * 0.91, period_ms * 0.86
+    # Over the rate (15%): the time a request takes varies, and wrk's pauses are whole milliseconds. Aimed 5%
+    # over, the chain's Postgres runs were offered 2,485 and 2,471 of 2,500/s (2026-11-28); aimed 10% over, a
+    # Postgres 100-entity run 399 of 400/s while the same pause offered 446-457/s in its logging pairs
+    # (2026-11-29). Offering more than the target only makes its p99 harder to meet.
+    aim_ms, pause_ms = period_ms * 0.87, period_ms * 0.82
     # Two short probes: the first measures the time a request takes at about this pace, the second corrects
     # for what that estimate missed (one probe left the offered rate up to 12% short under ingest).
     for _ in range(2):

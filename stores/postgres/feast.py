@@ -370,11 +370,12 @@ class PgVectorOnlineStore(ReadTtl, V2DocumentsOnly, PostgreSQLOnlineStore):
 
     def read_serialized(
         self, config: RepoConfig, table: FeatureView, keys: list[bytes], requested_features: list[str]
-    ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]] | None:
+    ) -> list[tuple[datetime | None, dict[str, bytes] | None]] | None:
         """``online_read`` by Feast's serialised entity keys, for the feature server's lookups (serving/lookup.py):
-        Feast's query and result, the keys sent as one binary array (as text, psycopg escapes each key with a
-        regular expression: a third of a 100-key read). None for a view it does not read this way (embedding
-        and aggregation views: ``online_read`` reads those)."""
+        Feast's query and result (``_process_rows``: per key the last row's event time), the keys sent as one
+        binary array (as text, psycopg escapes each key with a regular expression: a third of a 100-key read),
+        each value as its stored bytes (the server converts them; a proto each was a fifth of a 100-key
+        lookup). None for a view it does not read this way (embedding and aggregation views: ``online_read``)."""
         if aggregation_view(table) is not None or spec_for(table) is not None:
             return None
         name = compute_table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
@@ -385,7 +386,15 @@ class PgVectorOnlineStore(ReadTtl, V2DocumentsOnly, PostgreSQLOnlineStore):
         with self._get_conn(config, autocommit=True) as conn, conn.cursor() as cur:
             cur.execute(query, (keys, requested_features))
             rows = cur.fetchall()
-        return self._process_rows(keys, rows)
+        found: dict[bytes, tuple[datetime, dict[str, bytes]]] = {}
+        for key, feature, value, event_ts in rows:
+            held = found.get(key)
+            if held is None:
+                found[key] = (event_ts, {feature: value})
+            else:
+                held[1][feature] = value
+                found[key] = (event_ts, held[1])
+        return [found.get(key, (None, None)) for key in keys]
 
     @staticmethod
     def _should_batch(config: RepoConfig, grouped_refs: list[Any], join_key_values: dict[str, Any]) -> bool:

@@ -230,11 +230,12 @@ class VecSqliteOnlineStore(ReadTtl, V2DocumentsOnly, SqliteOnlineStore):
 
     def read_serialized(
         self, config: RepoConfig, table: FeatureView, keys: list[bytes], requested_features: list[str]
-    ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]] | None:
+    ) -> list[tuple[datetime | None, dict[str, bytes] | None]] | None:
         """``online_read`` by Feast's serialised entity keys, for the feature server's lookups
-        (serving/lookup.py): Feast's query and result, without a proto per key or a datetime per stored
-        value (each distinct event time is converted once, by Feast's converter). None for a view it does
-        not read this way (embedding and aggregation views: ``online_read`` reads those)."""
+        (serving/lookup.py): Feast's query and result, each value as its stored bytes (the server converts
+        them), without a proto per key or a datetime per stored value (each distinct event time is converted
+        once, by Feast's converter). None for a view it does not read this way (embedding and aggregation
+        views: ``online_read`` reads those)."""
         if aggregation_view(table) is not None or spec_for(table) is not None:
             return None
         if self._raw is None:
@@ -245,17 +246,15 @@ class VecSqliteOnlineStore(ReadTtl, V2DocumentsOnly, SqliteOnlineStore):
             f"WHERE entity_key IN ({','.join('?' * len(keys))}) ORDER BY entity_key",
             keys,
         ).fetchall()
-        found: dict[bytes, tuple[Any, dict[str, ValueProto]]] = {}
-        for key, feature, blob, event_ts in rows:
-            value = ValueProto()
-            value.ParseFromString(blob)
+        found: dict[bytes, tuple[Any, dict[str, bytes]]] = {}
+        for key, feature, value, event_ts in rows:
             held = found.get(key)
             if held is None:
                 found[key] = (event_ts, {feature: value})
             else:  # Feast keeps the last row's time (rows in feature-name order, the primary key's)
                 held[1][feature] = value
                 found[key] = (event_ts, held[1])
-        out: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
+        out: list[tuple[datetime | None, dict[str, bytes] | None]] = []
         times: dict[Any, datetime] = {}
         for key in keys:
             held = found.get(key)

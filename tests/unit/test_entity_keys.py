@@ -8,8 +8,10 @@ from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from stores.keys import fast_entity_key
+from stores.keys import fast_entity_key, key_encoder
 
 
 def feast_key(keys: dict[str, object], types: dict[str, ValueType]) -> bytes:
@@ -47,3 +49,27 @@ def test_values_it_does_not_handle_go_to_feasts_serialiser() -> None:
     assert fast_entity_key({"id": "7"}, {"id": ValueType.INT64}) is None
     assert fast_entity_key({"id": b"x"}, {"id": ValueType.BYTES}) is None
     assert fast_entity_key({"id": "\ud800"}, {"id": ValueType.STRING}) is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    name=st.text(min_size=1, max_size=12),
+    kind=st.sampled_from([ValueType.INT64, ValueType.INT32, ValueType.STRING]),
+    value=st.one_of(st.integers(min_value=-(2**64), max_value=2**64), st.text(), st.booleans(), st.floats()),
+)
+def test_a_plans_key_encoder_gives_fast_entity_keys_bytes_or_none(
+    name: str, kind: ValueType, value: object
+) -> None:
+    """The lookup plan's encoder (names built once) is fast_entity_key: the same bytes, None for the same values
+    (another type, out of range, a lone surrogate), so a key it cannot build goes to Feast's read as before."""
+    encoded = key_encoder([name], {name: kind})((value,))
+    assert encoded == fast_entity_key({name: value}, {name: kind})
+    if encoded is not None:
+        assert encoded == feast_key({name: value}, {name: kind})
+
+
+def test_a_composite_keys_encoder_orders_names_as_feast_does() -> None:
+    types = {"z_key": ValueType.STRING, "customer_id": ValueType.INT64}
+    encoder = key_encoder(["z_key", "customer_id"], types)
+    assert encoder(("a", 7)) == feast_key({"z_key": "a", "customer_id": 7}, types)
+    assert encoder(("a", "7")) is None

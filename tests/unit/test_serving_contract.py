@@ -53,7 +53,8 @@ def _fill(store: FeatureStore) -> None:
     ttl, and products (bools, string arrays), written by the processor's sink. Ages count from now, the test's
     start, and stay >= 5 minutes from the ttl for the test's duration: the two servers read at different
     instants, so a value crossing the boundary between them would differ for a reason of time, not of code."""
-    now = datetime.now(UTC).replace(microsecond=0)
+    # A fraction of a second every store keeps (microseconds): event times are part of the answer, to the microsecond.
+    now = datetime.now(UTC).replace(microsecond=654321)
     rows = []
     for i in CUSTOMERS:
         limit: float | None = [1.5, float("nan"), None, -0.0, 1e300, 123456789.125][i % 6]
