@@ -139,7 +139,9 @@ class ServedLog:
         name = f"{self._name}-{self._seq:012d}{SUFFIX}"
         tmp = self.spool / f".{name}.tmp"
         with open(tmp, "wb") as fh:
-            fh.write(b"".join(chunks))
+            # Chunk by chunk, not joined first: a join copies the whole second's log (megabytes) holding the GIL,
+            # which the real-time lookup thread then waits for behind this normal-priority one; each write lets it go.
+            fh.writelines(chunks)
         os.replace(tmp, self.spool / name)
 
     def close(self) -> None:
