@@ -65,28 +65,19 @@ def key_encoder(
     name = join_keys[0].encode("utf8")
     head = struct.pack("<I", 1) + _STRING + struct.pack("<I", len(name)) + name
     kind = types[join_keys[0]]
-    if kind == ValueType.INT64:
-        int64 = head + _INT64 + _EIGHT
-        pack64 = struct.Struct("<q").pack
+    if kind in (ValueType.INT64, ValueType.INT32):
+        wide = kind == ValueType.INT64
+        prefix = head + (_INT64 + _EIGHT if wide else _INT32 + _FOUR)
+        pack = struct.Struct("<q" if wide else "<i").pack
+        bound = 2**63 if wide else 2**31
 
-        def encode_int64(key: Sequence[Any]) -> bytes | None:
+        def encode_int(key: Sequence[Any]) -> bytes | None:
             value = key[0]
-            if type(value) is not int or not -(2**63) <= value < 2**63:
+            if type(value) is not int or not -bound <= value < bound:
                 return None
-            return int64 + pack64(value)
+            return prefix + pack(value)
 
-        return encode_int64
-    if kind == ValueType.INT32:
-        int32 = head + _INT32 + _FOUR
-        pack32 = struct.Struct("<i").pack
-
-        def encode_int32(key: Sequence[Any]) -> bytes | None:
-            value = key[0]
-            if type(value) is not int or not -(2**31) <= value < 2**31:
-                return None
-            return int32 + pack32(value)
-
-        return encode_int32
+        return encode_int
     string = head + _STRING
     length = struct.Struct("<I").pack
 
