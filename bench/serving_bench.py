@@ -337,7 +337,9 @@ def main() -> None:
     ap.add_argument(
         "--log-pairs",
         type=int,
-        default=6,
+        # Twelve: with six, single pairs under ingest swung from -56% to +121% and one case's median was -21% (Postgres,
+        # 1 entity, 2026-11-29); with twelve every store's medians were within -4%..+4% (docs/serving.md).
+        default=12,
         help="pairs of runs at once (one server logged, one not; roles swapped each pair) measuring logging's cost",
     )
     ap.add_argument("--online-store", default="sqlite", choices=[k.name for k in kinds()])
