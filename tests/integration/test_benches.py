@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from bench.record import chain_table, readme_block
 from core.settings import PROJECT_ROOT, load_settings
@@ -46,8 +47,15 @@ def bench_env(stack: StackHandle) -> Iterator[dict[str, str]]:
     bench_stores.down(services=BENCH_STORES, wipe=True)
 
 
-def test_every_bench_runs_and_the_chain_table_is_built(bench_env: dict[str, str], tmp_path: Path) -> None:
+def topics(stack: StackHandle) -> set[str]:
+    return set(AdminClient(stack.settings.kafka_client()).list_topics(timeout=30).topics)
+
+
+def test_every_bench_runs_and_the_chain_table_is_built(
+    stack: StackHandle, bench_env: dict[str, str], tmp_path: Path
+) -> None:
     kept = tmp_path / "chain.txt"
+    before = topics(stack)
     done = subprocess.run(
         [sys.executable, "-m", "bench.chain", "--small", "--record", str(kept)],
         cwd=PROJECT_ROOT,
@@ -81,3 +89,7 @@ def test_every_bench_runs_and_the_chain_table_is_built(bench_env: dict[str, str]
         assert f"\n{field}" in text, f"the record lacks its {field!r} line:\n{text[:500]}"
     assert chain_table(kept) in out
     assert "| processor catch-up" in readme_block(kept)
+    # A bench leaves nothing in Kafka: Debezium never deletes a topic, and the benches' topics had filled a
+    # developer's broker with 16 GB (bench/common.py delete_topics).
+    left = sorted(topics(stack) - before)
+    assert not left, f"the benches left {len(left)} topic(s) in Kafka: {left}"
