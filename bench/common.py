@@ -57,7 +57,7 @@ def repo_and_connector(
     settings = settings.model_copy(
         update={
             "feature_repo": root / "feature_repo",
-            "dlq_topic": f"dlq.{name}",
+            "dlq_topic": dead_letters(name),
             "processor_group": f"{name}-bench",
         }
     )
@@ -83,11 +83,21 @@ def cleanup(settings: Settings, pg: Postgres, definition: ConnectorDefinition, n
         shutil.rmtree(root, ignore_errors=True)
 
 
-def bench_topics(names: Iterable[str], definition: ConnectorDefinition, dlq_topic: str) -> list[str]:
+def dead_letters(name: str) -> str:
+    """The dead-letter topic of the bench named ``name`` (``repo_and_connector``)."""
+    return f"dlq.{name}"
+
+
+def bench_topics(names: Iterable[str], definition: ConnectorDefinition) -> list[str]:
     """Of ``names``, the topics a bench's connector and processor made: its prefix's (tables, transactions,
-    heartbeats), Debezium's heartbeat and notification topics named after it, its dead letters."""
+    heartbeats), Debezium's heartbeat and notification topics named after it, its dead letters. Named from the
+    connector alone, never from settings (the project's own dead-letter topic is not the bench's to delete)."""
     prefix = definition.topic_prefix
-    own = {f"__debezium-heartbeat.{prefix}", f"__debezium-notifications.{prefix}", dlq_topic}
+    own = {
+        f"__debezium-heartbeat.{prefix}",
+        f"__debezium-notifications.{prefix}",
+        dead_letters(definition.name),
+    }
     return sorted(t for t in names if t.startswith(f"{prefix}.") or t in own)
 
 
@@ -97,7 +107,7 @@ def delete_topics(settings: Settings, definition: ConnectorDefinition) -> None:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(settings.kafka_client())
-    topics = bench_topics(admin.list_topics(timeout=30).topics, definition, settings.dlq_topic)
+    topics = bench_topics(admin.list_topics(timeout=30).topics, definition)
     if not topics:
         return
     for topic, done in admin.delete_topics(topics, operation_timeout=60).items():
