@@ -5,7 +5,9 @@ own ``store.push`` into the same online store, measured in the same run.
 
 Needs the local stack (``featurectl stack up``; the script starts it if needed). It works on a
 table of its own (shaped like ``customers``), a copy of the feature repository pointed at it, and its
-own connector, topics and consumer group, so it leaves the project's tables, topics and stores alone. Figures vary between runs on shared machines: compare within one run.
+own connector, topics and consumer group, so it leaves the project's tables, topics and stores alone; it
+drops its table, connector and topics when it ends (bench/common.py cleanup). Figures vary between runs on
+shared machines: compare within one run.
 """
 
 from __future__ import annotations
