@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -42,7 +43,9 @@ def made_by(name: str) -> list[str]:
         max_size=5,
     )
 )
-def test_a_bench_deletes_the_topics_it_made_and_no_other(others: list[list[str]], tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_bench_deletes_the_topics_it_made_and_no_other(
+    others: list[list[str]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
     definition = load_definition().derive(NAME, [f"public.{NAME}"], tmp_path_factory.mktemp("c") / "c.json")
     other = {t for group in others for t in group}
     assert bench_topics([*made_by(NAME), *other], definition) == sorted(made_by(NAME))
