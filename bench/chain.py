@@ -393,19 +393,23 @@ def main() -> None:
         print(text, flush=True)
         printed.append(text)
 
-    def run(r: Run) -> tuple[Run, subprocess.CompletedProcess[str]]:
+    def run(r: Run) -> tuple[Run, subprocess.CompletedProcess[str], float]:
         print(f"running: {' '.join(r.command)}", file=sys.stderr, flush=True)
-        return r, subprocess.run(r.command, capture_output=True, text=True)
+        began = time.monotonic()
+        result = subprocess.run(r.command, capture_output=True, text=True)
+        return r, result, time.monotonic() - began  # where a run's time goes (CI runs --small)
 
     # Full mode one at a time: benches on one machine would measure each other.
     with ThreadPoolExecutor(max_workers=2 if args.small else 1) as pool:
         done = list(pool.map(run, plan))
     failed = []
-    for r, result in done:
-        emit(f"\n===== {' '.join(r.command[2:])} (exit {result.returncode})\n{result.stdout}")
+    for r, result, seconds in done:
+        emit(
+            f"\n===== {' '.join(r.command[2:])} (exit {result.returncode}, {seconds:.0f} s)\n{result.stdout}"
+        )
         if result.returncode != 0:
             failed.append(f"{r.name} {' '.join(r.args)}: exit {result.returncode}\n{result.stderr[-3000:]}")
-    lines, missing = table({r: res.stdout for r, res in done if res.returncode == 0})
+    lines, missing = table({r: res.stdout for r, res, _ in done if res.returncode == 0})
     emit(f"\n{record.TABLE_START} ({time.monotonic() - started:.0f} s in all)")
     emit(f"command: {' '.join(command)}")
     emit("\n".join(lines))

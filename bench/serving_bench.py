@@ -198,7 +198,7 @@ def load(
     # Two short probes: the first measures the time a request takes at about this pace, the second corrects
     # for what that estimate missed (one probe left the offered rate up to 12% short under ingest).
     for _ in range(2):
-        probe = run(pause_ms, 2)
+        probe = run(pause_ms, min(2.0, seconds))  # no longer than the run itself (--small's 1 s runs)
         answered += probe["requests"] - probe["errors"]
         pause_ms = max(0.0, pause_ms - (connections / max(probe["rps"], 1e-9) * 1000 - aim_ms))
     figures = run(pause_ms, seconds)
