@@ -193,11 +193,11 @@ class FastLookupApp:
         answered = self.lookups.answer(body, permits)
         if answered is None:
             return None
-        payload, plan, rows, features = answered
+        payload, plan, rows, features, at_ns = answered
         if plan.logged is not None:
             log = self.served_log
             if log is not None:
-                log.record(plan.logged, plan.log_rate, body, payload)
+                log.record(plan.logged, plan.log_rate, body, payload, at_ns)
         if metrics._config.request:
             metrics.request_latency.labels(
                 endpoint=PATH,

@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import msgspec
@@ -40,7 +40,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stores import ttl
+from stores import contributions, ordering, ttl
 from stores.keys import key_encoder
 
 logger = logging.getLogger(__name__)
@@ -212,9 +212,10 @@ class Lookups:
 
     def answer(
         self, body: bytes, permits: Callable[[Plan], bool] | None = None
-    ) -> tuple[bytes, Plan, int, int] | None:
-        """The JSON body Feast's server would return for ``body``, with the plan that answered it and the request's
-        entity rows and features (for Feast's request metrics); or None if Feast's app must answer it (also when
+    ) -> tuple[bytes, Plan, int, int, int] | None:
+        """The JSON body Feast's server would return for ``body``, with the plan that answered it, the request's
+        entity rows and features (for Feast's request metrics) and the instant it is as of (ns since the epoch:
+        the served log's request time, ``_read_all``); or None if Feast's app must answer it (also when
         ``permits``, the caller's authorization, refuses the plan)."""
         try:
             request = _decode(body)
@@ -252,9 +253,11 @@ class Lookups:
                 ):
                     return None
         count = sum(len(read.features) for read in plan.reads)
-        return encode(self._response(plan, columns, rows)), plan, rows, count
+        response, at_ns = self._response(plan, columns, rows)
+        return encode(response), plan, rows, count, at_ns
 
-    def _response(self, plan: Plan, columns: list[list[Any]], rows: int) -> dict[str, Any]:
+    def _response(self, plan: Plan, columns: list[list[Any]], rows: int) -> tuple[dict[str, Any], int]:
+        """Feast's response body, and the instant (ns since the epoch, whole µs) it is as of."""
         names = list(plan.keys)
         results: list[dict[str, Any]] = [
             {"values": column, "statuses": ["PRESENT"] * rows, "event_timestamps": [EPOCH] * rows}
@@ -272,8 +275,7 @@ class Lookups:
                 for row, value in enumerate(zip(*(columns[i] for i in read.keys), strict=True)):
                     unique.setdefault(value, []).append(row)
             uniques.append(unique)
-        founds = self._read_all(online, config, plan, uniques)
-        now = ttl.clock()
+        founds, now = self._read_all(online, config, plan, uniques)
         for read, unique, found in zip(plan.reads, uniques, founds, strict=True):
             n = len(read.features)
             values: list[list[Any]] = [[None] * rows for _ in range(n)]
@@ -306,20 +308,31 @@ class Lookups:
                 results.append(
                     {"values": values[i], "statuses": statuses[i], "event_timestamps": list(stamps)}
                 )
-        return {"results": results, "metadata": {"feature_names": names}}
+        return {"results": results, "metadata": {"feature_names": names}}, now
 
     def _read_all(
         self, online: Any, config: Any, plan: Plan, uniques: list[dict[tuple[Any, ...], list[int]]]
-    ) -> list[list[tuple[datetime | None, dict[str, ValueProto | bytes] | None]]]:
+    ) -> tuple[list[list[tuple[datetime | None, dict[str, ValueProto | bytes] | None]]], int]:
         """Each view's rows, all as of one state of the store as far as source transactions go: the processor
         releases a transaction's rows of every view in one atomic step (stores/transactions.py), but each view is
         a read of its own, so a release between two of them would show a state the source never had (an order
         newer than its customer's totals). The store's release position is read before and after the reads; if
         it moved, they are read again, until it stays put (a release every ~100 ms at most, a read of a few ms:
-        rarely more than once) or past SNAPSHOT_S (ReadsMovedError: better no answer than a wrong one)."""
+        rarely more than once) or past SNAPSHOT_S (ReadsMovedError: better no answer than a wrong one).
 
-        def read_views() -> list[list[tuple[datetime | None, dict[str, ValueProto | bytes] | None]]]:
-            return [self._read(online, config, r, list(u)) for r, u in zip(plan.reads, uniques, strict=True)]
+        Also the instant the rows are as of, taken before each attempt's reads: ttl is judged at it, aggregation
+        windows end at it (``contributions.reading_at``), and the served log records it as the request's time, so
+        `featurectl consistency` recomputes the lookup as of the very instant it was answered for."""
+
+        def read_views() -> tuple[
+            list[list[tuple[datetime | None, dict[str, ValueProto | bytes] | None]]], int
+        ]:
+            at_ns = ttl.clock() // 1000 * 1000  # whole µs: what a datetime and the log's timestamps hold
+            with contributions.reading_at(ordering.EPOCH + timedelta(microseconds=at_ns // 1000)):
+                reads = [
+                    self._read(online, config, r, list(u)) for r, u in zip(plan.reads, uniques, strict=True)
+                ]
+            return reads, at_ns
 
         position: Callable[[Any], int | None] | None = getattr(online, "release_position", None)
         if position is None or len(plan.reads) < 2:  # one view is one read (a statement, a MULTI/EXEC)

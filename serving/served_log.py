@@ -33,7 +33,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-# Each record: request time (ns since the epoch), then the lengths of the header, the request and the response.
+# Each record: request time (ns since the epoch: the instant the lookup was answered as of), then the lengths of
+# the header, the request and the response.
 FRAME = struct.Struct("<qIII")
 SUFFIX = ".log"
 SPOOL_ENV = "FEAST_SERVE_LOG_SPOOL"  # set by serving/feature_server.py for its server processes
@@ -84,8 +85,9 @@ class ServedLog:
         self._thread = threading.Thread(target=self._run, name="served-log", daemon=True)
         self._thread.start()
 
-    def record(self, header: bytes, rate: float, request: bytes, response: bytes) -> None:
-        """Keep one answered lookup (``header``: the plan's service and column names), sampled at ``rate``."""
+    def record(self, header: bytes, rate: float, request: bytes, response: bytes, at_ns: int) -> None:
+        """Keep one answered lookup (``header``: the plan's service and column names), sampled at ``rate``;
+        ``at_ns``: the instant it was answered as of (the log's request time)."""
         if rate < 1.0 and random.random() >= rate:
             return
         size = len(header) + len(request) + len(response) + FRAME.size
@@ -94,7 +96,7 @@ class ServedLog:
                 self._drop("buffer", 1)
                 return
             self._chunks += (
-                FRAME.pack(time.time_ns(), len(header), len(request), len(response)),
+                FRAME.pack(at_ns, len(header), len(request), len(response)),
                 header,
                 request,
                 response,

@@ -10,7 +10,9 @@ read time, through the index on (view, agg_key, event_us).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -102,8 +104,25 @@ def by_key(
     return out
 
 
+_READ_AT: ContextVar[datetime | None] = ContextVar("featurectl_read_at", default=None)
+
+
+@contextmanager
+def reading_at(at: datetime) -> Iterator[None]:
+    """Aggregation views read inside compute their windows as of ``at``, not each read's own now: a lookup's
+    views as of one instant, the one its served log records as the request's time. With two clocks, an order
+    leaving a window between them was served yet absent from the history as of the logged time (real skew
+    reported by ``featurectl consistency`` where there was none, 2026-11-29)."""
+    token = _READ_AT.set(at)
+    try:
+        yield
+    finally:
+        _READ_AT.reset(token)
+
+
 def now() -> datetime:
-    return datetime.now(UTC)
+    """The read instant ``reading_at`` set, else the wall clock."""
+    return _READ_AT.get() or datetime.now(UTC)
 
 
 def online_read(

@@ -4,7 +4,8 @@ A ``FeatureService`` with ``logging_config=LoggingConfig(destination=FileLogging
 to a Delta table at that path (relative to the feature repository), partitioned by ``__log_date``, with Feast's
 columns (``feast.feature_logging.FeatureServiceLoggingSource``): the join keys, per feature ``<view>__<feature>``,
 ``<view>__<feature>__timestamp`` (the served value's event time) and ``<view>__<feature>__status`` (Feast's
-``FieldStatus`` number), then ``__log_timestamp`` (when the request came), ``__log_date`` and ``__request_id``.
+``FieldStatus`` number), then ``__log_timestamp`` (the instant the lookup was answered as of: its aggregation
+windows end there, its ttl is judged there), ``__log_date`` and ``__request_id``.
 
 Appends are atomic (Delta) and, when given an application id and version (the shipper: one per spool file,
 serving/log_shipper.py), at most once: a version at or below the table's mark for that id is not written again.

@@ -31,6 +31,7 @@ from stores.registry import open_online_sink
 from stores.sink import DELETE, UPSERT, SinkRow
 
 SERVICE = "purchase_model"
+N_EDGES, EDGE_SPACING = 300, timedelta(milliseconds=1)  # orders leaving a window, one per customer
 STATUS = {"PRESENT": 1, "NULL_VALUE": 2, "NOT_FOUND": 3, "OUTSIDE_MAX_AGE": 4}
 
 
@@ -223,10 +224,10 @@ def test_a_spool_file_shipped_twice_is_logged_once(
     ).encode()
     answered = Lookups(store).answer(body)
     assert answered is not None
-    payload, plan, _, _ = answered
+    payload, plan, _, _, at_ns = answered
     assert plan.logged is not None
     for _ in range(3):
-        log.record(plan.logged, 1.0, body, payload)
+        log.record(plan.logged, 1.0, body, payload, at_ns)
     log.close()
     [file] = spool_files(spool)
     kept = file.read_bytes()
@@ -242,20 +243,20 @@ def test_a_spool_file_shipped_twice_is_logged_once(
 def test_the_served_log_is_bounded_and_counts_what_it_drops(tmp_path: Path) -> None:
     log = ServedLog(tmp_path / "spool", interval_s=3600, max_buffer_bytes=1000, max_spool_bytes=1500)
     for _ in range(20):
-        log.record(b"h" * 10, 1.0, b"q" * 100, b"r" * 100)
+        log.record(b"h" * 10, 1.0, b"q" * 100, b"r" * 100, 0)
     assert log.dropped == 16  # 4 records of 230 bytes fit in 1000
     log.flush()
     for _ in range(4):
-        log.record(b"h" * 10, 1.0, b"q" * 100, b"r" * 100)
+        log.record(b"h" * 10, 1.0, b"q" * 100, b"r" * 100, 0)
     log.flush()  # the spool holds 920 bytes < 1500: written
     for _ in range(4):
-        log.record(b"h" * 10, 1.0, b"q" * 100, b"r" * 100)
+        log.record(b"h" * 10, 1.0, b"q" * 100, b"r" * 100, 0)
     log.flush()  # 1840 > 1500: dropped, counted
     log.close()
     assert log.dropped == 20 and len(spool_files(tmp_path / "spool")) == 2
     sampled = ServedLog(tmp_path / "sampled", interval_s=3600)
     for _ in range(2000):
-        sampled.record(b"h", 0.1, b"q", b"r")
+        sampled.record(b"h", 0.1, b"q", b"r", 0)
     sampled.close()
     kept = sum(len(read_records(f)) for f in spool_files(tmp_path / "sampled"))
     assert 100 <= kept <= 300, kept  # sample_rate 0.1 of 2,000 (binomial: 200 +- 13)
@@ -324,3 +325,51 @@ def test_consistency_finds_no_skew_explains_lag_and_names_a_planted_wrong_value(
     page = page_path.read_text()
     assert page.count('<circle class="skew"') == 3 and page.count('<circle class="lag"') == 1
     assert "purchase_model: 3 value(s) of real skew" in page
+
+
+def test_lookups_as_orders_leave_their_window_are_recomputed_as_served(
+    logged: tuple[FeatureStore, Writer], server: FeatureServer
+) -> None:
+    """An order served a moment before it left a window is no skew: a lookup's aggregation windows end at the
+    instant its log records, so recomputing it as of that instant finds what was served. Seen in CI (2026-11-29):
+    the log's time was taken after the response was built, 0.3-2.8 ms past the windows' end, and an order leaving
+    its 7-day window in between was served, absent from the history as of the logged time: "real skew"."""
+    store, writer = logged
+    customers = list(range(1, N_EDGES + 1))
+    writer.write([customer(i, 1.0) for i in customers] + [product(1, 1.0)], datetime.now(UTC))
+    # One order per customer, leaving the 7-day window 1 ms after the previous one, from 1 s from now on.
+    first = datetime.now(UTC) + timedelta(seconds=1)
+    orders = [
+        (
+            "customer_orders",
+            UPSERT,
+            {"_row": json.dumps({"id": i}, separators=(",", ":"))},
+            {
+                "customer_id": i,
+                "ordered_at": first - timedelta(days=7) + i * EDGE_SPACING,
+                "amount": f"{i}.25",
+                "product_id": "1",
+                "status": "paid",
+            },
+        )
+        for i in customers
+    ]
+    start = datetime.now(UTC)
+    writer.write(orders, start)
+    last = first + N_EDGES * EDGE_SPACING
+    while datetime.now(UTC) < last + timedelta(milliseconds=100):  # lookups back to back across every edge
+        _lookup(server.url, customers, [1] * len(customers))
+    server.stop()
+
+    # The stores were written before every lookup: no freshness lag can explain a difference (lag 0).
+    report = consistency.check(store, SERVICE, start, datetime.now(UTC), lag_s=0.0)
+    spent = {f.feature: f for f in report.features}["customer_orders__spent_7d"]
+    assert spent.compared == report.rows > 0
+    assert spent.matched == spent.compared, spent
+    # The lookups did cross the edges: each order was served both in its window and out of it.
+    table = served.read(served.log_path(store.get_feature_service(SERVICE), Path(str(store.repo_path))))
+    seen = table.select(["customer_id", "customer_orders__spent_7d"]).to_pylist()
+    crossed = {r["customer_id"] for r in seen if r["customer_orders__spent_7d"] is not None} & {
+        r["customer_id"] for r in seen if r["customer_orders__spent_7d"] is None
+    }
+    assert len(crossed) > N_EDGES // 2, len(crossed)
